@@ -1,0 +1,246 @@
+"""The one settings object.
+
+Every setting is declared exactly once below, with its type, default, environment
+variable and a sentence of documentation. Values are layered, later wins:
+
+1. the default declared here,
+2. a TOML file (``CONVERGENCE_CONFIG``, else ``./convergence.toml`` when present),
+3. environment variables ``CONVERGENCE_<NAME>``,
+4. explicit overrides (CLI flags).
+
+Nothing else in the code base reads the environment or a config file; it asks
+:func:`load_settings` and receives a frozen :class:`Settings`.
+
+Examples
+--------
+>>> s = load_settings(env={"CONVERGENCE_STATIONS": "12"}, config_path=None)
+>>> s.stations, s.source_of("stations")
+(12, 'env CONVERGENCE_STATIONS')
+>>> s.tick_s, s.source_of("tick_s")
+(1.0, 'default')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names it and the fix."""
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "convergence"
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "convergence"
+
+
+def _setting(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Effective configuration. Build it with :func:`load_settings`."""
+
+    data_dir: Path = _setting(
+        _default_data_dir(), "Where the embedded database and trained models live."
+    )
+    cache_dir: Path = _setting(
+        _default_cache_dir(), "Where downloaded Kafka jars and broker state are cached."
+    )
+    db: str = _setting(
+        "",
+        "SurrealDB URL: surrealkv://PATH (embedded file), mem:// (throwaway) or ws://HOST:PORT "
+        "(server). Empty means surrealkv://<data_dir>/db.",
+    )
+    db_namespace: str = _setting("convergence", "SurrealDB namespace.")
+    db_database: str = _setting("main", "SurrealDB database.")
+    db_user: str = _setting("", "SurrealDB user (server URLs only).")
+    db_password: str = _setting("", "SurrealDB password (server URLs only).")
+    stations: int = _setting(247, "Number of synthetic ground stations in the default fleet.")
+    seed: int = _setting(7, "Seed for every random choice (scenarios, fleets, models).")
+    tick_s: float = _setting(1.0, "Length of one detector tick in event-time seconds.")
+    allowed_lateness_s: float = _setting(
+        3.0, "How late (event time) an event may arrive and still update its tick."
+    )
+    window_ticks: int = _setting(
+        8, "Sliding window, in ticks, over which the convergence meter fuses node evidence."
+    )
+    max_text_chars: int = _setting(2048, "Longest event text accepted; longer is rejected.")
+    max_event_bytes: int = _setting(16384, "Largest encoded event accepted on the wire.")
+    max_future_s: float = _setting(
+        300.0, "An event stamped further than this in the future is rejected."
+    )
+    max_age_s: float = _setting(
+        7 * 86400.0, "An event older than this (relative to now) is rejected."
+    )
+    kafka_bootstrap: str = _setting("127.0.0.1:9092", "Kafka bootstrap servers (host:port,...).")
+    kafka_version: str = _setting("4.1.1", "Apache Kafka version resolved from Maven Central.")
+    kafka_scala: str = _setting("2.13", "Scala binary version of the Kafka jars.")
+    topic_prefix: str = _setting("convergence", "Prefix of every Kafka topic name.")
+    faust_app_id: str = _setting("convergence", "Faust application id (consumer group).")
+    models_dir: Path = _setting(Path(""), "Where trained models are stored; empty = <data_dir>/models.")
+
+    _sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    # -- derived values -------------------------------------------------
+    @property
+    def db_url(self) -> str:
+        """The SurrealDB URL in force (``db`` or the embedded file under ``data_dir``)."""
+        return self.db or f"surrealkv://{self.data_dir / 'db'}"
+
+    @property
+    def models_path(self) -> Path:
+        """Directory of the model registry."""
+        return self.models_dir if str(self.models_dir) not in ("", ".") else self.data_dir / "models"
+
+    def topic(self, name: str) -> str:
+        """Full Kafka topic name for a logical topic (``events``, ``alerts``, ...)."""
+        return f"{self.topic_prefix}-{name}"
+
+    def source_of(self, name: str) -> str:
+        """Where the value of setting ``name`` came from."""
+        return self._sources.get(name, "default")
+
+    def describe(self) -> list[dict[str, str]]:
+        """Every setting as ``{name, value, source, env, doc}`` rows, for ``config show``."""
+        rows = []
+        for f in fields():
+            rows.append(
+                {
+                    "name": f.name,
+                    "value": str(getattr(self, f.name)),
+                    "source": self.source_of(f.name),
+                    "env": env_name(f.name),
+                    "doc": f.metadata["doc"],
+                }
+            )
+        return rows
+
+    def replace(self, **overrides: Any) -> Settings:
+        """A copy with explicit overrides (recorded with source ``override``)."""
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return _build(
+            {**{f.name: getattr(self, f.name) for f in fields()}, **clean},
+            {**self._sources, **{k: "override" for k in clean}},
+        )
+
+
+def fields() -> list[dataclasses.Field[Any]]:
+    """The declared settings (excluding private bookkeeping)."""
+    return [f for f in dataclasses.fields(Settings) if not f.name.startswith("_")]
+
+
+def env_name(name: str) -> str:
+    """Environment variable that sets ``name``."""
+    return f"CONVERGENCE_{name.upper()}"
+
+
+def _coerce(name: str, raw: Any, origin: str) -> Any:
+    f = next(f for f in fields() if f.name == name)
+    kind = f.type if isinstance(f.type, type) else str(f.type)
+    try:
+        if kind in (int, "int"):
+            if isinstance(raw, bool):
+                raise ValueError
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+        if kind in (Path, "Path"):
+            return Path(str(raw)).expanduser()
+        return str(raw)
+    except (TypeError, ValueError):
+        raise SettingsError(
+            f"setting {name!r} from {origin} has value {raw!r}, which is not a valid {kind}; "
+            f"fix it or unset {env_name(name)}"
+        ) from None
+
+
+def _validate(values: Mapping[str, Any]) -> None:
+    def need(cond: bool, name: str, what: str) -> None:
+        if not cond:
+            raise SettingsError(f"setting {name!r} = {values[name]!r} is invalid: {what}")
+
+    need(values["stations"] >= 1, "stations", "need at least 1 station")
+    need(values["tick_s"] > 0, "tick_s", "tick length must be > 0 seconds")
+    need(values["allowed_lateness_s"] >= 0, "allowed_lateness_s", "must be >= 0 seconds")
+    need(values["window_ticks"] >= 1, "window_ticks", "must be >= 1 tick")
+    need(values["max_text_chars"] >= 0, "max_text_chars", "must be >= 0")
+    need(values["max_event_bytes"] >= 256, "max_event_bytes", "must be >= 256 bytes")
+    db = values["db"]
+    need(
+        db == "" or db.split("://", 1)[0] in ("mem", "memory", "surrealkv", "rocksdb", "ws", "wss", "http", "https"),
+        "db",
+        "use surrealkv://PATH, mem://, or ws://HOST:PORT",
+    )
+
+
+def _build(values: dict[str, Any], sources: dict[str, str]) -> Settings:
+    _validate(values)
+    return Settings(**values, _sources=dict(sources))
+
+
+def load_settings(
+    *,
+    env: Mapping[str, str] | None = None,
+    config_path: Path | str | None | bool = True,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Layer defaults, TOML file, environment and overrides into a :class:`Settings`.
+
+    ``config_path=True`` means: ``$CONVERGENCE_CONFIG`` if set, else ``./convergence.toml``
+    if it exists. ``None``/``False`` disables the file. Raises :class:`SettingsError`
+    with an actionable message on unknown keys or bad values.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {f.name: f.default for f in fields()}
+    sources: dict[str, str] = {}
+    path: Path | None = None
+    if config_path is True:
+        if env.get("CONVERGENCE_CONFIG"):
+            path = Path(env["CONVERGENCE_CONFIG"]).expanduser()
+            if not path.exists():
+                raise SettingsError(
+                    f"CONVERGENCE_CONFIG points at {path}, which does not exist; "
+                    "create it or unset CONVERGENCE_CONFIG"
+                )
+        elif Path("convergence.toml").exists():
+            path = Path("convergence.toml")
+    elif config_path:
+        path = Path(str(config_path))
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"cannot read config file {path}: {exc}") from None
+        table = data.get("convergence", data)
+        known = {f.name for f in fields()}
+        for key, raw in table.items():
+            if key not in known:
+                raise SettingsError(
+                    f"unknown setting {key!r} in {path}; known settings: {', '.join(sorted(known))}"
+                )
+            values[key] = _coerce(key, raw, str(path))
+            sources[key] = f"file {path}"
+    for f in fields():
+        name = env_name(f.name)
+        if name in env:
+            values[f.name] = _coerce(f.name, env[name], f"env {name}")
+            sources[f.name] = f"env {name}"
+    for key, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        values[key] = _coerce(key, raw, "command line")
+        sources[key] = "override"
+    return _build(values, sources)

@@ -1,0 +1,122 @@
+"""Station metadata and the registry that maps station ids to array positions.
+
+Detectors work on arrays indexed by station position; every runtime needs the same
+mapping from ``station_id`` to that position plus the per-station facts the meter
+uses to judge independence: source kind, region and *correlation group* (stations
+that share an upstream feed or market, whose anomalies are not independent).
+
+A station first seen at run time (not declared in the fleet) is added with region
+``unknown`` and a group of its own, so nothing is rejected merely for being new.
+
+Examples
+--------
+>>> reg = StationRegistry([StationInfo("news-1", "osint_news", "eu", "wire-a")])
+>>> reg.index_of("news-1"), len(reg)
+(0, 1)
+>>> reg.ensure("social-9", "osint_social")
+1
+>>> reg.info(1).region, reg.kind_idx.tolist()
+('unknown', [0, 1])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from convergence.schema import KIND_INDEX, SourceKind
+
+
+@dataclass(frozen=True)
+class StationInfo:
+    """What the pipeline knows about a station."""
+
+    station_id: str
+    source_kind: SourceKind | str
+    region: str = "unknown"
+    group: str = ""
+    name: str = ""
+    rate_per_s: float = 0.0  # expected background rate, when known (synthetic fleets)
+
+    @property
+    def kind(self) -> SourceKind:
+        return SourceKind(self.source_kind)
+
+    @property
+    def correlation_group(self) -> str:
+        return self.group or self.station_id
+
+
+@dataclass
+class StationRegistry:
+    """Grows as stations appear; exposes per-station index arrays for the detectors."""
+
+    stations: list[StationInfo] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._index: dict[str, int] = {}
+        self._regions: dict[str, int] = {}
+        self._groups: dict[str, int] = {}
+        self._kind: list[int] = []
+        self._region: list[int] = []
+        self._group: list[int] = []
+        infos, self.stations = list(self.stations), []
+        for info in infos:
+            self.add(info)
+
+    def __len__(self) -> int:
+        return len(self.stations)
+
+    def add(self, info: StationInfo) -> int:
+        """Register a station (idempotent by id) and return its index."""
+        if info.station_id in self._index:
+            return self._index[info.station_id]
+        idx = len(self.stations)
+        self.stations.append(info)
+        self._index[info.station_id] = idx
+        self._kind.append(KIND_INDEX[info.kind.value])
+        self._region.append(self._regions.setdefault(info.region, len(self._regions)))
+        self._group.append(self._groups.setdefault(info.correlation_group, len(self._groups)))
+        return idx
+
+    def ensure(self, station_id: str, source_kind: str | SourceKind) -> int:
+        """Index of ``station_id``, registering an undeclared station if needed."""
+        idx = self._index.get(station_id)
+        if idx is None:
+            idx = self.add(StationInfo(station_id, source_kind))
+        return idx
+
+    def index_of(self, station_id: str) -> int:
+        return self._index[station_id]
+
+    def info(self, idx: int) -> StationInfo:
+        return self.stations[idx]
+
+    def ids(self) -> list[str]:
+        return [s.station_id for s in self.stations]
+
+    def region_names(self) -> list[str]:
+        return list(self._regions)
+
+    @property
+    def kind_idx(self) -> npt.NDArray[np.int64]:
+        return np.asarray(self._kind, dtype=np.int64)
+
+    @property
+    def region_idx(self) -> npt.NDArray[np.int64]:
+        return np.asarray(self._region, dtype=np.int64)
+
+    @property
+    def group_idx(self) -> npt.NDArray[np.int64]:
+        return np.asarray(self._group, dtype=np.int64)
+
+    @property
+    def rates(self) -> npt.NDArray[np.float64]:
+        return np.asarray([s.rate_per_s for s in self.stations], dtype=np.float64)
+
+    @classmethod
+    def of(cls, infos: Iterable[StationInfo]) -> StationRegistry:
+        return cls(list(infos))

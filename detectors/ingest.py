@@ -1,0 +1,324 @@
+"""Ingest bucketing: events to per-station, per-tick cells.
+
+Events arrive as columns (:class:`EventColumns`: station position, event time, value,
+category bin, content hash, source hash). :func:`bucket` turns one array of events into
+dense cells for a range of ticks in a single vectorised pass (``bincount`` on a flat
+``tick * stations + station`` key): event count, value sum / sum of squares / min / max /
+last, a fixed-size category histogram and a 64-bit source bitmap whose popcount is the
+distinct-source count (exact up to 64 sources per cell, a lower bound beyond).
+
+:class:`TickAccumulator` is the streaming form: it keeps the open ticks, merges batches
+into them, counts duplicates (same content hash) once, reports events that arrive after
+their tick closed (beyond the allowed lateness) so the runtime can dead-letter them, and
+closes ticks — contiguous, empty ones included — when the watermark passes them.
+
+Examples
+--------
+>>> import numpy as np
+>>> cols = EventColumns.from_arrays(station=[0, 0, 1], time_s=[0.2, 0.7, 1.5],
+...                                 value=[1.0, 3.0, 5.0], category_bin=[2, 2, 3])
+>>> cells = bucket(cols, t0_tick=0, n_ticks=2, n_stations=2, tick_s=1.0, n_bins=4)
+>>> cells["count"].tolist(), cells["value_last"][0].tolist()
+([[2.0, 0.0], [0.0, 1.0]], [3.0, 0.0])
+>>> acc = TickAccumulator(n_stations=2, tick_s=1.0, allowed_lateness_s=0.5, n_bins=4)
+>>> acc.add(cols).accepted
+3
+>>> [t for t, _ in acc.close_until(watermark_s=2.5)]
+[0, 1]
+>>> late = EventColumns.from_arrays(station=[1], time_s=[0.9], value=[1.0], category_bin=[0],
+...                             event_hash=[99])
+>>> acc.add(late).late_idx.tolist()
+[0]
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from convergence.detectors.base import Array, check_positive
+
+N_CATEGORY_BINS = 16
+CELL_FIELDS = (
+    "count", "value_sum", "value_sumsq", "value_min", "value_max", "value_last",
+    "last_time", "sources",
+)
+
+
+@lru_cache(maxsize=65536)
+def category_bin(category: str, n_bins: int = N_CATEGORY_BINS) -> int:
+    """Stable bin of a category name (BLAKE2b, so the same across processes)."""
+    return int.from_bytes(hashlib.blake2b(category.encode(), digest_size=4).digest(), "little") % n_bins
+
+
+@lru_cache(maxsize=65536)
+def source_hash(source: str | None) -> int:
+    """Stable 64-bit hash of an upstream source name (0 for none)."""
+    if not source:
+        return 0
+    return int.from_bytes(hashlib.blake2b(source.encode(), digest_size=8).digest(), "little")
+
+
+@dataclass
+class EventColumns:
+    """A batch of events as parallel numpy arrays (what every stage consumes)."""
+
+    station: npt.NDArray[np.int64]
+    time_s: npt.NDArray[np.float64]
+    value: npt.NDArray[np.float64]
+    category_bin: npt.NDArray[np.int64]
+    event_hash: npt.NDArray[np.uint64]
+    source_hash: npt.NDArray[np.uint64]
+
+    def __len__(self) -> int:
+        return int(self.station.shape[0])
+
+    @classmethod
+    def from_arrays(
+        cls,
+        *,
+        station: Sequence[int] | Array,
+        time_s: Sequence[float] | Array,
+        value: Sequence[float] | Array,
+        category_bin: Sequence[int] | Array,
+        event_hash: Sequence[int] | Array | None = None,
+        source_hash: Sequence[int] | Array | None = None,
+    ) -> EventColumns:
+        st = np.asarray(station, dtype=np.int64)
+        n = st.shape[0]
+        eh = (np.arange(1, n + 1, dtype=np.uint64) if event_hash is None
+              else np.asarray(event_hash, dtype=np.uint64))
+        sh = np.zeros(n, np.uint64) if source_hash is None else np.asarray(source_hash, np.uint64)
+        return cls(st, np.asarray(time_s, np.float64), np.asarray(value, np.float64),
+                   np.asarray(category_bin, np.int64), eh, sh)
+
+    @classmethod
+    def from_events(cls, events: Sequence[Any], station_index: Any,
+                    n_bins: int = N_CATEGORY_BINS) -> EventColumns:
+        """Columns from :class:`convergence.schema.Event` objects.
+
+        ``station_index(event) -> int`` maps an event to its station position
+        (e.g. ``lambda e: registry.ensure(e.station_id, e.source_kind)``).
+        """
+        n = len(events)
+        st = np.fromiter((station_index(e) for e in events), np.int64, n)
+        t = np.fromiter((e.event_time_s for e in events), np.float64, n)
+        v = np.fromiter((e.value for e in events), np.float64, n)
+        c = np.fromiter((category_bin(e.category, n_bins) for e in events), np.int64, n)
+        h = np.fromiter((int(e.event_id, 16) for e in events), np.uint64, n)
+        s = np.fromiter((source_hash(e.source) for e in events), np.uint64, n)
+        return cls(st, t, v, c, h, s)
+
+    def take(self, idx: npt.NDArray[Any]) -> EventColumns:
+        return EventColumns(self.station[idx], self.time_s[idx], self.value[idx],
+                            self.category_bin[idx], self.event_hash[idx], self.source_hash[idx])
+
+
+def empty_cells(shape: tuple[int, ...], n_bins: int) -> dict[str, Array]:
+    """Cells with no events for leading ``shape`` (e.g. ``(ticks, stations)``)."""
+    return {
+        "count": np.zeros(shape),
+        "value_sum": np.zeros(shape),
+        "value_sumsq": np.zeros(shape),
+        "value_min": np.full(shape, np.inf),
+        "value_max": np.full(shape, -np.inf),
+        "value_last": np.zeros(shape),
+        "last_time": np.full(shape, -np.inf),
+        "sources": np.zeros(shape, np.uint64),
+        "hist": np.zeros(shape + (n_bins,)),
+    }
+
+
+def bucket(
+    cols: EventColumns, *, t0_tick: int, n_ticks: int, n_stations: int, tick_s: float,
+    n_bins: int = N_CATEGORY_BINS,
+) -> dict[str, Array]:
+    """Cells of shape ``(n_ticks, n_stations)`` for events in ticks ``[t0_tick, t0_tick+n_ticks)``.
+
+    Events outside that range or with a station position outside ``[0, n_stations)`` are
+    ignored (callers filter first; :class:`TickAccumulator` does).
+    """
+    tick = np.floor(cols.time_s / tick_s).astype(np.int64) - t0_tick
+    ok = (tick >= 0) & (tick < n_ticks) & (cols.station >= 0) & (cols.station < n_stations)
+    if not ok.all():
+        cols, tick = cols.take(np.flatnonzero(ok)), tick[ok]
+    size = n_ticks * n_stations
+    key = tick * n_stations + cols.station
+    shape = (n_ticks, n_stations)
+    cells = empty_cells(shape, n_bins)
+    if len(cols) == 0:
+        return cells
+    v = cols.value
+    cells["count"] = np.bincount(key, minlength=size).astype(np.float64).reshape(shape)
+    cells["value_sum"] = np.bincount(key, weights=v, minlength=size).reshape(shape)
+    cells["value_sumsq"] = np.bincount(key, weights=v * v, minlength=size).reshape(shape)
+    cells["hist"] = np.bincount(key * n_bins + cols.category_bin,
+                                minlength=size * n_bins).astype(np.float64).reshape(shape + (n_bins,))
+    vmin = cells["value_min"].reshape(-1)
+    vmax = cells["value_max"].reshape(-1)
+    np.minimum.at(vmin, key, v)
+    np.maximum.at(vmax, key, v)
+    # last value per cell: order by (key, time) and keep each key's final row
+    order = np.lexsort((cols.time_s, key))
+    k_sorted = key[order]
+    last = np.flatnonzero(np.r_[k_sorted[1:] != k_sorted[:-1], True])
+    cells["value_last"].reshape(-1)[k_sorted[last]] = v[order][last]
+    cells["last_time"].reshape(-1)[k_sorted[last]] = cols.time_s[order][last]
+    bits = np.left_shift(np.uint64(1), (cols.source_hash % np.uint64(64)))
+    bits[cols.source_hash == 0] = 0
+    np.bitwise_or.at(cells["sources"].reshape(-1), key, bits)
+    return cells
+
+
+def finish_cells(cells: dict[str, Array]) -> dict[str, Array]:
+    """Add derived fields: ``value_mean``, ``distinct_sources``; tidy empty cells."""
+    n = cells["count"]
+    has = n > 0
+    out = dict(cells)
+    out["value_mean"] = np.divide(cells["value_sum"], n, out=np.zeros_like(n), where=has)
+    out["distinct_sources"] = np.bitwise_count(cells["sources"]).astype(np.float64)
+    out["value_min"] = np.where(has, cells["value_min"], 0.0)
+    out["value_max"] = np.where(has, cells["value_max"], 0.0)
+    return out
+
+
+def merge_cells(into: dict[str, Array], new: dict[str, Array]) -> None:
+    """Merge ``new`` cells into ``into`` in place (same shapes)."""
+    for name in ("count", "value_sum", "value_sumsq", "hist"):
+        into[name] += new[name]
+    np.minimum(into["value_min"], new["value_min"], out=into["value_min"])
+    np.maximum(into["value_max"], new["value_max"], out=into["value_max"])
+    newer = new["last_time"] >= into["last_time"]
+    into["value_last"] = np.where(newer, new["value_last"], into["value_last"])
+    into["last_time"] = np.where(newer, new["last_time"], into["last_time"])
+    np.bitwise_or(into["sources"], new["sources"], out=into["sources"])
+
+
+@dataclass
+class AddResult:
+    """What happened to a batch given to :meth:`TickAccumulator.add`."""
+
+    accepted: int
+    duplicates: int
+    late_idx: npt.NDArray[np.int64]
+
+
+@dataclass
+class TickAccumulator:
+    """Streaming bucketer: open ticks, dedup, lateness, contiguous closing."""
+
+    n_stations: int
+    tick_s: float = 1.0
+    allowed_lateness_s: float = 3.0
+    n_bins: int = N_CATEGORY_BINS
+    dedupe_retention_ticks: int = 64
+    _open: dict[int, dict[str, Array]] = field(default_factory=dict, repr=False)
+    _seen: dict[int, npt.NDArray[np.uint64]] = field(default_factory=dict, repr=False)
+    _next_close: int | None = field(default=None, repr=False)
+    duplicates: int = 0
+    late: int = 0
+
+    def __post_init__(self) -> None:
+        check_positive("tick_s", self.tick_s)
+        check_positive("allowed_lateness_s", self.allowed_lateness_s, allow_zero=True)
+        if self.n_bins < 1:
+            raise ValueError(f"n_bins must be >= 1, got {self.n_bins}")
+
+    @property
+    def next_close(self) -> int | None:
+        """The oldest tick still open (``None`` before the first event)."""
+        return self._next_close
+
+    def grow(self, n_stations: int) -> None:
+        """Widen the station axis (a new station appeared)."""
+        if n_stations <= self.n_stations:
+            return
+        for cells in self._open.values():
+            extra = empty_cells((n_stations - self.n_stations,), self.n_bins)
+            for k in cells:
+                cells[k] = np.concatenate([cells[k], extra[k]])
+        self.n_stations = n_stations
+
+    def add(self, cols: EventColumns) -> AddResult:
+        """Merge a batch into the open ticks. Late events are returned, not merged."""
+        if len(cols) == 0:
+            return AddResult(0, 0, np.zeros(0, np.int64))
+        if int(cols.station.max()) >= self.n_stations:
+            self.grow(int(cols.station.max()) + 1)
+        tick = np.floor(cols.time_s / self.tick_s).astype(np.int64)
+        if self._next_close is None:
+            self._next_close = int(tick.min())
+        keep = np.ones(len(cols), bool)
+        # duplicates within the batch: keep the first of each content hash
+        _, first = np.unique(cols.event_hash, return_index=True)
+        dup_in_batch = np.ones(len(cols), bool)
+        dup_in_batch[first] = False
+        keep &= ~dup_in_batch
+        # duplicates of events already seen in a retained tick
+        for t in np.unique(tick):
+            seen = self._seen.get(int(t))
+            if seen is not None:
+                m = tick == t
+                keep[m] &= ~np.isin(cols.event_hash[m], seen)
+        n_dup = int((~keep).sum())
+        late_mask = keep & (tick < self._next_close)
+        keep &= ~late_mask
+        self.duplicates += n_dup
+        self.late += int(late_mask.sum())
+        idx = np.flatnonzero(keep)
+        if idx.size:
+            sub = cols.take(idx)
+            t_sub = tick[idx]
+            lo, hi = int(t_sub.min()), int(t_sub.max())
+            cells = bucket(sub, t0_tick=lo, n_ticks=hi - lo + 1, n_stations=self.n_stations,
+                           tick_s=self.tick_s, n_bins=self.n_bins)
+            for off in np.unique(t_sub - lo):
+                t = lo + int(off)
+                one = {k: v[off] for k, v in cells.items()}
+                if t in self._open:
+                    merge_cells(self._open[t], one)
+                else:
+                    self._open[t] = {k: v.copy() for k, v in one.items()}
+                hashes = sub.event_hash[t_sub == t]
+                prev = self._seen.get(t)
+                self._seen[t] = hashes if prev is None else np.concatenate([prev, hashes])
+        return AddResult(int(idx.size), n_dup, np.flatnonzero(late_mask))
+
+    def closable_tick(self, watermark_s: float) -> int:
+        """Ticks strictly below this index may close at ``watermark_s``."""
+        return int(np.floor((watermark_s - self.allowed_lateness_s) / self.tick_s))
+
+    def close_until(self, watermark_s: float, max_ticks: int = 100_000) -> list[tuple[int, dict[str, Array]]]:
+        """Close every tick that ends before ``watermark_s - allowed_lateness_s``.
+
+        Returns ``(tick, cells)`` for each closed tick in order, empty ticks included, so
+        downstream baselines see time pass even when a station is silent.
+        """
+        if self._next_close is None:
+            return []
+        stop = min(self.closable_tick(watermark_s), self._next_close + max_ticks)
+        out = []
+        for t in range(self._next_close, stop):
+            cells = self._open.pop(t, None)
+            if cells is None:
+                cells = empty_cells((self.n_stations,), self.n_bins)
+            out.append((t, finish_cells(cells)))
+        if stop > self._next_close:
+            self._next_close = stop
+            horizon = stop - self.dedupe_retention_ticks
+            for t in [t for t in self._seen if t < horizon]:
+                del self._seen[t]
+        return out
+
+    def flush(self) -> list[tuple[int, dict[str, Array]]]:
+        """Close every open tick (end of stream)."""
+        if not self._open:
+            return []
+        last = max(self._open)
+        return self.close_until((last + 1) * self.tick_s + self.allowed_lateness_s)

@@ -1,0 +1,243 @@
+"""The convergence meter: fuse node states into a 0–100 score that rewards independence.
+
+Over a sliding window of ``window_ticks``, every node that was anomalous counts with a
+strength from its peak evidence, fading with age. Nodes are then discounted for
+*correlation*: inside one correlation group (stations on the same upstream feed or the
+same market) only the strongest counts fully, the rest count ``correlated_weight`` each.
+The summed, discounted evidence ``E`` is scaled by *diversity*: the number of distinct
+source kinds (plus half a point per extra region, up to three). So
+
+* one station surging alone scores low (one node, one kind);
+* a market-wide move is many nodes but few groups and only market kinds — and with no
+  OSINT kind corroborating it the score is capped below ``warning``;
+* news, social, sensors and market volume turning together score high.
+
+Levels ``quiet < watch < warning < converged`` rise as soon as the score crosses a
+threshold and fall only after ``down_ticks`` ticks below ``threshold - hysteresis``,
+so an alert does not flap. :func:`explain` breaks a live score into each node's and
+each evidence type's contribution.
+
+Vectorised over any leading dimensions: node inputs ``(..., stations)``, meter outputs
+``(...)``.
+
+Examples
+--------
+>>> import numpy as np
+>>> from convergence.detectors.node_state import ANOMALOUS, NORMAL
+>>> meter = ConvergenceMeter(window_ticks=4)
+>>> kinds = np.array([0, 1, 4, 3, 2, 2]); groups = np.arange(6); regions = np.zeros(6, int)
+>>> st = meter.init_state((6,))
+>>> peak = np.zeros((6, 4)); peak[:, 0] = 8.0
+>>> def node(mask):
+...     return {"state": np.where(mask, ANOMALOUS, NORMAL), "since": np.where(mask, 0.0, 1e9),
+...             "peak": peak}
+>>> meta = {"kind_idx": kinds, "group_idx": groups, "region_idx": regions}
+>>> lone = meter.step(st, {**node(np.array([1, 0, 0, 0, 0, 0], bool)), **meta})
+>>> int(lone["level"]), float(lone["score"]) < 30
+(0, True)
+>>> st = meter.init_state((6,))
+>>> market = meter.step(st, {**node(np.array([0, 0, 0, 1, 1, 1], bool)), **meta})
+>>> LEVELS[int(market["level"])], bool(market["osint"])
+('watch', False)
+>>> st = meter.init_state((6,))
+>>> real = meter.step(st, {**node(np.ones(6, bool)), **meta})
+>>> LEVELS[int(real["level"])], bool(real["fired"])
+('converged', True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from convergence.detectors.base import Array, ArrayState, Outputs, Spec, Stage, check_positive
+from convergence.detectors.node_state import EVIDENCE_TYPES
+from convergence.schema import KIND_INDEX, OSINT_KINDS, SOURCE_KINDS
+
+LEVELS = ("quiet", "watch", "warning", "converged")
+QUIET, WATCH, WARNING, CONVERGED = 0, 1, 2, 3
+N_KINDS = len(SOURCE_KINDS)
+_OSINT_IDX = np.array(sorted(KIND_INDEX[k.value] for k in OSINT_KINDS))
+
+
+class ConvergenceMeter(Stage):
+    """Independence-weighted convergence score with hysteretic levels.
+
+    Parameters
+    ----------
+    window_ticks
+        Sliding window: a node counts while it was anomalous within this many ticks.
+    thresholds
+        Scores at which ``watch``, ``warning`` and ``converged`` begin.
+    hysteresis
+        A level is left only when the score is this far below its threshold...
+    down_ticks
+        ...for this many consecutive ticks.
+    correlated_weight
+        Weight of every node after the strongest inside a correlation group.
+    evidence_scale
+        ``E`` at which the evidence factor reaches 63 % (``1 - exp(-E / scale)``).
+    enter_at
+        Node evidence considered "just anomalous" (strength 0.5); strength saturates at
+        three times this.
+    require_osint
+        Without an OSINT kind in the window the score is capped below ``warning``.
+    """
+
+    name = "meter"
+
+    def __init__(self, window_ticks: int = 8, thresholds: Sequence[float] = (30.0, 55.0, 75.0),
+                 hysteresis: float = 10.0, down_ticks: int = 3, correlated_weight: float = 0.25,
+                 evidence_scale: float = 3.0, enter_at: float = 4.0,
+                 require_osint: bool = True) -> None:
+        if window_ticks < 1 or down_ticks < 1:
+            raise ValueError("window_ticks and down_ticks must be >= 1")
+        th = tuple(float(t) for t in thresholds)
+        if len(th) != 3 or not 0 < th[0] < th[1] < th[2] <= 100:
+            raise ValueError(f"thresholds must be 3 increasing scores in (0, 100], got {thresholds}")
+        check_positive("hysteresis", hysteresis, allow_zero=True)
+        check_positive("evidence_scale", evidence_scale)
+        check_positive("enter_at", enter_at)
+        if not 0.0 <= correlated_weight <= 1.0:
+            raise ValueError(f"correlated_weight must be in [0, 1], got {correlated_weight}")
+        self.window_ticks = window_ticks
+        self.thresholds = th
+        self.hysteresis = hysteresis
+        self.down_ticks = down_ticks
+        self.correlated_weight = correlated_weight
+        self.evidence_scale = evidence_scale
+        self.enter_at = enter_at
+        self.require_osint = require_osint
+        self._th = np.array((0.0, *th))
+
+    def state_spec(self) -> Spec:
+        return {"level": ((), QUIET, np.int8), "below": ((), 0, np.int32),
+                "episode": ((), 0, np.int64), "peak_score": ((), 0.0)}
+
+    def init_state(self, shape: tuple[int, ...]) -> ArrayState:
+        # meter state has no station axis: one meter per leading index (per run)
+        if not shape:
+            raise ValueError("shape must end with the station count")
+        return ArrayState.zeros(tuple(shape[:-1]), self.state_spec())
+
+    def node_weights(self, since: Array, peak: Array, quarantined: Array | None = None) -> Array:
+        """Per-node strength in [0, 1]: 0 outside the window, fading with age inside it."""
+        in_win = since <= self.window_ticks
+        if quarantined is not None:
+            in_win &= ~quarantined
+        top = peak.max(-1)
+        strength = 0.5 + 0.5 * np.clip((top - self.enter_at) / (2.0 * self.enter_at), 0.0, 1.0)
+        fade = 1.0 - 0.5 * np.minimum(since, self.window_ticks) / self.window_ticks
+        return np.where(in_win, strength * fade, 0.0)
+
+    def step(self, state: ArrayState, inputs: Mapping[str, Array]) -> Outputs:
+        since, peak = inputs["since"], inputs["peak"]
+        kind, group, region = inputs["kind_idx"], inputs["group_idx"], inputs["region_idx"]
+        w = self.node_weights(since, peak, inputs.get("quarantined"))
+        lead = w.shape[:-1]
+        n_s = w.shape[-1]
+        flat = w.reshape(-1, n_s)
+        n_runs = flat.shape[0]
+        rows = np.repeat(np.arange(n_runs), n_s)
+        n_groups = int(group.max()) + 1 if group.size else 1
+        n_regions = int(region.max()) + 1 if region.size else 1
+        gkey = rows * n_groups + np.tile(group, n_runs)
+        wf = flat.ravel()
+        gsum = np.bincount(gkey, weights=wf, minlength=n_runs * n_groups)
+        gmax = np.zeros(n_runs * n_groups)
+        np.maximum.at(gmax, gkey, wf)
+        evidence = (gmax + self.correlated_weight * (gsum - gmax)).reshape(n_runs, n_groups).sum(-1)
+        active = wf > 0
+        kinds = np.zeros(n_runs * N_KINDS, bool)
+        kinds[(rows * N_KINDS + np.tile(kind, n_runs))[active]] = True
+        kinds = kinds.reshape(n_runs, N_KINDS)
+        regions = np.zeros(n_runs * n_regions, bool)
+        regions[(rows * n_regions + np.tile(region, n_runs))[active]] = True
+        n_kinds = kinds.sum(-1)
+        n_regions_on = regions.reshape(n_runs, n_regions).sum(-1)
+        osint = kinds[:, _OSINT_IDX].any(-1)
+        diversity = n_kinds + 0.5 * np.clip(n_regions_on - 1, 0, 2)
+        score = 100.0 * (1.0 - np.exp(-evidence / self.evidence_scale)) * np.minimum(1.0, diversity / 3.0)
+        if self.require_osint:
+            score = np.where(osint, score, np.minimum(score, self.thresholds[1] - 1e-6))
+        score = score.reshape(lead)
+        # levels with hysteresis
+        implied = (np.searchsorted(self._th, score, side="right") - 1).astype(np.int8)
+        level, below = state["level"], state["below"]
+        prev = level.copy()
+        exit_th = self._th[prev.astype(np.int64)] - self.hysteresis
+        is_below = (score < exit_th) & (prev > QUIET)
+        below[...] = np.where(is_below, below + 1, 0)
+        drop_to = (np.searchsorted(self._th, score + self.hysteresis, side="right") - 1)
+        new = np.where(implied > prev, implied,
+                       np.where(below >= self.down_ticks, np.minimum(prev, drop_to), prev)).astype(np.int8)
+        below[...] = np.where(new != prev, 0, below)
+        started = (prev == QUIET) & (new > QUIET)
+        state["episode"][...] = state["episode"] + started
+        state["peak_score"][...] = np.where(started, score, np.maximum(state["peak_score"], score))
+        state["peak_score"][...] = np.where(new == QUIET, 0.0, state["peak_score"])
+        level[...] = new
+        fired = (new > prev) & (new >= WARNING)
+        return {
+            "score": score, "level": new.copy(), "prev_level": prev, "fired": fired,
+            "evidence": evidence.reshape(lead), "n_kinds": n_kinds.reshape(lead),
+            "n_regions": n_regions_on.reshape(lead), "osint": osint.reshape(lead),
+            "episode": state["episode"].copy(), "weights": w,
+        }
+
+
+def explain(
+    meter: ConvergenceMeter,
+    reading: Mapping[str, Array],
+    node: Mapping[str, Array],
+    station_ids: Sequence[str],
+    kind_idx: Array,
+    group_idx: Array,
+    region_names: Sequence[str],
+    region_idx: Array,
+) -> dict[str, Any]:
+    """Why a live (un-batched) score is what it is.
+
+    Returns the involved nodes with their discounted contribution (share of ``E``) and
+    the split of each by evidence type, plus totals per source kind and evidence type.
+    """
+    w = np.asarray(reading["weights"])
+    peak = np.asarray(node["peak"])
+    contrib = np.zeros_like(w)
+    for g in np.unique(group_idx[w > 0]):
+        members = np.flatnonzero((group_idx == g) & (w > 0))
+        best = members[np.argmax(w[members])]
+        contrib[members] = meter.correlated_weight * w[members]
+        contrib[best] = w[best]
+    total = float(contrib.sum()) or 1.0
+    nodes = []
+    by_kind: dict[str, float] = {}
+    by_type = dict.fromkeys(EVIDENCE_TYPES, 0.0)
+    for i in np.flatnonzero(contrib > 0)[np.argsort(-contrib[contrib > 0])]:
+        parts = peak[i]
+        psum = float(parts.sum()) or 1.0
+        share = float(contrib[i]) / total
+        split = {t: round(share * float(parts[j]) / psum, 4) for j, t in enumerate(EVIDENCE_TYPES)}
+        kind = SOURCE_KINDS[int(kind_idx[i])].value
+        nodes.append({
+            "station_id": station_ids[i], "source_kind": kind,
+            "region": region_names[int(region_idx[i])], "share": round(share, 4),
+            "peak_evidence": {t: round(float(parts[j]), 2) for j, t in enumerate(EVIDENCE_TYPES)},
+            "correlated": bool(contrib[i] < w[i]), "by_type": split,
+        })
+        by_kind[kind] = by_kind.get(kind, 0.0) + share
+        for t, v in split.items():
+            by_type[t] += v
+    return {
+        "score": round(float(reading["score"]), 2),
+        "level": LEVELS[int(reading["level"])],
+        "evidence": round(float(reading["evidence"]), 3),
+        "n_kinds": int(reading["n_kinds"]),
+        "n_regions": int(reading["n_regions"]),
+        "osint_corroborated": bool(reading["osint"]),
+        "nodes": nodes,
+        "by_kind": {k: round(v, 4) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
+        "by_evidence": {k: round(v, 4) for k, v in by_type.items() if v > 0},
+    }

@@ -1,0 +1,129 @@
+"""Per-station node state with hysteresis: normal → elevated → anomalous → cooling.
+
+The node machine turns noisy per-tick evidence into a steady per-station verdict the
+convergence meter can fuse. Entering ``anomalous`` needs the evidence at or above
+``enter_at`` for ``min_ticks`` consecutive ticks (or one tick at ``strong_at``);
+leaving it needs ``cooldown_ticks`` ticks below ``calm_at``. Between those
+thresholds the state holds, so a node does not flap.
+
+Each station also keeps, for the current episode, its peak evidence split by type
+(burst, entropy) so every meter score can say *why* a node counted, and
+``ticks_since`` — ticks since it was last anomalous (the meter's sliding window).
+A quarantined station is held at ``normal``.
+
+Examples
+--------
+>>> import numpy as np
+>>> m = NodeStateMachine(enter_at=4.0, min_ticks=2, calm_at=2.0, cooldown_ticks=2)
+>>> st = m.init_state((1,))
+>>> ev = [0, 5, 5, 6, 1, 1, 1, 0]
+>>> [NODE_STATES[int(m.step(st, {"burst_z": np.array([e]), "entropy_drop_z": np.zeros(1)})["state"][0])]
+...  for e in ev]
+['normal', 'elevated', 'anomalous', 'anomalous', 'cooling', 'normal', 'normal', 'normal']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from convergence.detectors.base import Array, ArrayState, Outputs, Spec, Stage, check_positive
+
+NORMAL, ELEVATED, ANOMALOUS, COOLING = 0, 1, 2, 3
+NODE_STATES = ("normal", "elevated", "anomalous", "cooling")
+EVIDENCE_TYPES = ("burst", "entropy", "regime", "pattern")
+NEVER = 1e9
+
+
+class NodeStateMachine(Stage):
+    """Hysteresis over fused node evidence.
+
+    Parameters
+    ----------
+    enter_at
+        Evidence (in baseline standard deviations) that counts towards anomalous.
+    min_ticks
+        Consecutive ticks at ``enter_at`` needed to enter anomalous.
+    strong_at
+        Evidence that makes a node anomalous in a single tick.
+    elevate_at
+        Evidence that lifts a normal node to elevated.
+    calm_at
+        Below this a node starts calming down.
+    cooldown_ticks
+        Ticks below ``calm_at`` before cooling returns to normal.
+    entropy_weight
+        Weight of the entropy-drop z in the fused evidence.
+    """
+
+    name = "node"
+
+    def __init__(self, enter_at: float = 4.0, min_ticks: int = 2, strong_at: float = 9.0,
+                 elevate_at: float = 2.5, calm_at: float = 2.0, cooldown_ticks: int = 3,
+                 entropy_weight: float = 0.8) -> None:
+        for nm, v in (("enter_at", enter_at), ("strong_at", strong_at),
+                      ("elevate_at", elevate_at), ("calm_at", calm_at)):
+            check_positive(nm, v)
+        if not calm_at <= elevate_at <= enter_at <= strong_at:
+            raise ValueError("need calm_at <= elevate_at <= enter_at <= strong_at, got "
+                             f"{calm_at}, {elevate_at}, {enter_at}, {strong_at}")
+        if min_ticks < 1 or cooldown_ticks < 1:
+            raise ValueError("min_ticks and cooldown_ticks must be >= 1")
+        check_positive("entropy_weight", entropy_weight, allow_zero=True)
+        self.enter_at = enter_at
+        self.min_ticks = min_ticks
+        self.strong_at = strong_at
+        self.elevate_at = elevate_at
+        self.calm_at = calm_at
+        self.cooldown_ticks = cooldown_ticks
+        self.entropy_weight = entropy_weight
+
+    def state_spec(self) -> Spec:
+        return {
+            "state": ((), NORMAL, np.int8),
+            "run": ((), 0, np.int32),
+            "calm": ((), 0, np.int32),
+            "since": ((), NEVER),
+            "peak": ((len(EVIDENCE_TYPES),), 0.0),
+            "onset": ((), 0.0),
+        }
+
+    def fuse(self, inputs: Mapping[str, Array]) -> tuple[Array, Array]:
+        """Fused evidence and its per-type parts, shape ``(..., len(EVIDENCE_TYPES))``."""
+        burst = inputs["burst_z"]
+        parts = np.zeros(burst.shape + (len(EVIDENCE_TYPES),))
+        parts[..., 0] = np.maximum(burst, 0.0)
+        parts[..., 1] = self.entropy_weight * np.maximum(inputs["entropy_drop_z"], 0.0)
+        if "regime_z" in inputs:
+            parts[..., 2] = np.maximum(inputs["regime_z"], 0.0)
+        if "pattern_z" in inputs:
+            parts[..., 3] = np.maximum(inputs["pattern_z"], 0.0)
+        return parts.max(-1), parts
+
+    def step(self, state: ArrayState, inputs: Mapping[str, Array]) -> Outputs:
+        ev, parts = self.fuse(inputs)
+        q = inputs.get("quarantined")
+        if q is not None:
+            ev = np.where(q, 0.0, ev)
+            parts = np.where(q[..., None], 0.0, parts)
+        s, run, calm = state["state"], state["run"], state["calm"]
+        run[...] = np.where(ev >= self.enter_at, run + 1, 0)
+        enter = (run >= self.min_ticks) | (ev >= self.strong_at)
+        quiet = ev < self.calm_at
+        calm[...] = np.where(quiet, calm + 1, 0)
+        new = s.copy()
+        new[(s == NORMAL) & (ev >= self.elevate_at)] = ELEVATED
+        new[(s == ELEVATED) & quiet] = NORMAL
+        new[(s == ANOMALOUS) & quiet] = COOLING
+        new[(s == COOLING) & (calm >= self.cooldown_ticks)] = NORMAL
+        new[((s == NORMAL) | (s == ELEVATED) | (s == COOLING)) & enter] = ANOMALOUS
+        onset = (new == ANOMALOUS) & (s != ANOMALOUS) & (s != COOLING)
+        state["peak"][...] = np.where(onset[..., None], parts,
+                                      np.maximum(state["peak"], parts * (new == ANOMALOUS)[..., None]))
+        state["onset"][...] = np.where(onset, 0.0, state["onset"] + 1.0)
+        s[...] = new
+        since = state["since"]
+        since[...] = np.where(new == ANOMALOUS, 0.0, np.minimum(since + 1.0, NEVER))
+        return {"state": new.copy(), "evidence": ev, "since": since.copy(),
+                "peak": state["peak"].copy()}

@@ -1,0 +1,523 @@
+"""SurrealDB-backed persistence for alerts, reports, responses, dead letters and runs.
+
+:class:`SurrealStore` is a thin async wrapper around the official ``surrealdb``
+SDK. It works with the embedded engine (``mem://``, ``surrealkv://PATH``) and with
+a server (``ws://``, ``wss://``, ``http://``, ``https://``).
+
+Rules this module keeps:
+
+* every statement is a constant string; values, table names and record ids are
+  bound variables (record ids as :class:`surrealdb.RecordID`), so nothing a
+  producer puts in a document can change the meaning of a query;
+* writes are idempotent ``UPSERT ... CONTENT`` on a caller-chosen id, so a retry
+  or a replay leaves exactly one record;
+* what comes back is plain JSON-able data (``id`` is the id string, datetimes are
+  ISO-8601 strings), so callers never need the SDK's types;
+* every SDK/engine failure surfaces as :class:`StoreError` whose message names the
+  database, the table and what to do about it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as _dt
+import decimal
+import logging
+import os
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Any, Final, Protocol
+
+from surrealdb import AsyncSurreal, RecordID, ServerError
+
+if TYPE_CHECKING:
+    from convergence.settings import Settings
+
+try:  # POSIX advisory locks; absent on Windows, where we fall back to the in-process guard.
+    import fcntl as _fcntl
+except ImportError:  # pragma: no cover - not exercised on Linux CI
+    _fcntl = None  # type: ignore[assignment]
+
+__all__ = ["TABLES", "StoreError", "SurrealStore"]
+
+log = logging.getLogger(__name__)
+
+#: The only tables this component writes. Anything else is a caller bug.
+TABLES: Final[frozenset[str]] = frozenset({"alert", "report", "response", "dead_letter", "run"})
+
+_EMBEDDED_SCHEMES: Final = frozenset({"mem", "memory", "surrealkv", "surrealkv+versioned"})
+_REMOTE_SCHEMES: Final = frozenset({"ws", "wss", "http", "https"})
+_FILE_SCHEMES: Final = frozenset({"surrealkv", "surrealkv+versioned"})
+
+# Largest number of records sent in one statement. One FOR statement is one
+# transaction; keeping it bounded keeps request size and lock time predictable.
+_CHUNK: Final = 500
+
+# Name for the computed sort key in `list`; unlikely to clash with a real field.
+_SORT_KEY: Final = "__convergence_sort"
+
+# All SurrealQL lives here, as constants. Only bound variables vary.
+_Q_UPSERT_MANY: Final = "FOR $it IN $items { UPSERT $it.rid CONTENT $it.doc RETURN NONE; };"
+_Q_GET: Final = "SELECT * FROM ONLY $rid"
+_Q_COUNT: Final = "SELECT count() AS n FROM type::table($tb) GROUP ALL"
+_Q_LIST_DESC: Final = (
+    f"SELECT *, type::field($field) AS {_SORT_KEY} FROM type::table($tb) "
+    f"ORDER BY {_SORT_KEY} DESC, id DESC LIMIT $limit"
+)
+_Q_LIST_ASC: Final = (
+    f"SELECT *, type::field($field) AS {_SORT_KEY} FROM type::table($tb) "
+    f"ORDER BY {_SORT_KEY} ASC, id ASC LIMIT $limit"
+)
+
+_FIELD_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+# surrealkv paths open in this process. Two embedded engines on one path do NOT
+# share state (each sees only its own writes) and would race on the files, so a
+# second open is refused with a clear message instead.
+_OPEN_PATHS: set[str] = set()
+
+
+class StoreError(RuntimeError):
+    """The database could not do what was asked; the message says where and what to do."""
+
+
+class _Connection(Protocol):
+    """The part of the SDK connection classes this module uses."""
+
+    async def use(self, namespace: str, database: str) -> None: ...
+
+    async def query(self, query: str, vars: dict[str, Any] | None = None) -> Any: ...
+
+
+def _redact(url: str) -> str:
+    """The URL without any ``user:password@`` part, safe for logs and error messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    host, slash, path = rest.partition("/")
+    if "@" in host:
+        host = "***@" + host.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{host}{slash}{path}"
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def _reason(exc: BaseException) -> str:
+    """First line of an exception, with its type when the text alone is unclear."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _check_table(table: str) -> None:
+    if table not in TABLES:
+        raise ValueError(
+            f"unknown store table {table!r}; the store only holds {sorted(TABLES)}. "
+            "This is a bug in the caller: pick one of those tables."
+        )
+
+
+def validate_record(table: str, record_id: str, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Check one record and return the content to store (``doc`` without ``id``).
+
+    Raises :class:`ValueError` for an unknown table, an empty id, a non-mapping
+    document or a document whose own ``id`` disagrees with ``record_id``.
+    The record id is authoritative; a matching ``id`` key in the document is
+    dropped because SurrealDB refuses ``CONTENT`` that carries an ``id``.
+    """
+    _check_table(table)
+    if not isinstance(record_id, str) or not record_id:
+        raise ValueError(
+            f"record id for table {table!r} must be a non-empty string, got {record_id!r}; "
+            "ids must be deterministic (e.g. derived from the event key) so retries are idempotent"
+        )
+    if not isinstance(doc, Mapping):
+        raise ValueError(
+            f"document {table}:{record_id} must be a mapping, got {type(doc).__name__}"
+        )
+    content = dict(doc)
+    if "id" in content:
+        own = content.pop("id")
+        own_str = own.id if isinstance(own, RecordID) else own
+        if str(own_str) != record_id:
+            raise ValueError(
+                f"document {table}:{record_id} carries a different id {own!r}; "
+                "drop the 'id' key or make it equal to the record id"
+            )
+    return content
+
+
+def _plain(value: Any) -> Any:
+    """SDK values -> JSON-able Python (nested record ids become ``table:id`` strings)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, _dt.datetime | _dt.date):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    # RecordID, Table, Duration, Geometry...: their str() is the SurrealQL literal.
+    return str(value)
+
+
+def _row(record: Any) -> dict[str, Any]:
+    """One stored record as a plain dict whose ``id`` is the caller's id string."""
+    if not isinstance(record, Mapping):
+        raise StoreError(f"unexpected record shape from SurrealDB: {type(record).__name__}")
+    out = {str(k): _plain(v) for k, v in record.items() if k not in ("id", _SORT_KEY)}
+    rid = record.get("id")
+    if isinstance(rid, RecordID):
+        out["id"] = rid.id if isinstance(rid.id, str) else _plain(rid.id)
+    elif rid is not None:
+        out["id"] = _plain(rid)
+    return out
+
+
+class SurrealStore:
+    """Async access to the Convergence tables in one SurrealDB namespace/database.
+
+    Build it from a URL or from settings, then use it as an async context manager
+    (or call :meth:`open` / :meth:`close`). Records are addressed by
+    ``(table, record_id)`` with deterministic ids, so writing twice is harmless.
+
+    Example::
+
+        async with SurrealStore("mem://", "convergence", "main") as store:
+            await store.upsert("alert", "a-1", {"score": 0.9, "created_at": "2024-05-01T00:00:00Z"})
+            await store.get("alert", "a-1")
+            # {'score': 0.9, 'created_at': '2024-05-01T00:00:00Z', 'id': 'a-1'}
+
+    One process should hold one open store per ``surrealkv://`` path; a second
+    open of the same path (in this or another process) raises :class:`StoreError`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        namespace: str,
+        database: str,
+        user: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        scheme = _scheme(url)
+        if scheme not in _EMBEDDED_SCHEMES | _REMOTE_SCHEMES:
+            raise StoreError(
+                f"unsupported SurrealDB URL {_redact(url)!r}: the scheme must be one of "
+                f"{sorted(_EMBEDDED_SCHEMES | _REMOTE_SCHEMES)}; use surrealkv://PATH for a "
+                "local file, mem:// for a throwaway database or ws://HOST:PORT for a server"
+            )
+        if not namespace or not database:
+            raise StoreError(
+                f"SurrealDB namespace and database must be non-empty (got {namespace!r}/"
+                f"{database!r}); set CONVERGENCE_DB_NAMESPACE / CONVERGENCE_DB_DATABASE"
+            )
+        self._url = url
+        self._scheme = scheme
+        self.namespace = namespace
+        self.database = database
+        self._user = user or None
+        self._password = password or None
+        self._conn: _Connection | None = None
+        self._lock_key: str | None = None
+        self._lock_file: IO[str] | None = None
+        # Set when a server connection failed at the transport level; the next
+        # call reconnects, so a restarted server heals without restarting us.
+        self._broken = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SurrealStore:
+        """A store for ``settings.db_url`` with the configured namespace, database and login."""
+        return cls(
+            settings.db_url,
+            settings.db_namespace,
+            settings.db_database,
+            user=settings.db_user or None,
+            password=settings.db_password or None,
+        )
+
+    # -- lifecycle ----------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """The database URL with any credentials removed (safe to log)."""
+        return _redact(self._url)
+
+    @property
+    def is_open(self) -> bool:
+        """True between a successful :meth:`open` and :meth:`close`."""
+        return self._conn is not None
+
+    def _kv_path(self) -> Path:
+        return Path(self._url.split("://", 1)[1]).expanduser()
+
+    async def open(self) -> None:
+        """Connect (creating the surrealkv directory if needed), sign in and select ns/db.
+
+        Calling it on an open store does nothing.
+        """
+        if self._conn is not None:
+            return
+        if self._scheme in _FILE_SCHEMES:
+            self._acquire_path()
+        try:
+            self._conn = await self._connect()
+        except BaseException:
+            self._release_path()
+            raise
+        log.info("store opened %s (ns=%s db=%s)", self.url, self.namespace, self.database)
+
+    async def _connect(self) -> _Connection:
+        try:
+            conn: Any = AsyncSurreal(self._url)
+            connect = getattr(conn, "connect", None)  # the HTTP client has no connect()
+            if connect is not None:
+                await connect()
+            if self._scheme in _REMOTE_SCHEMES and self._user is not None:
+                await conn.signin({"username": self._user, "password": self._password or ""})
+            await conn.use(self.namespace, self.database)
+        except Exception as exc:
+            raise StoreError(
+                f"cannot open SurrealDB at {self.url} (ns={self.namespace} db={self.database}): "
+                f"{_reason(exc)}; {self._open_hint()}"
+            ) from exc
+        connection: _Connection = conn
+        return connection
+
+    def _open_hint(self) -> str:
+        if self._scheme in _FILE_SCHEMES:
+            return "check the path is writable and the disk is not full, or use --db mem://"
+        if self._scheme in _REMOTE_SCHEMES:
+            login = (
+                "check CONVERGENCE_DB_USER / CONVERGENCE_DB_PASSWORD"
+                if self._user
+                else "set CONVERGENCE_DB_USER / CONVERGENCE_DB_PASSWORD if the server needs a login"
+            )
+            return f"check the server is running and reachable; {login}"
+        return "this is an in-memory database; report it as a bug"
+
+    def _acquire_path(self) -> None:
+        path = self._kv_path()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot open SurrealDB at {self.url}: cannot create directory {path.parent} "
+                f"({_reason(exc)}); check the path is writable or use --db mem://"
+            ) from exc
+        key = str(path.resolve())
+        if key in _OPEN_PATHS:
+            raise StoreError(
+                f"cannot open SurrealDB at {self.url}: it is already open in this process; "
+                "share the one SurrealStore (two embedded engines on one path do not see "
+                "each other's writes)"
+            )
+        lock_path = path.with_name(path.name + ".lock")
+        lock_file: IO[str] | None = None
+        if _fcntl is not None:
+            try:
+                lock_file = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held open
+                _fcntl.flock(lock_file.fileno(), _fcntl.LOCK_EX | _fcntl.LOCK_NB)
+            except OSError as exc:
+                holder = ""
+                if lock_file is not None:
+                    lock_file.seek(0)
+                    holder = lock_file.read().strip()
+                    lock_file.close()
+                raise StoreError(
+                    f"cannot open SurrealDB at {self.url}: another process "
+                    f"{'(pid ' + holder + ') ' if holder else ''}has it open ({lock_path}); "
+                    "stop that process, or point --db at a different path / a server URL"
+                ) from exc
+            # Record who holds it, for the message above in the next contender.
+            lock_file.seek(0)
+            lock_file.truncate()
+            lock_file.write(str(os.getpid()))
+            lock_file.flush()
+        _OPEN_PATHS.add(key)
+        self._lock_key = key
+        self._lock_file = lock_file
+
+    def _release_path(self) -> None:
+        if self._lock_key is not None:
+            _OPEN_PATHS.discard(self._lock_key)
+            self._lock_key = None
+        if self._lock_file is not None:
+            # Closing the descriptor releases the flock.
+            self._lock_file.close()
+            self._lock_file = None
+
+    async def close(self) -> None:
+        """Close the connection and release the surrealkv lock. Safe to call twice."""
+        conn, self._conn = self._conn, None
+        try:
+            if conn is not None:
+                close = getattr(conn, "close", None)
+                if close is not None:
+                    try:
+                        await close()
+                    except Exception as exc:  # closing is best effort; data is already committed
+                        log.warning("closing SurrealDB at %s failed: %s", self.url, _reason(exc))
+        finally:
+            self._release_path()
+        if conn is not None:
+            log.info("store closed %s", self.url)
+
+    async def __aenter__(self) -> SurrealStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- queries ------------------------------------------------------------
+    async def _query(self, what: str, sql: str, params: dict[str, Any]) -> Any:
+        if self._conn is None:
+            raise StoreError(
+                f"store {self.url} is not open while trying to {what}; "
+                "call `await store.open()` or use `async with store:` first"
+            )
+        if self._broken:
+            await self._reconnect(what)
+        assert self._conn is not None
+        try:
+            return await self._conn.query(sql, params)
+        except Exception as exc:
+            # A ServerError is the database answering "no"; anything else from a
+            # server connection means the transport is gone and must be rebuilt.
+            if self._scheme in _REMOTE_SCHEMES and not isinstance(exc, ServerError):
+                self._broken = True
+            raise StoreError(
+                f"SurrealDB at {self.url} failed to {what}: {_reason(exc)}; "
+                f"{self._query_hint()}"
+            ) from exc
+
+    def _query_hint(self) -> str:
+        if self._scheme in _REMOTE_SCHEMES:
+            return "check the server is up and its logs; the call is safe to retry"
+        if self._scheme in _FILE_SCHEMES:
+            return "check the disk is not full and the path is writable; the call is safe to retry"
+        return "the call is safe to retry"
+
+    async def _reconnect(self, what: str) -> None:
+        old, self._conn = self._conn, None
+        if old is not None:
+            close = getattr(old, "close", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception as exc:  # the old socket is dead anyway
+                    log.debug("closing broken connection to %s: %s", self.url, _reason(exc))
+        try:
+            self._conn = await self._connect()
+        except StoreError as exc:
+            # Keep the store "open" with a dead connection so the next call retries.
+            self._conn = old
+            raise StoreError(f"{exc} (while trying to {what})") from exc.__cause__
+        self._broken = False
+        log.info("store reconnected to %s", self.url)
+
+    @staticmethod
+    def validate(table: str, record_id: str, doc: Mapping[str, Any]) -> None:
+        """Raise :class:`ValueError` now if ``upsert`` would reject this record.
+
+        :class:`~convergence.store.writer.BatchedWriter` calls this at submit time
+        so a bad record fails its producer instead of wedging the write queue.
+        """
+        validate_record(table, record_id, doc)
+
+    async def upsert(self, table: str, record_id: str, doc: Mapping[str, Any]) -> None:
+        """Create or replace ``table:record_id`` with ``doc`` (idempotent)."""
+        await self.upsert_many(table, [(record_id, doc)])
+
+    async def upsert_many(
+        self, table: str, items: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> None:
+        """Create or replace many records of one table (idempotent).
+
+        Every record is validated before anything is written. Large inputs go in
+        chunks of 500 records; each chunk is one transaction, and a failed call is
+        safe to retry as a whole.
+        """
+        _check_table(table)
+        rows = [
+            {"rid": RecordID(table, rid), "doc": validate_record(table, rid, doc)}
+            for rid, doc in items
+        ]
+        for start in range(0, len(rows), _CHUNK):
+            chunk = rows[start : start + _CHUNK]
+            await self._query(
+                f"upsert {len(chunk)} record(s) into table {table!r}",
+                _Q_UPSERT_MANY,
+                {"items": chunk},
+            )
+
+    async def get(self, table: str, record_id: str) -> dict[str, Any] | None:
+        """The record ``table:record_id`` as a plain dict, or ``None`` if absent."""
+        _check_table(table)
+        if not isinstance(record_id, str) or not record_id:
+            raise ValueError(
+                f"get({table!r}): record id must be a non-empty string, got {record_id!r}"
+            )
+        result = await self._query(
+            f"read {table}:{record_id}", _Q_GET, {"rid": RecordID(table, record_id)}
+        )
+        if result is None or result == []:
+            return None
+        if isinstance(result, list):  # some engine versions wrap ONLY results anyway
+            result = result[0]
+        return _row(result)
+
+    async def list(
+        self,
+        table: str,
+        limit: int = 50,
+        order_by: str = "created_at",
+        descending: bool = True,
+    ) -> builtins.list[dict[str, Any]]:
+        """Up to ``limit`` records of ``table`` ordered by the field ``order_by``.
+
+        Records without that field sort as if it were NONE (last when descending).
+        """
+        _check_table(table)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"list({table!r}): limit must be an int >= 0, got {limit!r}")
+        if not _FIELD_RE.match(order_by):
+            raise ValueError(
+                f"list({table!r}): order_by must be a field name like 'created_at' or "
+                f"'meta.ts', got {order_by!r}"
+            )
+        if limit == 0:
+            return []
+        result = await self._query(
+            f"list table {table!r} by {order_by}",
+            _Q_LIST_DESC if descending else _Q_LIST_ASC,
+            {"tb": table, "field": order_by, "limit": limit},
+        )
+        return [_row(r) for r in result or []]
+
+    async def count(self, table: str) -> int:
+        """Number of records in ``table``."""
+        _check_table(table)
+        result = await self._query(f"count table {table!r}", _Q_COUNT, {"tb": table})
+        if not result:
+            return 0
+        return int(result[0]["n"])
+
+    def __repr__(self) -> str:
+        state = "open" if self.is_open else "closed"
+        return f"SurrealStore({self.url!r}, ns={self.namespace!r}, db={self.database!r}, {state})"

@@ -72,7 +72,7 @@ class Settings:
     seed: int = _setting(7, "Seed for every random choice (scenarios, fleets, models).")
     tick_s: float = _setting(1.0, "Length of one detector tick in event-time seconds.")
     allowed_lateness_s: float = _setting(
-        3.0, "How late (event time) an event may arrive and still update its tick."
+        1.5, "How late (event time) an event may arrive and still update its tick."
     )
     window_ticks: int = _setting(
         8, "Sliding window, in ticks, over which the convergence meter fuses node evidence."

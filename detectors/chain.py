@@ -20,8 +20,8 @@ Examples
 ...         counts *= 8
 ...     hist = np.zeros((3, 16)); hist[:, 0] = counts
 ...     out = chain.step(state, {"count": counts, "hist": hist}, meta)
->>> LEVELS[int(out["meter"]["level"])]
-'converged'
+>>> LEVELS[int(out["meter"]["level"])]  # three independent kinds at once
+'warning'
 """
 
 from __future__ import annotations
@@ -52,10 +52,13 @@ class StationMeta:
     group_idx: npt.NDArray[np.int64]
     region_idx: npt.NDArray[np.int64]
     quarantined: npt.NDArray[np.bool_] | None = None
+    threshold_scale: npt.NDArray[np.float64] | None = None
 
     @classmethod
-    def from_registry(cls, registry: Any, quarantined: Array | None = None) -> StationMeta:
-        return cls(registry.kind_idx, registry.group_idx, registry.region_idx, quarantined)
+    def from_registry(cls, registry: Any, quarantined: Array | None = None,
+                      threshold_scale: Array | None = None) -> StationMeta:
+        return cls(registry.kind_idx, registry.group_idx, registry.region_idx, quarantined,
+                   threshold_scale)
 
 
 class DetectorChain:
@@ -83,6 +86,24 @@ class DetectorChain:
             if st.shape[-1] < n_stations:
                 st.grow(n_stations, s.init_state(st.shape[:-1] + (n_stations,)))
 
+    def seed_baselines(self, state: ChainState, expected_counts: Array) -> None:
+        """Start activity baselines at known per-tick rates (``<= 0`` = unknown, learn it).
+
+        A fleet that declares its stations' background rates needs no warm-up for the
+        burst and activity signals; the category-entropy baseline still learns.
+        """
+        known = np.asarray(expected_counts, dtype=np.float64) > 0
+        exp = np.where(known, expected_counts, 0.0)
+        b = state[self.burst.name]
+        b["mu"][...] = np.where(known, exp, b["mu"])
+        b["var"][...] = np.where(known, np.maximum(exp, 1.0), b["var"])
+        b["fast"][...] = np.where(known, exp, b["fast"])
+        b["n"][...] = np.where(known, np.maximum(b["n"], self.burst.warmup_ticks), b["n"])
+        e = state[self.entropy.name]
+        e["c_mu"][...] = np.where(known, exp, e["c_mu"])
+        e["c_var"][...] = np.where(known, np.maximum(exp, 1.0), e["c_var"])
+        e["n"][...] = np.where(known, np.maximum(e["n"], self.entropy.warmup_ticks), e["n"])
+
     def nbytes_per_station(self, state: ChainState) -> int:
         return sum(state[s.name].nbytes_per_station() for s in self.stages[:-1])
 
@@ -100,6 +121,8 @@ class DetectorChain:
                 node_in[extra] = cells[extra]
         if meta.quarantined is not None:
             node_in["quarantined"] = meta.quarantined
+        if meta.threshold_scale is not None:
+            node_in["threshold_scale"] = meta.threshold_scale
         node = self.node.step(state[self.node.name], node_in)
         meter_in: dict[str, Array] = {"since": node["since"], "peak": node["peak"],
                                       "kind_idx": meta.kind_idx, "group_idx": meta.group_idx,

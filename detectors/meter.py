@@ -4,12 +4,16 @@ Over a sliding window of ``window_ticks``, every node that was anomalous counts 
 strength from its peak evidence, fading with age. Nodes are then discounted for
 *correlation*: inside one correlation group (stations on the same upstream feed or the
 same market) only the strongest counts fully, the rest count ``correlated_weight`` each.
-The summed, discounted evidence ``E`` is scaled by *diversity*: the number of distinct
-source kinds (plus half a point per extra region, up to three). So
+A convergence is co-located, so all of this is computed per region (market stations
+belong to their exchange's region) and the meter reports the strongest region; the
+summed, discounted evidence ``E`` there is scaled by *diversity*, the number of distinct
+source kinds (three or more count fully). ``n_regions`` says how many regions are at
+``watch`` or above at once. So
 
 * one station surging alone scores low (one node, one kind);
-* a market-wide move is many nodes but few groups and only market kinds — and with no
-  OSINT kind corroborating it the score is capped below ``warning``;
+* a market-wide move is many nodes but few groups and only market kinds — and unless
+  at least ``min_osint_groups`` independent OSINT sources corroborate it, the score is
+  capped below ``warning``;
 * news, social, sensors and market volume turning together score high.
 
 Levels ``quiet < watch < warning < converged`` rise as soon as the score crosses a
@@ -82,8 +86,10 @@ class ConvergenceMeter(Stage):
     enter_at
         Node evidence considered "just anomalous" (strength 0.5); strength saturates at
         three times this.
-    require_osint
-        Without an OSINT kind in the window the score is capped below ``warning``.
+    min_osint_groups
+        Independent OSINT groups (news wires, social accounts) that must be anomalous in
+        the window; below that the score is capped under ``warning``. One OSINT feed
+        echoing a market move is not corroboration. ``0`` disables the rule.
     """
 
     name = "meter"
@@ -91,7 +97,7 @@ class ConvergenceMeter(Stage):
     def __init__(self, window_ticks: int = 8, thresholds: Sequence[float] = (30.0, 55.0, 75.0),
                  hysteresis: float = 10.0, down_ticks: int = 3, correlated_weight: float = 0.25,
                  evidence_scale: float = 3.0, enter_at: float = 4.0,
-                 require_osint: bool = True) -> None:
+                 min_osint_groups: int = 2) -> None:
         if window_ticks < 1 or down_ticks < 1:
             raise ValueError("window_ticks and down_ticks must be >= 1")
         th = tuple(float(t) for t in thresholds)
@@ -109,7 +115,9 @@ class ConvergenceMeter(Stage):
         self.correlated_weight = correlated_weight
         self.evidence_scale = evidence_scale
         self.enter_at = enter_at
-        self.require_osint = require_osint
+        if min_osint_groups < 0:
+            raise ValueError(f"min_osint_groups must be >= 0, got {min_osint_groups}")
+        self.min_osint_groups = min_osint_groups
         self._th = np.array((0.0, *th))
 
     def state_spec(self) -> Spec:
@@ -140,28 +148,37 @@ class ConvergenceMeter(Stage):
         n_s = w.shape[-1]
         flat = w.reshape(-1, n_s)
         n_runs = flat.shape[0]
-        rows = np.repeat(np.arange(n_runs), n_s)
         n_groups = int(group.max()) + 1 if group.size else 1
-        n_regions = int(region.max()) + 1 if region.size else 1
-        gkey = rows * n_groups + np.tile(group, n_runs)
+        n_reg = int(region.max()) + 1 if region.size else 1
+        # everything is aggregated per (run, region): a convergence is co-located
+        rr = (np.repeat(np.arange(n_runs), n_s) * n_reg + np.tile(region, n_runs))
+        gkey = rr * n_groups + np.tile(group, n_runs)
         wf = flat.ravel()
-        gsum = np.bincount(gkey, weights=wf, minlength=n_runs * n_groups)
-        gmax = np.zeros(n_runs * n_groups)
+        size = n_runs * n_reg * n_groups
+        gsum = np.bincount(gkey, weights=wf, minlength=size)
+        gmax = np.zeros(size)
         np.maximum.at(gmax, gkey, wf)
-        evidence = (gmax + self.correlated_weight * (gsum - gmax)).reshape(n_runs, n_groups).sum(-1)
+        ev_rg = (gmax + self.correlated_weight * (gsum - gmax)).reshape(n_runs, n_reg, n_groups)
+        evidence_r = ev_rg.sum(-1)
         active = wf > 0
-        kinds = np.zeros(n_runs * N_KINDS, bool)
-        kinds[(rows * N_KINDS + np.tile(kind, n_runs))[active]] = True
-        kinds = kinds.reshape(n_runs, N_KINDS)
-        regions = np.zeros(n_runs * n_regions, bool)
-        regions[(rows * n_regions + np.tile(region, n_runs))[active]] = True
-        n_kinds = kinds.sum(-1)
-        n_regions_on = regions.reshape(n_runs, n_regions).sum(-1)
-        osint = kinds[:, _OSINT_IDX].any(-1)
-        diversity = n_kinds + 0.5 * np.clip(n_regions_on - 1, 0, 2)
-        score = 100.0 * (1.0 - np.exp(-evidence / self.evidence_scale)) * np.minimum(1.0, diversity / 3.0)
-        if self.require_osint:
-            score = np.where(osint, score, np.minimum(score, self.thresholds[1] - 1e-6))
+        kinds = np.zeros(n_runs * n_reg * N_KINDS, bool)
+        kinds[(rr * N_KINDS + np.tile(kind, n_runs))[active]] = True
+        n_kinds_r = kinds.reshape(n_runs, n_reg, N_KINDS).sum(-1)
+        osint_node = np.isin(np.tile(kind, n_runs), _OSINT_IDX) & active
+        og = np.zeros(size, bool)
+        og[gkey[osint_node]] = True
+        osint_r = og.reshape(n_runs, n_reg, n_groups).sum(-1) >= max(self.min_osint_groups, 1)
+        score_r = (100.0 * (1.0 - np.exp(-evidence_r / self.evidence_scale))
+                   * np.minimum(1.0, n_kinds_r / 3.0))
+        if self.min_osint_groups > 0:
+            score_r = np.where(osint_r, score_r, np.minimum(score_r, self.thresholds[1] - 1e-6))
+        best = score_r.argmax(-1)
+        pick = np.arange(n_runs)
+        score = score_r[pick, best]
+        evidence, n_kinds, osint = evidence_r[pick, best], n_kinds_r[pick, best], osint_r[pick, best]
+        n_regions_on = (score_r >= self.thresholds[0]).sum(-1)
+        # only the nodes of the winning region are "involved"
+        w = np.where(region == best[:, None], flat, 0.0).reshape(w.shape)
         score = score.reshape(lead)
         # levels with hysteresis
         implied = (np.searchsorted(self._th, score, side="right") - 1).astype(np.int8)
@@ -184,6 +201,7 @@ class ConvergenceMeter(Stage):
             "score": score, "level": new.copy(), "prev_level": prev, "fired": fired,
             "evidence": evidence.reshape(lead), "n_kinds": n_kinds.reshape(lead),
             "n_regions": n_regions_on.reshape(lead), "osint": osint.reshape(lead),
+            "region": best.reshape(lead),
             "episode": state["episode"].copy(), "weights": w,
         }
 

@@ -9,7 +9,8 @@ thresholds the state holds, so a node does not flap.
 Each station also keeps, for the current episode, its peak evidence split by type
 (burst, entropy) so every meter score can say *why* a node counted, and
 ``ticks_since`` — ticks since it was last anomalous (the meter's sliding window).
-A quarantined station is held at ``normal``.
+A quarantined station is held at ``normal``; an optional ``threshold_scale`` input
+(per station) scales ``enter_at`` and ``strong_at`` — the adaptive responses use it.
 
 Examples
 --------
@@ -107,9 +108,13 @@ class NodeStateMachine(Stage):
         if q is not None:
             ev = np.where(q, 0.0, ev)
             parts = np.where(q[..., None], 0.0, parts)
+        # adaptive sensitivity: a region under watch may lower its bar (scale < 1)
+        scale = inputs.get("threshold_scale")
+        enter_at = self.enter_at if scale is None else self.enter_at * scale
+        strong_at = self.strong_at if scale is None else self.strong_at * scale
         s, run, calm = state["state"], state["run"], state["calm"]
-        run[...] = np.where(ev >= self.enter_at, run + 1, 0)
-        enter = (run >= self.min_ticks) | (ev >= self.strong_at)
+        run[...] = np.where(ev >= enter_at, run + 1, 0)
+        enter = (run >= self.min_ticks) | (ev >= strong_at)
         quiet = ev < self.calm_at
         calm[...] = np.where(quiet, calm + 1, 0)
         new = s.copy()

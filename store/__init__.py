@@ -12,7 +12,7 @@ SurrealDB (embedded ``surrealkv://`` file, throwaway ``mem://``, or a
 * :class:`StoreError` - every database failure, worded for whoever is on call.
 """
 
-from convergence.store.breaker import BreakerState, CircuitBreaker
+from convergence.breaker import BreakerState, CircuitBreaker
 from convergence.store.surreal import TABLES, StoreError, SurrealStore, validate_record
 from convergence.store.writer import BatchedWriter, StoreBackpressure, SupportsUpsertMany
 

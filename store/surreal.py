@@ -402,8 +402,7 @@ class SurrealStore:
             if self._scheme in _REMOTE_SCHEMES and not isinstance(exc, ServerError):
                 self._broken = True
             raise StoreError(
-                f"SurrealDB at {self.url} failed to {what}: {_reason(exc)}; "
-                f"{self._query_hint()}"
+                f"SurrealDB at {self.url} failed to {what}: {_reason(exc)}; {self._query_hint()}"
             ) from exc
 
     def _query_hint(self) -> str:
@@ -444,9 +443,7 @@ class SurrealStore:
         """Create or replace ``table:record_id`` with ``doc`` (idempotent)."""
         await self.upsert_many(table, [(record_id, doc)])
 
-    async def upsert_many(
-        self, table: str, items: Sequence[tuple[str, Mapping[str, Any]]]
-    ) -> None:
+    async def upsert_many(self, table: str, items: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
         """Create or replace many records of one table (idempotent).
 
         Every record is validated before anything is written. Large inputs go in

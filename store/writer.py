@@ -10,7 +10,7 @@ Failure handling, in order:
 * a failed batch stays pending and is retried with exponential backoff plus
   seeded jitter (so a fleet of writers does not retry in lock-step, and a test
   run is reproducible);
-* after K consecutive failures a :class:`~convergence.store.breaker.CircuitBreaker`
+* after K consecutive failures a :class:`~convergence.breaker.CircuitBreaker`
   opens: no write is attempted until a cool-down passes, then a single probe
   batch decides whether to resume;
 * nothing is dropped while that happens: records wait in a bounded queue, and
@@ -32,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from convergence.store.breaker import CircuitBreaker
+from convergence.breaker import CircuitBreaker
 from convergence.store.surreal import StoreError
 
 __all__ = ["BatchedWriter", "StoreBackpressure", "SupportsUpsertMany"]
@@ -76,6 +76,8 @@ class BatchedWriter:
             failures, probes after 5 s).
         seed: seed of the jitter's ``random.Random`` (reproducible runs).
         name: label for logs and errors; defaults to the store's URL.
+        close_timeout_s: how long :meth:`close` waits for a dead store by default
+            (``None``: until everything is written - nothing is ever dropped).
 
     Example::
 
@@ -97,6 +99,7 @@ class BatchedWriter:
         breaker: CircuitBreaker | None = None,
         seed: int = 0,
         name: str | None = None,
+        close_timeout_s: float | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"BatchedWriter: batch_size must be >= 1, got {batch_size}")
@@ -115,6 +118,7 @@ class BatchedWriter:
         self.max_pending = max_pending
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
+        self.close_timeout_s = close_timeout_s
         self.breaker = breaker or CircuitBreaker(
             failure_threshold=5, reset_timeout_s=5.0, name=f"store-writer {self.name}"
         )
@@ -242,32 +246,49 @@ class BatchedWriter:
     async def close(self, timeout: float | None = None) -> None:
         """Stop accepting records, write everything pending, stop the task.
 
-        If the store stays down past ``timeout`` seconds, the task is stopped and
-        :class:`StoreError` says how many records were left unwritten.
+        ``timeout`` defaults to the ``close_timeout_s`` given to the constructor
+        (``None`` = wait as long as it takes). If records are still unwritten when
+        it expires, the task is stopped and :class:`StoreError` says how many;
+        :meth:`unwritten` then returns them for replay or dead-lettering.
         """
         if self._closed:
             return
         self._closing = True
+        failure: StoreError | None = None
         try:
-            await self.flush(timeout)
+            await self.flush(self.close_timeout_s if timeout is None else timeout)
+        except StoreError as exc:
+            failure = exc
         finally:
             self._closed = True
-            task, self._task = self._task, None
-            if task is not None and not task.done():
-                assert self._wake is not None
-                self._wake.set()  # lets an idle loop observe _closing and return
-                try:
-                    await asyncio.wait_for(asyncio.shield(task), timeout=1.0)
-                except (TimeoutError, asyncio.CancelledError):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-            if self._pending:
-                log.error(
-                    "store writer %s closed with %d records unwritten",
-                    self.name,
-                    len(self._pending),
-                )
+            await self._stop_task()
+        if self._pending:
+            log.error(
+                "store writer %s closed with %d records unwritten", self.name, len(self._pending)
+            )
+            raise StoreError(
+                f"store writer for {self.name} closed with {len(self._pending)} records NOT "
+                f"written (breaker {self.breaker.state.value}, last error: "
+                f"{self._last_error or 'none'}); get them with writer.unwritten() and replay "
+                "them once the database is back"
+            ) from failure
+
+    async def _stop_task(self) -> None:
+        task, self._task = self._task, None
+        if task is None or task.done():
+            return
+        if not self._pending and self._wake is not None:
+            # Idle loop: wake it so it sees _closing and returns by itself.
+            self._wake.set()
+            await asyncio.wait({task}, timeout=1.0)
+        if not task.done():
+            # Still retrying a dead store (or stuck in a write): stop it.
+            task.cancel()
+            await asyncio.wait({task})
+
+    def unwritten(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Copies of the records not yet confirmed written, oldest first, as (table, id, doc)."""
+        return [(table, rid, dict(doc)) for (table, rid), doc in self._pending.items()]
 
     async def __aenter__(self) -> BatchedWriter:
         self._ensure_started()
@@ -374,4 +395,3 @@ class BatchedWriter:
             f"BatchedWriter({self.name!r}, pending={len(self._pending)}, "
             f"breaker={self.breaker.state.value})"
         )
-

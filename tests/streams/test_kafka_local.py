@@ -78,6 +78,11 @@ def test_pom_adds_the_logging_binding_matching_the_version(tmp_path: Path) -> No
     assert "slf4j-reload4j" in kafka_local.pom_xml(KafkaParams(tmp_path, "3.8.1"))
 
 
+def test_a_version_that_is_not_a_release_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(KafkaLocalError, match="CONVERGENCE_KAFKA_VERSION"):
+        kafka_local.pom_xml(KafkaParams(tmp_path, "latest"))
+
+
 def test_server_properties_single_node_kraft(tmp_path: Path) -> None:
     text = kafka_local.server_properties(KafkaParams(tmp_path, "4.1.1"), tmp_path, 19092, 19093)
     props = dict(line.split("=", 1) for line in text.splitlines())
@@ -228,7 +233,8 @@ def test_clients_interoperate(kafka_bootstrap: str) -> None:
                                     auto_offset_reset="earliest")
         await consumer.start()
         try:
-            return (await asyncio.wait_for(consumer.getone(), timeout=30)).value
+            value: bytes | None = (await asyncio.wait_for(consumer.getone(), timeout=30)).value
+            return value
         finally:
             await consumer.stop()
 

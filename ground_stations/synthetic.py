@@ -1,0 +1,123 @@
+"""Synthetic source: one station's view of a :class:`~.scenario.SyntheticWorld`.
+
+Each poll draws the events that happened since the previous poll from the world's
+intensities: a Poisson number of events, uniform times, categories from the
+station's (possibly episode-concentrated) distribution and values from a per-kind
+model. Data-quality faults from the scenario are injected here, where real feeds
+produce them: malformed records (``bad_rate``), re-sent duplicates (``dup_rate``) and a
+fixed per-station clock skew. Randomness comes from ``(seed, station)`` only.
+
+Scenario time 0 is ``t0_s`` on the station clock, so a live run starts its scenario
+when it starts.
+
+Examples
+--------
+>>> import asyncio
+>>> from convergence.ground_stations.scenario import default_scenario, SyntheticWorld
+>>> world = SyntheticWorld(default_scenario(n_stations=20, seed=3, horizon_s=30))
+>>> src = SyntheticSource(world, station=0, t0_s=1000.0, seed=3)
+>>> recs = asyncio.run(src.poll(1010.0))
+>>> len(recs) > 0, all(1000.0 - 1 <= r["event_time_s"] <= 1011 for r in recs if
+...                        isinstance(r.get("event_time_s"), float))
+(True, True)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from convergence.ground_stations.base import Source
+from convergence.ground_stations.scenario import SyntheticWorld
+from convergence.schema import SourceKind
+
+_BAD_VARIANTS = ("nan_value", "future_time", "missing_category", "huge_text", "string_value")
+
+
+class SyntheticSource(Source):
+    """Draws one station's events from a synthetic world."""
+
+    kind = "synthetic"
+
+    def __init__(self, world: SyntheticWorld, station: int, t0_s: float, seed: int) -> None:
+        if not 0 <= station < world.n:
+            raise ValueError(f"station {station} is outside the scenario's {world.n} stations")
+        self.world = world
+        self.station = station
+        self.info = world.scenario.fleet[station]
+        self.t0_s = t0_s
+        self._rng = np.random.default_rng([seed, 11, station])
+        sc = world.scenario
+        self.skew_s = float(self._rng.uniform(-sc.max_skew_s, sc.max_skew_s))
+        self._last_s: float | None = None
+        self._price = 100.0 * float(self._rng.uniform(0.5, 2.0))
+        self.rate_scale = 1.0  # a station's threshold/sampling commands never change the world
+
+    def _value(self, kind: SourceKind, stressed: bool) -> float:
+        r = self._rng
+        if kind == SourceKind.OSINT_NEWS:
+            return float(np.clip(r.normal(-0.5 if stressed else 0.0, 0.3), -1, 1))
+        if kind == SourceKind.OSINT_SOCIAL:
+            return float(round(r.lognormal(3.0 + stressed, 1.0)))
+        if kind == SourceKind.MARKET_PRICE:
+            self._price *= math.exp(r.normal(0.0, 0.004 if stressed else 0.001))
+            return round(self._price, 4)
+        if kind == SourceKind.MARKET_VOLUME:
+            return float(round(r.lognormal(6.0 + stressed, 0.8)))
+        return float(r.normal(13.0 if stressed else 10.0, 1.0))
+
+    def draw(self, t_from: float, t_to: float) -> list[dict[str, Any]]:
+        """Events in scenario time ``[t_from, t_to)`` (station clock = scenario + t0 + skew)."""
+        if t_to <= t_from:
+            return []
+        r = self._rng
+        mid = 0.5 * (t_from + t_to)
+        rate = float(self.world.rates(mid)[self.station])
+        n = int(r.poisson(rate * (t_to - t_from)))
+        if n == 0:
+            return []
+        cats, p = self.world.category_probs(self.station, mid)
+        stressed = self.world.topic_of(self.station, mid) is not None
+        times = np.sort(r.uniform(t_from, t_to, n)) + self.t0_s + self.skew_s
+        picks = r.choice(len(cats), size=n, p=p)
+        info = self.info
+        out: list[dict[str, Any]] = []
+        for t, c in zip(times, picks, strict=True):
+            cat = cats[int(c)]
+            rec: dict[str, Any] = {
+                "station_id": info.station_id, "source_kind": info.kind.value,
+                "event_time_s": round(float(t), 6), "category": cat,
+                "value": self._value(info.kind, stressed), "source": info.correlation_group,
+            }
+            if info.kind in (SourceKind.OSINT_NEWS, SourceKind.OSINT_SOCIAL):
+                rec["text"] = f"{cat} reports from {info.region}"
+            out.append(rec)
+        sc = self.world.scenario
+        for i in np.flatnonzero(r.random(len(out)) < sc.bad_rate):
+            out[int(i)] = self._corrupt(out[int(i)], _BAD_VARIANTS[int(r.integers(len(_BAD_VARIANTS)))])
+        dups = [dict(out[int(i)]) for i in np.flatnonzero(r.random(len(out)) < sc.dup_rate)]
+        return out + dups
+
+    @staticmethod
+    def _corrupt(rec: dict[str, Any], how: str) -> dict[str, Any]:
+        bad = dict(rec)
+        if how == "nan_value":
+            bad["value"] = float("nan")
+        elif how == "future_time":
+            bad["event_time_s"] = rec["event_time_s"] + 86400.0
+        elif how == "missing_category":
+            del bad["category"]
+        elif how == "huge_text":
+            bad["text"] = "x" * 100_000
+        else:
+            bad["value"] = "twelve"
+        return bad
+
+    async def poll(self, now_s: float) -> list[dict[str, Any]]:
+        t = now_s - self.t0_s
+        if self._last_s is None:
+            self._last_s = max(0.0, t - 1.0)
+        t_from, self._last_s = self._last_s, max(self._last_s, t)
+        return self.draw(t_from, self._last_s)

@@ -1,0 +1,191 @@
+"""The embedded runtime: the whole product in one process, nothing else installed.
+
+Station agents (asyncio tasks, one per station) poll synthetic scenario sources and
+put raw batches on an in-process bus (a bounded :class:`asyncio.Queue`, so a slow
+pipeline slows the stations instead of growing memory). One consumer task validates
+and ingests them into the :class:`~convergence.streams.pipeline.Pipeline`, closes ticks
+as wall-clock time passes the allowed lateness, sends the adaptive responses' commands
+back to the fleet, and writes alerts, reports, responses, dead letters and the run
+summary to SurrealDB (embedded ``surrealkv://`` file by default, ``mem://`` for
+throwaway runs) through a batched, retrying writer.
+
+Stops cleanly after ``duration_s`` or when ``stop`` is set (Ctrl-C): stations stop,
+the bus drains, every open tick is processed and everything is flushed to the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from convergence.control import ControlCommand
+from convergence.ground_stations.agent import Fleet, StationAgent
+from convergence.ground_stations.scenario import Scenario, SyntheticWorld, default_scenario, evaluate
+from convergence.ground_stations.synthetic import SyntheticSource
+from convergence.schema import DeadLetter
+from convergence.settings import Settings
+from convergence.stations import StationRegistry
+from convergence.store.surreal import SurrealStore
+from convergence.store.writer import BatchedWriter
+from convergence.streams.pipeline import Pipeline, TickOutcome
+
+log = logging.getLogger(__name__)
+
+AlertHook = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class RunSummary:
+    """What a run did; ``--json`` prints :meth:`as_dict` as the last line."""
+
+    run_id: str
+    events: int
+    alerts: int
+    reports: int
+    dead_letters: int
+    events_per_s: float
+    duplicates: int
+    late: int
+    ticks: int
+    responses: int
+    acks: int
+    stations: int
+    duration_s: float
+    db: str
+    bytes_per_station: int
+    scenario: dict[str, Any] = field(default_factory=dict)
+    alert_list: list[dict[str, Any]] = field(default_factory=list)
+    store: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["alert_list"] = [
+            {k: a[k] for k in ("alert_id", "report_id", "level", "score", "time_s", "regions",
+                               "source_kinds", "n_stations")}
+            for a in self.alert_list
+        ]
+        return d
+
+
+class EmbeddedRuntime:
+    """Runs a synthetic fleet through the pipeline into SurrealDB (see module doc)."""
+
+    def __init__(self, settings: Settings, *, duration_s: float | None = None,
+                 scenario: Scenario | None = None, on_alert: AlertHook | None = None,
+                 sample_interval_s: float = 0.5, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.duration_s = duration_s
+        horizon = (duration_s or 3600.0) + 60.0
+        self.scenario = scenario or default_scenario(settings.stations, settings.seed, horizon)
+        self.world = SyntheticWorld(self.scenario)
+        self.registry = StationRegistry(list(self.scenario.fleet))
+        self.pipeline = Pipeline(settings, self.registry)
+        self.on_alert = on_alert
+        self.sample_interval_s = sample_interval_s
+        self.clock = clock
+        self.bus: asyncio.Queue[tuple[str, list[dict[str, Any]]]] = asyncio.Queue(maxsize=20_000)
+        self.alerts: list[dict[str, Any]] = []
+        self.commands: list[ControlCommand] = []
+        self.run_id = f"run-{settings.seed}-{int(clock())}"
+
+    def _fleet(self, t0: float) -> Fleet:
+        async def sink(station_id: str, records: list[dict[str, Any]]) -> None:
+            await self.bus.put((station_id, records))
+
+        return Fleet([
+            StationAgent(info, SyntheticSource(self.world, i, t0, self.settings.seed), sink,
+                         interval_s=self.sample_interval_s, clock=self.clock,
+                         seed=self.settings.seed)
+            for i, info in enumerate(self.scenario.fleet)
+        ])
+
+    def _handle(self, outcomes: list[TickOutcome], writer: BatchedWriter, fleet: Fleet) -> None:
+        for oc in outcomes:
+            for r in oc.responses:
+                writer.submit("response", r.response_id, r.to_dict())
+                if r.command is not None:
+                    self.commands.append(r.command)
+                    fleet.dispatch(r.command, self.clock())
+            for rep in oc.reports:
+                writer.submit("report", rep["report_id"], {**rep, "run_id": self.run_id})
+            for alert in oc.alerts:
+                self.alerts.append(alert)
+                writer.submit("alert", alert["alert_id"], {**alert, "run_id": self.run_id})
+                if self.on_alert is not None:
+                    self.on_alert(alert)
+
+    def _dead(self, dls: list[DeadLetter], writer: BatchedWriter) -> None:
+        for d in dls:
+            writer.submit("dead_letter", d.dead_letter_id, {**d.to_dict(), "run_id": self.run_id})
+
+    async def _consume(self, writer: BatchedWriter, fleet: Fleet, stations_done: asyncio.Event) -> None:
+        pipe = self.pipeline
+        while True:
+            try:
+                _, records = await asyncio.wait_for(self.bus.get(), timeout=0.1)
+            except TimeoutError:
+                records = None
+            now = self.clock()
+            if records:
+                dls = pipe.ingest_raw(records, now)
+                if dls:
+                    self._dead(dls, writer)
+            self._handle(pipe.advance(now), writer, fleet)
+            if stations_done.is_set() and self.bus.empty():
+                return
+
+    async def run(self, stop: asyncio.Event | None = None) -> RunSummary:
+        """Run until ``duration_s`` passes or ``stop`` is set; returns the summary."""
+        stop = stop or asyncio.Event()
+        store = SurrealStore.from_settings(self.settings)
+        await store.open()
+        writer = BatchedWriter(store, seed=self.settings.seed, name="embedded")
+        t0 = self.clock()
+        fleet = self._fleet(t0)
+        stations_stop = asyncio.Event()
+        stations_done = asyncio.Event()
+
+        async def stations() -> None:
+            try:
+                await fleet.run(stations_stop)
+            finally:
+                stations_done.set()
+
+        st_task = asyncio.create_task(stations())
+        consumer = asyncio.create_task(self._consume(writer, fleet, stations_done))
+        try:
+            waits = [asyncio.ensure_future(stop.wait())]
+            await asyncio.wait(waits, timeout=self.duration_s)
+            for w in waits:
+                w.cancel()
+        finally:
+            stations_stop.set()
+            await st_task
+            await consumer
+            self._handle(self.pipeline.flush(), writer, fleet)
+            elapsed = max(self.clock() - t0, 1e-9)
+            summary = self._summary(t0, elapsed, fleet)
+            writer.submit("run", self.run_id, summary.as_dict())
+            with contextlib.suppress(Exception):
+                await writer.close()
+            summary.store = writer.stats()
+            await store.close()
+        return summary
+
+    def _summary(self, t0: float, elapsed: float, fleet: Fleet) -> RunSummary:
+        c = self.pipeline.counters
+        return RunSummary(
+            run_id=self.run_id, events=c.events, alerts=c.alerts, reports=c.reports,
+            dead_letters=c.dead_letters, events_per_s=round(c.events / elapsed, 1),
+            duplicates=c.duplicates, late=c.late, ticks=c.ticks, responses=c.responses,
+            acks=len(fleet.acks), stations=len(self.registry), duration_s=round(elapsed, 3),
+            db=self.settings.db_url, bytes_per_station=self.pipeline.bytes_per_station(),
+            scenario=evaluate(self.scenario, self.alerts, t0=t0, horizon_s=elapsed,
+                              window_s=self.pipeline.chain.meter.window_ticks * self.settings.tick_s),
+            alert_list=list(self.alerts),
+        )

@@ -1,0 +1,192 @@
+"""The pipeline every runtime drives: validate → bucket → detect → respond → report.
+
+:class:`Pipeline` is the one place where the pure stages are wired together. It
+owns no transport and no clock: runtimes hand it raw records or events together
+with the receiver's time, and a *watermark* (the event time up to which they believe
+input is complete); it hands back dead letters and, for every tick that closed,
+a :class:`TickOutcome` with the meter reading, alerts, reports and responses.
+The embedded runtime and the Faust worker call exactly this code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from convergence.detectors.chain import ChainState, DetectorChain, StationMeta
+from convergence.detectors.ingest import EventColumns, TickAccumulator
+from convergence.detectors.meter import LEVELS, QUIET, explain
+from convergence.responses.axon import AdaptiveResponder, Response
+from convergence.responses.prism import build_alert, synthesize_report
+from convergence.schema import DeadLetter, Event, Limits, ValidationError, dead_letter
+from convergence.settings import Settings
+from convergence.stations import StationRegistry
+from convergence.wire import validate_many
+
+
+@dataclass
+class TickOutcome:
+    """What one closed tick produced."""
+
+    tick: int
+    time_s: float
+    score: float
+    level: str
+    prev_level: str
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    responses: list[Response] = field(default_factory=list)
+    anomalous_stations: int = 0
+
+
+@dataclass
+class PipelineCounters:
+    events: int = 0
+    duplicates: int = 0
+    late: int = 0
+    dead_letters: int = 0
+    ticks: int = 0
+    alerts: int = 0
+    reports: int = 0
+    responses: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class Pipeline:
+    """Stateful wiring of the pure stages for one stream of events (see module doc)."""
+
+    def __init__(self, settings: Settings, registry: StationRegistry,
+                 chain: DetectorChain | None = None,
+                 responder: AdaptiveResponder | None = None) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.limits = Limits.from_settings(settings)
+        self.tick_s = settings.tick_s
+        self.chain = chain or DetectorChain()
+        self.responder = responder or AdaptiveResponder()
+        n = max(len(registry), 1)
+        self.acc = TickAccumulator(n_stations=n, tick_s=self.tick_s,
+                                   allowed_lateness_s=settings.allowed_lateness_s)
+        self.state: ChainState = self.chain.init_state((n,))
+        if len(registry):
+            self.chain.seed_baselines(self.state, registry.rates * self.tick_s)
+        self.counters = PipelineCounters()
+        self._episode_tick: int | None = None
+        self._episode_responses: list[dict[str, Any]] = []
+        self.last_reading: dict[str, Any] = {}
+        self._scale = np.ones(n)
+        self._scale_until = np.full(n, -np.inf)
+
+    # -- input --------------------------------------------------------------
+    def ingest_raw(self, records: Iterable[Any], now_s: float) -> list[DeadLetter]:
+        """Validate untrusted records and ingest the good ones; returns dead letters."""
+        good, bad = validate_many(records, now_s=now_s, limits=self.limits)
+        self.counters.dead_letters += len(bad)
+        return bad + self.ingest_events(good, now_s)
+
+    def ingest_events(self, events: Sequence[Event], now_s: float) -> list[DeadLetter]:
+        """Ingest validated events; events later than the allowed lateness come back."""
+        if not events:
+            return []
+        reg = self.registry
+        cols = EventColumns.from_events(events, lambda e: reg.ensure(e.station_id, e.source_kind))
+        if len(reg) > self.state[self.chain.node.name].shape[-1]:
+            self.chain.grow(self.state, len(reg))
+        res = self.acc.add(cols)
+        self.counters.events += res.accepted
+        self.counters.duplicates += res.duplicates
+        self.counters.late += int(res.late_idx.size)
+        dls = [
+            dead_letter("ingest", events[int(i)].to_dict(), ValidationError(
+                "event_time_s",
+                f"arrived after its tick closed (allowed lateness "
+                f"{self.settings.allowed_lateness_s:g} s); check the station's clock or raise "
+                "CONVERGENCE_ALLOWED_LATENESS_S"), received_at_s=now_s)
+            for i in res.late_idx
+        ]
+        self.counters.dead_letters += len(dls)
+        return dls
+
+    def count_dead_letters(self, n: int) -> None:
+        """Record dead letters produced upstream (e.g. undecodable messages)."""
+        self.counters.dead_letters += n
+
+    # -- ticks --------------------------------------------------------------
+    def advance(self, watermark_s: float) -> list[TickOutcome]:
+        """Close and process every tick the watermark has passed."""
+        return [self._process(t, cells) for t, cells in self.acc.close_until(watermark_s)]
+
+    def flush(self) -> list[TickOutcome]:
+        """Close and process every open tick (end of input)."""
+        return [self._process(t, cells) for t, cells in self.acc.flush()]
+
+    def _process(self, tick: int, cells: dict[str, Any]) -> TickOutcome:
+        n = len(self.registry)
+        if cells["count"].shape[0] < n:
+            self.acc.grow(n)
+            pad = n - cells["count"].shape[0]
+            cells = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
+                     for k, v in cells.items()}
+        time_s = (tick + 1) * self.tick_s
+        q = self.responder.quarantined(time_s, n)
+        if self._scale.shape[0] < n:
+            pad = n - self._scale.shape[0]
+            self._scale = np.concatenate([self._scale, np.ones(pad)])
+            self._scale_until = np.concatenate([self._scale_until, np.full(pad, -np.inf)])
+        scale = np.where(self._scale_until > time_s, self._scale, 1.0)
+        meta = StationMeta.from_registry(self.registry, q, scale)
+        out = self.chain.step(self.state, cells, meta)
+        reading, node = out["meter"], out["node"]
+        self.last_reading = reading
+        self.counters.ticks += 1
+        level, prev = int(reading["level"]), int(reading["prev_level"])
+        outcome = TickOutcome(tick, time_s, float(reading["score"]), LEVELS[level], LEVELS[prev],
+                              anomalous_stations=int((reading["weights"] > 0).sum()))
+        if prev == QUIET and level > QUIET:
+            self._episode_tick = tick
+            self._episode_responses = []
+        responses = self.responder.decide(tick=tick, time_s=time_s, level=level, prev_level=prev,
+                                          node_state=node["state"], weights=reading["weights"],
+                                          registry=self.registry)
+        outcome.responses = responses
+        self._apply_sensitivity(responses)
+        self.counters.responses += len(responses)
+        self._episode_responses.extend(r.to_dict() for r in responses)
+        if bool(reading["fired"]):
+            expl = explain(self.chain.meter, reading, node, self.registry.ids(),
+                           self.registry.kind_idx, self.registry.group_idx,
+                           self.registry.region_names(), self.registry.region_idx)
+            ep = self._episode_tick if self._episode_tick is not None else tick
+            alert = build_alert(episode_tick=ep, tick=tick, time_s=time_s, explanation=expl)
+            report = synthesize_report(alert, expl, self._episode_responses,
+                                       window_ticks=self.chain.meter.window_ticks,
+                                       tick_s=self.tick_s)
+            outcome.alerts.append(alert)
+            outcome.reports.append(report)
+            self.counters.alerts += 1
+            self.counters.reports += 1
+        if level == QUIET:
+            self._episode_tick = None
+        return outcome
+
+    def _apply_sensitivity(self, responses: Sequence[Response]) -> None:
+        # threshold commands also tune the meter's own nodes: a region under warning
+        # needs less evidence per station to count as corroboration
+        regions = self.registry.region_names()
+        for r in responses:
+            cmd = r.command
+            if cmd is None or cmd.action.value != "set_thresholds" or cmd.target.type != "region":
+                continue
+            if cmd.target.value not in regions:
+                continue
+            mask = self.registry.region_idx == regions.index(cmd.target.value)
+            self._scale[mask] = float(cmd.params.get("scale", 1.0))
+            self._scale_until[mask] = cmd.expires_at_s
+
+    def bytes_per_station(self) -> int:
+        return self.chain.nbytes_per_station(self.state)

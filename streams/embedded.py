@@ -37,6 +37,7 @@ from convergence.streams.pipeline import Pipeline, TickOutcome
 log = logging.getLogger(__name__)
 
 AlertHook = Callable[[dict[str, Any]], None]
+LevelHook = Callable[[TickOutcome], None]
 
 
 @dataclass
@@ -77,6 +78,7 @@ class EmbeddedRuntime:
 
     def __init__(self, settings: Settings, *, duration_s: float | None = None,
                  scenario: Scenario | None = None, on_alert: AlertHook | None = None,
+                 on_level: LevelHook | None = None,
                  sample_interval_s: float = 0.5, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.duration_s = duration_s
@@ -86,6 +88,7 @@ class EmbeddedRuntime:
         self.registry = StationRegistry(list(self.scenario.fleet))
         self.pipeline = Pipeline(settings, self.registry)
         self.on_alert = on_alert
+        self.on_level = on_level
         self.sample_interval_s = sample_interval_s
         self.clock = clock
         self.bus: asyncio.Queue[tuple[str, list[dict[str, Any]]]] = asyncio.Queue(maxsize=20_000)
@@ -106,6 +109,8 @@ class EmbeddedRuntime:
 
     def _handle(self, outcomes: list[TickOutcome], writer: BatchedWriter, fleet: Fleet) -> None:
         for oc in outcomes:
+            if oc.level != oc.prev_level and self.on_level is not None:
+                self.on_level(oc)
             for r in oc.responses:
                 writer.submit("response", r.response_id, r.to_dict())
                 if r.command is not None:

@@ -40,6 +40,9 @@ class TickOutcome:
     reports: list[dict[str, Any]] = field(default_factory=list)
     responses: list[Response] = field(default_factory=list)
     anomalous_stations: int = 0
+    region: str = ""
+    osint: bool = False
+    n_kinds: int = 0
 
 
 @dataclass
@@ -146,7 +149,9 @@ class Pipeline:
         self.counters.ticks += 1
         level, prev = int(reading["level"]), int(reading["prev_level"])
         outcome = TickOutcome(tick, time_s, float(reading["score"]), LEVELS[level], LEVELS[prev],
-                              anomalous_stations=int((reading["weights"] > 0).sum()))
+                              anomalous_stations=int((reading["weights"] > 0).sum()),
+                              region=self._region_name(int(reading["region"])),
+                              osint=bool(reading["osint"]), n_kinds=int(reading["n_kinds"]))
         if prev == QUIET and level > QUIET:
             self._episode_tick = tick
             self._episode_responses = []
@@ -173,6 +178,10 @@ class Pipeline:
         if level == QUIET:
             self._episode_tick = None
         return outcome
+
+    def _region_name(self, idx: int) -> str:
+        names = self.registry.region_names()
+        return names[idx] if 0 <= idx < len(names) else "unknown"
 
     def _apply_sensitivity(self, responses: Sequence[Response]) -> None:
         # threshold commands also tune the meter's own nodes: a region under warning

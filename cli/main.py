@@ -1,0 +1,53 @@
+"""The ``convergence`` command: one typer app, one sub-app per command group."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from convergence import __version__
+from convergence.cli import config, kafka, reports
+from convergence.cli.run import run
+
+app = typer.Typer(
+    name="convergence",
+    help="OSINT and market convergence intelligence: ground stations, detectors, a "
+         "convergence meter, alerts and reports.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"convergence {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
+                                         help="More log output (-v info, -vv debug).")] = 0,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Convergence command line."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+app.command("run")(run)
+app.add_typer(reports.app, name="reports")
+app.add_typer(config.app, name="config")
+app.add_typer(kafka.app, name="kafka")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

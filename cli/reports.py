@@ -1,0 +1,75 @@
+"""``convergence reports ...``: read alerts' reports back from SurrealDB."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import typer
+
+from convergence.cli.common import console, fail, print_json, settings
+from convergence.store.surreal import StoreError, SurrealStore
+
+app = typer.Typer(help="Read synthesized convergence reports from the database.", no_args_is_help=True)
+
+DbOption = Annotated[str | None, typer.Option(help="SurrealDB URL (default: the embedded file).")]
+
+
+async def _with_store(db: str | None, fn: Any) -> Any:
+    store = SurrealStore.from_settings(settings(db=db))
+    async with store:
+        return await fn(store)
+
+
+@app.command("list")
+def list_reports(
+    db: DbOption = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many, newest first.")] = 20,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON array on stdout.")] = False,
+) -> None:
+    """List reports, newest first."""
+    try:
+        rows = asyncio.run(_with_store(db, lambda s: s.list("report", limit=limit, order_by="time_s")))
+    except StoreError as exc:
+        fail(exc)
+    if json_out:
+        print_json([{k: r.get(k) for k in ("report_id", "time_s", "level", "score", "title")}
+                    for r in rows])
+        return
+    if not rows:
+        console.print("no reports yet - run `convergence run` first")
+        return
+    for r in rows:
+        console.print(f"{r['report_id']}  {r.get('level', '?'):<9}  {r.get('title', '')}")
+
+
+@app.command()
+def show(
+    report_id: Annotated[str, typer.Argument(help="Report id, e.g. rpt-1a2b3c4d5e6f7a8b.")],
+    db: DbOption = None,
+    json_out: Annotated[bool, typer.Option("--json", help="The whole report as JSON.")] = False,
+) -> None:
+    """Show one report in full."""
+    try:
+        rep = asyncio.run(_with_store(db, lambda s: s.get("report", report_id)))
+    except StoreError as exc:
+        fail(exc)
+    if rep is None:
+        fail(f"no report {report_id!r} in this database; list them with `convergence reports list`")
+    if json_out:
+        print_json(rep)
+        return
+    console.print(f"[bold]{rep['title']}[/]\n{rep['report_id']}  alert {rep['alert_id']}  "
+                  f"method: {rep.get('method', '?')}\n")
+    console.print(rep["summary"] + "\n")
+    for f in rep.get("findings", []):
+        console.print(f"  - {f}")
+    console.print("\n[bold]stations[/]")
+    for n in rep.get("nodes", []):
+        ev = ", ".join(f"{k} {v:.1f}" for k, v in n["peak_evidence"].items() if v)
+        console.print(f"  {n['station_id']:<28} {n['source_kind']:<14} share {n['share'] * 100:4.1f}%"
+                      f"  {ev}{'  (correlated, discounted)' if n['correlated'] else ''}")
+    if rep.get("actions_taken"):
+        console.print("\n[bold]responses[/]")
+        for a in rep["actions_taken"]:
+            console.print(f"  - {a}")

@@ -1,0 +1,96 @@
+"""``convergence run``: the main job on the embedded default."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from typing import Annotated, Any
+
+import typer
+
+from convergence.cli.common import console, fail, print_json, settings
+from convergence.store.surreal import StoreError
+from convergence.streams.pipeline import TickOutcome
+
+_KIND = {"osint_news": "news", "osint_social": "social", "market_price": "prices",
+         "market_volume": "volumes", "sensor": "sensors"}
+_STYLE = {"watch": "yellow", "warning": "bold dark_orange", "converged": "bold red", "quiet": "green"}
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t))
+
+
+def print_alert(alert: dict[str, Any]) -> None:
+    """One readable line per alert: time, level, score, stations, kinds, report id."""
+    lvl = alert["level"]
+    kinds = ", ".join(_KIND.get(k, k) for k in alert["source_kinds"])
+    console.print(
+        f"{_clock(alert['time_s'])}  [{_STYLE.get(lvl, 'bold')}]{lvl.upper():<9}[/] "
+        f"score {alert['score']:5.1f}  {', '.join(alert['regions'])}  "
+        f"{alert['n_stations']} stations ({kinds})  report {alert['report_id']}"
+    )
+
+
+def _print_level(oc: TickOutcome) -> None:
+    if oc.level in ("warning", "converged") and oc.level != oc.prev_level and \
+            oc.prev_level not in ("warning", "converged"):
+        return  # the alert line says it
+    note = ""
+    if oc.level == "watch" and not oc.osint:
+        note = " - no independent OSINT corroboration, not alerting"
+    console.print(
+        f"[dim]{_clock(oc.time_s)}  meter {oc.prev_level} -> [/][{_STYLE.get(oc.level, 'dim')}]"
+        f"{oc.level}[/][dim] score {oc.score:5.1f} in {oc.region}, "
+        f"{oc.anomalous_stations} anomalous stations{note}[/]"
+    )
+
+
+def run(
+    stations: Annotated[int | None, typer.Option(help="Synthetic ground stations (default 247).",
+                                                 min=1, max=100_000)] = None,
+    duration: Annotated[float | None, typer.Option(
+        help="Stop after this many seconds (default: run until Ctrl-C).", min=1.0)] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for the scenario and every random choice.")] = None,
+    db: Annotated[str | None, typer.Option(
+        help="SurrealDB URL: surrealkv://PATH (default: under the data dir), mem:// (throwaway) "
+             "or ws://HOST:PORT.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="End with one JSON summary line on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only alerts and the summary.")] = False,
+) -> None:
+    """Run the whole pipeline in one process: synthetic ground stations -> detectors ->
+    convergence meter -> adaptive responses -> reports in SurrealDB. Alerts print live."""
+    from convergence.streams.embedded import EmbeddedRuntime
+
+    s = settings(stations=stations, seed=seed, db=db)
+    rt = EmbeddedRuntime(s, duration_s=duration, on_alert=print_alert,
+                         on_level=None if quiet else _print_level)
+    if not json_out:
+        until = f"for {duration:g} s" if duration else "until Ctrl-C"
+        console.print(f"[bold]convergence[/] {s.stations} stations, seed {s.seed}, "
+                      f"db {s.db_url}, running {until}")
+
+    async def main() -> Any:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await rt.run(stop)
+
+    try:
+        summary = asyncio.run(main())
+    except StoreError as exc:
+        fail(exc)
+    d = summary.as_dict()
+    if json_out:
+        print_json(d)
+        return
+    sc = d["scenario"]
+    console.print(
+        f"[bold]done[/] in {d['duration_s']:.1f} s: {d['events']} events "
+        f"({d['events_per_s']:.0f}/s), {d['alerts']} alerts, {d['reports']} reports, "
+        f"{d['dead_letters']} dead letters, {d['duplicates']} duplicates.\n"
+        f"scenario check: {sc['detected']}/{sc['genuine']} genuine convergences detected, "
+        f"{sc['decoy_alerts']} alerts on {sc['decoys']} decoys, {sc['false_alarms']} false alarms."
+    )

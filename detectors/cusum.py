@@ -1,0 +1,177 @@
+"""CUSUM change-point detection: a station's activity level or its spread changed.
+
+Two cumulative-sum charts per station, vectorised over all stations (and any leading
+batch dimensions), both judged against an adaptive baseline of the per-tick count
+(EWMA mean and variance, with a Poisson floor: the noise variance is
+``max(var, mu, var_floor)`` because a count stream is never quieter than Poisson).
+
+* **Level.** ``z = (count - mu) / sd`` and the two-sided CUSUM::
+
+      S_up   = max(0, S_up   + z - k)
+      S_down = max(0, S_down - z - k)
+
+  ``change_level`` is true when either reaches ``h``. Unlike a burst chart, the
+  CUSUM accumulates small persistent shifts (a fraction of a standard deviation per
+  tick) until they add up, and it sees drops as well as rises.
+* **Variance.** The squared *successive difference*, standardised:
+  ``w = (count - previous count)**2 / (2 * noise) - 1`` (mean 0 when nothing
+  changed), and ``V = max(0, V + w - k_var)``; ``change_variance`` is true when
+  ``V >= h_var``. Successive differences rather than residuals from ``mu``: a level
+  shift moves every residual but only one difference, so the variance chart does not
+  fire on every level change. Only increases are charted: under the Poisson floor a
+  count stream cannot look under-dispersed, and a station going silent is a level drop.
+
+After an alarm (either chart) both charts reset to 0 and the baseline restarts from
+the alarm tick, as at start-up: nothing is judged until it holds ``warmup_ticks`` ticks
+of history again. That is the "reset after an alarm": without it a permanent shift
+would alarm every few ticks until the slow baseline caught up.
+
+Evidence for the node-state machine (``cusum_z``, non-negative)::
+
+    cusum_z = evidence_scale * max(S_up / h, S_down / h, V / h_var)
+
+so it equals ``evidence_scale`` exactly at an alarm threshold and stays below it
+until a chart alarms (the default 4.0 is the node machine's default ``enter_at``:
+a building change can lift a node to *elevated*, only an alarm makes it
+*anomalous*). While the baseline re-learns after an alarm, ``cusum_z`` holds the
+alarm tick's value — the change is still the freshest fact about the station — and
+returns to the live statistic once the station is judged again. Drops count as
+evidence too; use ``cusum_level_up`` if only rises matter.
+
+The outputs ``cusum_level_up``, ``cusum_level_down`` and ``cusum_variance`` are the
+statistics *before* the reset, so on an alarm tick they say which chart fired.
+
+Examples
+--------
+>>> import numpy as np
+>>> det = CusumDetector(warmup_ticks=5)
+>>> state = det.init_state((1,))
+>>> counts = [4, 5, 3, 4, 5, 4, 3, 5, 4, 4, 9, 10, 9, 11, 10, 9]
+>>> outs = [det.step(state, {"count": np.array([float(c)])}) for c in counts]
+>>> [t for t, o in enumerate(outs) if o["change_level"][0]]  # shift at tick 10
+[11]
+>>> round(float(outs[11]["cusum_level_up"][0]), 2), round(float(outs[11]["cusum_z"][0]), 2)
+(5.89, 4.71)
+>>> [round(float(o["cusum_z"][0]), 2) for o in outs[12:]]  # held while re-learning
+[4.71, 4.71, 4.71, 4.71]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from convergence.detectors.base import (
+    Array,
+    ArrayState,
+    Outputs,
+    Spec,
+    Stage,
+    check_fraction,
+    check_positive,
+)
+
+
+class CusumDetector(Stage):
+    """Two-sided level CUSUM and one-sided variance CUSUM on the per-tick count.
+
+    Parameters
+    ----------
+    alpha
+        EWMA weight of the baseline mean and variance (``1/n`` while younger than
+        ``1/alpha`` ticks, so a fresh baseline is a plain average).
+    k
+        Level drift allowance, in baseline standard deviations per tick: shifts
+        smaller than about ``2 k`` are not worth detecting.
+    h
+        Level alarm threshold on ``S_up`` / ``S_down`` (standard deviations).
+    k_var
+        Drift allowance of the variance chart (on the standardised squared
+        difference minus 1, whose mean is 0 with no change).
+    h_var
+        Variance alarm threshold on ``V``.
+    warmup_ticks
+        Ticks of baseline history before a station is judged, at start and after
+        every alarm.
+    var_floor
+        Smallest noise variance (counts²), so a near-silent station is not infinitely
+        sensitive.
+    evidence_scale
+        ``cusum_z`` at an alarm threshold (see the module docstring).
+    """
+
+    name = "cusum"
+
+    def __init__(self, alpha: float = 0.05, k: float = 0.5, h: float = 5.0,
+                 k_var: float = 1.0, h_var: float = 12.0, warmup_ticks: int = 10,
+                 var_floor: float = 1.0, evidence_scale: float = 4.0) -> None:
+        check_fraction("alpha", alpha)
+        check_positive("k", k, allow_zero=True)
+        check_positive("h", h)
+        check_positive("k_var", k_var, allow_zero=True)
+        check_positive("h_var", h_var)
+        check_positive("var_floor", var_floor)
+        check_positive("evidence_scale", evidence_scale)
+        if warmup_ticks < 1:
+            raise ValueError(f"warmup_ticks must be >= 1, got {warmup_ticks!r}")
+        self.alpha = alpha
+        self.k = k
+        self.h = h
+        self.k_var = k_var
+        self.h_var = h_var
+        self.warmup_ticks = warmup_ticks
+        self.var_floor = var_floor
+        self.evidence_scale = evidence_scale
+
+    def state_spec(self) -> Spec:
+        return {
+            "n": ((), 0.0),  # ticks in the current baseline (restarts at 1 on an alarm)
+            "mu": ((), 0.0),
+            "var": ((), 0.0),
+            "prev": ((), np.nan),  # previous count; NaN until one was seen
+            "s_up": ((), 0.0),
+            "s_down": ((), 0.0),
+            "v_up": ((), 0.0),
+            "held": ((), 0.0),  # evidence of the last alarm, shown while re-learning
+        }
+
+    def step(self, state: ArrayState, inputs: Mapping[str, Array]) -> Outputs:
+        count = np.asarray(inputs["count"], dtype=np.float64)
+        n, mu, var, prev = state["n"], state["mu"], state["var"], state["prev"]
+        s_up, s_down, v_up, held = state["s_up"], state["s_down"], state["v_up"], state["held"]
+        n += 1.0
+        judged = n > self.warmup_ticks
+        noise = np.maximum(np.maximum(var, mu), self.var_floor)
+        z = np.where(judged, (count - mu) / np.sqrt(noise), 0.0)
+        up = np.where(judged, np.maximum(0.0, s_up + z - self.k), 0.0)
+        down = np.where(judged, np.maximum(0.0, s_down - z - self.k), 0.0)
+        # prev is NaN only before the first tick, and judged implies n >= 2 since then
+        w = np.where(judged, (count - np.nan_to_num(prev)) ** 2 / (2.0 * noise) - 1.0, 0.0)
+        v = np.where(judged, np.maximum(0.0, v_up + w - self.k_var), 0.0)
+        change_level = (up >= self.h) | (down >= self.h)
+        change_variance = v >= self.h_var
+        alarm = change_level | change_variance
+        live = self.evidence_scale * np.maximum(np.maximum(up, down) / self.h, v / self.h_var)
+        held[...] = np.where(alarm, live, np.where(judged, 0.0, held))
+        evidence = np.where(judged, live, held)
+
+        s_up[...] = np.where(alarm, 0.0, up)
+        s_down[...] = np.where(alarm, 0.0, down)
+        v_up[...] = np.where(alarm, 0.0, v)
+        # the alarm tick is the first tick of the new baseline: it already belongs to
+        # the new regime (the CUSUM alarms a few ticks after the change, never before)
+        n[...] = np.where(alarm, 1.0, n)
+        a = np.maximum(self.alpha, 1.0 / n)
+        d = count - mu
+        mu += a * d
+        var[...] = (1.0 - a) * (var + a * d * d)
+        prev[...] = count
+        return {
+            "cusum_level_up": up,
+            "cusum_level_down": down,
+            "cusum_variance": v,
+            "change_level": change_level,
+            "change_variance": change_variance,
+            "cusum_z": evidence,
+        }

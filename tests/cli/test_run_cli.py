@@ -1,0 +1,96 @@
+"""End to end: `convergence run` as a user runs it, then reading its reports back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from convergence.cli.main import app
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "convergence.cli.main", "run", *args],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.mark.slow
+def test_run_20s_json_summary_is_consistent() -> None:
+    p = _run("--duration", "20", "--db", "mem://", "--json", "--seed", "7")
+    assert p.returncode == 0, p.stderr
+    last = p.stdout.strip().splitlines()[-1]
+    s = json.loads(last)
+    for key in ("events", "alerts", "reports", "dead_letters", "events_per_s"):
+        assert key in s
+    assert s["events"] > 5000 and s["stations"] == 247
+    assert s["events_per_s"] == pytest.approx(s["events"] / s["duration_s"], rel=0.01)
+    assert 19.5 <= s["duration_s"] < 30
+    assert s["alerts"] == s["reports"] == len(s["alert_list"]) >= 1
+    assert s["dead_letters"] > 0 and s["duplicates"] > 0
+    sc = s["scenario"]
+    assert sc["genuine"] == 1 and sc["detected"] == 1
+    assert sc["decoys"] == 2 and sc["decoy_alerts"] == 0 and sc["false_alarms"] == 0
+    assert s["store"]["pending"] == 0 and s["store"]["failures"] == 0
+    assert "CONVERGED" in p.stdout or "WARNING" in p.stdout  # the live alert line
+
+
+@pytest.mark.slow
+def test_reports_persist_in_surrealkv_and_read_back(tmp_path: Path) -> None:
+    db = f"surrealkv://{tmp_path / 'db'}"
+    p = _run("--duration", "14", "--db", db, "--json", "--stations", "120", "--seed", "3")
+    assert p.returncode == 0, p.stderr
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    assert summary["reports"] >= 1
+    listed = runner.invoke(app, ["reports", "list", "--db", db, "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.stdout)
+    wanted = {a["report_id"] for a in summary["alert_list"]}
+    assert wanted <= {r["report_id"] for r in rows}
+    shown = runner.invoke(app, ["reports", "show", sorted(wanted)[0], "--db", db])
+    assert shown.exit_code == 0, shown.output
+    assert "stations" in shown.stdout and "share" in shown.stdout
+    as_json = runner.invoke(app, ["reports", "show", sorted(wanted)[0], "--db", db, "--json"])
+    rep = json.loads(as_json.stdout)
+    assert rep["summary"] and rep["nodes"] and rep["run_id"] == summary["run_id"]
+
+
+def test_unknown_report_is_a_clear_error(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["reports", "show", "rpt-nope", "--db", f"surrealkv://{tmp_path / 'db'}"])
+    assert r.exit_code == 1
+    assert "no report 'rpt-nope'" in r.stderr and "Traceback" not in r.output
+
+
+def test_bad_db_url_is_a_clear_error() -> None:
+    r = runner.invoke(app, ["run", "--duration", "1", "--db", "postgres://x"])
+    assert r.exit_code == 2
+    assert "use surrealkv://PATH, mem://, or ws://HOST:PORT" in r.stderr
+
+
+def test_bad_station_count_rejected_by_typer() -> None:
+    r = runner.invoke(app, ["run", "--stations", "0"])
+    assert r.exit_code == 2
+
+
+def test_config_show_names_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVERGENCE_STATIONS", "42")
+    r = runner.invoke(app, ["config", "show", "--json"])
+    assert r.exit_code == 0
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert rows["stations"]["value"] == "42"
+    assert rows["stations"]["source"] == "env CONVERGENCE_STATIONS"
+    monkeypatch.setenv("CONVERGENCE_TICK_S", "fast")
+    bad = runner.invoke(app, ["config", "show"])
+    assert bad.exit_code == 2 and "CONVERGENCE_TICK_S" in bad.stderr
+
+
+def test_version_and_help() -> None:
+    assert runner.invoke(app, ["--version"]).stdout.startswith("convergence ")
+    h = runner.invoke(app, ["--help"])
+    assert h.exit_code == 0 and "run" in h.stdout and "reports" in h.stdout

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from convergence.schema import (
+    Event,
+    Limits,
+    SourceKind,
+    ValidationError,
+    content_id,
+    dead_letter,
+    make_event,
+    validate_event,
+)
+
+NOW = 1_800_000_000.0
+
+
+def raw(**over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"station_id": "news-eu-001", "source_kind": "osint_news",
+                            "event_time_s": NOW - 1, "category": "conflict", "value": 0.5}
+    base.update(over)
+    return base
+
+
+def test_valid_event_round_trips_and_gets_content_id() -> None:
+    e = validate_event(raw(text="hello", lat=1.0, lon=2.0, source="wire-1"), now_s=NOW)
+    assert isinstance(e, Event) and e.source_kind is SourceKind.OSINT_NEWS
+    assert validate_event(e.to_dict(), now_s=NOW) == e
+    assert e.event_id == content_id("news-eu-001", "osint_news", NOW - 1, "conflict", 0.5,
+                                    "hello", 1.0, 2.0, "wire-1")
+    assert len(e.event_id) == 16
+
+
+def test_resent_event_has_same_id_and_changed_event_differs() -> None:
+    a = make_event("s", "sensor", 10.0, "c", 1.0)
+    assert a.event_id == make_event("s", "sensor", 10.0, "c", 1.0).event_id
+    assert a.event_id != make_event("s", "sensor", 10.0, "c", 1.5).event_id
+
+
+@pytest.mark.parametrize(
+    ("over", "field", "words"),
+    [
+        ({"station_id": None}, "station_id", "missing"),
+        ({"station_id": "bad id!"}, "station_id", "must match"),
+        ({"station_id": 12}, "station_id", "not a string"),
+        ({"source_kind": "weather"}, "source_kind", "not a known source kind"),
+        ({"event_time_s": "yesterday"}, "event_time_s", "not a number"),
+        ({"event_time_s": NOW + 3600}, "event_time_s", "in the future"),
+        ({"event_time_s": NOW - 30 * 86400}, "event_time_s", "in the past"),
+        ({"value": math.nan}, "value", "not finite"),
+        ({"value": True}, "value", "not a number"),
+        ({"value": 1e20}, "value", "out of range"),
+        ({"category": ""}, "category", "empty"),
+        ({"category": "x" * 65}, "category", "limit is 64"),
+        ({"text": "x" * 5000}, "text", "limit is 2048"),
+        ({"lat": 91.0, "lon": 0.0}, "lat", "outside"),
+        ({"lat": 1.0}, "lat/lon", "both"),
+        ({"schema_version": 9}, "schema_version", "not supported"),
+        ({"event_id": "0000000000000000"}, "event_id", "does not match"),
+    ],
+)
+def test_bad_input_names_field_and_reason(over: dict[str, Any], field: str, words: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        validate_event(raw(**over), now_s=NOW)
+    assert info.value.field == field
+    assert words in info.value.reason
+
+
+def test_not_a_mapping() -> None:
+    with pytest.raises(ValidationError, match="expected a JSON object"):
+        validate_event([1, 2], now_s=NOW)
+
+
+def test_limits_are_configurable() -> None:
+    with pytest.raises(ValidationError):
+        validate_event(raw(text="abcdef"), now_s=NOW, limits=Limits(max_text_chars=5))
+
+
+def test_dead_letter_keeps_payload_reason_and_stable_id() -> None:
+    err = ValidationError("value", "is not finite")
+    d1 = dead_letter("wire", raw(value="x"), err, received_at_s=NOW)
+    d2 = dead_letter("wire", raw(value="x"), err, received_at_s=NOW + 5)
+    assert d1.dead_letter_id == d2.dead_letter_id
+    assert d1.station_id == "news-eu-001" and '"value":"x"' in d1.payload
+    assert d1.to_dict()["reason"] == "is not finite"
+    big = dead_letter("wire", b"\xff" * 10_000, "garbage", received_at_s=NOW)
+    assert len(big.payload) <= 4096 and big.field == ""

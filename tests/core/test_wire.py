@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import orjson
+from convergence.schema import make_event
+from convergence.wire import MAX_EVENTS_PER_MESSAGE, decode_batch, encode_batch, encode_raw
+
+NOW = 1_800_000_000.0
+
+
+def test_round_trip_many_events() -> None:
+    events = [make_event(f"s{i}", "market_price", NOW - i, "trade", 100.0 + i) for i in range(100)]
+    good, bad = decode_batch(encode_batch(events), now_s=NOW)
+    assert good == events and bad == []
+
+
+def test_bad_events_become_dead_letters_good_ones_flow() -> None:
+    good_rec = make_event("s1", "sensor", NOW, "seismic", 1.0).to_dict()
+    msg = encode_raw([good_rec, {"station_id": "s2", "source_kind": "sensor"}, good_rec | {"value": "x"}])
+    good, bad = decode_batch(msg, now_s=NOW)
+    assert len(good) == 1
+    assert [d.field for d in bad] == ["event_time_s", "value"]
+
+
+def test_not_json_is_one_dead_letter() -> None:
+    good, bad = decode_batch(b"\x00not json", now_s=NOW)
+    assert good == [] and len(bad) == 1 and "not valid JSON" in bad[0].reason
+
+
+def test_wrong_shapes_and_versions() -> None:
+    for payload in (b"[1,2]", b'{"v": 1, "events": 3}', b'"str"'):
+        good, bad = decode_batch(payload, now_s=NOW)
+        assert good == [] and len(bad) == 1 and bad[0].field == "message"
+    good, bad = decode_batch(b'{"v": 2, "events": []}', now_s=NOW)
+    assert bad[0].field == "v"
+
+
+def test_single_bare_event_is_accepted() -> None:
+    e = make_event("s1", "sensor", NOW, "air", 3.0)
+    good, bad = decode_batch(orjson.dumps(e.to_dict()), now_s=NOW)
+    assert good == [e] and bad == []
+
+
+def test_too_many_events_rejected_whole() -> None:
+    rec = make_event("s1", "sensor", NOW, "air", 3.0).to_dict()
+    good, bad = decode_batch(encode_raw([rec] * (MAX_EVENTS_PER_MESSAGE + 1)), now_s=NOW)
+    assert good == [] and "limit" in bad[0].reason
+
+
+def test_oversized_event_rejected() -> None:
+    rec = make_event("s1", "sensor", NOW, "air", 3.0).to_dict() | {"source": "y" * 100}
+    rec["text"] = "x" * 2000
+    good, bad = decode_batch(encode_raw([rec]), now_s=NOW)
+    assert good == [] or len(good) == 1  # within limits: 2000 chars < 16 KiB
+    huge = rec | {"text": "z" * 2048, "category": "c"}
+    from convergence.schema import Limits
+
+    good, bad = decode_batch(encode_raw([huge]), now_s=NOW, limits=Limits(max_event_bytes=1024))
+    assert good == [] and "bytes" in bad[0].reason

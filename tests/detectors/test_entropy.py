@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from convergence.detectors.entropy import EntropyDetector, shannon_entropy
+from scipy.stats import entropy as scipy_entropy
+
+
+def test_agrees_with_scipy_on_random_histograms() -> None:
+    rng = np.random.default_rng(0)
+    h = rng.integers(0, 20, size=(50, 30, 16)).astype(float)
+    h[h.sum(-1) == 0, 0] = 1
+    ours = shannon_entropy(h)
+    ref = scipy_entropy(h, base=2, axis=-1)
+    assert np.allclose(ours, ref, atol=1e-12)
+    assert np.allclose(shannon_entropy(h, base=np.e), scipy_entropy(h, axis=-1))
+
+
+def test_known_answers() -> None:
+    assert shannon_entropy(np.ones(16)) == pytest.approx(4.0)
+    assert shannon_entropy(np.eye(8)[3] * 5) == 0.0
+    assert shannon_entropy(np.zeros(4)) == 0.0  # empty histogram: no information, no NaN
+
+
+def _run(det: EntropyDetector, counts: np.ndarray, hists: np.ndarray) -> list[dict[str, np.ndarray]]:
+    st = det.init_state((counts.shape[1],))
+    return [det.step(st, {"count": counts[t], "hist": hists[t]}) for t in range(counts.shape[0])]
+
+
+def test_baseline_adapts_and_recovers_after_a_shift() -> None:
+    rng = np.random.default_rng(4)
+    T = 300
+    counts = rng.poisson(np.where(np.arange(T) < 150, 5.0, 20.0)).astype(float)[:, None]
+    hists = np.zeros((T, 1, 16))
+    hists[:, 0, :8] = counts / 8
+    out = _run(EntropyDetector(alpha=0.05), counts, hists)
+    bits = np.array([o["activity_bits"][0] for o in out])
+    assert bits[150] > 10  # the level shift is surprising when it happens...
+    assert bits[280:].mean() < 1.5  # ...and ordinary once the baseline has adapted
+
+
+def test_topic_concentration_drops_entropy() -> None:
+    T = 60
+    counts = np.full((T, 1), 16.0)
+    hists = np.ones((T, 1, 16))
+    hists[40:, 0] = 0
+    hists[40:, 0, 3] = 16
+    out = _run(EntropyDetector(), counts, hists)
+    z = np.array([o["entropy_drop_z"][0] for o in out])
+    assert z[:40].max() == 0.0 and z[41] > 4
+
+
+def test_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match="alpha"):
+        EntropyDetector(alpha=0.0)
+    with pytest.raises(ValueError, match="warmup_ticks"):
+        EntropyDetector(warmup_ticks=0)

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from convergence.detectors.meter import CONVERGED, LEVELS, QUIET, WATCH, ConvergenceMeter, explain
+from convergence.detectors.node_state import EVIDENCE_TYPES
+
+# stations: 0 news(wire A) 1 news(wire A) 2 social 3 social 4 sensor 5 vol 6 price ; all region 0
+KINDS = np.array([0, 0, 1, 1, 4, 3, 2])
+GROUPS = np.array([0, 0, 1, 2, 3, 4, 4])
+REGIONS = np.zeros(7, dtype=np.int64)
+
+
+def _inputs(mask: list[int], peak: float = 12.0, since: float = 0.0,
+            regions: np.ndarray = REGIONS) -> dict[str, Any]:
+    m = np.zeros(7, bool)
+    m[mask] = True
+    p = np.zeros((7, len(EVIDENCE_TYPES)))
+    p[:, 0] = peak
+    return {"since": np.where(m, since, 1e9), "peak": p, "kind_idx": KINDS, "group_idx": GROUPS,
+            "region_idx": regions}
+
+
+def _read(mask: list[int], **kw: Any) -> dict[str, Any]:
+    meter = ConvergenceMeter()
+    return meter.step(meter.init_state((7,)), _inputs(mask, **kw))
+
+
+def test_independence_beats_correlation() -> None:
+    two_same_wire = _read([0, 1])["score"]
+    two_independent = _read([0, 2])["score"]
+    assert two_independent > two_same_wire
+
+
+def test_more_kinds_score_higher_and_single_station_is_quiet() -> None:
+    assert int(_read([2])["level"]) == QUIET
+    assert _read([0, 2, 4, 5])["score"] > _read([0, 2, 3])["score"]
+    assert int(_read([0, 2, 3, 4, 5])["level"]) == CONVERGED
+
+
+def test_market_only_or_one_osint_feed_is_capped_below_warning() -> None:
+    r = _read([5, 6, 4])
+    assert not r["osint"] and int(r["level"]) <= WATCH
+    r = _read([2, 4, 5, 6])  # a single social account echoing the move
+    assert not r["osint"] and int(r["level"]) <= WATCH
+    assert ConvergenceMeter(min_osint_groups=0).step(
+        ConvergenceMeter(min_osint_groups=0).init_state((7,)), _inputs([2, 4, 5, 6]))["score"] > r["score"]
+
+
+def test_convergence_is_per_region() -> None:
+    split = np.array([0, 1, 0, 1, 0, 1, 0])
+    together = _read([0, 2, 3, 4, 5])
+    apart = _read([0, 2, 3, 4, 5], regions=split)
+    assert apart["score"] < together["score"]
+
+
+def test_levels_rise_at_once_and_fall_with_hysteresis() -> None:
+    meter = ConvergenceMeter(down_ticks=2)
+    st = meter.init_state((7,))
+    seq = []
+    for since in [0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]:
+        seq.append(LEVELS[int(meter.step(st, _inputs([0, 2, 3, 4, 5], since=float(since)))["level"])])
+    assert seq[0] == "converged" and seq[-1] == "quiet"
+    assert seq.count("converged") >= 5  # fading evidence does not flap the level
+    changes = sum(a != b for a, b in zip(seq, seq[1:], strict=False))
+    assert changes <= 3
+
+
+def test_fired_only_on_rise_to_warning_or_above() -> None:
+    meter = ConvergenceMeter()
+    st = meter.init_state((7,))
+    fired = [bool(meter.step(st, _inputs([0, 2, 3, 4, 5]))["fired"]) for _ in range(5)]
+    assert fired == [True, False, False, False, False]
+
+
+def test_batched_runs_match_single_runs() -> None:
+    meter = ConvergenceMeter()
+    masks = [[2], [0, 2, 3, 4, 5], [5, 6]]
+    batch = {k: np.stack([_inputs(m)[k] for m in masks]) if k in ("since", "peak") else v
+             for k, v in _inputs([]).items()}
+    out = meter.step(meter.init_state((3, 7)), batch)
+    for i, m in enumerate(masks):
+        single = _read(m)
+        assert out["score"][i] == pytest.approx(float(single["score"]))
+        assert out["level"][i] == single["level"]
+
+
+def test_explanation_sums_to_one_and_marks_correlated() -> None:
+    meter = ConvergenceMeter()
+    inputs = _inputs([0, 1, 2, 4])
+    reading = meter.step(meter.init_state((7,)), inputs)
+    e = explain(meter, reading, {"peak": inputs["peak"]}, [f"s{i}" for i in range(7)], KINDS, GROUPS,
+                ["eu"], REGIONS)
+    assert sum(n["share"] for n in e["nodes"]) == pytest.approx(1.0, abs=1e-3)
+    assert sum(1 for n in e["nodes"] if n["correlated"]) == 1
+    assert set(e["by_kind"]) == {"osint_news", "osint_social", "sensor"}
+    assert e["by_evidence"] == {"burst": pytest.approx(1.0, abs=1e-3)}
+
+
+@pytest.mark.parametrize("kw", [{"thresholds": (50, 40, 90)}, {"window_ticks": 0},
+                                {"correlated_weight": 2.0}, {"min_osint_groups": -1}])
+def test_rejects_bad_settings(kw: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        ConvergenceMeter(**kw)

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from convergence.detectors.node_state import ANOMALOUS, NODE_STATES, NodeStateMachine
+
+
+def _states(ev: list[float], **kw: float) -> list[str]:
+    m = NodeStateMachine(**kw)  # type: ignore[arg-type]
+    st = m.init_state((1,))
+    return [NODE_STATES[int(m.step(st, {"burst_z": np.array([e]),
+                                        "entropy_drop_z": np.zeros(1)})["state"][0])] for e in ev]
+
+
+def test_hysteresis_holds_between_thresholds() -> None:
+    s = _states([5, 5, 3, 3, 3, 1.9, 3, 1, 1, 1, 1])
+    assert s == ["elevated", "anomalous", "anomalous", "anomalous", "anomalous", "cooling",
+                 "cooling", "cooling", "cooling", "normal", "normal"]
+
+
+def test_strong_evidence_enters_at_once_and_cooling_can_reenter() -> None:
+    assert _states([10])[0] == "anomalous"
+    assert _states([10, 1, 5, 5])[-1] == "anomalous"
+
+
+def test_quarantine_holds_normal_and_scale_lowers_bar() -> None:
+    m = NodeStateMachine()
+    st = m.init_state((2,))
+    for _ in range(3):
+        out = m.step(st, {"burst_z": np.array([12.0, 3.5]), "entropy_drop_z": np.zeros(2),
+                          "quarantined": np.array([True, False]),
+                          "threshold_scale": np.array([1.0, 0.8])})
+    assert out["state"].tolist() == [0, ANOMALOUS]
+
+
+def test_peak_evidence_split_by_type_and_since() -> None:
+    m = NodeStateMachine()
+    st = m.init_state((1,))
+    for b, e in [(5, 1), (6, 7), (1, 0), (0, 0)]:
+        out = m.step(st, {"burst_z": np.array([float(b)]), "entropy_drop_z": np.array([float(e)])})
+    assert out["peak"][0, 0] == 6 and out["peak"][0, 1] == pytest.approx(0.8 * 7)
+    assert out["since"][0] == 2
+
+
+def test_rejects_inconsistent_thresholds() -> None:
+    with pytest.raises(ValueError, match="calm_at <= elevate_at"):
+        NodeStateMachine(enter_at=2.0, calm_at=3.0)

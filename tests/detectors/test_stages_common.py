@@ -1,0 +1,89 @@
+"""One shared battery every registered per-station stage must pass (river-style)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from convergence.detectors.base import ArrayState, Stage
+from convergence.detectors.burst import BurstDetector
+from convergence.detectors.entropy import EntropyDetector
+from convergence.detectors.node_state import NodeStateMachine
+
+RNG_SEED = 11
+
+
+def _inputs_count(rng: np.random.Generator, shape: tuple[int, ...], t: int) -> dict[str, Any]:
+    lam = 4.0 * (1 + 5 * (t > 30))
+    counts = rng.poisson(lam, shape).astype(float)
+    hist = rng.multinomial(16, np.ones(16) / 16, size=shape).astype(float)
+    return {"count": counts, "hist": hist}
+
+
+def _inputs_node(rng: np.random.Generator, shape: tuple[int, ...], t: int) -> dict[str, Any]:
+    return {"burst_z": rng.normal(2.0 + 4 * (t > 30), 1.5, shape),
+            "entropy_drop_z": rng.exponential(1.0, shape)}
+
+
+STAGES: list[tuple[Callable[[], Stage], Callable[..., dict[str, Any]]]] = [
+    (EntropyDetector, _inputs_count),
+    (BurstDetector, _inputs_count),
+    (NodeStateMachine, _inputs_node),
+]
+
+
+@pytest.mark.parametrize(("make", "gen"), STAGES, ids=lambda x: getattr(x, "__name__", ""))
+def test_batched_equals_per_run_loop(make: Callable[[], Stage], gen: Callable[..., Any]) -> None:
+    runs, stations, ticks = 3, 5, 50
+    rng = np.random.default_rng(RNG_SEED)
+    inputs = [gen(rng, (runs, stations), t) for t in range(ticks)]
+    stage = make()
+    batched = stage.init_state((runs, stations))
+    outs_b = [stage.step(batched, i) for i in inputs]
+    for r in range(runs):
+        single = stage.init_state((stations,))
+        for t, i in enumerate(inputs):
+            o = stage.step(single, {k: v[r] for k, v in i.items()})
+            for k, v in o.items():
+                assert np.allclose(v, outs_b[t][k][r]), (k, t, r)
+
+
+@pytest.mark.parametrize(("make", "gen"), STAGES, ids=lambda x: getattr(x, "__name__", ""))
+def test_state_round_trips_and_is_fixed_size(make: Callable[[], Stage], gen: Callable[..., Any]) -> None:
+    rng = np.random.default_rng(RNG_SEED)
+    stage = make()
+    st = stage.init_state((4,))
+    size0 = st.nbytes_per_station()
+    for t in range(40):
+        stage.step(st, gen(rng, (4,), t))
+    assert st.nbytes_per_station() == size0 <= 512
+    copy = ArrayState.from_dict(st.to_dict())
+    nxt = gen(rng, (4,), 41)
+    a = stage.step(st, nxt)
+    b = stage.step(copy, nxt)
+    for k in a:
+        assert np.array_equal(a[k], b[k])
+
+
+@pytest.mark.parametrize(("make", "gen"), STAGES, ids=lambda x: getattr(x, "__name__", ""))
+def test_per_station_state_restores(make: Callable[[], Stage], gen: Callable[..., Any]) -> None:
+    rng = np.random.default_rng(RNG_SEED)
+    stage = make()
+    st = stage.init_state((3,))
+    for t in range(20):
+        stage.step(st, gen(rng, (3,), t))
+    fresh = stage.init_state((3,))
+    for i in range(3):
+        fresh.set_station(i, st.station(i))
+    for k in st:
+        assert np.array_equal(st[k], fresh[k])
+
+
+def test_grow_adds_fresh_stations() -> None:
+    stage = BurstDetector()
+    st = stage.init_state((2,))
+    st["mu"][:] = 5.0
+    st.grow(4, stage.init_state((4,)))
+    assert st["mu"].tolist() == [5.0, 5.0, 0.0, 0.0]

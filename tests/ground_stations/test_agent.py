@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from convergence.control import ControlCommand, Target
+from convergence.ground_stations.agent import (
+    BACKING_OFF,
+    QUARANTINED,
+    RUNNING,
+    STOPPED,
+    Fleet,
+    StationAgent,
+)
+from convergence.ground_stations.base import Source, SourceError
+from convergence.stations import StationInfo
+
+
+class Flaky(Source):
+    def __init__(self, fail_first: int) -> None:
+        self.calls = 0
+        self.fail_first = fail_first
+
+    async def poll(self, now_s: float) -> list[dict[str, Any]]:
+        self.calls += 1
+        if self.calls <= self.fail_first:
+            raise SourceError("feed answered 500")
+        return [{"n": self.calls}]
+
+
+def _agent(src: Source, sid: str = "s1", region: str = "eu", **kw: Any) -> tuple[StationAgent, list[Any], list[tuple[str, str, str]]]:
+    got: list[Any] = []
+    changes: list[tuple[str, str, str]] = []
+
+    async def sink(station_id: str, records: list[dict[str, Any]]) -> None:
+        got.extend(records)
+
+    agent = StationAgent(StationInfo(sid, "sensor", region), src, sink, interval_s=0.01,
+                         on_state=lambda s, old, new, why: changes.append((old, new, why)),
+                         backoff_base_s=0.01, **kw)
+    return agent, got, changes
+
+
+async def _run_for(agents: list[StationAgent], seconds: float) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(Fleet(agents).run(stop))
+    await asyncio.sleep(seconds)
+    stop.set()
+    await task
+
+
+def test_breaker_backs_off_then_recovers_and_reports_state_changes() -> None:
+    agent, got, changes = _agent(Flaky(fail_first=4), failure_threshold=2)
+    asyncio.run(_run_for([agent], 0.5))
+    assert agent.failures == 4 and got
+    states = [c[1] for c in changes]
+    assert states[0] == BACKING_OFF and RUNNING in states and states[-1] == STOPPED
+    assert "500" in changes[0][2]
+
+
+def test_commands_target_and_ack() -> None:
+    a, _, _ = _agent(Flaky(0), "a", "eu")
+    b, _, _ = _agent(Flaky(0), "b", "apac")
+    fleet = Fleet([a, b])
+    acks = fleet.dispatch(ControlCommand.create("set_interval", Target("region", "eu"),
+                                                issued_at_s=0.0, ttl_s=1e12,
+                                                params={"interval_s": 2.5}), now_s=1.0)
+    assert [(k.station_id, k.applied) for k in acks] == [("a", True)]
+    assert a.interval_s == 2.5 and b.interval_s == 0.01
+    bad = fleet.dispatch(ControlCommand.create("set_interval", Target("all"), issued_at_s=0.0,
+                                               ttl_s=1e12, params={"interval_s": -1}), now_s=1.0)
+    assert all(not k.applied and "interval_s" in k.detail for k in bad)
+    late = fleet.dispatch(ControlCommand.create("resume", Target("all"), issued_at_s=0.0, ttl_s=1.0),
+                          now_s=5.0)
+    assert all(not k.applied and "expired" in k.detail for k in late)
+
+
+def test_burst_mode_samples_faster_until_expiry() -> None:
+    a, _, _ = _agent(Flaky(0))
+    a.interval_s = 1.0
+    a.apply(ControlCommand.create("burst_mode", Target("station", "s1"), issued_at_s=100.0,
+                                  ttl_s=10.0, params={"interval_s": 0.1}), now_s=100.0)
+    assert a.effective_interval(105.0) == 0.1 and a.effective_interval(111.0) == 1.0
+
+
+def test_quarantine_silences_and_resume_restores() -> None:
+    agent, got, _ = _agent(Flaky(0))
+    now = agent.clock()
+    agent.apply(ControlCommand.create("quarantine", Target("station", "s1"), issued_at_s=now,
+                                      ttl_s=60.0), now)
+    assert agent.state == QUARANTINED
+    asyncio.run(_run_for([agent], 0.1))
+    assert got == []
+    agent.apply(ControlCommand.create("resume", Target("all"), issued_at_s=now, ttl_s=60.0), now)
+    asyncio.run(_run_for([agent], 0.1))
+    assert got

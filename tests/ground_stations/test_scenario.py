@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from convergence.ground_stations.scenario import (
+    REGIONS,
+    SyntheticWorld,
+    default_fleet,
+    default_scenario,
+    evaluate,
+)
+from convergence.schema import SOURCE_KINDS
+
+
+def test_default_fleet_spans_kinds_and_regions_and_is_seeded() -> None:
+    fleet = default_fleet(247, seed=7)
+    assert len(fleet) == 247 and len({s.station_id for s in fleet}) == 247
+    assert set(Counter(s.kind for s in fleet)) == set(SOURCE_KINDS)
+    assert {s.region for s in fleet} == set(REGIONS)
+    assert fleet == default_fleet(247, seed=7) and fleet != default_fleet(247, seed=8)
+    with pytest.raises(ValueError, match="at least"):
+        default_fleet(3, seed=1)
+
+
+def test_first_minute_has_decoys_and_a_genuine_convergence() -> None:
+    sc = default_scenario(247, seed=7, horizon_s=600)
+    first = [e for e in sc.episodes if e.start_s < 20]
+    assert sorted(e.kind for e in first) == ["convergence", "lone_surge", "market_move"]
+    genuine = next(e for e in first if e.genuine)
+    kinds = {sc.fleet[i].kind.value for i in genuine.stations}
+    assert len(kinds) >= 3 and {sc.fleet[i].region for i in genuine.stations} == {genuine.region}
+    market = next(e for e in first if e.kind == "market_move")
+    assert all(sc.fleet[i].kind.value.startswith("market") for i in market.stations)
+    assert len(sc.episodes) > 5  # later episodes drawn from the seed
+
+
+def test_world_rates_vectorised_over_time() -> None:
+    sc = default_scenario(60, seed=2, horizon_s=100)
+    w = SyntheticWorld(sc)
+    t = np.array([0.5, 9.0, 16.0])
+    r = w.rates(t)
+    assert r.shape == (3, 60)
+    assert np.allclose(r[0], w.base_rate)
+    g = list(sc.episodes[1].stations)
+    assert np.allclose(r[1, g], w.base_rate[g] * 6.0)
+    cats, p = w.category_probs(g[0], 9.0)
+    assert p.sum() == pytest.approx(1.0) and p.max() > 0.7
+
+
+def test_evaluate_matches_alerts_to_ground_truth() -> None:
+    sc = default_scenario(60, seed=2, horizon_s=30)
+    g = sc.episodes[1]
+    hit = {"time_s": 100 + g.start_s + 2, "regions": [g.region]}
+    other = next(r for r in REGIONS if r != g.region)
+    decoy = {"time_s": 100 + 15.0, "regions": [other]}
+    res = evaluate(sc, [hit, decoy], t0=100.0, horizon_s=25.0, window_s=8.0)
+    assert (res["genuine"], res["detected"], res["false_alarms"], res["decoy_alerts"]) == (1, 1, 1, 1)
+    assert res["time_to_detect_s"] == [2.0]
+    assert evaluate(sc, [], t0=100.0, horizon_s=25.0, window_s=8.0)["missed"] == 1

@@ -10,6 +10,7 @@ import json
 from typing import Annotated, NoReturn
 
 import typer
+
 from convergence.settings import Settings, SettingsError, load_settings
 from convergence.streams import kafka_local
 from convergence.streams.kafka_local import KafkaLocalError

@@ -52,11 +52,13 @@ def run(
                                                  min=1, max=100_000)] = None,
     duration: Annotated[float | None, typer.Option(
         help="Stop after this many seconds (default: run until Ctrl-C).", min=1.0)] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for the scenario and every random choice.")] = None,
+    seed: Annotated[int | None,
+                    typer.Option(help="Seed for the scenario and every random choice.")] = None,
     db: Annotated[str | None, typer.Option(
         help="SurrealDB URL: surrealkv://PATH (default: under the data dir), mem:// (throwaway) "
              "or ws://HOST:PORT.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="End with one JSON summary line on stdout.")] = False,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="End with one JSON summary line on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only alerts and the summary.")] = False,
 ) -> None:
     """Run the whole pipeline in one process: synthetic ground stations -> detectors ->

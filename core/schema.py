@@ -13,13 +13,14 @@ timestamps. A rejected input is never dropped silently; the caller turns the
 Examples
 --------
 >>> e = make_event("news-001", "osint_news", 1_700_000_000.0, "conflict", 1.0, text="x")
->>> e.event_id == make_event("news-001", "osint_news", 1_700_000_000.0, "conflict", 1.0, text="x").event_id
+>>> again = make_event("news-001", "osint_news", 1_700_000_000.0, "conflict", 1.0, text="x")
+>>> e.event_id == again.event_id
 True
 >>> validate_event({"station_id": "s1", "source_kind": "weather", "event_time_s": 1.0,
 ...                 "category": "c", "value": 1}, now_s=1.0)
 Traceback (most recent call last):
 ...
-convergence.schema.ValidationError: source_kind: 'weather' is not a known source kind; use one of osint_news, osint_social, market_price, market_volume, sensor
+convergence.schema.ValidationError: source_kind: 'weather' is not a known source kind; use one of ...
 """
 
 from __future__ import annotations

@@ -91,6 +91,12 @@ class Settings:
     topic_prefix: str = _setting("convergence", "Prefix of every Kafka topic name.")
     faust_app_id: str = _setting("convergence", "Faust application id (consumer group).")
     models_dir: Path = _setting(Path(""), "Where trained models are stored; empty = <data_dir>/models.")
+    meter_model: str = _setting(
+        "auto",
+        "Convergence fusion: 'auto' uses the latest trained LightGBM meter model when one "
+        "exists and the transparent rule otherwise; 'rules' always uses the rule; "
+        "'meter@N' pins a version.",
+    )
 
     _sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -167,6 +173,9 @@ def _coerce(name: str, raw: Any, origin: str) -> Any:
         ) from None
 
 
+_DB_SCHEMES = ("mem", "memory", "surrealkv", "rocksdb", "ws", "wss", "http", "https")
+
+
 def _validate(values: Mapping[str, Any]) -> None:
     def need(cond: bool, name: str, what: str) -> None:
         if not cond:
@@ -177,10 +186,13 @@ def _validate(values: Mapping[str, Any]) -> None:
     need(values["allowed_lateness_s"] >= 0, "allowed_lateness_s", "must be >= 0 seconds")
     need(values["window_ticks"] >= 1, "window_ticks", "must be >= 1 tick")
     need(values["max_text_chars"] >= 0, "max_text_chars", "must be >= 0")
+    mm = values["meter_model"]
+    need(mm in ("auto", "rules") or (mm.startswith("meter@") and mm[6:].isdigit()), "meter_model",
+         "use auto, rules or meter@N")
     need(values["max_event_bytes"] >= 256, "max_event_bytes", "must be >= 256 bytes")
     db = values["db"]
     need(
-        db == "" or db.split("://", 1)[0] in ("mem", "memory", "surrealkv", "rocksdb", "ws", "wss", "http", "https"),
+        db == "" or db.split("://", 1)[0] in _DB_SCHEMES,
         "db",
         "use surrealkv://PATH, mem://, or ws://HOST:PORT",
     )
@@ -194,7 +206,7 @@ def _build(values: dict[str, Any], sources: dict[str, str]) -> Settings:
 def load_settings(
     *,
     env: Mapping[str, str] | None = None,
-    config_path: Path | str | None | bool = True,
+    config_path: Path | str | bool | None = True,
     overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
     """Layer defaults, TOML file, environment and overrides into a :class:`Settings`.

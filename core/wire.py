@@ -22,7 +22,8 @@ Examples
 >>> good, bad = decode_batch(encode_batch([e]), now_s=100.0)
 >>> good == [e], bad
 (True, [])
->>> good, bad = decode_batch(b'{"v": 1, "events": [{"station_id": "s1", "source_kind": "sensor"}]}', now_s=100.0)
+>>> msg = b'{"v": 1, "events": [{"station_id": "s1", "source_kind": "sensor"}]}'
+>>> good, bad = decode_batch(msg, now_s=100.0)
 >>> good, bad[0].reason
 ([], 'is missing; every event needs it')
 """

@@ -5,21 +5,32 @@ batch dimensions), both judged against an adaptive baseline of the per-tick coun
 (EWMA mean and variance, with a Poisson floor: the noise variance is
 ``max(var, mu, var_floor)`` because a count stream is never quieter than Poisson).
 
-* **Level.** ``z = (count - mu) / sd`` and the two-sided CUSUM::
+* **Level.** ``z = (count - mu) / sd``, clipped to ``[-clip, clip]``, and the
+  two-sided CUSUM::
 
       S_up   = max(0, S_up   + z - k)
       S_down = max(0, S_down - z - k)
 
   ``change_level`` is true when either reaches ``h``. Unlike a burst chart, the
   CUSUM accumulates small persistent shifts (a fraction of a standard deviation per
-  tick) until they add up, and it sees drops as well as rises.
-* **Variance.** The squared *successive difference*, standardised:
-  ``w = (count - previous count)**2 / (2 * noise) - 1`` (mean 0 when nothing
-  changed), and ``V = max(0, V + w - k_var)``; ``change_variance`` is true when
-  ``V >= h_var``. Successive differences rather than residuals from ``mu``: a level
-  shift moves every residual but only one difference, so the variance chart does not
-  fire on every level change. Only increases are charted: under the Poisson floor a
-  count stream cannot look under-dispersed, and a station going silent is a level drop.
+  tick) until they add up, and it sees drops as well as rises. The clip (a Huber-type
+  CUSUM) means one wild tick adds at most ``clip - k``: with the defaults a single
+  outlier is a burst, not a change point — it takes two in a row — and a variance
+  increase, whose residuals swing both ways, trips the level chart less often.
+* **Variance.** The squared *successive difference*, standardised and capped:
+  ``w = min((count - previous count)**2 / (2 * noise), clip**2) - 1`` (about 0 when
+  nothing changed), and ``V = max(0, V + w - k_var)``; ``change_variance`` is true
+  when ``V >= h_var``. Successive differences rather than residuals from ``mu``: a
+  level shift moves every residual but only one difference, so the variance chart
+  does not fire on every level change. The cap keeps a lone spike (two big
+  differences, up then down) below ``h_var`` with the defaults. Only increases are
+  charted: under the Poisson floor a count stream cannot look under-dispersed, and a
+  station going silent is a level drop.
+
+A variance increase also swings the level residuals both ways, so it sometimes trips
+the level chart first; either alarm restarts both charts (below), so read
+``change_level | change_variance`` as "this station changed" and the flag as the
+likelier kind of change.
 
 After an alarm (either chart) both charts reset to 0 and the baseline restarts from
 the alarm tick, as at start-up: nothing is judged until it holds ``warmup_ticks`` ticks
@@ -49,11 +60,11 @@ Examples
 >>> counts = [4, 5, 3, 4, 5, 4, 3, 5, 4, 4, 9, 10, 9, 11, 10, 9]
 >>> outs = [det.step(state, {"count": np.array([float(c)])}) for c in counts]
 >>> [t for t, o in enumerate(outs) if o["change_level"][0]]  # shift at tick 10
-[11]
->>> round(float(outs[11]["cusum_level_up"][0]), 2), round(float(outs[11]["cusum_z"][0]), 2)
-(5.89, 4.71)
->>> [round(float(o["cusum_z"][0]), 2) for o in outs[12:]]  # held while re-learning
-[4.71, 4.71, 4.71, 4.71]
+[12]
+>>> round(float(outs[12]["cusum_level_up"][0]), 2), round(float(outs[12]["cusum_z"][0]), 2)
+(5.27, 4.21)
+>>> [round(float(o["cusum_z"][0]), 2) for o in outs[13:]]  # held while re-learning
+[4.21, 4.21, 4.21]
 """
 
 from __future__ import annotations
@@ -87,8 +98,8 @@ class CusumDetector(Stage):
     h
         Level alarm threshold on ``S_up`` / ``S_down`` (standard deviations).
     k_var
-        Drift allowance of the variance chart (on the standardised squared
-        difference minus 1, whose mean is 0 with no change).
+        Drift allowance of the variance chart (on the capped standardised squared
+        difference minus 1, about 0 with no change).
     h_var
         Variance alarm threshold on ``V``.
     warmup_ticks
@@ -99,13 +110,17 @@ class CusumDetector(Stage):
         sensitive.
     evidence_scale
         ``cusum_z`` at an alarm threshold (see the module docstring).
+    clip
+        Bound on ``|z|`` fed to the level chart (must exceed ``k``); its square caps
+        the variance chart's standardised squared difference.
     """
 
     name = "cusum"
 
     def __init__(self, alpha: float = 0.05, k: float = 0.5, h: float = 5.0,
-                 k_var: float = 1.0, h_var: float = 12.0, warmup_ticks: int = 10,
-                 var_floor: float = 1.0, evidence_scale: float = 4.0) -> None:
+                 k_var: float = 0.5, h_var: float = 16.0, warmup_ticks: int = 10,
+                 var_floor: float = 1.0, evidence_scale: float = 4.0,
+                 clip: float = 3.0) -> None:
         check_fraction("alpha", alpha)
         check_positive("k", k, allow_zero=True)
         check_positive("h", h)
@@ -113,6 +128,9 @@ class CusumDetector(Stage):
         check_positive("h_var", h_var)
         check_positive("var_floor", var_floor)
         check_positive("evidence_scale", evidence_scale)
+        check_positive("clip", clip)
+        if clip <= k:
+            raise ValueError(f"clip must be > k (else the level chart never moves), got {clip!r}")
         if warmup_ticks < 1:
             raise ValueError(f"warmup_ticks must be >= 1, got {warmup_ticks!r}")
         self.alpha = alpha
@@ -123,13 +141,17 @@ class CusumDetector(Stage):
         self.warmup_ticks = warmup_ticks
         self.var_floor = var_floor
         self.evidence_scale = evidence_scale
+        self.clip = clip
+        # a spike makes two big differences (up, then down); capping each at clip**2
+        # keeps one wild tick from tripping the variance chart on its own
+        self._w_cap = clip * clip
 
     def state_spec(self) -> Spec:
         return {
             "n": ((), 0.0),  # ticks in the current baseline (restarts at 1 on an alarm)
             "mu": ((), 0.0),
             "var": ((), 0.0),
-            "prev": ((), np.nan),  # previous count; NaN until one was seen
+            "prev": ((), 0.0),  # previous count (first read at n >= 2, so 0 is never used)
             "s_up": ((), 0.0),
             "s_down": ((), 0.0),
             "v_up": ((), 0.0),
@@ -144,10 +166,11 @@ class CusumDetector(Stage):
         judged = n > self.warmup_ticks
         noise = np.maximum(np.maximum(var, mu), self.var_floor)
         z = np.where(judged, (count - mu) / np.sqrt(noise), 0.0)
-        up = np.where(judged, np.maximum(0.0, s_up + z - self.k), 0.0)
-        down = np.where(judged, np.maximum(0.0, s_down - z - self.k), 0.0)
-        # prev is NaN only before the first tick, and judged implies n >= 2 since then
-        w = np.where(judged, (count - np.nan_to_num(prev)) ** 2 / (2.0 * noise) - 1.0, 0.0)
+        zc = np.clip(z, -self.clip, self.clip)
+        up = np.where(judged, np.maximum(0.0, s_up + zc - self.k), 0.0)
+        down = np.where(judged, np.maximum(0.0, s_down - zc - self.k), 0.0)
+        w = np.where(judged, np.minimum((count - prev) ** 2 / (2.0 * noise), self._w_cap) - 1.0,
+                     0.0)
         v = np.where(judged, np.maximum(0.0, v_up + w - self.k_var), 0.0)
         change_level = (up >= self.h) | (down >= self.h)
         change_variance = v >= self.h_var
@@ -159,8 +182,8 @@ class CusumDetector(Stage):
         s_up[...] = np.where(alarm, 0.0, up)
         s_down[...] = np.where(alarm, 0.0, down)
         v_up[...] = np.where(alarm, 0.0, v)
-        # the alarm tick is the first tick of the new baseline: it already belongs to
-        # the new regime (the CUSUM alarms a few ticks after the change, never before)
+        # the alarm tick is the first tick of the new baseline: a CUSUM alarms some
+        # ticks after the change, so this tick already belongs to the new regime
         n[...] = np.where(alarm, 1.0, n)
         a = np.maximum(self.alpha, 1.0 / n)
         d = count - mu

@@ -54,7 +54,8 @@ def shannon_entropy(hist: Array, axis: int = -1, base: float = 2.0) -> Array:
     total = h.sum(axis=axis, keepdims=True)
     p = np.divide(h, total, out=np.zeros_like(h), where=total > 0)
     plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
-    return -plogp.sum(axis=axis) / np.log(base) + 0.0  # + 0.0 turns -0.0 into 0.0
+    out: Array = -plogp.sum(axis=axis) / np.log(base) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return out
 
 
 class EntropyDetector(Stage):

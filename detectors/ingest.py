@@ -164,12 +164,21 @@ def bucket(
     vmax = cells["value_max"].reshape(-1)
     np.minimum.at(vmin, key, v)
     np.maximum.at(vmax, key, v)
-    # last value per cell: order by (key, time) and keep each key's final row
-    order = np.lexsort((cols.time_s, key))
-    k_sorted = key[order]
-    last = np.flatnonzero(np.r_[k_sorted[1:] != k_sorted[:-1], True])
-    cells["value_last"].reshape(-1)[k_sorted[last]] = v[order][last]
-    cells["last_time"].reshape(-1)[k_sorted[last]] = cols.time_s[order][last]
+    # last value per cell. Batches almost always arrive time-ordered; then the last event
+    # of a cell is simply its highest index (one O(n) ufunc.at, no sort)
+    t_s = cols.time_s
+    if t_s.size < 2 or bool((t_s[1:] >= t_s[:-1]).all()):
+        last_idx = np.full(size, -1, np.int64)
+        np.maximum.at(last_idx, key, np.arange(len(cols), dtype=np.int64))
+        has = np.flatnonzero(last_idx >= 0)
+        cells["value_last"].reshape(-1)[has] = v[last_idx[has]]
+        cells["last_time"].reshape(-1)[has] = t_s[last_idx[has]]
+    else:
+        order = np.lexsort((t_s, key))
+        k_sorted = key[order]
+        last = np.flatnonzero(np.r_[k_sorted[1:] != k_sorted[:-1], True])
+        cells["value_last"].reshape(-1)[k_sorted[last]] = v[order][last]
+        cells["last_time"].reshape(-1)[k_sorted[last]] = t_s[order][last]
     bits = np.left_shift(np.uint64(1), (cols.source_hash % np.uint64(64)))
     bits[cols.source_hash == 0] = 0
     np.bitwise_or.at(cells["sources"].reshape(-1), key, bits)
@@ -200,6 +209,47 @@ def merge_cells(into: dict[str, Array], new: dict[str, Array]) -> None:
     np.bitwise_or(into["sources"], new["sources"], out=into["sources"])
 
 
+SeenChunk = tuple[npt.NDArray[np.float64], npt.NDArray[np.uint64]]
+
+
+def _duplicates(t: npt.NDArray[np.float64], h: npt.NDArray[np.uint64],
+                seen: Sequence[SeenChunk]) -> npt.NDArray[np.bool_]:
+    """True for events whose content hash occurred earlier in the batch or in ``seen``.
+
+    A content hash covers the event time, so equal hashes imply equal times: candidates
+    are found by comparing *times*, which arrive sorted (cache-friendly binary search,
+    no sort of the 64-bit hashes), and confirmed by comparing hashes.
+    """
+    n = t.shape[0]
+    out = np.zeros(n, bool)
+    if n == 0:
+        return out
+    order = None
+    if n > 1 and not bool((t[1:] >= t[:-1]).all()):
+        order = np.argsort(t, kind="stable")
+        t, h = t[order], h[order]
+    if n > 1:
+        eq = np.flatnonzero(t[1:] == t[:-1]) + 1
+        if eq.size:
+            cand = np.unique(np.concatenate([eq - 1, eq]))
+            _, first = np.unique(h[cand], return_index=True)
+            rep = np.ones(cand.size, bool)
+            rep[first] = False
+            out[cand[rep]] = True
+    for st, sh in seen:
+        left = np.searchsorted(st, t, "left")
+        right = np.searchsorted(st, t, "right")
+        cand = np.flatnonzero(right > left)
+        for i in cand:
+            if not out[i] and (sh[left[i]:right[i]] == h[i]).any():
+                out[i] = True
+    if order is not None:
+        back = np.empty(n, bool)
+        back[order] = out
+        return back
+    return out
+
+
 @dataclass
 class AddResult:
     """What happened to a batch given to :meth:`TickAccumulator.add`."""
@@ -219,7 +269,8 @@ class TickAccumulator:
     n_bins: int = N_CATEGORY_BINS
     dedupe_retention_ticks: int = 64
     _open: dict[int, dict[str, Array]] = field(default_factory=dict, repr=False)
-    _seen: dict[int, npt.NDArray[np.uint64]] = field(default_factory=dict, repr=False)
+    # per tick: chunks of (event times sorted, their content hashes) already accepted
+    _seen: dict[int, list[SeenChunk]] = field(default_factory=dict, repr=False)
     _next_close: int | None = field(default=None, repr=False)
     duplicates: int = 0
     late: int = 0
@@ -254,18 +305,11 @@ class TickAccumulator:
         tick = np.floor(cols.time_s / self.tick_s).astype(np.int64)
         if self._next_close is None:
             self._next_close = int(tick.min())
-        keep = np.ones(len(cols), bool)
-        # duplicates within the batch: keep the first of each content hash
-        _, first = np.unique(cols.event_hash, return_index=True)
-        dup_in_batch = np.ones(len(cols), bool)
-        dup_in_batch[first] = False
-        keep &= ~dup_in_batch
-        # duplicates of events already seen in a retained tick
-        for t in np.unique(tick):
-            seen = self._seen.get(int(t))
-            if seen is not None:
-                m = tick == t
-                keep[m] &= ~np.isin(cols.event_hash[m], seen)
+        # a re-sent event can only collide with hashes of its own tick (the hash covers
+        # the event time), so only the batch's tick range is searched
+        lo_t, hi_t = int(tick.min()), int(tick.max())
+        chunks = [c for t in range(lo_t, hi_t + 1) for c in self._seen.get(t, ())]
+        keep = ~_duplicates(cols.time_s, cols.event_hash, chunks)
         n_dup = int((~keep).sum())
         late_mask = keep & (tick < self._next_close)
         keep &= ~late_mask
@@ -278,16 +322,24 @@ class TickAccumulator:
             lo, hi = int(t_sub.min()), int(t_sub.max())
             cells = bucket(sub, t0_tick=lo, n_ticks=hi - lo + 1, n_stations=self.n_stations,
                            tick_s=self.tick_s, n_bins=self.n_bins)
-            for off in np.unique(t_sub - lo):
+            present = np.bincount(t_sub - lo, minlength=hi - lo + 1)
+            order = np.argsort(t_sub, kind="stable") if hi > lo else None
+            start = 0
+            for off in np.flatnonzero(present):
                 t = lo + int(off)
                 one = {k: v[off] for k, v in cells.items()}
                 if t in self._open:
                     merge_cells(self._open[t], one)
                 else:
                     self._open[t] = {k: v.copy() for k, v in one.items()}
-                hashes = sub.event_hash[t_sub == t]
-                prev = self._seen.get(t)
-                self._seen[t] = hashes if prev is None else np.concatenate([prev, hashes])
+                n_t = int(present[off])
+                rows = order[start:start + n_t] if order is not None else slice(None)
+                start += n_t
+                ts, hs = sub.time_s[rows], sub.event_hash[rows]
+                if ts.size > 1 and not bool((ts[1:] >= ts[:-1]).all()):
+                    o = np.argsort(ts, kind="stable")
+                    ts, hs = ts[o], hs[o]
+                self._seen.setdefault(t, []).append((ts, hs))
         return AddResult(int(idx.size), n_dup, np.flatnonzero(late_mask))
 
     def closable_tick(self, watermark_s: float) -> int:

@@ -51,19 +51,27 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from convergence.detectors.base import Array, ArrayState, Outputs, Spec, Stage, check_positive
 from convergence.detectors.node_state import EVIDENCE_TYPES
-from convergence.schema import KIND_INDEX, OSINT_KINDS, SOURCE_KINDS
+from convergence.schema import KIND_INDEX, MARKET_KINDS, OSINT_KINDS, SOURCE_KINDS
 
 LEVELS = ("quiet", "watch", "warning", "converged")
+#: fused features per (run, region), the input of a learned scorer (see ``scorer``)
+FEATURE_NAMES = (
+    "evidence", "n_kinds", "n_osint_groups", "n_nodes", "n_groups", "max_strength",
+    "mean_strength", "active_share", "market_share", "rule_score", "n_regions_watch",
+)
+Scorer = Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]]
 QUIET, WATCH, WARNING, CONVERGED = 0, 1, 2, 3
 N_KINDS = len(SOURCE_KINDS)
 _OSINT_IDX = np.array(sorted(KIND_INDEX[k.value] for k in OSINT_KINDS))
+_MARKET_IDX = np.array(sorted(KIND_INDEX[k.value] for k in MARKET_KINDS))
 
 
 class ConvergenceMeter(Stage):
@@ -86,6 +94,14 @@ class ConvergenceMeter(Stage):
     enter_at
         Node evidence considered "just anomalous" (strength 0.5); strength saturates at
         three times this.
+    scorer
+        Optional learned fusion: a function mapping feature rows (``FEATURE_NAMES``, one
+        row per run and region) to P(convergence). When given, a region's score is
+        ``100 * P``; when ``None`` the transparent rule above is the score. The OSINT
+        rule applies either way.
+    emit_features
+        Output the fused features even without a scorer (the simulator does, to make
+        training data); off by default because the live path does not need them.
     min_osint_groups
         Independent OSINT groups (news wires, social accounts) that must be anomalous in
         the window; below that the score is capped under ``warning``. One OSINT feed
@@ -97,7 +113,8 @@ class ConvergenceMeter(Stage):
     def __init__(self, window_ticks: int = 8, thresholds: Sequence[float] = (30.0, 55.0, 75.0),
                  hysteresis: float = 10.0, down_ticks: int = 3, correlated_weight: float = 0.25,
                  evidence_scale: float = 3.0, enter_at: float = 4.0,
-                 min_osint_groups: int = 2) -> None:
+                 min_osint_groups: int = 2, scorer: Scorer | None = None,
+                 emit_features: bool = False) -> None:
         if window_ticks < 1 or down_ticks < 1:
             raise ValueError("window_ticks and down_ticks must be >= 1")
         th = tuple(float(t) for t in thresholds)
@@ -118,6 +135,8 @@ class ConvergenceMeter(Stage):
         if min_osint_groups < 0:
             raise ValueError(f"min_osint_groups must be >= 0, got {min_osint_groups}")
         self.min_osint_groups = min_osint_groups
+        self.scorer = scorer
+        self.emit_features = emit_features
         self._th = np.array((0.0, *th))
 
     def state_spec(self) -> Spec:
@@ -139,6 +158,31 @@ class ConvergenceMeter(Stage):
         strength = 0.5 + 0.5 * np.clip((top - self.enter_at) / (2.0 * self.enter_at), 0.0, 1.0)
         fade = 1.0 - 0.5 * np.minimum(since, self.window_ticks) / self.window_ticks
         return np.where(in_win, strength * fade, 0.0)
+
+    def _features(self, w: Array, rr: Array, region: Array, kind: Array, gkey: Array, size: int,
+                  n_runs: int, n_reg: int, n_groups: int, evidence_r: Array, n_kinds_r: Array,
+                  n_osint_r: Array, rule_r: Array) -> Array:
+        """Fused features per (run, region), shape ``(runs, regions, len(FEATURE_NAMES))``."""
+        wf = w.ravel()
+        active = (wf > 0).astype(np.float64)
+        n_rr = n_runs * n_reg
+        n_nodes = np.bincount(rr, weights=active, minlength=n_rr).reshape(n_runs, n_reg)
+        groups_on = np.zeros(size, bool)
+        groups_on[gkey[wf > 0]] = True
+        n_groups_r = groups_on.reshape(n_runs, n_reg, n_groups).sum(-1)
+        mx = np.zeros(n_rr)
+        np.maximum.at(mx, rr, wf)
+        total = np.bincount(rr, weights=wf, minlength=n_rr).reshape(n_runs, n_reg)
+        per_region = np.bincount(region, minlength=n_reg).astype(np.float64)
+        market = np.isin(np.tile(kind, n_runs), _MARKET_IDX).astype(np.float64) * active
+        n_market = np.bincount(rr, weights=market, minlength=n_rr).reshape(n_runs, n_reg)
+        watch = (rule_r >= self.thresholds[0]).sum(-1, keepdims=True)
+        cols = [evidence_r, n_kinds_r, n_osint_r, n_nodes, n_groups_r, mx.reshape(n_runs, n_reg),
+                np.divide(total, n_nodes, out=np.zeros_like(total), where=n_nodes > 0),
+                n_nodes / np.maximum(per_region, 1.0),
+                np.divide(n_market, n_nodes, out=np.zeros_like(n_market), where=n_nodes > 0),
+                rule_r, np.broadcast_to(watch, rule_r.shape)]
+        return np.stack([np.asarray(c, dtype=np.float64) for c in cols], axis=-1)
 
     def step(self, state: ArrayState, inputs: Mapping[str, Array]) -> Outputs:
         since, peak = inputs["since"], inputs["peak"]
@@ -167,14 +211,25 @@ class ConvergenceMeter(Stage):
         osint_node = np.isin(np.tile(kind, n_runs), _OSINT_IDX) & active
         og = np.zeros(size, bool)
         og[gkey[osint_node]] = True
-        osint_r = og.reshape(n_runs, n_reg, n_groups).sum(-1) >= max(self.min_osint_groups, 1)
-        score_r = (100.0 * (1.0 - np.exp(-evidence_r / self.evidence_scale))
-                   * np.minimum(1.0, n_kinds_r / 3.0))
+        n_osint_r = og.reshape(n_runs, n_reg, n_groups).sum(-1)
+        osint_r = n_osint_r >= max(self.min_osint_groups, 1)
+        rule_r = (100.0 * (1.0 - np.exp(-evidence_r / self.evidence_scale))
+                  * np.minimum(1.0, n_kinds_r / 3.0))
+        need = self.scorer is not None or self.emit_features
+        feats = (self._features(flat, rr, region, kind, gkey, size, n_runs, n_reg, n_groups,
+                                evidence_r, n_kinds_r, n_osint_r, rule_r) if need
+                 else np.zeros((n_runs, n_reg, len(FEATURE_NAMES))))
+        if self.scorer is not None:
+            p = np.asarray(self.scorer(feats.reshape(-1, feats.shape[-1])), dtype=np.float64)
+            score_r = 100.0 * np.clip(p.reshape(n_runs, n_reg), 0.0, 1.0)
+        else:
+            score_r = rule_r
         if self.min_osint_groups > 0:
             score_r = np.where(osint_r, score_r, np.minimum(score_r, self.thresholds[1] - 1e-6))
         best = score_r.argmax(-1)
         pick = np.arange(n_runs)
         score = score_r[pick, best]
+        best_feats = feats[pick, best]
         evidence, n_kinds, osint = evidence_r[pick, best], n_kinds_r[pick, best], osint_r[pick, best]
         n_regions_on = (score_r >= self.thresholds[0]).sum(-1)
         # only the nodes of the winning region are "involved"
@@ -202,6 +257,7 @@ class ConvergenceMeter(Stage):
             "evidence": evidence.reshape(lead), "n_kinds": n_kinds.reshape(lead),
             "n_regions": n_regions_on.reshape(lead), "osint": osint.reshape(lead),
             "region": best.reshape(lead),
+            "features": best_feats.reshape(lead + (len(FEATURE_NAMES),)),
             "episode": state["episode"].copy(), "weights": w,
         }
 

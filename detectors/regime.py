@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from convergence.detectors.base import Array, ArrayState, Outputs, Spec, Stage
 
 __all__ = [

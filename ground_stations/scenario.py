@@ -276,3 +276,29 @@ def evaluate(scenario: Scenario, alerts: Sequence[dict[str, Any]], *, t0: float,
         "time_to_detect_s": ttd,
         "episodes": [e.to_dict() for e in seen],
     }
+
+
+def random_scenario(fleet: list[StationInfo], seed: int, horizon_s: float,
+                    p_genuine: float = 0.5) -> Scenario:
+    """A training/evaluation scenario: random decoys, and a genuine convergence with
+    probability ``p_genuine``, with varied strength, size and duration.
+
+    Used by the simulator to make labelled runs; harder than the default demo scenario
+    (weaker convergences, overlapping decoys) so a model trained on it has to work.
+    """
+    rng = np.random.default_rng([seed, 2])
+    episodes: list[Episode] = []
+    for _ in range(int(rng.integers(0, 3))):
+        start = float(rng.uniform(5.0, max(horizon_s - 10.0, 6.0)))
+        maker = lone_surge_episode if rng.random() < 0.5 else market_move_episode
+        ep = maker(rng, fleet, start, float(rng.uniform(3.0, 8.0)))
+        episodes.append(Episode(ep.kind, ep.start_s, ep.duration_s, ep.stations,
+                                float(rng.uniform(3.0, 9.0)), ep.topic, ep.region))
+    if rng.random() < p_genuine:
+        start = float(rng.uniform(8.0, max(horizon_s - 15.0, 9.0)))
+        ep = convergence_episode(rng, fleet, start, float(rng.uniform(4.0, 10.0)))
+        share = float(rng.uniform(0.25, 1.0))
+        keep = tuple(s for s in ep.stations if rng.random() < share) or ep.stations[:1]
+        episodes.append(Episode("convergence", ep.start_s, ep.duration_s, keep,
+                                float(rng.uniform(2.0, 7.0)), ep.topic, ep.region))
+    return Scenario(fleet, sorted(episodes, key=lambda e: e.start_s), seed)

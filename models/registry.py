@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from convergence.detectors.base import Array
 
 __all__ = [
@@ -93,7 +94,8 @@ class ModelRecord:
                 "format": self.format, "path": str(self.path), "metadata": dict(self.metadata)}
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
+    """Raise :class:`RegistryError` unless ``name`` is a safe model name."""
     if not _NAME.match(name):
         raise RegistryError(
             f"model name {name!r} is not allowed: use 1-64 letters, digits, '_', '-' or '.', "
@@ -131,7 +133,7 @@ class ModelRegistry:
         return self._save(name, "bytes", lambda p: p.write_bytes(data), metadata)
 
     def _save(self, name: str, fmt: str, write: Any, metadata: Mapping[str, Any]) -> ModelRecord:
-        _check_name(name)
+        check_name(name)
         try:
             meta_json = json.dumps(dict(metadata), allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -175,7 +177,7 @@ class ModelRegistry:
     def list(self, name: str | None = None) -> list[ModelRecord]:
         """Every complete model version, sorted by name then version."""
         if name is not None:
-            _check_name(name)
+            check_name(name)
         if not self.root.is_dir():
             return []
         names = [name] if name is not None else sorted(p.name for p in self.root.iterdir()

@@ -10,6 +10,7 @@ The embedded runtime and the Faust worker call exactly this code.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,13 +19,15 @@ import numpy as np
 
 from convergence.detectors.chain import ChainState, DetectorChain, StationMeta
 from convergence.detectors.ingest import EventColumns, TickAccumulator
-from convergence.detectors.meter import LEVELS, QUIET, explain
+from convergence.detectors.meter import LEVELS, QUIET, ConvergenceMeter, explain
 from convergence.responses.axon import AdaptiveResponder, Response
 from convergence.responses.prism import build_alert, synthesize_report
 from convergence.schema import DeadLetter, Event, Limits, ValidationError, dead_letter
 from convergence.settings import Settings
 from convergence.stations import StationRegistry
 from convergence.wire import validate_many
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,7 +73,8 @@ class Pipeline:
         self.registry = registry
         self.limits = Limits.from_settings(settings)
         self.tick_s = settings.tick_s
-        self.chain = chain or DetectorChain()
+        self.fusion = "rule-based fusion"
+        self.chain = chain or DetectorChain(meter=self._meter(settings))
         self.responder = responder or AdaptiveResponder()
         n = max(len(registry), 1)
         self.acc = TickAccumulator(n_stations=n, tick_s=self.tick_s,
@@ -84,6 +88,26 @@ class Pipeline:
         self.last_reading: dict[str, Any] = {}
         self._scale = np.ones(n)
         self._scale_until = np.full(n, -np.inf)
+
+    def _meter(self, settings: Settings) -> ConvergenceMeter:
+        """The rule-based meter, or the learned one when a trained model is available."""
+        if settings.meter_model == "rules":
+            return ConvergenceMeter()
+        from convergence.models.meter_model import load_scorer
+        from convergence.models.registry import ModelNotFound, ModelRegistry, RegistryError
+
+        version = int(settings.meter_model[6:]) if settings.meter_model.startswith("meter@") else None
+        try:
+            scorer = load_scorer(ModelRegistry(settings.models_path), version)
+        except ModelNotFound:
+            if version is not None:
+                raise
+            return ConvergenceMeter()
+        except RegistryError as exc:
+            log.warning("meter model unusable (%s); using the rule-based fusion", exc)
+            return ConvergenceMeter()
+        self.fusion = f"lightgbm {settings.meter_model if version else 'meter (latest)'}"
+        return ConvergenceMeter(scorer=scorer)
 
     # -- input --------------------------------------------------------------
     def ingest_raw(self, records: Iterable[Any], now_s: float) -> list[DeadLetter]:
@@ -170,7 +194,7 @@ class Pipeline:
             alert = build_alert(episode_tick=ep, tick=tick, time_s=time_s, explanation=expl)
             report = synthesize_report(alert, expl, self._episode_responses,
                                        window_ticks=self.chain.meter.window_ticks,
-                                       tick_s=self.tick_s)
+                                       tick_s=self.tick_s, method=self.fusion)
             outcome.alerts.append(alert)
             outcome.reports.append(report)
             self.counters.alerts += 1

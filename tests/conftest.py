@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from convergence.settings import load_settings
 from convergence.streams import kafka_local
 

@@ -6,8 +6,9 @@ import doctest
 import importlib
 import pkgutil
 
-import convergence
 import pytest
+
+import convergence
 
 SKIP = {"convergence.cli.main"}
 
@@ -16,7 +17,8 @@ def _modules() -> list[str]:
     names = ["convergence"]
     for info in pkgutil.walk_packages(convergence.__path__, "convergence."):
         names.append(info.name)
-    for sub in ("detectors", "models", "ground_stations", "streams", "store", "responses", "cli"):
+    for sub in ("detectors", "models", "ground_stations", "streams", "store", "responses", "cli",
+                "simulation"):
         pkg = importlib.import_module(f"convergence.{sub}")
         names.append(pkg.__name__)
         names += [i.name for i in pkgutil.walk_packages(pkg.__path__, f"convergence.{sub}.")]

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from convergence.cli.main import app
 from typer.testing import CliRunner
+
+from convergence.cli.main import app
 
 runner = CliRunner()
 

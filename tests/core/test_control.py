@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from convergence.control import Action, ControlCommand, Target
 
 

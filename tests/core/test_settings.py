@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from convergence.settings import SettingsError, env_name, fields, load_settings
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import orjson
+
 from convergence.schema import make_event
 from convergence.wire import MAX_EVENTS_PER_MESSAGE, decode_batch, encode_batch, encode_raw
 

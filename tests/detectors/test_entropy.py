@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from convergence.detectors.entropy import EntropyDetector, shannon_entropy
 from scipy.stats import entropy as scipy_entropy
+
+from convergence.detectors.entropy import EntropyDetector, shannon_entropy
 
 
 def test_agrees_with_scipy_on_random_histograms() -> None:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
 import pytest
+
 from convergence.detectors.meter import CONVERGED, LEVELS, QUIET, WATCH, ConvergenceMeter, explain
 from convergence.detectors.node_state import EVIDENCE_TYPES
 
@@ -64,7 +66,7 @@ def test_levels_rise_at_once_and_fall_with_hysteresis() -> None:
         seq.append(LEVELS[int(meter.step(st, _inputs([0, 2, 3, 4, 5], since=float(since)))["level"])])
     assert seq[0] == "converged" and seq[-1] == "quiet"
     assert seq.count("converged") >= 5  # fading evidence does not flap the level
-    changes = sum(a != b for a, b in zip(seq, seq[1:], strict=False))
+    changes = sum(a != b for a, b in itertools.pairwise(seq))
     assert changes <= 3
 
 

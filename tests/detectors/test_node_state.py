@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from convergence.detectors.node_state import ANOMALOUS, NODE_STATES, NodeStateMachine
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from convergence.detectors.base import ArrayState, Stage
 from convergence.detectors.burst import BurstDetector
 from convergence.detectors.entropy import EntropyDetector

@@ -28,7 +28,11 @@ class Flaky(Source):
         return [{"n": self.calls}]
 
 
-def _agent(src: Source, sid: str = "s1", region: str = "eu", **kw: Any) -> tuple[StationAgent, list[Any], list[tuple[str, str, str]]]:
+Changes = list[tuple[str, str, str]]
+
+
+def _agent(src: Source, sid: str = "s1", region: str = "eu",
+           **kw: Any) -> tuple[StationAgent, list[Any], Changes]:
     got: list[Any] = []
     changes: list[tuple[str, str, str]] = []
 

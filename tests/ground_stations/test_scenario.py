@@ -4,6 +4,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+
 from convergence.ground_stations.scenario import (
     REGIONS,
     SyntheticWorld,
@@ -45,7 +46,7 @@ def test_world_rates_vectorised_over_time() -> None:
     assert np.allclose(r[0], w.base_rate)
     g = list(sc.episodes[1].stations)
     assert np.allclose(r[1, g], w.base_rate[g] * 6.0)
-    cats, p = w.category_probs(g[0], 9.0)
+    _, p = w.category_probs(g[0], 9.0)
     assert p.sum() == pytest.approx(1.0) and p.max() > 0.7
 
 

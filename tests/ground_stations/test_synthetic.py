@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+
 from convergence.ground_stations.scenario import Scenario, SyntheticWorld, default_scenario
 from convergence.ground_stations.synthetic import SyntheticSource
 from convergence.wire import validate_many

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from convergence.detectors.meter import CONVERGED, QUIET, WARNING, WATCH
 from convergence.responses.axon import AdaptiveResponder, ResponsePolicy
 from convergence.stations import StationInfo, StationRegistry

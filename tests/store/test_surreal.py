@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from convergence.settings import load_settings
 from convergence.store import TABLES, StoreError, SurrealStore
 

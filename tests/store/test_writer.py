@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
+
 from convergence.store import (
     BatchedWriter,
     CircuitBreaker,

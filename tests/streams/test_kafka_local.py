@@ -13,11 +13,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from convergence.cli.kafka import app
 from convergence.settings import load_settings
 from convergence.streams import kafka_local
 from convergence.streams.kafka_local import KafkaLocalError, KafkaParams
-from typer.testing import CliRunner
 
 
 def _fake_tool(bindir: Path, name: str, script: str = "exit 0") -> None:

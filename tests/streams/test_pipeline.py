@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from convergence.ground_stations.scenario import SyntheticWorld, default_scenario, evaluate
 from convergence.ground_stations.synthetic import SyntheticSource
 from convergence.settings import load_settings
@@ -14,7 +15,8 @@ from convergence.streams.pipeline import Pipeline, TickOutcome
 T0 = 1_800_000_000.0
 
 
-def _replay(seed: int = 7, seconds: float = 30.0, step: float = 0.5) -> tuple[Pipeline, list[TickOutcome], Any]:
+def _replay(seed: int = 7, seconds: float = 30.0,
+            step: float = 0.5) -> tuple[Pipeline, list[TickOutcome], Any]:
     s = load_settings(env={}, config_path=None)
     sc = default_scenario(247, seed=seed, horizon_s=seconds)
     world = SyntheticWorld(sc)

@@ -1,0 +1,771 @@
+"""Temporal patterns (TETH): declarative cross-station sequences, matched as a stream.
+
+A *pattern* says "this kind of station signals, then that kind, within so many
+seconds, then ...", optionally requiring every step to come from stations that share
+an attribute (``same = ["region"]``). Patterns are written in TOML, compiled once by
+:func:`compile_patterns` (every mistake is a ``ValueError`` naming the pattern, the
+step, the field and, where the text shows it, the line), and run by
+:class:`PatternMatcher`, a streaming automaton stepped once per tick.
+
+The language::
+
+    [[pattern]]
+    name = "social-news-market"        # required, unique
+    description = "..."                # optional, for reports
+    skip = "skip_till_next_match"      # optional; see "Skip strategies"
+    same = ["region"]                  # optional; "region" and/or "group"
+    [[pattern.step]]                   # at least 2, at most MAX_STEPS steps
+    kind = "osint_social"              # a convergence.schema source kind
+    signal = "burst"                   # a name in SIGNALS
+    [[pattern.step]]
+    kind = "osint_news"
+    signal = "burst"
+    within_s = 600                     # required after the first step: > 0 seconds
+
+Semantics, precisely
+--------------------
+*Events.* The matcher is fed, per tick, one boolean array per signal (``(stations,)``).
+A signal *fires* at a station on its rising edge — the tick it turns true — so a burst
+lasting five ticks is one event, not five (``onsets=False`` counts every true tick,
+for inputs that are already one-tick events). An *event for step j* in key ``K`` is
+the set of stations whose kind is step j's kind, whose key is ``K`` and at which step
+j's signal fired this tick; stations firing together in one tick are one event, so a
+step of a :class:`Match` can hold several stations.
+
+*Keys.* With ``same = ["region"]`` the key of a station is ``(region_idx,)``; every
+step of a match has the first step's key. Without ``same`` the key is ``()``: any
+stations may combine.
+
+*Windows.* Step j+1 at tick ``t'`` may follow step j at tick ``t`` iff
+``0 < t' - t`` and ``(t' - t) * tick_s <= within_s``: steps are strictly ordered
+(stations signalling in the same tick have no order, and co-occurrence is the
+convergence meter's business), and the window is inclusive. A partial match whose
+window has passed is dropped (counted as ``expired``).
+
+*Starts.* Every event for step 1 starts a new partial match, under every strategy.
+
+Skip strategies (after SASE / Flink CEP)
+----------------------------------------
+``skip_till_next_match`` (default)
+    Events that do not continue a partial match are ignored; it binds the *first*
+    event for its next step and moves on. Each start yields at most one match.
+``strict_contiguity``
+    The next step must come at the very next tick, after the partial match's last
+    step, at which anything *relevant* happens in its key — relevant meaning an event
+    for any step of the pattern. If that tick brings relevant events but none for the
+    next step, the partial match dies (counted as ``killed``). So social → social →
+    news kills the first social's match (the second social intervened) and keeps the
+    second's.
+``skip_till_any_match``
+    Every event for the next step within the window extends a *copy* of the partial
+    match, and the original keeps waiting for later ones: all combinations are
+    reported (matches can multiply; the memory cap bounds them).
+
+Memory
+------
+At most ``max_partial`` partial matches are kept per pattern and key; beyond that
+the one with the earliest start is evicted (counted as ``evicted``). With ``R``
+distinct keys, memory is ``O(patterns * R * max_partial * steps)`` whatever the input
+rate. State (:class:`MatcherState`) is plain data with :meth:`MatcherState.to_dict`
+and :meth:`MatcherState.from_dict`.
+
+Leading dimensions
+------------------
+The matcher is **per run**: inputs have shape ``(stations,)`` only. A Monte Carlo
+campaign keeps one :class:`MatcherState` per run and steps the same matcher with each
+run's slice; the state is small, and partial matches are sparse objects, not arrays,
+so a dense ``(runs, stations)`` form would buy nothing.
+
+Evidence for the node-state machine: ``pattern_z`` is ``match_z`` (default 6.0) at
+every station that took part in a match completed this tick, held for ``hold_ticks``
+ticks (default 2, so the node machine's default ``min_ticks=2`` at ``enter_at=4``
+makes those stations anomalous), else 0.
+
+Examples
+--------
+>>> import numpy as np
+>>> patterns = compile_patterns(DEFAULT_PATTERNS)
+>>> [(p.name, len(p.steps), p.skip.value, p.same) for p in patterns]
+[('social-news-market', 3, 'skip_till_next_match', ('region',))]
+>>> kinds = np.array([KIND_INDEX[k] for k in ("osint_social", "osint_news", "market_volume")])
+>>> matcher = PatternMatcher(patterns, kinds, np.zeros(3, int), tick_s=60.0)
+>>> state = matcher.init_state()
+>>> def tick(*stations):
+...     burst = np.zeros(3, bool); burst[list(stations)] = True
+...     return matcher.step(state, {"burst": burst})
+>>> out = tick(0); out = tick(); out = tick(1)    # social at 0, news at 2 (2 min later)
+>>> [tick() for _ in range(5)][-1].matches
+[]
+>>> out = tick(2)                                 # market volume at 8 (6 min after news)
+>>> out.matches
+[Match(pattern='social-news-market', key=(0,), stations=((0,), (1,), (2,)), ticks=(0, 2, 8))]
+>>> out.pattern_z.tolist(), tick().pattern_z.tolist(), tick().pattern_z.tolist()
+([6.0, 6.0, 6.0], [6.0, 6.0, 6.0], [0.0, 0.0, 0.0])
+>>> import textwrap
+>>> try:
+...     compile_patterns(DEFAULT_PATTERNS.replace('"osint_news"', '"osint-news"'))
+... except ValueError as exc:
+...     print(textwrap.fill(str(exc), 88))
+pattern #1 'social-news-market', step 2, kind (line 13): 'osint-news' is not a source
+kind (did you mean 'osint_news'?); use one of osint_news, osint_social, market_price,
+market_volume, sensor
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import tomllib
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from convergence.schema import KIND_INDEX, SOURCE_KINDS, SourceKind
+
+__all__ = [
+    "DEFAULT_PATTERNS",
+    "MAX_STEPS",
+    "SAME_ATTRIBUTES",
+    "SIGNALS",
+    "Match",
+    "MatcherOutput",
+    "MatcherState",
+    "Partial",
+    "Pattern",
+    "PatternMatcher",
+    "SkipStrategy",
+    "Step",
+    "compile_patterns",
+]
+
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+FloatArray = npt.NDArray[np.float64]
+
+
+class SkipStrategy(StrEnum):
+    """How events that do not continue a partial match are treated (module docstring)."""
+
+    STRICT_CONTIGUITY = "strict_contiguity"
+    SKIP_TILL_NEXT_MATCH = "skip_till_next_match"
+    SKIP_TILL_ANY_MATCH = "skip_till_any_match"
+
+
+#: Signals a step may name, and where the detector chain takes each from.
+SIGNALS: Mapping[str, str] = {
+    "burst": "BurstDetector output 'burst'",
+    "change_level": "CusumDetector output 'change_level'",
+    "change_variance": "CusumDetector output 'change_variance'",
+    "periodicity_break": "PeriodicityDetector output 'periodicity_break'",
+    "anomalous": "NodeStateMachine output 'state' == ANOMALOUS",
+}
+
+#: Station attributes ``same`` may name (the matcher's ``region_idx`` / ``group_idx``).
+SAME_ATTRIBUTES: tuple[str, ...] = ("region", "group")
+
+#: Longest sequence a pattern may describe (keeps partial matches small).
+MAX_STEPS = 16
+
+_PATTERN_FIELDS = ("name", "description", "skip", "same", "step")
+_STEP_FIELDS = ("kind", "signal", "within_s")
+_COUNTERS = ("started", "matched", "expired", "killed", "evicted")
+
+DEFAULT_PATTERNS = """\
+# Social chatter, then the news, then the market: the classic information cascade.
+[[pattern]]
+name = "social-news-market"
+description = "social burst -> news burst (same region, 10 min) -> market volume surge (30 min)"
+skip = "skip_till_next_match"
+same = ["region"]
+
+[[pattern.step]]
+kind = "osint_social"
+signal = "burst"
+
+[[pattern.step]]
+kind = "osint_news"
+signal = "burst"
+within_s = 600
+
+[[pattern.step]]
+kind = "market_volume"
+signal = "burst"
+within_s = 1800
+"""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a pattern: a station kind, a signal, a window after the previous step."""
+
+    kind: SourceKind
+    signal: str
+    within_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A compiled pattern (see the module docstring for the language)."""
+
+    name: str
+    steps: tuple[Step, ...]
+    skip: SkipStrategy = SkipStrategy.SKIP_TILL_NEXT_MATCH
+    same: tuple[str, ...] = ()
+    description: str = ""
+
+
+# --------------------------------------------------------------------------- compiling
+
+_HEADER_RE = re.compile(r"^\s*\[")
+_PATTERN_RE = re.compile(r"^\s*\[\[\s*pattern\s*\]\]")
+_STEP_RE = re.compile(r"^\s*\[\[\s*pattern\s*\.\s*step\s*\]\]")
+
+
+class _Where:
+    """Best-effort line numbers for error messages.
+
+    tomllib reports lines only for syntax errors; for a semantic error we find the
+    n-th ``[[pattern]]`` / ``[[pattern.step]]`` header and the field's ``key =`` line
+    below it. Text written another way (inline tables) simply gets no line number.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+        self.patterns: list[int] = []
+        self.steps: list[list[int]] = []
+        for i, line in enumerate(self.lines):
+            if _STEP_RE.match(line):
+                if self.steps:
+                    self.steps[-1].append(i)
+            elif _PATTERN_RE.match(line):
+                self.patterns.append(i)
+                self.steps.append([])
+
+    def line(self, p: int, s: int | None, fld: str | None) -> int | None:
+        if p >= len(self.patterns):
+            return None
+        if s is None:
+            start = self.patterns[p]
+        elif s < len(self.steps[p]):
+            start = self.steps[p][s]
+        else:
+            return None
+        if fld is not None:
+            key_re = re.compile(rf"""^\s*["']?{re.escape(fld)}["']?\s*=""")
+            for i in range(start + 1, len(self.lines)):
+                if _HEADER_RE.match(self.lines[i]):
+                    break
+                if key_re.match(self.lines[i]):
+                    return i + 1
+        return start + 1
+
+    def error(self, p: int, name: str | None, msg: str, *, s: int | None = None,
+              fld: str | None = None) -> ValueError:
+        where = f"pattern #{p + 1}" + (f" {name!r}" if name else "")
+        if s is not None:
+            where += f", step {s + 1}"
+        if fld is not None:
+            where += f", {fld}"
+        ln = self.line(p, s, fld)
+        if ln is not None:
+            where += f" (line {ln})"
+        return ValueError(f"{where}: {msg}")
+
+
+def _unknown_field(key: str, allowed: Sequence[str], what: str) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown field {key!r}{hint}; {what} has {', '.join(allowed)}"
+
+
+def _choices(value: Any, valid: Sequence[str], what: str) -> str:
+    close = difflib.get_close_matches(str(value), valid, n=1) if isinstance(value, str) else []
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{value!r} is not {what}{hint}; use one of {', '.join(valid)}"
+
+
+def compile_patterns(text: str, *, signals: Collection[str] = tuple(SIGNALS)) -> list[Pattern]:
+    """Parse and validate pattern TOML text; return the compiled patterns in file order.
+
+    ``signals`` is the set of signal names a step may use (default :data:`SIGNALS`);
+    pass a larger set when the chain feeds the matcher extra signals. Raises
+    ``ValueError`` naming the pattern, step, field and line of the first mistake.
+    Empty text (or only comments) compiles to no patterns.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"pattern text must be a str (read the file first), got {type(text).__name__}")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"pattern text is not valid TOML: {exc}") from None
+    for key in data:
+        if key != "pattern":
+            raise ValueError(f"unknown top-level key {key!r}; pattern text holds only "
+                             "[[pattern]] tables")
+    raw = data.get("pattern", [])
+    if not isinstance(raw, list) or not all(isinstance(p, dict) for p in raw):
+        raise ValueError("'pattern' must be an array of tables: write each pattern as "
+                         "[[pattern]] followed by its [[pattern.step]] tables")
+    where = _Where(text)
+    known = sorted(signals)
+    out: list[Pattern] = []
+    seen: dict[str, int] = {}
+    for i, p in enumerate(raw):
+        pat = _compile_one(i, p, where, known)
+        if pat.name in seen:
+            raise where.error(i, pat.name, f"duplicate name; pattern #{seen[pat.name] + 1} "
+                              "already uses it", fld="name")
+        seen[pat.name] = i
+        out.append(pat)
+    return out
+
+
+def _compile_one(i: int, p: Mapping[str, Any], where: _Where, signals: Sequence[str]) -> Pattern:
+    name = p.get("name")
+    label = name if isinstance(name, str) else None
+    for key in p:
+        if key not in _PATTERN_FIELDS:
+            raise where.error(i, label, _unknown_field(key, _PATTERN_FIELDS, "a pattern"),
+                              fld=key)
+    if name is None:
+        raise where.error(i, None, "name is missing; every pattern needs a unique name")
+    if not isinstance(name, str) or not name.strip():
+        raise where.error(i, None, f"must be a non-empty string, got {name!r}", fld="name")
+    description = p.get("description", "")
+    if not isinstance(description, str):
+        raise where.error(i, name, f"must be a string, got {description!r}", fld="description")
+
+    skip_raw = p.get("skip", SkipStrategy.SKIP_TILL_NEXT_MATCH.value)
+    valid_skips = [s.value for s in SkipStrategy]
+    if skip_raw not in valid_skips:
+        raise where.error(i, name, _choices(skip_raw, valid_skips, "a skip strategy"), fld="skip")
+
+    same_raw = p.get("same", [])
+    if not isinstance(same_raw, list) or not all(isinstance(a, str) for a in same_raw):
+        raise where.error(i, name, f"must be a list of attribute names, got {same_raw!r}",
+                          fld="same")
+    for attr in same_raw:
+        if attr not in SAME_ATTRIBUTES:
+            raise where.error(i, name, _choices(attr, SAME_ATTRIBUTES, "a station attribute"),
+                              fld="same")
+    if len(set(same_raw)) != len(same_raw):
+        raise where.error(i, name, f"lists an attribute twice: {same_raw!r}", fld="same")
+
+    steps_raw = p.get("step")
+    if steps_raw is None:
+        raise where.error(i, name, "has no steps; add [[pattern.step]] tables after it")
+    if not isinstance(steps_raw, list) or not all(isinstance(s, dict) for s in steps_raw):
+        raise where.error(i, name, "step must be an array of tables ([[pattern.step]])",
+                          fld="step")
+    if not 2 <= len(steps_raw) <= MAX_STEPS:
+        raise where.error(i, name, f"needs 2 to {MAX_STEPS} steps ([[pattern.step]] tables), "
+                          f"got {len(steps_raw)}")
+    steps = tuple(_compile_step(i, name, j, s, where, signals) for j, s in enumerate(steps_raw))
+    return Pattern(name=name, steps=steps, skip=SkipStrategy(skip_raw), same=tuple(same_raw),
+                   description=description)
+
+
+def _compile_step(i: int, name: str, j: int, s: Mapping[str, Any], where: _Where,
+                  signals: Sequence[str]) -> Step:
+    for key in s:
+        if key not in _STEP_FIELDS:
+            raise where.error(i, name, _unknown_field(key, _STEP_FIELDS, "a step"), s=j,
+                              fld=key)
+    kinds = [k.value for k in SOURCE_KINDS]
+    kind = s.get("kind")
+    if kind is None:
+        raise where.error(i, name, f"kind is missing; use one of {', '.join(kinds)}", s=j)
+    if kind not in KIND_INDEX:
+        raise where.error(i, name, _choices(kind, kinds, "a source kind"), s=j, fld="kind")
+    signal = s.get("signal")
+    if signal is None:
+        raise where.error(i, name, f"signal is missing; use one of {', '.join(signals)}", s=j)
+    if signal not in signals:
+        raise where.error(i, name, _choices(signal, signals, "a known signal"), s=j,
+                          fld="signal")
+    within = s.get("within_s")
+    if j == 0:
+        if within is not None:
+            raise where.error(i, name, "the first step starts a match and takes no window; "
+                              "remove within_s (windows count from the previous step)",
+                              s=j, fld="within_s")
+        return Step(SourceKind(kind), signal, None)
+    if within is None:
+        raise where.error(i, name, "within_s is missing; every step after the first needs "
+                          "a window in seconds after the previous step, e.g. within_s = 600",
+                          s=j)
+    if isinstance(within, bool) or not isinstance(within, int | float):
+        raise where.error(i, name, f"must be a number of seconds, got {within!r}", s=j,
+                          fld="within_s")
+    if not math.isfinite(within) or within <= 0:
+        raise where.error(i, name, f"must be a finite number of seconds > 0, got {within!r}",
+                          s=j, fld="within_s")
+    return Step(SourceKind(kind), signal, float(within))
+
+
+# ---------------------------------------------------------------------------- matching
+
+
+@dataclass(frozen=True)
+class Match:
+    """A completed pattern: its key, the stations and tick of each step."""
+
+    pattern: str
+    key: tuple[int, ...]
+    stations: tuple[tuple[int, ...], ...]
+    ticks: tuple[int, ...]
+
+    @property
+    def start_tick(self) -> int:
+        return self.ticks[0]
+
+    @property
+    def end_tick(self) -> int:
+        return self.ticks[-1]
+
+    @property
+    def all_stations(self) -> tuple[int, ...]:
+        """Every station that took part, sorted, each once."""
+        return tuple(sorted({s for step in self.stations for s in step}))
+
+
+@dataclass(frozen=True)
+class Partial:
+    """A partial match: steps bound so far (the next step is ``len(ticks)``)."""
+
+    seq: int  # creation order; breaks ties between equally old partial matches
+    key: tuple[int, ...]
+    stations: tuple[tuple[int, ...], ...]
+    ticks: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "key": list(self.key),
+                "stations": [list(s) for s in self.stations], "ticks": list(self.ticks)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Partial:
+        return cls(int(d["seq"]), tuple(int(k) for k in d["key"]),
+                   tuple(tuple(int(x) for x in s) for s in d["stations"]),
+                   tuple(int(t) for t in d["ticks"]))
+
+
+@dataclass
+class MatcherState:
+    """Everything a :class:`PatternMatcher` remembers between ticks (one run).
+
+    ``partial[pattern][key]`` lists the live partial matches, oldest first;
+    ``prev[signal]`` is last tick's input (for rising edges); ``hold`` is the number of
+    ticks each station's ``pattern_z`` stays on; ``counters[pattern]`` counts
+    ``started``, ``matched``, ``expired``, ``killed`` and ``evicted`` partial matches.
+    """
+
+    tick: int = 0
+    next_seq: int = 0
+    partial: dict[str, dict[tuple[int, ...], list[Partial]]] = field(default_factory=dict)
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    prev: dict[str, BoolArray] = field(default_factory=dict)
+    hold: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def n_partial(self, pattern: str | None = None) -> int:
+        """Live partial matches of one pattern (or of all)."""
+        names = [pattern] if pattern is not None else list(self.partial)
+        return sum(len(runs) for n in names for runs in self.partial.get(n, {}).values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (plain lists and ints); see :meth:`from_dict`."""
+        return {
+            "tick": self.tick,
+            "next_seq": self.next_seq,
+            "partial": {name: [r.to_dict() for key in sorted(by_key) for r in by_key[key]]
+                        for name, by_key in self.partial.items()},
+            "counters": {name: dict(c) for name, c in self.counters.items()},
+            "prev": {sig: a.astype(bool).tolist() for sig, a in self.prev.items()},
+            "hold": self.hold.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MatcherState:
+        partial: dict[str, dict[tuple[int, ...], list[Partial]]] = {}
+        for name, runs in d["partial"].items():
+            by_key: dict[tuple[int, ...], list[Partial]] = {}
+            for r in runs:
+                p = Partial.from_dict(r)
+                by_key.setdefault(p.key, []).append(p)
+            partial[name] = by_key
+        return cls(
+            tick=int(d["tick"]),
+            next_seq=int(d["next_seq"]),
+            partial=partial,
+            counters={name: {k: int(v) for k, v in c.items()} for name, c in d["counters"].items()},
+            prev={sig: np.asarray(a, dtype=bool) for sig, a in d["prev"].items()},
+            hold=np.asarray(d["hold"], dtype=np.int64),
+        )
+
+
+@dataclass(frozen=True)
+class MatcherOutput:
+    """One tick's result: completed matches and per-station evidence ``(stations,)``."""
+
+    matches: list[Match]
+    pattern_z: FloatArray
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """Per-pattern lookups the matcher precomputes."""
+
+    kind: tuple[int, ...]  # kind index per step
+    window: tuple[int, ...]  # window in ticks per step (step 0 unused)
+    keys: list[tuple[int, ...]]  # key per station
+
+
+class PatternMatcher:
+    """Streaming automaton over compiled patterns, for one run of ``(stations,)``.
+
+    Parameters
+    ----------
+    patterns
+        Output of :func:`compile_patterns`.
+    kind_idx, region_idx
+        Per-station source-kind index (:data:`convergence.schema.KIND_INDEX`) and region
+        index, shape ``(stations,)``.
+    tick_s
+        Length of one tick in seconds (turns ``within_s`` into ticks; a window shorter
+        than one tick could never match and is rejected).
+    group_idx
+        Per-station correlation group, needed only by patterns with ``same = ["group"]``.
+    max_partial
+        Cap on partial matches per pattern and key; the oldest is evicted beyond it.
+    match_z
+        ``pattern_z`` of a station that took part in a completed match.
+    hold_ticks
+        Ticks ``pattern_z`` stays at ``match_z`` (the completing tick included).
+    onsets
+        Count a signal on its rising edge only (default); ``False`` counts every true tick.
+
+    When the fleet grows, build a new matcher with the longer attribute arrays; an
+    existing :class:`MatcherState` carries over (its per-station arrays are padded).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> text = '''
+    ... [[pattern]]
+    ... name = "news-then-price"
+    ... skip = "strict_contiguity"
+    ... [[pattern.step]]
+    ... kind = "osint_news"
+    ... signal = "burst"
+    ... [[pattern.step]]
+    ... kind = "market_price"
+    ... signal = "change_level"
+    ... within_s = 120
+    ... '''
+    >>> kinds = np.array([KIND_INDEX["osint_news"], KIND_INDEX["market_price"]])
+    >>> m = PatternMatcher(compile_patterns(text), kinds, np.array([0, 1]), tick_s=60.0)
+    >>> st = m.init_state()
+    >>> def fire(news: bool, price: bool) -> MatcherOutput:
+    ...     return m.step(st, {"burst": np.array([news, False]),
+    ...                        "change_level": np.array([False, price])})
+    >>> [len(fire(*x).matches) for x in [(True, False), (False, False), (False, True)]]
+    [0, 0, 1]
+    >>> fire(False, False).pattern_z.tolist()  # held for a second tick
+    [6.0, 6.0]
+    >>> st.counters["news-then-price"]
+    {'started': 1, 'matched': 1, 'expired': 0, 'killed': 0, 'evicted': 0}
+    """
+
+    name = "patterns"
+
+    def __init__(self, patterns: Sequence[Pattern], kind_idx: npt.ArrayLike,
+                 region_idx: npt.ArrayLike, tick_s: float, *,
+                 group_idx: npt.ArrayLike | None = None, max_partial: int = 64,
+                 match_z: float = 6.0, hold_ticks: int = 2, onsets: bool = True) -> None:
+        kinds = np.asarray(kind_idx, dtype=np.int64)
+        regions = np.asarray(region_idx, dtype=np.int64)
+        if kinds.ndim != 1 or regions.shape != kinds.shape:
+            raise ValueError("kind_idx and region_idx must be 1-D arrays of equal length "
+                             f"(stations,), got shapes {kinds.shape} and {regions.shape}")
+        groups = None if group_idx is None else np.asarray(group_idx, dtype=np.int64)
+        if groups is not None and groups.shape != kinds.shape:
+            raise ValueError(f"group_idx must have shape {kinds.shape}, got {groups.shape}")
+        if not (math.isfinite(tick_s) and tick_s > 0):
+            raise ValueError(f"tick_s must be > 0 seconds, got {tick_s!r}")
+        if max_partial < 1:
+            raise ValueError(f"max_partial must be >= 1, got {max_partial!r}")
+        if not (math.isfinite(match_z) and match_z > 0):
+            raise ValueError(f"match_z must be > 0, got {match_z!r}")
+        if hold_ticks < 1:
+            raise ValueError(f"hold_ticks must be >= 1, got {hold_ticks!r}")
+        names = [p.name for p in patterns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pattern names must be unique, got {names}")
+        self.patterns = tuple(patterns)
+        self.kind_idx = kinds
+        self.region_idx = regions
+        self.group_idx = groups
+        self.tick_s = float(tick_s)
+        self.max_partial = max_partial
+        self.match_z = match_z
+        self.hold_ticks = hold_ticks
+        self.onsets = onsets
+        attrs: dict[str, IntArray | None] = {"region": regions, "group": groups}
+        self._compiled: list[_Compiled] = []
+        for p in self.patterns:
+            window = [0]
+            for j, step in enumerate(p.steps[1:], start=1):
+                assert step.within_s is not None  # compile_patterns guarantees it
+                # a tiny epsilon so 600 s / 60 s is 10 ticks despite float rounding
+                w = math.floor(step.within_s / self.tick_s + 1e-9)
+                if w < 1:
+                    raise ValueError(f"pattern {p.name!r} step {j + 1}: within_s="
+                                     f"{step.within_s:g} is shorter than one tick "
+                                     f"({self.tick_s:g} s), so it could never match")
+                window.append(w)
+            cols = []
+            for a in p.same:
+                arr = attrs.get(a)
+                if arr is None:
+                    raise ValueError(f"pattern {p.name!r} needs same={a!r}; pass {a}_idx")
+                cols.append(arr)
+            keys: list[tuple[int, ...]] = (
+                [tuple(int(v) for v in row) for row in np.stack(cols, axis=1)] if cols
+                else [()] * len(kinds))
+            self._compiled.append(_Compiled(
+                kind=tuple(KIND_INDEX[s.kind.value] for s in p.steps),
+                window=tuple(window), keys=keys))
+        self.signals_used: tuple[str, ...] = tuple(sorted({s.signal for p in self.patterns
+                                                           for s in p.steps}))
+
+    @property
+    def n_stations(self) -> int:
+        return int(self.kind_idx.shape[0])
+
+    def init_state(self) -> MatcherState:
+        """Fresh state: no partial matches, zero counters, no signal seen yet."""
+        n = self.n_stations
+        return MatcherState(
+            partial={p.name: {} for p in self.patterns},
+            counters={p.name: dict.fromkeys(_COUNTERS, 0) for p in self.patterns},
+            prev={sig: np.zeros(n, bool) for sig in self.signals_used},
+            hold=np.zeros(n, np.int64),
+        )
+
+    def _check_state(self, state: MatcherState) -> None:
+        have, want = sorted(state.partial), sorted(p.name for p in self.patterns)
+        if have != want:
+            raise ValueError(f"state was made for patterns {have}, this matcher runs {want}")
+        n = self.n_stations
+        if state.hold.shape[0] > n:
+            raise ValueError(f"state has {state.hold.shape[0]} stations, this matcher {n}")
+        if state.hold.shape[0] < n:  # the fleet grew: new stations start quiet
+            state.hold = np.concatenate([state.hold, np.zeros(n - state.hold.shape[0], np.int64)])
+        for sig in self.signals_used:
+            prev = state.prev.get(sig, np.zeros(0, bool))
+            if prev.shape[0] < n:
+                state.prev[sig] = np.concatenate([prev, np.zeros(n - prev.shape[0], bool)])
+
+    def step(self, state: MatcherState, signals: Mapping[str, npt.ArrayLike]) -> MatcherOutput:
+        """Advance one tick; update ``state`` in place.
+
+        ``signals`` maps each signal the patterns use (:attr:`signals_used`) to a bool
+        array ``(stations,)``; pass all-False for a detector that is not wired.
+        """
+        self._check_state(state)
+        n = self.n_stations
+        fired: dict[str, BoolArray] = {}
+        for sig in self.signals_used:
+            if sig not in signals:
+                raise ValueError(f"signal {sig!r} is missing from the inputs; the patterns use "
+                                 f"{', '.join(self.signals_used)} (pass all-False if not wired)")
+            cur = np.asarray(signals[sig]).astype(bool, copy=False)
+            if cur.shape != (n,):
+                raise ValueError(f"signal {sig!r} has shape {cur.shape}; the matcher is per run "
+                                 f"and takes ({n},) — step each Monte Carlo run separately")
+            fired[sig] = cur & ~state.prev[sig] if self.onsets else cur.copy()
+            state.prev[sig] = cur.copy()
+
+        t = state.tick
+        matches: list[Match] = []
+        for p, cp in zip(self.patterns, self._compiled, strict=True):
+            matches += self._advance(state, p, cp, fired, t)
+
+        took_part = np.zeros(n, bool)
+        for m in matches:
+            took_part[list(m.all_stations)] = True
+        state.hold[took_part] = self.hold_ticks
+        pattern_z = np.where(state.hold > 0, self.match_z, 0.0)
+        np.subtract(state.hold, 1, out=state.hold, where=state.hold > 0)
+        state.tick = t + 1
+        return MatcherOutput(matches, pattern_z)
+
+    def _advance(self, state: MatcherState, p: Pattern, cp: _Compiled,
+                 fired: Mapping[str, BoolArray], t: int) -> list[Match]:
+        """One tick of one pattern: extend, expire or kill partial matches, then start new ones."""
+        # this tick's events per step, grouped by key: {key: stations}
+        events: list[dict[tuple[int, ...], tuple[int, ...]]] = []
+        for step, kind in zip(p.steps, cp.kind, strict=True):
+            grouped: dict[tuple[int, ...], list[int]] = {}
+            for s in np.flatnonzero(fired[step.signal] & (self.kind_idx == kind)).tolist():
+                grouped.setdefault(cp.keys[s], []).append(s)
+            events.append({k: tuple(v) for k, v in grouped.items()})
+        relevant = {k for ev in events for k in ev}
+        by_key = state.partial[p.name]
+        counters = state.counters[p.name]
+        last = len(p.steps)
+        matches: list[Match] = []
+
+        for key in sorted(by_key):
+            kept: list[Partial] = []
+            branches: list[Partial] = []
+            for run in by_key[key]:
+                j = len(run.ticks)
+                if t - run.ticks[-1] > cp.window[j]:
+                    counters["expired"] += 1
+                    continue
+                stations = events[j].get(key)
+                if stations is None:
+                    if p.skip is SkipStrategy.STRICT_CONTIGUITY and key in relevant:
+                        counters["killed"] += 1
+                    else:
+                        kept.append(run)
+                    continue
+                any_match = p.skip is SkipStrategy.SKIP_TILL_ANY_MATCH
+                seq = state.next_seq if any_match else run.seq
+                if any_match:
+                    state.next_seq += 1
+                    kept.append(run)  # the original keeps waiting for later events
+                ext = Partial(seq, key, (*run.stations, stations), (*run.ticks, t))
+                if j + 1 == last:
+                    counters["matched"] += 1
+                    matches.append(Match(p.name, key, ext.stations, ext.ticks))
+                elif any_match:
+                    branches.append(ext)
+                else:
+                    kept.append(ext)
+            by_key[key] = kept + branches
+
+        for key, stations in sorted(events[0].items()):
+            counters["started"] += 1
+            by_key.setdefault(key, []).append(Partial(state.next_seq, key, (stations,), (t,)))
+            state.next_seq += 1
+
+        for key in list(by_key):
+            runs = by_key[key]
+            while len(runs) > self.max_partial:
+                # evict the earliest start: it has had the longest to complete
+                del runs[_oldest(runs)]
+                counters["evicted"] += 1
+            if not runs:
+                del by_key[key]
+        return matches
+
+
+def _oldest(runs: Sequence[Partial]) -> int:
+    """Position of the partial match with the earliest start (then lowest ``seq``)."""
+    return min(range(len(runs)), key=lambda i: (runs[i].ticks[0], runs[i].seq))

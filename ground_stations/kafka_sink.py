@@ -1,0 +1,412 @@
+"""The Kafka side of ground stations: the event sink, the control listener, the fleet loop.
+
+This module owns everything a station process needs to talk to a broker with
+kafka-python, and nothing about what the stations observe:
+
+* :class:`KafkaEventSink` is a station agent's sink (``await sink(station_id, records)``).
+  One wire message (:func:`convergence.wire.encode_raw`) per station batch, keyed by the
+  station id so a station's events stay in one partition, in order. The producer batches
+  (``linger_ms``/``batch_size``), compresses (lz4 when the ``lz4`` package is installed,
+  else gzip), waits for ``acks="all"`` and is idempotent. kafka-python already retries
+  retriable errors until ``delivery_timeout_ms``; a message that still fails is re-sent
+  by this class up to ``max_retries`` times with backoff, and one that fails for good is
+  counted, logged at ERROR and handed to ``on_failed`` - never dropped silently.
+  :meth:`KafkaEventSink.close` flushes everything pending, re-sends included.
+* :class:`ControlListener` reads the control topic in a background thread (kafka-python
+  is blocking) and hands valid :class:`~convergence.control.ControlCommand` s to the
+  event loop.
+* :func:`serve_fleet` runs a :class:`~convergence.ground_stations.agent.Fleet` and
+  applies incoming commands, publishing each station's acknowledgement.
+
+Examples
+--------
+>>> class FakeProducer:  # what kafka-python's KafkaProducer.send returns, reduced
+...     def __init__(self): self.sent = []
+...     def send(self, topic, value=None, key=None):
+...         self.sent.append((topic, key)); return _Done()
+...     def flush(self, timeout=None): pass
+...     def close(self, timeout=None): pass
+>>> class _Done:
+...     def add_callback(self, fn, *a): fn(*a, None); return self
+...     def add_errback(self, fn, *a): return self
+>>> sink = KafkaEventSink("unused:9092", "t-events", producer=FakeProducer())
+>>> import asyncio; asyncio.run(sink("s1", [{"station_id": "s1"}]))
+>>> sink.counters.as_dict()["acked"], sink.producer.sent
+(1, [('t-events', b's1')])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from convergence.control import ControlCommand
+from convergence.ground_stations.agent import Fleet
+from convergence.wire import encode_raw
+
+log = logging.getLogger(__name__)
+
+FailedHook = Callable[[str, bytes | None, bytes, BaseException], None]  # topic, key, value, error
+
+
+def pick_compression() -> str:
+    """``lz4`` when the lz4 package is importable (fast, cheap on CPU), else ``gzip``."""
+    try:
+        from kafka.codec import has_lz4
+    except ImportError:  # pragma: no cover - kafka-python always ships codec
+        return "gzip"
+    return "lz4" if has_lz4() else "gzip"
+
+
+@dataclass
+class SinkCounters:
+    """Messages (and the event records inside them) through one sink."""
+
+    sent: int = 0  # messages handed to the producer, re-sends excluded
+    acked: int = 0  # messages the broker confirmed (acks=all)
+    failed: int = 0  # messages given up on after every retry (logged, on_failed called)
+    retried: int = 0  # re-sends after a delivery failure
+    records_sent: int = 0
+    records_acked: int = 0
+    records_failed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Pending:
+    topic: str
+    key: bytes | None
+    value: bytes
+    n_records: int
+    attempt: int = 0  # 0 = first send
+    not_before: float = 0.0
+
+
+def _as_key(key: str | bytes | None) -> bytes | None:
+    return key.encode() if isinstance(key, str) else key
+
+
+class KafkaEventSink:
+    """Produce station batches to Kafka; usable as a :class:`StationAgent` sink.
+
+    Parameters
+    ----------
+    bootstrap: Kafka bootstrap servers, ``host:port[,host:port]``.
+    topic: the events topic (``settings.topic("events")``).
+    linger_ms / batch_size: producer batching; 20 ms trades a little latency for far
+        fewer requests when hundreds of stations send at once.
+    compression: ``lz4``, ``gzip``, ``snappy``, ``zstd``; default :func:`pick_compression`.
+    delivery_timeout_ms: how long kafka-python itself keeps retrying one message.
+    max_block_ms: longest ``send`` may block the caller (metadata or a full buffer).
+    max_retries / retry_backoff_s: re-sends by this class after kafka-python gave up;
+        the n-th waits ``retry_backoff_s * 2**(n-1)``.
+    on_failed: called (from the producer's thread) with ``(topic, key, value, error)``
+        for each message given up on, e.g. to spool it to disk.
+    producer: an existing producer (tests); otherwise one is created here.
+    wait_metadata: fetch the topic's metadata now, so the first ``send`` from the
+        event loop does not block on it.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, *, client_id: str = "convergence-stations",
+                 linger_ms: int = 20, batch_size: int = 256 * 1024,
+                 compression: str | None = None, delivery_timeout_ms: int = 120_000,
+                 max_block_ms: int = 5_000, max_retries: int = 3, retry_backoff_s: float = 1.0,
+                 on_failed: FailedHook | None = None, producer: Any | None = None,
+                 wait_metadata: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if retry_backoff_s < 0:
+            raise ValueError(f"retry_backoff_s must be >= 0, got {retry_backoff_s}")
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.compression = compression or pick_compression()
+        self.max_retries = max_retries
+        self.retry_backoff_s = retry_backoff_s
+        self.on_failed = on_failed
+        self.clock = clock
+        self.counters = SinkCounters()
+        self._lock = threading.Lock()  # callbacks run on kafka-python's sender thread
+        self._retry: list[_Pending] = []
+        self._in_flight = 0
+        self._closed = False
+        if producer is None:
+            from kafka import KafkaProducer  # late: unit tests inject a fake
+
+            # acks="all" + idempotence: a broker-side retry never duplicates or reorders
+            # a station's messages within the producer session.
+            producer = KafkaProducer(
+                bootstrap_servers=bootstrap.split(","), client_id=client_id, acks="all",
+                enable_idempotence=True, linger_ms=linger_ms, batch_size=batch_size,
+                compression_type=self.compression, delivery_timeout_ms=delivery_timeout_ms,
+                max_block_ms=max_block_ms, retry_backoff_ms=200,
+            )
+        self.producer = producer
+        if wait_metadata:
+            self.producer.partitions_for(topic)
+
+    # -- sending -----------------------------------------------------------
+    async def __call__(self, station_id: str, records: list[dict[str, Any]]) -> None:
+        """Sink interface: one message for this station's batch (``send`` does not wait
+        for the broker; it only blocks when the producer's buffer is full)."""
+        self.send_records(station_id, records)
+
+    def send_records(self, station_id: str, records: list[dict[str, Any]]) -> None:
+        """Encode ``records`` as one wire message keyed by ``station_id`` and send it."""
+        if not records:
+            return
+        self._send(_Pending(self.topic, _as_key(station_id), encode_raw(records), len(records)))
+
+    def publish(self, topic: str, key: str | bytes | None, value: bytes) -> None:
+        """Send any other message (acks, dead letters) with the same delivery guarantees."""
+        self._send(_Pending(topic, _as_key(key), value, 0))
+
+    def _send(self, item: _Pending) -> None:
+        if self._closed:
+            raise RuntimeError(f"KafkaEventSink for {self.topic} is closed; "
+                               "create a new sink (this is a bug in the caller)")
+        self.pump_retries()
+        with self._lock:
+            self.counters.sent += 1
+            self.counters.records_sent += item.n_records
+        self._dispatch(item)
+
+    def _dispatch(self, item: _Pending) -> None:
+        with self._lock:
+            self._in_flight += 1
+        try:
+            fut = self.producer.send(item.topic, value=item.value, key=item.key)
+        except Exception as exc:  # buffer full, no metadata, closed...: same path as async errors
+            self._on_error(item, exc)
+            return
+        fut.add_callback(self._on_ack, item)
+        fut.add_errback(self._on_error, item)
+
+    def _on_ack(self, item: _Pending, _metadata: Any) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self.counters.acked += 1
+            self.counters.records_acked += item.n_records
+
+    def _on_error(self, item: _Pending, exc: BaseException) -> None:
+        retriable = getattr(exc, "retriable", False) or isinstance(exc, TimeoutError)
+        with self._lock:
+            self._in_flight -= 1
+            if retriable and item.attempt < self.max_retries:
+                item.attempt += 1
+                item.not_before = self.clock() + self.retry_backoff_s * 2 ** (item.attempt - 1)
+                self._retry.append(item)
+                give_up = False
+            else:
+                self.counters.failed += 1
+                self.counters.records_failed += item.n_records
+                give_up = True
+        if give_up:
+            key = item.key.decode(errors="replace") if item.key else "-"
+            log.error(
+                "kafka: gave up on a message to %s (key %s, %d records, %d bytes) after %d "
+                "attempt(s): %s: %s. Check the broker at %s is up and the topic exists.",
+                item.topic, key, item.n_records, len(item.value), item.attempt + 1,
+                type(exc).__name__, exc, self.bootstrap)
+            if self.on_failed is not None:
+                try:
+                    self.on_failed(item.topic, item.key, item.value, exc)
+                except Exception:
+                    log.exception("kafka: on_failed hook raised")
+        else:
+            log.warning("kafka: delivery to %s failed (%s: %s); re-sending (attempt %d of %d)",
+                        item.topic, type(exc).__name__, exc, item.attempt, self.max_retries)
+
+    def pump_retries(self, *, force: bool = False) -> int:
+        """Re-send failed messages whose backoff expired (all of them with ``force``)."""
+        now = self.clock()
+        with self._lock:
+            due: list[_Pending] = []
+            wait: list[_Pending] = []
+            for p in self._retry:
+                (due if force or p.not_before <= now else wait).append(p)
+            if not due:
+                return 0
+            self._retry = wait
+            self.counters.retried += len(due)
+        for item in due:
+            self._dispatch(item)
+        return len(due)
+
+    # -- lifecycle -----------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        """Messages not yet acked or given up on (in flight + waiting to be re-sent)."""
+        with self._lock:
+            return self._in_flight + len(self._retry)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Block until everything sent so far is acked or queued for a re-send."""
+        self.pump_retries()
+        self.producer.flush(timeout=timeout_s)
+
+    def close(self, timeout_s: float = 30.0) -> SinkCounters:
+        """Flush everything pending (re-sends included, backoff skipped), then close.
+
+        Whatever is still undelivered after ``timeout_s`` is counted as failed and
+        logged; the counters are returned.
+        """
+        if self._closed:
+            return self.counters
+        deadline = self.clock() + timeout_s
+        while True:
+            left = deadline - self.clock()
+            try:
+                self.producer.flush(timeout=max(left, 0.0))
+            except Exception as exc:  # KafkaTimeoutError: still undelivered at the deadline
+                log.warning("kafka: flush before close timed out: %s", exc)
+            if not self.pump_retries(force=True) or self.clock() >= deadline:
+                break
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self.producer.close(timeout=max(deadline - self.clock(), 1.0))
+        with self._lock:
+            left_over, self._retry = self._retry, []
+            lost_in_flight, self._in_flight = self._in_flight, 0
+            for item in left_over:
+                self.counters.failed += 1
+                self.counters.records_failed += item.n_records
+            self.counters.failed += lost_in_flight
+        if left_over or lost_in_flight:
+            log.error("kafka: closed the producer for %s with %d message(s) undelivered; "
+                      "they are counted as failed", self.topic, len(left_over) + lost_in_flight)
+        return self.counters
+
+
+class ControlListener:
+    """Reads the control topic in a thread and queues valid commands on the event loop.
+
+    Every station process must see every command, so the listener does not join a
+    consumer group: it assigns itself all partitions and starts at the end (commands
+    are short-lived; one issued while no station process ran has mostly expired).
+    An invalid command is logged, counted and passed to ``on_invalid(raw, reason)``.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, *, client_id: str = "convergence-control",
+                 on_invalid: Callable[[bytes, str], None] | None = None,
+                 poll_timeout_ms: int = 250) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.client_id = client_id
+        self.on_invalid = on_invalid
+        self.poll_timeout_ms = poll_timeout_ms
+        self.received = 0
+        self.invalid = 0
+        self.queue: asyncio.Queue[ControlCommand] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._consumer: Any = None
+
+    def start(self, loop: asyncio.AbstractEventLoop, timeout_s: float = 30.0) -> None:
+        """Connect, assign every partition at its end offset, then poll in a thread."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        self.queue = asyncio.Queue()
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap.split(","),
+                                 client_id=self.client_id, group_id=None,
+                                 enable_auto_commit=False)
+        deadline = time.monotonic() + timeout_s
+        parts = consumer.partitions_for_topic(self.topic)
+        while not parts and time.monotonic() < deadline:
+            time.sleep(0.2)
+            parts = consumer.partitions_for_topic(self.topic)
+        if not parts:
+            consumer.close()
+            raise RuntimeError(f"control topic {self.topic!r} does not exist on {self.bootstrap} "
+                               f"after {timeout_s:g} s; create it (the cluster creates its topics "
+                               "on start) or check CONVERGENCE_TOPIC_PREFIX")
+        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_end(*tps)
+        for tp in tps:
+            consumer.position(tp)  # resolve the end offset now: commands sent after start count
+        self._consumer = consumer
+        self._thread = threading.Thread(target=self._run, args=(loop,), daemon=True,
+                                        name=f"control-listener {self.topic}")
+        self._thread.start()
+
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self.queue is not None
+        queue = self.queue
+        while not self._stop.is_set():
+            try:
+                batches = self._consumer.poll(timeout_ms=self.poll_timeout_ms)
+            except Exception as exc:  # broker gone: keep trying, the stations keep running
+                log.warning("control listener: poll on %s failed: %s; retrying", self.topic, exc)
+                self._stop.wait(1.0)
+                continue
+            for records in batches.values():
+                for rec in records:
+                    cmd = self._decode(rec.value)
+                    if cmd is not None:
+                        self.received += 1
+                        loop.call_soon_threadsafe(queue.put_nowait, cmd)
+
+    def _decode(self, raw: bytes | None) -> ControlCommand | None:
+        try:
+            return ControlCommand.from_dict(orjson.loads(raw or b""))
+        except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
+            self.invalid += 1
+            reason = f"not a valid control command: {exc}"
+            log.warning("control listener: ignoring a message on %s (%s)", self.topic, reason)
+            if self.on_invalid is not None:
+                self.on_invalid(raw or b"", reason)
+            return None
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                self._consumer.close()
+
+
+async def serve_fleet(fleet: Fleet, sink: KafkaEventSink, stop: asyncio.Event, *,
+                      commands: asyncio.Queue[ControlCommand] | None, acks_topic: str,
+                      clock: Callable[[], float] = time.time) -> int:
+    """Run ``fleet`` until ``stop`` is set, applying ``commands`` as they come.
+
+    Each acknowledgement is published to ``acks_topic`` keyed by station id. Returns the
+    number of acknowledgements published.
+    """
+    published = 0
+
+    async def dispatch() -> None:
+        nonlocal published
+        assert commands is not None
+        while not stop.is_set():
+            getter = asyncio.ensure_future(commands.get())
+            stopper = asyncio.ensure_future(stop.wait())
+            done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if getter not in done:
+                getter.cancel()
+                return
+            cmd = getter.result()
+            acks = fleet.dispatch(cmd, clock())
+            log.info("control: %s %s -> %d station(s)", cmd.action.value, cmd.command_id,
+                     len(acks))
+            for ack in acks:
+                sink.publish(acks_topic, ack.station_id, orjson.dumps(ack.to_dict()))
+                published += 1
+
+    tasks = [fleet.run(stop)]
+    if commands is not None:
+        tasks.append(dispatch())
+    await asyncio.gather(*tasks)
+    return published

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from convergence import __version__
-from convergence.cli import config, kafka, reports
+from convergence.cli import bench, config, kafka, reports
 from convergence.cli.run import run
 
 app = typer.Typer(
@@ -43,6 +43,7 @@ app.command("run")(run)
 app.add_typer(reports.app, name="reports")
 app.add_typer(config.app, name="config")
 app.add_typer(kafka.app, name="kafka")
+app.add_typer(bench.app, name="bench")
 
 
 def main() -> None:

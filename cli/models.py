@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -76,7 +77,10 @@ def train_regime_cmd(
     seed: Annotated[int | None, typer.Option(help="Seed for the fit (default: setting seed).")]
         = None,
     iterations: Annotated[int, typer.Option(min=1, max=10_000,
-                                            help="Most EM iterations.")] = 100,
+                                            help="Most EM iterations per restart.")] = 100,
+    restarts: Annotated[int, typer.Option(
+        min=1, max=100, help="EM restarts from different seeded starts; the most likely "
+                             "fit is kept (EM finds local optima).")] = 5,
     vol_window: Annotated[int, typer.Option(min=2, max=10_000,
                                             help="Returns per volatility estimate.")] = 10,
     models_dir: ModelsDirOption = None,
@@ -93,18 +97,17 @@ def train_regime_cmd(
     with Progress(TextColumn("fitting {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("log-lik {task.fields[ll]}"), TimeElapsedColumn(),
                   console=err_console, transient=json_out, disable=json_out) as bar:
-        task = bar.add_task(f"{states} states", total=iterations, ll="-")
+        task = bar.add_task(f"{states} states", total=iterations * restarts, ll="-")
 
-        def tick(it: int, ll: float) -> None:
-            bar.update(task, completed=it, ll=f"{ll:,.1f}")
+        def tick(done: int, total: int, ll: float) -> None:
+            bar.update(task, completed=done, total=total, ll=f"{ll:,.1f}")
 
         try:
             model = train_regime(series.values, kind=kind.value, n_states=states, seed=s.seed,
-                                 n_iter=iterations, vol_window=vol_window,
+                                 n_iter=iterations, n_init=restarts, vol_window=vol_window,
                                  source=str(input_path), progress=tick)
         except ValueError as exc:
             fail(f"cannot train on {input_path}: {exc}")
-        bar.update(task, completed=iterations)  # converged early: the bar still ends full
     try:
         rec = save_regime(ModelRegistry(s.models_path), model, name)
     except RegistryError as exc:
@@ -115,10 +118,11 @@ def train_regime_cmd(
                     "states": _json_safe(model.summary()), "metrics": metrics})
         return
     console.print(f"fitted {states} states on {model.metadata['n_samples']:,} ticks of "
-                  f"{input_path} in {metrics['iterations']} EM iterations"
-                  f"{'' if metrics['converged'] else ' (not converged: raise --iterations)'}")
+                  f"{escape(str(input_path))}: best of {restarts} restarts took {metrics['iterations']} EM "
+                  f"iterations{'' if metrics['converged'] else ' (not converged: raise --iterations)'}"
+                  f", log-likelihood {metrics['log_likelihood']:,.1f}")
     print_states(model)
-    console.print(f"saved [bold]{rec.ref}[/] to {rec.path}")
+    console.print(f"saved [bold]{rec.ref}[/] to {escape(str(rec.path))}")
     console.print(f"label a history with: convergence regime FILE.csv --out labels.csv "
                   f"--model {rec.ref}")
 
@@ -139,17 +143,17 @@ def list_models(
         print_json([r.to_dict() for r in records])
         return
     if not records:
-        console.print(f"no models in {reg.root} - train one with "
+        console.print(f"no models in {escape(str(reg.root))} - train one with "
                       "`convergence models train regime --input FILE.csv`")
         return
-    table = Table(title=f"models in {reg.root}", title_justify="left")
+    table = Table(title=f"models in {escape(str(reg.root))}", title_justify="left")
     for col in ("model", "created", "type", "source", "samples", "log-lik/sample"):
         table.add_column(col)
     for r in records:
         m = r.metadata
         ll = m.get("metrics", {}).get("log_likelihood_per_sample")
         table.add_row(r.ref, r.created[:16].replace("T", " "), str(m.get("model", r.format)),
-                      str(m.get("source", "")),
+                      escape(str(m.get("source", ""))),
                       f"{m['n_samples']:,}" if isinstance(m.get("n_samples"), int) else "",
                       f"{ll:.3f}" if isinstance(ll, float) else "")
     console.print(table)

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import numpy as np
 import typer
+from rich.markup import escape
 
 from convergence.cli.common import console, err_console, fail, settings
 from convergence.cli.models import print_states
@@ -114,8 +115,8 @@ def regime(
         try:
             import matplotlib  # noqa: F401  (fail before the work, not after it)
         except ImportError:
-            fail("--plot needs matplotlib, which is not installed: "
-                 "pip install 'convergence[plot]' (or drop --plot)")
+            fail("--plot needs matplotlib, which is not installed: pip install matplotlib "
+                 "(the 'plot' extra of convergence), or drop --plot")
     s = settings(models_dir=models_dir)
     try:
         series = read_series(file)
@@ -155,8 +156,9 @@ def regime(
     counts = np.bincount(labels["regime"], minlength=m.n_states)
     mix = ", ".join(f"{n} {c / len(series) * 100:.0f}%" for n, c in zip(m.names, counts, strict=True)
                     if c)
-    console.print(f"labelled {len(series):,} rows of {file} with {m.ref or 'a model fitted on it'}: "
+    console.print(f"labelled {len(series):,} rows of {escape(str(file))} with {m.ref or 'a model fitted on it'}: "
                   f"{mix}; last tick {m.names[int(labels['regime'][-1])]}")
     if fit:
         print_states(m)
-    console.print(f"wrote {out}" + (f" and {plot}" if plot is not None else ""))
+    console.print(f"wrote {escape(str(out))}"
+                  + (f" and {escape(str(plot))}" if plot is not None else ""))

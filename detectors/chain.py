@@ -1,10 +1,20 @@
 """The detector chain: closed tick cells in, node verdicts and a meter reading out.
 
-One object wires the stages in their fixed order — entropy, burst, node state,
-convergence meter — and owns nothing but their configuration. Its state is a dict
-of each stage's :class:`~convergence.detectors.base.ArrayState`, so the embedded
-runtime, a Faust worker and the Monte Carlo simulator (leading ``runs`` axis) all call
-the very same :meth:`DetectorChain.step`.
+One object wires the stages in their fixed order and owns nothing but their
+configuration::
+
+    entropy ─┐
+    burst ───┤
+    cusum ───┼─▶ node state (hysteresis) ─▶ convergence meter
+    periodicity ┤
+    regime (optional, with a trained HMM) ┤
+    patterns (optional, per run) ─────────┘
+
+Its state is a dict of each stage's :class:`~convergence.detectors.base.ArrayState`
+(plus the pattern matcher's own small state), so the embedded runtime, a Faust worker
+and the Monte Carlo simulator (leading ``runs`` axis) all call the very same
+:meth:`DetectorChain.step`. The pattern matcher runs per run, so it is used on live
+``(stations,)`` batches and skipped for batched simulations.
 
 Examples
 --------
@@ -35,13 +45,24 @@ import numpy.typing as npt
 
 from convergence.detectors.base import Array, ArrayState
 from convergence.detectors.burst import BurstDetector
+from convergence.detectors.cusum import CusumDetector
 from convergence.detectors.entropy import EntropyDetector
 from convergence.detectors.meter import LEVELS, ConvergenceMeter
 from convergence.detectors.node_state import ANOMALOUS, NodeStateMachine
+from convergence.detectors.patterns import (
+    DEFAULT_PATTERNS,
+    MatcherState,
+    Pattern,
+    PatternMatcher,
+    compile_patterns,
+)
+from convergence.detectors.periodicity import PeriodicityDetector
+from convergence.detectors.regime import RegimeFilter
 
-__all__ = ["LEVELS", "ChainState", "DetectorChain", "StationMeta"]
+__all__ = ["DEFAULT_PATTERNS", "LEVELS", "ChainState", "DetectorChain", "StationMeta"]
 
-ChainState = dict[str, ArrayState]
+ChainState = dict[str, Any]
+_MATCHER = "patterns"
 
 
 @dataclass
@@ -62,22 +83,53 @@ class StationMeta:
 
 
 class DetectorChain:
-    """Entropy → burst → node state → meter, stepped one tick at a time."""
+    """All stages, stepped one tick at a time (see module docstring).
+
+    Parameters
+    ----------
+    patterns
+        Compiled temporal patterns (or TOML text); ``None`` disables the matcher.
+        Default: :data:`~convergence.detectors.patterns.DEFAULT_PATTERNS`.
+    regime
+        A :class:`~convergence.detectors.regime.RegimeFilter` built from a trained HMM;
+        its features are the causal transform of each station's tick counts.
+    tick_s
+        Tick length, for the pattern matcher's ``within_s`` windows.
+    """
 
     def __init__(self, entropy: EntropyDetector | None = None, burst: BurstDetector | None = None,
-                 node: NodeStateMachine | None = None, meter: ConvergenceMeter | None = None) -> None:
+                 node: NodeStateMachine | None = None, meter: ConvergenceMeter | None = None,
+                 cusum: CusumDetector | None = None,
+                 periodicity: PeriodicityDetector | None = None,
+                 regime: RegimeFilter | None = None,
+                 patterns: list[Pattern] | str | None = DEFAULT_PATTERNS,
+                 tick_s: float = 1.0) -> None:
         self.entropy = entropy or EntropyDetector()
         self.burst = burst or BurstDetector()
+        self.cusum = cusum or CusumDetector()
+        self.periodicity = periodicity or PeriodicityDetector()
+        self.regime = regime
         self.node = node or NodeStateMachine()
         self.meter = meter or ConvergenceMeter(enter_at=self.node.enter_at)
+        self.patterns = compile_patterns(patterns) if isinstance(patterns, str) else patterns
+        self.tick_s = tick_s
+        self._matcher: PatternMatcher | None = None
+        self._matcher_meta: tuple[int, int] | None = None
 
     @property
     def stages(self) -> tuple[Any, ...]:
-        return (self.entropy, self.burst, self.node, self.meter)
+        """Per-station stages (state with a station axis), then the meter."""
+        per_station = [self.entropy, self.burst, self.cusum, self.periodicity]
+        if self.regime is not None:
+            per_station.append(self.regime)
+        return (*per_station, self.node, self.meter)
 
     def init_state(self, shape: tuple[int, ...]) -> ChainState:
         """Fresh state for leading shape ``(..., stations)``."""
-        return {s.name: s.init_state(shape) for s in self.stages}
+        state: ChainState = {s.name: s.init_state(shape) for s in self.stages}
+        if self.patterns and len(shape) == 1:
+            state[_MATCHER] = None  # built on the first step, when station facts are known
+        return state
 
     def grow(self, state: ChainState, n_stations: int) -> None:
         """Widen every per-station state to ``n_stations`` (a station appeared)."""
@@ -85,49 +137,93 @@ class DetectorChain:
             st = state[s.name]
             if st.shape[-1] < n_stations:
                 st.grow(n_stations, s.init_state(st.shape[:-1] + (n_stations,)))
+        ms = state.get(_MATCHER)
+        if isinstance(ms, MatcherState):
+            pad = n_stations - ms.hold.shape[0]
+            if pad > 0:
+                ms.hold = np.concatenate([ms.hold, np.zeros(pad, np.int64)])
+                ms.prev = {k: np.concatenate([v, np.zeros(pad, bool)]) for k, v in ms.prev.items()}
 
     def seed_baselines(self, state: ChainState, expected_counts: Array) -> None:
         """Start activity baselines at known per-tick rates (``<= 0`` = unknown, learn it).
 
         A fleet that declares its stations' background rates needs no warm-up for the
-        burst and activity signals; the category-entropy baseline still learns.
+        burst, CUSUM and activity signals; the category-entropy baseline still learns.
         """
         known = np.asarray(expected_counts, dtype=np.float64) > 0
         exp = np.where(known, expected_counts, 0.0)
-        b = state[self.burst.name]
-        b["mu"][...] = np.where(known, exp, b["mu"])
-        b["var"][...] = np.where(known, np.maximum(exp, 1.0), b["var"])
-        b["fast"][...] = np.where(known, exp, b["fast"])
-        b["n"][...] = np.where(known, np.maximum(b["n"], self.burst.warmup_ticks), b["n"])
-        e = state[self.entropy.name]
-        e["c_mu"][...] = np.where(known, exp, e["c_mu"])
-        e["c_var"][...] = np.where(known, np.maximum(exp, 1.0), e["c_var"])
-        e["n"][...] = np.where(known, np.maximum(e["n"], self.entropy.warmup_ticks), e["n"])
+        var = np.maximum(exp, 1.0)
+        for stage, mu, v, fast in ((self.burst, "mu", "var", "fast"),
+                                   (self.entropy, "c_mu", "c_var", None),
+                                   (self.cusum, "mu", "var", "prev")):
+            st = state[stage.name]
+            st[mu][...] = np.where(known, exp, st[mu])
+            st[v][...] = np.where(known, var, st[v])
+            if fast is not None:
+                st[fast][...] = np.where(known, exp, st[fast])
+            st["n"][...] = np.where(known, np.maximum(st["n"], stage.warmup_ticks), st["n"])
 
     def nbytes_per_station(self, state: ChainState) -> int:
         return sum(state[s.name].nbytes_per_station() for s in self.stages[:-1])
 
+    def _matcher_for(self, meta: StationMeta) -> PatternMatcher:
+        key = (int(meta.kind_idx.shape[0]), int(meta.region_idx.max(initial=0)))
+        if self._matcher is None or self._matcher_meta != key:
+            assert self.patterns
+            self._matcher = PatternMatcher(self.patterns, meta.kind_idx, meta.region_idx,
+                                           self.tick_s, group_idx=meta.group_idx)
+            self._matcher_meta = key
+        return self._matcher
+
     def step(self, state: ChainState, cells: Mapping[str, Array], meta: StationMeta) -> dict[str, Any]:
-        """Advance one tick for every station (and every leading index)."""
-        anomalous = state[self.node.name]["state"] == ANOMALOUS
-        ent = self.entropy.step(state[self.entropy.name],
-                                {"count": cells["count"], "hist": cells["hist"],
-                                 "anomalous": anomalous})
-        bur = self.burst.step(state[self.burst.name], {"count": cells["count"]})
+        """Advance one tick for every station (and every leading index).
+
+        ``cells`` needs ``count`` and ``hist``; ``slot`` (the tick's slot of the day)
+        enables the periodicity check; ``regime_features`` feeds the regime filter.
+        """
+        count = cells["count"]
+        prev_node = state[self.node.name]["state"]
+        anomalous = prev_node == ANOMALOUS
+        out: dict[str, Any] = {}
+        out["entropy"] = self.entropy.step(state[self.entropy.name],
+                                           {"count": count, "hist": cells["hist"],
+                                            "anomalous": anomalous})
+        out["burst"] = bur = self.burst.step(state[self.burst.name], {"count": count})
+        out["cusum"] = cus = self.cusum.step(state[self.cusum.name], {"count": count})
         node_in: dict[str, Array] = {"burst_z": bur["burst_z"],
-                                     "entropy_drop_z": ent["entropy_drop_z"]}
-        for extra in ("regime_z", "pattern_z"):
-            if extra in cells:
-                node_in[extra] = cells[extra]
+                                     "entropy_drop_z": out["entropy"]["entropy_drop_z"],
+                                     "cusum_z": cus["cusum_z"]}
+        if "slot" in cells:
+            per = self.periodicity.step(state[self.periodicity.name],
+                                        {"count": count, "slot": cells["slot"]})
+            out["periodicity"] = per
+            node_in["periodicity_z"] = per["periodicity_z"]
+        if self.regime is not None and "regime_features" in cells:
+            reg = self.regime.step(state[self.regime.name], {"features": cells["regime_features"]})
+            out["regime"] = reg
+            node_in["regime_z"] = reg["regime_z"]
+        matches: list[Any] = []
+        if _MATCHER in state:
+            matcher = self._matcher_for(meta)
+            if state[_MATCHER] is None:
+                state[_MATCHER] = matcher.init_state()
+            signals = {"burst": bur["burst"], "change_level": cus["change_level"],
+                       "change_variance": cus["change_variance"], "anomalous": anomalous}
+            if "periodicity" in out:
+                signals["periodicity_break"] = out["periodicity"]["periodicity_break"]
+            mo = matcher.step(state[_MATCHER], signals)
+            node_in["pattern_z"] = mo.pattern_z
+            matches = mo.matches
+        out["matches"] = matches
         if meta.quarantined is not None:
             node_in["quarantined"] = meta.quarantined
         if meta.threshold_scale is not None:
             node_in["threshold_scale"] = meta.threshold_scale
-        node = self.node.step(state[self.node.name], node_in)
+        out["node"] = node = self.node.step(state[self.node.name], node_in)
         meter_in: dict[str, Array] = {"since": node["since"], "peak": node["peak"],
                                       "kind_idx": meta.kind_idx, "group_idx": meta.group_idx,
                                       "region_idx": meta.region_idx}
         if meta.quarantined is not None:
             meter_in["quarantined"] = meta.quarantined
-        reading = self.meter.step(state[self.meter.name], meter_in)
-        return {"entropy": ent, "burst": bur, "node": node, "meter": reading}
+        out["meter"] = self.meter.step(state[self.meter.name], meter_in)
+        return out

@@ -65,7 +65,8 @@ Memory
 ------
 At most ``max_partial`` partial matches are kept per pattern and key; beyond that
 the one with the earliest start is evicted (counted as ``evicted``). With ``R``
-distinct keys, memory is ``O(patterns * R * max_partial * steps)`` whatever the input
+distinct keys there are at most ``patterns * R * max_partial`` partial matches, each
+a few small tuples (the stations and tick of each bound step), whatever the input
 rate. State (:class:`MatcherState`) is plain data with :meth:`MatcherState.to_dict`
 and :meth:`MatcherState.from_dict`.
 

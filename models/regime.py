@@ -179,6 +179,28 @@ class RegimeModel:
         return {k: np.asarray(getattr(self, k)) for k in _ARRAYS}
 
 
+def _fit_once(xs: Array, n_states: int, seed: int, n_iter: int, tol: float,
+              on_iter: Callable[[int, float], None]) -> tuple[Any, int, bool]:
+    """One seeded EM run on standardised features: (fitted hmm, iterations, converged)."""
+    from hmmlearn.hmm import GaussianHMM  # heavy import (sklearn); only training needs it
+
+    hmm = GaussianHMM(n_components=n_states, covariance_type="diag", n_iter=1, tol=tol,
+                      random_state=seed, init_params="stmc", params="stmc",
+                      implementation="log")
+    # One EM iteration per fit() call, warm-started (init_params=""), so the caller can
+    # draw progress; the loop reproduces hmmlearn's own ConvergenceMonitor rule.
+    prev = -np.inf
+    for it in range(1, n_iter + 1):
+        hmm.fit(xs)
+        hmm.init_params = ""
+        ll = float(hmm.monitor_.history[-1])
+        on_iter(it, ll)
+        if it >= 2 and ll - prev < tol:
+            return hmm, it, True
+        prev = ll
+    return hmm, n_iter, False
+
+
 def train_regime(
     values: npt.ArrayLike,
     *,
@@ -186,10 +208,11 @@ def train_regime(
     n_states: int = 5,
     seed: int = 7,
     n_iter: int = 100,
+    n_init: int = 5,
     tol: float = 1e-3,
     vol_window: int = DEFAULT_VOL_WINDOW,
     source: str = "",
-    progress: Callable[[int, float], None] | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
 ) -> RegimeModel:
     """Fit a ``GaussianHMM`` to a price or count series; reproducible from ``seed``.
 
@@ -202,16 +225,22 @@ def train_regime(
     n_states
         Number of regimes (5 gives calm, normal, choppy, stressed, crisis).
     seed
-        Seeds hmmlearn's k-means and random initialisation.
+        Seeds hmmlearn's k-means and random initialisation of every restart.
     n_iter, tol
         EM stops after ``n_iter`` iterations or when the log-likelihood gains less
         than ``tol``.
+    n_init
+        EM restarts from different seeded initialisations; the most likely fit wins.
+        EM finds a local optimum, and with five states one start in a few merges two
+        regimes and splits another.
     vol_window
         Returns per realised-volatility estimate (price features).
     source
         Where the data came from, recorded in the metadata.
     progress
-        Called after every EM iteration with ``(iteration, log_likelihood)``.
+        Called after every EM iteration with ``(done, total, log_likelihood)``;
+        ``total = n_init * n_iter`` and a restart that converges early jumps ``done``
+        to the end of its share.
 
     Raises
     ------
@@ -219,14 +248,12 @@ def train_regime(
         Bad arguments, invalid values (non-positive prices, negative counts), a
         series too short for ``n_states``, or a constant series.
     """
-    from hmmlearn.hmm import GaussianHMM  # heavy import (sklearn); only training needs it
-
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if n_states < 1:
         raise ValueError(f"n_states must be >= 1, got {n_states}")
-    if n_iter < 1:
-        raise ValueError(f"n_iter must be >= 1, got {n_iter}")
+    if n_iter < 1 or n_init < 1:
+        raise ValueError(f"n_iter and n_init must be >= 1, got {n_iter} and {n_init}")
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 1:
         raise ValueError(f"values must be one series (1-d), got shape {v.shape}")
@@ -250,41 +277,42 @@ def train_regime(
         raise ValueError("the series is constant (its features have no variance); "
                          "there are no regimes to learn")
     xs = (x - center) / scale
-
-    hmm = GaussianHMM(n_components=n_states, covariance_type="diag", n_iter=1, tol=tol,
-                      random_state=seed, init_params="stmc", params="stmc",
-                      implementation="log")
-    # One EM iteration per fit() call, warm-started (init_params=""), so the caller can
-    # draw progress; the loop reproduces hmmlearn's own ConvergenceMonitor rule.
-    history: list[float] = []
-    converged = False
     # log-likelihood in raw feature units (what metrics report): undo the Jacobian of
     # the standardisation, the same constant for every state and iteration
     jacobian = x.shape[0] * float(np.log(scale).sum())
+    total = n_init * n_iter
+
+    best: tuple[float, int, Any, int, bool] | None = None
+    restart_lls: list[float | None] = []
     hmm_log = logging.getLogger("hmmlearn.base")
     old_level = hmm_log.level
     hmm_log.setLevel(logging.ERROR)  # "not converging" chatter on tiny rounding dips
     try:
-        for it in range(n_iter):
-            hmm.fit(xs)
-            hmm.init_params = ""
-            ll = float(hmm.monitor_.history[-1]) - jacobian
-            history.append(ll)
+        for r, sub_seed in enumerate(np.random.SeedSequence(seed).generate_state(n_init)):
+            def on_iter(it: int, ll: float, r: int = r) -> None:
+                if progress is not None:
+                    progress(r * n_iter + it, total, ll - jacobian)
+
+            hmm, iters, converged = _fit_once(xs, n_states, int(sub_seed), n_iter, tol, on_iter)
             if progress is not None:
-                progress(it + 1, ll)
-            if len(history) >= 2 and history[-1] - history[-2] < tol:
-                converged = True
-                break
+                progress((r + 1) * n_iter, total, float(hmm.monitor_.history[-1]) - jacobian)
+            fitted = (hmm.startprob_, hmm.transmat_, hmm.means_, hmm.covars_)
+            if not all(np.isfinite(a).all() for a in fitted):
+                restart_lls.append(None)
+                continue
+            ll = float(hmm.score(xs)) - jacobian
+            restart_lls.append(ll)
+            if best is None or ll > best[0]:
+                best = (ll, r, hmm, iters, converged)
     finally:
         hmm_log.setLevel(old_level)
+    if best is None:
+        raise ValueError(f"training diverged (non-finite parameters) in all {n_init} restarts "
+                         f"with {n_states} states; try fewer states or more data")
+    log_lik, best_restart, hmm, iterations, converged = best
 
     means = hmm.means_ * scale + center
     variances = np.diagonal(hmm.covars_, axis1=1, axis2=2) * scale**2
-    params_ok = all(np.isfinite(a).all()
-                    for a in (hmm.startprob_, hmm.transmat_, means, variances))
-    if not params_ok:
-        raise ValueError(f"training diverged (non-finite parameters) with {n_states} states; "
-                         "try fewer states or more data")
     order = np.argsort(variances[:, 0], kind="stable")
     transmat = hmm.transmat_[np.ix_(order, order)]
     # EM's startprob is the posterior of the first training tick, ~one-hot: an accident
@@ -293,7 +321,6 @@ def train_regime(
     startprob = stationary_distribution(transmat)
     path = hmm.predict(xs)  # Viterbi
     share = np.bincount(path, minlength=n_states)[order] / path.size
-    log_lik = float(hmm.score(xs)) - jacobian
     metadata = {
         "model": MODEL_TYPE,
         "source": source,
@@ -303,13 +330,15 @@ def train_regime(
         "params": {"n_states": n_states, "kind": kind, "feature_kind": feature_kind,
                    "features": list(FEATURE_NAMES[feature_kind]), "vol_window": vol_window,
                    "covariance_type": "diag", "startprob": "stationary",
-                   "n_iter": n_iter, "tol": tol,
+                   "n_iter": n_iter, "n_init": n_init, "tol": tol,
                    "feature_center": center.tolist(), "feature_scale": scale.tolist()},
         "metrics": {"log_likelihood": log_lik,
                     "log_likelihood_per_sample": log_lik / x.shape[0],
                     "bic": float(hmm.bic(xs)) + 2 * jacobian,
-                    "iterations": len(history),
-                    "converged": converged},
+                    "iterations": iterations,
+                    "converged": converged,
+                    "best_restart": best_restart,
+                    "restart_log_likelihoods": restart_lls},
     }
     return RegimeModel(
         names=regime_names(n_states),

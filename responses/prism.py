@@ -75,7 +75,8 @@ def build_alert(*, episode_tick: int, tick: int, time_s: float,
 
 def synthesize_report(alert: Mapping[str, Any], explanation: Mapping[str, Any],
                       responses: Sequence[Mapping[str, Any]], *, window_ticks: int,
-                      tick_s: float, method: str = "rule-based fusion") -> dict[str, Any]:
+                      tick_s: float, method: str = "rule-based fusion",
+                      patterns: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """Write the report for an alert (see module docstring)."""
     nodes = explanation["nodes"]
     kinds = alert["source_kinds"]
@@ -106,6 +107,11 @@ def synthesize_report(alert: Mapping[str, Any], explanation: Mapping[str, Any],
         f"{ev} evidence accounts for {share * 100:.0f}%"
         for ev, share in explanation.get("by_evidence", {}).items()
     ]
+    findings += [
+        f"temporal pattern {p['pattern']} completed over ticks {p['start_tick']}-{p['end_tick']} "
+        f"({', '.join(p['stations'][:6])}{', ...' if len(p['stations']) > 6 else ''})"
+        for p in patterns
+    ]
     actions = [r.get("reason", r.get("action", "")) for r in responses]
     return {
         "report_id": alert["report_id"],
@@ -124,6 +130,7 @@ def synthesize_report(alert: Mapping[str, Any], explanation: Mapping[str, Any],
         "by_evidence": dict(explanation.get("by_evidence", {})),
         "responses": list(responses),
         "actions_taken": actions,
+        "patterns": list(patterns),
         "method": method,
         "window_s": window_ticks * tick_s,
     }

@@ -29,6 +29,7 @@ import numpy as np
 
 from convergence.detectors.chain import DetectorChain, StationMeta
 from convergence.detectors.ingest import EventColumns, TickAccumulator
+from convergence.detectors.periodicity import slot_of
 from convergence.ground_stations.scenario import default_fleet
 from convergence.stations import StationRegistry
 
@@ -84,12 +85,14 @@ def bench_detectors(*, stations: int = 247, events: int = 5_000_000, ticks: int 
                                  cols.source_hash[a:b]))
             closed = acc.close_until(float(cols.time_s[b - 1]) if b > a else 0.0)
             t1 = time.perf_counter()
-            for _, cells in closed:
+            for tick, cells in closed:
+                cells["slot"] = slot_of(tick * 1.0, chain.periodicity.slots_per_day)
                 alerts += int(chain.step(state, cells, meta)["meter"]["fired"])
             t_ingest += t1 - t0
             t_detect += time.perf_counter() - t1
         t0 = time.perf_counter()
-        for _, cells in acc.flush():
+        for tick, cells in acc.flush():
+            cells["slot"] = slot_of(tick * 1.0, chain.periodicity.slots_per_day)
             alerts += int(chain.step(state, cells, meta)["meter"]["fired"])
         t_detect += time.perf_counter() - t0
         timings["ingest_s"], timings["detect_s"] = t_ingest, t_detect

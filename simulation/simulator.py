@@ -32,6 +32,7 @@ import numpy.typing as npt
 from convergence.detectors.chain import DetectorChain, StationMeta
 from convergence.detectors.ingest import N_CATEGORY_BINS, category_bin
 from convergence.detectors.meter import FEATURE_NAMES, ConvergenceMeter
+from convergence.detectors.periodicity import slot_of
 from convergence.ground_stations.scenario import CATEGORIES, Scenario, SyntheticWorld
 from convergence.stations import StationRegistry
 
@@ -112,7 +113,9 @@ def simulate(scenarios: Sequence[Scenario], *, n_ticks: int, seed: int, tick_s: 
         hist = rng.poisson(rates[:, t, :, None] * tick_s * p).astype(np.float64)
         count = hist.sum(-1)
         events += int(count.sum())
-        out = chain.step(state, {"count": count, "hist": hist}, meta)
+        cells = {"count": count, "hist": hist,
+                 "slot": slot_of(t * tick_s, chain.periodicity.slots_per_day)}
+        out = chain.step(state, cells, meta)
         m = out["meter"]
         score[:, t], level[:, t], fired[:, t] = m["score"], m["level"], m["fired"]
         region[:, t] = m["region"]

@@ -282,7 +282,8 @@ class WorkerCore:
                  checkpoints: MutableMapping[str, Any] | None = None,
                  idle_after_s: float = 1.0, max_lead_s: float = 1.0,
                  summary_interval_s: float = 2.0, checkpoint_interval_s: float = 10.0,
-                 max_checkpoint_age_s: float = 3600.0, run_id: str | None = None) -> None:
+                 max_checkpoint_age_s: float = 3600.0, table_batch: int = 4,
+                 run_id: str | None = None) -> None:
         self.settings = settings
         self.registry_factory = registry_factory or (
             lambda: StationRegistry(default_fleet(settings.stations, settings.seed)))
@@ -300,9 +301,10 @@ class WorkerCore:
         # Per-station summaries survive resets: they count what this worker received.
         self.stations: dict[str, dict[str, Any]] = {}
         self._dirty: dict[int, set[str]] = {}
-        self._seen: dict[int, set[str]] = {}
         self._summary_at: dict[int, float] = {}
         self._checkpoint_at: dict[int, float] = {}
+        self._summary_due: dict[int, set[str]] = {}
+        self.table_batch = table_batch
         self.reset()
 
     def reset(self) -> None:
@@ -311,6 +313,9 @@ class WorkerCore:
         self.watermark = EventTimeWatermark(self.idle_after_s, self.max_lead_s)
         self._restored: set[str] = set()
         self._ingested = False
+        # Checkpoints describe this pipeline's state; never write the old one's after a reset.
+        self._seen: dict[int, set[str]] = {}
+        self._checkpoint_due: dict[int, set[str]] = {}
 
     def on_assignment(self, partitions: Iterable[int]) -> bool:
         """The events partitions this worker now owns; resets when ownership changed
@@ -430,15 +435,27 @@ class WorkerCore:
                 dirty.add(sid)
 
     def _write_tables(self, partition: int, wall_s: float) -> None:
+        # Writes are spread over messages (at most ``table_batch`` per message): a burst of
+        # hundreds of changelog records at once stalls the stream on Faust's producer buffer.
         if wall_s - self._summary_at.get(partition, -math.inf) >= self.summary_interval_s:
             self._summary_at[partition] = wall_s
-            for sid in self._dirty.pop(partition, set()):
-                self.summaries[sid] = dict(self.stations[sid])
+            self._summary_due.setdefault(partition, set()).update(
+                self._dirty.pop(partition, set()))
         if wall_s - self._checkpoint_at.get(partition, -math.inf) >= self.checkpoint_interval_s:
             self._checkpoint_at[partition] = wall_s
+            self._checkpoint_due.setdefault(partition, set()).update(
+                self._seen.pop(partition, set()))
+        due = self._summary_due.get(partition)
+        for _ in range(min(self.table_batch, len(due or ()))):
+            assert due is not None
+            sid = due.pop()
+            self.summaries[sid] = dict(self.stations[sid])
+        due = self._checkpoint_due.get(partition)
+        if due:
             reg, state = self.pipeline.registry, self.pipeline.state
             tick = self.pipeline.acc.next_close
-            for sid in self._seen.pop(partition, set()):
+            for _ in range(min(self.table_batch, len(due))):
+                sid = due.pop()
                 idx = reg.index_of(sid)
                 self.checkpoints[sid] = {
                     "v": CHECKPOINT_VERSION, "tick": tick, "tick_s": self.settings.tick_s,

@@ -20,6 +20,7 @@ import numpy as np
 from convergence.detectors.chain import ChainState, DetectorChain, StationMeta
 from convergence.detectors.ingest import EventColumns, TickAccumulator
 from convergence.detectors.meter import LEVELS, QUIET, ConvergenceMeter, explain
+from convergence.detectors.periodicity import slot_of
 from convergence.responses.axon import AdaptiveResponder, Response
 from convergence.responses.prism import build_alert, synthesize_report
 from convergence.schema import DeadLetter, Event, Limits, ValidationError, dead_letter
@@ -74,7 +75,7 @@ class Pipeline:
         self.limits = Limits.from_settings(settings)
         self.tick_s = settings.tick_s
         self.fusion = "rule-based fusion"
-        self.chain = chain or DetectorChain(meter=self._meter(settings))
+        self.chain = chain or DetectorChain(meter=self._meter(settings), tick_s=settings.tick_s)
         self.responder = responder or AdaptiveResponder()
         n = max(len(registry), 1)
         self.acc = TickAccumulator(n_stations=n, tick_s=self.tick_s,
@@ -85,6 +86,7 @@ class Pipeline:
         self.counters = PipelineCounters()
         self._episode_tick: int | None = None
         self._episode_responses: list[dict[str, Any]] = []
+        self._episode_patterns: list[dict[str, Any]] = []
         self.last_reading: dict[str, Any] = {}
         self._scale = np.ones(n)
         self._scale_until = np.full(n, -np.inf)
@@ -167,7 +169,13 @@ class Pipeline:
             self._scale_until = np.concatenate([self._scale_until, np.full(pad, -np.inf)])
         scale = np.where(self._scale_until > time_s, self._scale, 1.0)
         meta = StationMeta.from_registry(self.registry, q, scale)
+        cells = {**cells, "slot": slot_of(tick * self.tick_s, self.chain.periodicity.slots_per_day)}
         out = self.chain.step(self.state, cells, meta)
+        ids = self.registry.ids()
+        for m in out["matches"]:
+            self._episode_patterns.append({
+                "pattern": m.pattern, "start_tick": m.start_tick, "end_tick": m.end_tick,
+                "stations": [ids[i] for i in m.all_stations if i < len(ids)]})
         reading, node = out["meter"], out["node"]
         self.last_reading = reading
         self.counters.ticks += 1
@@ -179,6 +187,9 @@ class Pipeline:
         if prev == QUIET and level > QUIET:
             self._episode_tick = tick
             self._episode_responses = []
+            # a cascade that completed just before the meter woke up belongs to the episode
+            horizon = tick - self.chain.meter.window_ticks
+            self._episode_patterns = [p for p in self._episode_patterns if p["end_tick"] >= horizon]
         responses = self.responder.decide(tick=tick, time_s=time_s, level=level, prev_level=prev,
                                           node_state=node["state"], weights=reading["weights"],
                                           registry=self.registry)
@@ -193,6 +204,7 @@ class Pipeline:
             ep = self._episode_tick if self._episode_tick is not None else tick
             alert = build_alert(episode_tick=ep, tick=tick, time_s=time_s, explanation=expl)
             report = synthesize_report(alert, expl, self._episode_responses,
+                                       patterns=self._episode_patterns,
                                        window_ticks=self.chain.meter.window_ticks,
                                        tick_s=self.tick_s, method=self.fusion)
             outcome.alerts.append(alert)
@@ -201,6 +213,8 @@ class Pipeline:
             self.counters.reports += 1
         if level == QUIET:
             self._episode_tick = None
+            horizon = tick - self.chain.meter.window_ticks
+            self._episode_patterns = [p for p in self._episode_patterns if p["end_tick"] >= horizon]
         return outcome
 
     def _region_name(self, idx: int) -> str:

@@ -5,6 +5,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pytest
+
 from convergence.detectors.patterns import (
     DEFAULT_PATTERNS,
     MAX_STEPS,
@@ -110,7 +111,8 @@ BAD_TEXT = {
     "one step": (_one(rest=""), r"needs 2 to 16 steps .*got 1"),
     "too many steps": (_one(rest=_STEP2 * MAX_STEPS), r"needs 2 to 16 steps .*got 17"),
     "unknown step field": (_one(step1='kind = "osint_social"\nsignal = "burst"\nwithin = 5'),
-                           r"step 1, within \(line 6\): unknown field 'within' \(did you mean 'within_s'\?\)"),
+                           r"step 1, within \(line 6\): unknown field 'within' "
+                           r"\(did you mean 'within_s'\?\)"),
     "missing kind": (_one(step1='signal = "burst"'),
                      r"step 1 \(line 3\): kind is missing; use one of osint_news, osint_social, "
                      r"market_price, market_volume, sensor"),

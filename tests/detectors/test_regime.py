@@ -16,6 +16,9 @@ import json
 
 import numpy as np
 import pytest
+from hmmlearn import _hmmc
+from hmmlearn.hmm import GaussianHMM
+
 from convergence.detectors.base import ArrayState
 from convergence.detectors.regime import (
     Q_FLOOR,
@@ -25,8 +28,6 @@ from convergence.detectors.regime import (
     regime_names,
     stationary_distribution,
 )
-from hmmlearn import _hmmc
-from hmmlearn.hmm import GaussianHMM
 
 N_STATES, N_FEATURES = 5, 2
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from convergence.models.registry import (
     ModelNotFound,
     ModelRegistry,
@@ -68,7 +69,7 @@ def test_missing_model_error_names_the_directory_and_how_to_train(reg: ModelRegi
     assert str(reg.root) in msg and "does not exist" in msg
     assert "convergence models train regime --input FILE.csv" in msg
     reg.save_text("meter", "m", {})
-    with pytest.raises(ModelNotFound, match=r"has meter; train one with `custom hint`"):
+    with pytest.raises(ModelNotFound, match=r"has meter\); train one with `custom hint`"):
         reg.latest("regime", train_hint="custom hint")
     assert isinstance(info.value, LookupError)
 

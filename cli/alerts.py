@@ -1,0 +1,126 @@
+"""``convergence alerts ...``: follow convergence alerts on the cluster's alerts topic."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from convergence.cli.common import err_console, fail, print_json, settings
+from convergence.cli.run import print_alert
+
+app = typer.Typer(help="Follow convergence alerts published by the cluster.",
+                  no_args_is_help=True)
+
+
+class AlertStreamError(RuntimeError):
+    """The alerts topic cannot be read; the message says what to do."""
+
+
+def iter_alerts(bootstrap: str, topic: str, *, from_beginning: bool = False,
+                timeout_s: float | None = None, stop: threading.Event | None = None,
+                ready: threading.Event | None = None) -> Iterator[dict[str, Any]]:
+    """Yield alerts from ``topic`` as they arrive, until ``timeout_s`` or ``stop``.
+
+    Reads every partition without joining a consumer group (a tail must not steal
+    partitions from another tail). ``ready`` is set once the consumer sits at its
+    starting offsets, so nothing published afterwards is missed.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
+
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None,
+                                 enable_auto_commit=False, client_id="convergence-alerts-tail")
+    except (KafkaError, OSError) as exc:
+        raise AlertStreamError(
+            f"cannot reach Kafka at {bootstrap} ({type(exc).__name__}: {exc}); start one with "
+            "`convergence kafka start` or pass --kafka HOST:PORT") from None
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        while not parts:
+            if (deadline is not None and time.monotonic() > deadline) or (stop and stop.is_set()):
+                raise AlertStreamError(
+                    f"topic {topic!r} does not exist on {bootstrap}; is the cluster running "
+                    "(`convergence cluster up`) with the same CONVERGENCE_TOPIC_PREFIX?")
+            time.sleep(0.25)
+            parts = consumer.partitions_for_topic(topic)
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        if from_beginning:
+            consumer.seek_to_beginning(*tps)
+        else:
+            consumer.seek_to_end(*tps)
+        for tp in tps:
+            consumer.position(tp)  # resolve now: "from the end" means from *this* moment
+        if ready is not None:
+            ready.set()
+        while not (stop and stop.is_set()):
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            for records in consumer.poll(timeout_ms=250).values():
+                for rec in records:
+                    try:
+                        alert = orjson.loads(rec.value or b"")
+                        if not isinstance(alert, dict):
+                            raise ValueError(f"expected an object, got {type(alert).__name__}")
+                    except ValueError as exc:
+                        err_console.print(f"warning: skipping {topic}[{rec.partition}]@"
+                                          f"{rec.offset}: not an alert ({exc})", markup=False)
+                        continue
+                    yield alert
+    finally:
+        consumer.close()
+
+
+def show_alert(alert: dict[str, Any], *, as_json: bool) -> None:
+    """One line per alert: JSON, or the readable line of ``convergence run``."""
+    if as_json:
+        print_json(alert)
+        return
+    try:
+        print_alert(alert)
+    except (KeyError, TypeError, ValueError) as exc:
+        err_console.print(f"warning: alert {alert.get('alert_id', '?')} lacks {exc}; "
+                          "printing it raw", markup=False)
+        print_json(alert)
+
+
+@app.command()
+def tail(
+    kafka: Annotated[str | None, typer.Option(
+        help="Kafka bootstrap servers (default: setting kafka_bootstrap).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    from_beginning: Annotated[bool, typer.Option(
+        "--from-beginning", help="Start with the oldest alert still on the topic.")] = False,
+    count: Annotated[int | None, typer.Option(
+        min=1, help="Stop after this many alerts (exit code 3 if --timeout comes first).")] = None,
+    timeout: Annotated[float | None, typer.Option(
+        min=0.1, help="Stop after this many seconds (default: until Ctrl-C).")] = None,
+) -> None:
+    """Print convergence alerts as the cluster publishes them."""
+    from convergence.streams.faust_app import ClusterError, ensure_topics
+
+    s = settings(kafka_bootstrap=kafka)
+    topic = s.topic("alerts")
+    seen = 0
+    try:
+        # Creating it (idempotently) lets a tail start before the cluster does.
+        ensure_topics(s, ["alerts"])
+        for alert in iter_alerts(s.kafka_bootstrap, topic, from_beginning=from_beginning,
+                                 timeout_s=timeout):
+            show_alert(alert, as_json=json_out)
+            seen += 1
+            if count is not None and seen >= count:
+                return
+    except (AlertStreamError, ClusterError) as exc:
+        fail(exc)
+    except KeyboardInterrupt:
+        return
+    if count is not None and seen < count:
+        fail(f"only {seen} of {count} alert(s) on {topic} within {timeout:g} s", 3)

@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from convergence.detectors.base import ArrayState
+from convergence.detectors.burst import BurstDetector
+from convergence.detectors.periodicity import PeriodicityDetector, slot_of
+
+HOUR = 3600.0
+DAY = 86_400.0
+
+
+def _daily_stream(seed: int, days: int = 14) -> tuple[np.ndarray, np.ndarray]:
+    """Hourly ticks: Poisson(30) from 08:00 to 20:00, Poisson(3) at night, with two breaks."""
+    rng = np.random.default_rng(seed)
+    hours = slot_of(np.arange(days * 24) * HOUR, 24)
+    lam = np.where((hours >= 8) & (hours < 20), 30.0, 3.0)
+    counts = rng.poisson(lam).astype(float)
+    counts[12 * 24 + 2: 12 * 24 + 6] = rng.poisson(30.0, 4)  # day 12, 02:00-05:59: night surge
+    counts[13 * 24 + 10: 13 * 24 + 13] = 0.0  # day 13, 10:00-12:59: silent at the busiest hours
+    return counts, hours
+
+
+def _run(det: PeriodicityDetector, counts: np.ndarray, slots: np.ndarray) -> list[dict[str, Any]]:
+    st = det.init_state(counts.shape[1:])
+    return [det.step(st, {"count": c, "slot": s}) for c, s in zip(counts, slots, strict=True)]
+
+
+def test_pinned_ticks_on_a_daily_profile() -> None:
+    counts, hours = _daily_stream(0)
+    outs = _run(PeriodicityDetector(), counts[:, None], hours)
+    departs = [t for t, o in enumerate(outs) if abs(o["periodicity_z"][0]) >= 4.0]
+    breaks = [t for t, o in enumerate(outs) if o["periodicity_break"][0]]
+    assert departs == [290, 291, 292, 293, 322, 323, 324]
+    assert breaks == [291, 292, 293, 323, 324]  # min_ticks=2: from the second departing tick
+    assert all(outs[t]["periodicity_z"][0] > 8 for t in (290, 291, 292, 293))  # surge: above
+    assert all(outs[t]["periodicity_z"][0] < -4 for t in (322, 323, 324))  # silence: below
+
+
+def test_daily_peaks_are_normal_here_but_burst_fires_on_them() -> None:
+    # the contrast this stage exists for: one baseline sees every morning as a burst
+    counts, hours = _daily_stream(0)
+    burst = BurstDetector()
+    bst = burst.init_state((1,))
+    bursts = [t for t, c in enumerate(counts) if burst.step(bst, {"count": np.array([c])})["burst"][0]]
+    assert bursts and min(bursts) < 24 * 2  # the first mornings look like bursts
+    outs = _run(PeriodicityDetector(), counts[:, None], hours)
+    assert not any(o["periodicity_break"][0] for o in outs[: 12 * 24])
+
+
+def test_nothing_is_judged_before_min_seen_visits() -> None:
+    counts, hours = _daily_stream(0)
+    outs = _run(PeriodicityDetector(min_seen=3), counts[:, None], hours)
+    assert all(float(o["periodicity_z"][0]) == 0.0 for o in outs[: 3 * 24])
+    assert any(float(o["periodicity_z"][0]) != 0.0 for o in outs[3 * 24: 4 * 24])
+    # a young slot's expectation is the plain average of its visits (weights 1/seen)
+    expected = float(outs[3 * 24 + 9]["periodicity_expected"][0])
+    assert expected == pytest.approx(counts[[9, 33, 57]].mean(), rel=1e-6)
+
+
+def test_batch_equals_per_station_loop() -> None:
+    rng = np.random.default_rng(2)
+    runs, stations, days = 3, 4, 6
+    slots = slot_of(np.arange(days * 24) * HOUR, 24)
+    base = rng.uniform(1.0, 10.0, (runs, stations))
+    peak = np.where((slots >= 9) & (slots < 17), 4.0, 1.0)
+    counts = rng.poisson(base * peak[:, None, None]).astype(float)
+    counts[5 * 24 + 3, 1, 2] += 40.0
+    det = PeriodicityDetector(min_seen=2)
+    # the same clock for every station (scalar slot) and a per-station slot array
+    batched = _run(det, counts, slots)
+    per_station = _run(det, counts, np.broadcast_to(slots[:, None, None], counts.shape).copy())
+    for r in range(runs):
+        for s in range(stations):
+            single = _run(det, counts[:, r, s][:, None], slots)
+            for t in range(len(slots)):
+                for k, v in single[t].items():
+                    assert np.array_equal(v[0], batched[t][k][r, s]), (k, t, r, s)
+                    assert np.array_equal(v[0], per_station[t][k][r, s]), (k, t, r, s)
+    assert any(o["periodicity_break"].any() or (np.abs(o["periodicity_z"]) >= 4).any()
+               for o in batched)
+
+
+def test_state_round_trips_and_is_fixed_size() -> None:
+    counts, hours = _daily_stream(0)
+    det = PeriodicityDetector(slots_per_day=24)
+    st = det.init_state((2,))
+    size = st.nbytes_per_station()
+    pair = np.stack([counts, counts[::-1]], axis=1)
+    for c, h in zip(pair[:285], hours[:285], strict=True):
+        det.step(st, {"count": c, "slot": h})
+    copy = ArrayState.from_dict(json.loads(json.dumps(st.to_dict())))
+    assert st.nbytes_per_station() == size == 3 * 24 * 4 + 8  # float32 profile + run
+    for c, h in zip(pair[285:], hours[285:], strict=True):
+        a = det.step(st, {"count": c, "slot": h})
+        b = det.step(copy, {"count": c, "slot": h})
+        for k in a:
+            assert np.array_equal(a[k], b[k]), k
+
+
+def test_slot_of() -> None:
+    t = np.array([0.0, HOUR - 0.001, HOUR, 23.5 * HOUR, DAY, 3 * DAY + 13 * HOUR, -1.0])
+    assert slot_of(t, 24).tolist() == [0, 0, 1, 23, 0, 13, 23]
+    assert slot_of(t, 96).tolist() == [0, 3, 4, 94, 0, 52, 95]
+    assert slot_of(t, 1).tolist() == [0] * len(t)
+    assert slot_of(0.0, 24, utc_offset_s=-5 * HOUR).tolist() == 19  # New York, winter
+    assert slot_of(np.nextafter(DAY, 0.0), 24).tolist() == 23  # no slot 24 at the day's edge
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="slots_per_day"):
+            slot_of(0.0, bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="finite"):
+        slot_of(np.array([0.0, np.nan]), 24)
+
+
+def test_rejects_bad_slot_input() -> None:
+    det = PeriodicityDetector(slots_per_day=4)
+    st = det.init_state((2,))
+    with pytest.raises(ValueError, match=r"slot must be in \[0, 4\)"):
+        det.step(st, {"count": np.zeros(2), "slot": np.array([0, 4])})
+    with pytest.raises(ValueError, match="integer"):
+        det.step(st, {"count": np.zeros(2), "slot": np.array([0.5, 1.0])})
+
+
+@pytest.mark.parametrize("kw", [
+    {"slots_per_day": 0}, {"slots_per_day": 2000}, {"slots_per_day": 24.0}, {"alpha": 0.0},
+    {"threshold": 0.0}, {"min_ticks": 0}, {"min_seen": 0}, {"var_floor": -1.0},
+])
+def test_rejects_bad_settings(kw: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        PeriodicityDetector(**kw)
+
+
+def test_settings_are_stored_under_their_own_names() -> None:
+    det = PeriodicityDetector(slots_per_day=96, alpha=0.2, threshold=3.0, min_ticks=3,
+                              min_seen=5, var_floor=2.0)
+    assert (det.slots_per_day, det.alpha, det.threshold, det.min_ticks, det.min_seen,
+            det.var_floor) == (96, 0.2, 3.0, 3, 5, 2.0)

@@ -17,6 +17,14 @@ app = typer.Typer(help="Follow convergence alerts published by the cluster.",
                   no_args_is_help=True)
 
 
+
+@app.callback()
+def _group() -> None:
+    """Follow convergence alerts published by the cluster."""
+    # A callback keeps this a command group even with one command, so the command
+    # line reads the same however it is mounted.
+
+
 class AlertStreamError(RuntimeError):
     """The alerts topic cannot be read; the message says what to do."""
 

@@ -9,6 +9,8 @@ Store ownership with several workers: an embedded ``surrealkv://`` file can be o
 in one process only, so ``up`` gives the store to worker 0 and starts the others with
 ``--no-store``; worker 0's store sink writes what *every* worker publishes (it reads
 the output topics). With a SurrealDB server URL (``ws://``...) every worker runs a sink.
+On the way out the workers without a store stop first, so their last outputs are on
+the topics before the store owners drain them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -107,8 +110,14 @@ def worker_command() -> list[str]:
     return [sys.executable, "-m", "convergence.cli.cluster", "worker"]
 
 
-def _spawn(s: Settings, i: int, *, store: bool, log_dir: Path, level: LogLevel) -> tuple[
-        subprocess.Popen[bytes], Path]:
+@dataclass
+class _Worker:
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    store: bool
+
+
+def _spawn(s: Settings, i: int, *, store: bool, log_dir: Path, level: LogLevel) -> _Worker:
     log_path = log_dir / f"worker-{i}.log"
     cmd = [*worker_command(), "--log-level", level.value, "--store" if store else "--no-store"]
     with log_path.open("wb") as out:
@@ -116,7 +125,7 @@ def _spawn(s: Settings, i: int, *, store: bool, log_dir: Path, level: LogLevel) 
         # workers after, so the last events are still processed.
         proc = subprocess.Popen(cmd, env=worker_env(s), stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-    return proc, log_path
+    return _Worker(proc, log_path, store)
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -126,22 +135,26 @@ def _tail(path: Path, lines: int = 15) -> str:
         return f"(no log at {path})"
 
 
-def _stop_workers(procs: list[tuple[subprocess.Popen[bytes], Path]], timeout_s: float) -> list[
-        int | None]:
-    for proc, _ in procs:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    for proc, log_path in procs:
-        try:
-            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            err_console.print(f"warning: worker pid {proc.pid} ignored SIGTERM for "
-                              f"{timeout_s:g} s; killing it (log {log_path})", markup=False)
-            proc.kill()
-            proc.wait()
-    return [p.returncode for p, _ in procs]
+def _stop_workers(workers: list[_Worker], timeout_s: float) -> list[int | None]:
+    """SIGTERM in two waves: workers without a store first, so what they publish while
+    stopping (last ticks, their run records) is on the topics before the store owners'
+    sinks drain them."""
+    for wave in ([w for w in workers if not w.store], [w for w in workers if w.store]):
+        for w in wave:
+            if w.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    w.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for w in wave:
+            try:
+                w.proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                err_console.print(f"warning: worker pid {w.proc.pid} ignored SIGTERM for "
+                                  f"{timeout_s:g} s; killing it (log {w.log_path})",
+                                  markup=False)
+                w.proc.kill()
+                w.proc.wait()
+    return [w.proc.returncode for w in workers]
 
 
 def wait_caught_up(s: Settings, timeout_s: float) -> bool:
@@ -197,7 +210,7 @@ def up(
 
     s = settings(kafka_bootstrap=kafka, stations=stations, seed=seed, db=db)
     broker: Any = None
-    procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+    procs: list[_Worker] = []
     alerts: list[dict[str, Any]] = []
     stop_tail = threading.Event()
     tail_ready = threading.Event()
@@ -240,10 +253,11 @@ def up(
 
         async def watch(stop: asyncio.Event) -> None:
             while not stop.is_set():
-                for i, (proc, log_path) in enumerate(procs):
-                    if proc.poll() is not None:
-                        crashed.append(f"worker {i} (pid {proc.pid}) exited with code "
-                                       f"{proc.returncode}; log {log_path}:\n{_tail(log_path)}")
+                for i, w in enumerate(procs):
+                    if w.proc.poll() is not None:
+                        crashed.append(f"worker {i} (pid {w.proc.pid}) exited with code "
+                                       f"{w.proc.returncode}; log {w.log_path}:\n"
+                                       f"{_tail(w.log_path)}")
                         stop.set()
                         return
                 await asyncio.sleep(0.5)
@@ -253,10 +267,11 @@ def up(
             install_stop(stop)
             watcher = asyncio.ensure_future(watch(stop))
             try:
-                return await run_stations(
+                result: dict[str, Any] = await run_stations(
                     s, lambda sink: synthetic_fleet(s, sink,
                                                     horizon_s=(duration or 3600.0) + 60.0),
                     stop=stop, duration_s=duration)
+                return result
             finally:
                 watcher.cancel()
 
@@ -267,8 +282,10 @@ def up(
             if wait_caught_up(s, drain):
                 # The last ticks close once event time has passed them by the lateness.
                 time.sleep(s.tick_s + s.allowed_lateness_s + 1.5)
-    except (ClusterError, kafka_local.KafkaLocalError, KafkaError, RuntimeError, OSError) as exc:
-        crashed.append(f"{type(exc).__name__}: {exc}")
+    except (ClusterError, kafka_local.KafkaLocalError) as exc:
+        crashed.append(str(exc))
+    except (KafkaError, RuntimeError, OSError) as exc:
+        crashed.append(f"{type(exc).__name__}: {exc} (Kafka at {s.kafka_bootstrap})")
     except KeyboardInterrupt:
         err_console.print("interrupted; stopping the workers", markup=False)
     except Exception as exc:  # a bug, but the workers and the broker must still be stopped

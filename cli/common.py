@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from convergence.settings import Settings, SettingsError, load_settings
 
@@ -17,7 +18,7 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def fail(message: str | BaseException, code: int = 1) -> NoReturn:
     """Print ``error: <message>`` to stderr and exit with ``code`` (no traceback)."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True)
+    err_console.print(f"[bold red]error:[/] {escape(str(message))}", markup=True)
     raise typer.Exit(code)
 
 

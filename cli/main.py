@@ -8,8 +8,11 @@ from typing import Annotated
 import typer
 
 from convergence import __version__
-from convergence.cli import bench, config, kafka, reports
+from convergence.cli import bench, config, kafka, models, reports
+from convergence.cli.detect import detect
+from convergence.cli.regime import regime
 from convergence.cli.run import run
+from convergence.cli.train_meter import train_meter_cmd
 
 app = typer.Typer(
     name="convergence",
@@ -44,6 +47,10 @@ app.add_typer(reports.app, name="reports")
 app.add_typer(config.app, name="config")
 app.add_typer(kafka.app, name="kafka")
 app.add_typer(bench.app, name="bench")
+app.add_typer(models.app, name="models")
+app.command("regime")(regime)
+app.command("detect")(detect)
+models.train_app.command("meter")(train_meter_cmd)
 
 
 def main() -> None:

@@ -32,9 +32,9 @@ ModelsDirOption = Annotated[Path | None, typer.Option(
 
 
 class Kind(StrEnum):
-    auto = "auto"
-    price = "price"
-    count = "count"
+    AUTO = "auto"
+    PRICE = "price"
+    COUNT = "count"
 
 
 def registry(models_dir: Path | None = None) -> ModelRegistry:
@@ -73,7 +73,7 @@ def train_regime_cmd(
                                         help="Number of regimes (5: calm .. crisis).")] = 5,
     kind: Annotated[Kind, typer.Option(
         help="Features: price (log returns, realised volatility), count (log(1+count) and its "
-             "change) or auto (count if every value is a non-negative integer).")] = Kind.auto,
+             "change) or auto (count if every value is a non-negative integer).")] = Kind.AUTO,
     seed: Annotated[int | None, typer.Option(help="Seed for the fit (default: setting seed).")]
         = None,
     iterations: Annotated[int, typer.Option(min=1, max=10_000,

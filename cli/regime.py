@@ -66,7 +66,7 @@ def plot_labels(path: Path, series: Series, model: RegimeModel, regimes: Array) 
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    x = date2num((series.timestamps * 1e6).astype("datetime64[us]"))
+    x = date2num((series.timestamps * 1e6).astype("datetime64[us]"))  # type: ignore[no-untyped-call]
     fig = Figure(figsize=(12, 4.5), layout="constrained")
     ax = fig.add_subplot()
     ax.plot(x, series.values, color="black", linewidth=0.8)
@@ -100,8 +100,8 @@ def regime(
     model: Annotated[str | None, typer.Option(
         help="Saved model NAME or NAME@VERSION (default: the latest 'regime').")] = None,
     plot: Annotated[Path | None, typer.Option(
-        help="Also draw the series shaded by regime to this PNG (needs matplotlib: "
-             "pip install 'convergence[plot]').")] = None,
+        help="Also draw the series shaded by regime to this PNG (needs matplotlib, the "
+             "'plot' extra).")] = None,
     fit: Annotated[bool, typer.Option(
         "--fit", help="Train on FILE itself instead of using a saved model (not a fair replay: "
                       "the parameters see the whole file).")] = False,
@@ -141,7 +141,7 @@ def regime(
     if bad is not None:
         need = "prices > 0" if m.kind == "price" else "counts >= 0"
         fail(f"{file}: the row with timestamp {series.text[bad]!r} has value "
-             f"{series.values[bad]!r}, but model {m.ref or '(fitted)'} expects {need}; "
+             f"{float(series.values[bad])!r}, but model {m.ref or '(fitted)'} expects {need}; "
              "fix the row or use a model trained on this kind of series")
     labels = m.label(series.values)
     try:
@@ -156,8 +156,9 @@ def regime(
     counts = np.bincount(labels["regime"], minlength=m.n_states)
     mix = ", ".join(f"{n} {c / len(series) * 100:.0f}%" for n, c in zip(m.names, counts, strict=True)
                     if c)
-    console.print(f"labelled {len(series):,} rows of {escape(str(file))} with {m.ref or 'a model fitted on it'}: "
-                  f"{mix}; last tick {m.names[int(labels['regime'][-1])]}")
+    used = m.ref or "a model fitted on it"
+    console.print(f"labelled {len(series):,} rows of {escape(str(file))} with {used}: {mix}; "
+                  f"last tick {m.names[int(labels['regime'][-1])]}")
     if fit:
         print_states(m)
     console.print(f"wrote {escape(str(out))}"

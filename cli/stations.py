@@ -23,13 +23,21 @@ import typer
 from convergence.cli.common import console, err_console, fail, print_json, settings
 from convergence.ground_stations.agent import Fleet, StationAgent
 from convergence.ground_stations.kafka_sink import ControlListener, KafkaEventSink, serve_fleet
-from convergence.ground_stations.scenario import SyntheticWorld, default_scenario
+from convergence.ground_stations.scenario import SyntheticWorld, default_fleet, default_scenario
 from convergence.ground_stations.synthetic import SyntheticSource
 from convergence.schema import dead_letter
 from convergence.settings import Settings
 
 app = typer.Typer(help="Run ground stations that publish to a Kafka broker.",
                   no_args_is_help=True)
+
+
+
+@app.callback()
+def _group() -> None:
+    """Run ground stations that publish to a Kafka broker."""
+    # A callback keeps this a command group even with one command, so the command
+    # line reads the same however it is mounted.
 
 
 def select(ids: list[str], only: str | None) -> list[int]:
@@ -142,6 +150,10 @@ def run(
     from convergence.streams.faust_app import ClusterError, ensure_topics
 
     s = settings(kafka_bootstrap=kafka, stations=stations, seed=seed)
+    ids = [info.station_id for info in default_fleet(s.stations, s.seed)]
+    if not select(ids, only):  # before touching Kafka: a typo should fail at once
+        fail(f"--only {only!r} matches none of the {len(ids)} stations (ids look like "
+             f"{', '.join(ids[:3])}); use ids or patterns such as 'news-*,sensor-mena-*'", 2)
     try:
         ensure_topics(s, ["events", "control", "acks", "dead-letter"])
     except ClusterError as exc:

@@ -97,6 +97,11 @@ class Settings:
         "exists and the transparent rule otherwise; 'rules' always uses the rule; "
         "'meter@N' pins a version.",
     )
+    regime_model: str = _setting(
+        "auto",
+        "HMM regime evidence for market price stations: 'auto' uses the latest trained "
+        "price-kind 'regime' model when one exists; 'none' disables it; 'regime@N' pins a version.",
+    )
 
     _sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -186,6 +191,9 @@ def _validate(values: Mapping[str, Any]) -> None:
     need(values["allowed_lateness_s"] >= 0, "allowed_lateness_s", "must be >= 0 seconds")
     need(values["window_ticks"] >= 1, "window_ticks", "must be >= 1 tick")
     need(values["max_text_chars"] >= 0, "max_text_chars", "must be >= 0")
+    rm = values["regime_model"]
+    need(rm in ("auto", "none") or (rm.startswith("regime@") and rm[7:].isdigit()), "regime_model",
+         "use auto, none or regime@N")
     mm = values["meter_model"]
     need(mm in ("auto", "rules") or (mm.startswith("meter@") and mm[6:].isdigit()), "meter_model",
          "use auto, rules or meter@N")

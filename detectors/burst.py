@@ -42,12 +42,19 @@ class BurstDetector(Stage):
         Consecutive ticks at or above ``threshold`` before ``burst`` is true.
     warmup_ticks
         Ticks of history before a station can burst.
+    poisson_floor
+        Treat the input as event counts, whose noise is never below Poisson
+        (``var >= mean``). Turn off for arbitrary values (prices, sensor readings); the
+        variance is then floored at ``min_var`` only.
+    min_var
+        Smallest noise variance when ``poisson_floor`` is off.
     """
 
     name = "burst"
 
     def __init__(self, alpha: float = 0.05, fast_alpha: float = 0.5, threshold: float = 4.0,
-                 min_ticks: int = 2, warmup_ticks: int = 5) -> None:
+                 min_ticks: int = 2, warmup_ticks: int = 5, poisson_floor: bool = True,
+                 min_var: float = 1e-12) -> None:
         check_fraction("alpha", alpha)
         check_fraction("fast_alpha", fast_alpha)
         check_positive("threshold", threshold)
@@ -58,6 +65,9 @@ class BurstDetector(Stage):
         self.threshold = threshold
         self.min_ticks = min_ticks
         self.warmup_ticks = warmup_ticks
+        self.poisson_floor = poisson_floor
+        check_positive("min_var", min_var)
+        self.min_var = min_var
         # variance of an EWMA of i.i.d. noise relative to the noise variance
         self._fast_var_ratio = fast_alpha / (2.0 - fast_alpha)
 
@@ -71,7 +81,7 @@ class BurstDetector(Stage):
         n += 1.0
         first = n <= 1
         fast[...] = np.where(first, count, fast + self.fast_alpha * (count - fast))
-        noise = np.maximum(var, mu) + 0.5
+        noise = np.maximum(var, mu) + 0.5 if self.poisson_floor else np.maximum(var, self.min_var)
         z = (fast - mu) / np.sqrt(noise * self._fast_var_ratio)
         z = np.where(n > self.warmup_ticks, z, 0.0)
         over = z >= self.threshold
@@ -81,5 +91,6 @@ class BurstDetector(Stage):
         a = np.where(over, a * 0.1, a)
         d = count - mu
         mu += a * d
-        var[...] = np.where(first, np.maximum(count, 1.0), (1 - a) * (var + a * d * d))
+        start = np.maximum(count, 1.0) if self.poisson_floor else np.zeros_like(count)
+        var[...] = np.where(first, start, (1 - a) * (var + a * d * d))
         return {"burst_z": z, "burst": burst, "burst_run": run.copy()}

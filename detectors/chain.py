@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from convergence.detectors.base import Array, ArrayState
+from convergence.detectors.base import Array
 from convergence.detectors.burst import BurstDetector
 from convergence.detectors.cusum import CusumDetector
 from convergence.detectors.entropy import EntropyDetector
@@ -57,7 +57,9 @@ from convergence.detectors.patterns import (
     compile_patterns,
 )
 from convergence.detectors.periodicity import PeriodicityDetector
-from convergence.detectors.regime import RegimeFilter
+from convergence.detectors.regime import DEFAULT_VOL_WINDOW, RegimeFilter
+from convergence.detectors.regime_features import RegimeFeatures
+from convergence.schema import KIND_INDEX
 
 __all__ = ["DEFAULT_PATTERNS", "LEVELS", "ChainState", "DetectorChain", "StationMeta"]
 
@@ -91,8 +93,14 @@ class DetectorChain:
         Compiled temporal patterns (or TOML text); ``None`` disables the matcher.
         Default: :data:`~convergence.detectors.patterns.DEFAULT_PATTERNS`.
     regime
-        A :class:`~convergence.detectors.regime.RegimeFilter` built from a trained HMM;
-        its features are the causal transform of each station's tick counts.
+        A :class:`~convergence.detectors.regime.RegimeFilter` built from a trained HMM.
+    regime_kind, regime_vol_window
+        The feature transform the HMM was trained on: ``"price"`` models read each
+        station's last value (returns and realised volatility are scale-free, so one
+        model serves every symbol); ``"count"`` models read the tick's event count.
+    regime_sources
+        Source kinds the regime model applies to (default: ``market_price`` for price
+        models, every kind for count models); other stations get no regime evidence.
     tick_s
         Tick length, for the pattern matcher's ``within_s`` windows.
     """
@@ -103,12 +111,17 @@ class DetectorChain:
                  periodicity: PeriodicityDetector | None = None,
                  regime: RegimeFilter | None = None,
                  patterns: list[Pattern] | str | None = DEFAULT_PATTERNS,
-                 tick_s: float = 1.0) -> None:
+                 tick_s: float = 1.0, regime_kind: str = "price",
+                 regime_vol_window: int = DEFAULT_VOL_WINDOW,
+                 regime_sources: tuple[str, ...] | None = None) -> None:
         self.entropy = entropy or EntropyDetector()
         self.burst = burst or BurstDetector()
         self.cusum = cusum or CusumDetector()
         self.periodicity = periodicity or PeriodicityDetector()
         self.regime = regime
+        self.regime_features = RegimeFeatures(regime_kind, regime_vol_window) if regime else None
+        default_sources = ("market_price",) if regime_kind == "price" else tuple(KIND_INDEX)
+        self._regime_kinds = np.array([KIND_INDEX[k] for k in (regime_sources or default_sources)])
         self.node = node or NodeStateMachine()
         self.meter = meter or ConvergenceMeter(enter_at=self.node.enter_at)
         self.patterns = compile_patterns(patterns) if isinstance(patterns, str) else patterns
@@ -120,8 +133,8 @@ class DetectorChain:
     def stages(self) -> tuple[Any, ...]:
         """Per-station stages (state with a station axis), then the meter."""
         per_station = [self.entropy, self.burst, self.cusum, self.periodicity]
-        if self.regime is not None:
-            per_station.append(self.regime)
+        if self.regime is not None and self.regime_features is not None:
+            per_station += [self.regime_features, self.regime]
         return (*per_station, self.node, self.meter)
 
     def init_state(self, shape: tuple[int, ...]) -> ChainState:
@@ -198,10 +211,16 @@ class DetectorChain:
                                         {"count": count, "slot": cells["slot"]})
             out["periodicity"] = per
             node_in["periodicity_z"] = per["periodicity_z"]
-        if self.regime is not None and "regime_features" in cells:
-            reg = self.regime.step(state[self.regime.name], {"features": cells["regime_features"]})
+        if self.regime is not None and self.regime_features is not None:
+            price = self.regime_features.kind == "price"
+            feats = self.regime_features.step(
+                state[self.regime_features.name],
+                {"value": cells["value_last"] if price else count,
+                 "missing": count <= 0 if price else np.zeros(count.shape, bool)})["features"]
+            reg = self.regime.step(state[self.regime.name], {"features": feats})
+            applies = np.isin(meta.kind_idx, self._regime_kinds)
             out["regime"] = reg
-            node_in["regime_z"] = reg["regime_z"]
+            node_in["regime_z"] = np.where(applies, reg["regime_z"], 0.0)
         matches: list[Any] = []
         if _MATCHER in state:
             matcher = self._matcher_for(meta)

@@ -120,7 +120,7 @@ class CusumDetector(Stage):
     def __init__(self, alpha: float = 0.05, k: float = 0.5, h: float = 5.0,
                  k_var: float = 0.5, h_var: float = 16.0, warmup_ticks: int = 10,
                  var_floor: float = 1.0, evidence_scale: float = 4.0,
-                 clip: float = 3.0) -> None:
+                 clip: float = 3.0, poisson_floor: bool = True) -> None:
         check_fraction("alpha", alpha)
         check_positive("k", k, allow_zero=True)
         check_positive("h", h)
@@ -142,6 +142,8 @@ class CusumDetector(Stage):
         self.var_floor = var_floor
         self.evidence_scale = evidence_scale
         self.clip = clip
+        # off for arbitrary values (prices, readings): then only var_floor bounds the noise
+        self.poisson_floor = poisson_floor
         # a spike makes two big differences (up, then down); capping each at clip**2
         # keeps one wild tick from tripping the variance chart on its own
         self._w_cap = clip * clip
@@ -164,7 +166,7 @@ class CusumDetector(Stage):
         s_up, s_down, v_up, held = state["s_up"], state["s_down"], state["v_up"], state["held"]
         n += 1.0
         judged = n > self.warmup_ticks
-        noise = np.maximum(np.maximum(var, mu), self.var_floor)
+        noise = np.maximum(np.maximum(var, mu) if self.poisson_floor else var, self.var_floor)
         z = np.where(judged, (count - mu) / np.sqrt(noise), 0.0)
         zc = np.clip(z, -self.clip, self.clip)
         up = np.where(judged, np.maximum(0.0, s_up + zc - self.k), 0.0)

@@ -112,7 +112,8 @@ class PeriodicityDetector(Stage):
     name = "periodicity"
 
     def __init__(self, slots_per_day: int = 24, alpha: float = 0.1, threshold: float = 4.0,
-                 min_ticks: int = 2, min_seen: int = 3, var_floor: float = 1.0) -> None:
+                 min_ticks: int = 2, min_seen: int = 3, var_floor: float = 1.0,
+                 poisson_floor: bool = True) -> None:
         if isinstance(slots_per_day, bool) or not isinstance(slots_per_day, int) \
                 or not 1 <= slots_per_day <= 1440:
             raise ValueError(f"slots_per_day must be an integer in [1, 1440], got {slots_per_day!r}")
@@ -129,6 +130,8 @@ class PeriodicityDetector(Stage):
         self.min_ticks = min_ticks
         self.min_seen = min_seen
         self.var_floor = var_floor
+        # off for arbitrary values (not counts): then only var_floor bounds the noise
+        self.poisson_floor = poisson_floor
 
     def state_spec(self) -> Spec:
         s = (self.slots_per_day,)
@@ -154,7 +157,7 @@ class PeriodicityDetector(Stage):
         var = np.take_along_axis(var_all, idx, -1)[..., 0].astype(np.float64)
 
         judged = seen >= self.min_seen
-        noise = np.maximum(np.maximum(var, mu), self.var_floor)
+        noise = np.maximum(np.maximum(var, mu) if self.poisson_floor else var, self.var_floor)
         z = np.where(judged, (count - mu) / np.sqrt(noise), 0.0)
         departs = np.abs(z) >= self.threshold
         run[...] = np.where(departs, run + 1.0, 0.0)

@@ -194,7 +194,7 @@ class RegimeFilter(Stage):
     :func:`feature_transform`) and optionally ``mask`` ``(..., stations)``, true
     where a station has no observation this tick. A masked station, or one whose
     features are not all finite, only takes the transition step (its belief
-    spreads out, it does not move towards any state). Outputs: ``probs``
+    relaxes towards the long-run regime shares). Outputs: ``probs``
     ``(..., stations, n_states)``, ``regime`` (most probable state index) and
     ``regime_z`` (module docstring).
 
@@ -256,7 +256,7 @@ class RegimeFilter(Stage):
         self.alarm = alarm_idx
         self.n_states = n
         self.n_features = mu.shape[1]
-        with np.errstate(divide="ignore"):  # a state that never starts has log prob 0
+        with np.errstate(divide="ignore"):  # a state that never starts: probability 0
             self._log_start = np.maximum(np.log(start / start.sum()), _LOG_ZERO)
         self._inv_var = 1.0 / var
         # log of the Gaussian normalising constant, per state
@@ -286,7 +286,7 @@ class RegimeFilter(Stage):
         if x.shape != want:
             raise ValueError(f"features must have shape {want} "
                              f"(leading dims + n_features), got {x.shape}")
-        observed: Array = np.isfinite(x).all(axis=-1)
+        observed: Array = np.asarray(np.isfinite(x).all(axis=-1))
         mask: Any = inputs.get("mask")
         if mask is not None:
             observed &= ~np.asarray(mask, dtype=bool)

@@ -84,13 +84,14 @@ def calibration(y: npt.NDArray[Any], p: F64, bins: int = 10) -> dict[str, Any]:
 
 def detection_stats(res: SimResult, has_genuine: npt.NDArray[np.bool_]) -> dict[str, Any]:
     """Runs detected / false alarms / time to detect, from a simulation's alerts."""
-    fired = res.fired
-    hit = (fired & res.label).any(1)
-    false = (fired & ~res.label).any(1)
+    fired = np.asarray(res.fired, bool)
+    label = np.asarray(res.label, bool)
+    hit = np.asarray(np.any(fired & label, axis=1))
+    false = np.asarray(np.any(fired & ~label, axis=1))
     ttd = []
     for r in np.flatnonzero(has_genuine & hit):
-        first_label = int(np.argmax(res.label[r]))
-        first_hit = int(np.argmax(fired[r] & res.label[r]))
+        first_label = int(np.argmax(label[r]))
+        first_hit = int(np.argmax(fired[r] & label[r]))
         ttd.append((first_hit - first_label) * res.tick_s)
     n_gen = int(has_genuine.sum())
     return {

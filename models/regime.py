@@ -261,7 +261,7 @@ def train_regime(
     bad = first_invalid(v, feature_kind)
     if bad is not None:
         need = "> 0" if feature_kind == "price" else ">= 0"
-        raise ValueError(f"value {v[bad]!r} at position {bad} cannot be used: {feature_kind} "
+        raise ValueError(f"value {float(v[bad])!r} at position {bad} cannot be used: {feature_kind} "
                          f"values must be finite and {need}")
     feats = feature_transform(v, feature_kind, vol_window)
     x = feats[np.isfinite(feats).all(axis=1)]

@@ -19,6 +19,7 @@ Examples
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import time
@@ -78,7 +79,7 @@ def bench_detectors(*, stations: int = 247, events: int = 5_000_000, ticks: int 
         acc = TickAccumulator(n_stations=stations, tick_s=1.0, allowed_lateness_s=1.5)
         t_ingest = t_detect = 0.0
         alerts = 0
-        for a, b in zip(edges[:-1], edges[1:], strict=True):
+        for a, b in itertools.pairwise(edges):
             t0 = time.perf_counter()
             acc.add(EventColumns(cols.station[a:b], cols.time_s[a:b], cols.value[a:b],
                                  cols.category_bin[a:b], cols.event_hash[a:b],

@@ -87,7 +87,7 @@ def simulate(scenarios: Sequence[Scenario], *, n_ticks: int, seed: int, tick_s: 
     meta = StationMeta.from_registry(reg)
     n_runs, n_st = len(scenarios), len(fleet)
     worlds = [SyntheticWorld(sc) for sc in scenarios]
-    mid = (np.arange(n_ticks) + 0.5) * tick_s
+    mid: F64 = (np.arange(n_ticks, dtype=np.float64) + 0.5) * tick_s
     rates = np.stack([w.rates(mid) for w in worlds])  # (R, T, S)
     base_p, topic_bin = _category_probs(worlds[0], n_bins)
     # per-run topic concentration: (R, T, S) topic bin or -1
@@ -97,7 +97,8 @@ def simulate(scenarios: Sequence[Scenario], *, n_ticks: int, seed: int, tick_s: 
             if e.topic is None:
                 continue
             on = (mid >= e.start_s) & (mid < e.end_s)
-            topic[r][np.ix_(on, list(e.stations))] = topic_bin[e.topic]
+            members = np.asarray(e.stations, dtype=np.int64)
+            topic[r][np.ix_(np.flatnonzero(on), members)] = topic_bin[e.topic]
     state = chain.init_state((n_runs, n_st))
     chain.seed_baselines(state, np.broadcast_to(reg.rates * tick_s, (n_runs, n_st)))
     score = np.zeros((n_runs, n_ticks))
@@ -120,6 +121,7 @@ def simulate(scenarios: Sequence[Scenario], *, n_ticks: int, seed: int, tick_s: 
         score[:, t], level[:, t], fired[:, t] = m["score"], m["level"], m["fired"]
         region[:, t] = m["region"]
         feats[:, t] = m["features"]
-    labels = np.stack([_label(sc, (np.arange(n_ticks) + 1) * tick_s, label_grace_s)
+    ends: F64 = (np.arange(n_ticks, dtype=np.float64) + 1.0) * tick_s
+    labels = np.stack([_label(sc, ends, label_grace_s)
                        for sc in scenarios])
     return SimResult(score, level, fired, feats, labels, region, events, tick_s)

@@ -11,8 +11,10 @@ This module owns the cluster runtime and nothing else:
   (so the last ticks close too);
 * :class:`WorkerCore` - everything a worker does with one message or one timer tick,
   without Faust: decode (bad input -> dead letters with reasons), ingest into the
-  :class:`~convergence.streams.pipeline.Pipeline`, close ticks, and turn outcomes into
-  messages; plus per-station summaries and detector checkpoints in two small tables;
+  :class:`~convergence.streams.pipeline.Pipeline` (micro-batched: decoded events wait
+  at most ``batch_wait_s`` so ingest runs once per batch, not once per message), close
+  ticks, and turn outcomes into messages; plus per-station summaries and detector
+  checkpoints in two small tables;
 * :class:`StoreSink` - the one writer to SurrealDB: it consumes the alerts, reports,
   responses and dead-letter topics in its own consumer group and upserts them through
   a :class:`~convergence.store.writer.BatchedWriter`, committing offsets only after the
@@ -32,6 +34,7 @@ responses       response id                 ``Response.to_dict()``
 control         command id                  ``ControlCommand.to_dict()``
 acks            station id                  ``CommandAck.to_dict()`` (from stations)
 dead-letter     dead-letter id              ``DeadLetter.to_dict()`` (with its reason)
+runs            run id                      a worker's counters, sent when it stops
 ==============  ==========================  =============================================
 
 Scaling model. The convergence meter fuses evidence across *all* stations, so one
@@ -47,13 +50,16 @@ so exactly one worker runs the :class:`StoreSink` (``store=True``); the others a
 started with ``store=False``. With a SurrealDB server (``ws://``) every worker may
 run one: the sinks share their consumer group's partitions.
 
-Checkpoints. The learning detector stages (entropy and burst baselines; small,
-fixed-size per station) are written to the ``detector-state`` table every
-``checkpoint_interval_s`` and restored the first time a worker sees a station after
-it took over the partition. The node state machine and the meter are *not*
-restored: they describe the current episode, which is stale after a hand-over. Open
-(not yet closed) ticks live only in memory; a crash loses them - the events were
-already committed - and a graceful stop closes them first.
+Checkpoints. The learning detector stages (:func:`checkpoint_stages`: entropy, burst,
+CUSUM and periodicity baselines, the regime filter when configured; fixed-size per
+station, about 2 KB of JSON) are written to the ``detector-state`` table every
+``checkpoint_interval_s`` and restored the first time a worker sees a station after it
+took over the partition; a checkpoint that does not fit this build (other stages,
+shapes or tick length) or is older than ``max_checkpoint_age_s`` is ignored with a
+warning. The node state machine and the meter are *not* restored: they describe the
+current episode, which is stale after a hand-over. Open (not yet closed) ticks live
+only in memory; a crash loses them - their events were already committed - and a
+graceful stop closes them first.
 """
 
 from __future__ import annotations
@@ -72,8 +78,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import numpy as np
 import orjson
 
+from convergence.detectors.base import ArrayState
 from convergence.ground_stations.scenario import default_fleet
-from convergence.schema import DeadLetter, Event
+from convergence.schema import DeadLetter, Event, dead_letter
 from convergence.settings import Settings
 from convergence.stations import StationRegistry
 from convergence.store.surreal import StoreError, SurrealStore
@@ -88,7 +95,7 @@ log = logging.getLogger(__name__)
 
 #: Every topic of the cluster, by logical name (``settings.topic(name)`` is the real one).
 TOPICS: tuple[str, ...] = ("events", "alerts", "reports", "responses", "control", "acks",
-                           "dead-letter")
+                           "dead-letter", "runs")
 
 #: Output topic -> (SurrealDB table, id field) for the store sink.
 STORED: dict[str, tuple[str, str]] = {
@@ -96,11 +103,24 @@ STORED: dict[str, tuple[str, str]] = {
     "reports": ("report", "report_id"),
     "responses": ("response", "response_id"),
     "dead-letter": ("dead_letter", "dead_letter_id"),
+    "runs": ("run", "run_id"),
 }
 
-#: Detector stages whose per-station state is checkpointed (see module docstring).
-CHECKPOINT_STAGES: tuple[str, ...] = ("entropy", "burst")
+#: Per-station summaries ride in a worker's run record up to this many stations (a
+#: Kafka message is limited to about 1 MB; the table keeps them all anyway).
+MAX_STATIONS_IN_SUMMARY = 2000
+
+#: Per-station stages never checkpointed: the node state machine describes the current
+#: episode, which is stale after a hand-over (see module docstring).
+NOT_CHECKPOINTED: frozenset[str] = frozenset({"node"})
 CHECKPOINT_VERSION = 1
+
+
+def checkpoint_stages(pipeline: Pipeline) -> list[str]:
+    """Names of the learning stages whose per-station state is checkpointed."""
+    return [st.name for st in pipeline.chain.stages[:-1]  # the last stage is the meter
+            if st.name not in NOT_CHECKPOINTED
+            and isinstance(pipeline.state.get(st.name), ArrayState)]
 
 
 class ClusterError(RuntimeError):
@@ -135,7 +155,7 @@ def ensure_topics(settings: Settings, names: Iterable[str] = TOPICS, *, partitio
                                  bootstrap_timeout_ms=int(min(timeout_s, 10.0) * 1000))
     except (KafkaError, OSError) as exc:
         raise ClusterError(
-            f"cannot reach Kafka at {bootstrap} ({type(exc).__name__}: {exc}); start a broker "
+            f"cannot reach Kafka at {bootstrap} ({exc}); start a broker "
             "(`convergence kafka start`, or `cluster up --local-kafka`) or set "
             "CONVERGENCE_KAFKA_BOOTSTRAP / --kafka") from None
     try:
@@ -274,6 +294,20 @@ class WorkerCore:
     :meth:`on_message` (Faust allows table writes only while processing a message),
     and only for stations whose messages came from that message's partition, so each
     changelog entry lands in its station's partition.
+
+    Parameters
+    ----------
+    registry_factory: station metadata (kind, region, correlation group, background
+        rate) the meter needs to judge independence. Default: the default synthetic
+        fleet for ``settings.stations``/``settings.seed`` - the fleet ``stations run``
+        and ``cluster up`` play. Stations outside it are registered on sight with
+        region ``unknown`` (they count, but cannot corroborate a region).
+    idle_after_s / max_lead_s: see :class:`EventTimeWatermark`.
+    summary_interval_s / checkpoint_interval_s: how often a station's summary and
+        detector checkpoint are written; ``table_batch`` caps writes per message.
+    batch_events / batch_wait_s: micro-batch bounds for ingest.
+    max_checkpoint_age_s: older checkpoints are ignored on restore.
+    run_id: stamped on every alert, report, response and dead letter.
     """
 
     def __init__(self, settings: Settings, *,
@@ -283,6 +317,7 @@ class WorkerCore:
                  idle_after_s: float = 1.0, max_lead_s: float = 1.0,
                  summary_interval_s: float = 2.0, checkpoint_interval_s: float = 10.0,
                  max_checkpoint_age_s: float = 3600.0, table_batch: int = 4,
+                 batch_events: int = 5000, batch_wait_s: float = 0.05,
                  run_id: str | None = None) -> None:
         self.settings = settings
         self.registry_factory = registry_factory or (
@@ -304,7 +339,14 @@ class WorkerCore:
         self._summary_at: dict[int, float] = {}
         self._checkpoint_at: dict[int, float] = {}
         self._summary_due: dict[int, set[str]] = {}
+        self._partition_of: dict[str, int] = {}
         self.table_batch = table_batch
+        self.batch_events = batch_events
+        self.batch_wait_s = batch_wait_s
+        # Decoded events wait here (at most batch_wait_s) to be ingested in one call. They
+        # survive a reset: they are valid input that this worker has already consumed.
+        self._pending: list[Event] = []
+        self._pending_since_s = 0.0
         self.reset()
 
     def reset(self) -> None:
@@ -334,7 +376,8 @@ class WorkerCore:
     # -- input ---------------------------------------------------------------
     def on_message(self, value: bytes | None, key: bytes | None, wall_s: float,
                    partition: int = 0) -> list[Emit]:
-        """Decode, ingest, close ticks the watermark passed; the messages to publish."""
+        """Decode one message; ingest (micro-batched) and close the ticks the watermark
+        passed. Returns the messages to publish."""
         self.counters.messages += 1
         pipe = self.pipeline
         events, bad = decode_batch(value if value is not None else b"", now_s=wall_s,
@@ -343,34 +386,63 @@ class WorkerCore:
             self.counters.undecodable += 1
         pipe.count_dead_letters(len(bad))
         key_station = key.decode("utf-8", errors="replace") if key else None
-        late = pipe.ingest_events(events, wall_s) if events else []
+        self._account(events, bad, key_station, wall_s, partition)
+        emits = [self._dead_emit(d, key_station) for d in bad]
         if events:
-            self._ingested = True
-            # After ingest (which registers new stations), before any tick closes: detector
-            # state only changes when ticks close, so nothing learnt is overwritten.
-            self._restore(events)
-        dls = bad + late
-        self._account(events, dls, key_station, wall_s, partition)
-        wm = self.watermark.observe(max((e.event_time_s for e in events), default=None), wall_s)
-        emits = [self._dead_emit(d, key_station) for d in dls]
-        if wm is not None:
-            emits += self._outcome_emits(pipe.advance(wm))
+            if not self._pending:
+                self._pending_since_s = wall_s
+            self._pending.extend(events)
+        if self._pending and (len(self._pending) >= self.batch_events
+                              or wall_s - self._pending_since_s >= self.batch_wait_s):
+            emits += self._flush(wall_s)
         self._write_tables(partition, wall_s)
         return emits
 
-    def on_timer(self, wall_s: float, *, caught_up: bool = True) -> list[Emit]:
-        """Idle advance: close the ticks event time has passed while input was quiet."""
-        if self.stopped:
-            return []
-        wm = self.watermark.idle(wall_s, caught_up)
-        return [] if wm is None else self._outcome_emits(self.pipeline.advance(wm))
+    def _flush(self, wall_s: float) -> list[Emit]:
+        """Ingest the buffered events in one call and close what the watermark passed.
 
-    def on_stop(self) -> list[Emit]:
-        """Graceful stop: close every open tick (their events are already committed)."""
+        One call per message would cost far more: ingest's work per call (dedup against
+        every earlier chunk of an open tick) grows with the number of calls per tick.
+        """
+        events, self._pending = self._pending, []
+        pipe = self.pipeline
+        late = pipe.ingest_events(events, wall_s)
+        self._ingested = True
+        # After ingest (which registers new stations), before any tick closes: detector
+        # state only changes when ticks close, so nothing learnt is overwritten.
+        self._restore(events)
+        for d in late:
+            self._account_dead(d.station_id, wall_s)
+        emits = [self._dead_emit(d, None) for d in late]
+        wm = self.watermark.observe(max(e.event_time_s for e in events), wall_s)
+        if wm is not None:
+            emits += self._outcome_emits(pipe.advance(wm))
+        return emits
+
+    def on_timer(self, wall_s: float, *, caught_up: bool = True) -> list[Emit]:
+        """Ingest what waits in the buffer; idle advance when input has gone quiet."""
         if self.stopped:
             return []
+        emits = self._flush(wall_s) if self._pending else []
+        wm = self.watermark.idle(wall_s, caught_up)
+        return emits if wm is None else emits + self._outcome_emits(self.pipeline.advance(wm))
+
+    def on_stop(self, wall_s: float | None = None) -> list[Emit]:
+        """Graceful stop: ingest the buffer and close every open tick (their events are
+        already committed, so they would be lost otherwise)."""
+        if self.stopped:
+            return []
+        emits = self._flush(time.time() if wall_s is None else wall_s) if self._pending else []
         self.stopped = True
-        return self._outcome_emits(self.pipeline.flush()) if self._ingested else []
+        return emits + (self._outcome_emits(self.pipeline.flush()) if self._ingested else [])
+
+    def internal_error(self, value: bytes | None, key: bytes | None, exc: BaseException,
+                       wall_s: float) -> Emit:
+        """A dead letter for a message that made the worker itself fail."""
+        d = dead_letter("worker", value or b"", f"internal error {type(exc).__name__}: {exc}; "
+                        "this is a bug - report it with this payload", received_at_s=wall_s)
+        self.pipeline.count_dead_letters(1)
+        return self._dead_emit(d, key.decode("utf-8", errors="replace") if key else None)
 
     # -- output --------------------------------------------------------------
     def _dead_emit(self, d: DeadLetter, key_station: str | None) -> Emit:
@@ -426,13 +498,20 @@ class WorkerCore:
             s["last_seen_s"] = wall_s
             dirty.add(e.station_id)
             seen.add(e.station_id)
+            self._partition_of[e.station_id] = partition
         for d in dls:
             sid = d.station_id or key_station
             if sid:
-                s = self._station(sid)
-                s["dead_letters"] += 1
-                s["last_seen_s"] = wall_s
-                dirty.add(sid)
+                self._partition_of.setdefault(sid, partition)
+                self._account_dead(sid, wall_s)
+
+    def _account_dead(self, sid: str | None, wall_s: float) -> None:
+        if not sid:
+            return
+        s = self._station(sid)
+        s["dead_letters"] += 1
+        s["last_seen_s"] = wall_s
+        self._dirty.setdefault(self._partition_of.get(sid, 0), set()).add(sid)
 
     def _write_tables(self, partition: int, wall_s: float) -> None:
         # Writes are spread over messages (at most ``table_batch`` per message): a burst of
@@ -453,6 +532,7 @@ class WorkerCore:
         due = self._checkpoint_due.get(partition)
         if due:
             reg, state = self.pipeline.registry, self.pipeline.state
+            stages = checkpoint_stages(self.pipeline)
             tick = self.pipeline.acc.next_close
             for _ in range(min(self.table_batch, len(due))):
                 sid = due.pop()
@@ -460,7 +540,7 @@ class WorkerCore:
                 self.checkpoints[sid] = {
                     "v": CHECKPOINT_VERSION, "tick": tick, "tick_s": self.settings.tick_s,
                     "state": {st: {k: _finite(v) for k, v in state[st].station(idx).items()}
-                              for st in CHECKPOINT_STAGES},
+                              for st in stages},
                 }
                 self.counters.checkpoints_written += 1
 
@@ -490,7 +570,10 @@ class WorkerCore:
         pipe = self.pipeline
         idx = pipe.registry.index_of(sid)  # ingest registered it
         staged: list[tuple[str, dict[str, Any]]] = []
-        for st in CHECKPOINT_STAGES:
+        stages = checkpoint_stages(pipe)
+        if set(cp["state"]) != set(stages):
+            raise ValueError(f"it holds stages {sorted(cp['state'])}, this build has {stages}")
+        for st in stages:
             values = cp["state"][st]
             arrays = pipe.state[st]
             if set(values) != set(arrays):
@@ -507,10 +590,18 @@ class WorkerCore:
 
     def summary(self) -> dict[str, Any]:
         """Counters, watermark and per-station summaries (for the run record and logs)."""
-        return {"run_id": self.run_id, "app_id": self.settings.faust_app_id,
-                "pipeline": self.pipeline.counters.as_dict(), "worker": self.counters.as_dict(),
-                "watermark_s": self.watermark.value, "partitions": sorted(self.owned),
-                "stations": {k: dict(v) for k, v in sorted(self.stations.items())}}
+        out: dict[str, Any] = {
+            "run_id": self.run_id, "app_id": self.settings.faust_app_id,
+            "pipeline": self.pipeline.counters.as_dict(), "worker": self.counters.as_dict(),
+            "watermark_s": self.watermark.value, "partitions": sorted(self.owned),
+            "stopped": self.stopped, "stations_seen": len(self.stations)}
+        if len(self.stations) <= MAX_STATIONS_IN_SUMMARY:
+            out["stations"] = {k: dict(v) for k, v in sorted(self.stations.items())}
+        return out
+
+    def run_record(self) -> Emit:
+        """This worker's summary as a message for the ``runs`` topic (stored as ``run``)."""
+        return Emit("runs", self.run_id.encode(), to_json(self.summary()))
 
 
 # -- the store sink ----------------------------------------------------------------
@@ -519,21 +610,15 @@ class WorkerCore:
 class StoreSink:
     """Consumes the output topics and upserts them into SurrealDB (see module docstring).
 
-    ``summary`` (optional) is called at stop; its result is stored as this worker's
-    ``run`` record.
     """
 
     def __init__(self, settings: Settings, *, group_id: str | None = None,
-                 drain_timeout_s: float = 20.0, poll_timeout_ms: int = 500,
-                 summary: Callable[[], dict[str, Any]] | None = None,
-                 run_id: str | None = None) -> None:
+                 drain_timeout_s: float = 20.0, poll_timeout_ms: int = 500) -> None:
         self.settings = settings
         self.topics = {settings.topic(n): n for n in STORED}
         self.group_id = group_id or f"{settings.faust_app_id}-store"
         self.drain_timeout_s = drain_timeout_s
         self.poll_timeout_ms = poll_timeout_ms
-        self.summary = summary
-        self.run_id = run_id
         self.stored = 0
         self.skipped = 0
         self._stopping = False
@@ -576,10 +661,23 @@ class StoreSink:
             for m in msgs:
                 n += self._submit(m.topic, m.partition, m.offset, m.value)
         if batch:
-            # Commit only what the store confirmed: a crash here re-reads, never loses.
-            await self._writer.flush()
-            await self._consumer.commit()
+            await self._flush_then_commit()
         return n
+
+    async def _flush_then_commit(self) -> None:
+        # Commit only what the store confirmed: a crash or a dead database means the next
+        # sink re-reads these records, never that they are lost. While the database is
+        # down we wait here (no new fetches: backpressure), re-checking for a stop.
+        assert self._consumer is not None and self._writer is not None
+        while True:
+            try:
+                await self._writer.flush(timeout=5.0)
+                break
+            except StoreError as exc:
+                if self._stopping:
+                    raise
+                log.warning("store sink: %s; nothing is committed until it is written", exc)
+        await self._consumer.commit()
 
     def _submit(self, topic: str, partition: int, offset: int, value: bytes | None) -> int:
         assert self._writer is not None
@@ -609,15 +707,11 @@ class StoreSink:
         try:
             if consumer is not None and writer is not None:
                 await self._drain()
-                if self.summary is not None and self.run_id:
-                    with contextlib.suppress(ValueError):
-                        writer.submit("run", self.run_id, self.summary())
                 try:
                     await writer.close(timeout=self.drain_timeout_s)
                 except StoreError as exc:
+                    # Their offsets were never committed: the next sink writes them.
                     log.error("store sink: %s", exc)
-                with contextlib.suppress(Exception):
-                    await consumer.commit()
         finally:
             if consumer is not None:
                 with contextlib.suppress(Exception):
@@ -698,6 +792,7 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int = 1,
     the_core = core
     events_topic = settings.topic("events")
     last_offset: dict[int, int] = {}
+    timer_error_at = [-math.inf]
 
     async def publish(emits: Sequence[Emit]) -> None:
         for e in emits:
@@ -707,8 +802,17 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int = 1,
     async def ingest(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
-            emits = the_core.on_message(event.value, event.key, time.time(),
-                                        partition=msg.partition)
+            wall = time.time()
+            try:
+                emits = the_core.on_message(event.value, event.key, wall,
+                                            partition=msg.partition)
+            except Exception as exc:
+                # A bug met by one message must not stop the stream (Faust would crash
+                # the agent): keep the message as a dead letter and go on.
+                log.exception("worker: message %s[%d]@%d raised %s; dead-lettered it and "
+                              "continuing - please report this with the dead letter",
+                              msg.topic, msg.partition, msg.offset, type(exc).__name__)
+                emits = [the_core.internal_error(event.value, event.key, exc, wall)]
             last_offset[msg.partition] = msg.offset
             await publish(emits)
 
@@ -724,24 +828,38 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int = 1,
                 return False
         return True
 
-    @app.timer(interval=idle_interval_s, name="convergence-idle-ticks")
+    @app.timer(interval=idle_interval_s, name="convergence-idle-ticks")  # type: ignore[untyped-decorator]
     async def idle_ticks() -> None:
-        await publish(the_core.on_timer(time.time(), caught_up=caught_up()))
+        try:
+            emits = the_core.on_timer(time.time(), caught_up=caught_up())
+        except Exception:
+            # Logged at most every 30 s: this runs 4 times a second.
+            now = time.monotonic()
+            if now - timer_error_at[0] >= 30.0:
+                timer_error_at[0] = now
+                log.exception("worker: closing ticks failed; retrying every %g s",
+                              idle_interval_s)
+            return
+        await publish(emits)
 
-    async def on_assigned(sender: Any, assigned: Any = (), **_: Any) -> None:
+    async def on_assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        assigned = args[0] if args else kwargs.get("assigned", ())
         mine = {tp.partition for tp in assigned if tp.topic == events_topic}
         if the_core.on_assignment(mine):
             last_offset.clear()
 
-    async def before_shutdown(sender: Any, **_: Any) -> None:
-        await publish(the_core.on_stop())
+    async def before_shutdown(sender: Any, *args: Any, signal: Any = None,
+                              **kwargs: Any) -> None:
+        # Its counters go out last; the store sink (here or in another worker) stores them.
+        await publish([*the_core.on_stop(), the_core.run_record()])
         log.warning("worker stopping: %s", orjson.dumps(
             {k: v for k, v in the_core.summary().items() if k != "stations"}).decode())
 
-    app.on_partitions_assigned.connect(on_assigned)
-    app.on_before_shutdown.connect(before_shutdown)
+    # mode types connect() oddly (a union of callables); the receivers match what it calls.
+    app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
+    app.on_before_shutdown.connect(before_shutdown)  # type: ignore[arg-type]
 
-    sink = StoreSink(settings, summary=the_core.summary, run_id=run_id) if store else None
+    sink = StoreSink(settings) if store else None
     if sink is not None:
         the_sink = sink
 
@@ -784,4 +902,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warning", store: bool = T
             loop.close()
     app = build_app(settings, store=store, partitions=partitions)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    # No terminal spinner: it writes cursor escapes into log files, and to spin on every
+    # record it lowers the root logger to DEBUG, which costs CPU on a busy worker.
+    worker.spinner = None
     worker.execute_from_commandline()

@@ -75,7 +75,9 @@ class Pipeline:
         self.limits = Limits.from_settings(settings)
         self.tick_s = settings.tick_s
         self.fusion = "rule-based fusion"
-        self.chain = chain or DetectorChain(meter=self._meter(settings), tick_s=settings.tick_s)
+        self.regime_ref: str | None = None
+        self.chain = chain or DetectorChain(meter=self._meter(settings), tick_s=settings.tick_s,
+                                            **self._regime(settings))
         self.responder = responder or AdaptiveResponder()
         n = max(len(registry), 1)
         self.acc = TickAccumulator(n_stations=n, tick_s=self.tick_s,
@@ -110,6 +112,32 @@ class Pipeline:
             return ConvergenceMeter()
         self.fusion = f"lightgbm {settings.meter_model if version else 'meter (latest)'}"
         return ConvergenceMeter(scorer=scorer)
+
+    def _regime(self, settings: Settings) -> dict[str, Any]:
+        """Chain arguments for a trained price-kind regime HMM, if one is to be used."""
+        if settings.regime_model == "none":
+            return {}
+        from convergence.models.regime import load_regime
+        from convergence.models.registry import ModelNotFound, ModelRegistry, RegistryError
+
+        pinned = settings.regime_model.startswith("regime@")
+        version = int(settings.regime_model[7:]) if pinned else None
+        try:
+            model = load_regime(ModelRegistry(settings.models_path), version=version)
+        except ModelNotFound:
+            if pinned:
+                raise
+            return {}
+        except RegistryError as exc:
+            log.warning("regime model unusable (%s); running without regime evidence", exc)
+            return {}
+        if model.kind != "price":
+            log.warning("regime model %s is a %s model; the stream applies price models to "
+                        "market price stations only, so it is not used", model.ref, model.kind)
+            return {}
+        self.regime_ref = model.ref
+        return {"regime": model.filter(), "regime_kind": "price",
+                "regime_vol_window": model.vol_window}
 
     # -- input --------------------------------------------------------------
     def ingest_raw(self, records: Iterable[Any], now_s: float) -> list[DeadLetter]:

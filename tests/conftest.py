@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 
 import pytest
 
 from convergence.settings import load_settings
 from convergence.streams import kafka_local
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_data_dir() -> Iterator[None]:
+    """Models and databases of the person running the tests never leak into them.
+
+    Every test (and every subprocess it starts) sees a fresh, empty data directory, so
+    e.g. a meter model trained by hand does not change what ``convergence run`` does
+    under test. The Kafka jar cache is left alone: it is expensive and read-only here.
+    """
+    with tempfile.TemporaryDirectory(prefix="convergence-test-data-") as d:
+        old = os.environ.get("CONVERGENCE_DATA_DIR")
+        os.environ["CONVERGENCE_DATA_DIR"] = d
+        try:
+            yield
+        finally:
+            if old is None:
+                os.environ.pop("CONVERGENCE_DATA_DIR", None)
+            else:
+                os.environ["CONVERGENCE_DATA_DIR"] = old
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from typer.testing import CliRunner
 
 from convergence.cli import models
 from convergence.cli.regime import regime
+from convergence.models.regime import save_regime, train_regime
+from convergence.models.registry import ModelRegistry
+from convergence.models.series import read_series
 
 # the two groups mounted the way cli/main.py mounts them
 app = typer.Typer()
@@ -47,6 +51,22 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def prices(tmp_path: Path) -> Path:
     return write_prices(tmp_path / "prices.csv")
+
+
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry holding regime@1 fitted to ``write_prices`` as FAST training would."""
+    root = tmp_path_factory.mktemp("registry")
+    values = read_series(write_prices(root / "prices.csv")).values
+    save_regime(ModelRegistry(root / "models"), train_regime(values, n_states=3, n_init=2, seed=7))
+    return root / "models"
+
+
+@pytest.fixture
+def trained(trained_once: Path, isolated: Path) -> Path:
+    """This test's registry (CONVERGENCE_MODELS_DIR), pre-filled with regime@1."""
+    shutil.copytree(trained_once, isolated / "models")
+    return isolated / "models"
 
 
 def invoke(*args: str | Path) -> tuple[int, str]:
@@ -91,8 +111,7 @@ def test_list_empty_registry_says_how_to_train() -> None:
     assert code == 0 and "convergence models train regime --input FILE.csv" in out
 
 
-def test_regime_labels_causally(prices: Path, isolated: Path) -> None:
-    assert invoke("models", "train", "regime", "--input", prices, *FAST)[0] == 0
+def test_regime_labels_causally(prices: Path, isolated: Path, trained: Path) -> None:
     code, out = invoke("regime", prices, "--out", isolated / "labels.csv")
     assert code == 0, out
     header, rows = read_labels(isolated / "labels.csv")
@@ -114,8 +133,7 @@ def test_regime_labels_causally(prices: Path, isolated: Path) -> None:
     assert read_labels(isolated / "head_labels.csv")[1] == rows[:400]
 
 
-def test_regime_plot_writes_a_png(prices: Path, isolated: Path) -> None:
-    assert invoke("models", "train", "regime", "--input", prices, *FAST)[0] == 0
+def test_regime_plot_writes_a_png(prices: Path, isolated: Path, trained: Path) -> None:
     code, out = invoke("regime", prices, "--out", isolated / "l.csv", "--plot", isolated / "r.png",
                        "--model", "regime@1")
     assert code == 0, out
@@ -150,8 +168,8 @@ def test_regime_fit_trains_on_the_file_with_a_warning(prices: Path, isolated: Pa
     ("regime@x", "must be a positive integer"),
     ("other", "no model named 'other'"),
 ])
-def test_regime_bad_model_reference(prices: Path, isolated: Path, ref: str, message: str) -> None:
-    assert invoke("models", "train", "regime", "--input", prices, *FAST)[0] == 0
+def test_regime_bad_model_reference(prices: Path, isolated: Path, trained: Path, ref: str,
+                                    message: str) -> None:
     code, out = invoke("regime", prices, "--out", isolated / "l.csv", "--model", ref)
     assert code == 1 and message in out
 
@@ -176,14 +194,13 @@ def test_bad_csv_fails_with_the_line_and_no_traceback(isolated: Path, content: s
         assert code == 1 and message in " ".join(out.split()), out
 
 
-def test_missing_file_and_unusable_values(isolated: Path, prices: Path) -> None:
+def test_missing_file_and_unusable_values(isolated: Path, prices: Path, trained: Path) -> None:
     code, out = invoke("models", "train", "regime", "--input", isolated / "nope.csv")
     assert code == 1 and "cannot open" in out
     neg = isolated / "neg.csv"
     neg.write_text(prices.read_text().replace("\n1700000600,", "\n1700000600,-"))
     code, out = invoke("models", "train", "regime", "--input", neg, "--kind", "price")
     assert code == 1 and "cannot train" in out and "> 0" in out
-    assert invoke("models", "train", "regime", "--input", prices, *FAST)[0] == 0
     code, out = invoke("regime", neg, "--out", isolated / "l.csv")
     assert code == 1 and "timestamp '1700000600'" in out and "prices > 0" in out
 

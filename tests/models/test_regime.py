@@ -36,11 +36,11 @@ def prices() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def model(prices: np.ndarray) -> RegimeModel:
-    return train_regime(prices, seed=7, source="synthetic")
+    return train_regime(prices, seed=7, n_init=3, source="synthetic")
 
 
 def test_training_is_reproducible_from_the_seed(prices: np.ndarray, model: RegimeModel) -> None:
-    again = train_regime(prices, seed=7, source="synthetic")
+    again = train_regime(prices, seed=7, n_init=3, source="synthetic")
     for k in ("startprob", "transmat", "means", "variances", "share"):
         np.testing.assert_array_equal(getattr(again, k), getattr(model, k), err_msg=k)
     assert again.metadata == model.metadata
@@ -122,7 +122,7 @@ def test_count_series_and_kind_inference() -> None:
     counts = rng.poisson(np.repeat([3.0, 3.0, 25.0, 3.0, 10.0, 3.0], 120))
     assert infer_kind(counts) == "count" and infer_kind(counts + 0.5) == "price"
     assert infer_kind([-1, 2]) == "price"
-    m = train_regime(counts, n_states=3, seed=4)
+    m = train_regime(counts, n_states=3, seed=4, n_init=2)
     assert m.kind == "count" and m.names == ("calm", "normal", "stressed")
     assert np.all(np.diff(m.variances[:, 0]) >= 0)
 

@@ -27,9 +27,9 @@ from convergence.ground_stations.scenario import SyntheticWorld, default_scenari
 from convergence.ground_stations.synthetic import SyntheticSource
 from convergence.settings import Settings, env_name, fields, load_settings
 from convergence.streams.faust_app import (
-    CHECKPOINT_STAGES,
     EventTimeWatermark,
     WorkerCore,
+    checkpoint_stages,
     to_json,
 )
 from convergence.wire import encode_raw
@@ -177,7 +177,9 @@ def test_core_checkpoints_the_learning_stages_json_safely(core_run: dict[str, An
     cps = core_run["checkpoints"]
     assert cps, "no detector checkpoint written"
     cp = next(iter(cps.values()))
-    assert set(cp["state"]) == set(CHECKPOINT_STAGES) and "node" not in cp["state"]
+    stages = checkpoint_stages(core_run["core"].pipeline)
+    assert set(cp["state"]) == set(stages) and {"entropy", "burst"} <= set(stages)
+    assert "node" not in cp["state"]  # episode state: stale after a hand-over
     orjson.loads(orjson.dumps(cp))  # what a Faust table's JSON changelog holds
 
 
@@ -190,22 +192,24 @@ def test_checkpoints_restore_into_a_fresh_pipeline() -> None:
     s = _settings()
     now = time.time()
     checkpoints: dict[str, Any] = {}
-    first = WorkerCore(s, checkpoints=checkpoints, checkpoint_interval_s=0.0, table_batch=1000)
+    first = WorkerCore(s, checkpoints=checkpoints, checkpoint_interval_s=0.0, table_batch=1000,
+                       batch_events=500)
     msgs = list(scenario_messages(s, now - 25.0))
     for sid, recs in msgs[:3000]:
         first.on_message(encode_raw(recs), sid.encode(), now)
     first.on_message(encode_raw(msgs[3000][1]), msgs[3000][0].encode(), now)  # flush due ones
     sid = msgs[3000][0]
     idx = first.pipeline.registry.index_of(sid)
-    want = {st: first.pipeline.state[st].station(idx) for st in CHECKPOINT_STAGES}
+    stages = checkpoint_stages(first.pipeline)
+    want = {st: first.pipeline.state[st].station(idx) for st in stages}
     assert sid in checkpoints
 
-    second = WorkerCore(s, checkpoints=checkpoints)
+    second = WorkerCore(s, checkpoints=checkpoints, batch_events=1)
     second.on_message(encode_raw(msgs[3001][1] if msgs[3001][0] == sid else msgs[3000][1]),
                       sid.encode(), now)
     assert second.counters.checkpoints_restored == 1
-    got = {st: second.pipeline.state[st].station(idx) for st in CHECKPOINT_STAGES}
-    for st in CHECKPOINT_STAGES:
+    got = {st: second.pipeline.state[st].station(idx) for st in stages}
+    for st in stages:
         for k, v in want[st].items():
             np.testing.assert_allclose(got[st][k], v)
 
@@ -216,7 +220,7 @@ def test_a_checkpoint_that_does_not_fit_is_ignored_not_fatal() -> None:
     sid, recs = next(scenario_messages(s, now - 25.0))
     bad = {"v": 1, "tick": int(now), "tick_s": s.tick_s,
            "state": {"entropy": {"n": [1.0, 2.0]}, "burst": {}}}
-    core = WorkerCore(s, checkpoints={sid: bad})
+    core = WorkerCore(s, checkpoints={sid: bad}, batch_events=1)
     core.on_message(encode_raw(recs), sid.encode(), now)
     assert core.counters.checkpoints_rejected == 1
     assert core.counters.checkpoints_restored == 0
@@ -225,7 +229,7 @@ def test_a_checkpoint_that_does_not_fit_is_ignored_not_fatal() -> None:
 def test_ownership_change_resets_the_pipeline_but_a_same_partition_rebalance_does_not() -> None:
     s = _settings()
     now = time.time()
-    core = WorkerCore(s)
+    core = WorkerCore(s, batch_events=1)
     assert not core.on_assignment({0})
     sid, recs = next(scenario_messages(s, now - 25.0))
     core.on_message(encode_raw(recs), sid.encode(), now)
@@ -399,4 +403,86 @@ def test_good_events_of_a_mixed_batch_still_count(cluster_run: ClusterRun) -> No
     (run,) = cluster_run.runs
     assert run["stations"][PROBE]["events"] == 3
     assert run["stations"][PROBE]["dead_letters"] == 2
-    assert run["pipeline"]["alerts"] >= 1 and run["pipeline"]["events"] > 10_000
+    # The worker was stopped at the first alert, so part of the backlog may be unread.
+    assert run["pipeline"]["alerts"] >= 1 and run["pipeline"]["events"] > 1_000
+
+
+def test_events_wait_in_a_small_buffer_that_the_timer_drains() -> None:
+    s = _settings()
+    now = time.time()
+    core = WorkerCore(s, batch_wait_s=1.0, batch_events=10_000)
+    sid, recs = next(scenario_messages(s, now - 25.0))
+    core.on_message(encode_raw(recs), sid.encode(), now)
+    assert core.pipeline.counters.events == 0  # buffered, not lost
+    core.on_timer(now + 0.25)
+    assert core.pipeline.counters.events > 0
+
+
+# -- the command line ------------------------------------------------------------------
+
+
+def test_stations_only_that_matches_nothing_fails_before_touching_kafka() -> None:
+    from typer.testing import CliRunner
+
+    from convergence.cli.stations import app as stations_app
+
+    result = CliRunner().invoke(stations_app, ["run", "--only", "nope-*"],
+                                env={"CONVERGENCE_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+    assert result.exit_code == 2, result.output
+    assert "matches none" in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.kafka
+def test_alerts_tail_prints_the_alerts_of_the_run(cluster_run: ClusterRun) -> None:
+    from typer.testing import CliRunner
+
+    from convergence.cli.alerts import app as alerts_app
+
+    s = cluster_run.settings
+    env = {"CONVERGENCE_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+           "CONVERGENCE_TOPIC_PREFIX": s.topic_prefix}
+    runner = CliRunner()
+    as_json = runner.invoke(alerts_app, ["tail", "--from-beginning", "--json", "--count", "1",
+                                         "--timeout", "30"], env=env)
+    assert as_json.exit_code == 0, as_json.output
+    assert orjson.loads(as_json.stdout.splitlines()[0])["alert_id"] == \
+        cluster_run.alerts[0]["alert_id"]
+    readable = runner.invoke(alerts_app, ["tail", "--from-beginning", "--count", "1",
+                                          "--timeout", "30"], env=env)
+    assert readable.exit_code == 0 and cluster_run.alerts[0]["report_id"] in readable.stdout
+    too_few = runner.invoke(alerts_app, ["tail", "--count", "1", "--timeout", "1"], env=env)
+    assert too_few.exit_code == 3 and "only 0 of 1" in too_few.stderr
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_cluster_up_runs_workers_and_stations_and_stops_cleanly(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from convergence.cli.cluster import app as cluster_app
+
+    tag = uuid.uuid4().hex[:8]
+    env = {"CONVERGENCE_TOPIC_PREFIX": f"up{tag}", "CONVERGENCE_FAUST_APP_ID": f"up{tag}",
+           "CONVERGENCE_DATA_DIR": str(tmp_path / "data")}
+    result = CliRunner().invoke(cluster_app, [
+        "up", "--kafka", kafka_bootstrap, "--workers", "2", "--stations", "40",
+        "--duration", "8", "--drain", "20", "--db", f"surrealkv://{tmp_path / 'db'}", "--json",
+    ], env=env)
+    logs = "\n".join(p.read_text(errors="replace")[-2000:]
+                     for p in sorted((tmp_path / "data" / "cluster").glob("worker-*.log")))
+    assert result.exit_code == 0, result.output + result.stderr + logs
+    summary = orjson.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["worker_exit_codes"] == [0, 0], logs
+    assert summary["failed"] == 0 and summary["acked"] == summary["sent"] > 0
+    assert summary["stations"] == 40
+    assert "Traceback" not in logs
+
+
+def test_a_message_that_breaks_the_worker_becomes_a_dead_letter() -> None:
+    core = WorkerCore(_settings())
+    emit = core.internal_error(b'{"v": 1}', b"s1", RuntimeError("boom"), time.time())
+    doc = orjson.loads(emit.value)
+    assert emit.topic == "dead-letter" and doc["stage"] == "worker"
+    assert "RuntimeError: boom" in doc["reason"] and doc["station_id"] == "s1"
+    assert core.pipeline.counters.dead_letters == 1

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from convergence.cli.main import app
+
+runner = CliRunner()
+
+
+def _csv(path: Path, values: np.ndarray) -> Path:
+    path.write_text("timestamp,value\n" + "".join(
+        f"{1_700_000_000 + 60 * i},{v:.5f}\n" for i, v in enumerate(values)))
+    return path
+
+
+def test_detect_writes_scores_in_unit_interval(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(20.0, 1.0, 400)
+    x[300:303] += 9.0
+    out = tmp_path / "out.csv"
+    r = runner.invoke(app, ["detect", str(_csv(tmp_path / "in.csv", x)), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["timestamp", "value", "anomaly_score"] and len(rows) == 400
+    scores = np.array([float(row["anomaly_score"]) for row in rows])
+    assert ((scores >= 0) & (scores <= 1)).all() and 300 <= scores.argmax() <= 303
+    assert rows[5]["timestamp"] == str(1_700_000_000 + 300)
+
+
+def test_detect_bad_input_is_clear(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,value\n1,2\n2,abc\n")
+    r = runner.invoke(app, ["detect", str(bad), "--out", str(tmp_path / "o.csv")])
+    assert r.exit_code == 1 and "line 3" in r.stderr and "Traceback" not in r.output
+    r = runner.invoke(app, ["detect", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o.csv")])
+    assert r.exit_code == 1 and "cannot open" in r.stderr
+    ok = _csv(tmp_path / "ok.csv", np.ones(30))
+    r = runner.invoke(app, ["detect", str(ok), "--out", str(tmp_path / "o.csv"), "--model", "regime"])
+    assert r.exit_code == 1 and "convergence models train regime" in r.stderr
+
+
+def test_train_meter_saves_model_used_by_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVERGENCE_DATA_DIR", str(tmp_path))
+    r = runner.invoke(app, ["models", "train", "meter", "--runs", "30", "--ticks", "30",
+                            "--stations", "40", "--rounds", "20", "--json"])
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout.strip().splitlines()[-1])
+    assert m["model"] == "meter@1" and 0.0 <= m["auc"] <= 1.0 and m["reliability"]
+    assert {"heldout_rule", "heldout_learned", "brier", "ece"} <= set(m)
+    listed = runner.invoke(app, ["models", "list", "--json"])
+    assert "meter" in listed.stdout
+    from convergence.settings import load_settings
+    from convergence.stations import StationRegistry
+    from convergence.streams.pipeline import Pipeline
+
+    pipe = Pipeline(load_settings(), StationRegistry([]))
+    assert pipe.fusion.startswith("lightgbm") and pipe.chain.meter.scorer is not None
+    rules = Pipeline(load_settings().replace(meter_model="rules"), StationRegistry([]))
+    assert rules.chain.meter.scorer is None
+
+
+def test_bench_detectors_json() -> None:
+    r = runner.invoke(app, ["bench", "detectors", "--events", "50000", "--ticks", "30",
+                            "--repeats", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["events"] == 50000 and d["chain_events_per_s"] > 0 and d["baseline_events_per_s"] > 0
+    assert d["ratio_to_baseline"] == round(d["baseline_seconds"] / d["chain_seconds"], 4) or \
+        abs(d["ratio_to_baseline"] - d["baseline_seconds"] / d["chain_seconds"]) < 0.01
+    assert 0 < d["bytes_per_station"] < 4096 and d["duplicates_dropped"] > 0

@@ -1,0 +1,286 @@
+"""KafkaEventSink, ControlListener and serve_fleet: fakes first, then a real broker (``-m kafka``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import orjson
+import pytest
+from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+
+from convergence.control import ControlCommand, Target
+from convergence.ground_stations.agent import Fleet, StationAgent
+from convergence.ground_stations.base import Source
+from convergence.ground_stations.kafka_sink import (
+    ControlListener,
+    KafkaEventSink,
+    pick_compression,
+    serve_fleet,
+)
+from convergence.settings import load_settings
+from convergence.stations import StationInfo
+from convergence.wire import decode_batch
+
+# -- a fake producer: futures resolve on flush(), outcomes follow a plan --------------
+
+
+class FakeFuture:
+    def __init__(self) -> None:
+        self.callbacks: list[tuple[Any, tuple[Any, ...]]] = []
+        self.errbacks: list[tuple[Any, tuple[Any, ...]]] = []
+
+    def add_callback(self, fn: Any, *args: Any) -> FakeFuture:
+        self.callbacks.append((fn, args))
+        return self
+
+    def add_errback(self, fn: Any, *args: Any) -> FakeFuture:
+        self.errbacks.append((fn, args))
+        return self
+
+
+class FakeProducer:
+    """``plan`` yields, per send: None (acked), an exception instance (delivery fails with
+    it) or ("raise", exc) (``send`` itself raises). Past the plan everything is acked."""
+
+    def __init__(self, plan: list[Any] | None = None) -> None:
+        self.plan = list(plan or [])
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.pending: list[tuple[FakeFuture, Any]] = []
+        self.closed = False
+
+    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> FakeFuture:
+        outcome = self.plan.pop(0) if self.plan else None
+        if isinstance(outcome, tuple):
+            raise outcome[1]
+        self.sent.append((topic, key, value or b""))
+        fut = FakeFuture()
+        self.pending.append((fut, outcome))
+        return fut
+
+    def flush(self, timeout: float | None = None) -> None:
+        while self.pending:
+            fut, outcome = self.pending.pop(0)
+            if outcome is None:
+                for fn, args in fut.callbacks:
+                    fn(*args, "metadata")
+            else:
+                for fn, args in fut.errbacks:
+                    fn(*args, outcome)
+
+    def close(self, timeout: float | None = None) -> None:
+        self.flush()
+        self.closed = True
+
+
+def _sink(plan: list[Any] | None = None, **kw: Any) -> KafkaEventSink:
+    kw.setdefault("retry_backoff_s", 0.0)
+    return KafkaEventSink("fake:9092", "events", producer=FakeProducer(plan), **kw)
+
+
+def _records(sid: str, n: int, start: int = 0) -> list[dict[str, Any]]:
+    return [{"station_id": sid, "source_kind": "sensor", "event_time_s": 1000.0 + i,
+             "category": "seismic", "value": float(i), "seq": i} for i in range(start, start + n)]
+
+
+def test_compression_is_lz4_when_available_else_gzip() -> None:
+    from kafka.codec import has_lz4
+
+    assert pick_compression() == ("lz4" if has_lz4() else "gzip")
+
+
+def test_batches_are_keyed_by_station_and_counted_when_acked() -> None:
+    sink = _sink()
+    asyncio.run(sink("s1", _records("s1", 3)))
+    asyncio.run(sink("s2", _records("s2", 2)))
+    asyncio.run(sink("s3", []))  # nothing to send is not a message
+    assert sink.pending == 2 and sink.counters.acked == 0
+    counters = sink.close()
+    assert counters.as_dict() == {"sent": 2, "acked": 2, "failed": 0, "retried": 0,
+                                  "records_sent": 5, "records_acked": 5, "records_failed": 0}
+    producer = sink.producer
+    assert [(t, k) for t, k, _ in producer.sent] == [("events", b"s1"), ("events", b"s2")]
+    good, bad = decode_batch(producer.sent[0][2], now_s=1000.0)
+    assert len(good) == 3 and bad == []
+    assert producer.closed and sink.pending == 0
+
+
+def test_a_retriable_failure_is_resent() -> None:
+    sink = _sink([KafkaTimeoutError("delivery timed out")])
+    sink.send_records("s1", _records("s1", 4))
+    counters = sink.close()
+    assert (counters.sent, counters.retried, counters.acked, counters.failed) == (1, 1, 1, 0)
+    assert counters.records_acked == 4
+    assert len(sink.producer.sent) == 2  # the original and the re-send
+
+
+def test_send_raising_is_handled_like_a_delivery_failure() -> None:
+    sink = _sink([("raise", KafkaTimeoutError("buffer full"))])
+    sink.send_records("s1", _records("s1", 1))  # must not raise into the station agent
+    counters = sink.close()
+    assert (counters.retried, counters.acked, counters.failed) == (1, 1, 0)
+
+
+def test_retries_are_bounded_and_the_give_up_is_loud(caplog: pytest.LogCaptureFixture) -> None:
+    lost: list[tuple[str, bytes | None, bytes, BaseException]] = []
+    errors = [KafkaTimeoutError("down")] * 3
+    sink = _sink(errors, max_retries=2,
+                 on_failed=lambda t, k, v, e: lost.append((t, k, v, e)))
+    with caplog.at_level(logging.ERROR, logger="convergence.ground_stations.kafka_sink"):
+        sink.send_records("s1", _records("s1", 2))
+        counters = sink.close()
+    assert (counters.retried, counters.acked, counters.failed) == (2, 0, 1)
+    assert counters.records_failed == 2
+    assert len(lost) == 1 and lost[0][1] == b"s1"
+    assert "gave up" in caplog.text and "3 attempt(s)" in caplog.text
+
+
+def test_a_non_retriable_failure_is_not_resent() -> None:
+    sink = _sink([MessageSizeTooLargeError("too big")])
+    sink.send_records("s1", _records("s1", 1))
+    counters = sink.close()
+    assert (counters.retried, counters.failed) == (0, 1)
+
+
+def test_backoff_delays_resends_until_due() -> None:
+    now = [0.0]
+    sink = _sink([KafkaTimeoutError("x")], retry_backoff_s=5.0, clock=lambda: now[0])
+    sink.send_records("s1", _records("s1", 1))
+    sink.flush()
+    assert sink.pump_retries() == 0 and sink.pending == 1
+    now[0] = 5.0
+    assert sink.pump_retries() == 1
+    assert sink.close().acked == 1
+
+
+def test_a_closed_sink_refuses_to_send() -> None:
+    sink = _sink()
+    sink.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        sink.send_records("s1", _records("s1", 1))
+
+
+def test_bad_settings_are_rejected() -> None:
+    with pytest.raises(ValueError, match="max_retries"):
+        _sink(max_retries=-1)
+
+
+# -- real broker ----------------------------------------------------------------------
+
+
+def _create_topic(bootstrap: str, partitions: int) -> str:
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    topic = f"sink-{uuid.uuid4().hex[:10]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, partitions, 1)])
+        while topic not in admin.list_topics():
+            time.sleep(0.1)
+    finally:
+        admin.close()
+    return topic
+
+
+def _consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[Any]:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                             auto_offset_reset="earliest", consumer_timeout_ms=2000)
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < expected and time.monotonic() < deadline:
+            out += list(consumer)
+    finally:
+        consumer.close()
+    return out
+
+
+@pytest.mark.kafka
+def test_sink_on_a_real_broker_keeps_each_station_in_one_partition_in_order(
+        kafka_bootstrap: str) -> None:
+    topic = _create_topic(kafka_bootstrap, partitions=3)
+    sink = KafkaEventSink(kafka_bootstrap, topic, wait_metadata=True)
+    stations = [f"st-{i:02d}" for i in range(20)]
+
+    async def produce() -> None:
+        for batch in range(5):
+            for sid in stations:
+                await sink(sid, _records(sid, 4, start=batch * 4))
+
+    asyncio.run(produce())
+    counters = sink.close()
+    assert counters.as_dict() == {"sent": 100, "acked": 100, "failed": 0, "retried": 0,
+                                  "records_sent": 400, "records_acked": 400, "records_failed": 0}
+    msgs = _consume_all(kafka_bootstrap, topic, expected=100)
+    assert len(msgs) == 100
+    partitions: dict[str, set[int]] = defaultdict(set)
+    seqs: dict[str, list[int]] = defaultdict(list)
+    for m in msgs:
+        sid = m.key.decode()
+        doc = orjson.loads(m.value)
+        assert {e["station_id"] for e in doc["events"]} == {sid}
+        partitions[sid].add(m.partition)
+        seqs[sid] += [e["seq"] for e in doc["events"]]
+    assert all(len(p) == 1 for p in partitions.values())
+    assert len({p for ps in partitions.values() for p in ps}) > 1  # keys really spread
+    assert all(s == list(range(20)) for s in seqs.values())
+
+
+class Silent(Source):
+    async def poll(self, now_s: float) -> list[dict[str, Any]]:
+        return []
+
+
+@pytest.mark.kafka
+def test_commands_from_the_control_topic_are_applied_and_acked(kafka_bootstrap: str) -> None:
+    from convergence.streams.faust_app import ensure_topics
+
+    s = load_settings(env={"CONVERGENCE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+                           "CONVERGENCE_TOPIC_PREFIX": f"c{uuid.uuid4().hex[:8]}"},
+                      config_path=None)
+    ensure_topics(s, ["events", "control", "acks"])
+    invalid: list[str] = []
+    infos = [StationInfo("news-eu-000", "osint_news", "eu"),
+             StationInfo("sensor-eu-000", "sensor", "eu"),
+             StationInfo("sensor-apac-000", "sensor", "apac")]
+
+    async def main() -> tuple[Fleet, int, ControlListener]:
+        loop = asyncio.get_running_loop()
+        sink = KafkaEventSink(kafka_bootstrap, s.topic("events"), wait_metadata=True)
+        fleet = Fleet([StationAgent(i, Silent(), sink, interval_s=0.05) for i in infos])
+        listener = ControlListener(kafka_bootstrap, s.topic("control"),
+                                   on_invalid=lambda raw, why: invalid.append(why))
+        await loop.run_in_executor(None, listener.start, loop)
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(serve_fleet(fleet, sink, stop, commands=listener.queue,
+                                                 acks_topic=s.topic("acks")))
+        cmd = ControlCommand.create("set_interval", Target("region", "eu"),
+                                    issued_at_s=time.time(), ttl_s=60.0,
+                                    params={"interval_s": 2.0}, reason="test")
+        sink.publish(s.topic("control"), "garbage", b"{not a command")
+        sink.publish(s.topic("control"), cmd.command_id, orjson.dumps(cmd.to_dict()))
+        deadline = time.monotonic() + 30.0
+        while len(fleet.acks) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        stop.set()
+        published = await task
+        await loop.run_in_executor(None, listener.stop)
+        await loop.run_in_executor(None, sink.close)
+        return fleet, published, listener
+
+    fleet, published, listener = asyncio.run(main())
+    assert published == 2 and {a.station_id for a in fleet.acks} == {"news-eu-000",
+                                                                       "sensor-eu-000"}
+    assert all(a.applied for a in fleet.acks)
+    assert [a.interval_s for a in fleet.agents] == [2.0, 2.0, 0.05]
+    assert listener.received == 1 and listener.invalid == 1 and invalid
+    acks = _consume_all(kafka_bootstrap, s.topic("acks"), expected=2)
+    assert sorted(m.key for m in acks) == [b"news-eu-000", b"sensor-eu-000"]
+    assert all(orjson.loads(m.value)["applied"] for m in acks)

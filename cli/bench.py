@@ -21,8 +21,11 @@ def detectors(
     seed: Annotated[int, typer.Option(help="Seed of the synthetic events.")] = 7,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
-    """Events/s through ingest -> entropy -> burst -> node states -> meter, beside a raw
-    numpy bincount over the same events, with the ratio and bytes of state per station."""
+    """Events/s through the whole detector chain, beside a raw numpy bincount baseline.
+
+    Ingest, entropy, burst, CUSUM, periodicity, patterns, node states and the meter, with
+    the ratio to the baseline and the bytes of state per station.
+    """
     from convergence.simulation.bench import bench_detectors
 
     try:

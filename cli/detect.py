@@ -21,8 +21,11 @@ def detect(
                                                help="Daily-profile slots for the periodicity check.")] = 24,
     warmup: Annotated[int, typer.Option(min=2, help="Rows the baselines learn before scoring.")] = 20,
 ) -> None:
-    """Score every row of one series causally (each row sees only the past) with the full
-    detector stack, writing scores in [0, 1] - the interface anomaly benchmarks use."""
+    """Score one timestamp,value series with the full detector stack (anomaly_score in [0, 1]).
+
+    Causal: each row sees only the rows before it. This is the interface anomaly-detection
+    benchmarks use.
+    """
     from convergence.detectors.single import SingleSeriesDetector
     from convergence.models.regime import first_invalid, load_regime
     from convergence.models.registry import ModelRegistry, RegistryError

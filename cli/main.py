@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from convergence import __version__
-from convergence.cli import bench, config, kafka, models, reports
+from convergence.cli import alerts, bench, cluster, config, kafka, models, reports, stations
 from convergence.cli.detect import detect
 from convergence.cli.regime import regime
 from convergence.cli.run import run
@@ -47,6 +47,9 @@ app.add_typer(reports.app, name="reports")
 app.add_typer(config.app, name="config")
 app.add_typer(kafka.app, name="kafka")
 app.add_typer(bench.app, name="bench")
+app.add_typer(cluster.app, name="cluster")
+app.add_typer(alerts.app, name="alerts")
+app.add_typer(stations.app, name="stations")
 app.add_typer(models.app, name="models")
 app.command("regime")(regime)
 app.command("detect")(detect)

@@ -61,8 +61,11 @@ def run(
         "--json", help="End with one JSON summary line on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only alerts and the summary.")] = False,
 ) -> None:
-    """Run the whole pipeline in one process: synthetic ground stations -> detectors ->
-    convergence meter -> adaptive responses -> reports in SurrealDB. Alerts print live."""
+    """Run the whole pipeline in one process; alerts print live as the meter fires.
+
+    Synthetic ground stations, detectors, the convergence meter, adaptive responses and
+    reports stored in SurrealDB (embedded by default: nothing else to install).
+    """
     from convergence.streams.embedded import EmbeddedRuntime
 
     s = settings(stations=stations, seed=seed, db=db)

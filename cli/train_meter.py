@@ -18,8 +18,10 @@ def train_meter_cmd(
     rounds: Annotated[int, typer.Option(min=1, max=5000, help="LightGBM boosting rounds.")] = 200,
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
-    """Train P(convergence) with LightGBM on labelled runs from the scenario simulator;
-    reports held-out AUC, calibration, and rule-vs-learned detection on held-out runs."""
+    """Train the LightGBM convergence fusion on labelled simulated runs.
+
+    Reports held-out AUC, calibration, and rule-vs-learned detection on held-out runs.
+    """
     from convergence.models.meter_model import train_meter
     from convergence.models.registry import ModelRegistry, RegistryError
 

@@ -210,6 +210,7 @@ def merge_cells(into: dict[str, Array], new: dict[str, Array]) -> None:
 
 
 SeenChunk = tuple[npt.NDArray[np.float64], npt.NDArray[np.uint64]]
+_MAX_CHUNKS = 8
 
 
 def _duplicates(t: npt.NDArray[np.float64], h: npt.NDArray[np.uint64],
@@ -339,7 +340,15 @@ class TickAccumulator:
                 if ts.size > 1 and not bool((ts[1:] >= ts[:-1]).all()):
                     o = np.argsort(ts, kind="stable")
                     ts, hs = ts[o], hs[o]
-                self._seen.setdefault(t, []).append((ts, hs))
+                chunks = self._seen.setdefault(t, [])
+                chunks.append((ts, hs))
+                if len(chunks) > _MAX_CHUNKS:
+                    # many small batches into one tick: fold them into one sorted chunk so
+                    # the next duplicate check searches a few arrays, not hundreds
+                    all_t = np.concatenate([c[0] for c in chunks])
+                    all_h = np.concatenate([c[1] for c in chunks])
+                    o = np.argsort(all_t, kind="stable")
+                    self._seen[t] = [(all_t[o], all_h[o])]
         return AddResult(int(idx.size), n_dup, np.flatnonzero(late_mask))
 
     def closable_tick(self, watermark_s: float) -> int:

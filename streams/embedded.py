@@ -134,7 +134,10 @@ class EmbeddedRuntime:
             try:
                 _, records = await asyncio.wait_for(self.bus.get(), timeout=0.1)
             except TimeoutError:
-                records = None
+                records = []
+            # drain whatever else is waiting: one ingest call per loop, not per station
+            while not self.bus.empty():
+                records = records + self.bus.get_nowait()[1]
             now = self.clock()
             if records:
                 dls = pipe.ingest_raw(records, now)

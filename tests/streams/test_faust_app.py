@@ -478,6 +478,17 @@ def test_cluster_up_runs_workers_and_stations_and_stops_cleanly(
     assert summary["stations"] == 40
     assert "Traceback" not in logs
 
+    from convergence.store.surreal import SurrealStore
+
+    async def runs() -> list[dict[str, Any]]:
+        async with SurrealStore(f"surrealkv://{tmp_path / 'db'}", "convergence", "main") as st:
+            return await st.list("run", limit=10, order_by="run_id")
+
+    # Worker 0 owns the store; worker 1 stopped first, so its run record got there too.
+    records = asyncio.run(runs())
+    assert len(records) == 2, records
+    assert sum(r["pipeline"]["events"] for r in records) > 0
+
 
 def test_a_message_that_breaks_the_worker_becomes_a_dead_letter() -> None:
     core = WorkerCore(_settings())

@@ -1,0 +1,561 @@
+"""File replay: market ticks or event rows from CSV / JSON Lines, replayed on the station clock.
+
+This module owns :class:`FileReplaySource` and the few record-building helpers every
+real source shares (the RSS and HTTP JSON sources import them from here):
+:func:`parse_time`, :func:`to_number`, :class:`RejectBuffer` and :func:`check_record`.
+
+Rows
+----
+One row per line. CSV files need a header; JSON Lines files hold one object per line
+with the same keys. Column names are matched case-insensitively (``rename`` maps other
+names onto ours, e.g. ``{"Date": "timestamp", "Close": "price"}``).
+
+==================  =========================================================================
+station kind        columns read
+==================  =========================================================================
+``market_price``    ``timestamp``, ``price`` (or ``value``), optional ``symbol``/``source``,
+                    ``category`` (default ``trade``)
+``market_volume``   ``timestamp``, ``volume`` (or ``value``), same optional columns
+anything else       ``timestamp``, ``category``, optional ``value`` (default 1.0), ``text``,
+                    ``lat`` + ``lon``, ``source``
+==================  =========================================================================
+
+A tick file ``timestamp,symbol,price,volume`` therefore feeds two stations: a
+``market_price`` one and a ``market_volume`` one, one record per row each. Timestamps
+are unix seconds or ISO-8601 (naive means UTC); numbers of 1e11 or more are read as
+unix *milliseconds* (no real seconds value is that large: it is the year 5138).
+
+Re-stamping
+-----------
+Replayed history would fail the edge's "not absurdly old" check, so each record is
+re-stamped onto the station clock: with ``speed=S`` the first row maps to the start
+time ``W0`` (``start_s``, or the clock at the first poll) and a row stamped ``T`` gets
+``event_time_s = W0 + (T - T0) / S`` and is released by the first poll at or after that
+time (rows earlier than the first row get ``W0``). With ``speed=None`` rows are released
+as fast as possible, at most ``batch_rows`` per poll, stamped with the poll's clock.
+The schema has no field for the original time, so it is kept at the end of ``text``
+as ``[orig 2024-05-01T12:00:00Z]``; that also keeps two equal rows from different
+times from collapsing into one event id. ``restamp=False`` keeps the original times
+instead (the edge then judges their age).
+
+Bad input: the dead-letter design shared by every real source
+--------------------------------------------------------------
+``poll()`` never raises because of bad *input*. Each bad row, line, item or response
+becomes one :class:`~convergence.schema.DeadLetter` (stage ``source.<kind>``) whose
+reason names where it came from (file and line, or URL and item) and what to do; the
+source keeps them in ``rejects`` (bounded: past ``max_rejects`` the overflow is counted
+in ``rejects_dropped`` and logged, never silent) until the caller takes them with
+``drain_rejects()`` after each poll and sends them to the dead-letter topic/table.
+Records the source does return have already passed
+:func:`~convergence.schema.validate_event` at the poll's clock, so a reason can name
+the line; the edge validates again anyway. ``poll()`` raises
+:class:`~convergence.ground_stations.base.SourceError` only when the source itself
+cannot be read (missing file, I/O error, HTTP failure), which is what the station
+agent's circuit breaker is for.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from convergence.ground_stations.base import Source, SourceError
+from convergence.schema import (
+    DeadLetter,
+    Limits,
+    SourceKind,
+    ValidationError,
+    dead_letter,
+    validate_event,
+)
+from convergence.stations import StationInfo
+
+log = logging.getLogger(__name__)
+
+#: unix timestamps at or above this are milliseconds (1e11 s is the year 5138)
+MS_THRESHOLD = 1e11
+_MAX_NUMBER_CHARS = 64
+_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+def _short(v: Any, n: int = 60) -> str:
+    r = repr(v)
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
+def parse_time(raw: Any) -> float:
+    """Unix seconds from unix seconds/milliseconds (number or text) or ISO-8601 text.
+
+    Raises ``ValueError`` saying what was wrong.
+
+    >>> parse_time("2024-05-01T12:00:00Z"), parse_time(1714564800), parse_time("1714564800000")
+    (1714564800.0, 1714564800.0, 1714564800.0)
+    >>> parse_time("yesterday")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'yesterday' is neither unix seconds nor ISO-8601 (e.g. 2024-05-01T12:00:00Z)
+    """
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise ValueError(f"{_short(raw)} is not a timestamp; use unix seconds or ISO-8601 text")
+    if isinstance(raw, str):
+        s = raw.strip()
+        if len(s) > _MAX_NUMBER_CHARS:
+            raise ValueError(f"{_short(raw)} is {len(s)} characters long; not a timestamp")
+        try:
+            t = float(s)
+        except ValueError:
+            try:
+                dt = datetime.fromisoformat(s)
+            except ValueError:
+                raise ValueError(f"{_short(raw)} is neither unix seconds nor ISO-8601 "
+                                 "(e.g. 2024-05-01T12:00:00Z)") from None
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=UTC)
+            return dt.timestamp()
+    else:
+        t = float(raw)
+    if not math.isfinite(t):
+        raise ValueError(f"{_short(raw)} is not a finite timestamp")
+    return t / 1000.0 if abs(t) >= MS_THRESHOLD else t
+
+
+def to_number(raw: Any) -> float:
+    """A finite float from a number or numeric text (booleans are refused).
+
+    >>> to_number("4.5"), to_number(3)
+    (4.5, 3.0)
+    """
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise ValueError(f"{_short(raw)} is not a number")
+    if isinstance(raw, str):
+        if len(raw) > _MAX_NUMBER_CHARS:
+            raise ValueError(f"{_short(raw)} is {len(raw)} characters long; not a number")
+        try:
+            v = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"{_short(raw)} is not a number") from None
+    else:
+        v = float(raw)
+    if not math.isfinite(v):
+        raise ValueError(f"{_short(raw)} is not finite")
+    return v
+
+
+def iso_utc(t: float) -> str:
+    """``2024-05-01T12:00:00Z`` (sub-second digits only when present)."""
+    dt = datetime.fromtimestamp(t, tz=UTC)
+    fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if dt.microsecond else "%Y-%m-%dT%H:%M:%SZ"
+    return dt.strftime(fmt)
+
+
+def check_record(rec: Mapping[str, Any], *, now_s: float, limits: Limits) -> None:
+    """What the edge will check (size, then :func:`validate_event`), so a source can name the line.
+
+    Raises :class:`~convergence.schema.ValidationError`.
+    """
+    if len(orjson.dumps(dict(rec))) > limits.max_event_bytes:
+        raise ValidationError("event", f"encodes to more than {limits.max_event_bytes} bytes; "
+                                       "shorten its text")
+    validate_event(rec, now_s=now_s, limits=limits)
+
+
+class RejectBuffer:
+    """Dead letters a source produced, kept until its caller drains them (bounded).
+
+    Parameters
+    ----------
+    stage
+        Stage name written into every dead letter, e.g. ``source.csv``.
+    station_id
+        The station the source belongs to.
+    max_kept
+        How many undrained dead letters to keep; later ones are counted in ``dropped``
+        (and logged), so a caller that never drains cannot exhaust memory.
+
+    Examples
+    --------
+    >>> buf = RejectBuffer("source.csv", "s1", max_kept=1)
+    >>> buf.add("a,b", "price", "file x.csv line 2: 'b' is not a number", now_s=5.0)
+    >>> buf.add("c,d", "price", "file x.csv line 3: 'd' is not a number", now_s=5.0)
+    >>> [(d.station_id, d.reason) for d in buf.drain()], buf.dropped, buf.total
+    ([('s1', "file x.csv line 2: 'b' is not a number")], 1, 2)
+    """
+
+    def __init__(self, stage: str, station_id: str, max_kept: int = 10_000) -> None:
+        if max_kept < 1:
+            raise ValueError(f"max_kept must be >= 1, got {max_kept}")
+        self.stage = stage
+        self.station_id = station_id
+        self.max_kept = max_kept
+        self.items: list[DeadLetter] = []
+        self.dropped = 0
+        self.total = 0
+
+    def add(self, payload: Any, field: str, reason: str, *, now_s: float) -> None:
+        self.total += 1
+        if len(self.items) >= self.max_kept:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("%s station %s: %d dead letter(s) dropped because nobody drained "
+                            "the source's rejects; call drain_rejects() after each poll",
+                            self.stage, self.station_id, self.dropped)
+            return
+        dl = dead_letter(self.stage, payload, ValidationError(field, reason), received_at_s=now_s)
+        self.items.append(replace(dl, station_id=self.station_id))
+
+    def drain(self) -> list[DeadLetter]:
+        out, self.items = self.items, []
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    line_no: int
+    t: float
+    rec: dict[str, Any]  # everything except event_time_s
+    payload: str
+
+
+class _BadRow(ValueError):
+    """One row is unusable: ``field`` names the culprit, ``reason`` is a whole sentence."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+class FileReplaySource(Source):
+    """Replays a CSV or JSON Lines file (ticks or event rows) at a chosen speed-up.
+
+    See the module docstring for the columns, the re-stamping of event times and the
+    dead-letter design.
+
+    Parameters
+    ----------
+    path
+        The file. ``.csv`` is CSV; ``.jsonl``/``.ndjson`` is JSON Lines; otherwise pass ``fmt``.
+    station
+        The station this source feeds; its source kind decides which columns are read.
+    speed
+        Data seconds per wall second (``60`` = one hour of data per minute), or ``None``
+        to release rows as fast as possible.
+    batch_rows
+        At most this many lines are read per poll (good and bad), so one poll stays short.
+    fmt
+        ``"csv"`` or ``"jsonl"`` when the extension does not say.
+    start_s
+        Station time the first row maps to (default: the clock at the first poll).
+    restamp
+        ``False`` keeps the original timestamps instead of re-stamping.
+    rename
+        File column name -> our column name.
+    limits
+        Edge limits (text length, event size, future tolerance).
+    max_rejects
+        Undrained dead letters kept (see :class:`RejectBuffer`).
+
+    Examples
+    --------
+    >>> import asyncio, tempfile, os
+    >>> from convergence.stations import StationInfo
+    >>> fd, path = tempfile.mkstemp(suffix=".csv"); os.close(fd)
+    >>> with open(path, "w") as fh:
+    ...     _ = fh.write("timestamp,symbol,price,volume\\n"
+    ...                  "2024-05-01T12:00:00Z,ACME,101.5,300\\n"
+    ...                  "2024-05-01T12:01:00Z,ACME,oops,200\\n"
+    ...                  "2024-05-01T13:00:00Z,ACME,102.0,100\\n")
+    >>> src = FileReplaySource(path, StationInfo("px-1", "market_price"), speed=60.0)
+    >>> [(r["event_time_s"], r["value"], r["source"]) for r in asyncio.run(src.poll(1_800_000_000.0))]
+    [(1800000000.0, 101.5, 'ACME')]
+    >>> asyncio.run(src.poll(1_800_000_059.0)), [d.field for d in src.drain_rejects()]
+    ([], ['price'])
+    >>> [(r["event_time_s"], r["text"]) for r in asyncio.run(src.poll(1_800_000_060.0))]
+    [(1800000060.0, '[orig 2024-05-01T13:00:00Z]')]
+    >>> src.done
+    True
+    >>> os.remove(path)
+    """
+
+    kind = "replay"
+
+    def __init__(
+        self,
+        path: str | Path,
+        station: StationInfo,
+        *,
+        speed: float | None = 60.0,
+        batch_rows: int = 1000,
+        fmt: str | None = None,
+        start_s: float | None = None,
+        restamp: bool = True,
+        rename: Mapping[str, str] | None = None,
+        limits: Limits | None = None,
+        max_rejects: int = 10_000,
+    ) -> None:
+        self.path = Path(path)
+        if fmt is None:
+            fmt = _FORMATS.get(self.path.suffix.lower())
+            if fmt is None:
+                raise ValueError(f"cannot tell the format of {self.path} from its extension; "
+                                 "pass fmt='csv' or fmt='jsonl'")
+        if fmt not in ("csv", "jsonl"):
+            raise ValueError(f"fmt must be 'csv' or 'jsonl', got {fmt!r}")
+        if speed is not None and not (math.isfinite(speed) and speed > 0):
+            raise ValueError(f"speed must be > 0 (data seconds per wall second) or None, got {speed}")
+        if batch_rows < 1:
+            raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
+        self.station = station
+        self.speed = speed
+        self.batch_rows = batch_rows
+        self.fmt = fmt
+        self.kind = fmt
+        self.start_s = start_s
+        self.restamp = restamp
+        self.rename = {k.strip().lower(): v.strip().lower() for k, v in (rename or {}).items()}
+        self.limits = limits or Limits()
+        self.max_rejects = max_rejects
+        self._reset()
+
+    def _reset(self) -> None:
+        self._fh: IO[bytes] | None = None
+        self._line_no = 0
+        self._header: list[str] | None = None
+        self._header_line = 0
+        self._pending: _Row | None = None
+        self._t0: float | None = None
+        self._w0: float | None = None
+        self._eof = False
+        self._rejects = RejectBuffer(f"source.{self.fmt}", self.station.station_id, self.max_rejects)
+        self.lines_read = 0
+        self.emitted = 0
+
+    # -- the dead-letter side channel -------------------------------------------------
+    @property
+    def rejects(self) -> list[DeadLetter]:
+        """Dead letters not yet drained."""
+        return self._rejects.items
+
+    @property
+    def rejects_dropped(self) -> int:
+        return self._rejects.dropped
+
+    def drain_rejects(self) -> list[DeadLetter]:
+        """Take the dead letters produced since the last drain."""
+        return self._rejects.drain()
+
+    @property
+    def done(self) -> bool:
+        """Every line has been read and every good row released."""
+        return self._eof and self._pending is None
+
+    # -- reading ------------------------------------------------------------------------
+    def _where(self, line_no: int) -> str:
+        return f"file {self.path} line {line_no}"
+
+    def _open(self) -> IO[bytes]:
+        if self._fh is None:
+            try:
+                self._fh = self.path.open("rb")
+            except OSError as exc:
+                raise SourceError(f"cannot open replay file {self.path}: {exc.strerror or exc}; "
+                                  "check the path and its permissions") from None
+        return self._fh
+
+    def _read_line(self, now_s: float) -> tuple[int, str] | None:
+        """The next line as text, or ``None`` at the end of the file.
+
+        Lines are read with a byte cap so one enormous line cannot exhaust memory; an
+        over-long or non-UTF-8 line becomes a dead letter and reads as an empty line.
+        """
+        fh = self._open()
+        cap = self.limits.max_event_bytes
+        try:
+            chunk = fh.readline(cap + 1)
+            if not chunk:
+                return None
+            self._line_no += 1
+            n = self._line_no
+            if len(chunk) > cap and not chunk.endswith(b"\n"):
+                size = len(chunk)
+                while chunk and not chunk.endswith(b"\n"):  # skip the rest of the line
+                    chunk = fh.readline(1 << 20)
+                    size += len(chunk)
+                self._rejects.add(b"", "line", f"{self._where(n)}: is {size} bytes long; the limit is "
+                                  f"{cap} (max_event_bytes). Is this the right file?", now_s=now_s)
+                return n, ""
+        except OSError as exc:
+            raise SourceError(f"cannot read replay file {self.path} after line {self._line_no}: "
+                              f"{exc.strerror or exc}") from None
+        if n == 1 and chunk.startswith(b"\xef\xbb\xbf"):  # Excel's byte-order mark
+            chunk = chunk[3:]
+        try:
+            return n, chunk.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            self._rejects.add(chunk, "line", f"{self._where(n)}: is not UTF-8 text ({exc.reason} at "
+                              f"byte {exc.start}); re-export the file as UTF-8", now_s=now_s)
+            return n, ""
+
+    def _fields(self, line_no: int, text: str) -> dict[str, Any] | None:
+        """Column -> raw value for one line; ``None`` for the CSV header line."""
+        if self.fmt == "jsonl":
+            try:
+                obj = orjson.loads(text)
+            except orjson.JSONDecodeError as exc:
+                raise _BadRow("line", f"is not valid JSON ({exc}); each line must be one "
+                                      "JSON object") from None
+            if not isinstance(obj, dict):
+                raise _BadRow("line", f"is a JSON {type(obj).__name__}, not an object")
+            return {self.rename.get(k.strip().lower(), k.strip().lower()): v for k, v in obj.items()}
+        try:
+            cells = next(csv.reader([text], strict=True))
+        except csv.Error as exc:
+            raise _BadRow("line", f"is malformed CSV ({exc}); quote fields that contain commas, "
+                                  "and keep each row on one line") from None
+        if self._header is None:
+            self._header = [self.rename.get(c.strip().lower(), c.strip().lower()) for c in cells]
+            self._header_line = line_no
+            return None
+        if len(cells) != len(self._header):
+            raise _BadRow("line", f"has {len(cells)} fields; the header on line {self._header_line} "
+                                  f"has {len(self._header)} ({','.join(self._header)})")
+        return {k: v for k, v in zip(self._header, cells, strict=True) if v.strip() != ""}
+
+    def _missing(self, col: str, why: str) -> _BadRow:
+        if self.fmt == "csv" and self._header is not None:
+            return _BadRow(col, f"has no '{col}' column ({why}); the header on line "
+                                f"{self._header_line} names: {','.join(self._header)}")
+        return _BadRow(col, f"has no '{col}' key ({why})")
+
+    def _build(self, f: Mapping[str, Any], now_s: float) -> tuple[float, dict[str, Any]]:
+        kind = self.station.kind
+        if "timestamp" not in f:
+            raise self._missing("timestamp", "every row needs its time")
+        try:
+            t = parse_time(f["timestamp"])
+        except ValueError as exc:
+            raise _BadRow("timestamp", f"timestamp {exc}") from None
+        if t > now_s + self.limits.max_future_s:
+            raise _BadRow("timestamp", f"timestamp {iso_utc(t)} is {t - now_s:.0f} s after the station "
+                                       f"clock ({iso_utc(now_s)}); a replay file holds history. Fix "
+                                       "the row or the station's clock")
+        rec: dict[str, Any] = {"station_id": self.station.station_id, "source_kind": kind.value}
+        if kind in (SourceKind.MARKET_PRICE, SourceKind.MARKET_VOLUME):
+            wanted = "price" if kind == SourceKind.MARKET_PRICE else "volume"
+            value_col = wanted if wanted in f else "value"
+            if value_col not in f:
+                raise self._missing(wanted, f"a {kind.value} station replays "
+                                            "timestamp,symbol,price,volume rows")
+            rec["category"] = f.get("category", "trade")
+        else:
+            value_col = "value"
+            if "category" not in f:
+                raise self._missing("category", f"a {kind.value} station replays "
+                                                "timestamp,category,text,lat,lon[,value] rows")
+            rec["category"] = f["category"]
+        numbers = [(value_col, "value"), ("lat", "lat"), ("lon", "lon")]
+        for col, name in numbers:
+            if col in f:
+                try:
+                    rec[name] = to_number(f[col])
+                except ValueError as exc:
+                    raise _BadRow(col, f"{col} {exc}") from None
+        rec.setdefault("value", 1.0)  # an event row without a value counts one occurrence
+        src = f.get("symbol", f.get("source"))
+        if src is not None:
+            # a numeric symbol (a ticker id) is still a name; anything else the check names
+            rec["source"] = str(src) if isinstance(src, int) and not isinstance(src, bool) else src
+        text = f.get("text")
+        if text is not None:
+            if isinstance(text, str) and len(text) > self.limits.max_text_chars:
+                raise _BadRow("text", f"text is {len(text)} characters long; the limit is "
+                                      f"{self.limits.max_text_chars} (max_text_chars)")
+            rec["text"] = text
+        return t, rec
+
+    def _parse(self, line_no: int, text: str, now_s: float) -> _Row | None:
+        if not text.strip():
+            return None
+        try:
+            fields = self._fields(line_no, text)
+            if fields is None:
+                return None
+            t, rec = self._build(fields, now_s)
+        except _BadRow as bad:
+            self._rejects.add(text, bad.field, f"{self._where(line_no)}: {bad.reason}", now_s=now_s)
+            return None
+        return _Row(line_no, t, rec, text)
+
+    def _finish(self, row: _Row, event_time_s: float, now_s: float) -> dict[str, Any] | None:
+        rec = dict(row.rec)
+        rec["event_time_s"] = round(event_time_s, 6)
+        if self.restamp:
+            note = f"[orig {iso_utc(row.t)}]"
+            text = rec.get("text")
+            if isinstance(text, str) and text:
+                # the note must fit: only a text already near the limit loses its tail
+                rec["text"] = f"{text[: self.limits.max_text_chars - len(note) - 1]} {note}"
+            elif text is None or text == "":
+                rec["text"] = note
+        try:
+            check_record(rec, now_s=now_s, limits=self.limits)
+        except ValidationError as err:
+            self._rejects.add(row.payload, err.field,
+                              f"{self._where(row.line_no)}: {err.field} {err.reason}", now_s=now_s)
+            return None
+        return rec
+
+    async def poll(self, now_s: float) -> list[dict[str, Any]]:
+        # Reading is synchronous on purpose: a poll reads at most batch_rows lines of a
+        # local file, and a thread would let a timed-out poll race the next one.
+        if self._w0 is None:
+            self._w0 = now_s if self.start_s is None else self.start_s
+        out: list[dict[str, Any]] = []
+        examined = 0
+        while examined < self.batch_rows:
+            if self._pending is None:
+                if self._eof:
+                    break
+                got = self._read_line(now_s)
+                if got is None:
+                    self._eof = True
+                    self.close_file()
+                    break
+                examined += 1
+                self.lines_read += 1
+                row = self._parse(got[0], got[1], now_s)
+                if row is None:
+                    continue
+                if self._t0 is None:
+                    self._t0 = row.t
+                self._pending = row
+            row = self._pending
+            assert row is not None and self._t0 is not None
+            if self.speed is None:
+                due = now_s
+            else:
+                due = self._w0 + max(0.0, row.t - self._t0) / self.speed
+                if due > now_s:
+                    break
+            self._pending = None
+            rec = self._finish(row, due if self.restamp else row.t, now_s)
+            if rec is not None:
+                out.append(rec)
+        self.emitted += len(out)
+        return out
+
+    def close_file(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    async def close(self) -> None:
+        self.close_file()

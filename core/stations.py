@@ -92,6 +92,10 @@ class StationRegistry:
     def index_of(self, station_id: str) -> int:
         return self._index[station_id]
 
+    def get(self, station_id: str) -> int | None:
+        """Index of ``station_id``, or ``None`` if it is not registered."""
+        return self._index.get(station_id)
+
     def info(self, idx: int) -> StationInfo:
         return self.stations[idx]
 

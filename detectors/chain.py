@@ -192,7 +192,8 @@ class DetectorChain:
         """Advance one tick for every station (and every leading index).
 
         ``cells`` needs ``count`` and ``hist``; ``slot`` (the tick's slot of the day)
-        enables the periodicity check; ``regime_features`` feeds the regime filter.
+        enables the periodicity check; ``dark_z`` is evidence for stations whose source
+        went dark (the runtime knows, from the station agents).
         """
         count = cells["count"]
         prev_node = state[self.node.name]["state"]
@@ -234,6 +235,8 @@ class DetectorChain:
             node_in["pattern_z"] = mo.pattern_z
             matches = mo.matches
         out["matches"] = matches
+        if "dark_z" in cells:
+            node_in["dark_z"] = cells["dark_z"]
         if meta.quarantined is not None:
             node_in["quarantined"] = meta.quarantined
         if meta.threshold_scale is not None:

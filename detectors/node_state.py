@@ -33,10 +33,10 @@ from convergence.detectors.base import Array, ArrayState, Outputs, Spec, Stage, 
 
 NORMAL, ELEVATED, ANOMALOUS, COOLING = 0, 1, 2, 3
 NODE_STATES = ("normal", "elevated", "anomalous", "cooling")
-EVIDENCE_TYPES = ("burst", "entropy", "regime", "change", "periodicity", "pattern")
+EVIDENCE_TYPES = ("burst", "entropy", "regime", "change", "periodicity", "pattern", "dark")
 #: input name and default weight of each evidence type, in ``EVIDENCE_TYPES`` order
 EVIDENCE_INPUTS = (("burst_z", 1.0), ("entropy_drop_z", 0.8), ("regime_z", 1.0),
-                   ("cusum_z", 0.3), ("periodicity_z", 0.8), ("pattern_z", 1.0))
+                   ("cusum_z", 0.3), ("periodicity_z", 0.8), ("pattern_z", 1.0), ("dark_z", 1.0))
 NEVER = 1e9
 
 

@@ -7,6 +7,13 @@ detector chain; every (run, tick) gives the meter's features for its strongest r
 convergence under way? Runs, not ticks, are split into train and held-out sets, so the
 held-out figures are about scenarios the model never saw.
 
+The raw probability is not used as the score directly: an *operating point* is chosen
+on the training runs — the smallest P at which runs without a convergence in progress
+raise a warning no more often than the rule-based meter does on the same runs (and at
+most 2 %) — and P is mapped piecewise-linearly so that this P lands on the ``warning``
+threshold (55). Learned fusion then means "more detections at the rule's false-alarm
+budget", not "more alarms".
+
 The report of a training run carries the held-out **AUC**, the **Brier score**, a
 10-bin **reliability table** with the expected calibration error, and a head-to-head
 on held-out runs of the rule-based meter and the learned meter: runs detected, runs
@@ -153,6 +160,9 @@ def train_meter(registry: ModelRegistry, *, runs: int = 600, ticks: int = 60, st
             say(f"boosting round {env.iteration + 1}/{num_rounds}", 0.4 + 0.4 * env.iteration / num_rounds)
 
     booster = lgb.train(_params(seed), train, num_boost_round=num_rounds, callbacks=[_cb])
+    p_warning = choose_operating_point(
+        np.asarray(booster.predict(X[~is_test]), np.float64).reshape(-1, ticks),
+        res.label[~test_runs], res.fired[~test_runs])
     p = booster.predict(X[is_test])
     yt = y[is_test]
     metrics: dict[str, Any] = {"auc": round(auc(yt, np.asarray(p)), 4)}
@@ -160,11 +170,13 @@ def train_meter(registry: ModelRegistry, *, runs: int = 600, ticks: int = 60, st
     metrics["rule_auc"] = round(auc(yt, X[is_test][:, FEATURE_NAMES.index("rule_score")] / 100), 4)
     say("comparing rule-based and learned meter on held-out runs", 0.85)
     metrics["heldout_rule"] = _detection_on(res, has_gen, test_runs)
-    learned = _rerun_with_scorer(booster, runs, ticks, stations, seed)
+    learned = _rerun_with_scorer(booster, p_warning, runs, ticks, stations, seed)
     metrics["heldout_learned"] = _detection_on(learned, has_gen, test_runs)
     importance = dict(zip(FEATURE_NAMES, booster.feature_importance("gain").round(1).tolist(),
                           strict=True))
+    metrics["operating_point"] = {"p_warning": round(p_warning, 4)}
     meta = {"kind": "lightgbm-binary", "features": list(FEATURE_NAMES), "runs": runs,
+            "p_warning": p_warning,
             "ticks": ticks, "stations": stations, "seed": seed, "holdout": holdout,
             "num_rounds": num_rounds, "train_rows": int((~is_test).sum()),
             "test_rows": int(is_test.sum()), "positive_share": round(float(y.mean()), 4),
@@ -183,26 +195,60 @@ def _detection_on(res: SimResult, has_gen: npt.NDArray[np.bool_],
     return detection_stats(sub, has_gen[runs_mask])
 
 
-def _rerun_with_scorer(booster: lgb.Booster, runs: int, ticks: int, stations: int,
-                       seed: int) -> SimResult:
-    chain = DetectorChain(meter=ConvergenceMeter(scorer=booster_scorer(booster)))
+def _rerun_with_scorer(booster: lgb.Booster, p_warning: float, runs: int, ticks: int,
+                       stations: int, seed: int) -> SimResult:
+    chain = DetectorChain(meter=ConvergenceMeter(scorer=booster_scorer(booster, p_warning)),
+                          patterns=None)
     res, _ = _dataset(runs, ticks, stations, seed, chain=chain)
     return res
 
 
-def booster_scorer(booster: lgb.Booster) -> Callable[[F64], F64]:
-    """Wrap a booster as the meter's ``scorer`` (feature rows -> P(convergence))."""
+WARNING_SCORE = 0.55  # the meter's default warning threshold, as a fraction of 100
+MAX_FALSE_ALARM_RATE = 0.02
+
+
+def to_score(p: F64, p_warning: float) -> F64:
+    """Map P(convergence) so that ``p_warning`` lands on the warning threshold (0.55)."""
+    p = np.clip(np.asarray(p, np.float64), 0.0, 1.0)
+    lo = p * WARNING_SCORE / max(p_warning, 1e-9)
+    hi = WARNING_SCORE + (p - p_warning) * (1 - WARNING_SCORE) / max(1 - p_warning, 1e-9)
+    out: F64 = np.where(p <= p_warning, lo, hi)
+    return out
+
+
+def choose_operating_point(p: F64, label: npt.NDArray[np.bool_], rule_fired: npt.NDArray[np.bool_]) -> float:
+    """Smallest P whose false-alarm rate over runs is within the rule's (and <= 2 %).
+
+    ``p``, ``label`` and ``rule_fired`` are ``(runs, ticks)`` on training runs. The meter
+    alarms when its score *rises* through the threshold, so a run has a false alarm at
+    threshold ``x`` if P crosses ``x`` upwards at a tick with no genuine convergence under
+    way (staying high after a real one is not a new alarm).
+    """
+    rule_rate = float(np.any(rule_fired & ~label, axis=1).mean())
+    budget = min(max(rule_rate, 1.0 / p.shape[0]), MAX_FALSE_ALARM_RATE)
+    prev = np.concatenate([np.zeros((p.shape[0], 1)), p[:, :-1]], axis=1)
+    for x in np.linspace(0.05, 0.99, 95):
+        rises = (p >= x) & (prev < x) & ~label
+        if float(np.any(rises, axis=1).mean()) <= budget:
+            return float(x)
+    return 0.99
+
+
+def booster_scorer(booster: lgb.Booster, p_warning: float = WARNING_SCORE) -> Callable[[F64], F64]:
+    """Wrap a booster as the meter's ``scorer``: feature rows -> calibrated score / 100."""
 
     def score(features: F64) -> F64:
-        return np.asarray(booster.predict(np.asarray(features, np.float64)), np.float64)
+        return to_score(np.asarray(booster.predict(np.asarray(features, np.float64)), np.float64),
+                        p_warning)
 
     return score
 
 
 def load_scorer(registry: ModelRegistry, version: int | None = None) -> Callable[[F64], F64]:
     """The saved meter model as a scorer; :class:`ModelNotFound` if none is trained."""
-    _, text = registry.load_text(MODEL_NAME, version, train_hint=TRAIN_HINT)
-    return booster_scorer(lgb.Booster(model_str=text))
+    rec, text = registry.load_text(MODEL_NAME, version, train_hint=TRAIN_HINT)
+    return booster_scorer(lgb.Booster(model_str=text),
+                          float(rec.metadata.get("p_warning", WARNING_SCORE)))
 
 
 def result_features_example() -> F64:

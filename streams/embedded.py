@@ -103,9 +103,14 @@ class EmbeddedRuntime:
         return Fleet([
             StationAgent(info, SyntheticSource(self.world, i, t0, self.settings.seed), sink,
                          interval_s=self.sample_interval_s, clock=self.clock,
-                         seed=self.settings.seed)
+                         seed=self.settings.seed, on_state=self._on_state)
             for i, info in enumerate(self.scenario.fleet)
         ])
+
+    def _on_state(self, station_id: str, old: str, new: str, reason: str) -> None:
+        self.pipeline.note_station_state(station_id, new)
+        if new in ("backing_off", "quarantined"):
+            log.warning("station %s: %s -> %s (%s)", station_id, old, new, reason)
 
     def _handle(self, outcomes: list[TickOutcome], writer: BatchedWriter, fleet: Fleet) -> None:
         for oc in outcomes:

@@ -90,6 +90,7 @@ class Pipeline:
         self._episode_responses: list[dict[str, Any]] = []
         self._episode_patterns: list[dict[str, Any]] = []
         self.last_reading: dict[str, Any] = {}
+        self._dark: dict[str, str] = {}
         self._scale = np.ones(n)
         self._scale_until = np.full(n, -np.inf)
 
@@ -169,6 +170,17 @@ class Pipeline:
         self.counters.dead_letters += len(dls)
         return dls
 
+    #: evidence (sd) of a station whose source keeps failing: enough to make it an
+    #: anomalous node, so several going dark together in a region converge like any signal
+    DARK_Z = 6.0
+
+    def note_station_state(self, station_id: str, state: str) -> None:
+        """A station's agent changed state; ``backing_off`` means its source went dark."""
+        if state == "backing_off":
+            self._dark[station_id] = state
+        else:
+            self._dark.pop(station_id, None)
+
     def count_dead_letters(self, n: int) -> None:
         """Record dead letters produced upstream (e.g. undecodable messages)."""
         self.counters.dead_letters += n
@@ -198,6 +210,13 @@ class Pipeline:
         scale = np.where(self._scale_until > time_s, self._scale, 1.0)
         meta = StationMeta.from_registry(self.registry, q, scale)
         cells = {**cells, "slot": slot_of(tick * self.tick_s, self.chain.periodicity.slots_per_day)}
+        if self._dark:
+            dark = np.zeros(n)
+            for sid in self._dark:
+                idx = self.registry.get(sid)
+                if idx is not None:
+                    dark[idx] = self.DARK_Z
+            cells["dark_z"] = dark
         out = self.chain.step(self.state, cells, meta)
         ids = self.registry.ids()
         for m in out["matches"]:

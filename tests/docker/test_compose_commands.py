@@ -6,8 +6,9 @@ import json
 import re
 from pathlib import Path
 
-from convergence.cli.main import app
 from typer.testing import CliRunner
+
+from convergence.cli.main import app
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker" / "compose.yaml"
 

@@ -84,3 +84,34 @@ def test_unknown_station_is_registered_not_rejected() -> None:
     assert pipe.ingest_raw([rec], now_s=T0 + 1) == []
     outs = pipe.advance(T0 + 5)
     assert len(pipe.registry) == 11 and outs and pipe.counters.events == 1
+
+
+def test_stations_going_dark_together_are_evidence() -> None:
+    s = load_settings(env={}, config_path=None)
+    sc = default_scenario(60, seed=4, horizon_s=30)
+    reg = StationRegistry(list(sc.fleet))
+    pipe = Pipeline(s.replace(meter_model="rules"), reg)
+    region = sc.fleet[0].region
+    in_region = [st for st in sc.fleet if st.region == region]
+    kinds_seen: set[str] = set()
+    dark = []
+    for st in in_region:  # one station of each kind, two OSINT feeds, goes dark
+        if st.kind.value not in kinds_seen or (st.kind.value.startswith("osint") and
+                                               sum(d.kind.value.startswith("osint") for d in dark) < 2):
+            kinds_seen.add(st.kind.value)
+            dark.append(st)
+    for st in dark:
+        pipe.note_station_state(st.station_id, "backing_off")
+    outs = []
+    for t in range(1, 8):
+        outs += pipe.advance(T0 + t)
+    pipe.ingest_raw([{"station_id": sc.fleet[1].station_id, "source_kind": sc.fleet[1].kind.value,
+                      "event_time_s": T0 + 0.5, "category": "x", "value": 1.0}], now_s=T0 + 0.6)
+    outs += pipe.advance(T0 + 12)
+    alerts = [a for o in outs for a in o.alerts]
+    assert alerts and alerts[0]["regions"] == [region]
+    assert set(alerts[0]["stations"]) <= {d.station_id for d in dark}
+    assert "dark" in alerts[0]["source_kinds"] or alerts[0]["n_stations"] == len(dark)
+    for st in dark:
+        pipe.note_station_state(st.station_id, "running")
+    assert pipe._dark == {}

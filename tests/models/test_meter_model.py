@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from convergence.models.meter_model import auc, calibration, choose_operating_point, to_score
+
+
+def test_auc_known_answers() -> None:
+    assert auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    assert auc(np.array([1, 1, 0, 0]), np.array([0.1, 0.2, 0.8, 0.9])) == 0.0
+    assert auc(np.array([0, 1, 0, 1]), np.array([0.5, 0.5, 0.5, 0.5])) == 0.5
+    assert np.isnan(auc(np.array([1, 1]), np.array([0.3, 0.4])))
+
+
+def test_calibration_perfect_and_off() -> None:
+    rng = np.random.default_rng(0)
+    p = rng.random(20000)
+    y = rng.random(20000) < p
+    good = calibration(y, p)
+    assert good["ece"] < 0.02 and len(good["reliability"]) == 10
+    bad = calibration(y, np.clip(p + 0.3, 0, 1))
+    assert bad["ece"] > 0.2 and bad["brier"] > good["brier"]
+
+
+def test_score_mapping_puts_operating_point_on_warning() -> None:
+    s = to_score(np.array([0.0, 0.4, 0.8, 1.0]), 0.8)
+    assert s[0] == 0.0 and s[2] == pytest.approx(0.55) and s[3] == pytest.approx(1.0)
+    assert s[1] == pytest.approx(0.275)
+
+
+def test_operating_point_respects_false_alarm_budget() -> None:
+    # 100 runs of 10 ticks; runs 0-49 have a convergence at ticks 5-9
+    label = np.zeros((100, 10), bool)
+    label[:50, 5:] = True
+    p = np.full((100, 10), 0.1)
+    p[:50, 6:] = 0.9          # real convergences: high P inside the window
+    p[50:53, 3] = 0.7         # three null runs with a spurious bump to 0.7
+    rule_fired = np.zeros((100, 10), bool)
+    rule_fired[50, 3] = True  # the rule false-alarmed once (1 %)
+    x = choose_operating_point(p, label, rule_fired)
+    assert 0.7 < x <= 0.9  # above the spurious bumps, below the real signal

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from convergence.models.meter_model import auc, calibration, choose_operating_point, to_score
 
 

@@ -7,11 +7,11 @@ message on stderr and exit code 1, never a traceback.
 from __future__ import annotations
 
 import json
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
-from convergence.settings import Settings, SettingsError, load_settings
+from convergence.cli.common import fail, settings
 from convergence.streams import kafka_local
 from convergence.streams.kafka_local import KafkaLocalError
 
@@ -21,26 +21,14 @@ app = typer.Typer(
 )
 
 
-def _fail(exc: Exception) -> NoReturn:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(1)
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        _fail(exc)
-
-
 @app.command()
 def fetch() -> None:
     """Download the Kafka jars with Maven into the cache (no-op when already there)."""
-    s = _settings()
+    s = settings()
     try:
         libs = kafka_local.fetch(s)
     except KafkaLocalError as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(f"Kafka {s.kafka_version} (Scala {s.kafka_scala}) jars in {libs}")
 
 
@@ -54,11 +42,11 @@ def start(
     ] = 90.0,
 ) -> None:
     """Start the broker in the background (fresh, empty storage) and print its bootstrap address."""
-    s = _settings()
+    s = settings()
     try:
         handle = kafka_local.start(s, port=port, persistent=True, timeout=timeout)
     except KafkaLocalError as exc:
-        _fail(exc)
+        fail(exc)
     # Human lines on stderr; stdout is only the address so `$(convergence kafka start)` works.
     typer.echo(
         f"Kafka {handle.version} running, pid {handle.pid}, log {handle.log_path}\n"
@@ -72,9 +60,9 @@ def start(
 def stop() -> None:
     """Stop the background broker started by `start`."""
     try:
-        before = kafka_local.stop(_settings())
+        before = kafka_local.stop(settings())
     except KafkaLocalError as exc:
-        _fail(exc)
+        fail(exc)
     if before.recorded and before.pid_alive:
         typer.echo(f"stopped Kafka broker pid {before.pid} at {before.bootstrap}")
     elif before.recorded:
@@ -89,9 +77,9 @@ def status(
 ) -> None:
     """Show whether the background broker's process is alive and its port answers."""
     try:
-        st = kafka_local.status(_settings())
+        st = kafka_local.status(settings())
     except KafkaLocalError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         typer.echo(json.dumps(st.as_dict()))
     elif not st.recorded:

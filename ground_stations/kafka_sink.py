@@ -49,6 +49,7 @@ from typing import Any
 import orjson
 
 from convergence.control import ControlCommand
+from convergence.counters import Counters
 from convergence.ground_stations.agent import Fleet
 from convergence.wire import encode_raw
 
@@ -67,7 +68,7 @@ def pick_compression() -> str:
 
 
 @dataclass
-class SinkCounters:
+class SinkCounters(Counters):
     """Messages (and the event records inside them) through one sink."""
 
     sent: int = 0  # messages handed to the producer, re-sends excluded
@@ -77,9 +78,6 @@ class SinkCounters:
     records_sent: int = 0
     records_acked: int = 0
     records_failed: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
 
 
 @dataclass

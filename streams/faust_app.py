@@ -78,6 +78,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import numpy as np
 import orjson
 
+from convergence.counters import Counters
 from convergence.detectors.base import ArrayState
 from convergence.ground_stations.scenario import default_fleet
 from convergence.schema import DeadLetter, Event, dead_letter
@@ -274,16 +275,13 @@ def _finite(v: Any) -> Any:
 
 
 @dataclass
-class CoreCounters:
+class CoreCounters(Counters):
     messages: int = 0
     undecodable: int = 0
     checkpoints_written: int = 0
     checkpoints_restored: int = 0
     checkpoints_rejected: int = 0
     resets: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
 
 
 class WorkerCore:

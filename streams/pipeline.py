@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from convergence.counters import Counters
 from convergence.detectors.chain import ChainState, DetectorChain, StationMeta
 from convergence.detectors.ingest import EventColumns, TickAccumulator
 from convergence.detectors.meter import LEVELS, QUIET, ConvergenceMeter, explain
@@ -50,7 +51,7 @@ class TickOutcome:
 
 
 @dataclass
-class PipelineCounters:
+class PipelineCounters(Counters):
     events: int = 0
     duplicates: int = 0
     late: int = 0
@@ -59,9 +60,6 @@ class PipelineCounters:
     alerts: int = 0
     reports: int = 0
     responses: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
 
 
 class Pipeline:

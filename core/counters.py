@@ -1,0 +1,25 @@
+"""A base for the small integer counter records every component keeps.
+
+Counters are plain dataclasses of ``int`` fields; this base gives them one way to be
+reported (``as_dict``), so summaries, run records and ``--json`` output agree.
+
+Examples
+--------
+>>> from dataclasses import dataclass
+>>> @dataclass
+... class Seen(Counters):
+...     events: int = 0
+...     dropped: int = 0
+>>> c = Seen(); c.events += 3
+>>> c.as_dict()
+{'events': 3, 'dropped': 0}
+"""
+
+from __future__ import annotations
+
+
+class Counters:
+    """Mixin for counter dataclasses."""
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: int(v) for k, v in vars(self).items() if not k.startswith("_")}

@@ -49,12 +49,14 @@ from typing import Any
 from convergence.breaker import BreakerState, CircuitBreaker
 from convergence.control import Action, CommandAck, ControlCommand
 from convergence.ground_stations.base import Source, SourceError
+from convergence.schema import DeadLetter
 from convergence.stations import StationInfo
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[str, list[dict[str, Any]]], Awaitable[None]]
 StateHook = Callable[[str, str, str, str], None]  # station_id, old, new, reason
+DeadHook = Callable[[list[DeadLetter]], None]
 
 RUNNING, BACKING_OFF, QUARANTINED, STOPPED = "running", "backing_off", "quarantined", "stopped"
 
@@ -69,6 +71,7 @@ class StationAgent:
     interval_s: float = 1.0
     clock: Callable[[], float] = time.time
     on_state: StateHook | None = None
+    on_dead: DeadHook | None = None
     failure_threshold: int = 3
     backoff_base_s: float = 0.5
     backoff_max_s: float = 60.0
@@ -79,6 +82,7 @@ class StationAgent:
     polls: int = 0
     failures: int = 0
     sent: int = 0
+    rejected: int = 0
     _burst_until: float = -1.0
     _burst_interval_s: float = 0.25
     _quarantine_until: float = -1.0
@@ -98,6 +102,17 @@ class StationAgent:
             log.info("station %s: %s -> %s (%s)", self.info.station_id, old, new, reason)
             if self.on_state is not None:
                 self.on_state(self.info.station_id, old, new, reason)
+
+    def _drain(self) -> None:
+        # after every poll, good or failed: an unreadable body leaves its dead letter behind
+        dls = self.source.drain_rejects()
+        if dls:
+            self.rejected += len(dls)
+            if self.on_dead is not None:
+                self.on_dead(dls)
+            else:
+                log.warning("station %s: %d rejected inputs and no dead-letter sink; first: %s",
+                            self.info.station_id, len(dls), dls[0].reason)
 
     def effective_interval(self, now_s: float) -> float:
         """Sampling interval in force (burst mode samples faster until it expires)."""
@@ -172,6 +187,7 @@ class StationAgent:
                 try:
                     records = await asyncio.wait_for(self.source.poll(now), self.poll_timeout_s)
                 except (SourceError, OSError, TimeoutError, ValueError) as exc:
+                    self._drain()
                     self.failures += 1
                     self.breaker.record_failure()
                     reason = f"{type(exc).__name__}: {exc}"
@@ -185,6 +201,7 @@ class StationAgent:
                         log.warning("station %s: poll failed (%s)", self.info.station_id, reason)
                     await self._sleep(self.effective_interval(now), stop)
                     continue
+                self._drain()
                 self.breaker.record_success()
                 if self.state == BACKING_OFF:
                     self._set_state(RUNNING, "source answered again")
@@ -201,7 +218,8 @@ class StationAgent:
         return {"station_id": self.info.station_id, "kind": self.info.kind.value,
                 "region": self.info.region, "state": self.state,
                 "interval_s": self.effective_interval(self.clock()), "polls": self.polls,
-                "failures": self.failures, "sent": self.sent, "thresholds": dict(self.thresholds)}
+                "failures": self.failures, "sent": self.sent, "rejected": self.rejected,
+                "thresholds": dict(self.thresholds)}
 
 
 @dataclass

@@ -20,10 +20,12 @@ Mapping
 Keys are event fields (``event_time_s``, ``category``, ``value``, ``text``, ``lat``,
 ``lon``, ``source``); values are dotted paths into one item (``geo.lat``; a number
 indexes a list: ``geometry.coordinates.1``) or constants written ``=quake`` /
-``=1.5``. Defaults: ``event_time_s`` = the poll's clock, ``value`` = 1.0, ``source`` =
-the URL's host; ``category`` must be given. Without a mapping the items must already
-use the event field names. A mapped ``event_time_s``, ``category`` or ``value`` missing
-from an item is a dead letter; a missing optional field is simply left out.
+``=1.5``. Fields left out of the mapping default to: ``event_time_s`` = the poll's
+clock, ``value`` = 1.0, ``source`` = the URL's host; ``category`` must be given. A
+mapped ``event_time_s``, ``category`` or ``value`` missing from an item is a dead
+letter; a mapped optional field missing from an item is simply left out. Without a
+mapping the items must already be events: every field maps to its own name, so
+``event_time_s``, ``category`` and ``value`` are required, as in the schema.
 
 Examples
 --------
@@ -54,9 +56,10 @@ import orjson
 
 from convergence import __version__
 from convergence.ground_stations.base import Source, SourceError
-from convergence.ground_stations.replay import RejectBuffer, check_record, parse_time, to_number
+from convergence.ground_stations.replay import RejectBuffer, check_record
 from convergence.schema import DeadLetter, Limits, ValidationError
 from convergence.stations import StationInfo
+from convergence.timeparse import parse_time, to_number
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,6 @@ _NUMERIC = frozenset({"event_time_s", "value", "lat", "lon"})
 _REQUIRED_WHEN_MAPPED = frozenset({"event_time_s", "category", "value"})
 #: without a mapping, items already carry the event field names
 IDENTITY_MAPPING: dict[str, str] = {f: f for f in EVENT_FIELDS}
-_MISSING = object()
 
 
 def _short(v: Any, n: int = 60) -> str:
@@ -163,7 +165,8 @@ class ConditionalGet:
                         truncated = True
                         break
                 body = b"".join(chunks)[: self.max_bytes]
-                # Validators are kept only from a full answer: they describe what we read.
+                # Kept even for a truncated body: the same validators would fetch the same
+                # oversized answer again, and it has been dead-lettered once already.
                 self.etag = resp.headers.get("ETag")
                 self.last_modified = resp.headers.get("Last-Modified")
                 return Fetched(url, status, body, resp.headers.get("Content-Type", ""), truncated)
@@ -284,7 +287,7 @@ def get_path(obj: Any, path: str | tuple[str, ...]) -> Any:
     for i, part in enumerate(parts):
         if isinstance(cur, Mapping) and part in cur:
             cur = cur[part]
-        elif isinstance(cur, list) and part.lstrip("-").isdigit() and -len(cur) <= int(part) < len(cur):
+        elif isinstance(cur, list) and part.lstrip("-").isdecimal() and -len(cur) <= int(part) < len(cur):
             cur = cur[int(part)]
         else:
             raise KeyError(".".join(parts[: i + 1]))
@@ -293,7 +296,7 @@ def get_path(obj: Any, path: str | tuple[str, ...]) -> Any:
 
 def map_item(item: Any, rules: Mapping[str, FieldRule], *, now_s: float,
              defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """One item -> a record in the wire schema (without station fields).
+    """One item -> a record in the wire schema (``defaults`` supplies the station fields).
 
     Raises :class:`~convergence.schema.ValidationError` naming the event field and the
     item path for a missing required field or a value of the wrong type.
@@ -457,8 +460,11 @@ class HttpJsonSource(Source):
                 self._rejects.add(item, err.field, f"{self.url} item {i}: {err.field} {err.reason}",
                                   now_s=now_s)
                 continue
-            except TypeError as err:  # a value orjson cannot encode
-                self._rejects.add(repr(item), "item", f"{self.url} item {i}: {err}", now_s=now_s)
+            except Exception as exc:  # a bug must not stop the feed: keep the item, say so loudly
+                log.exception("JSON source %s: unexpected error on item %d", self.url, i)
+                self._rejects.add(repr(item), "item", f"{self.url} item {i}: unexpected "
+                                  f"{type(exc).__name__} ({exc}); this is a bug in the JSON source, "
+                                  "please report it with this item", now_s=now_s)
                 continue
             out.append(rec)
         return out

@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from convergence.ground_stations.base import SourceError
-from convergence.ground_stations.http_json import ConditionalGet, HttpJsonSource
+from convergence.ground_stations.http_json import ConditionalGet, HttpJsonSource, parse_mapping
 from convergence.ground_stations.replay import FileReplaySource
 from convergence.ground_stations.rss import RssSource
 from convergence.schema import SOURCE_KINDS, DeadLetter, Event, Limits, SourceKind
@@ -187,6 +187,11 @@ async def aprobe(
         raise ProbeError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
     if limit is not None and limit < 1:
         raise ProbeError(f"limit must be >= 1, got {limit}")
+    if mapping is not None:  # a typo in the mapping should fail before any network traffic
+        try:
+            parse_mapping(mapping)
+        except ValueError as exc:
+            raise ProbeError(str(exc)) from None
     now = time.time() if now_s is None else now_s
     lim = limits or Limits()
     station = _station(station_id, source_kind)

@@ -22,8 +22,8 @@ anything else       ``timestamp``, ``category``, optional ``value`` (default 1.0
 
 A tick file ``timestamp,symbol,price,volume`` therefore feeds two stations: a
 ``market_price`` one and a ``market_volume`` one, one record per row each. Timestamps
-are unix seconds or ISO-8601 (naive means UTC); numbers of 1e11 or more are read as
-unix *milliseconds* (no real seconds value is that large: it is the year 5138).
+are unix seconds or ISO-8601 (naive means UTC) between 1970 and 9999; numbers of 1e11
+or more are read as unix *milliseconds* (1e11 seconds would be the year 5138).
 
 Re-stamping
 -----------
@@ -77,76 +77,20 @@ from convergence.schema import (
     validate_event,
 )
 from convergence.stations import StationInfo
+from convergence.timeparse import parse_time, to_number
 
 log = logging.getLogger(__name__)
 
 #: unix timestamps at or above this are milliseconds (1e11 s is the year 5138)
-MS_THRESHOLD = 1e11
+#: accepted times: 1970-01-01 up to the end of year 9999 (datetime's range)
 _MAX_NUMBER_CHARS = 64
+_HEAD_KEPT = 256  # bytes of an over-long line kept in its dead letter
 _FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
 def _short(v: Any, n: int = 60) -> str:
     r = repr(v)
     return r if len(r) <= n else r[: n - 3] + "..."
-
-
-def parse_time(raw: Any) -> float:
-    """Unix seconds from unix seconds/milliseconds (number or text) or ISO-8601 text.
-
-    Raises ``ValueError`` saying what was wrong.
-
-    >>> parse_time("2024-05-01T12:00:00Z"), parse_time(1714564800), parse_time("1714564800000")
-    (1714564800.0, 1714564800.0, 1714564800.0)
-    >>> parse_time("yesterday")
-    Traceback (most recent call last):
-    ...
-    ValueError: 'yesterday' is neither unix seconds nor ISO-8601 (e.g. 2024-05-01T12:00:00Z)
-    """
-    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
-        raise ValueError(f"{_short(raw)} is not a timestamp; use unix seconds or ISO-8601 text")
-    if isinstance(raw, str):
-        s = raw.strip()
-        if len(s) > _MAX_NUMBER_CHARS:
-            raise ValueError(f"{_short(raw)} is {len(s)} characters long; not a timestamp")
-        try:
-            t = float(s)
-        except ValueError:
-            try:
-                dt = datetime.fromisoformat(s)
-            except ValueError:
-                raise ValueError(f"{_short(raw)} is neither unix seconds nor ISO-8601 "
-                                 "(e.g. 2024-05-01T12:00:00Z)") from None
-            if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=UTC)
-            return dt.timestamp()
-    else:
-        t = float(raw)
-    if not math.isfinite(t):
-        raise ValueError(f"{_short(raw)} is not a finite timestamp")
-    return t / 1000.0 if abs(t) >= MS_THRESHOLD else t
-
-
-def to_number(raw: Any) -> float:
-    """A finite float from a number or numeric text (booleans are refused).
-
-    >>> to_number("4.5"), to_number(3)
-    (4.5, 3.0)
-    """
-    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
-        raise ValueError(f"{_short(raw)} is not a number")
-    if isinstance(raw, str):
-        if len(raw) > _MAX_NUMBER_CHARS:
-            raise ValueError(f"{_short(raw)} is {len(raw)} characters long; not a number")
-        try:
-            v = float(raw.strip())
-        except ValueError:
-            raise ValueError(f"{_short(raw)} is not a number") from None
-    else:
-        v = float(raw)
-    if not math.isfinite(v):
-        raise ValueError(f"{_short(raw)} is not finite")
-    return v
 
 
 def iso_utc(t: float) -> str:
@@ -161,7 +105,11 @@ def check_record(rec: Mapping[str, Any], *, now_s: float, limits: Limits) -> Non
 
     Raises :class:`~convergence.schema.ValidationError`.
     """
-    if len(orjson.dumps(dict(rec))) > limits.max_event_bytes:
+    try:
+        size = len(orjson.dumps(dict(rec)))
+    except TypeError as exc:  # e.g. an integer beyond 64 bits in a text field
+        raise ValidationError("event", f"cannot be encoded as JSON ({exc})") from None
+    if size > limits.max_event_bytes:
         raise ValidationError("event", f"encodes to more than {limits.max_event_bytes} bytes; "
                                        "shorten its text")
     validate_event(rec, now_s=now_s, limits=limits)
@@ -249,7 +197,8 @@ class FileReplaySource(Source):
         Data seconds per wall second (``60`` = one hour of data per minute), or ``None``
         to release rows as fast as possible.
     batch_rows
-        At most this many lines are read per poll (good and bad), so one poll stays short.
+        At most this many lines (good rows, bad rows, blank lines; not the CSV header) are
+        read per poll, so one poll stays short.
     fmt
         ``"csv"`` or ``"jsonl"`` when the extension does not say.
     start_s
@@ -313,6 +262,7 @@ class FileReplaySource(Source):
             raise ValueError(f"speed must be > 0 (data seconds per wall second) or None, got {speed}")
         if batch_rows < 1:
             raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
+        station.kind  # noqa: B018 - an unknown source kind fails here, not in every poll
         self.station = station
         self.speed = speed
         self.batch_rows = batch_rows
@@ -385,11 +335,11 @@ class FileReplaySource(Source):
             self._line_no += 1
             n = self._line_no
             if len(chunk) > cap and not chunk.endswith(b"\n"):
-                size = len(chunk)
+                head, size = chunk[:_HEAD_KEPT], len(chunk)
                 while chunk and not chunk.endswith(b"\n"):  # skip the rest of the line
                     chunk = fh.readline(1 << 20)
                     size += len(chunk)
-                self._rejects.add(b"", "line", f"{self._where(n)}: is {size} bytes long; the limit is "
+                self._rejects.add(head, "line", f"{self._where(n)}: is {size} bytes long; the limit is "
                                   f"{cap} (max_event_bytes). Is this the right file?", now_s=now_s)
                 return n, ""
         except OSError as exc:
@@ -414,7 +364,9 @@ class FileReplaySource(Source):
                                       "JSON object") from None
             if not isinstance(obj, dict):
                 raise _BadRow("line", f"is a JSON {type(obj).__name__}, not an object")
-            return {self.rename.get(k.strip().lower(), k.strip().lower()): v for k, v in obj.items()}
+            # null reads like an empty CSV cell: the column is absent
+            return {self.rename.get(k.strip().lower(), k.strip().lower()): v for k, v in obj.items()
+                    if v is not None}
         try:
             cells = next(csv.reader([text], strict=True))
         except csv.Error as exc:
@@ -492,6 +444,12 @@ class FileReplaySource(Source):
         except _BadRow as bad:
             self._rejects.add(text, bad.field, f"{self._where(line_no)}: {bad.reason}", now_s=now_s)
             return None
+        except Exception as exc:  # a bug must not stop the replay: keep the row, say so loudly
+            log.exception("replay of %s: unexpected error on line %d", self.path, line_no)
+            self._rejects.add(text, "line", f"{self._where(line_no)}: unexpected {type(exc).__name__} "
+                              f"({exc}); this is a bug in the replay source, please report it with "
+                              "this row", now_s=now_s)
+            return None
         return _Row(line_no, t, rec, text)
 
     def _finish(self, row: _Row, event_time_s: float, now_s: float) -> dict[str, Any] | None:
@@ -516,6 +474,8 @@ class FileReplaySource(Source):
     async def poll(self, now_s: float) -> list[dict[str, Any]]:
         # Reading is synchronous on purpose: a poll reads at most batch_rows lines of a
         # local file, and a thread would let a timed-out poll race the next one.
+        if not self._eof:
+            self._open()  # before the start time is fixed: a file that appears late starts late
         if self._w0 is None:
             self._w0 = now_s if self.start_s is None else self.start_s
         out: list[dict[str, Any]] = []
@@ -529,8 +489,9 @@ class FileReplaySource(Source):
                     self._eof = True
                     self.close_file()
                     break
-                examined += 1
                 self.lines_read += 1
+                if not (self.fmt == "csv" and self._header is None and got[1].strip()):
+                    examined += 1  # the header is not a row: batch_rows counts rows, good or bad
                 row = self._parse(got[0], got[1], now_s)
                 if row is None:
                     continue

@@ -33,6 +33,7 @@ import asyncio
 import calendar
 import html
 import io
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -44,6 +45,8 @@ from convergence.ground_stations.http_json import ConditionalGet, SeenHashes, co
 from convergence.ground_stations.replay import RejectBuffer, check_record
 from convergence.schema import DeadLetter, Limits, ValidationError
 from convergence.stations import StationInfo
+
+log = logging.getLogger(__name__)
 
 _TAG_RE = re.compile(r"<[^>]*>")
 _SPACE_RE = re.compile(r"\s+")
@@ -59,9 +62,17 @@ def clean_html(s: str) -> str:
 
 
 def _bozo_reason(exc: Any) -> str:
-    line = getattr(exc, "getLineNumber", None)
-    where = f" at line {line()}" if callable(line) else ""
-    return f"{type(exc).__name__}{where}: {exc}"
+    line, col, msg = (getattr(exc, name, None) for name in ("getLineNumber", "getColumnNumber",
+                                                            "getMessage"))
+    if callable(line) and callable(col) and callable(msg):  # an XML parse error says where
+        return f"{type(exc).__name__} at line {line()}, column {col()}: {msg()}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _get(entry: Mapping[str, Any], key: str) -> Any:
+    # dict.get: feedparser's own get() answers a missing "updated" with "published" and
+    # a DeprecationWarning; we want to know which one the item really has.
+    return dict.get(entry, key) if isinstance(entry, dict) else entry.get(key)
 
 
 class RssSource(Source):
@@ -112,6 +123,7 @@ class RssSource(Source):
             raise ValueError(f"max_unreadable must be >= 1, got {max_unreadable}")
         self.url = url
         self.station = station
+        self._kind = station.kind.value  # an unknown source kind fails here, not in every poll
         self.default_category = default_category
         self.max_unreadable = max_unreadable
         self.limits = limits or Limits()
@@ -167,10 +179,10 @@ class RssSource(Source):
             category = term or category
         text = self._text(entry)
         if text is None:
-            raise ValidationError("text", "item has neither title nor summary")
-        stamp = entry.get("published_parsed") or entry.get("updated_parsed")
+            raise ValidationError("text", "is empty: the item has neither title nor summary")
+        stamp = _get(entry, "published_parsed") or _get(entry, "updated_parsed")
         t = float(calendar.timegm(stamp)) if stamp else now_s  # feedparser's tuples are UTC
-        return {"station_id": self.station.station_id, "source_kind": self.station.kind.value,
+        return {"station_id": self.station.station_id, "source_kind": self._kind,
                 "event_time_s": t, "category": category, "value": 1.0, "text": text,
                 "source": self.source}
 
@@ -201,11 +213,11 @@ class RssSource(Source):
         if bozo:
             self._rejects.add(body, "body", f"{self.url}: feed is malformed "
                               f"({_bozo_reason(d.get('bozo_exception'))}); {len(entries)} item(s) "
-                              "were still read. Tell the publisher, or ignore if items look right",
+                              "were recovered. Tell the publisher, or ignore if the items look right",
                               now_s=now_s)
         out: list[dict[str, Any]] = []
         for i, entry in enumerate(entries if limit is None else entries[:limit]):
-            ident = {k: entry.get(k) for k in ("id", "link", "title", "summary", "published", "updated")}
+            ident = {k: _get(entry, k) for k in ("id", "link", "title", "summary", "published", "updated")}
             if not self._seen.add(content_hash(ident)):
                 self.duplicates += 1
                 continue
@@ -215,6 +227,12 @@ class RssSource(Source):
             except ValidationError as err:
                 self._rejects.add(ident, err.field,
                                   f"{self._item_name(i, entry)}: {err.field} {err.reason}", now_s=now_s)
+                continue
+            except Exception as exc:  # a bug must not stop the feed: keep the item, say so loudly
+                log.exception("feed %s: unexpected error on item %d", self.url, i)
+                self._rejects.add(ident, "item", f"{self._item_name(i, entry)}: unexpected "
+                                  f"{type(exc).__name__} ({exc}); this is a bug in the RSS source, "
+                                  "please report it with this item", now_s=now_s)
                 continue
             out.append(rec)
         return out

@@ -29,11 +29,12 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+
+from convergence.timeparse import parse_time
 
 __all__ = ["Series", "SeriesError", "parse_timestamp", "read_series"]
 
@@ -55,22 +56,11 @@ class Series:
 
 
 def parse_timestamp(raw: str) -> float:
-    """Unix seconds from ``raw`` (unix seconds or ISO-8601; naive ISO means UTC)."""
-    s = raw.strip()
+    """Unix seconds from ``raw`` (unix seconds or milliseconds, or ISO-8601; naive ISO is UTC)."""
     try:
-        t = float(s)
-    except ValueError:
-        try:
-            dt = datetime.fromisoformat(s)
-        except ValueError:
-            raise ValueError(f"timestamp {raw!r} is neither unix seconds nor ISO-8601 "
-                             "(e.g. 2024-04-25T13:00:00Z)") from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        return dt.timestamp()
-    if not math.isfinite(t):
-        raise ValueError(f"timestamp {raw!r} is not a finite number of seconds")
-    return t
+        return parse_time(raw)
+    except ValueError as exc:
+        raise ValueError(f"timestamp {exc}") from None
 
 
 def read_series(path: Path) -> Series:

@@ -95,6 +95,7 @@ class EmbeddedRuntime:
         self.alerts: list[dict[str, Any]] = []
         self.commands: list[ControlCommand] = []
         self.run_id = f"run-{settings.seed}-{int(clock())}"
+        self._source_rejects: list[DeadLetter] = []
 
     def _fleet(self, t0: float) -> Fleet:
         async def sink(station_id: str, records: list[dict[str, Any]]) -> None:
@@ -103,9 +104,14 @@ class EmbeddedRuntime:
         return Fleet([
             StationAgent(info, SyntheticSource(self.world, i, t0, self.settings.seed), sink,
                          interval_s=self.sample_interval_s, clock=self.clock,
-                         seed=self.settings.seed, on_state=self._on_state)
+                         seed=self.settings.seed, on_state=self._on_state, on_dead=self._on_dead)
             for i, info in enumerate(self.scenario.fleet)
         ])
+
+    def _on_dead(self, dls: list[DeadLetter]) -> None:
+        # sources' rejects join the pipeline's own dead letters: counted and stored
+        self.pipeline.count_dead_letters(len(dls))
+        self._source_rejects.extend(dls)
 
     def _on_state(self, station_id: str, old: str, new: str, reason: str) -> None:
         self.pipeline.note_station_state(station_id, new)
@@ -144,6 +150,9 @@ class EmbeddedRuntime:
             while not self.bus.empty():
                 records = records + self.bus.get_nowait()[1]
             now = self.clock()
+            if self._source_rejects:
+                self._dead(self._source_rejects, writer)
+                self._source_rejects = []
             if records:
                 dls = pipe.ingest_raw(records, now)
                 if dls:

@@ -98,3 +98,34 @@ def test_quarantine_silences_and_resume_restores() -> None:
     agent.apply(ControlCommand.create("resume", Target("all"), issued_at_s=now, ttl_s=60.0), now)
     asyncio.run(_run_for([agent], 0.1))
     assert got
+
+
+class Rejecting(Source):
+    """A source that reads fine but rejects one malformed row per poll."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    async def poll(self, now_s: float) -> list[dict[str, Any]]:
+        self.n += 1
+        return [{"ok": self.n}]
+
+    def drain_rejects(self) -> list[Any]:
+        from convergence.schema import ValidationError, dead_letter
+
+        return [dead_letter("source.csv", "bad,row", ValidationError("value", "is not a number"),
+                            received_at_s=0.0)]
+
+
+def test_agent_drains_source_rejects_into_dead_letter_hook() -> None:
+    got: list[Any] = []
+    dead: list[Any] = []
+
+    async def sink(station_id: str, records: list[dict[str, Any]]) -> None:
+        got.extend(records)
+
+    agent = StationAgent(StationInfo("s1", "sensor", "eu"), Rejecting(), sink, interval_s=0.01,
+                         on_dead=dead.extend)
+    asyncio.run(_run_for([agent], 0.1))
+    assert got and len(dead) == agent.rejected == agent.polls
+    assert dead[0].reason == "is not a number" and agent.status()["rejected"] == len(dead)

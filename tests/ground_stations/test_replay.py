@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from convergence.ground_stations.base import SourceError
-from convergence.ground_stations.replay import FileReplaySource, RejectBuffer, parse_time, to_number
+from convergence.ground_stations.replay import FileReplaySource, RejectBuffer
 from convergence.schema import DeadLetter, Limits
 from convergence.stations import StationInfo
+from convergence.timeparse import parse_time, to_number
 from convergence.wire import validate_many
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -83,9 +84,9 @@ def test_a_volume_station_reads_the_volume_column_of_the_same_ticks() -> None:
 
 def test_speed_none_releases_at_most_batch_rows_per_poll_stamped_with_the_poll_clock() -> None:
     src = FileReplaySource(FIXTURES / "ticks.csv", PRICE, speed=None, batch_rows=2)
-    assert [r["event_time_s"] for r in poll(src, NOW)] == [NOW]  # the header is one of the 2 lines
+    assert [r["event_time_s"] for r in poll(src, NOW)] == [NOW, NOW]  # the header is not a row
     assert [r["event_time_s"] for r in poll(src, NOW + 1)] == [NOW + 1, NOW + 1]
-    assert len(poll(src, NOW + 2)) == 1
+    assert poll(src, NOW + 2) == []
     assert src.done and src.lines_read == 5 and src.emitted == 4
 
 
@@ -167,7 +168,7 @@ def test_huge_lines_and_huge_fields_are_dead_letters_and_reading_goes_on(tmp_pat
     assert [r["category"] for r in poll(src, NOW)] == ["ok"]
     dead = by_line(src.drain_rejects())
     assert "is 100024 bytes long; the limit is 16384" in dead[2].reason
-    assert len(dead[2].payload) == 0  # the huge line is not copied into the dead letter
+    assert dead[2].payload == "2024-05-01T12:00:00Z,a," + "x" * 233  # only its head is kept
     assert dead[3].field == "text" and "3000 characters long; the limit is 2048" in dead[3].reason
     assert dead[4].field == "category" and "65 characters long" in dead[4].reason
 
@@ -209,6 +210,23 @@ def test_a_missing_file_is_a_source_error_naming_the_path(tmp_path: Path) -> Non
         poll(src, NOW)
 
 
+def test_a_file_that_appears_late_starts_its_replay_when_it_appears(tmp_path: Path) -> None:
+    f = tmp_path / "later.csv"
+    src = FileReplaySource(f, SENSOR, speed=60.0)
+    with pytest.raises(SourceError):
+        poll(src, NOW)
+    f.write_text("timestamp,category\n1714564800,a\n1714564860,b\n")
+    assert [r["event_time_s"] for r in poll(src, NOW + 100)] == [NOW + 100]
+    assert [r["category"] for r in poll(src, NOW + 101)] == ["b"]
+
+
+def test_json_nulls_read_as_absent_columns(tmp_path: Path) -> None:
+    f = tmp_path / "nulls.jsonl"
+    f.write_text('{"timestamp": 1714564800, "category": "a", "lat": null, "lon": null, "text": null}\n')
+    (rec,) = poll(FileReplaySource(f, SENSOR, speed=None), NOW)
+    assert "lat" not in rec and rec["text"] == "[orig 2024-05-01T12:00:00Z]"
+
+
 def test_constructor_rejects_bad_settings(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="pass fmt='csv' or fmt='jsonl'"):
         FileReplaySource(tmp_path / "data.txt", SENSOR)
@@ -216,6 +234,8 @@ def test_constructor_rejects_bad_settings(tmp_path: Path) -> None:
         FileReplaySource(tmp_path / "a.csv", SENSOR, speed=0)
     with pytest.raises(ValueError, match="batch_rows"):
         FileReplaySource(tmp_path / "a.csv", SENSOR, batch_rows=0)
+    with pytest.raises(ValueError, match="weather"):
+        FileReplaySource(tmp_path / "a.csv", StationInfo("s", "weather"))
     src = FileReplaySource(tmp_path / "data.txt", SENSOR, fmt="jsonl")
     assert src.kind == "jsonl"
 
@@ -238,7 +258,8 @@ def test_parse_time_accepts_iso_seconds_and_milliseconds(raw: Any, expected: flo
     assert parse_time(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["", "soon", "nan", "inf", True, None, [1], "9" * 100])
+@pytest.mark.parametrize("raw", ["", "soon", "nan", "inf", True, None, [1], "9" * 100, -5,
+                                 "1900-01-01T00:00:00Z", "0001-01-01T00:00:00+01:00", 10**400])
 def test_parse_time_refuses_garbage(raw: Any) -> None:
     with pytest.raises(ValueError):
         parse_time(raw)

@@ -95,3 +95,28 @@ def test_version_and_help() -> None:
     assert runner.invoke(app, ["--version"]).stdout.startswith("convergence ")
     h = runner.invoke(app, ["--help"])
     assert h.exit_code == 0 and "run" in h.stdout and "reports" in h.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_flushes(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    db = f"surrealkv://{tmp_path / 'db'}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "convergence.cli.main", "run", "--db", db, "--json", "--seed", "7"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(16.0)  # past the default scenario's genuine convergence (6-13 s)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["alerts"] >= 1 and summary["store"]["pending"] == 0
+    assert 10 < summary["duration_s"] < 30
+    listed = runner.invoke(app, ["reports", "list", "--db", db, "--json"])
+    assert {a["report_id"] for a in summary["alert_list"]} <= {r["report_id"] for r in json.loads(listed.stdout)}

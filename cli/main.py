@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from typing import Annotated
 
 import typer
 
 from convergence import __version__
-from convergence.cli import alerts, bench, cluster, config, kafka, models, reports, stations
+from convergence.cli import (
+    alerts,
+    bench,
+    bench_stations,
+    cluster,
+    config,
+    kafka,
+    models,
+    reports,
+    stations,
+)
 from convergence.cli.detect import detect
+from convergence.cli.probe import probe
 from convergence.cli.regime import regime
 from convergence.cli.run import run
 from convergence.cli.train_meter import train_meter_cmd
@@ -46,6 +59,8 @@ app.command("run")(run)
 app.add_typer(reports.app, name="reports")
 app.add_typer(config.app, name="config")
 app.add_typer(kafka.app, name="kafka")
+bench.app.command("stations")(bench_stations.stations)
+stations.app.command("probe")(probe)
 app.add_typer(bench.app, name="bench")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(alerts.app, name="alerts")
@@ -57,7 +72,22 @@ models.train_app.command("meter")(train_meter_cmd)
 
 
 def main() -> None:
-    app()
+    """Console-script entry point."""
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    # surrealdb 2.0's embedded engine leaves tokio worker threads running; if one is
+    # mid-task while the interpreter finalizes, Rust aborts the process (exit 134) after
+    # everything already succeeded. By now every store is closed and flushed, so leave
+    # without finalizing once that engine has been loaded.
+    if "surrealdb" in sys.modules:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

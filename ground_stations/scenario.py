@@ -169,22 +169,29 @@ def market_move_episode(rng: np.random.Generator, fleet: Sequence[StationInfo], 
     return Episode("market_move", start_s, duration_s, stations, 5.0, None, "global")
 
 
-def default_scenario(n_stations: int = 247, seed: int = 7, horizon_s: float = 3600.0) -> Scenario:
-    """Decoys and a genuine convergence within 20 s, then seeded random episodes."""
-    fleet = default_fleet(n_stations, seed)
+def default_scenario(n_stations: int = 247, seed: int = 7, horizon_s: float = 3600.0,
+                     fleet: Sequence[StationInfo] | None = None) -> Scenario:
+    """Decoys and a genuine convergence within 20 s, then seeded random episodes.
+
+    ``fleet`` replaces the default fleet (e.g. one loaded from a fleet file); a fleet
+    without OSINT stations gets no lone-surge decoys.
+    """
+    stations = list(fleet) if fleet is not None else default_fleet(n_stations, seed)
+    has_osint = any(s.kind in OSINT_KINDS for s in stations)
     rng = np.random.default_rng([seed, 1])
-    episodes = [
-        lone_surge_episode(rng, fleet, 3.0, 5.0),
-        convergence_episode(rng, fleet, 6.0, 7.0),
-        market_move_episode(rng, fleet, 14.0, 5.0),
-    ]
+    episodes: list[Episode] = []
+    if has_osint:
+        episodes.append(lone_surge_episode(rng, stations, 3.0, 5.0))
+    episodes += [convergence_episode(rng, stations, 6.0, 7.0),
+                 market_move_episode(rng, stations, 14.0, 5.0)]
     t = 45.0
     makers = (convergence_episode, lone_surge_episode, market_move_episode)
     while t < horizon_s:
         which = int(rng.choice(3, p=[0.5, 0.25, 0.25]))
-        episodes.append(makers[which](rng, fleet, t))
+        if which != 1 or has_osint:
+            episodes.append(makers[which](rng, stations, t))
         t += float(rng.uniform(35.0, 70.0))
-    return Scenario(fleet, episodes, seed)
+    return Scenario(stations, episodes, seed)
 
 
 class SyntheticWorld:

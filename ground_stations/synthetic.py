@@ -47,6 +47,7 @@ class SyntheticSource(Source):
         self.world = world
         self.station = station
         self.info = world.scenario.fleet[station]
+        self._kind = self.info.kind  # StationInfo.kind builds an enum per call: once is enough
         self.t0_s = t0_s
         self._rng = np.random.default_rng([seed, 11, station])
         sc = world.scenario
@@ -87,11 +88,11 @@ class SyntheticSource(Source):
         for t, c in zip(times, picks, strict=True):
             cat = cats[int(c)]
             rec: dict[str, Any] = {
-                "station_id": info.station_id, "source_kind": info.kind.value,
+                "station_id": info.station_id, "source_kind": self._kind.value,
                 "event_time_s": round(float(t), 6), "category": cat,
-                "value": self._value(info.kind, stressed), "source": info.correlation_group,
+                "value": self._value(self._kind, stressed), "source": info.correlation_group,
             }
-            if info.kind in (SourceKind.OSINT_NEWS, SourceKind.OSINT_SOCIAL):
+            if self._kind in (SourceKind.OSINT_NEWS, SourceKind.OSINT_SOCIAL):
                 rec["text"] = f"{cat} reports from {info.region}"
             out.append(rec)
         sc = self.world.scenario

@@ -119,4 +119,5 @@ def test_ctrl_c_stops_cleanly_and_flushes(tmp_path: Path) -> None:
     assert summary["alerts"] >= 1 and summary["store"]["pending"] == 0
     assert 10 < summary["duration_s"] < 30
     listed = runner.invoke(app, ["reports", "list", "--db", db, "--json"])
-    assert {a["report_id"] for a in summary["alert_list"]} <= {r["report_id"] for r in json.loads(listed.stdout)}
+    stored = {r["report_id"] for r in json.loads(listed.stdout)}
+    assert {a["report_id"] for a in summary["alert_list"]} <= stored

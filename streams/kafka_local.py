@@ -386,7 +386,9 @@ def start(
     base = _java_cmd(java, params, state_dir, heap)
 
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    fmt = [*base, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)]
+    # "--cluster-id=ID", not "-t ID": a base64 id starts with "-" one time in 64 and the
+    # storage tool's argument parser would read it as an option
+    fmt = [*base, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props)]
     if params.dynamic_quorum:
         fmt.append("--standalone")
     res = subprocess.run(fmt, capture_output=True, text=True, check=False)

@@ -273,3 +273,11 @@ def test_cli_start_status_stop_across_processes(
     assert stopped.exit_code == 0 and "stopped" in stopped.stdout
     assert not kafka_local.status(mine).recorded
     assert not kafka_local.port_open("127.0.0.1", int(bootstrap.rpartition(":")[2]))
+
+
+@pytest.mark.kafka
+def test_cluster_id_starting_with_a_dash_still_formats(monkeypatch: pytest.MonkeyPatch) -> None:
+    # base64 of bytes starting 0xF8 begins with "-": the storage tool once read it as an option
+    monkeypatch.setattr(kafka_local.uuid, "uuid4", lambda: uuid.UUID(bytes=b"\xf8" + b"\x01" * 15))
+    with kafka_local.start(load_settings()) as handle:
+        assert handle.bootstrap.startswith("127.0.0.1:")

@@ -240,29 +240,9 @@ async def _unbound_sink(station_id: str, records: list[dict[str, Any]]) -> None:
 
 def ensure_status_topic(s: Settings, timeout_s: float = 30.0) -> None:
     """Create the compacted ``station-status`` topic if it is missing (idempotent)."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    from convergence.streams.faust_app import ensure_topics
 
-    topic = s.topic(STATUS_TOPIC)
-    admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap.split(","),
-                             client_id="convergence-admin", request_timeout_ms=int(timeout_s * 1000))
-    try:
-        if topic in admin.list_topics():
-            return
-        # compact,delete: the latest status of each station survives; old ones go anyway
-        configs = {"cleanup.policy": "compact,delete", "retention.ms": str(7 * 86_400_000),
-                   "segment.ms": str(3_600_000)}
-        with contextlib.suppress(TopicAlreadyExistsError):  # another station process won
-            admin.create_topics([NewTopic(topic, 1, 1, topic_configs=configs)])
-        deadline = time.monotonic() + timeout_s
-        while topic not in admin.list_topics():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"topic {topic} did not appear on {s.kafka_bootstrap} within "
-                                   f"{timeout_s:g} s; check the broker log")
-            time.sleep(0.1)
-    finally:
-        admin.close()
+    ensure_topics(s, [STATUS_TOPIC], timeout_s=timeout_s)
 
 
 def station_status(agent: StationAgent, change: str | None = None) -> dict[str, Any]:

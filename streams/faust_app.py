@@ -96,7 +96,18 @@ log = logging.getLogger(__name__)
 
 #: Every topic of the cluster, by logical name (``settings.topic(name)`` is the real one).
 TOPICS: tuple[str, ...] = ("events", "alerts", "reports", "responses", "control", "acks",
-                           "dead-letter", "runs")
+                           "dead-letter", "runs", "station-status")
+
+#: Topic configs by logical name. Station status is compacted: the latest status of each
+#: station survives, older ones are cleaned up anyway after a week.
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    "station-status": {"cleanup.policy": "compact,delete", "retention.ms": str(7 * 86_400_000),
+                       "segment.ms": str(3_600_000)},
+}
+
+#: A station status older than this (its ``at_s``) is history, not news: a compacted
+#: topic still holds the last status of stations that ran long ago.
+STATUS_MAX_AGE_S = 120.0
 
 #: Output topic -> (SurrealDB table, id field) for the store sink.
 STORED: dict[str, tuple[str, str]] = {
@@ -163,7 +174,10 @@ def ensure_topics(settings: Settings, names: Iterable[str] = TOPICS, *, partitio
         missing = [t for t in wanted if t not in set(admin.list_topics())]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another process won the race
-                admin.create_topics([NewTopic(t, partitions, replication) for t in missing])
+                by_name = {v: k for k, v in topic_names(settings, names).items()}
+                admin.create_topics([NewTopic(t, partitions, replication,
+                                              topic_configs=TOPIC_CONFIGS.get(by_name[t], {}))
+                                     for t in missing])
         deadline = time.monotonic() + timeout_s
         # Creation is asynchronous on the controller; wait until metadata shows every topic,
         # because a consumer that subscribes earlier ignores the missing one for good.
@@ -346,6 +360,23 @@ class WorkerCore:
         self._pending: list[Event] = []
         self._pending_since_s = 0.0
         self.reset()
+
+    def on_station_status(self, value: bytes | None, wall_s: float) -> bool:
+        """A station reported its state; a source gone dark becomes meter evidence.
+
+        Returns whether the status was applied (stale or unreadable ones are ignored:
+        a status is advisory, never a reason to stop the stream).
+        """
+        try:
+            doc = orjson.loads(value or b"")
+            sid, state, at_s = str(doc["station_id"]), str(doc["state"]), float(doc.get("at_s", wall_s))
+        except (ValueError, KeyError, TypeError):
+            log.warning("worker: unreadable station status %.200r; ignored", value)
+            return False
+        if wall_s - at_s > STATUS_MAX_AGE_S:
+            return False
+        self.pipeline.note_station_state(sid, state)
+        return True
 
     def reset(self) -> None:
         """Fresh pipeline and watermark (a partition moved; the old state is not ours)."""
@@ -813,6 +844,11 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int = 1,
                 emits = [the_core.internal_error(event.value, event.key, exc, wall)]
             last_offset[msg.partition] = msg.offset
             await publish(emits)
+
+    @app.agent(topics["station-status"], name="convergence-station-status")
+    async def station_status(stream: Any) -> None:
+        async for value in stream:
+            the_core.on_station_status(value, time.time())
 
     def caught_up() -> bool:
         # Idle advance only once the consumer has read everything in Kafka: a pause in

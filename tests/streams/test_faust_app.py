@@ -497,3 +497,21 @@ def test_a_message_that_breaks_the_worker_becomes_a_dead_letter() -> None:
     assert emit.topic == "dead-letter" and doc["stage"] == "worker"
     assert "RuntimeError: boom" in doc["reason"] and doc["station_id"] == "s1"
     assert core.pipeline.counters.dead_letters == 1
+
+
+def test_station_status_marks_dark_stations_and_ignores_stale_or_garbage() -> None:
+    s = _settings()
+    core = WorkerCore(s, run_id="run-status")
+    sid = core.pipeline.registry.ids()[0]
+    now = 1_800_000_000.0
+
+    def status(state: str, at_s: float) -> bytes:
+        return orjson.dumps({"station_id": sid, "state": state, "at_s": at_s})
+
+    assert core.on_station_status(status("backing_off", now - 1), now)
+    assert sid in core.pipeline._dark
+    assert not core.on_station_status(status("running", now - 3600), now)  # history, not news
+    assert sid in core.pipeline._dark
+    assert core.on_station_status(status("running", now), now)
+    assert sid not in core.pipeline._dark
+    assert not core.on_station_status(b"\x00garbage", now)

@@ -10,8 +10,11 @@ import pytest
 
 from convergence.detectors.base import ArrayState, Stage
 from convergence.detectors.burst import BurstDetector
+from convergence.detectors.cusum import CusumDetector
 from convergence.detectors.entropy import EntropyDetector
 from convergence.detectors.node_state import NodeStateMachine
+from convergence.detectors.periodicity import PeriodicityDetector
+from convergence.detectors.regime_features import RegimeFeatures
 
 RNG_SEED = 11
 
@@ -28,14 +31,26 @@ def _inputs_node(rng: np.random.Generator, shape: tuple[int, ...], t: int) -> di
             "entropy_drop_z": rng.exponential(1.0, shape)}
 
 
+def _inputs_slot(rng: np.random.Generator, shape: tuple[int, ...], t: int) -> dict[str, Any]:
+    return {"count": rng.poisson(4.0 * (1 + 5 * (t > 30)), shape).astype(float),
+            "slot": np.int64(t % 4)}
+
+
+def _inputs_price(rng: np.random.Generator, shape: tuple[int, ...], t: int) -> dict[str, Any]:
+    return {"value": 100.0 * np.exp(rng.normal(0, 0.01 * (1 + (t > 30)), shape))}
+
+
 STAGES: list[tuple[Callable[[], Stage], Callable[..., dict[str, Any]]]] = [
     (EntropyDetector, _inputs_count),
     (BurstDetector, _inputs_count),
+    (CusumDetector, _inputs_count),
+    (lambda: PeriodicityDetector(slots_per_day=4, min_seen=2), _inputs_slot),
+    (lambda: RegimeFeatures("price", vol_window=5), _inputs_price),
     (NodeStateMachine, _inputs_node),
 ]
 
 
-@pytest.mark.parametrize(("make", "gen"), STAGES, ids=lambda x: getattr(x, "__name__", ""))
+@pytest.mark.parametrize(("make", "gen"), STAGES, ids=lambda x: getattr(x, "__qualname__", ""))
 def test_batched_equals_per_run_loop(make: Callable[[], Stage], gen: Callable[..., Any]) -> None:
     runs, stations, ticks = 3, 5, 50
     rng = np.random.default_rng(RNG_SEED)
@@ -46,12 +61,12 @@ def test_batched_equals_per_run_loop(make: Callable[[], Stage], gen: Callable[..
     for r in range(runs):
         single = stage.init_state((stations,))
         for t, i in enumerate(inputs):
-            o = stage.step(single, {k: v[r] for k, v in i.items()})
+            o = stage.step(single, {k: v[r] if np.ndim(v) else v for k, v in i.items()})
             for k, v in o.items():
-                assert np.allclose(v, outs_b[t][k][r]), (k, t, r)
+                assert np.allclose(v, outs_b[t][k][r], equal_nan=True), (k, t, r)
 
 
-@pytest.mark.parametrize(("make", "gen"), STAGES, ids=lambda x: getattr(x, "__name__", ""))
+@pytest.mark.parametrize(("make", "gen"), STAGES, ids=lambda x: getattr(x, "__qualname__", ""))
 def test_state_round_trips_and_is_fixed_size(make: Callable[[], Stage], gen: Callable[..., Any]) -> None:
     rng = np.random.default_rng(RNG_SEED)
     stage = make()
@@ -65,10 +80,10 @@ def test_state_round_trips_and_is_fixed_size(make: Callable[[], Stage], gen: Cal
     a = stage.step(st, nxt)
     b = stage.step(copy, nxt)
     for k in a:
-        assert np.array_equal(a[k], b[k])
+        assert np.array_equal(a[k], b[k], equal_nan=True)
 
 
-@pytest.mark.parametrize(("make", "gen"), STAGES, ids=lambda x: getattr(x, "__name__", ""))
+@pytest.mark.parametrize(("make", "gen"), STAGES, ids=lambda x: getattr(x, "__qualname__", ""))
 def test_per_station_state_restores(make: Callable[[], Stage], gen: Callable[..., Any]) -> None:
     rng = np.random.default_rng(RNG_SEED)
     stage = make()
@@ -79,7 +94,7 @@ def test_per_station_state_restores(make: Callable[[], Stage], gen: Callable[...
     for i in range(3):
         fresh.set_station(i, st.station(i))
     for k in st:
-        assert np.array_equal(st[k], fresh[k])
+        assert np.array_equal(st[k], fresh[k], equal_nan=True)
 
 
 def test_grow_adds_fresh_stations() -> None:

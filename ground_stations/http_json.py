@@ -55,9 +55,9 @@ import aiohttp
 import orjson
 
 from convergence import __version__
-from convergence.ground_stations.base import Source, SourceError
-from convergence.ground_stations.replay import RejectBuffer, check_record
-from convergence.schema import DeadLetter, Limits, ValidationError
+from convergence.ground_stations.base import RejectBuffer, RejectingSource, SourceError
+from convergence.ground_stations.replay import check_record
+from convergence.schema import Limits, ValidationError
 from convergence.stations import StationInfo
 from convergence.timeparse import parse_time, to_number
 
@@ -337,7 +337,7 @@ def map_item(item: Any, rules: Mapping[str, FieldRule], *, now_s: float,
 
 
 # -- the source ------------------------------------------------------------------------
-class HttpJsonSource(Source):
+class HttpJsonSource(RejectingSource):
     """Polls a URL answering JSON; each item of its list becomes one event record.
 
     Parameters
@@ -401,18 +401,6 @@ class HttpJsonSource(Source):
         self.unreadable_streak = 0
         self.duplicates = 0
 
-    @property
-    def rejects(self) -> list[DeadLetter]:
-        """Dead letters not yet drained."""
-        return self._rejects.items
-
-    @property
-    def rejects_dropped(self) -> int:
-        return self._rejects.dropped
-
-    def drain_rejects(self) -> list[DeadLetter]:
-        """Take the dead letters produced since the last drain."""
-        return self._rejects.drain()
 
     def _unreadable(self, payload: Any, field: str, reason: str, now_s: float) -> None:
         self.unreadable_streak += 1

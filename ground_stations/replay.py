@@ -60,20 +60,18 @@ import csv
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
-from convergence.ground_stations.base import Source, SourceError
+from convergence.ground_stations.base import RejectBuffer, RejectingSource, SourceError
 from convergence.schema import (
-    DeadLetter,
     Limits,
     SourceKind,
     ValidationError,
-    dead_letter,
     validate_event,
 )
 from convergence.stations import StationInfo
@@ -115,55 +113,6 @@ def check_record(rec: Mapping[str, Any], *, now_s: float, limits: Limits) -> Non
     validate_event(rec, now_s=now_s, limits=limits)
 
 
-class RejectBuffer:
-    """Dead letters a source produced, kept until its caller drains them (bounded).
-
-    Parameters
-    ----------
-    stage
-        Stage name written into every dead letter, e.g. ``source.csv``.
-    station_id
-        The station the source belongs to.
-    max_kept
-        How many undrained dead letters to keep; later ones are counted in ``dropped``
-        (and logged), so a caller that never drains cannot exhaust memory.
-
-    Examples
-    --------
-    >>> buf = RejectBuffer("source.csv", "s1", max_kept=1)
-    >>> buf.add("a,b", "price", "file x.csv line 2: 'b' is not a number", now_s=5.0)
-    >>> buf.add("c,d", "price", "file x.csv line 3: 'd' is not a number", now_s=5.0)
-    >>> [(d.station_id, d.reason) for d in buf.drain()], buf.dropped, buf.total
-    ([('s1', "file x.csv line 2: 'b' is not a number")], 1, 2)
-    """
-
-    def __init__(self, stage: str, station_id: str, max_kept: int = 10_000) -> None:
-        if max_kept < 1:
-            raise ValueError(f"max_kept must be >= 1, got {max_kept}")
-        self.stage = stage
-        self.station_id = station_id
-        self.max_kept = max_kept
-        self.items: list[DeadLetter] = []
-        self.dropped = 0
-        self.total = 0
-
-    def add(self, payload: Any, field: str, reason: str, *, now_s: float) -> None:
-        self.total += 1
-        if len(self.items) >= self.max_kept:
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                log.warning("%s station %s: %d dead letter(s) dropped because nobody drained "
-                            "the source's rejects; call drain_rejects() after each poll",
-                            self.stage, self.station_id, self.dropped)
-            return
-        dl = dead_letter(self.stage, payload, ValidationError(field, reason), received_at_s=now_s)
-        self.items.append(replace(dl, station_id=self.station_id))
-
-    def drain(self) -> list[DeadLetter]:
-        out, self.items = self.items, []
-        return out
-
-
 @dataclass(frozen=True, slots=True)
 class _Row:
     line_no: int
@@ -181,7 +130,7 @@ class _BadRow(ValueError):
         self.reason = reason
 
 
-class FileReplaySource(Source):
+class FileReplaySource(RejectingSource):
     """Replays a CSV or JSON Lines file (ticks or event rows) at a chosen speed-up.
 
     See the module docstring for the columns, the re-stamping of event times and the
@@ -288,19 +237,6 @@ class FileReplaySource(Source):
         self.lines_read = 0
         self.emitted = 0
 
-    # -- the dead-letter side channel -------------------------------------------------
-    @property
-    def rejects(self) -> list[DeadLetter]:
-        """Dead letters not yet drained."""
-        return self._rejects.items
-
-    @property
-    def rejects_dropped(self) -> int:
-        return self._rejects.dropped
-
-    def drain_rejects(self) -> list[DeadLetter]:
-        """Take the dead letters produced since the last drain."""
-        return self._rejects.drain()
 
     @property
     def done(self) -> bool:

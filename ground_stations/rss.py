@@ -40,10 +40,10 @@ from typing import Any
 
 import feedparser
 
-from convergence.ground_stations.base import Source, SourceError
+from convergence.ground_stations.base import RejectBuffer, RejectingSource, SourceError
 from convergence.ground_stations.http_json import ConditionalGet, SeenHashes, content_hash, host_of
-from convergence.ground_stations.replay import RejectBuffer, check_record
-from convergence.schema import DeadLetter, Limits, ValidationError
+from convergence.ground_stations.replay import check_record
+from convergence.schema import Limits, ValidationError
 from convergence.stations import StationInfo
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def _get(entry: Mapping[str, Any], key: str) -> Any:
     return dict.get(entry, key) if isinstance(entry, dict) else entry.get(key)
 
 
-class RssSource(Source):
+class RssSource(RejectingSource):
     """Polls an RSS or Atom feed; every new item becomes one event record.
 
     Parameters
@@ -135,18 +135,6 @@ class RssSource(Source):
         self.unreadable_streak = 0
         self.duplicates = 0
 
-    @property
-    def rejects(self) -> list[DeadLetter]:
-        """Dead letters not yet drained."""
-        return self._rejects.items
-
-    @property
-    def rejects_dropped(self) -> int:
-        return self._rejects.dropped
-
-    def drain_rejects(self) -> list[DeadLetter]:
-        """Take the dead letters produced since the last drain."""
-        return self._rejects.drain()
 
     def _item_name(self, i: int, entry: Mapping[str, Any]) -> str:
         ident = entry.get("id") or entry.get("link") or entry.get("title") or ""

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from convergence.settings import load_settings
+
+# The loopback feed server (tests of RSS, HTTP JSON and probe) is a plain module next to
+# its fixture files; test folders are not packages, so put it on the path once, here.
+sys.path.insert(0, str(Path(__file__).parent / "ground_stations" / "fixtures"))
+import feed_server
+
 from convergence.streams import kafka_local
 
 
@@ -43,3 +52,11 @@ def kafka_bootstrap() -> Iterator[str]:
         pytest.fail(f"local Kafka broker unavailable: {exc}", pytrace=False)
     with handle:
         yield handle.bootstrap
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Any]:
+    """A real HTTP server on 127.0.0.1 serving fixture feeds (see fixtures/feed_server.py)."""
+    s = feed_server.FeedServer().start()
+    yield s
+    s.stop()

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import email.utils
-import importlib.util
 import json
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import orjson
-import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -34,25 +29,9 @@ app.command("probe")(probe)
 runner = CliRunner()
 
 
-def load_feed_server() -> ModuleType:
-    name = "convergence_tests_feed_server"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, FIXTURES / "feed_server.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
-fs = load_feed_server()
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Any]:
-    s = fs.FeedServer().start()
-    yield s
-    s.stop()
+import feed_server as fs  # noqa: E402 - on sys.path via tests/conftest.py
 
 
 def run(*args: str) -> Any:

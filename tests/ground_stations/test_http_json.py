@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import orjson
@@ -28,25 +24,9 @@ QUAKE_MAP = {"event_time_s": "ts", "category": "type", "value": "magnitude", "te
 JSON_CT = "application/json"
 
 
-def load_feed_server() -> ModuleType:
-    name = "convergence_tests_feed_server"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, FIXTURES / "feed_server.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
-fs = load_feed_server()
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Any]:
-    s = fs.FeedServer().start()
-    yield s
-    s.stop()
+import feed_server as fs  # noqa: E402 - on sys.path via tests/conftest.py
 
 
 def poll(src: HttpJsonSource, now_s: float = NOW) -> list[dict[str, Any]]:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from convergence.ground_stations.base import SourceError
-from convergence.ground_stations.replay import FileReplaySource, RejectBuffer
+from convergence.ground_stations.base import RejectBuffer, SourceError
+from convergence.ground_stations.replay import FileReplaySource
 from convergence.schema import DeadLetter, Limits
 from convergence.stations import StationInfo
 from convergence.timeparse import parse_time, to_number

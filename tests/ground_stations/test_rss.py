@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -25,26 +21,13 @@ T10 = 1_714_557_600.0  # 2024-05-01T10:00:00Z
 NEWS = StationInfo("news-wire", "osint_news")
 
 
-def load_feed_server() -> ModuleType:
-    name = "convergence_tests_feed_server"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, FIXTURES / "feed_server.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
-fs = load_feed_server()
+import feed_server as fs  # noqa: E402 - on sys.path via tests/conftest.py
+
 RSS_CT = "application/rss+xml; charset=utf-8"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Any]:
-    s = fs.FeedServer().start()
-    yield s
-    s.stop()
 
 
 def poll(src: RssSource, now_s: float = NOW) -> list[dict[str, Any]]:

@@ -34,6 +34,12 @@ def print_alert(alert: dict[str, Any]) -> None:
 
 
 def _print_level(oc: TickOutcome) -> None:
+    if oc.uncorroborated:
+        where = ", ".join(f"{n['region']} {n['score']:.0f}" for n in oc.uncorroborated)
+        console.print(f"[dim]{_clock(oc.time_s)}  watching {where}: no two independent OSINT "
+                      "sources corroborate it, not alerting[/]")
+    if oc.level == oc.prev_level:
+        return
     if oc.level in ("warning", "converged") and oc.level != oc.prev_level and \
             oc.prev_level not in ("warning", "converged"):
         return  # the alert line says it

@@ -257,6 +257,9 @@ class ConvergenceMeter(Stage):
             "evidence": evidence.reshape(lead), "n_kinds": n_kinds.reshape(lead),
             "n_regions": n_regions_on.reshape(lead), "osint": osint.reshape(lead),
             "region": best.reshape(lead),
+            "region_score": score_r.reshape(lead + (n_reg,)),
+            "region_osint": osint_r.reshape(lead + (n_reg,)),
+            "region_kinds": n_kinds_r.reshape(lead + (n_reg,)),
             "features": best_feats.reshape(lead + (len(FEATURE_NAMES),)),
             "episode": state["episode"].copy(), "weights": w,
         }

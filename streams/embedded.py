@@ -120,7 +120,7 @@ class EmbeddedRuntime:
 
     def _handle(self, outcomes: list[TickOutcome], writer: BatchedWriter, fleet: Fleet) -> None:
         for oc in outcomes:
-            if oc.level != oc.prev_level and self.on_level is not None:
+            if (oc.level != oc.prev_level or oc.uncorroborated) and self.on_level is not None:
                 self.on_level(oc)
             for r in oc.responses:
                 writer.submit("response", r.response_id, r.to_dict())

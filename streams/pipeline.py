@@ -48,6 +48,8 @@ class TickOutcome:
     region: str = ""
     osint: bool = False
     n_kinds: int = 0
+    #: regions that just reached ``watch`` without corroboration (decoys a person can see)
+    uncorroborated: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -89,6 +91,7 @@ class Pipeline:
         self._episode_patterns: list[dict[str, Any]] = []
         self.last_reading: dict[str, Any] = {}
         self._dark: dict[str, str] = {}
+        self._region_watch: set[int] = set()
         self._scale = np.ones(n)
         self._scale_until = np.full(n, -np.inf)
 
@@ -229,6 +232,7 @@ class Pipeline:
                               anomalous_stations=int((reading["weights"] > 0).sum()),
                               region=self._region_name(int(reading["region"])),
                               osint=bool(reading["osint"]), n_kinds=int(reading["n_kinds"]))
+        outcome.uncorroborated = self._uncorroborated(reading)
         if prev == QUIET and level > QUIET:
             self._episode_tick = tick
             self._episode_responses = []
@@ -261,6 +265,17 @@ class Pipeline:
             horizon = tick - self.chain.meter.window_ticks
             self._episode_patterns = [p for p in self._episode_patterns if p["end_tick"] >= horizon]
         return outcome
+
+    def _uncorroborated(self, reading: dict[str, Any]) -> list[dict[str, Any]]:
+        """Regions entering ``watch`` whose score the OSINT rule holds below ``warning``."""
+        watch_at = self.chain.meter.thresholds[0]
+        scores = np.asarray(reading["region_score"])
+        now = {int(r) for r in np.flatnonzero(scores >= watch_at)}
+        notes = [{"region": self._region_name(r), "score": round(float(scores[r]), 1),
+                  "n_kinds": int(reading["region_kinds"][r])}
+                 for r in sorted(now - self._region_watch) if not bool(reading["region_osint"][r])]
+        self._region_watch = now
+        return notes
 
     def _region_name(self, idx: int) -> str:
         names = self.registry.region_names()

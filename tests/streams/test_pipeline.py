@@ -115,3 +115,13 @@ def test_stations_going_dark_together_are_evidence() -> None:
     for st in dark:
         pipe.note_station_state(st.station_id, "running")
     assert pipe._dark == {}
+
+
+def test_market_move_shows_as_uncorroborated_watch_notes() -> None:
+    _, outcomes, sc = _replay()
+    market = next(e for e in sc.episodes if e.kind == "market_move")
+    notes = [(o.time_s - T0, n) for o in outcomes for n in o.uncorroborated]
+    assert notes, "the market-wide decoy should be visible as watch notes"
+    assert all(market.start_s <= t <= market.end_s + 8 for t, _ in notes)
+    assert len({n["region"] for _, n in notes}) >= 3  # a market-wide move: many regions
+    assert all(30.0 <= n["score"] < 55.0 for _, n in notes)

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
@@ -253,35 +254,81 @@ def test_dockerignore_keeps_build_inputs() -> None:
 
 
 @cache
-def _compose_unavailable() -> str | None:
-    """Why ``docker compose`` cannot be used here, or None when it can."""
+def _compose_tool() -> tuple[list[str], bool] | str:
+    """``(argv prefix, speaks JSON)`` of the Compose CLI to use, or why there is none.
+
+    The Compose v2 plugin (``docker compose``) is preferred; Debian's docker-compose v1
+    (``apt-get install docker-compose``, what CI installs) validates the same file and
+    prints YAML.
+    """
     docker = shutil.which("docker")
-    if docker is None:
-        return "the `docker` client is not on PATH"
-    try:
-        proc = subprocess.run(
-            [docker, "compose", "version"], capture_output=True, text=True, timeout=60
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"`docker compose version` failed to run: {exc}"
-    if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
-        return (
-            "`docker compose` (the Compose v2 CLI plugin) is not available "
-            f"({detail[0] if detail else 'exit code ' + str(proc.returncode)}); install the "
-            "docker-compose-plugin package or put a docker-compose binary in "
-            "~/.docker/cli-plugins/"
-        )
-    return None
+    if docker is not None:
+        try:
+            proc = subprocess.run(
+                [docker, "compose", "version"], capture_output=True, text=True, timeout=60
+            )
+            if proc.returncode == 0:
+                return [docker, "compose"], True
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    v1 = shutil.which("docker-compose")
+    if v1 is not None:
+        return [v1], False
+    return (
+        "neither `docker compose` (the Compose v2 plugin) nor `docker-compose` (v1) is "
+        "installed; install the docker-compose-plugin package, or Debian's docker-compose"
+    )
+
+
+def _v1_as_v2(model: dict[str, Any], args: tuple[str, ...]) -> dict[str, Any]:
+    """Normalise v1's ``config`` to v2's model: commands as lists, long-syntax volumes and
+    ports, inactive profiles out.
+
+    v1 validates the same file but prints string commands as written and lists services
+    of every profile; v2 (what users run) splits commands and keeps only enabled profiles.
+    """
+    enabled = {args[i + 1] for i, a in enumerate(args[:-1]) if a == "--profile"}
+    services = {}
+    for name, svc in model.get("services", {}).items():
+        profiles = svc.get("profiles") or []
+        if profiles and not enabled & set(profiles):
+            continue
+        if isinstance(svc.get("command"), str):
+            svc["command"] = shlex.split(svc["command"])
+        vols = []
+        for v in svc.get("volumes") or []:
+            if isinstance(v, str):  # v1 prints the short syntax: source:target[:mode]
+                source, target = v.split(":")[:2]
+                kind = "bind" if source.startswith(("/", ".")) else "volume"
+                v = {"type": kind, "source": source, "target": target}
+            vols.append(v)
+        if vols:
+            svc["volumes"] = vols
+        ports = []
+        for p in svc.get("ports") or []:
+            if isinstance(p, str):  # v1: [host_ip:]published:target[/proto]
+                parts = p.split("/")[0].split(":")
+                p = {"target": int(parts[-1]), "published": parts[-2] if len(parts) > 1 else None,
+                     "host_ip": parts[0] if len(parts) > 2 else None}
+            ports.append(p)
+        if ports:
+            svc["ports"] = ports
+        services[name] = svc
+    return {**model, "services": services}
+
+
+def _compose_unavailable() -> str | None:
+    """Why no Compose CLI can be used here, or None when one can."""
+    tool = _compose_tool()
+    return tool if isinstance(tool, str) else None
 
 
 def _compose_config(tmp: Path, *args: str, **env: str) -> dict[str, Any]:
     """``docker compose config --format json`` with no outside influence but ``env``."""
-    reason = _compose_unavailable()
-    if reason:
-        pytest.skip(reason)
-    docker = shutil.which("docker")
-    assert docker is not None
+    tool = _compose_tool()
+    if isinstance(tool, str):
+        pytest.skip(tool)
+    argv, speaks_json = tool
     # Drop the caller's CONVERGENCE_*/COMPOSE_* settings and any docker/.env so the
     # defaults written in compose.yaml are what gets checked.
     clean = {
@@ -291,15 +338,13 @@ def _compose_config(tmp: Path, *args: str, **env: str) -> dict[str, Any]:
     }
     empty_env_file = tmp / "empty.env"
     empty_env_file.write_text("", encoding="utf-8")
+    fmt = ["--format", "json"] if speaks_json else []
     proc = subprocess.run(
-        [
-            docker, "compose", "--env-file", str(empty_env_file), "-f", str(COMPOSE_FILE),
-            *args, "config", "--format", "json",
-        ],
+        [*argv, "--env-file", str(empty_env_file), "-f", str(COMPOSE_FILE), *args, "config", *fmt],
         capture_output=True, text=True, timeout=120, env={**clean, **env}, cwd=ROOT,
     )
-    assert proc.returncode == 0, f"docker compose config failed:\n{proc.stderr}"
-    model = json.loads(proc.stdout)
+    assert proc.returncode == 0, f"{' '.join(argv)} config failed:\n{proc.stderr}"
+    model = json.loads(proc.stdout) if speaks_json else _v1_as_v2(yaml.safe_load(proc.stdout), args)
     assert isinstance(model, dict)
     return model
 

@@ -199,19 +199,22 @@ class DetectorChain:
         prev_node = state[self.node.name]["state"]
         anomalous = prev_node == ANOMALOUS
         out: dict[str, Any] = {}
-        out["entropy"] = self.entropy.step(state[self.entropy.name],
-                                           {"count": count, "hist": cells["hist"],
-                                            "anomalous": anomalous})
+        ent_in: dict[str, Array] = {"count": count, "hist": cells["hist"], "anomalous": anomalous}
+        if "slot" in cells:
+            per = self.periodicity.step(state[self.periodicity.name],
+                                        {"count": count, "slot": cells["slot"]})
+            out["periodicity"] = per
+            # the daily profile, where trusted, is the seasonal activity baseline
+            ent_in["seasonal_mu"] = np.where(per["periodicity_judged"], per["periodicity_expected"], np.nan)
+            ent_in["seasonal_var"] = np.where(per["periodicity_judged"], per["periodicity_var"], np.nan)
+        out["entropy"] = self.entropy.step(state[self.entropy.name], ent_in)
         out["burst"] = bur = self.burst.step(state[self.burst.name], {"count": count})
         out["cusum"] = cus = self.cusum.step(state[self.cusum.name], {"count": count})
         node_in: dict[str, Array] = {"burst_z": bur["burst_z"],
                                      "entropy_drop_z": out["entropy"]["entropy_drop_z"],
                                      "cusum_z": cus["cusum_z"]}
-        if "slot" in cells:
-            per = self.periodicity.step(state[self.periodicity.name],
-                                        {"count": count, "slot": cells["slot"]})
-            out["periodicity"] = per
-            node_in["periodicity_z"] = per["periodicity_z"]
+        if "periodicity" in out:
+            node_in["periodicity_z"] = out["periodicity"]["periodicity_z"]
         if self.regime is not None and self.regime_features is not None:
             price = self.regime_features.kind == "price"
             feats = self.regime_features.step(

@@ -13,7 +13,11 @@ Two signals, for every station in one numpy pass per tick:
   unusual is this much activity" signal in information units.
 
 Baselines are EWMAs that adapt to level shifts; while a station is anomalous they
-learn ten times slower, so a burst is not absorbed into its own baseline.
+learn ten times slower, so a burst is not absorbed into its own baseline. Where a daily
+cycle exists the activity baseline is seasonal: given ``seasonal_mu`` / ``seasonal_var``
+(the learned profile's mean and variance for this tick's slot of the day, NaN where the
+slot is not trusted yet — the chain passes the periodicity stage's), the surprisal is
+measured against them, so the busy hour is not news every day.
 
 Examples
 --------
@@ -113,8 +117,15 @@ class EntropyDetector(Stage):
 
         # activity deviation entropy (surprisal of the count under the baseline)
         c_mu, c_var = state["c_mu"], state["c_var"]
-        var = np.maximum(c_var, c_mu) + 1.0
-        z = (count - c_mu) / np.sqrt(var)
+        s_mu, s_var = inputs.get("seasonal_mu"), inputs.get("seasonal_var")
+        if s_mu is not None and s_var is not None:
+            seasonal = np.isfinite(s_mu) & np.isfinite(s_var)
+            ref_mu = np.where(seasonal, s_mu, c_mu)
+            ref_var = np.where(seasonal, s_var, c_var)
+        else:
+            ref_mu, ref_var = c_mu, c_var
+        var = np.maximum(ref_var, ref_mu) + 1.0
+        z = (count - ref_mu) / np.sqrt(var)
         activity_bits = np.where(warm & (z > 0), z * z / (2 * _LN2), 0.0)
         d = count - c_mu
         c_mu += a * d

@@ -173,4 +173,4 @@ class PeriodicityDetector(Stage):
         np.put_along_axis(mu_all, idx, mu_new[..., None], -1)
         np.put_along_axis(var_all, idx, var_new[..., None], -1)
         return {"periodicity_z": z, "periodicity_break": brk, "periodicity_run": run.copy(),
-                "periodicity_expected": mu}
+                "periodicity_expected": mu, "periodicity_var": var, "periodicity_judged": judged}

@@ -56,3 +56,33 @@ def test_rejects_bad_settings() -> None:
         EntropyDetector(alpha=0.0)
     with pytest.raises(ValueError, match="warmup_ticks"):
         EntropyDetector(warmup_ticks=0)
+
+
+def _busy_hour_bits(seasonal: bool) -> list[float]:
+    from convergence.detectors.chain import DetectorChain, StationMeta
+
+    # hourly ticks: quiet nights (2/h), busy afternoons 13-16 h (40/h), for 12 days
+    rng = np.random.default_rng(8)
+    chain = DetectorChain(patterns=None)
+    meta = StationMeta(np.array([0]), np.array([0]), np.array([0]))
+    state = chain.init_state((1,))
+    bits = []
+    for t in range(24 * 12):
+        hour = t % 24
+        c = float(rng.poisson(40.0 if 13 <= hour <= 16 else 2.0))
+        hist = np.zeros((1, 16))
+        hist[0, :8] = c / 8
+        cells = {"count": np.array([c]), "hist": hist}
+        if seasonal:
+            cells["slot"] = np.int64(hour)
+        out = chain.step(state, cells, meta)
+        if hour == 13 and t >= 24 * 9:  # the first busy hour, once the profile is learned
+            bits.append(float(out["entropy"]["activity_bits"][0]))
+    return bits
+
+
+def test_activity_baseline_is_seasonal_where_a_daily_cycle_exists() -> None:
+    plain, seasonal = _busy_hour_bits(False), _busy_hour_bits(True)
+    # the flat baseline is surprised by every afternoon; the learned daily profile is not
+    assert sum(plain) / len(plain) > 5.0
+    assert max(seasonal) < 0.1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -10,8 +11,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from convergence.cli.common import err_console, fail, print_json, settings
-from convergence.cli.run import print_alert
+from convergence.cli.common import KafkaOpt, err_console, fail, print_alert, print_json, settings
 
 app = typer.Typer(help="Follow convergence alerts published by the cluster.",
                   no_args_is_help=True)
@@ -38,34 +38,25 @@ def iter_alerts(bootstrap: str, topic: str, *, from_beginning: bool = False,
     partitions from another tail). ``ready`` is set once the consumer sits at its
     starting offsets, so nothing published afterwards is missed.
     """
-    from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
+
+    from convergence.streams import kafka_client
 
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     try:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None,
-                                 enable_auto_commit=False, client_id="convergence-alerts-tail")
+        consumer = kafka_client.consumer(bootstrap, "convergence-alerts-tail")
     except (KafkaError, OSError) as exc:
-        raise AlertStreamError(
-            f"cannot reach Kafka at {bootstrap} ({type(exc).__name__}: {exc}); start one with "
-            "`convergence kafka start` or pass --kafka HOST:PORT") from None
+        raise AlertStreamError(kafka_client.unreachable(bootstrap, exc)) from None
     try:
-        parts = consumer.partitions_for_topic(topic)
-        while not parts:
-            if (deadline is not None and time.monotonic() > deadline) or (stop and stop.is_set()):
-                raise AlertStreamError(
-                    f"topic {topic!r} does not exist on {bootstrap}; is the cluster running "
-                    "(`convergence cluster up`) with the same CONVERGENCE_TOPIC_PREFIX?")
-            time.sleep(0.25)
-            parts = consumer.partitions_for_topic(topic)
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        if from_beginning:
-            consumer.seek_to_beginning(*tps)
-        else:
-            consumer.seek_to_end(*tps)
-        for tp in tps:
-            consumer.position(tp)  # resolve now: "from the end" means from *this* moment
+        # "from the end" means from *this* moment: positions are resolved before `ready`
+        tps = kafka_client.assign_all(consumer, topic,
+                                      start="beginning" if from_beginning else "end",
+                                      wait_s=math.inf if timeout_s is None else timeout_s,
+                                      should_stop=None if stop is None else stop.is_set)
+        if not tps:
+            raise AlertStreamError(
+                f"topic {topic!r} does not exist on {bootstrap}; is the cluster running "
+                "(`convergence cluster up`) with the same CONVERGENCE_TOPIC_PREFIX?")
         if ready is not None:
             ready.set()
         while not (stop and stop.is_set()):
@@ -101,8 +92,7 @@ def show_alert(alert: dict[str, Any], *, as_json: bool) -> None:
 
 @app.command()
 def tail(
-    kafka: Annotated[str | None, typer.Option(
-        help="Kafka bootstrap servers (default: setting kafka_bootstrap).")] = None,
+    kafka: KafkaOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     from_beginning: Annotated[bool, typer.Option(
         "--from-beginning", help="Start with the oldest alert still on the topic.")] = False,

@@ -30,7 +30,7 @@ from typing import Annotated, Any
 
 import typer
 
-from convergence.cli.common import console, err_console, fail, print_json, settings
+from convergence.cli.common import KafkaOpt, console, err_console, fail, print_json, settings
 from convergence.settings import Settings, env_name, fields
 
 app = typer.Typer(help="Run the pipeline as Faust workers on a Kafka broker.",
@@ -47,8 +47,6 @@ class LogLevel(StrEnum):
     debug = "debug"
 
 
-KafkaOption = Annotated[str | None, typer.Option(
-    help="Kafka bootstrap servers (default: setting kafka_bootstrap).")]
 DbOption = Annotated[str | None, typer.Option(
     help="SurrealDB URL: surrealkv://PATH (default: under the data dir), mem:// or "
          "ws://HOST:PORT.")]
@@ -56,7 +54,7 @@ DbOption = Annotated[str | None, typer.Option(
 
 @app.command()
 def worker(
-    kafka: KafkaOption = None,
+    kafka: KafkaOpt = None,
     db: DbOption = None,
     store: Annotated[bool, typer.Option(
         "--store/--no-store",
@@ -96,18 +94,8 @@ def worker_env(s: Settings) -> dict[str, str]:
 
 
 def worker_command() -> list[str]:
-    """argv that runs ``cluster worker`` in a fresh interpreter: ``python -m
-    convergence.cli.main cluster worker`` once this sub-app is mounted there, this
-    module's own entry point before that."""
-    try:
-        from convergence.cli.main import app as root
-
-        mounted = any(g.name == "cluster" for g in root.registered_groups)
-    except Exception:  # a broken sibling sub-app must not stop the workers from starting
-        mounted = False
-    if mounted:
-        return [sys.executable, "-m", "convergence.cli.main", "cluster", "worker"]
-    return [sys.executable, "-m", "convergence.cli.cluster", "worker"]
+    """argv that runs ``cluster worker`` in a fresh interpreter."""
+    return [sys.executable, "-m", "convergence.cli.main", "cluster", "worker"]
 
 
 @dataclass
@@ -159,14 +147,15 @@ def _stop_workers(workers: list[_Worker], timeout_s: float) -> list[int | None]:
 
 def wait_caught_up(s: Settings, timeout_s: float) -> bool:
     """Wait until the workers' consumer group has committed every event in Kafka."""
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+    from kafka import KafkaAdminClient
+
+    from convergence.streams import kafka_client
 
     topic = s.topic("events")
     admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap.split(","))
-    consumer = KafkaConsumer(bootstrap_servers=s.kafka_bootstrap.split(","), group_id=None)
+    consumer = kafka_client.consumer(s.kafka_bootstrap, "convergence-cluster-lag")
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic)
-                                                        or ())]
+        tps = kafka_client.assign_all(consumer, topic)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             end = consumer.end_offsets(tps)
@@ -185,7 +174,7 @@ def up(
     local_kafka: Annotated[bool, typer.Option(
         "--local-kafka", help="Start a throwaway local broker (Java + Maven needed) for this "
                               "run instead of using --kafka.")] = False,
-    kafka: KafkaOption = None,
+    kafka: KafkaOpt = None,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Faust worker processes.")] = 1,
     stations: Annotated[int | None, typer.Option(
         min=5, max=100_000, help="Synthetic ground stations (default 247).")] = None,
@@ -204,7 +193,9 @@ def up(
     from kafka.errors import KafkaError
 
     from convergence.cli.alerts import iter_alerts, show_alert
-    from convergence.cli.stations import install_stop, run_stations, synthetic_fleet
+    from convergence.cli.common import run_until_stopped
+    from convergence.ground_stations.fleet import build_fleet, default_specs, fleet_world
+    from convergence.ground_stations.kafka_fleet import run_stations
     from convergence.streams import kafka_local
     from convergence.streams.faust_app import ClusterError, ensure_topics
 
@@ -262,20 +253,18 @@ def up(
                         return
                 await asyncio.sleep(0.5)
 
-        async def main() -> dict[str, Any]:
-            stop = asyncio.Event()
-            install_stop(stop)
+        async def main(stop: asyncio.Event) -> dict[str, Any]:
+            specs = default_specs(s.stations, s.seed)
+            fleet = build_fleet(specs, None, world=fleet_world(specs, s.seed, (duration or 3600.0) + 60.0),
+                                t0_s=time.time(), seed=s.seed)
             watcher = asyncio.ensure_future(watch(stop))
             try:
-                result: dict[str, Any] = await run_stations(
-                    s, lambda sink: synthetic_fleet(s, sink,
-                                                    horizon_s=(duration or 3600.0) + 60.0),
-                    stop=stop, duration_s=duration)
+                result: dict[str, Any] = await run_stations(s, fleet, stop=stop, duration_s=duration)
                 return result
             finally:
                 watcher.cancel()
 
-        out = asyncio.run(main())
+        out = run_until_stopped(main)
         if not crashed and drain > 0:
             if not json_out:
                 console.print(f"stations stopped; letting the workers finish (up to {drain:g} s)")
@@ -314,5 +303,5 @@ def up(
         raise typer.Exit(1)
 
 
-if __name__ == "__main__":  # `python -m convergence.cli.cluster` works before mounting too
+if __name__ == "__main__":  # `python -m convergence.cli.cluster` also works
     app()

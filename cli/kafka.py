@@ -6,12 +6,11 @@ message on stderr and exit code 1, never a traceback.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 
-from convergence.cli.common import fail, settings
+from convergence.cli.common import fail, print_json, settings
 from convergence.streams import kafka_local
 from convergence.streams.kafka_local import KafkaLocalError
 
@@ -81,7 +80,7 @@ def status(
     except KafkaLocalError as exc:
         fail(exc)
     if as_json:
-        typer.echo(json.dumps(st.as_dict()))
+        print_json(st.as_dict())
     elif not st.recorded:
         typer.echo("not running (no local broker recorded)")
     else:

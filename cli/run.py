@@ -4,33 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from typing import Annotated, Any
 
 import typer
 
-from convergence.cli.common import console, fail, print_json, settings
+from convergence.cli.common import ALERT_STYLE as _STYLE
+from convergence.cli.common import clock_text as _clock
+from convergence.cli.common import console, fail, print_alert, print_json, settings
 from convergence.store.surreal import StoreError
 from convergence.streams.pipeline import TickOutcome
-
-_KIND = {"osint_news": "news", "osint_social": "social", "market_price": "prices",
-         "market_volume": "volumes", "sensor": "sensors"}
-_STYLE = {"watch": "yellow", "warning": "bold dark_orange", "converged": "bold red", "quiet": "green"}
-
-
-def _clock(t: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(t))
-
-
-def print_alert(alert: dict[str, Any]) -> None:
-    """One readable line per alert: time, level, score, stations, kinds, report id."""
-    lvl = alert["level"]
-    kinds = ", ".join(_KIND.get(k, k) for k in alert["source_kinds"])
-    console.print(
-        f"{_clock(alert['time_s'])}  [{_STYLE.get(lvl, 'bold')}]{lvl.upper():<9}[/] "
-        f"score {alert['score']:5.1f}  {', '.join(alert['regions'])}  "
-        f"{alert['n_stations']} stations ({kinds})  report {alert['report_id']}"
-    )
 
 
 def _print_level(oc: TickOutcome) -> None:

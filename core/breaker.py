@@ -12,11 +12,17 @@ States::
     open    --cool-down elapsed------->  half_open (one probe allowed)
     half_open --probe succeeds-------->  closed
     half_open --probe fails----------->  open (cool-down starts again)
+
+With ``backoff_max_s`` the cool-down grows: each opening waits
+``min(backoff_max_s, reset_timeout_s * 2**(n-1))`` for ``n`` consecutive failures,
+times a jitter factor in [0.5, 1.5) drawn from ``rng`` (so many breakers opened by one
+outage do not all probe at once).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from enum import StrEnum
@@ -43,6 +49,9 @@ class CircuitBreaker:
         reset_timeout_s: cool-down after opening before one probe is let through.
         now: monotonic clock in seconds; inject a fake one in tests.
         name: shows up in log lines so on-call can tell breakers apart.
+        backoff_max_s: when given, the cool-down grows exponentially with the
+            consecutive failures up to this (see module docstring).
+        rng: jitter source for the growing cool-down (seed it for reproducible runs).
 
     Example (a fake clock, so nothing sleeps):
 
@@ -68,6 +77,8 @@ class CircuitBreaker:
         *,
         now: Callable[[], float] = time.monotonic,
         name: str = "breaker",
+        backoff_max_s: float | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         if failure_threshold < 1:
             raise ValueError(
@@ -77,8 +88,16 @@ class CircuitBreaker:
             raise ValueError(
                 f"circuit breaker {name!r}: reset_timeout_s must be >= 0, got {reset_timeout_s}"
             )
+        if backoff_max_s is not None and backoff_max_s < reset_timeout_s:
+            raise ValueError(
+                f"circuit breaker {name!r}: backoff_max_s must be >= reset_timeout_s, "
+                f"got {backoff_max_s} < {reset_timeout_s}"
+            )
         self.failure_threshold = failure_threshold
         self.reset_timeout_s = float(reset_timeout_s)
+        self.backoff_max_s = backoff_max_s
+        self._rng = rng or random.Random()
+        self._cooldown_s = self.reset_timeout_s  # of the current opening
         self.name = name
         self._now = now
         self._state = BreakerState.CLOSED
@@ -92,7 +111,7 @@ class CircuitBreaker:
     @property
     def state(self) -> BreakerState:
         """Current state; an open breaker whose cool-down has elapsed reads half-open."""
-        cooled = self._now() >= self._opened_at + self.reset_timeout_s
+        cooled = self._now() >= self._opened_at + self._cooldown()
         if self._state is BreakerState.OPEN and cooled:
             self._transition(BreakerState.HALF_OPEN)
         return self._state
@@ -106,10 +125,10 @@ class CircuitBreaker:
         """Seconds until an attempt may be allowed (0.0 when one may be tried now)."""
         state = self.state
         if state is BreakerState.OPEN:
-            return max(0.0, self._opened_at + self.reset_timeout_s - self._now())
+            return max(0.0, self._opened_at + self._cooldown() - self._now())
         if state is BreakerState.HALF_OPEN and self._probe_in_flight():
             assert self._probe_started is not None
-            return max(0.0, self._probe_started + self.reset_timeout_s - self._now())
+            return max(0.0, self._probe_started + self._cooldown() - self._now())
         return 0.0
 
     def stats(self) -> dict[str, Any]:
@@ -159,13 +178,19 @@ class CircuitBreaker:
             self._opened_at = self._now()
 
     # -- internals --------------------------------------------------------
+    def _cooldown(self) -> float:
+        return self.reset_timeout_s if self.backoff_max_s is None else self._cooldown_s
+
     def _probe_in_flight(self) -> bool:
         return (
             self._probe_started is not None
-            and self._now() < self._probe_started + self.reset_timeout_s
+            and self._now() < self._probe_started + self._cooldown()
         )
 
     def _open(self) -> None:
+        if self.backoff_max_s is not None:
+            grown = self.reset_timeout_s * 2 ** max(0, self._failures - 1)
+            self._cooldown_s = min(self.backoff_max_s, grown) * (0.5 + self._rng.random())
         self._opened_at = self._now()
         self._times_opened += 1
         self._transition(BreakerState.OPEN)

@@ -19,11 +19,22 @@ Examples
 False
 >>> ControlCommand.from_dict(c.to_dict()) == c
 True
+
+Parameters are checked once, here, by :func:`validate_params` (for every way a command
+is made: :meth:`ControlCommand.create`, :meth:`ControlCommand.from_dict`, a station
+applying it, the command line):
+
+>>> validate_params("burst_mode", {"interval_s": 0})
+Traceback (most recent call last):
+...
+ValueError: interval_s must be a number of seconds > 0, got 0
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -43,6 +54,63 @@ TARGET_TYPES = ("station", "region", "source_kind", "all")
 
 
 @dataclass(frozen=True)
+class ParamSpec:
+    """What one action takes: ``allowed`` names (``None``: any name), ``required`` names,
+    ``positive`` names (must be > 0); every value is a finite number."""
+
+    allowed: frozenset[str] | None
+    required: frozenset[str] = frozenset()
+    positive: frozenset[str] = frozenset()
+    at_least_one: bool = False
+
+
+_INTERVAL = frozenset({"interval_s"})
+
+PARAMS: dict[Action, ParamSpec] = {
+    Action.SET_INTERVAL: ParamSpec(_INTERVAL, required=_INTERVAL, positive=_INTERVAL),
+    Action.BURST_MODE: ParamSpec(_INTERVAL, positive=_INTERVAL),  # default interval 0.25 s
+    Action.SET_THRESHOLDS: ParamSpec(None, at_least_one=True),
+    Action.QUARANTINE: ParamSpec(frozenset()),
+    Action.RESUME: ParamSpec(frozenset()),
+}
+
+
+def validate_params(action: str | Action, params: Mapping[str, Any]) -> dict[str, float]:
+    """``params`` checked against what ``action`` takes, as floats; ``ValueError`` says why.
+
+    Values must be finite numbers (not strings, not booleans); ``interval_s`` must be > 0.
+
+    >>> validate_params("set_thresholds", {"surge": 4})
+    {'surge': 4.0}
+    >>> validate_params("quarantine", {"interval_s": 1.0})
+    Traceback (most recent call last):
+    ...
+    ValueError: quarantine takes no parameters (got interval_s)
+    """
+    act = Action(action)
+    spec = PARAMS[act]
+    if not isinstance(params, Mapping):
+        raise ValueError(f"params must be an object of NAME: NUMBER, got {type(params).__name__}")
+    out: dict[str, float] = {}
+    for key, value in params.items():
+        if spec.allowed is not None and key not in spec.allowed:
+            takes = ", ".join(sorted(spec.allowed)) if spec.allowed else "no parameters"
+            raise ValueError(f"{act.value} takes {takes} (got {key})")
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        if key in spec.positive and not (ok and value > 0):
+            raise ValueError(f"{key} must be a number of seconds > 0, got {value!r:.40}")
+        if not ok:
+            raise ValueError(f"{key} must be a finite number, got {value!r:.40}")
+        out[key] = float(value)
+    missing = sorted(spec.required - set(out))
+    if missing:
+        raise ValueError(f"{act.value} needs {missing[0]}=NUMBER")
+    if spec.at_least_one and not out:
+        raise ValueError(f"{act.value} needs at least one NAME=NUMBER")
+    return out
+
+
+@dataclass(frozen=True)
 class Target:
     """Who a command is for: ``type`` in station/region/source_kind/all."""
 
@@ -52,6 +120,35 @@ class Target:
     def __post_init__(self) -> None:
         if self.type not in TARGET_TYPES:
             raise ValueError(f"target type {self.type!r} is not one of {', '.join(TARGET_TYPES)}")
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        """``station:ID``, ``region:NAME``, ``source_kind:KIND`` or ``all``.
+
+        >>> Target.parse("region:eu-west")
+        Target(type='region', value='eu-west')
+        >>> Target.parse("all")
+        Target(type='all', value='*')
+        >>> Target.parse("planet:x")
+        Traceback (most recent call last):
+        ...
+        ValueError: 'planet:x' is not a target: use station:ID, region:NAME, source_kind:KIND or all
+        """
+        from convergence.schema import SourceKind
+
+        usage = "use station:ID, region:NAME, source_kind:KIND or all"
+        if text.strip() in ("all", "all:*"):
+            return cls("all")
+        typ, sep, value = text.partition(":")
+        typ, value = typ.strip(), value.strip()
+        if not sep or typ not in ("station", "region", "source_kind"):
+            raise ValueError(f"{text!r} is not a target: {usage}")
+        if not value:
+            raise ValueError(f"{text!r} names no {typ}: {usage}")
+        kinds = [k.value for k in SourceKind]
+        if typ == "source_kind" and value not in kinds:
+            raise ValueError(f"{text!r}: {value!r} is not a source kind ({', '.join(kinds)})")
+        return cls(typ, value)
 
 
 @dataclass(frozen=True)
@@ -68,9 +165,11 @@ class ControlCommand:
 
     @classmethod
     def create(cls, action: str | Action, target: Target, *, issued_at_s: float, ttl_s: float,
-               params: dict[str, Any] | None = None, reason: str = "") -> ControlCommand:
+               params: Mapping[str, Any] | None = None, reason: str = "") -> ControlCommand:
+        """A command with a deterministic id; ``ValueError`` when ``params`` do not fit
+        ``action`` (see :func:`validate_params`)."""
         act = Action(action)
-        p = dict(params or {})
+        p: dict[str, Any] = dict(validate_params(act, params or {}))
         key = orjson.dumps([act.value, target.type, target.value, p, reason, round(issued_at_s, 3)],
                            option=orjson.OPT_SORT_KEYS)
         cid = "cmd-" + hashlib.blake2b(key, digest_size=8).hexdigest()
@@ -95,10 +194,12 @@ class ControlCommand:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ControlCommand:
         try:
-            return cls(str(d["command_id"]), Action(d["action"]),
+            act = Action(d["action"])
+            params = validate_params(act, d.get("params") or {})
+            return cls(str(d["command_id"]), act,
                        Target(d["target"]["type"], d["target"].get("value", "*")),
                        float(d["issued_at_s"]), float(d["expires_at_s"]),
-                       dict(d.get("params") or {}), str(d.get("reason", "")))
+                       dict(params), str(d.get("reason", "")))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a valid control command ({exc}): {d!r:.200}") from None
 

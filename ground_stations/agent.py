@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from convergence.breaker import BreakerState, CircuitBreaker
-from convergence.control import Action, CommandAck, ControlCommand
+from convergence.control import Action, CommandAck, ControlCommand, validate_params
 from convergence.ground_stations.base import Source, SourceError
 from convergence.schema import DeadLetter
 from convergence.stations import StationInfo
@@ -59,6 +59,7 @@ StateHook = Callable[[str, str, str, str], None]  # station_id, old, new, reason
 DeadHook = Callable[[list[DeadLetter]], None]
 
 RUNNING, BACKING_OFF, QUARANTINED, STOPPED = "running", "backing_off", "quarantined", "stopped"
+DEFAULT_BURST_INTERVAL_S = 0.25
 
 
 @dataclass
@@ -67,7 +68,7 @@ class StationAgent:
 
     info: StationInfo
     source: Source
-    sink: Sink
+    sink: Sink | None  # None until attached (:meth:`Fleet.attach`); run() needs one
     interval_s: float = 1.0
     clock: Callable[[], float] = time.time
     on_state: StateHook | None = None
@@ -84,7 +85,7 @@ class StationAgent:
     sent: int = 0
     rejected: int = 0
     _burst_until: float = -1.0
-    _burst_interval_s: float = 0.25
+    _burst_interval_s: float = DEFAULT_BURST_INTERVAL_S
     _quarantine_until: float = -1.0
     _wake: asyncio.Event | None = None
 
@@ -93,8 +94,11 @@ class StationAgent:
             raise ValueError(f"station {self.info.station_id}: interval_s must be > 0, "
                              f"got {self.interval_s}")
         self._rng = random.Random(f"{self.seed}:{self.info.station_id}")
+        # the cool-down grows with the failures, jittered per station (seeded: reproducible)
         self.breaker = CircuitBreaker(self.failure_threshold, self.backoff_base_s,
-                                      now=time.monotonic, name=f"station {self.info.station_id}")
+                                      now=time.monotonic, name=f"station {self.info.station_id}",
+                                      backoff_max_s=max(self.backoff_max_s, self.backoff_base_s),
+                                      rng=self._rng)
 
     def _set_state(self, new: str, reason: str) -> None:
         if new != self.state:
@@ -125,53 +129,61 @@ class StationAgent:
         sid = self.info.station_id
         if cmd.expired(now_s):
             return CommandAck(cmd.command_id, sid, False, now_s, "expired before it arrived")
-        p = cmd.params
         try:
-            if cmd.action == Action.SET_INTERVAL:
-                iv = float(p["interval_s"])
-                if iv <= 0:
-                    raise ValueError("interval_s must be > 0")
-                self.interval_s = iv
-                detail = f"interval {iv:g} s"
-            elif cmd.action == Action.BURST_MODE:
-                self._burst_interval_s = float(p.get("interval_s", 0.25))
-                self._burst_until = cmd.expires_at_s
-                detail = f"burst mode at {self._burst_interval_s:g} s until {cmd.expires_at_s:.0f}"
-            elif cmd.action == Action.SET_THRESHOLDS:
-                self.thresholds.update({k: float(v) for k, v in p.items()})
-                detail = f"thresholds {self.thresholds}"
-            elif cmd.action == Action.QUARANTINE:
-                self._quarantine_until = cmd.expires_at_s
-                self._set_state(QUARANTINED, cmd.reason or "quarantine command")
-                detail = f"quarantined until {cmd.expires_at_s:.0f}"
-            else:  # RESUME
-                self._quarantine_until = -1.0
-                self._burst_until = -1.0
-                if self.state == QUARANTINED:
-                    self._set_state(RUNNING, "resume command")
-                detail = "resumed"
-        except (KeyError, TypeError, ValueError) as exc:
+            # commands built without create/from_dict (or by an older producer) are checked too
+            p = validate_params(cmd.action, cmd.params)
+        except ValueError as exc:
             return CommandAck(cmd.command_id, sid, False, now_s, f"bad parameters: {exc}")
-        if self._wake is not None:
-            self._wake.set()
+        if cmd.action == Action.SET_INTERVAL:
+            self.interval_s = p["interval_s"]
+            detail = f"interval {self.interval_s:g} s"
+        elif cmd.action == Action.BURST_MODE:
+            self._burst_interval_s = p.get("interval_s", DEFAULT_BURST_INTERVAL_S)
+            self._burst_until = cmd.expires_at_s
+            detail = f"burst mode at {self._burst_interval_s:g} s until {cmd.expires_at_s:.0f}"
+        elif cmd.action == Action.SET_THRESHOLDS:
+            self.thresholds.update(p)
+            detail = f"thresholds {self.thresholds}"
+        elif cmd.action == Action.QUARANTINE:
+            self._quarantine_until = cmd.expires_at_s
+            self._set_state(QUARANTINED, cmd.reason or "quarantine command")
+            detail = f"quarantined until {cmd.expires_at_s:.0f}"
+        else:  # RESUME
+            self._quarantine_until = -1.0
+            self._burst_until = -1.0
+            if self.state == QUARANTINED:
+                self._set_state(RUNNING, "resume command")
+            detail = "resumed"
+        self.wake()
         return CommandAck(cmd.command_id, sid, True, now_s, detail)
 
-    async def _sleep(self, seconds: float, stop: asyncio.Event) -> None:
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less when woken: by a command (:meth:`apply`) or by ``stop``
+        (whoever watches it sets every agent's wake event)."""
         wake = self._wake
         assert wake is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(seconds, 0.0)):
+                await wake.wait()
         wake.clear()
-        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-        _, pending = await asyncio.wait(waits, timeout=max(seconds, 0.0),
-                                        return_when=asyncio.FIRST_COMPLETED)
-        for w in pending:
-            w.cancel()
-        for w in waits:
-            with contextlib.suppress(asyncio.CancelledError):
-                await w
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Poll until ``stop`` is set; then mark the station stopped."""
+    def wake(self) -> None:
+        """End the current sleep now (stop requested, or a command changed the interval)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run(self, stop: asyncio.Event, *, watch_stop: bool = True) -> None:
+        """Poll until ``stop`` is set; then mark the station stopped.
+
+        ``watch_stop=False`` when the caller wakes the agent (:meth:`wake`) once ``stop``
+        is set, as :meth:`Fleet.run` does for all its agents with one task.
+        """
+        sink = self.sink
+        if sink is None:
+            raise RuntimeError(f"station {self.info.station_id} has no sink; attach one "
+                               "(Fleet.attach) before running it")
         self._wake = asyncio.Event()
+        watcher = asyncio.ensure_future(_wake_on(stop, [self])) if watch_stop else None
         try:
             while not stop.is_set():
                 now = self.clock()
@@ -179,10 +191,10 @@ class StationAgent:
                     if now >= self._quarantine_until:
                         self._set_state(RUNNING, "quarantine expired")
                         continue
-                    await self._sleep(min(self._quarantine_until - now, 1.0), stop)
+                    await self._sleep(min(self._quarantine_until - now, 1.0))
                     continue
                 if not self.breaker.allow():
-                    await self._sleep(self.breaker.retry_after(), stop)
+                    await self._sleep(self.breaker.retry_after())
                     continue
                 try:
                     records = await asyncio.wait_for(self.source.poll(now), self.poll_timeout_s)
@@ -192,14 +204,10 @@ class StationAgent:
                     self.breaker.record_failure()
                     reason = f"{type(exc).__name__}: {exc}"
                     if self.breaker.state == BreakerState.OPEN:
-                        n = self.breaker.consecutive_failures
-                        backoff = min(self.backoff_max_s, self.backoff_base_s * 2 ** max(0, n - 1))
-                        backoff *= 0.5 + self._rng.random()
-                        self.breaker.reset_timeout_s = backoff
                         self._set_state(BACKING_OFF, reason)
                     else:
                         log.warning("station %s: poll failed (%s)", self.info.station_id, reason)
-                    await self._sleep(self.effective_interval(now), stop)
+                    await self._sleep(self.effective_interval(now))
                     continue
                 self._drain()
                 self.breaker.record_success()
@@ -207,10 +215,12 @@ class StationAgent:
                     self._set_state(RUNNING, "source answered again")
                 self.polls += 1
                 if records:
-                    await self.sink(self.info.station_id, records)
+                    await sink(self.info.station_id, records)
                     self.sent += len(records)
-                await self._sleep(self.effective_interval(self.clock()) - (self.clock() - now), stop)
+                await self._sleep(self.effective_interval(self.clock()) - (self.clock() - now))
         finally:
+            if watcher is not None:
+                watcher.cancel()
             self._set_state(STOPPED, "stop requested")
             await self.source.close()
 
@@ -229,6 +239,17 @@ class Fleet:
     agents: list[StationAgent]
     acks: list[CommandAck] = field(default_factory=list)
 
+    def attach(self, sink: Sink, on_state: StateHook | None = None,
+               on_dead: DeadHook | None = None) -> None:
+        """Send every agent's records to ``sink``; ``on_state``/``on_dead``, when given,
+        replace every agent's hooks."""
+        for a in self.agents:
+            a.sink = sink
+            if on_state is not None:
+                a.on_state = on_state
+            if on_dead is not None:
+                a.on_dead = on_dead
+
     def dispatch(self, cmd: ControlCommand, now_s: float) -> list[CommandAck]:
         """Apply ``cmd`` to every agent it targets; returns (and keeps) the acks."""
         acks = [a.apply(cmd, now_s) for a in self.agents
@@ -240,11 +261,22 @@ class Fleet:
         return [ack for c in cmds for ack in self.dispatch(c, now_s)]
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run every agent until ``stop`` is set."""
-        await asyncio.gather(*(a.run(stop) for a in self.agents))
+        """Run every agent until ``stop`` is set (one task watches ``stop`` for them all)."""
+        watcher = asyncio.ensure_future(_wake_on(stop, self.agents))
+        try:
+            await asyncio.gather(*(a.run(stop, watch_stop=False) for a in self.agents))
+        finally:
+            watcher.cancel()
 
     def states(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for a in self.agents:
             out[a.state] = out.get(a.state, 0) + 1
         return out
+
+
+async def _wake_on(stop: asyncio.Event, agents: list[StationAgent]) -> None:
+    """Once ``stop`` is set, wake every agent so none sleeps out its interval."""
+    await stop.wait()
+    for a in agents:
+        a.wake()

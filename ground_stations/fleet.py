@@ -589,13 +589,14 @@ def build_source(spec: StationSpec, world: SyntheticWorld | None, t0_s: float, s
                          f"{exc}") from None
 
 
-def build_fleet(stations: Sequence[StationSpec], sink: Sink, *, world: SyntheticWorld | None,
+def build_fleet(stations: Sequence[StationSpec], sink: Sink | None, *, world: SyntheticWorld | None,
                 t0_s: float, seed: int, interval_s: float | None = None,
                 clock: Callable[[], float] = time.time, on_state: StateHook | None = None) -> Fleet:
     """Agents for ``stations`` (each with its interval and thresholds), all sending to ``sink``.
 
     ``interval_s`` overrides every station's interval. Every station that cannot be
-    built is reported in one :class:`FleetError`.
+    built is reported in one :class:`FleetError`. With ``sink`` None, attach one
+    (:meth:`Fleet.attach`) before running the fleet.
     """
     agents: list[StationAgent] = []
     problems: list[str] = []
@@ -612,3 +613,46 @@ def build_fleet(stations: Sequence[StationSpec], sink: Sink, *, world: Synthetic
         origin = stations[0].origin if stations else "<fleet>"
         raise FleetError(origin, problems)
     return Fleet(agents)
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """``"2/3"`` -> ``(2, 3)``: this process runs part 2 of a fleet split in 3 (1-based).
+
+    >>> parse_part("2/3")
+    (2, 3)
+    >>> parse_part("3/2")
+    Traceback (most recent call last):
+    ...
+    ValueError: --part '3/2': the part must be between 1 and 2, e.g. --part 1/2
+    """
+    head, sep, tail = text.partition("/")
+    try:
+        part, parts = int(head), int(tail)
+    except ValueError:
+        part = parts = 0
+    if not sep or parts < 1:
+        raise ValueError(f"--part {text!r}: expected PART/PARTS such as 1/3 (this process runs "
+                         "the first of three parts)")
+    if not 1 <= part <= parts:
+        raise ValueError(f"--part {text!r}: the part must be between 1 and {parts}, e.g. --part 1/{parts}")
+    return part, parts
+
+
+def choose(specs: Sequence[StationSpec], *, only: str | None,
+           part: tuple[int, int] | None) -> list[StationSpec]:
+    """The stations this process runs; ``ValueError`` when that is none of them."""
+    chosen = list(specs)
+    if part is not None:
+        chosen = split_fleet(chosen, *part)
+        if not chosen:
+            raise ValueError(f"--part {part[0]}/{part[1]} holds none of the {len(specs)} stations "
+                             "(the split is by a hash of the id); use fewer parts")
+    if only:
+        ids = [s.station_id for s in chosen]
+        chosen = [chosen[i] for i in select(ids, only)]
+        if not chosen:
+            where = f" of part {part[0]}/{part[1]}" if part else ""
+            raise ValueError(f"--only {only!r} matches none of the {len(ids)} stations{where} "
+                             f"(ids look like {', '.join(ids[:3])}); use ids or patterns "
+                             "such as 'news-*,sensor-mena-*'")
+    return chosen

@@ -1,7 +1,8 @@
-"""The Kafka side of ground stations: the event sink, the control listener, the fleet loop.
+"""The Kafka side of ground stations: the event sink and the control listener.
 
 This module owns everything a station process needs to talk to a broker with
-kafka-python, and nothing about what the stations observe:
+kafka-python, and nothing about what the stations observe (running a whole fleet
+against a broker is :mod:`convergence.ground_stations.kafka_fleet`):
 
 * :class:`KafkaEventSink` is a station agent's sink (``await sink(station_id, records)``).
   One wire message (:func:`convergence.wire.encode_raw`) per station batch, keyed by the
@@ -15,8 +16,6 @@ kafka-python, and nothing about what the stations observe:
 * :class:`ControlListener` reads the control topic in a background thread (kafka-python
   is blocking) and hands valid :class:`~convergence.control.ControlCommand` s to the
   event loop.
-* :func:`serve_fleet` runs a :class:`~convergence.ground_stations.agent.Fleet` and
-  applies incoming commands, publishing each station's acknowledgement.
 
 Examples
 --------
@@ -50,7 +49,6 @@ import orjson
 
 from convergence.control import ControlCommand
 from convergence.counters import Counters
-from convergence.ground_stations.agent import Fleet
 from convergence.wire import encode_raw
 
 log = logging.getLogger(__name__)
@@ -311,27 +309,21 @@ class ControlListener:
 
     def start(self, loop: asyncio.AbstractEventLoop, timeout_s: float = 30.0) -> None:
         """Connect, assign every partition at its end offset, then poll in a thread."""
-        from kafka import KafkaConsumer, TopicPartition
+        from convergence.streams import kafka_client
 
         self.queue = asyncio.Queue()
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap.split(","),
-                                 client_id=self.client_id, group_id=None,
-                                 enable_auto_commit=False)
-        deadline = time.monotonic() + timeout_s
-        parts = consumer.partitions_for_topic(self.topic)
-        while not parts and time.monotonic() < deadline:
-            time.sleep(0.2)
-            parts = consumer.partitions_for_topic(self.topic)
-        if not parts:
+        consumer = kafka_client.consumer(self.bootstrap, self.client_id)
+        try:
+            # from the end, resolved now: commands sent after start count
+            tps = kafka_client.assign_all(consumer, self.topic, start="end", wait_s=timeout_s)
+        except BaseException:
+            consumer.close()
+            raise
+        if not tps:
             consumer.close()
             raise RuntimeError(f"control topic {self.topic!r} does not exist on {self.bootstrap} "
                                f"after {timeout_s:g} s; create it (the cluster creates its topics "
                                "on start) or check CONVERGENCE_TOPIC_PREFIX")
-        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        consumer.seek_to_end(*tps)
-        for tp in tps:
-            consumer.position(tp)  # resolve the end offset now: commands sent after start count
         self._consumer = consumer
         self._thread = threading.Thread(target=self._run, args=(loop,), daemon=True,
                                         name=f"control-listener {self.topic}")
@@ -372,39 +364,3 @@ class ControlListener:
         if self._consumer is not None:
             with contextlib.suppress(Exception):
                 self._consumer.close()
-
-
-async def serve_fleet(fleet: Fleet, sink: KafkaEventSink, stop: asyncio.Event, *,
-                      commands: asyncio.Queue[ControlCommand] | None, acks_topic: str,
-                      clock: Callable[[], float] = time.time) -> int:
-    """Run ``fleet`` until ``stop`` is set, applying ``commands`` as they come.
-
-    Each acknowledgement is published to ``acks_topic`` keyed by station id. Returns the
-    number of acknowledgements published.
-    """
-    published = 0
-
-    async def dispatch() -> None:
-        nonlocal published
-        assert commands is not None
-        while not stop.is_set():
-            getter = asyncio.ensure_future(commands.get())
-            stopper = asyncio.ensure_future(stop.wait())
-            done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
-            if getter not in done:
-                getter.cancel()
-                return
-            cmd = getter.result()
-            acks = fleet.dispatch(cmd, clock())
-            log.info("control: %s %s -> %d station(s)", cmd.action.value, cmd.command_id,
-                     len(acks))
-            for ack in acks:
-                sink.publish(acks_topic, ack.station_id, orjson.dumps(ack.to_dict()))
-                published += 1
-
-    tasks = [fleet.run(stop)]
-    if commands is not None:
-        tasks.append(dispatch())
-    await asyncio.gather(*tasks)
-    return published

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from convergence.settings import load_settings
 sys.path.insert(0, str(Path(__file__).parent / "ground_stations" / "fixtures"))
 import feed_server
 
-from convergence.streams import kafka_local
+from convergence.streams import kafka_client, kafka_local
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -60,3 +60,10 @@ def server() -> Iterator[Any]:
     s = feed_server.FeedServer().start()
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def read_topic() -> Callable[..., list[Any]]:
+    """``read_topic(bootstrap, topic)``: every record on the topic now, read up to its end
+    offsets (no waiting for a silence); see :func:`convergence.streams.kafka_client.read_topic`."""
+    return kafka_client.read_topic

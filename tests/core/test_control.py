@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from convergence.control import Action, ControlCommand, Target
+from convergence.control import Action, ControlCommand, Target, validate_params
 
 
 def test_deterministic_ids_and_round_trip() -> None:
@@ -29,3 +29,35 @@ def test_bad_input() -> None:
         Target("planet", "x")
     with pytest.raises(ValueError, match="not a valid control command"):
         ControlCommand.from_dict({"action": "dance"})
+
+
+@pytest.mark.parametrize(("action", "params", "needle"), [
+    ("burst_mode", {"interval_s": 0}, "interval_s must be a number of seconds > 0"),
+    ("burst_mode", {"interval_s": -5}, "interval_s must be a number of seconds > 0"),
+    ("set_interval", {"interval_s": float("inf")}, "interval_s must be a number of seconds > 0"),
+    ("set_interval", {}, "set_interval needs interval_s"),
+    ("set_thresholds", {"surge": float("nan")}, "surge must be a finite number"),
+    ("set_thresholds", {"surge": "4"}, "surge must be a finite number"),
+    ("set_thresholds", {"surge": True}, "surge must be a finite number"),
+    ("set_thresholds", {}, "needs at least one"),
+    ("quarantine", {"interval_s": 1}, "quarantine takes no parameters"),
+    ("resume", ["x"], "params must be an object"),
+])
+def test_params_are_checked_everywhere(action: str, params: object, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        validate_params(action, params)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=needle):
+        ControlCommand.create(action, Target("all"), issued_at_s=0.0, ttl_s=1.0,
+                              params=params)  # type: ignore[arg-type]
+    raw = {"command_id": "cmd-x", "action": action, "target": {"type": "all"},
+           "issued_at_s": 0.0, "expires_at_s": 1.0, "params": params}
+    with pytest.raises(ValueError, match="not a valid control command.*" + needle):
+        ControlCommand.from_dict(raw)
+
+
+def test_valid_params_become_floats() -> None:
+    assert validate_params("burst_mode", {}) == {}
+    assert validate_params("burst_mode", {"interval_s": 1}) == {"interval_s": 1.0}
+    c = ControlCommand.create("set_thresholds", Target("all"), issued_at_s=0.0, ttl_s=1.0,
+                              params={"surge": 4})
+    assert c.params == {"surge": 4.0} and ControlCommand.from_dict(c.to_dict()) == c

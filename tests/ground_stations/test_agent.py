@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
-from convergence.control import ControlCommand, Target
+import pytest
+
+from convergence.control import Action, ControlCommand, Target
 from convergence.ground_stations.agent import (
     BACKING_OFF,
     QUARANTINED,
@@ -71,9 +74,10 @@ def test_commands_target_and_ack() -> None:
                                                 params={"interval_s": 2.5}), now_s=1.0)
     assert [(k.station_id, k.applied) for k in acks] == [("a", True)]
     assert a.interval_s == 2.5 and b.interval_s == 0.01
-    bad = fleet.dispatch(ControlCommand.create("set_interval", Target("all"), issued_at_s=0.0,
-                                               ttl_s=1e12, params={"interval_s": -1}), now_s=1.0)
-    assert all(not k.applied and "interval_s" in k.detail for k in bad)
+    # built around create(), which refuses it: a station checks the parameters itself
+    bad = fleet.dispatch(ControlCommand("cmd-bad", Action.SET_INTERVAL, Target("all"), 0.0, 1e12,
+                                        {"interval_s": -1}), now_s=1.0)
+    assert len(bad) == 2 and all(not k.applied and "interval_s" in k.detail for k in bad)
     late = fleet.dispatch(ControlCommand.create("resume", Target("all"), issued_at_s=0.0, ttl_s=1.0),
                           now_s=5.0)
     assert all(not k.applied and "expired" in k.detail for k in late)
@@ -85,6 +89,20 @@ def test_burst_mode_samples_faster_until_expiry() -> None:
     a.apply(ControlCommand.create("burst_mode", Target("station", "s1"), issued_at_s=100.0,
                                   ttl_s=10.0, params={"interval_s": 0.1}), now_s=100.0)
     assert a.effective_interval(105.0) == 0.1 and a.effective_interval(111.0) == 1.0
+
+
+@pytest.mark.parametrize("interval", [0, -5, float("nan"), "fast"])
+def test_burst_mode_with_a_bad_interval_is_refused(interval: Any) -> None:
+    a, _, _ = _agent(Flaky(0))
+    a.interval_s = 1.0
+    with pytest.raises(ValueError, match="interval_s must be a number of seconds > 0"):
+        ControlCommand.create("burst_mode", Target("station", "s1"), issued_at_s=100.0,
+                              ttl_s=10.0, params={"interval_s": interval})
+    ack = a.apply(ControlCommand("cmd-spin", Action.BURST_MODE, Target("station", "s1"), 100.0,
+                                 110.0, {"interval_s": interval}), now_s=100.0)
+    assert not ack.applied
+    assert "bad parameters: interval_s must be a number of seconds > 0" in ack.detail
+    assert a.effective_interval(105.0) == 1.0  # no burst: the station does not spin
 
 
 def test_quarantine_silences_and_resume_restores() -> None:
@@ -129,3 +147,63 @@ def test_agent_drains_source_rejects_into_dead_letter_hook() -> None:
     asyncio.run(_run_for([agent], 0.1))
     assert got and len(dead) == agent.rejected == agent.polls
     assert dead[0].reason == "is not a number" and agent.status()["rejected"] == len(dead)
+
+
+def test_stop_ends_a_long_sleep_at_once_in_a_fleet_and_alone() -> None:
+    fleet_agents = [_agent(Flaky(0), f"s{i}")[0] for i in range(3)]
+    alone, got, _ = _agent(Flaky(0), "alone")
+    for a in [*fleet_agents, alone]:
+        a.interval_s = 60.0
+
+    async def main() -> float:
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(Fleet(fleet_agents).run(stop)),
+                 asyncio.create_task(alone.run(stop))]  # alone: it watches stop itself
+        await asyncio.sleep(0.1)
+        t0 = time.monotonic()
+        stop.set()
+        await asyncio.gather(*tasks)
+        return time.monotonic() - t0
+
+    assert asyncio.run(main()) < 1.0
+    assert all(a.state == STOPPED and a.polls == 1 for a in [*fleet_agents, alone]) and got
+
+
+def test_a_command_wakes_a_sleeping_agent() -> None:
+    agent, _, _ = _agent(Flaky(0))
+    agent.interval_s = 60.0
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        await asyncio.sleep(0.1)
+        agent.apply(ControlCommand.create("set_interval", Target("all"), issued_at_s=0.0,
+                                          ttl_s=1e12, params={"interval_s": 0.01}), now_s=1.0)
+        await asyncio.sleep(0.3)
+        stop.set()
+        await task
+
+    asyncio.run(main())
+    assert agent.polls > 5  # woke from the 60 s sleep and sampled at the new interval
+
+
+def test_the_breaker_cool_down_grows_with_jitter_up_to_the_cap() -> None:
+    import random
+
+    from convergence.breaker import BreakerState, CircuitBreaker
+
+    clock = [0.0]
+    b = CircuitBreaker(1, 1.0, now=lambda: clock[0], backoff_max_s=8.0, rng=random.Random(3))
+    waits = []
+    for _ in range(6):
+        b.record_failure()
+        assert b.state is BreakerState.OPEN
+        waits.append(b.retry_after())
+        clock[0] += waits[-1]
+        assert b.allow()  # the half-open probe, which fails again next round
+    caps = [min(8.0, 2.0 ** n) for n in range(6)]  # 1, 2, 4, 8, 8, 8
+    assert all(0.5 * c <= w < 1.5 * c for w, c in zip(waits, caps, strict=True)), waits
+    assert waits != [c for c in caps]  # jittered
+    plain = CircuitBreaker(1, 1.0, now=lambda: 0.0)  # without backoff_max_s: fixed cool-down
+    plain.record_failure()
+    assert plain.retry_after() == 1.0

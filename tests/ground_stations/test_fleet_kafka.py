@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,9 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from convergence.cli.stations import STATUS_TOPIC, app, read_status
+from convergence.cli.stations import app
 from convergence.ground_stations.fleet import default_specs, render_fleet
+from convergence.ground_stations.kafka_fleet import STATUS_TOPIC, read_status
 from convergence.settings import Settings, load_settings
 
 pytestmark = pytest.mark.kafka
@@ -74,23 +75,9 @@ def stopper() -> Iterator[list[subprocess.Popen[bytes]]]:
                 p.wait()
 
 
-def consume(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[Any]:
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                             auto_offset_reset="earliest", consumer_timeout_ms=1500)
-    out: list[Any] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(out) < expected and time.monotonic() < deadline:
-            out += list(consumer)
-    finally:
-        consumer.close()
-    return out
-
-
 def test_247_stations_from_a_fleet_file_publish_to_the_broker(
-        prefixed: Settings, tmp_path: Path, stopper: list[subprocess.Popen[bytes]]) -> None:
+        prefixed: Settings, tmp_path: Path, stopper: list[subprocess.Popen[bytes]],
+        read_topic: Callable[..., list[Any]]) -> None:
     s = prefixed
     fleet = tmp_path / "fleet.toml"
     ids = write_fleet(fleet, interval_s=0.25, rate_per_s=8.0)
@@ -101,7 +88,7 @@ def test_247_stations_from_a_fleet_file_publish_to_the_broker(
     assert summary["acked"] == summary["sent"] > 247
     assert summary["states"] == {"stopped": 247}
     assert summary["control"]["failed"] == 0 and summary["control"]["acked"] == summary["status_messages"]
-    msgs = consume(s.kafka_bootstrap, s.topic("events"), expected=summary["acked"])
+    msgs = read_topic(s.kafka_bootstrap, s.topic("events"))
     assert len(msgs) == summary["acked"]
     assert {m.key.decode() for m in msgs} == set(ids)
     events = sum(len(orjson.loads(m.value)["events"]) for m in msgs)
@@ -127,7 +114,8 @@ def _poll_rate(a: dict[str, Any], b: dict[str, Any]) -> float:
 
 
 def test_a_command_by_hand_changes_one_stations_sampling_and_is_acked(
-        prefixed: Settings, tmp_path: Path, stopper: list[subprocess.Popen[bytes]]) -> None:
+        prefixed: Settings, tmp_path: Path, stopper: list[subprocess.Popen[bytes]],
+        read_topic: Callable[..., list[Any]]) -> None:
     s = prefixed
     fleet = tmp_path / "fleet.toml"
     ids = write_fleet(fleet, interval_s=1.0)
@@ -159,7 +147,7 @@ def test_a_command_by_hand_changes_one_stations_sampling_and_is_acked(
     other = _snapshot(s, bystander)
     assert other["interval_s"] == 1.0  # a station:ID command touches that station only
 
-    acks = consume(s.kafka_bootstrap, s.topic("acks"), expected=1)
+    acks = read_topic(s.kafka_bootstrap, s.topic("acks"))
     assert [(m.key.decode(), orjson.loads(m.value)["command_id"]) for m in acks] == [
         (target, doc["command"]["command_id"])]
 
@@ -186,7 +174,8 @@ def test_a_command_nobody_answers_fails_clearly(prefixed: Settings) -> None:
 
 
 def test_a_mixed_fleet_sends_replayed_rows_and_their_dead_letters(
-        prefixed: Settings, tmp_path: Path, stopper: list[subprocess.Popen[bytes]]) -> None:
+        prefixed: Settings, tmp_path: Path, stopper: list[subprocess.Popen[bytes]],
+        read_topic: Callable[..., list[Any]]) -> None:
     s = prefixed
     (tmp_path / "ticks.csv").write_text("timestamp,symbol,price\n2024-05-01T12:00:00Z,ACME,101.5\n"
                                         "2024-05-01T12:00:01Z,ACME,oops\n2024-05-01T12:00:02Z,ACME,102\n")
@@ -198,10 +187,10 @@ def test_a_mixed_fleet_sends_replayed_rows_and_their_dead_letters(
     stopper.append(start_run(s, "--fleet", str(fleet), "--duration", "2"))
     summary = finish(stopper[0])
     assert summary["source_dead_letters"] == 1 and summary["failed"] == 0
-    (dl,) = consume(s.kafka_bootstrap, s.topic("dead-letter"), expected=1)
+    (dl,) = read_topic(s.kafka_bootstrap, s.topic("dead-letter"))
     doc = orjson.loads(dl.value)
     assert doc["station_id"] == "px-1" and doc["field"] == "price" and "ticks.csv line 3" in doc["reason"]
-    events = [e for m in consume(s.kafka_bootstrap, s.topic("events"), expected=summary["acked"])
+    events = [e for m in read_topic(s.kafka_bootstrap, s.topic("events"))
               if m.key == b"px-1" for e in orjson.loads(m.value)["events"]]
     assert [e["value"] for e in events] == [101.5, 102.0]
     status = read_status(s.kafka_bootstrap, s.topic(STATUS_TOPIC), since_s=60)

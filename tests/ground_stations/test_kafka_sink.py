@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -16,12 +17,8 @@ from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from convergence.control import ControlCommand, Target
 from convergence.ground_stations.agent import Fleet, StationAgent
 from convergence.ground_stations.base import Source
-from convergence.ground_stations.kafka_sink import (
-    ControlListener,
-    KafkaEventSink,
-    pick_compression,
-    serve_fleet,
-)
+from convergence.ground_stations.kafka_fleet import serve_fleet
+from convergence.ground_stations.kafka_sink import ControlListener, KafkaEventSink, pick_compression
 from convergence.settings import load_settings
 from convergence.stations import StationInfo
 from convergence.wire import decode_batch
@@ -172,40 +169,16 @@ def test_bad_settings_are_rejected() -> None:
 # -- real broker ----------------------------------------------------------------------
 
 
-def _create_topic(bootstrap: str, partitions: int) -> str:
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-
-    topic = f"sink-{uuid.uuid4().hex[:10]}"
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(topic, partitions, 1)])
-        while topic not in admin.list_topics():
-            time.sleep(0.1)
-    finally:
-        admin.close()
-    return topic
-
-
-def _consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[Any]:
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                             auto_offset_reset="earliest", consumer_timeout_ms=2000)
-    out: list[Any] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(out) < expected and time.monotonic() < deadline:
-            out += list(consumer)
-    finally:
-        consumer.close()
-    return out
-
-
 @pytest.mark.kafka
 def test_sink_on_a_real_broker_keeps_each_station_in_one_partition_in_order(
-        kafka_bootstrap: str) -> None:
-    topic = _create_topic(kafka_bootstrap, partitions=3)
+        kafka_bootstrap: str, read_topic: Callable[..., list[Any]]) -> None:
+    from convergence.streams.faust_app import ensure_topics
+
+    s = load_settings(env={"CONVERGENCE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+                           "CONVERGENCE_TOPIC_PREFIX": f"sink{uuid.uuid4().hex[:8]}"},
+                      config_path=None)
+    ensure_topics(s, ["events"], partitions=3)
+    topic = s.topic("events")
     sink = KafkaEventSink(kafka_bootstrap, topic, wait_metadata=True)
     stations = [f"st-{i:02d}" for i in range(20)]
 
@@ -218,7 +191,7 @@ def test_sink_on_a_real_broker_keeps_each_station_in_one_partition_in_order(
     counters = sink.close()
     assert counters.as_dict() == {"sent": 100, "acked": 100, "failed": 0, "retried": 0,
                                   "records_sent": 400, "records_acked": 400, "records_failed": 0}
-    msgs = _consume_all(kafka_bootstrap, topic, expected=100)
+    msgs = read_topic(kafka_bootstrap, topic)
     assert len(msgs) == 100
     partitions: dict[str, set[int]] = defaultdict(set)
     seqs: dict[str, list[int]] = defaultdict(list)
@@ -239,7 +212,8 @@ class Silent(Source):
 
 
 @pytest.mark.kafka
-def test_commands_from_the_control_topic_are_applied_and_acked(kafka_bootstrap: str) -> None:
+def test_commands_from_the_control_topic_are_applied_and_acked(
+        kafka_bootstrap: str, read_topic: Callable[..., list[Any]]) -> None:
     from convergence.streams.faust_app import ensure_topics
 
     s = load_settings(env={"CONVERGENCE_KAFKA_BOOTSTRAP": kafka_bootstrap,
@@ -281,6 +255,6 @@ def test_commands_from_the_control_topic_are_applied_and_acked(kafka_bootstrap: 
     assert all(a.applied for a in fleet.acks)
     assert [a.interval_s for a in fleet.agents] == [2.0, 2.0, 0.05]
     assert listener.received == 1 and listener.invalid == 1 and invalid
-    acks = _consume_all(kafka_bootstrap, s.topic("acks"), expected=2)
+    acks = read_topic(kafka_bootstrap, s.topic("acks"))
     assert sorted(m.key for m in acks) == [b"news-eu-000", b"sensor-eu-000"]
     assert all(orjson.loads(m.value)["applied"] for m in acks)

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from convergence.schema import DeadLetter, ValidationError, dead_letter
+import orjson
+
+from convergence.schema import DeadLetter, Limits, ValidationError, dead_letter, validate_event
 
 log = logging.getLogger(__name__)
 
@@ -108,3 +111,18 @@ class RejectingSource(Source):
     def drain_rejects(self) -> list[DeadLetter]:
         """Take the dead letters produced since the last drain."""
         return self._rejects.drain()
+
+
+def check_record(rec: Mapping[str, Any], *, now_s: float, limits: Limits) -> None:
+    """What the edge will check (size, then :func:`validate_event`), so a source can name the line.
+
+    Raises :class:`~convergence.schema.ValidationError`.
+    """
+    try:
+        size = len(orjson.dumps(dict(rec)))
+    except TypeError as exc:  # e.g. an integer beyond 64 bits in a text field
+        raise ValidationError("event", f"cannot be encoded as JSON ({exc})") from None
+    if size > limits.max_event_bytes:
+        raise ValidationError("event", f"encodes to more than {limits.max_event_bytes} bytes; "
+                                       "shorten its text")
+    validate_event(rec, now_s=now_s, limits=limits)

@@ -55,8 +55,7 @@ import aiohttp
 import orjson
 
 from convergence import __version__
-from convergence.ground_stations.base import RejectBuffer, RejectingSource, SourceError
-from convergence.ground_stations.replay import check_record
+from convergence.ground_stations.base import RejectBuffer, RejectingSource, SourceError, check_record
 from convergence.schema import Limits, ValidationError
 from convergence.stations import StationInfo
 from convergence.timeparse import parse_time, to_number

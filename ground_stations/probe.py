@@ -30,15 +30,16 @@ file /...jsonl line 2: timestamp 'soon' is neither unix seconds nor ISO-8601 ...
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlparse
 
 from convergence.ground_stations.base import SourceError
 from convergence.ground_stations.http_json import ConditionalGet, HttpJsonSource, parse_mapping
-from convergence.ground_stations.replay import FileReplaySource
+from convergence.ground_stations.replay import FILE_FORMATS, FileReplaySource
 from convergence.ground_stations.rss import RssSource
 from convergence.schema import SOURCE_KINDS, DeadLetter, Event, Limits, SourceKind
 from convergence.stations import StationInfo
@@ -47,7 +48,8 @@ from convergence.wire import validate_many
 URL_KINDS = ("rss", "json")
 FILE_KINDS = ("csv", "jsonl")
 KINDS = URL_KINDS + FILE_KINDS
-_FILE_EXT = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class ProbeError(RuntimeError):
@@ -79,7 +81,7 @@ def detect_url_kind(content_type: str, body: bytes) -> str | None:
 
 def detect_file_kind(path: Path) -> str | None:
     """``csv`` or ``jsonl`` from the extension, else from the first non-blank line."""
-    by_ext = _FILE_EXT.get(path.suffix.lower())
+    by_ext = FILE_FORMATS.get(path.suffix.lower())
     if by_ext is not None:
         return by_ext
     try:
@@ -207,21 +209,17 @@ async def aprobe(
     return good, dead + bad
 
 
-def probe(
-    target: str,
-    kind: str | None = None,
-    *,
-    station_id: str = "probe",
-    source_kind: str = "osint_news",
-    mapping: Mapping[str, str] | None = None,
-    items_path: str | None = None,
-    limit: int | None = None,
-    timeout_s: float = 10.0,
-    headers: Mapping[str, str] | None = None,
-    now_s: float | None = None,
-    limits: Limits | None = None,
-) -> tuple[list[Event], list[DeadLetter]]:
-    """Synchronous :func:`aprobe` (for the command line and scripts, not inside an event loop)."""
-    return asyncio.run(aprobe(target, kind, station_id=station_id, source_kind=source_kind,
-                              mapping=mapping, items_path=items_path, limit=limit,
-                              timeout_s=timeout_s, headers=headers, now_s=now_s, limits=limits))
+def _run_sync(fn: Callable[_P, Coroutine[Any, Any, _R]]) -> Callable[_P, _R]:
+    """``fn`` run to completion in a fresh event loop, with ``fn``'s exact parameters."""
+
+    @functools.wraps(fn)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return asyncio.run(fn(*args, **kwargs))
+
+    run.__doc__ = (f"Synchronous :func:`{fn.__name__}` (for the command line and scripts, "
+                   "not inside an event loop).")
+    return run
+
+
+#: Synchronous :func:`aprobe` (for the command line and scripts, not inside an event loop).
+probe = _run_sync(aprobe)

@@ -1,8 +1,11 @@
 """File replay: market ticks or event rows from CSV / JSON Lines, replayed on the station clock.
 
-This module owns :class:`FileReplaySource` and the few record-building helpers every
-real source shares (the RSS and HTTP JSON sources import them from here):
-:func:`parse_time`, :func:`to_number`, :class:`RejectBuffer` and :func:`check_record`.
+This module owns :class:`FileReplaySource` and :data:`FILE_FORMATS` (file extension to
+format, also used by the probe's kind detection). The helpers every real source shares
+live elsewhere: :func:`~convergence.timeparse.parse_time` and
+:func:`~convergence.timeparse.to_number` in ``convergence.timeparse``;
+:class:`~convergence.ground_stations.base.RejectBuffer` and
+:func:`~convergence.ground_stations.base.check_record` in ``ground_stations.base``.
 
 Rows
 ----
@@ -67,28 +70,25 @@ from typing import IO, Any
 
 import orjson
 
-from convergence.ground_stations.base import RejectBuffer, RejectingSource, SourceError
+from convergence.ground_stations.base import (
+    RejectBuffer,
+    RejectingSource,
+    SourceError,
+    check_record,
+)
 from convergence.schema import (
     Limits,
     SourceKind,
     ValidationError,
-    validate_event,
 )
 from convergence.stations import StationInfo
 from convergence.timeparse import parse_time, to_number
 
 log = logging.getLogger(__name__)
 
-#: unix timestamps at or above this are milliseconds (1e11 s is the year 5138)
-#: accepted times: 1970-01-01 up to the end of year 9999 (datetime's range)
-_MAX_NUMBER_CHARS = 64
 _HEAD_KEPT = 256  # bytes of an over-long line kept in its dead letter
-_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-
-
-def _short(v: Any, n: int = 60) -> str:
-    r = repr(v)
-    return r if len(r) <= n else r[: n - 3] + "..."
+#: file extension -> format read by :class:`FileReplaySource`
+FILE_FORMATS: Mapping[str, str] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
 def iso_utc(t: float) -> str:
@@ -96,21 +96,6 @@ def iso_utc(t: float) -> str:
     dt = datetime.fromtimestamp(t, tz=UTC)
     fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if dt.microsecond else "%Y-%m-%dT%H:%M:%SZ"
     return dt.strftime(fmt)
-
-
-def check_record(rec: Mapping[str, Any], *, now_s: float, limits: Limits) -> None:
-    """What the edge will check (size, then :func:`validate_event`), so a source can name the line.
-
-    Raises :class:`~convergence.schema.ValidationError`.
-    """
-    try:
-        size = len(orjson.dumps(dict(rec)))
-    except TypeError as exc:  # e.g. an integer beyond 64 bits in a text field
-        raise ValidationError("event", f"cannot be encoded as JSON ({exc})") from None
-    if size > limits.max_event_bytes:
-        raise ValidationError("event", f"encodes to more than {limits.max_event_bytes} bytes; "
-                                       "shorten its text")
-    validate_event(rec, now_s=now_s, limits=limits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +186,7 @@ class FileReplaySource(RejectingSource):
     ) -> None:
         self.path = Path(path)
         if fmt is None:
-            fmt = _FORMATS.get(self.path.suffix.lower())
+            fmt = FILE_FORMATS.get(self.path.suffix.lower())
             if fmt is None:
                 raise ValueError(f"cannot tell the format of {self.path} from its extension; "
                                  "pass fmt='csv' or fmt='jsonl'")

@@ -40,9 +40,8 @@ from typing import Any
 
 import feedparser
 
-from convergence.ground_stations.base import RejectBuffer, RejectingSource, SourceError
+from convergence.ground_stations.base import RejectBuffer, RejectingSource, SourceError, check_record
 from convergence.ground_stations.http_json import ConditionalGet, SeenHashes, content_hash, host_of
-from convergence.ground_stations.replay import check_record
 from convergence.schema import Limits, ValidationError
 from convergence.stations import StationInfo
 

@@ -210,8 +210,19 @@ class SyntheticWorld:
             self._members[j, list(ep.stations)] = True
         self._start = np.array([e.start_s for e in scenario.episodes])
         self._end = np.array([e.end_s for e in scenario.episodes])
-        self._mult = np.array([e.rate_mult for e in scenario.episodes])
-        self._outage = np.array([e.kind == "outage" for e in scenario.episodes], bool)
+        mult = np.array([e.rate_mult for e in scenario.episodes])
+        outage = np.array([e.kind == "outage" for e in scenario.episodes], bool)
+        # log-multipliers add, so overlapping episodes compound; outages silence instead
+        self._logmult = self._members * np.where(outage, 0.0, np.log(mult))[:, None]  # (E, N)
+        self._silencing = (self._members & outage[:, None]).astype(np.float64)  # (E, N)
+        # the same, one contiguous row per station, for single-station lookups
+        self._logmult_by_station = np.ascontiguousarray(self._logmult.T)
+        self._silencing_by_station = np.ascontiguousarray(self._silencing.T) > 0
+        self._topic_eps_by_station = [
+            [(j, e.topic) for j, e in enumerate(scenario.episodes)
+             if e.topic is not None and self._members[j, i]]
+            for i in range(self.n)
+        ]
 
     def active(self, t_s: float | npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
         """Which episodes are on at time(s) ``t_s``: shape ``(..., episodes)``."""
@@ -223,25 +234,41 @@ class SyntheticWorld:
         on = self.active(t_s).astype(np.float64)  # (..., E)
         if on.shape[-1] == 0:
             return np.broadcast_to(self.base_rate, on.shape[:-1] + (self.n,)).copy()
-        # log-multipliers add, so overlapping episodes compound; outages silence
-        boost = np.exp(on @ (self._members * np.where(self._outage, 0.0, np.log(self._mult))[:, None]))
-        silenced = (on @ (self._members & self._outage[:, None]).astype(np.float64)) > 0
+        boost = np.exp(on @ self._logmult)
+        silenced = (on @ self._silencing) > 0
         return np.where(silenced, 0.0, self.base_rate * boost)
+
+    def station_state(self, station: int, t_s: float) -> tuple[float, str | None]:
+        """One station's rate (events/s) and topic at ``t_s``.
+
+        The same numbers as ``rates(t_s)[station]`` and ``topic_of(station, t_s)``,
+        without computing every station's rate or the active episodes more than once.
+        """
+        on = self.active(t_s)
+        topic = next((tp for j, tp in self._topic_eps_by_station[station] if on[j]), None)
+        if on.size == 0 or not on.any():
+            return float(self.base_rate[station]), topic
+        if self._silencing_by_station[station][on].any():
+            return 0.0, topic
+        boost = np.exp(on.astype(np.float64) @ self._logmult_by_station[station])
+        return float(self.base_rate[station] * boost), topic
 
     def topic_of(self, station: int, t_s: float) -> str | None:
         """The topic an active episode concentrates this station's reporting on."""
-        on = self.active(t_s)
-        for j in np.flatnonzero(on & self._members[:, station]):
-            topic = self.scenario.episodes[int(j)].topic
-            if topic is not None:
-                return topic
-        return None
+        return self.station_state(station, t_s)[1]
 
     def category_probs(self, station: int, t_s: float) -> tuple[tuple[str, ...], npt.NDArray[np.float64]]:
         """Categories of a station and their probabilities at ``t_s``."""
+        return self.topic_probs(station, self.topic_of(station, t_s))
+
+    def topic_probs(self, station: int,
+                    topic: str | None) -> tuple[tuple[str, ...], npt.NDArray[np.float64]]:
+        """Categories of a station and their probabilities while reporting on ``topic``.
+
+        Without a topic they are uniform; with one, 70% of the mass goes to it.
+        """
         cats = self.categories[station]
         p = np.full(len(cats), 1.0 / len(cats))
-        topic = self.topic_of(station, t_s)
         if topic is not None:
             if topic not in cats:
                 cats = (*cats, topic)
@@ -260,23 +287,26 @@ def evaluate(scenario: Scenario, alerts: Sequence[dict[str, Any]], *, t0: float,
     alert is a false alarm; a false alarm during a decoy is also a *decoy alert*.
     Only episodes that start at least ``grace_s`` before the horizon are counted.
     """
-    seen = [e for e in scenario.episodes if e.start_s + grace_s <= horizon_s]
-    genuine = [e for e in seen if e.genuine]
-    decoys = [e for e in seen if e.kind in ("lone_surge", "market_move")]
+    def counted(eps: list[Episode]) -> list[Episode]:
+        return [e for e in eps if e.start_s + grace_s <= horizon_s]
+
+    seen = counted(scenario.episodes)
+    genuine, decoys = counted(scenario.genuine()), counted(scenario.decoys())
+    at = [float(a["time_s"]) - t0 for a in alerts]  # alert times in scenario time
+
+    def during(e: Episode, t: float) -> bool:
+        return e.start_s <= t <= e.end_s + window_s + grace_s
+
     matched: set[int] = set()
     ttd: list[float] = []
     for e in genuine:
-        hits = [float(a["time_s"]) - t0 for a in alerts
-                if e.start_s <= float(a["time_s"]) - t0 <= e.end_s + window_s + grace_s
-                and e.region in a.get("regions", [])]
+        hits = [i for i, a in enumerate(alerts)
+                if during(e, at[i]) and e.region in a.get("regions", [])]
         if hits:
-            ttd.append(round(min(hits) - e.start_s, 3))
-        matched.update(i for i, a in enumerate(alerts)
-                       if e.start_s <= float(a["time_s"]) - t0 <= e.end_s + window_s + grace_s
-                       and e.region in a.get("regions", []))
-    false = [a for i, a in enumerate(alerts) if i not in matched]
-    decoy_alerts = [a for a in false if any(
-        d.start_s <= float(a["time_s"]) - t0 <= d.end_s + window_s + grace_s for d in decoys)]
+            ttd.append(round(min(at[i] for i in hits) - e.start_s, 3))
+        matched.update(hits)
+    false = [i for i in range(len(alerts)) if i not in matched]
+    decoy_alerts = [i for i in false if any(during(d, at[i]) for d in decoys)]
     return {
         "genuine": len(genuine), "detected": len(ttd), "missed": len(genuine) - len(ttd),
         "decoys": len(decoys), "decoy_alerts": len(decoy_alerts), "false_alarms": len(false),

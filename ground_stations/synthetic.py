@@ -75,12 +75,12 @@ class SyntheticSource(Source):
             return []
         r = self._rng
         mid = 0.5 * (t_from + t_to)
-        rate = float(self.world.rates(mid)[self.station])
+        rate, topic = self.world.station_state(self.station, mid)
         n = int(r.poisson(rate * (t_to - t_from)))
         if n == 0:
             return []
-        cats, p = self.world.category_probs(self.station, mid)
-        stressed = self.world.topic_of(self.station, mid) is not None
+        cats, p = self.world.topic_probs(self.station, topic)
+        stressed = topic is not None
         times = np.sort(r.uniform(t_from, t_to, n)) + self.t0_s + self.skew_s
         picks = r.choice(len(cats), size=n, p=p)
         info = self.info

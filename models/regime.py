@@ -182,23 +182,26 @@ class RegimeModel:
 def _fit_once(xs: Array, n_states: int, seed: int, n_iter: int, tol: float,
               on_iter: Callable[[int, float], None]) -> tuple[Any, int, bool]:
     """One seeded EM run on standardised features: (fitted hmm, iterations, converged)."""
-    from hmmlearn.hmm import GaussianHMM  # heavy import (sklearn); only training needs it
+    from hmmlearn.base import ConvergenceMonitor  # heavy import (sklearn); only training needs it
+    from hmmlearn.hmm import GaussianHMM
 
-    hmm = GaussianHMM(n_components=n_states, covariance_type="diag", n_iter=1, tol=tol,
+    class ProgressMonitor(ConvergenceMonitor):  # type: ignore[misc]
+        """hmmlearn's own stopping rule, calling ``on_iter(iteration, ll)`` after each step."""
+
+        def report(self, log_prob: float) -> None:
+            super().report(log_prob)
+            on_iter(self.iter, float(log_prob))
+
+    hmm = GaussianHMM(n_components=n_states, covariance_type="diag", n_iter=n_iter, tol=tol,
                       random_state=seed, init_params="stmc", params="stmc",
                       implementation="log")
-    # One EM iteration per fit() call, warm-started (init_params=""), so the caller can
-    # draw progress; the loop reproduces hmmlearn's own ConvergenceMonitor rule.
-    prev = -np.inf
-    for it in range(1, n_iter + 1):
-        hmm.fit(xs)
-        hmm.init_params = ""
-        ll = float(hmm.monitor_.history[-1])
-        on_iter(it, ll)
-        if it >= 2 and ll - prev < tol:
-            return hmm, it, True
-        prev = ll
-    return hmm, n_iter, False
+    hmm.monitor_ = ProgressMonitor(tol, n_iter, verbose=False)
+    hmm.fit(xs)
+    h, iters = hmm.monitor_.history, int(hmm.monitor_.iter)
+    # monitor_.converged is also true when n_iter ran out; "converged" here means the
+    # last step gained less than tol
+    converged = len(h) >= 2 and h[-1] - h[-2] < tol
+    return hmm, iters, converged
 
 
 def train_regime(

@@ -46,7 +46,6 @@ from convergence.detectors.base import Array
 
 __all__ = [
     "FORMATS",
-    "TRAIN_HINT",
     "ModelNotFound",
     "ModelRecord",
     "ModelRegistry",
@@ -56,7 +55,6 @@ __all__ = [
 #: payload format -> file name inside a version directory
 FORMATS = {"npz": "model.npz", "text": "model.txt", "bytes": "model.bin"}
 META = "meta.json"
-TRAIN_HINT = "convergence models train regime --input FILE.csv"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _VERSION_DIR = re.compile(r"^v(\d{4,})$")
 
@@ -192,21 +190,25 @@ class ModelRegistry:
             out += [self._read_meta(base / f"v{v:04d}") for v in versions]
         return out
 
-    def latest(self, name: str, *, train_hint: str = TRAIN_HINT) -> ModelRecord:
-        """The highest version of ``name``; :class:`ModelNotFound` if there is none."""
+    def latest(self, name: str, *, train_hint: str | None = None) -> ModelRecord:
+        """The highest version of ``name``; :class:`ModelNotFound` if there is none.
+
+        The error suggests ``train_hint`` (default ``convergence models train <name>``).
+        """
         records = self.list(name)
         if not records:
+            hint = train_hint or f"convergence models train {name}"
             have = sorted({r.name for r in self.list()})
             where = (f"{self.root} does not exist" if not self.root.is_dir()
                      else f"{self.root} has " + (", ".join(have) if have else "no models"))
             raise ModelNotFound(
                 f"no model named {name!r} in the model registry ({where}); train one with "
-                f"`{train_hint}`, or point CONVERGENCE_MODELS_DIR at the directory that has it"
+                f"`{hint}`, or point CONVERGENCE_MODELS_DIR at the directory that has it"
             )
         return records[-1]
 
     def record(self, name: str, version: int | None = None, *,
-               train_hint: str = TRAIN_HINT) -> ModelRecord:
+               train_hint: str | None = None) -> ModelRecord:
         """The record of ``name`` at ``version`` (default: latest)."""
         if version is None:
             return self.latest(name, train_hint=train_hint)
@@ -222,7 +224,7 @@ class ModelRegistry:
         )
 
     def load(self, name: str, version: int | None = None, *,
-             train_hint: str = TRAIN_HINT) -> tuple[ModelRecord, dict[str, Array]]:
+             train_hint: str | None = None) -> tuple[ModelRecord, dict[str, Array]]:
         """Record and arrays of an ``.npz`` model (default: latest version)."""
         rec = self._expect(self.record(name, version, train_hint=train_hint), "npz")
         try:
@@ -233,7 +235,7 @@ class ModelRegistry:
                                 f"delete {rec.path} and train again") from None
 
     def load_text(self, name: str, version: int | None = None, *,
-                  train_hint: str = TRAIN_HINT) -> tuple[ModelRecord, str]:
+                  train_hint: str | None = None) -> tuple[ModelRecord, str]:
         """Record and text of a text model (default: latest version)."""
         rec = self._expect(self.record(name, version, train_hint=train_hint), "text")
         try:
@@ -242,7 +244,7 @@ class ModelRegistry:
             raise RegistryError(f"cannot read {rec.payload_path}: {exc}") from None
 
     def load_bytes(self, name: str, version: int | None = None, *,
-                   train_hint: str = TRAIN_HINT) -> tuple[ModelRecord, bytes]:
+                   train_hint: str | None = None) -> tuple[ModelRecord, bytes]:
         """Record and bytes of a bytes model (default: latest version)."""
         rec = self._expect(self.record(name, version, train_hint=train_hint), "bytes")
         try:

@@ -29,7 +29,6 @@ Examples
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +38,7 @@ import numpy.typing as npt
 from convergence.control import Action, ControlCommand, Target
 from convergence.detectors.meter import CONVERGED, LEVELS, QUIET, WARNING, WATCH
 from convergence.detectors.node_state import ANOMALOUS
+from convergence.responses.prism import hash_id
 from convergence.stations import StationRegistry
 
 
@@ -73,10 +73,6 @@ class Response:
                 "command": self.command.to_dict() if self.command else None}
 
 
-def _rid(*parts: Any) -> str:
-    return "rsp-" + hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).hexdigest()
-
-
 @dataclass
 class AdaptiveResponder:
     """Turns meter level changes and lone noisy nodes into responses."""
@@ -108,36 +104,35 @@ class AdaptiveResponder:
         self._fit(n)
         p = self.policy
         out: list[Response] = []
-        involved = np.flatnonzero(weights > 0)
-        ids = tuple(registry.info(int(i)).station_id for i in involved)
-        regions = sorted({registry.info(int(i)).region for i in involved})
+        involved = [registry.info(int(i)) for i in np.flatnonzero(weights > 0)]
+        ids = tuple(st.station_id for st in involved)
+        regions = sorted({st.region for st in involved})
         name = LEVELS[level]
-        if level > prev_level:
-            if prev_level < WATCH <= level:
-                for i in involved:
-                    sid = registry.info(int(i)).station_id
-                    cmd = ControlCommand.create(Action.BURST_MODE, Target("station", sid),
+        # each step fires once, when the level rises across it
+        if prev_level < WATCH <= level:
+            for sid in ids:
+                cmd = ControlCommand.create(Action.BURST_MODE, Target("station", sid),
+                                            issued_at_s=time_s, ttl_s=p.burst_ttl_s,
+                                            params={"interval_s": p.burst_interval_s},
+                                            reason=f"meter {name} at tick {tick}")
+                out.append(Response(hash_id("rsp", tick, "burst", sid), "burst_mode",
+                                    f"station {sid} is part of a {name}", name, tick, time_s,
+                                    cmd, (sid,)))
+        if prev_level < WARNING <= level:
+            for region in regions:
+                reason = f"meter {name} at tick {tick}: region {region} involved"
+                for action, params in ((Action.BURST_MODE, {"interval_s": p.burst_interval_s}),
+                                       (Action.SET_THRESHOLDS, {"scale": p.sensitivity})):
+                    cmd = ControlCommand.create(action, Target("region", region),
                                                 issued_at_s=time_s, ttl_s=p.burst_ttl_s,
-                                                params={"interval_s": p.burst_interval_s},
-                                                reason=f"meter {name} at tick {tick}")
-                    out.append(Response(_rid(tick, "burst", sid), "burst_mode",
-                                        f"station {sid} is part of a {name}", name, tick, time_s,
-                                        cmd, (sid,)))
-            if prev_level < WARNING <= level:
-                for region in regions:
-                    reason = f"meter {name} at tick {tick}: region {region} involved"
-                    for action, params in ((Action.BURST_MODE, {"interval_s": p.burst_interval_s}),
-                                           (Action.SET_THRESHOLDS, {"scale": p.sensitivity})):
-                        cmd = ControlCommand.create(action, Target("region", region),
-                                                    issued_at_s=time_s, ttl_s=p.burst_ttl_s,
-                                                    params=params, reason=reason)
-                        out.append(Response(_rid(tick, action.value, region), action.value,
-                                            reason, name, tick, time_s, cmd))
-            if prev_level < CONVERGED <= level:
-                out.append(Response(_rid(tick, "escalate"), "escalate",
-                                    f"converged across {len(ids)} stations in "
-                                    f"{', '.join(regions) or 'no region'}: page the on-call analyst",
-                                    name, tick, time_s, None, ids))
+                                                params=params, reason=reason)
+                    out.append(Response(hash_id("rsp", tick, action.value, region), action.value,
+                                        reason, name, tick, time_s, cmd))
+        if prev_level < CONVERGED <= level:
+            out.append(Response(hash_id("rsp", tick, "escalate"), "escalate",
+                                f"converged across {len(ids)} stations in "
+                                f"{', '.join(regions) or 'no region'}: page the on-call analyst",
+                                name, tick, time_s, None, ids))
         # lone noisy stations: anomalous while the meter sees nothing worth a watch
         anomalous = node_state == ANOMALOUS
         lone = anomalous & (level == QUIET)
@@ -151,7 +146,7 @@ class AdaptiveResponder:
                                         reason=f"anomalous alone for {p.quarantine_after_ticks} ticks")
             self._q_until[i] = time_s + p.quarantine_ttl_s
             self._lone_run[i] = 0
-            out.append(Response(_rid(tick, "quarantine", sid), "quarantine",
+            out.append(Response(hash_id("rsp", tick, "quarantine", sid), "quarantine",
                                 f"station {sid} has been anomalous on its own for "
                                 f"{p.quarantine_after_ticks} ticks; treating it as a noisy feed",
                                 name, tick, time_s, cmd, (sid,)))

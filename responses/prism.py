@@ -41,13 +41,18 @@ _KIND_LABEL = {
 }
 
 
-def _hid(prefix: str, *parts: Any) -> str:
+def hash_id(prefix: str, *parts: Any) -> str:
+    """Deterministic id ``<prefix>-<16 hex>`` from ``parts`` (replays give the same ids).
+
+    >>> hash_id("rpt", 12), hash_id("rpt", 12) == report_id_for(12)
+    ('rpt-6b7a09e188c630e3', True)
+    """
     return f"{prefix}-" + hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).hexdigest()
 
 
 def report_id_for(episode_tick: int) -> str:
     """Deterministic report id of the episode that began at ``episode_tick``."""
-    return _hid("rpt", episode_tick)
+    return hash_id("rpt", episode_tick)
 
 
 def build_alert(*, episode_tick: int, tick: int, time_s: float,
@@ -58,7 +63,7 @@ def build_alert(*, episode_tick: int, tick: int, time_s: float,
     regions = sorted({n["region"] for n in nodes})
     level = explanation["level"]
     return {
-        "alert_id": _hid("alt", episode_tick, level),
+        "alert_id": hash_id("alt", episode_tick, level),
         "report_id": report_id_for(episode_tick),
         "episode_tick": episode_tick,
         "tick": tick,

@@ -50,10 +50,15 @@ def test_too_many_events_rejected_whole() -> None:
 def test_oversized_event_rejected() -> None:
     rec = make_event("s1", "sensor", NOW, "air", 3.0).to_dict() | {"source": "y" * 100}
     rec["text"] = "x" * 2000
+    rec.pop("event_id")  # the content changed, so the old content hash no longer applies
     good, bad = decode_batch(encode_raw([rec]), now_s=NOW)
-    assert good == [] or len(good) == 1  # within limits: 2000 chars < 16 KiB
+    assert len(good) == 1 and bad == []  # within limits: 2000 chars < 16 KiB
     huge = rec | {"text": "z" * 2048, "category": "c"}
+    assert "event_id" not in huge
+    good, bad = decode_batch(encode_raw([huge]), now_s=NOW)
+    assert len(good) == 1 and bad == []  # only the tighter limit below rejects it
     from convergence.schema import Limits
 
     good, bad = decode_batch(encode_raw([huge]), now_s=NOW, limits=Limits(max_event_bytes=1024))
-    assert good == [] and "bytes" in bad[0].reason
+    assert good == [] and len(bad) == 1
+    assert bad[0].field == "event" and "bytes" in bad[0].reason

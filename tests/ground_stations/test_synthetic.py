@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+from typing import Any
 
 import numpy as np
 
@@ -35,10 +37,27 @@ def test_rate_matches_world_and_events_validate() -> None:
 
 def test_faults_are_injected_and_all_rejected_with_reasons() -> None:
     w = _world(bad_rate=0.2, dup_rate=0.1)
-    recs = SyntheticSource(w, 1, t0_s=1000.0, seed=3).draw(0.0, 60.0)
+    recs = SyntheticSource(w, 0, t0_s=1000.0, seed=3).draw(0.0, 60.0)
     good, bad = validate_many(recs, now_s=1060.0)
     assert 0.1 < len(bad) / len(recs) < 0.3
-    assert {d.field for d in bad} <= {"value", "event_time_s", "category", "text", "event"}
+
+    def corrupt_field(r: dict[str, Any]) -> str | None:
+        v = r["value"]
+        if not isinstance(v, float) or math.isnan(v):
+            return "value"
+        if r["event_time_s"] > 1060.0 + 3600.0:
+            return "event_time_s"
+        if "category" not in r:
+            return "category"
+        if len(str(r.get("text", ""))) > 16_384:
+            return "event"  # the whole event is over the byte limit
+        return None
+
+    expected = [f for f in map(corrupt_field, recs) if f is not None]
+    # every variant shows up, and exactly the corrupted records (re-sent ones included) are rejected
+    assert set(expected) == {"value", "event_time_s", "category", "event"}
+    assert len(bad) == len(expected) and len(good) == len(recs) - len(expected)
+    assert sorted(d.field for d in bad) == sorted(expected)
     ids = [e.event_id for e in good]
     assert len(ids) > len(set(ids))  # re-sent duplicates keep their content id
 

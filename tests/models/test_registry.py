@@ -67,7 +67,9 @@ def test_missing_model_error_names_the_directory_and_how_to_train(reg: ModelRegi
         reg.load("regime")
     msg = str(info.value)
     assert str(reg.root) in msg and "does not exist" in msg
-    assert "convergence models train regime --input FILE.csv" in msg
+    assert "train one with `convergence models train regime`" in msg
+    with pytest.raises(ModelNotFound, match=r"train one with `convergence models train meter`"):
+        reg.load_text("meter", 2)
     reg.save_text("meter", "m", {})
     with pytest.raises(ModelNotFound, match=r"has meter\); train one with `custom hint`"):
         reg.latest("regime", train_hint="custom hint")

@@ -207,11 +207,16 @@ def test_backpressure_raises_instead_of_dropping() -> None:
         writer = writer_for(flaky, batch_size=5, max_pending=10)
         for i in range(10):
             writer.submit("alert", f"a-{i}", {"i": i})
+        # Let the background flush hit the dead store at least once, so the
+        # backpressure message has a real last error to report.
+        async with asyncio.timeout(5):
+            while writer.stats()["failures"] == 0:
+                await asyncio.sleep(0.001)
         with pytest.raises(StoreBackpressure) as err:
             writer.submit("alert", "a-10", {"i": 10})
         message = str(err.value)
         assert "mem://" in message and "a-10 was NOT queued" in message
-        assert "injected failure" in message or "last error: none" in message
+        assert "last error: ConnectionError: injected failure #" in message
         # Replacing a record that is already queued needs no new room.
         writer.submit("alert", "a-3", {"i": 3, "v": 2})
         assert writer.pending == 10

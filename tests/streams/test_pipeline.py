@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 
 from convergence.ground_stations.scenario import SyntheticWorld, default_scenario, evaluate
 from convergence.ground_stations.synthetic import SyntheticSource
@@ -31,8 +32,17 @@ def _replay(seed: int = 7, seconds: float = 30.0,
     return pipe, outcomes, sc
 
 
-def test_default_scenario_alerts_on_genuine_only() -> None:
-    pipe, outcomes, sc = _replay()
+Replay = tuple[Pipeline, list[TickOutcome], Any]
+
+
+@pytest.fixture(scope="module")
+def replay() -> Replay:
+    """One default replay shared by the read-only tests below (it takes seconds)."""
+    return _replay()
+
+
+def test_default_scenario_alerts_on_genuine_only(replay: Replay) -> None:
+    pipe, outcomes, sc = replay
     alerts = [a for o in outcomes for a in o.alerts]
     res = evaluate(sc, alerts, t0=T0, horizon_s=30.0, window_s=8.0)
     assert res["genuine"] == 1 and res["detected"] == 1, res
@@ -46,15 +56,15 @@ def test_default_scenario_alerts_on_genuine_only() -> None:
     assert c.ticks == len(outcomes) >= 30
 
 
-def test_market_move_is_watched_not_alerted() -> None:
-    _, outcomes, sc = _replay()
+def test_market_move_is_watched_not_alerted(replay: Replay) -> None:
+    _, outcomes, sc = replay
     market = next(e for e in sc.episodes if e.kind == "market_move")
     during = [o for o in outcomes if market.start_s + 2 <= o.time_s - T0 <= market.end_s]
     assert during and not any(o.alerts for o in during)
 
 
-def test_replay_gives_identical_ids() -> None:
-    _, a, _ = _replay()
+def test_replay_gives_identical_ids(replay: Replay) -> None:
+    _, a, _ = replay
     _, b, _ = _replay()
     ids = lambda oc: [x["alert_id"] for o in oc for x in o.alerts]  # noqa: E731
     assert ids(a) == ids(b) and ids(a)
@@ -110,15 +120,15 @@ def test_stations_going_dark_together_are_evidence() -> None:
     outs += pipe.advance(T0 + 12)
     alerts = [a for o in outs for a in o.alerts]
     assert alerts and alerts[0]["regions"] == [region]
-    assert set(alerts[0]["stations"]) <= {d.station_id for d in dark}
-    assert "dark" in alerts[0]["source_kinds"] or alerts[0]["n_stations"] == len(dark)
+    assert set(alerts[0]["stations"]) == {d.station_id for d in dark}
+    assert alerts[0]["n_stations"] == len(dark)
     for st in dark:
         pipe.note_station_state(st.station_id, "running")
     assert pipe._dark == {}
 
 
-def test_market_move_shows_as_uncorroborated_watch_notes() -> None:
-    _, outcomes, sc = _replay()
+def test_market_move_shows_as_uncorroborated_watch_notes(replay: Replay) -> None:
+    _, outcomes, sc = replay
     market = next(e for e in sc.episodes if e.kind == "market_move")
     notes = [(o.time_s - T0, n) for o in outcomes for n in o.uncorroborated]
     assert notes, "the market-wide decoy should be visible as watch notes"

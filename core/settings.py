@@ -28,7 +28,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 
 class SettingsError(ValueError):
@@ -178,7 +178,45 @@ def _coerce(name: str, raw: Any, origin: str) -> Any:
         ) from None
 
 
-_DB_SCHEMES = ("mem", "memory", "surrealkv", "rocksdb", "ws", "wss", "http", "https")
+#: SurrealDB URL schemes, the one list both settings validation and the store use.
+#: Embedded engines run in this process; file ones keep their data under a path.
+DB_EMBEDDED_SCHEMES: frozenset[str] = frozenset({"mem", "memory", "surrealkv",
+                                                  "surrealkv+versioned"})
+DB_FILE_SCHEMES: frozenset[str] = frozenset({"surrealkv", "surrealkv+versioned"})
+DB_REMOTE_SCHEMES: frozenset[str] = frozenset({"ws", "wss", "http", "https"})
+DB_SCHEMES: frozenset[str] = DB_EMBEDDED_SCHEMES | DB_REMOTE_SCHEMES
+
+
+def db_scheme(url: str) -> str:
+    """The scheme of a SurrealDB URL, lower-cased; ``""`` when it has none.
+
+    >>> db_scheme("SurrealKV://data/db"), db_scheme("data/db")
+    ('surrealkv', '')
+    """
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+#: Model settings: logical name -> the value that turns the model off.
+MODEL_OFF: dict[str, str] = {"meter": "rules", "regime": "none"}
+
+
+def model_spec(value: str, name: str) -> int | Literal["off"] | None:
+    """Parse a model setting (``meter_model``, ``regime_model``): ``auto`` -> ``None``
+    (the latest trained version, if any), ``NAME@N`` -> ``N`` (pinned), the off word
+    of :data:`MODEL_OFF` -> ``"off"``. Raises :class:`ValueError` otherwise.
+
+    >>> model_spec("auto", "meter"), model_spec("meter@0", "meter"), model_spec("none", "regime")
+    (None, 0, 'off')
+    """
+    off = MODEL_OFF[name]
+    if value == "auto":
+        return None
+    if value == off:
+        return "off"
+    prefix = f"{name}@"
+    if value.startswith(prefix) and value[len(prefix):].isdigit():
+        return int(value[len(prefix):])
+    raise ValueError(f"use auto, {off} or {name}@N")
 
 
 def _validate(values: Mapping[str, Any]) -> None:
@@ -191,16 +229,15 @@ def _validate(values: Mapping[str, Any]) -> None:
     need(values["allowed_lateness_s"] >= 0, "allowed_lateness_s", "must be >= 0 seconds")
     need(values["window_ticks"] >= 1, "window_ticks", "must be >= 1 tick")
     need(values["max_text_chars"] >= 0, "max_text_chars", "must be >= 0")
-    rm = values["regime_model"]
-    need(rm in ("auto", "none") or (rm.startswith("regime@") and rm[7:].isdigit()), "regime_model",
-         "use auto, none or regime@N")
-    mm = values["meter_model"]
-    need(mm in ("auto", "rules") or (mm.startswith("meter@") and mm[6:].isdigit()), "meter_model",
-         "use auto, rules or meter@N")
+    for model in MODEL_OFF:
+        try:
+            model_spec(values[f"{model}_model"], model)
+        except ValueError as exc:
+            need(False, f"{model}_model", str(exc))
     need(values["max_event_bytes"] >= 256, "max_event_bytes", "must be >= 256 bytes")
     db = values["db"]
     need(
-        db == "" or db.split("://", 1)[0] in _DB_SCHEMES,
+        db == "" or db_scheme(db) in DB_SCHEMES,
         "db",
         "use surrealkv://PATH, mem://, or ws://HOST:PORT",
     )

@@ -17,12 +17,19 @@ Examples
 1
 >>> reg.info(1).region, reg.kind_idx.tolist()
 ('unknown', [0, 1])
+>>> reg.ids(), reg.version
+(('news-1', 'social-9'), 2)
+>>> StationInfo("x", "telepathy")
+Traceback (most recent call last):
+...
+ValueError: 'telepathy' is not a valid SourceKind
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -41,9 +48,16 @@ class StationInfo:
     name: str = ""
     rate_per_s: float = 0.0  # expected background rate, when known (synthetic fleets)
 
+    def __post_init__(self) -> None:
+        # Converted once: an unknown kind fails here, and ``kind`` costs nothing later
+        # (a StrEnum equals its string, so comparisons with plain strings still hold).
+        object.__setattr__(self, "source_kind", SourceKind(self.source_kind))
+
     @property
     def kind(self) -> SourceKind:
-        return SourceKind(self.source_kind)
+        kind = self.source_kind
+        assert isinstance(kind, SourceKind)  # __post_init__ converted it
+        return kind
 
     @property
     def correlation_group(self) -> str:
@@ -63,6 +77,13 @@ class StationRegistry:
         self._kind: list[int] = []
         self._region: list[int] = []
         self._group: list[int] = []
+        #: bumped by every :meth:`add` that registers a new station; the cached arrays
+        #: and ids below belong to one version
+        self.version = 0
+        self._cache_version = -1
+        self._ids: tuple[str, ...] = ()
+        self._kind_arr = self._region_arr = self._group_arr = np.zeros(0, dtype=np.int64)
+        self._rates_arr = np.zeros(0, dtype=np.float64)
         infos, self.stations = list(self.stations), []
         for info in infos:
             self.add(info)
@@ -80,7 +101,25 @@ class StationRegistry:
         self._kind.append(KIND_INDEX[info.kind.value])
         self._region.append(self._regions.setdefault(info.region, len(self._regions)))
         self._group.append(self._groups.setdefault(info.correlation_group, len(self._groups)))
+        self.version += 1
         return idx
+
+    def _refresh(self) -> None:
+        """Rebuild the cached arrays once per registry version (read-only: shared)."""
+        if self._cache_version == self.version:
+            return
+
+        def frozen(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+            a.setflags(write=False)
+            return a
+
+        self._ids = tuple(s.station_id for s in self.stations)
+        self._kind_arr = frozen(np.asarray(self._kind, dtype=np.int64))
+        self._region_arr = frozen(np.asarray(self._region, dtype=np.int64))
+        self._group_arr = frozen(np.asarray(self._group, dtype=np.int64))
+        self._rates_arr = frozen(np.asarray([s.rate_per_s for s in self.stations],
+                                            dtype=np.float64))
+        self._cache_version = self.version
 
     def ensure(self, station_id: str, source_kind: str | SourceKind) -> int:
         """Index of ``station_id``, registering an undeclared station if needed."""
@@ -99,27 +138,34 @@ class StationRegistry:
     def info(self, idx: int) -> StationInfo:
         return self.stations[idx]
 
-    def ids(self) -> list[str]:
-        return [s.station_id for s in self.stations]
+    def ids(self) -> tuple[str, ...]:
+        """Station ids by index (cached until the next :meth:`add`)."""
+        self._refresh()
+        return self._ids
 
     def region_names(self) -> list[str]:
         return list(self._regions)
 
+    # The arrays below are cached per version and read-only: copy before changing one.
     @property
     def kind_idx(self) -> npt.NDArray[np.int64]:
-        return np.asarray(self._kind, dtype=np.int64)
+        self._refresh()
+        return self._kind_arr
 
     @property
     def region_idx(self) -> npt.NDArray[np.int64]:
-        return np.asarray(self._region, dtype=np.int64)
+        self._refresh()
+        return self._region_arr
 
     @property
     def group_idx(self) -> npt.NDArray[np.int64]:
-        return np.asarray(self._group, dtype=np.int64)
+        self._refresh()
+        return self._group_arr
 
     @property
     def rates(self) -> npt.NDArray[np.float64]:
-        return np.asarray([s.rate_per_s for s in self.stations], dtype=np.float64)
+        self._refresh()
+        return self._rates_arr
 
     @classmethod
     def of(cls, infos: Iterable[StationInfo]) -> StationRegistry:

@@ -33,6 +33,14 @@ from typing import IO, TYPE_CHECKING, Any, Final, Protocol
 
 from surrealdb import AsyncSurreal, RecordID, ServerError
 
+from convergence.settings import (
+    DB_EMBEDDED_SCHEMES,
+    DB_FILE_SCHEMES,
+    DB_REMOTE_SCHEMES,
+    DB_SCHEMES,
+    db_scheme,
+)
+
 if TYPE_CHECKING:
     from convergence.settings import Settings
 
@@ -48,9 +56,10 @@ log = logging.getLogger(__name__)
 #: The only tables this component writes. Anything else is a caller bug.
 TABLES: Final[frozenset[str]] = frozenset({"alert", "report", "response", "dead_letter", "run"})
 
-_EMBEDDED_SCHEMES: Final = frozenset({"mem", "memory", "surrealkv", "surrealkv+versioned"})
-_REMOTE_SCHEMES: Final = frozenset({"ws", "wss", "http", "https"})
-_FILE_SCHEMES: Final = frozenset({"surrealkv", "surrealkv+versioned"})
+# One list with settings validation (convergence.settings), so a URL passes both or neither.
+_EMBEDDED_SCHEMES: Final = DB_EMBEDDED_SCHEMES
+_REMOTE_SCHEMES: Final = DB_REMOTE_SCHEMES
+_FILE_SCHEMES: Final = DB_FILE_SCHEMES
 
 # Largest number of records sent in one statement. One FOR statement is one
 # transaction; keeping it bounded keeps request size and lock time predictable.
@@ -103,8 +112,7 @@ def _redact(url: str) -> str:
     return f"{scheme}{sep}{host}{slash}{path}"
 
 
-def _scheme(url: str) -> str:
-    return url.split("://", 1)[0].lower() if "://" in url else ""
+_scheme = db_scheme
 
 
 def _reason(exc: BaseException) -> str:
@@ -211,10 +219,10 @@ class SurrealStore:
         password: str | None = None,
     ) -> None:
         scheme = _scheme(url)
-        if scheme not in _EMBEDDED_SCHEMES | _REMOTE_SCHEMES:
+        if scheme not in DB_SCHEMES:
             raise StoreError(
                 f"unsupported SurrealDB URL {_redact(url)!r}: the scheme must be one of "
-                f"{sorted(_EMBEDDED_SCHEMES | _REMOTE_SCHEMES)}; use surrealkv://PATH for a "
+                f"{sorted(DB_SCHEMES)}; use surrealkv://PATH for a "
                 "local file, mem:// for a throwaway database or ws://HOST:PORT for a server"
             )
         if not namespace or not database:

@@ -32,7 +32,7 @@ from convergence.settings import Settings
 from convergence.stations import StationRegistry
 from convergence.store.surreal import SurrealStore
 from convergence.store.writer import BatchedWriter
-from convergence.streams.pipeline import Pipeline, TickOutcome
+from convergence.streams.pipeline import Pipeline, TickOutcome, dead_letter_record, outcome_records
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,9 @@ class RunSummary:
 
 class EmbeddedRuntime:
     """Runs a synthetic fleet through the pipeline into SurrealDB (see module doc)."""
+
+    #: at most this many bus batches are drained into one ingest call
+    MAX_DRAIN = 2000
 
     def __init__(self, settings: Settings, *, duration_s: float | None = None,
                  scenario: Scenario | None = None, on_alert: AlertHook | None = None,
@@ -123,32 +126,35 @@ class EmbeddedRuntime:
             if (oc.level != oc.prev_level or oc.uncorroborated) and self.on_level is not None:
                 self.on_level(oc)
             for r in oc.responses:
-                writer.submit("response", r.response_id, r.to_dict())
                 if r.command is not None:
                     self.commands.append(r.command)
                     fleet.dispatch(r.command, self.clock())
-            for rep in oc.reports:
-                writer.submit("report", rep["report_id"], {**rep, "run_id": self.run_id})
+            for table, rid, doc in outcome_records(oc, self.run_id):
+                writer.submit(table, rid, doc)
             for alert in oc.alerts:
                 self.alerts.append(alert)
-                writer.submit("alert", alert["alert_id"], {**alert, "run_id": self.run_id})
                 if self.on_alert is not None:
                     self.on_alert(alert)
 
     def _dead(self, dls: list[DeadLetter], writer: BatchedWriter) -> None:
         for d in dls:
-            writer.submit("dead_letter", d.dead_letter_id, {**d.to_dict(), "run_id": self.run_id})
+            writer.submit(*dead_letter_record(d, self.run_id))
 
     async def _consume(self, writer: BatchedWriter, fleet: Fleet, stations_done: asyncio.Event) -> None:
         pipe = self.pipeline
         while True:
+            records: list[dict[str, Any]] = []
             try:
-                _, records = await asyncio.wait_for(self.bus.get(), timeout=0.1)
+                _, first = await asyncio.wait_for(self.bus.get(), timeout=0.1)
+                records.extend(first)
             except TimeoutError:
-                records = []
+                pass
             # drain whatever else is waiting: one ingest call per loop, not per station
-            while not self.bus.empty():
-                records = records + self.bus.get_nowait()[1]
+            # (capped, so a flooded bus still lets ticks close between ingests)
+            drained = 0
+            while drained < self.MAX_DRAIN and not self.bus.empty():
+                records.extend(self.bus.get_nowait()[1])
+                drained += 1
             now = self.clock()
             if self._source_rejects:
                 self._dead(self._source_rejects, writer)

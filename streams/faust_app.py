@@ -1,65 +1,24 @@
 """Cluster mode: the Faust worker that runs the pipeline on a real Kafka broker.
 
-This module owns the cluster runtime and nothing else:
+This module owns the Faust wiring and the store, nothing else:
 
-* the topic set and its idempotent creation (:func:`ensure_topics`; a Faust agent
-  subscribed to a topic that does not exist yet never consumes, so topics are created
-  before any worker starts);
-* :class:`EventTimeWatermark` - when ticks close: at the largest event time seen (so
-  replayed or compressed data closes ticks at once), clamped to the receiver's clock,
-  and advanced with wall time once input has gone quiet and the consumer has caught up
-  (so the last ticks close too);
-* :class:`WorkerCore` - everything a worker does with one message or one timer tick,
-  without Faust: decode (bad input -> dead letters with reasons), ingest into the
-  :class:`~convergence.streams.pipeline.Pipeline` (micro-batched: decoded events wait
-  at most ``batch_wait_s`` so ingest runs once per batch, not once per message), close
-  ticks, and turn outcomes into messages; plus per-station summaries and detector
-  checkpoints in two small tables;
 * :class:`StoreSink` - the one writer to SurrealDB: it consumes the alerts, reports,
   responses and dead-letter topics in its own consumer group and upserts them through
   a :class:`~convergence.store.writer.BatchedWriter`, committing offsets only after the
   store confirmed the writes (at-least-once; ids are deterministic, so upserts are
   idempotent);
-* :func:`build_app` / :func:`run_worker` - the Faust app and a foreground worker.
+* :func:`build_worker` / :func:`build_app` / :func:`run_worker` - the Faust app of one
+  worker (the ingest agent, the idle timer, the station-status agent, the summary and
+  checkpoint tables, the store sink) and a foreground worker.
 
-Topics (``settings.topic(name)``; values are JSON bytes, keys are ids):
-
-==============  ==========================  =============================================
-name            key                         value
-==============  ==========================  =============================================
-events          station id                  wire batch (:mod:`convergence.wire`)
-alerts          alert id                    alert (``prism.build_alert``) + ``run_id``
-reports         report id                   report (``prism.synthesize_report``)
-responses       response id                 ``Response.to_dict()``
-control         command id                  ``ControlCommand.to_dict()``
-acks            station id                  ``CommandAck.to_dict()`` (from stations)
-dead-letter     dead-letter id              ``DeadLetter.to_dict()`` (with its reason)
-runs            run id                      a worker's counters, sent when it stops
-==============  ==========================  =============================================
-
-Scaling model. The convergence meter fuses evidence across *all* stations, so one
-worker must see every station's events: the events topic has one partition by
-default and the other workers of the group are hot standbys that take over on
-failure (Faust rebalances the partition to them). With ``partitions > 1`` each worker
-fuses only the stations of its partitions - more throughput, but convergence across
-partitions is not seen; the ``node-evidence``/``convergence`` two-stage split of the
-architecture is the way to lift that and is not built yet.
+The topics and message values live in :mod:`convergence.streams.topics`, the
+worker's logic (watermark, micro-batched ingest, checkpoints, the scaling model) in
+:mod:`convergence.streams.worker`; their public names are importable from here too.
 
 Store ownership. An embedded ``surrealkv://`` file may be open in one process only,
 so exactly one worker runs the :class:`StoreSink` (``store=True``); the others are
 started with ``store=False``. With a SurrealDB server (``ws://``) every worker may
 run one: the sinks share their consumer group's partitions.
-
-Checkpoints. The learning detector stages (:func:`checkpoint_stages`: entropy, burst,
-CUSUM and periodicity baselines, the regime filter when configured; fixed-size per
-station, about 2 KB of JSON) are written to the ``detector-state`` table every
-``checkpoint_interval_s`` and restored the first time a worker sees a station after it
-took over the partition; a checkpoint that does not fit this build (other stages,
-shapes or tick length) or is older than ``max_checkpoint_age_s`` is ignored with a
-warning. The node state machine and the meter are *not* restored: they describe the
-current episode, which is stale after a hand-over. Open (not yet closed) ticks live
-only in memory; a crash loses them - their events were already committed - and a
-graceful stop closes them first.
 """
 
 from __future__ import annotations
@@ -71,566 +30,48 @@ import math
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import numpy as np
 import orjson
 
-from convergence.counters import Counters
-from convergence.detectors.base import ArrayState
-from convergence.ground_stations.scenario import default_fleet
-from convergence.schema import DeadLetter, Event, dead_letter
 from convergence.settings import Settings
-from convergence.stations import StationRegistry
 from convergence.store.surreal import StoreError, SurrealStore
 from convergence.store.writer import BatchedWriter
-from convergence.streams.pipeline import Pipeline, TickOutcome
-from convergence.wire import decode_batch
+from convergence.streams.topics import (
+    STATUS_MAX_AGE_S,
+    STORED,
+    TOPIC_CONFIGS,
+    TOPIC_OF_TABLE,
+    TOPICS,
+    ClusterError,
+    Emit,
+    ensure_topics,
+    to_json,
+    topic_names,
+)
+from convergence.streams.worker import (
+    CHECKPOINT_VERSION,
+    MAX_STATIONS_IN_SUMMARY,
+    NOT_CHECKPOINTED,
+    CoreCounters,
+    EventTimeWatermark,
+    WorkerCore,
+    checkpoint_stages,
+)
 
 if TYPE_CHECKING:
     import faust
 
+__all__ = [
+    "CHECKPOINT_VERSION", "MAX_STATIONS_IN_SUMMARY", "NOT_CHECKPOINTED", "STATUS_MAX_AGE_S",
+    "STORED", "TOPICS", "TOPIC_CONFIGS", "TOPIC_OF_TABLE", "ClusterError", "CoreCounters", "Emit",
+    "EventTimeWatermark", "StoreSink", "WorkerCore", "WorkerParts", "build_app", "build_worker",
+    "checkpoint_stages", "ensure_topics", "run_worker", "to_json", "topic_names",
+]
+
 log = logging.getLogger(__name__)
-
-#: Every topic of the cluster, by logical name (``settings.topic(name)`` is the real one).
-TOPICS: tuple[str, ...] = ("events", "alerts", "reports", "responses", "control", "acks",
-                           "dead-letter", "runs", "station-status")
-
-#: Topic configs by logical name. Station status is compacted: the latest status of each
-#: station survives, older ones are cleaned up anyway after a week.
-TOPIC_CONFIGS: dict[str, dict[str, str]] = {
-    "station-status": {"cleanup.policy": "compact,delete", "retention.ms": str(7 * 86_400_000),
-                       "segment.ms": str(3_600_000)},
-}
-
-#: A station status older than this (its ``at_s``) is history, not news: a compacted
-#: topic still holds the last status of stations that ran long ago.
-STATUS_MAX_AGE_S = 120.0
-
-#: Output topic -> (SurrealDB table, id field) for the store sink.
-STORED: dict[str, tuple[str, str]] = {
-    "alerts": ("alert", "alert_id"),
-    "reports": ("report", "report_id"),
-    "responses": ("response", "response_id"),
-    "dead-letter": ("dead_letter", "dead_letter_id"),
-    "runs": ("run", "run_id"),
-}
-
-#: Per-station summaries ride in a worker's run record up to this many stations (a
-#: Kafka message is limited to about 1 MB; the table keeps them all anyway).
-MAX_STATIONS_IN_SUMMARY = 2000
-
-#: Per-station stages never checkpointed: the node state machine describes the current
-#: episode, which is stale after a hand-over (see module docstring).
-NOT_CHECKPOINTED: frozenset[str] = frozenset({"node"})
-CHECKPOINT_VERSION = 1
-
-
-def checkpoint_stages(pipeline: Pipeline) -> list[str]:
-    """Names of the learning stages whose per-station state is checkpointed."""
-    return [st.name for st in pipeline.chain.stages[:-1]  # the last stage is the meter
-            if st.name not in NOT_CHECKPOINTED
-            and isinstance(pipeline.state.get(st.name), ArrayState)]
-
-
-class ClusterError(RuntimeError):
-    """The cluster cannot start or run; the message says what to do."""
-
-
-# -- topics ---------------------------------------------------------------------
-
-
-def topic_names(settings: Settings, names: Iterable[str] = TOPICS) -> dict[str, str]:
-    """Logical name -> full topic name."""
-    return {n: settings.topic(n) for n in names}
-
-
-def ensure_topics(settings: Settings, names: Iterable[str] = TOPICS, *, partitions: int = 1,
-                  replication: int = 1, timeout_s: float = 30.0) -> list[str]:
-    """Create the missing topics (idempotent; safe when several processes race).
-
-    Returns the full names of the topics this call created. Raises
-    :class:`ClusterError` when the broker cannot be reached or refuses.
-    """
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import KafkaError, TopicAlreadyExistsError
-
-    wanted = list(topic_names(settings, names).values())
-    bootstrap = settings.kafka_bootstrap
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","),
-                                 client_id="convergence-admin",
-                                 request_timeout_ms=int(timeout_s * 1000),
-                                 bootstrap_timeout_ms=int(min(timeout_s, 10.0) * 1000))
-    except (KafkaError, OSError) as exc:
-        raise ClusterError(
-            f"cannot reach Kafka at {bootstrap} ({exc}); start a broker "
-            "(`convergence kafka start`, or `cluster up --local-kafka`) or set "
-            "CONVERGENCE_KAFKA_BOOTSTRAP / --kafka") from None
-    try:
-        missing = [t for t in wanted if t not in set(admin.list_topics())]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):  # another process won the race
-                by_name = {v: k for k, v in topic_names(settings, names).items()}
-                admin.create_topics([NewTopic(t, partitions, replication,
-                                              topic_configs=TOPIC_CONFIGS.get(by_name[t], {}))
-                                     for t in missing])
-        deadline = time.monotonic() + timeout_s
-        # Creation is asynchronous on the controller; wait until metadata shows every topic,
-        # because a consumer that subscribes earlier ignores the missing one for good.
-        while set(wanted) - set(admin.list_topics()):
-            if time.monotonic() > deadline:
-                raise ClusterError(f"topics {sorted(set(wanted) - set(admin.list_topics()))} "
-                                   f"did not appear on {bootstrap} within {timeout_s:g} s; "
-                                   "check the broker log")
-            time.sleep(0.1)
-        return missing
-    except KafkaError as exc:
-        raise ClusterError(f"Kafka at {bootstrap} refused to create topics {wanted}: "
-                           f"{type(exc).__name__}: {exc}") from None
-    finally:
-        admin.close()
-
-
-# -- the watermark ---------------------------------------------------------------
-
-
-class EventTimeWatermark:
-    """Event time up to which input is believed complete (see module docstring).
-
-    Examples
-    --------
-    >>> wm = EventTimeWatermark(idle_after_s=1.0, max_lead_s=1.0)
-    >>> wm.observe(100.0, wall_s=500.0)     # replayed data: event time far behind wall
-    100.0
-    >>> wm.observe(90.0, wall_s=500.1)      # an older event never moves it back
-    100.0
-    >>> wm.idle(500.5) is None              # not quiet long enough yet
-    True
-    >>> wm.idle(502.1)                      # quiet for 2 s: event time moved on by 2 s
-    102.0
-    >>> wm.idle(503.1, caught_up=False) is None   # backlog in Kafka: wait for it instead
-    True
-    >>> wm.observe(9e9, wall_s=504.0)       # a clock far in the future is clamped to wall
-    505.0
-    """
-
-    def __init__(self, idle_after_s: float = 1.0, max_lead_s: float = 1.0) -> None:
-        if idle_after_s <= 0 or max_lead_s < 0:
-            raise ValueError(f"need idle_after_s > 0 and max_lead_s >= 0, got {idle_after_s}, "
-                             f"{max_lead_s}")
-        self.idle_after_s = idle_after_s
-        self.max_lead_s = max_lead_s
-        self.value: float | None = None
-        self._input_wall_s: float | None = None
-        self._value_at_input: float | None = None
-
-    def observe(self, max_event_time_s: float | None, wall_s: float) -> float | None:
-        """Input arrived at ``wall_s`` with this largest event time (``None``: no events)."""
-        self._input_wall_s = wall_s
-        if max_event_time_s is not None:
-            # A station whose clock runs ahead must not close everyone else's ticks.
-            t = min(max_event_time_s, wall_s + self.max_lead_s)
-            if self.value is None or t > self.value:
-                self.value = t
-        self._value_at_input = self.value
-        return self.value
-
-    def idle(self, wall_s: float, caught_up: bool = True) -> float | None:
-        """Advance with wall time when input is quiet; the new value, or ``None``."""
-        if (self.value is None or self._input_wall_s is None or self._value_at_input is None
-                or not caught_up):
-            return None
-        quiet_s = wall_s - self._input_wall_s
-        if quiet_s < self.idle_after_s:
-            return None
-        t = min(self._value_at_input + quiet_s, wall_s + self.max_lead_s)
-        if t <= self.value:
-            return None
-        self.value = t
-        return t
-
-
-# -- the worker core -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Emit:
-    """One message to publish: logical topic name, key, JSON value."""
-
-    topic: str
-    key: bytes
-    value: bytes
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def to_json(doc: Any) -> bytes:
-    """Compact JSON for topic values (numpy scalars and arrays allowed)."""
-    return orjson.dumps(doc, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def _finite(v: Any) -> Any:
-    """JSON-safe detector state: non-finite floats become strings numpy parses back."""
-    if isinstance(v, list):
-        return [_finite(x) for x in v]
-    if isinstance(v, float) and not math.isfinite(v):
-        return repr(v)  # 'inf', '-inf', 'nan'; np.asarray('inf', float) == inf
-    return v
-
-
-@dataclass
-class CoreCounters(Counters):
-    messages: int = 0
-    undecodable: int = 0
-    checkpoints_written: int = 0
-    checkpoints_restored: int = 0
-    checkpoints_rejected: int = 0
-    resets: int = 0
-
-
-class WorkerCore:
-    """A worker's logic without Faust (see module docstring); unit-testable with dicts.
-
-    ``summaries`` and ``checkpoints`` are mutable mappings keyed by station id: Faust
-    tables in a worker, plain dicts in tests. They are written only from
-    :meth:`on_message` (Faust allows table writes only while processing a message),
-    and only for stations whose messages came from that message's partition, so each
-    changelog entry lands in its station's partition.
-
-    Parameters
-    ----------
-    registry_factory: station metadata (kind, region, correlation group, background
-        rate) the meter needs to judge independence. Default: the default synthetic
-        fleet for ``settings.stations``/``settings.seed`` - the fleet ``stations run``
-        and ``cluster up`` play. Stations outside it are registered on sight with
-        region ``unknown`` (they count, but cannot corroborate a region).
-    idle_after_s / max_lead_s: see :class:`EventTimeWatermark`.
-    summary_interval_s / checkpoint_interval_s: how often a station's summary and
-        detector checkpoint are written; ``table_batch`` caps writes per message.
-    batch_events / batch_wait_s: micro-batch bounds for ingest.
-    max_checkpoint_age_s: older checkpoints are ignored on restore.
-    run_id: stamped on every alert, report, response and dead letter.
-    """
-
-    def __init__(self, settings: Settings, *,
-                 registry_factory: Callable[[], StationRegistry] | None = None,
-                 summaries: MutableMapping[str, Any] | None = None,
-                 checkpoints: MutableMapping[str, Any] | None = None,
-                 idle_after_s: float = 1.0, max_lead_s: float = 1.0,
-                 summary_interval_s: float = 2.0, checkpoint_interval_s: float = 10.0,
-                 max_checkpoint_age_s: float = 3600.0, table_batch: int = 4,
-                 batch_events: int = 5000, batch_wait_s: float = 0.05,
-                 run_id: str | None = None) -> None:
-        self.settings = settings
-        self.registry_factory = registry_factory or (
-            lambda: StationRegistry(default_fleet(settings.stations, settings.seed)))
-        self.summaries: MutableMapping[str, Any] = {} if summaries is None else summaries
-        self.checkpoints: MutableMapping[str, Any] = {} if checkpoints is None else checkpoints
-        self.idle_after_s = idle_after_s
-        self.max_lead_s = max_lead_s
-        self.summary_interval_s = summary_interval_s
-        self.checkpoint_interval_s = checkpoint_interval_s
-        self.max_checkpoint_age_s = max_checkpoint_age_s
-        self.run_id = run_id or f"cluster-{settings.faust_app_id}-{int(time.time())}"
-        self.counters = CoreCounters()
-        self.stopped = False
-        self.owned: frozenset[int] = frozenset()
-        # Per-station summaries survive resets: they count what this worker received.
-        self.stations: dict[str, dict[str, Any]] = {}
-        self._dirty: dict[int, set[str]] = {}
-        self._summary_at: dict[int, float] = {}
-        self._checkpoint_at: dict[int, float] = {}
-        self._summary_due: dict[int, set[str]] = {}
-        self._partition_of: dict[str, int] = {}
-        self.table_batch = table_batch
-        self.batch_events = batch_events
-        self.batch_wait_s = batch_wait_s
-        # Decoded events wait here (at most batch_wait_s) to be ingested in one call. They
-        # survive a reset: they are valid input that this worker has already consumed.
-        self._pending: list[Event] = []
-        self._pending_since_s = 0.0
-        self.reset()
-
-    def on_station_status(self, value: bytes | None, wall_s: float) -> bool:
-        """A station reported its state; a source gone dark becomes meter evidence.
-
-        Returns whether the status was applied (stale or unreadable ones are ignored:
-        a status is advisory, never a reason to stop the stream).
-        """
-        try:
-            doc = orjson.loads(value or b"")
-            sid, state, at_s = str(doc["station_id"]), str(doc["state"]), float(doc.get("at_s", wall_s))
-        except (ValueError, KeyError, TypeError):
-            log.warning("worker: unreadable station status %.200r; ignored", value)
-            return False
-        if wall_s - at_s > STATUS_MAX_AGE_S:
-            return False
-        self.pipeline.note_station_state(sid, state)
-        return True
-
-    def reset(self) -> None:
-        """Fresh pipeline and watermark (a partition moved; the old state is not ours)."""
-        self.pipeline = Pipeline(self.settings, self.registry_factory())
-        self.watermark = EventTimeWatermark(self.idle_after_s, self.max_lead_s)
-        self._restored: set[str] = set()
-        self._ingested = False
-        # Checkpoints describe this pipeline's state; never write the old one's after a reset.
-        self._seen: dict[int, set[str]] = {}
-        self._checkpoint_due: dict[int, set[str]] = {}
-
-    def on_assignment(self, partitions: Iterable[int]) -> bool:
-        """The events partitions this worker now owns; resets when ownership changed
-        after data was ingested. Returns True if it reset."""
-        new = frozenset(partitions)
-        changed = new != self.owned
-        self.owned = new
-        if changed and self._ingested:
-            log.warning("events partitions now %s: starting a fresh pipeline (detector "
-                        "baselines come back from checkpoints)", sorted(new) or "none")
-            self.counters.resets += 1
-            self.reset()
-            return True
-        return False
-
-    # -- input ---------------------------------------------------------------
-    def on_message(self, value: bytes | None, key: bytes | None, wall_s: float,
-                   partition: int = 0) -> list[Emit]:
-        """Decode one message; ingest (micro-batched) and close the ticks the watermark
-        passed. Returns the messages to publish."""
-        self.counters.messages += 1
-        pipe = self.pipeline
-        events, bad = decode_batch(value if value is not None else b"", now_s=wall_s,
-                                   limits=pipe.limits)
-        if bad and not events and len(bad) == 1 and bad[0].field in ("message", "v", "events"):
-            self.counters.undecodable += 1
-        pipe.count_dead_letters(len(bad))
-        key_station = key.decode("utf-8", errors="replace") if key else None
-        self._account(events, bad, key_station, wall_s, partition)
-        emits = [self._dead_emit(d, key_station) for d in bad]
-        if events:
-            if not self._pending:
-                self._pending_since_s = wall_s
-            self._pending.extend(events)
-        if self._pending and (len(self._pending) >= self.batch_events
-                              or wall_s - self._pending_since_s >= self.batch_wait_s):
-            emits += self._flush(wall_s)
-        self._write_tables(partition, wall_s)
-        return emits
-
-    def _flush(self, wall_s: float) -> list[Emit]:
-        """Ingest the buffered events in one call and close what the watermark passed.
-
-        One call per message would cost far more: ingest's work per call (dedup against
-        every earlier chunk of an open tick) grows with the number of calls per tick.
-        """
-        events, self._pending = self._pending, []
-        pipe = self.pipeline
-        late = pipe.ingest_events(events, wall_s)
-        self._ingested = True
-        # After ingest (which registers new stations), before any tick closes: detector
-        # state only changes when ticks close, so nothing learnt is overwritten.
-        self._restore(events)
-        for d in late:
-            self._account_dead(d.station_id, wall_s)
-        emits = [self._dead_emit(d, None) for d in late]
-        wm = self.watermark.observe(max(e.event_time_s for e in events), wall_s)
-        if wm is not None:
-            emits += self._outcome_emits(pipe.advance(wm))
-        return emits
-
-    def on_timer(self, wall_s: float, *, caught_up: bool = True) -> list[Emit]:
-        """Ingest what waits in the buffer; idle advance when input has gone quiet."""
-        if self.stopped:
-            return []
-        emits = self._flush(wall_s) if self._pending else []
-        wm = self.watermark.idle(wall_s, caught_up)
-        return emits if wm is None else emits + self._outcome_emits(self.pipeline.advance(wm))
-
-    def on_stop(self, wall_s: float | None = None) -> list[Emit]:
-        """Graceful stop: ingest the buffer and close every open tick (their events are
-        already committed, so they would be lost otherwise)."""
-        if self.stopped:
-            return []
-        emits = self._flush(time.time() if wall_s is None else wall_s) if self._pending else []
-        self.stopped = True
-        return emits + (self._outcome_emits(self.pipeline.flush()) if self._ingested else [])
-
-    def internal_error(self, value: bytes | None, key: bytes | None, exc: BaseException,
-                       wall_s: float) -> Emit:
-        """A dead letter for a message that made the worker itself fail."""
-        d = dead_letter("worker", value or b"", f"internal error {type(exc).__name__}: {exc}; "
-                        "this is a bug - report it with this payload", received_at_s=wall_s)
-        self.pipeline.count_dead_letters(1)
-        return self._dead_emit(d, key.decode("utf-8", errors="replace") if key else None)
-
-    # -- output --------------------------------------------------------------
-    def _dead_emit(self, d: DeadLetter, key_station: str | None) -> Emit:
-        doc = d.to_dict()
-        if doc["station_id"] is None:
-            doc["station_id"] = key_station  # an undecodable message: blame the key's station
-        doc["run_id"] = self.run_id
-        return Emit("dead-letter", d.dead_letter_id.encode(), to_json(doc))
-
-    def _outcome_emits(self, outcomes: Sequence[TickOutcome]) -> list[Emit]:
-        out: list[Emit] = []
-        for oc in outcomes:
-            if oc.level != oc.prev_level:
-                log.info("meter %s -> %s, score %.1f in %s (%d anomalous stations)",
-                         oc.prev_level, oc.level, oc.score, oc.region, oc.anomalous_stations)
-            for r in oc.responses:
-                out.append(Emit("responses", r.response_id.encode(),
-                                to_json({**r.to_dict(), "run_id": self.run_id})))
-                if r.command is not None:
-                    out.append(Emit("control", r.command.command_id.encode(),
-                                    to_json(r.command.to_dict())))
-            # Report before alert: whoever reacts to the alert can already fetch it.
-            for rep in oc.reports:
-                out.append(Emit("reports", str(rep["report_id"]).encode(),
-                                to_json({**rep, "run_id": self.run_id})))
-            for a in oc.alerts:
-                log.warning("ALERT %s %s score %.1f in %s, report %s", a["alert_id"],
-                            a["level"], a["score"], ", ".join(a["regions"]), a["report_id"])
-                out.append(Emit("alerts", str(a["alert_id"]).encode(),
-                                to_json({**a, "run_id": self.run_id})))
-        return out
-
-    # -- per-station summaries and checkpoints --------------------------------
-    def _station(self, sid: str) -> dict[str, Any]:
-        s = self.stations.get(sid)
-        if s is None:
-            prev = self.summaries.get(sid)  # a previous owner's counts (table changelog)
-            s = dict(prev) if isinstance(prev, dict) else {
-                "events": 0, "dead_letters": 0, "last_event_time_s": None, "last_seen_s": None}
-            self.stations[sid] = s
-        return s
-
-    def _account(self, events: Sequence[Event], dls: Sequence[DeadLetter],
-                 key_station: str | None, wall_s: float, partition: int) -> None:
-        dirty = self._dirty.setdefault(partition, set())
-        seen = self._seen.setdefault(partition, set())
-        for e in events:
-            s = self._station(e.station_id)
-            s["events"] += 1
-            last = s["last_event_time_s"]
-            if last is None or e.event_time_s > last:
-                s["last_event_time_s"] = e.event_time_s
-            s["last_seen_s"] = wall_s
-            dirty.add(e.station_id)
-            seen.add(e.station_id)
-            self._partition_of[e.station_id] = partition
-        for d in dls:
-            sid = d.station_id or key_station
-            if sid:
-                self._partition_of.setdefault(sid, partition)
-                self._account_dead(sid, wall_s)
-
-    def _account_dead(self, sid: str | None, wall_s: float) -> None:
-        if not sid:
-            return
-        s = self._station(sid)
-        s["dead_letters"] += 1
-        s["last_seen_s"] = wall_s
-        self._dirty.setdefault(self._partition_of.get(sid, 0), set()).add(sid)
-
-    def _write_tables(self, partition: int, wall_s: float) -> None:
-        # Writes are spread over messages (at most ``table_batch`` per message): a burst of
-        # hundreds of changelog records at once stalls the stream on Faust's producer buffer.
-        if wall_s - self._summary_at.get(partition, -math.inf) >= self.summary_interval_s:
-            self._summary_at[partition] = wall_s
-            self._summary_due.setdefault(partition, set()).update(
-                self._dirty.pop(partition, set()))
-        if wall_s - self._checkpoint_at.get(partition, -math.inf) >= self.checkpoint_interval_s:
-            self._checkpoint_at[partition] = wall_s
-            self._checkpoint_due.setdefault(partition, set()).update(
-                self._seen.pop(partition, set()))
-        due = self._summary_due.get(partition)
-        for _ in range(min(self.table_batch, len(due or ()))):
-            assert due is not None
-            sid = due.pop()
-            self.summaries[sid] = dict(self.stations[sid])
-        due = self._checkpoint_due.get(partition)
-        if due:
-            reg, state = self.pipeline.registry, self.pipeline.state
-            stages = checkpoint_stages(self.pipeline)
-            tick = self.pipeline.acc.next_close
-            for _ in range(min(self.table_batch, len(due))):
-                sid = due.pop()
-                idx = reg.index_of(sid)
-                self.checkpoints[sid] = {
-                    "v": CHECKPOINT_VERSION, "tick": tick, "tick_s": self.settings.tick_s,
-                    "state": {st: {k: _finite(v) for k, v in state[st].station(idx).items()}
-                              for st in stages},
-                }
-                self.counters.checkpoints_written += 1
-
-    def _restore(self, events: Sequence[Event]) -> None:
-        """Load checkpointed baselines for stations this pipeline has not seen yet."""
-        for sid in {e.station_id for e in events} - self._restored:
-            self._restored.add(sid)
-            cp = self.checkpoints.get(sid)
-            if not cp:
-                continue
-            e_time = max(e.event_time_s for e in events if e.station_id == sid)
-            try:
-                self._apply_checkpoint(sid, cp, e_time)
-            except (KeyError, TypeError, ValueError) as exc:
-                # A checkpoint from another detector version: learn afresh rather than crash.
-                self.counters.checkpoints_rejected += 1
-                log.warning("station %s: ignoring its detector checkpoint (%s); its baselines "
-                            "start from the fleet's declared rates", sid, exc)
-
-    def _apply_checkpoint(self, sid: str, cp: dict[str, Any], event_time_s: float) -> None:
-        if cp.get("v") != CHECKPOINT_VERSION or cp.get("tick_s") != self.settings.tick_s:
-            raise ValueError(f"version {cp.get('v')} / tick_s {cp.get('tick_s')} do not match")
-        tick = cp.get("tick")
-        if tick is None or event_time_s - tick * self.settings.tick_s > self.max_checkpoint_age_s:
-            raise ValueError(f"checkpoint at tick {tick} is older than "
-                             f"{self.max_checkpoint_age_s:g} s")
-        pipe = self.pipeline
-        idx = pipe.registry.index_of(sid)  # ingest registered it
-        staged: list[tuple[str, dict[str, Any]]] = []
-        stages = checkpoint_stages(pipe)
-        if set(cp["state"]) != set(stages):
-            raise ValueError(f"it holds stages {sorted(cp['state'])}, this build has {stages}")
-        for st in stages:
-            values = cp["state"][st]
-            arrays = pipe.state[st]
-            if set(values) != set(arrays):
-                raise ValueError(f"stage {st} has fields {sorted(values)}, expected "
-                                 f"{sorted(arrays)}")
-            for k, v in values.items():
-                if np.shape(v) != arrays[k].shape[1:]:
-                    raise ValueError(f"{st}.{k} has shape {np.shape(v)}, expected "
-                                     f"{arrays[k].shape[1:]}")
-            staged.append((st, values))
-        for st, values in staged:  # all checked first: never restore half a station
-            pipe.state[st].set_station(idx, values)
-        self.counters.checkpoints_restored += 1
-
-    def summary(self) -> dict[str, Any]:
-        """Counters, watermark and per-station summaries (for the run record and logs)."""
-        out: dict[str, Any] = {
-            "run_id": self.run_id, "app_id": self.settings.faust_app_id,
-            "pipeline": self.pipeline.counters.as_dict(), "worker": self.counters.as_dict(),
-            "watermark_s": self.watermark.value, "partitions": sorted(self.owned),
-            "stopped": self.stopped, "stations_seen": len(self.stations)}
-        if len(self.stations) <= MAX_STATIONS_IN_SUMMARY:
-            out["stations"] = {k: dict(v) for k, v in sorted(self.stations.items())}
-        return out
-
-    def run_record(self) -> Emit:
-        """This worker's summary as a message for the ``runs`` topic (stored as ``run``)."""
-        return Emit("runs", self.run_id.encode(), to_json(self.summary()))
 
 
 # -- the store sink ----------------------------------------------------------------

@@ -10,10 +10,11 @@ The embedded runtime and the Faust worker call exactly this code.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -25,11 +26,17 @@ from convergence.detectors.periodicity import slot_of
 from convergence.responses.axon import AdaptiveResponder, Response
 from convergence.responses.prism import build_alert, synthesize_report
 from convergence.schema import DeadLetter, Event, Limits, ValidationError, dead_letter
-from convergence.settings import Settings
+from convergence.settings import Settings, model_spec
 from convergence.stations import StationRegistry
 from convergence.wire import validate_many
 
+if TYPE_CHECKING:
+    from convergence.models.regime import RegimeModel
+    from convergence.models.registry import ModelRegistry
+
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -50,6 +57,36 @@ class TickOutcome:
     n_kinds: int = 0
     #: regions that just reached ``watch`` without corroboration (decoys a person can see)
     uncorroborated: list[dict[str, Any]] = field(default_factory=list)
+
+
+#: A record for the store: (table, id, document).
+Record = tuple[str, str, dict[str, Any]]
+
+
+def outcome_records(oc: TickOutcome, run_id: str) -> list[Record]:
+    """What one tick outcome stores, in publication order, every document stamped with
+    ``run_id``: responses, then reports, then alerts (a report is out before the alert
+    that refers to it, so whoever reacts to the alert can already fetch it).
+
+    Every runtime stores outcomes through this function, so the embedded store and the
+    cluster's topics hold the same documents. Control commands are not records: how
+    they reach the stations is the runtime's business.
+    """
+    out: list[Record] = [("response", r.response_id, {**r.to_dict(), "run_id": run_id})
+                         for r in oc.responses]
+    out += [("report", str(rep["report_id"]), {**rep, "run_id": run_id}) for rep in oc.reports]
+    out += [("alert", str(a["alert_id"]), {**a, "run_id": run_id}) for a in oc.alerts]
+    return out
+
+
+def dead_letter_record(d: DeadLetter, run_id: str, station_id: str | None = None) -> Record:
+    """A dead letter as a stored record; ``station_id`` blames a station when the dead
+    letter itself names none (e.g. an undecodable message, by its Kafka key)."""
+    doc = d.to_dict()
+    if doc.get("station_id") is None:
+        doc["station_id"] = station_id
+    doc["run_id"] = run_id
+    return "dead_letter", d.dead_letter_id, doc
 
 
 @dataclass
@@ -94,44 +131,55 @@ class Pipeline:
         self._region_watch: set[int] = set()
         self._scale = np.ones(n)
         self._scale_until = np.full(n, -np.inf)
+        self._meta: StationMeta | None = None
+        self._meta_version = -1
 
-    def _meter(self, settings: Settings) -> ConvergenceMeter:
-        """The rule-based meter, or the learned one when a trained model is available."""
-        if settings.meter_model == "rules":
-            return ConvergenceMeter()
-        from convergence.models.meter_model import load_scorer
+    def _load_optional(self, settings: Settings, name: str,
+                       loader: Callable[[ModelRegistry, int | None], T], what: str) -> T | None:
+        """A trained model per ``settings.<name>_model``, or ``None`` to run without it.
+
+        ``auto``: the latest version, ``None`` when none is trained or it is unusable
+        (logged with ``what`` happens instead); pinned ``NAME@N``: that version, and a
+        missing one is an error; off: ``None``.
+        """
+        version = model_spec(getattr(settings, f"{name}_model"), name)
+        if version == "off":
+            return None
         from convergence.models.registry import ModelNotFound, ModelRegistry, RegistryError
 
-        version = int(settings.meter_model[6:]) if settings.meter_model.startswith("meter@") else None
         try:
-            scorer = load_scorer(ModelRegistry(settings.models_path), version)
+            return loader(ModelRegistry(settings.models_path), version)
         except ModelNotFound:
             if version is not None:
                 raise
-            return ConvergenceMeter()
+            return None
         except RegistryError as exc:
-            log.warning("meter model unusable (%s); using the rule-based fusion", exc)
+            log.warning("%s model unusable (%s); %s", name, exc, what)
+            return None
+
+    def _meter(self, settings: Settings) -> ConvergenceMeter:
+        """The rule-based meter, or the learned one when a trained model is available."""
+        def load(reg: ModelRegistry, version: int | None) -> Callable[..., Any]:
+            from convergence.models.meter_model import load_scorer  # only when one is wanted
+
+            return load_scorer(reg, version)
+
+        scorer = self._load_optional(settings, "meter", load, "using the rule-based fusion")
+        if scorer is None:
             return ConvergenceMeter()
-        self.fusion = f"lightgbm {settings.meter_model if version else 'meter (latest)'}"
+        pinned = model_spec(settings.meter_model, "meter") is not None
+        self.fusion = f"lightgbm {settings.meter_model if pinned else 'meter (latest)'}"
         return ConvergenceMeter(scorer=scorer)
 
     def _regime(self, settings: Settings) -> dict[str, Any]:
         """Chain arguments for a trained price-kind regime HMM, if one is to be used."""
-        if settings.regime_model == "none":
-            return {}
-        from convergence.models.regime import load_regime
-        from convergence.models.registry import ModelNotFound, ModelRegistry, RegistryError
+        def load(reg: ModelRegistry, version: int | None) -> RegimeModel:
+            from convergence.models.regime import load_regime  # only when one is wanted
 
-        pinned = settings.regime_model.startswith("regime@")
-        version = int(settings.regime_model[7:]) if pinned else None
-        try:
-            model = load_regime(ModelRegistry(settings.models_path), version=version)
-        except ModelNotFound:
-            if pinned:
-                raise
-            return {}
-        except RegistryError as exc:
-            log.warning("regime model unusable (%s); running without regime evidence", exc)
+            return load_regime(reg, version=version)
+
+        model = self._load_optional(settings, "regime", load, "running without regime evidence")
+        if model is None:
             return {}
         if model.kind != "price":
             log.warning("regime model %s is a %s model; the stream applies price models to "
@@ -154,8 +202,8 @@ class Pipeline:
             return []
         reg = self.registry
         cols = EventColumns.from_events(events, lambda e: reg.ensure(e.station_id, e.source_kind))
-        if len(reg) > self.state[self.chain.node.name].shape[-1]:
-            self.chain.grow(self.state, len(reg))
+        if len(reg) > self._scale.shape[0]:
+            self._grow(len(reg))
         res = self.acc.add(cols)
         self.counters.events += res.accepted
         self.counters.duplicates += res.duplicates
@@ -170,6 +218,23 @@ class Pipeline:
         ]
         self.counters.dead_letters += len(dls)
         return dls
+
+    def _grow(self, n: int) -> None:
+        """Widen every per-station array to ``n`` stations (new stations registered):
+        detector state, open ticks, and the sensitivity scale (1, never expiring)."""
+        self.chain.grow(self.state, n)
+        self.acc.grow(n)
+        pad = n - self._scale.shape[0]
+        if pad > 0:
+            self._scale = np.concatenate([self._scale, np.ones(pad)])
+            self._scale_until = np.concatenate([self._scale_until, np.full(pad, -np.inf)])
+
+    def _station_meta(self, quarantined: Any, scale: Any) -> StationMeta:
+        """This tick's station facts; the registry's arrays are taken once per version."""
+        if self._meta is None or self._meta_version != self.registry.version:
+            self._meta = StationMeta.from_registry(self.registry)
+            self._meta_version = self.registry.version
+        return dataclasses.replace(self._meta, quarantined=quarantined, threshold_scale=scale)
 
     #: evidence (sd) of a station whose source keeps failing: enough to make it an
     #: anomalous node, so several going dark together in a region converge like any signal
@@ -196,20 +261,12 @@ class Pipeline:
         return [self._process(t, cells) for t, cells in self.acc.flush()]
 
     def _process(self, tick: int, cells: dict[str, Any]) -> TickOutcome:
+        # Every array is already as wide as the registry: ingest_events grew them.
         n = len(self.registry)
-        if cells["count"].shape[0] < n:
-            self.acc.grow(n)
-            pad = n - cells["count"].shape[0]
-            cells = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
-                     for k, v in cells.items()}
         time_s = (tick + 1) * self.tick_s
         q = self.responder.quarantined(time_s, n)
-        if self._scale.shape[0] < n:
-            pad = n - self._scale.shape[0]
-            self._scale = np.concatenate([self._scale, np.ones(pad)])
-            self._scale_until = np.concatenate([self._scale_until, np.full(pad, -np.inf)])
         scale = np.where(self._scale_until > time_s, self._scale, 1.0)
-        meta = StationMeta.from_registry(self.registry, q, scale)
+        meta = self._station_meta(q, scale)
         cells = {**cells, "slot": slot_of(tick * self.tick_s, self.chain.periodicity.slots_per_day)}
         if self._dark:
             dark = np.zeros(n)
@@ -219,7 +276,7 @@ class Pipeline:
                     dark[idx] = self.DARK_Z
             cells["dark_z"] = dark
         out = self.chain.step(self.state, cells, meta)
-        ids = self.registry.ids()
+        ids = self.registry.ids() if out["matches"] else ()
         for m in out["matches"]:
             self._episode_patterns.append({
                 "pattern": m.pattern, "start_tick": m.start_tick, "end_tick": m.end_tick,

@@ -56,3 +56,45 @@ def test_every_setting_documented_and_derived_values() -> None:
     assert s.topic("alerts") == "convergence-alerts"
     assert env_name("tick_s") == "CONVERGENCE_TICK_S"
     assert {r["name"] for r in s.describe()} == {f.name for f in fields()}
+
+
+@pytest.mark.parametrize("scheme", ["rocksdb", "surrealkv+versioned", "mem", "ws", "postgres"])
+def test_settings_and_the_store_accept_the_same_db_schemes(scheme: str) -> None:
+    from convergence.store.surreal import StoreError, SurrealStore
+
+    url = f"{scheme}://host/x"
+    try:
+        load_settings(env={"CONVERGENCE_DB": url}, config_path=None)
+        settings_ok = True
+    except SettingsError:
+        settings_ok = False
+    try:
+        SurrealStore(url, "ns", "db")
+        store_ok = True
+    except StoreError:
+        store_ok = False
+    assert settings_ok == store_ok
+    assert settings_ok == (scheme not in ("rocksdb", "postgres"))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "want"),
+    [("meter", "auto", None), ("meter", "rules", "off"), ("meter", "meter@0", 0),
+     ("meter", "meter@12", 12), ("regime", "none", "off"), ("regime", "regime@3", 3)],
+)
+def test_model_spec_parses_auto_off_and_pinned_versions(name: str, value: str,
+                                                        want: object) -> None:
+    from convergence.settings import model_spec
+
+    assert model_spec(value, name) == want
+
+
+@pytest.mark.parametrize(("name", "value"), [("meter", "none"), ("meter", "meter@x"),
+                                             ("regime", "rules"), ("regime", "meter@1")])
+def test_model_spec_refuses_other_values(name: str, value: str) -> None:
+    from convergence.settings import model_spec
+
+    with pytest.raises(ValueError, match=f"use auto, .* or {name}@N"):
+        model_spec(value, name)
+    with pytest.raises(SettingsError, match=f"{name}_model"):
+        load_settings(env={f"CONVERGENCE_{name.upper()}_MODEL": value}, config_path=None)

@@ -157,6 +157,13 @@ def test_core_sends_responses_and_their_commands(core_run: dict[str, Any]) -> No
         r["command"]["command_id"] for r in responses if r["command"]}
 
 
+def test_core_stamps_every_stored_record_with_the_run_id(core_run: dict[str, Any]) -> None:
+    # The same records the embedded runtime stores (streams.pipeline.outcome_records).
+    for topic in ("alerts", "reports", "responses", "dead-letter"):
+        docs = _values(core_run["emits"], topic)
+        assert docs and all(d["run_id"] == "run-test" for d in docs), topic
+
+
 def test_core_dead_letters_carry_reasons_and_the_key_station(core_run: dict[str, Any]) -> None:
     dls = _values(core_run["emits"], "dead-letter")
     not_json = [d for d in dls if "not valid JSON" in d["reason"]]
@@ -207,6 +214,38 @@ def test_checkpoints_restore_into_a_fresh_pipeline() -> None:
     second = WorkerCore(s, checkpoints=checkpoints, batch_events=1)
     second.on_message(encode_raw(msgs[3001][1] if msgs[3001][0] == sid else msgs[3000][1]),
                       sid.encode(), now)
+    assert second.counters.checkpoints_restored == 1
+    got = {st: second.pipeline.state[st].station(idx) for st in stages}
+    for st in stages:
+        for k, v in want[st].items():
+            np.testing.assert_allclose(got[st][k], v)
+
+
+def test_a_new_owner_with_default_batching_restores_checkpoints_before_writing_any() -> None:
+    # Default micro-batching: the first message's events wait in the buffer, so the
+    # fresh pipeline has learnt nothing yet - it must not checkpoint over A's state.
+    s = _settings()
+    now = time.time()
+    checkpoints: dict[str, Any] = {}
+    first = WorkerCore(s, checkpoints=checkpoints, checkpoint_interval_s=0.0, table_batch=1000,
+                       batch_events=500)
+    msgs = list(scenario_messages(s, now - 25.0))
+    for sid, recs in msgs[:3001]:
+        first.on_message(encode_raw(recs), sid.encode(), now)
+    assert len(checkpoints) > 4  # more than one message's table_batch of the new owner
+    written = orjson.loads(orjson.dumps(checkpoints))
+    stages = checkpoint_stages(first.pipeline)
+    sid, recs = msgs[3001]
+    idx = first.pipeline.registry.index_of(sid)
+    want = {st: first.pipeline.state[st].station(idx) for st in stages}
+    assert sid in checkpoints
+
+    second = WorkerCore(s, checkpoints=checkpoints)  # default batch_wait_s / batch_events
+    assert second.batch_events > 1 and second.batch_wait_s > 0
+    second.on_message(encode_raw(recs), sid.encode(), now)
+    assert second.counters.checkpoints_written == 0
+    assert orjson.loads(orjson.dumps(checkpoints)) == written  # still A's, every station
+    second.on_timer(now + 1.0)  # the buffer is due: ingest, restore
     assert second.counters.checkpoints_restored == 1
     got = {st: second.pipeline.state[st].station(idx) for st in stages}
     for st in stages:

@@ -1,0 +1,160 @@
+"""The cluster's topics: names, configs, idempotent creation, and message values.
+
+This module owns what every cluster process (workers, station fleets, the alerts
+tail) agrees on about Kafka, and nothing that needs Faust:
+
+* :data:`TOPICS` / :data:`TOPIC_CONFIGS` and their idempotent creation
+  (:func:`ensure_topics`; a Faust agent subscribed to a topic that does not exist yet
+  never consumes, so topics are created before any worker starts);
+* :data:`STORED` - which output topics the store sink writes to which SurrealDB table;
+* :class:`Emit` and :func:`to_json` - one message to publish and its JSON value.
+
+Topics (``settings.topic(name)``; values are JSON bytes, keys are ids):
+
+==============  ==========================  =============================================
+name            key                         value
+==============  ==========================  =============================================
+events          station id                  wire batch (:mod:`convergence.wire`)
+alerts          alert id                    alert (``prism.build_alert``) + ``run_id``
+reports         report id                   report (``prism.synthesize_report``)
+responses       response id                 ``Response.to_dict()`` + ``run_id``
+control         command id                  ``ControlCommand.to_dict()``
+acks            station id                  ``CommandAck.to_dict()`` (from stations)
+dead-letter     dead-letter id              ``DeadLetter.to_dict()`` (with its reason)
+runs            run id                      a worker's counters, sent when it stops
+station-status  station id                  a station agent's state (compacted)
+==============  ==========================  =============================================
+
+Examples
+--------
+>>> STORED["alerts"], TOPIC_OF_TABLE["dead_letter"]
+(('alert', 'alert_id'), 'dead-letter')
+>>> to_json({"n": 1})
+b'{"n":1}'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from convergence.settings import Settings
+
+#: Every topic of the cluster, by logical name (``settings.topic(name)`` is the real one).
+TOPICS: tuple[str, ...] = ("events", "alerts", "reports", "responses", "control", "acks",
+                           "dead-letter", "runs", "station-status")
+
+#: Topic configs by logical name. Station status is compacted: the latest status of each
+#: station survives, older ones are cleaned up anyway after a week.
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    "station-status": {"cleanup.policy": "compact,delete", "retention.ms": str(7 * 86_400_000),
+                       "segment.ms": str(3_600_000)},
+}
+
+#: A station status older than this (its ``at_s``) is history, not news: a compacted
+#: topic still holds the last status of stations that ran long ago.
+STATUS_MAX_AGE_S = 120.0
+
+#: Output topic -> (SurrealDB table, id field) for the store sink.
+STORED: dict[str, tuple[str, str]] = {
+    "alerts": ("alert", "alert_id"),
+    "reports": ("report", "report_id"),
+    "responses": ("response", "response_id"),
+    "dead-letter": ("dead_letter", "dead_letter_id"),
+    "runs": ("run", "run_id"),
+}
+
+#: SurrealDB table -> output topic (the inverse of :data:`STORED`).
+TOPIC_OF_TABLE: dict[str, str] = {table: topic for topic, (table, _) in STORED.items()}
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot start or run; the message says what to do."""
+
+
+
+def topic_names(settings: Settings, names: Iterable[str] = TOPICS) -> dict[str, str]:
+    """Logical name -> full topic name."""
+    return {n: settings.topic(n) for n in names}
+
+
+def ensure_topics(settings: Settings, names: Iterable[str] = TOPICS, *, partitions: int = 1,
+                  replication: int = 1, timeout_s: float = 30.0) -> list[str]:
+    """Create the missing topics (idempotent; safe when several processes race).
+
+    Returns the full names of the topics this call created. Raises
+    :class:`ClusterError` when the broker cannot be reached or refuses.
+    """
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    wanted = list(topic_names(settings, names).values())
+    bootstrap = settings.kafka_bootstrap
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","),
+                                 client_id="convergence-admin",
+                                 request_timeout_ms=int(timeout_s * 1000),
+                                 bootstrap_timeout_ms=int(min(timeout_s, 10.0) * 1000))
+    except (KafkaError, OSError) as exc:
+        raise ClusterError(
+            f"cannot reach Kafka at {bootstrap} ({exc}); start a broker "
+            "(`convergence kafka start`, or `cluster up --local-kafka`) or set "
+            "CONVERGENCE_KAFKA_BOOTSTRAP / --kafka") from None
+    try:
+        existing = set(admin.list_topics())  # one metadata request, not one per topic
+        missing = [t for t in wanted if t not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another process won the race
+                by_name = {v: k for k, v in topic_names(settings, names).items()}
+                admin.create_topics([NewTopic(t, partitions, replication,
+                                              topic_configs=TOPIC_CONFIGS.get(by_name[t], {}))
+                                     for t in missing])
+        deadline = time.monotonic() + timeout_s
+        # Creation is asynchronous on the controller; wait until metadata shows every topic,
+        # because a consumer that subscribes earlier ignores the missing one for good.
+        while set(wanted) - set(admin.list_topics()):
+            if time.monotonic() > deadline:
+                raise ClusterError(f"topics {sorted(set(wanted) - set(admin.list_topics()))} "
+                                   f"did not appear on {bootstrap} within {timeout_s:g} s; "
+                                   "check the broker log")
+            time.sleep(0.1)
+        return missing
+    except KafkaError as exc:
+        raise ClusterError(f"Kafka at {bootstrap} refused to create topics {wanted}: "
+                           f"{type(exc).__name__}: {exc}") from None
+    finally:
+        admin.close()
+
+
+
+# -- messages ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Emit:
+    """One message to publish: logical topic name, key, JSON value."""
+
+    topic: str
+    key: bytes
+    value: bytes
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def to_json(doc: Any) -> bytes:
+    """Compact JSON for topic values (numpy scalars and arrays allowed)."""
+    return orjson.dumps(doc, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
+

@@ -1,0 +1,496 @@
+"""A cluster worker's logic, without Faust: unit-testable with plain dicts.
+
+This module owns what a worker does with one message or one timer tick:
+
+* :class:`EventTimeWatermark` - when ticks close: at the largest event time seen (so
+  replayed or compressed data closes ticks at once), clamped to the receiver's clock,
+  and advanced with wall time once input has gone quiet and the consumer has caught up
+  (so the last ticks close too);
+* :class:`WorkerCore` - decode (bad input -> dead letters with reasons), ingest into the
+  :class:`~convergence.streams.pipeline.Pipeline` (micro-batched: decoded events wait
+  at most ``batch_wait_s`` so ingest runs once per batch, not once per message), close
+  ticks, and turn outcomes into messages (:class:`~convergence.streams.topics.Emit`);
+  plus per-station summaries and detector checkpoints in two small tables
+  (:func:`checkpoint_stages`).
+
+:mod:`convergence.streams.faust_app` wires it to Kafka.
+
+Scaling model. The convergence meter fuses evidence across *all* stations, so one
+worker must see every station's events: the events topic has one partition by
+default and the other workers of the group are hot standbys that take over on
+failure (Faust rebalances the partition to them). With ``partitions > 1`` each worker
+fuses only the stations of its partitions - more throughput, but convergence across
+partitions is not seen; the ``node-evidence``/``convergence`` two-stage split of the
+architecture is the way to lift that and is not built yet.
+
+Checkpoints. The learning detector stages (:func:`checkpoint_stages`: entropy, burst,
+CUSUM and periodicity baselines, the regime filter when configured; fixed-size per
+station, about 2 KB of JSON) are written to the ``detector-state`` table every
+``checkpoint_interval_s`` and restored the first time a worker ingests a station's
+events after it took over the partition. A station is checkpointed only once this
+worker has ingested its events (and restored its checkpoint), so a new owner never
+writes its fresh, empty state over the previous owner's. A checkpoint that does not
+fit this build (other stages, shapes or tick length) or is older than
+``max_checkpoint_age_s`` is ignored with a warning. The node state machine and the
+meter are *not* restored: they describe the current episode, which is stale after a
+hand-over. Open (not yet closed) ticks live only in memory; a crash loses them -
+their events were already committed - and a graceful stop closes them first.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from convergence.counters import Counters
+from convergence.detectors.base import ArrayState
+from convergence.ground_stations.scenario import default_fleet
+from convergence.schema import DeadLetter, Event, dead_letter
+from convergence.settings import Settings
+from convergence.stations import StationRegistry
+from convergence.streams.pipeline import Pipeline, TickOutcome, dead_letter_record, outcome_records
+from convergence.streams.topics import STATUS_MAX_AGE_S, TOPIC_OF_TABLE, Emit, to_json
+from convergence.wire import decode_batch
+
+log = logging.getLogger(__name__)
+
+#: Per-station summaries ride in a worker's run record up to this many stations (a
+#: Kafka message is limited to about 1 MB; the table keeps them all anyway).
+MAX_STATIONS_IN_SUMMARY = 2000
+
+#: Per-station stages never checkpointed: the node state machine describes the current
+#: episode, which is stale after a hand-over (see module docstring).
+NOT_CHECKPOINTED: frozenset[str] = frozenset({"node"})
+CHECKPOINT_VERSION = 1
+
+
+def checkpoint_stages(pipeline: Pipeline) -> list[str]:
+    """Names of the learning stages whose per-station state is checkpointed."""
+    return [st.name for st in pipeline.chain.stages[:-1]  # the last stage is the meter
+            if st.name not in NOT_CHECKPOINTED
+            and isinstance(pipeline.state.get(st.name), ArrayState)]
+
+
+
+# -- the watermark ---------------------------------------------------------------
+
+
+class EventTimeWatermark:
+    """Event time up to which input is believed complete (see module docstring).
+
+    Examples
+    --------
+    >>> wm = EventTimeWatermark(idle_after_s=1.0, max_lead_s=1.0)
+    >>> wm.observe(100.0, wall_s=500.0)     # replayed data: event time far behind wall
+    100.0
+    >>> wm.observe(90.0, wall_s=500.1)      # an older event never moves it back
+    100.0
+    >>> wm.idle(500.5) is None              # not quiet long enough yet
+    True
+    >>> wm.idle(502.1)                      # quiet for 2 s: event time moved on by 2 s
+    102.0
+    >>> wm.idle(503.1, caught_up=False) is None   # backlog in Kafka: wait for it instead
+    True
+    >>> wm.observe(9e9, wall_s=504.0)       # a clock far in the future is clamped to wall
+    505.0
+    """
+
+    def __init__(self, idle_after_s: float = 1.0, max_lead_s: float = 1.0) -> None:
+        if idle_after_s <= 0 or max_lead_s < 0:
+            raise ValueError(f"need idle_after_s > 0 and max_lead_s >= 0, got {idle_after_s}, "
+                             f"{max_lead_s}")
+        self.idle_after_s = idle_after_s
+        self.max_lead_s = max_lead_s
+        self.value: float | None = None
+        self._input_wall_s: float | None = None
+        self._value_at_input: float | None = None
+
+    def observe(self, max_event_time_s: float | None, wall_s: float) -> float | None:
+        """Input arrived at ``wall_s`` with this largest event time (``None``: no events)."""
+        self._input_wall_s = wall_s
+        if max_event_time_s is not None:
+            # A station whose clock runs ahead must not close everyone else's ticks.
+            t = min(max_event_time_s, wall_s + self.max_lead_s)
+            if self.value is None or t > self.value:
+                self.value = t
+        self._value_at_input = self.value
+        return self.value
+
+    def idle(self, wall_s: float, caught_up: bool = True) -> float | None:
+        """Advance with wall time when input is quiet; the new value, or ``None``."""
+        if (self.value is None or self._input_wall_s is None or self._value_at_input is None
+                or not caught_up):
+            return None
+        quiet_s = wall_s - self._input_wall_s
+        if quiet_s < self.idle_after_s:
+            return None
+        t = min(self._value_at_input + quiet_s, wall_s + self.max_lead_s)
+        if t <= self.value:
+            return None
+        self.value = t
+        return t
+
+
+
+# -- the worker core -------------------------------------------------------------
+
+
+def _finite(v: Any) -> Any:
+    """JSON-safe detector state: non-finite floats become strings numpy parses back."""
+    if isinstance(v, list):
+        return [_finite(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return repr(v)  # 'inf', '-inf', 'nan'; np.asarray('inf', float) == inf
+    return v
+
+
+@dataclass
+class CoreCounters(Counters):
+    messages: int = 0
+    undecodable: int = 0
+    checkpoints_written: int = 0
+    checkpoints_restored: int = 0
+    checkpoints_rejected: int = 0
+    resets: int = 0
+
+
+class WorkerCore:
+    """A worker's logic without Faust (see module docstring); unit-testable with dicts.
+
+    ``summaries`` and ``checkpoints`` are mutable mappings keyed by station id: Faust
+    tables in a worker, plain dicts in tests. They are written only from
+    :meth:`on_message` (Faust allows table writes only while processing a message),
+    and only for stations whose messages came from that message's partition, so each
+    changelog entry lands in its station's partition.
+
+    Parameters
+    ----------
+    registry_factory: station metadata (kind, region, correlation group, background
+        rate) the meter needs to judge independence. Default: the default synthetic
+        fleet for ``settings.stations``/``settings.seed`` - the fleet ``stations run``
+        and ``cluster up`` play. Stations outside it are registered on sight with
+        region ``unknown`` (they count, but cannot corroborate a region).
+    idle_after_s / max_lead_s: see :class:`EventTimeWatermark`.
+    summary_interval_s / checkpoint_interval_s: how often a station's summary and
+        detector checkpoint are written; ``table_batch`` caps writes per message.
+    batch_events / batch_wait_s: micro-batch bounds for ingest.
+    max_checkpoint_age_s: older checkpoints are ignored on restore.
+    run_id: stamped on every alert, report, response and dead letter.
+    """
+
+    def __init__(self, settings: Settings, *,
+                 registry_factory: Callable[[], StationRegistry] | None = None,
+                 summaries: MutableMapping[str, Any] | None = None,
+                 checkpoints: MutableMapping[str, Any] | None = None,
+                 idle_after_s: float = 1.0, max_lead_s: float = 1.0,
+                 summary_interval_s: float = 2.0, checkpoint_interval_s: float = 10.0,
+                 max_checkpoint_age_s: float = 3600.0, table_batch: int = 4,
+                 batch_events: int = 5000, batch_wait_s: float = 0.05,
+                 run_id: str | None = None) -> None:
+        self.settings = settings
+        self.registry_factory = registry_factory or (
+            lambda: StationRegistry(default_fleet(settings.stations, settings.seed)))
+        self.summaries: MutableMapping[str, Any] = {} if summaries is None else summaries
+        self.checkpoints: MutableMapping[str, Any] = {} if checkpoints is None else checkpoints
+        self.idle_after_s = idle_after_s
+        self.max_lead_s = max_lead_s
+        self.summary_interval_s = summary_interval_s
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.max_checkpoint_age_s = max_checkpoint_age_s
+        self.run_id = run_id or f"cluster-{settings.faust_app_id}-{int(time.time())}"
+        self.counters = CoreCounters()
+        self.stopped = False
+        self.owned: frozenset[int] = frozenset()
+        # Per-station summaries survive resets: they count what this worker received.
+        self.stations: dict[str, dict[str, Any]] = {}
+        self._dirty: dict[int, set[str]] = {}
+        self._summary_at: dict[int, float] = {}
+        self._checkpoint_at: dict[int, float] = {}
+        self._summary_due: dict[int, set[str]] = {}
+        self._partition_of: dict[str, int] = {}
+        self.table_batch = table_batch
+        self.batch_events = batch_events
+        self.batch_wait_s = batch_wait_s
+        # Decoded events wait here (at most batch_wait_s) to be ingested in one call. They
+        # survive a reset: they are valid input that this worker has already consumed.
+        self._pending: list[Event] = []
+        self._pending_since_s = 0.0
+        self.reset()
+
+    def on_station_status(self, value: bytes | None, wall_s: float) -> bool:
+        """A station reported its state; a source gone dark becomes meter evidence.
+
+        Returns whether the status was applied (stale or unreadable ones are ignored:
+        a status is advisory, never a reason to stop the stream).
+        """
+        try:
+            doc = orjson.loads(value or b"")
+            sid, state, at_s = str(doc["station_id"]), str(doc["state"]), float(doc.get("at_s", wall_s))
+        except (ValueError, KeyError, TypeError):
+            log.warning("worker: unreadable station status %.200r; ignored", value)
+            return False
+        if wall_s - at_s > STATUS_MAX_AGE_S:
+            return False
+        self.pipeline.note_station_state(sid, state)
+        return True
+
+    def reset(self) -> None:
+        """Fresh pipeline and watermark (a partition moved; the old state is not ours)."""
+        self.pipeline = Pipeline(self.settings, self.registry_factory())
+        self.watermark = EventTimeWatermark(self.idle_after_s, self.max_lead_s)
+        self._restored: set[str] = set()
+        self._ingested = False
+        # Checkpoints describe this pipeline's state; never write the old one's after a reset.
+        self._seen: dict[int, set[str]] = {}
+        self._checkpoint_due: dict[int, set[str]] = {}
+
+    def on_assignment(self, partitions: Iterable[int]) -> bool:
+        """The events partitions this worker now owns; resets when ownership changed
+        after data was ingested. Returns True if it reset."""
+        new = frozenset(partitions)
+        changed = new != self.owned
+        self.owned = new
+        if changed and self._ingested:
+            log.warning("events partitions now %s: starting a fresh pipeline (detector "
+                        "baselines come back from checkpoints)", sorted(new) or "none")
+            self.counters.resets += 1
+            self.reset()
+            return True
+        return False
+
+    # -- input ---------------------------------------------------------------
+    def on_message(self, value: bytes | None, key: bytes | None, wall_s: float,
+                   partition: int = 0) -> list[Emit]:
+        """Decode one message; ingest (micro-batched) and close the ticks the watermark
+        passed. Returns the messages to publish."""
+        self.counters.messages += 1
+        pipe = self.pipeline
+        events, bad = decode_batch(value if value is not None else b"", now_s=wall_s,
+                                   limits=pipe.limits)
+        if bad and not events and len(bad) == 1 and bad[0].field in ("message", "v", "events"):
+            self.counters.undecodable += 1
+        pipe.count_dead_letters(len(bad))
+        key_station = key.decode("utf-8", errors="replace") if key else None
+        self._account(events, bad, key_station, wall_s, partition)
+        emits = [self._dead_emit(d, key_station) for d in bad]
+        if events:
+            if not self._pending:
+                self._pending_since_s = wall_s
+            self._pending.extend(events)
+        if self._pending and (len(self._pending) >= self.batch_events
+                              or wall_s - self._pending_since_s >= self.batch_wait_s):
+            emits += self._flush(wall_s)
+        self._write_tables(partition, wall_s)
+        return emits
+
+    def _flush(self, wall_s: float) -> list[Emit]:
+        """Ingest the buffered events in one call and close what the watermark passed.
+
+        One call per message would cost far more: ingest's work per call (dedup against
+        every earlier chunk of an open tick) grows with the number of calls per tick.
+        """
+        events, self._pending = self._pending, []
+        pipe = self.pipeline
+        late = pipe.ingest_events(events, wall_s)
+        self._ingested = True
+        # After ingest (which registers new stations), before any tick closes: detector
+        # state only changes when ticks close, so nothing learnt is overwritten.
+        self._restore(events)
+        # Only now is a station's detector state this pipeline's own (ingested, and its
+        # checkpoint restored): marking it seen earlier - when its message arrived but
+        # its events still waited in the buffer - would checkpoint the fresh pipeline's
+        # empty state over the previous owner's good one.
+        for sid in {e.station_id for e in events}:
+            self._seen.setdefault(self._partition_of.get(sid, 0), set()).add(sid)
+        for d in late:
+            self._account_dead(d.station_id, wall_s)
+        emits = [self._dead_emit(d, None) for d in late]
+        wm = self.watermark.observe(max(e.event_time_s for e in events), wall_s)
+        if wm is not None:
+            emits += self._outcome_emits(pipe.advance(wm))
+        return emits
+
+    def on_timer(self, wall_s: float, *, caught_up: bool = True) -> list[Emit]:
+        """Ingest what waits in the buffer; idle advance when input has gone quiet."""
+        if self.stopped:
+            return []
+        emits = self._flush(wall_s) if self._pending else []
+        wm = self.watermark.idle(wall_s, caught_up)
+        return emits if wm is None else emits + self._outcome_emits(self.pipeline.advance(wm))
+
+    def on_stop(self, wall_s: float | None = None) -> list[Emit]:
+        """Graceful stop: ingest the buffer and close every open tick (their events are
+        already committed, so they would be lost otherwise)."""
+        if self.stopped:
+            return []
+        emits = self._flush(time.time() if wall_s is None else wall_s) if self._pending else []
+        self.stopped = True
+        return emits + (self._outcome_emits(self.pipeline.flush()) if self._ingested else [])
+
+    def internal_error(self, value: bytes | None, key: bytes | None, exc: BaseException,
+                       wall_s: float) -> Emit:
+        """A dead letter for a message that made the worker itself fail."""
+        d = dead_letter("worker", value or b"", f"internal error {type(exc).__name__}: {exc}; "
+                        "this is a bug - report it with this payload", received_at_s=wall_s)
+        self.pipeline.count_dead_letters(1)
+        return self._dead_emit(d, key.decode("utf-8", errors="replace") if key else None)
+
+    # -- output --------------------------------------------------------------
+    def _dead_emit(self, d: DeadLetter, key_station: str | None) -> Emit:
+        # An undecodable message names no station: blame the key's station.
+        table, rid, doc = dead_letter_record(d, self.run_id, key_station)
+        return Emit(TOPIC_OF_TABLE[table], rid.encode(), to_json(doc))
+
+    def _outcome_emits(self, outcomes: Sequence[TickOutcome]) -> list[Emit]:
+        out: list[Emit] = []
+        for oc in outcomes:
+            if oc.level != oc.prev_level:
+                log.info("meter %s -> %s, score %.1f in %s (%d anomalous stations)",
+                         oc.prev_level, oc.level, oc.score, oc.region, oc.anomalous_stations)
+            commands = {r.response_id: r.command for r in oc.responses if r.command is not None}
+            for table, rid, doc in outcome_records(oc, self.run_id):
+                if table == "alert":
+                    log.warning("ALERT %s %s score %.1f in %s, report %s", rid, doc["level"],
+                                doc["score"], ", ".join(doc["regions"]), doc["report_id"])
+                out.append(Emit(TOPIC_OF_TABLE[table], rid.encode(), to_json(doc)))
+                cmd = commands.get(rid) if table == "response" else None
+                if cmd is not None:  # a response's command follows it to the stations
+                    out.append(Emit("control", cmd.command_id.encode(), to_json(cmd.to_dict())))
+        return out
+
+    # -- per-station summaries and checkpoints --------------------------------
+    def _station(self, sid: str) -> dict[str, Any]:
+        s = self.stations.get(sid)
+        if s is None:
+            prev = self.summaries.get(sid)  # a previous owner's counts (table changelog)
+            s = dict(prev) if isinstance(prev, dict) else {
+                "events": 0, "dead_letters": 0, "last_event_time_s": None, "last_seen_s": None}
+            self.stations[sid] = s
+        return s
+
+    def _account(self, events: Sequence[Event], dls: Sequence[DeadLetter],
+                 key_station: str | None, wall_s: float, partition: int) -> None:
+        dirty = self._dirty.setdefault(partition, set())
+        for e in events:
+            s = self._station(e.station_id)
+            s["events"] += 1
+            last = s["last_event_time_s"]
+            if last is None or e.event_time_s > last:
+                s["last_event_time_s"] = e.event_time_s
+            s["last_seen_s"] = wall_s
+            dirty.add(e.station_id)
+            self._partition_of[e.station_id] = partition
+        for d in dls:
+            sid = d.station_id or key_station
+            if sid:
+                self._partition_of.setdefault(sid, partition)
+                self._account_dead(sid, wall_s)
+
+    def _account_dead(self, sid: str | None, wall_s: float) -> None:
+        if not sid:
+            return
+        s = self._station(sid)
+        s["dead_letters"] += 1
+        s["last_seen_s"] = wall_s
+        self._dirty.setdefault(self._partition_of.get(sid, 0), set()).add(sid)
+
+    def _write_tables(self, partition: int, wall_s: float) -> None:
+        # Writes are spread over messages (at most ``table_batch`` per message): a burst of
+        # hundreds of changelog records at once stalls the stream on Faust's producer buffer.
+        if wall_s - self._summary_at.get(partition, -math.inf) >= self.summary_interval_s:
+            self._summary_at[partition] = wall_s
+            self._summary_due.setdefault(partition, set()).update(
+                self._dirty.pop(partition, set()))
+        if wall_s - self._checkpoint_at.get(partition, -math.inf) >= self.checkpoint_interval_s:
+            self._checkpoint_at[partition] = wall_s
+            self._checkpoint_due.setdefault(partition, set()).update(
+                self._seen.pop(partition, set()))
+        due = self._summary_due.get(partition)
+        for _ in range(min(self.table_batch, len(due or ()))):
+            assert due is not None
+            sid = due.pop()
+            self.summaries[sid] = dict(self.stations[sid])
+        due = self._checkpoint_due.get(partition)
+        tick = self.pipeline.acc.next_close
+        # Nothing ingested yet (tick None): there is no state of ours to checkpoint.
+        if due and tick is not None:
+            reg, state = self.pipeline.registry, self.pipeline.state
+            stages = checkpoint_stages(self.pipeline)
+            for _ in range(min(self.table_batch, len(due))):
+                sid = due.pop()
+                if sid not in self._restored:  # never ingested here: not ours to write
+                    continue
+                idx = reg.index_of(sid)
+                self.checkpoints[sid] = {
+                    "v": CHECKPOINT_VERSION, "tick": tick, "tick_s": self.settings.tick_s,
+                    "state": {st: {k: _finite(v) for k, v in state[st].station(idx).items()}
+                              for st in stages},
+                }
+                self.counters.checkpoints_written += 1
+
+    def _restore(self, events: Sequence[Event]) -> None:
+        """Load checkpointed baselines for stations this pipeline has not seen yet."""
+        for sid in {e.station_id for e in events} - self._restored:
+            self._restored.add(sid)
+            cp = self.checkpoints.get(sid)
+            if not cp:
+                continue
+            e_time = max(e.event_time_s for e in events if e.station_id == sid)
+            try:
+                self._apply_checkpoint(sid, cp, e_time)
+            except (KeyError, TypeError, ValueError) as exc:
+                # A checkpoint from another detector version: learn afresh rather than crash.
+                self.counters.checkpoints_rejected += 1
+                log.warning("station %s: ignoring its detector checkpoint (%s); its baselines "
+                            "start from the fleet's declared rates", sid, exc)
+
+    def _apply_checkpoint(self, sid: str, cp: dict[str, Any], event_time_s: float) -> None:
+        if cp.get("v") != CHECKPOINT_VERSION or cp.get("tick_s") != self.settings.tick_s:
+            raise ValueError(f"version {cp.get('v')} / tick_s {cp.get('tick_s')} do not match")
+        tick = cp.get("tick")
+        if tick is None or event_time_s - tick * self.settings.tick_s > self.max_checkpoint_age_s:
+            raise ValueError(f"checkpoint at tick {tick} is older than "
+                             f"{self.max_checkpoint_age_s:g} s")
+        pipe = self.pipeline
+        idx = pipe.registry.index_of(sid)  # ingest registered it
+        staged: list[tuple[str, dict[str, Any]]] = []
+        stages = checkpoint_stages(pipe)
+        if set(cp["state"]) != set(stages):
+            raise ValueError(f"it holds stages {sorted(cp['state'])}, this build has {stages}")
+        for st in stages:
+            values = cp["state"][st]
+            arrays = pipe.state[st]
+            if set(values) != set(arrays):
+                raise ValueError(f"stage {st} has fields {sorted(values)}, expected "
+                                 f"{sorted(arrays)}")
+            for k, v in values.items():
+                if np.shape(v) != arrays[k].shape[1:]:
+                    raise ValueError(f"{st}.{k} has shape {np.shape(v)}, expected "
+                                     f"{arrays[k].shape[1:]}")
+            staged.append((st, values))
+        for st, values in staged:  # all checked first: never restore half a station
+            pipe.state[st].set_station(idx, values)
+        self.counters.checkpoints_restored += 1
+
+    def summary(self) -> dict[str, Any]:
+        """Counters, watermark and per-station summaries (for the run record and logs)."""
+        out: dict[str, Any] = {
+            "run_id": self.run_id, "app_id": self.settings.faust_app_id,
+            "pipeline": self.pipeline.counters.as_dict(), "worker": self.counters.as_dict(),
+            "watermark_s": self.watermark.value, "partitions": sorted(self.owned),
+            "stopped": self.stopped, "stations_seen": len(self.stations)}
+        if len(self.stations) <= MAX_STATIONS_IN_SUMMARY:
+            out["stations"] = {k: dict(v) for k, v in sorted(self.stations.items())}
+        return out
+
+    def run_record(self) -> Emit:
+        """This worker's summary as a message for the ``runs`` topic (stored as ``run``)."""
+        return Emit("runs", self.run_id.encode(), to_json(self.summary()))
+

@@ -23,7 +23,7 @@ Examples
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -143,6 +143,79 @@ class Stage(ABC):
     @abstractmethod
     def step(self, state: ArrayState, inputs: Mapping[str, Array]) -> Outputs:
         """Advance one tick; update ``state`` in place and return output arrays."""
+
+    def seed(self, state: ArrayState, expected_counts: Array, known: Array) -> None:
+        """Start activity baselines at known per-tick rates where ``known`` (default: no-op).
+
+        Stages with a count baseline override this beside their ``state_spec``.
+        """
+        return None
+
+
+def seed_count_baseline(state: ArrayState, expected_counts: Array, known: Array, *,
+                        mu: str, var: str, warmup_ticks: int, also: tuple[str, ...] = ()) -> None:
+    """Seed an EWMA count baseline: mean = rate, variance = max(rate, 1), warm-up done.
+
+    ``also`` names further state arrays that start at the rate (e.g. a fast average).
+    """
+    exp = np.where(known, expected_counts, 0.0)
+    for key in (mu, *also):
+        state[key][...] = np.where(known, exp, state[key])
+    state[var][...] = np.where(known, np.maximum(exp, 1.0), state[var])
+    state["n"][...] = np.where(known, np.maximum(state["n"], warmup_ticks), state["n"])
+
+
+def fuse_top2(parts: Iterable[Array], corroboration: float) -> tuple[Array, Array]:
+    """Strongest non-negative part plus ``corroboration`` times the second strongest.
+
+    ``parts`` are same-shaped arrays of evidence >= 0 (absent parts may simply be left
+    out: a zero never changes the top two). Returns ``(fused, top)`` where ``top`` is the
+    element-wise maximum, tracked in one pass instead of stacking and sorting.
+
+    >>> import numpy as np
+    >>> fused, top = fuse_top2([np.array([1.0, 5.0]), np.array([3.0, 2.0]), np.array([2.0, 0.0])], 0.5)
+    >>> fused.tolist(), top.tolist()
+    ([4.0, 6.0], [3.0, 5.0])
+    """
+    top1: Array | None = None
+    top2: Array | None = None
+    for x in parts:
+        if top1 is None or top2 is None:
+            top1 = np.array(x, dtype=np.float64)
+            top2 = np.zeros_like(top1)
+            continue
+        np.maximum(top2, np.minimum(top1, x), out=top2)
+        np.maximum(top1, x, out=top1)
+    if top1 is None or top2 is None:
+        raise ValueError("fuse_top2 needs at least one part")
+    if corroboration > 0:
+        return top1 + corroboration * top2, top1
+    return top1.copy(), top1
+
+
+def ewma_update(mu: Array, var: Array, x: Array, a: Array | float) -> tuple[Array, Array]:
+    """One EWMA step of a mean and variance: ``(mu + a d, (1 - a)(var + a d²))``, ``d = x - mu``.
+
+    Returns new arrays; callers write them into their state.
+
+    >>> import numpy as np
+    >>> [v.tolist() for v in ewma_update(np.array([1.0]), np.array([0.0]), np.array([3.0]), 0.5)]
+    [[2.0], [1.0]]
+    """
+    d = x - mu
+    return mu + a * d, (1.0 - a) * (var + a * d * d)
+
+
+def check_int_min(name: str, value: int, minimum: int) -> None:
+    """Reject an integer argument below ``minimum`` with a message naming it."""
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+
+
+def check_unit_interval(name: str, value: float) -> None:
+    """Reject a value outside the closed interval [0, 1]."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
 
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:

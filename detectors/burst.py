@@ -24,7 +24,17 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from convergence.detectors.base import Array, ArrayState, Outputs, Spec, Stage, check_fraction, check_positive
+from convergence.detectors.base import (
+    Array,
+    ArrayState,
+    Outputs,
+    Spec,
+    Stage,
+    check_fraction,
+    check_positive,
+    ewma_update,
+    seed_count_baseline,
+)
 
 
 class BurstDetector(Stage):
@@ -75,6 +85,10 @@ class BurstDetector(Stage):
         return {"n": ((), 0.0), "mu": ((), 0.0), "var": ((), 1.0), "fast": ((), 0.0),
                 "run": ((), 0.0)}
 
+    def seed(self, state: ArrayState, expected_counts: Array, known: Array) -> None:
+        seed_count_baseline(state, expected_counts, known, mu="mu", var="var",
+                            warmup_ticks=self.warmup_ticks, also=("fast",))
+
     def step(self, state: ArrayState, inputs: Mapping[str, Array]) -> Outputs:
         count = inputs["count"]
         n, mu, var, fast, run = state["n"], state["mu"], state["var"], state["fast"], state["run"]
@@ -89,8 +103,8 @@ class BurstDetector(Stage):
         burst = run >= self.min_ticks
         a = np.maximum(self.alpha, 1.0 / n)
         a = np.where(over, a * 0.1, a)
-        d = count - mu
-        mu += a * d
+        mu_new, var_new = ewma_update(mu, var, count, a)
+        mu[...] = mu_new
         start = np.maximum(count, 1.0) if self.poisson_floor else np.zeros_like(count)
-        var[...] = np.where(first, start, (1 - a) * (var + a * d * d))
+        var[...] = np.where(first, start, var_new)
         return {"burst_z": z, "burst": burst, "burst_run": run.copy()}

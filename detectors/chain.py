@@ -51,7 +51,6 @@ from convergence.detectors.meter import LEVELS, ConvergenceMeter
 from convergence.detectors.node_state import ANOMALOUS, NodeStateMachine
 from convergence.detectors.patterns import (
     DEFAULT_PATTERNS,
-    MatcherState,
     Pattern,
     PatternMatcher,
     compile_patterns,
@@ -150,12 +149,7 @@ class DetectorChain:
             st = state[s.name]
             if st.shape[-1] < n_stations:
                 st.grow(n_stations, s.init_state(st.shape[:-1] + (n_stations,)))
-        ms = state.get(_MATCHER)
-        if isinstance(ms, MatcherState):
-            pad = n_stations - ms.hold.shape[0]
-            if pad > 0:
-                ms.hold = np.concatenate([ms.hold, np.zeros(pad, np.int64)])
-                ms.prev = {k: np.concatenate([v, np.zeros(pad, bool)]) for k, v in ms.prev.items()}
+        # the pattern matcher pads its own state when it next steps (``_check_state``)
 
     def seed_baselines(self, state: ChainState, expected_counts: Array) -> None:
         """Start activity baselines at known per-tick rates (``<= 0`` = unknown, learn it).
@@ -163,18 +157,10 @@ class DetectorChain:
         A fleet that declares its stations' background rates needs no warm-up for the
         burst, CUSUM and activity signals; the category-entropy baseline still learns.
         """
-        known = np.asarray(expected_counts, dtype=np.float64) > 0
-        exp = np.where(known, expected_counts, 0.0)
-        var = np.maximum(exp, 1.0)
-        for stage, mu, v, fast in ((self.burst, "mu", "var", "fast"),
-                                   (self.entropy, "c_mu", "c_var", None),
-                                   (self.cusum, "mu", "var", "prev")):
-            st = state[stage.name]
-            st[mu][...] = np.where(known, exp, st[mu])
-            st[v][...] = np.where(known, var, st[v])
-            if fast is not None:
-                st[fast][...] = np.where(known, exp, st[fast])
-            st["n"][...] = np.where(known, np.maximum(st["n"], stage.warmup_ticks), st["n"])
+        exp = np.asarray(expected_counts, dtype=np.float64)
+        known = exp > 0
+        for stage in self.stages:
+            stage.seed(state[stage.name], exp, known)
 
     def nbytes_per_station(self, state: ChainState) -> int:
         return sum(state[s.name].nbytes_per_station() for s in self.stages[:-1])
@@ -205,8 +191,9 @@ class DetectorChain:
                                         {"count": count, "slot": cells["slot"]})
             out["periodicity"] = per
             # the daily profile, where trusted, is the seasonal activity baseline
-            ent_in["seasonal_mu"] = np.where(per["periodicity_judged"], per["periodicity_expected"], np.nan)
-            ent_in["seasonal_var"] = np.where(per["periodicity_judged"], per["periodicity_var"], np.nan)
+            ent_in["seasonal_mu"] = per["periodicity_expected"]
+            ent_in["seasonal_var"] = per["periodicity_var"]
+            ent_in["seasonal_judged"] = per["periodicity_judged"]
         out["entropy"] = self.entropy.step(state[self.entropy.name], ent_in)
         out["burst"] = bur = self.burst.step(state[self.burst.name], {"count": count})
         out["cusum"] = cus = self.cusum.step(state[self.cusum.name], {"count": count})
@@ -246,6 +233,7 @@ class DetectorChain:
             node_in["threshold_scale"] = meta.threshold_scale
         out["node"] = node = self.node.step(state[self.node.name], node_in)
         meter_in: dict[str, Array] = {"since": node["since"], "peak": node["peak"],
+                                      "peak_top": node["peak_top"],
                                       "kind_idx": meta.kind_idx, "group_idx": meta.group_idx,
                                       "region_idx": meta.region_idx}
         if meta.quarantined is not None:

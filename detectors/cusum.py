@@ -81,6 +81,8 @@ from convergence.detectors.base import (
     Stage,
     check_fraction,
     check_positive,
+    ewma_update,
+    seed_count_baseline,
 )
 
 
@@ -160,6 +162,10 @@ class CusumDetector(Stage):
             "held": ((), 0.0),  # evidence of the last alarm, shown while re-learning
         }
 
+    def seed(self, state: ArrayState, expected_counts: Array, known: Array) -> None:
+        seed_count_baseline(state, expected_counts, known, mu="mu", var="var",
+                            warmup_ticks=self.warmup_ticks, also=("prev",))
+
     def step(self, state: ArrayState, inputs: Mapping[str, Array]) -> Outputs:
         count = np.asarray(inputs["count"], dtype=np.float64)
         n, mu, var, prev = state["n"], state["mu"], state["var"], state["prev"]
@@ -188,9 +194,7 @@ class CusumDetector(Stage):
         # ticks after the change, so this tick already belongs to the new regime
         n[...] = np.where(alarm, 1.0, n)
         a = np.maximum(self.alpha, 1.0 / n)
-        d = count - mu
-        mu += a * d
-        var[...] = (1.0 - a) * (var + a * d * d)
+        mu[...], var[...] = ewma_update(mu, var, count, a)
         prev[...] = count
         return {
             "cusum_level_up": up,

@@ -15,9 +15,10 @@ Two signals, for every station in one numpy pass per tick:
 Baselines are EWMAs that adapt to level shifts; while a station is anomalous they
 learn ten times slower, so a burst is not absorbed into its own baseline. Where a daily
 cycle exists the activity baseline is seasonal: given ``seasonal_mu`` / ``seasonal_var``
-(the learned profile's mean and variance for this tick's slot of the day, NaN where the
-slot is not trusted yet — the chain passes the periodicity stage's), the surprisal is
-measured against them, so the busy hour is not news every day.
+(the learned profile's mean and variance for this tick's slot of the day) and
+``seasonal_judged`` (where the slot is trusted — the chain passes the periodicity
+stage's; without the mask, NaN marks untrusted slots), the surprisal is measured against
+them, so the busy hour is not news every day.
 
 Examples
 --------
@@ -43,22 +44,45 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from convergence.detectors.base import Array, ArrayState, Outputs, Spec, Stage, check_fraction
+from convergence.detectors.base import (
+    Array,
+    ArrayState,
+    Outputs,
+    Spec,
+    Stage,
+    check_fraction,
+    check_int_min,
+    ewma_update,
+    seed_count_baseline,
+)
 from convergence.detectors.ingest import N_CATEGORY_BINS
 
 _LN2 = float(np.log(2.0))
 
 
-def shannon_entropy(hist: Array, axis: int = -1, base: float = 2.0) -> Array:
+def shannon_entropy(hist: Array, axis: int = -1, base: float = 2.0,
+                    total: Array | None = None) -> Array:
     """Shannon entropy of (unnormalised) histograms along ``axis``; 0 for empty rows.
 
     Matches ``scipy.stats.entropy(hist, base=base, axis=axis)`` for non-empty rows.
+    Computed as ``H = (ln T - sum(h ln h) / T) / ln base`` with both sums as matrix
+    products over the (small) bin axis; ``total`` (``T``, the row sums) may be passed in
+    when the caller already has it.
     """
     h = np.asarray(hist, dtype=np.float64)
-    total = h.sum(axis=axis, keepdims=True)
-    p = np.divide(h, total, out=np.zeros_like(h), where=total > 0)
-    plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
-    out: Array = -plogp.sum(axis=axis) / np.log(base) + 0.0  # + 0.0 turns -0.0 into 0.0
+    if axis not in (-1, h.ndim - 1):
+        h = np.moveaxis(h, axis, -1)
+    ones = np.ones(h.shape[-1])
+    t = h @ ones if total is None else np.asarray(total, dtype=np.float64)
+    hlogh = np.zeros_like(h)
+    np.log(h, out=hlogh, where=h > 0)
+    hlogh *= h
+    s = hlogh @ ones
+    pos = t > 0
+    safe_t = np.where(pos, t, 1.0)
+    ent = (np.log(safe_t) - s / safe_t) / np.log(base)
+    # rounding can leave a pure histogram a hair below zero; empty rows are 0
+    out: Array = np.where(pos, np.maximum(ent, 0.0), 0.0)
     return out
 
 
@@ -85,8 +109,7 @@ class EntropyDetector(Stage):
                  min_events: float = 3.0, n_bins: int = N_CATEGORY_BINS) -> None:
         check_fraction("alpha", alpha)
         check_fraction("hist_alpha", hist_alpha)
-        if warmup_ticks < 1:
-            raise ValueError(f"warmup_ticks must be >= 1, got {warmup_ticks}")
+        check_int_min("warmup_ticks", warmup_ticks, 1)
         self.alpha = alpha
         self.hist_alpha = hist_alpha
         self.warmup_ticks = warmup_ticks
@@ -102,6 +125,10 @@ class EntropyDetector(Stage):
             "c_mu": ((), 0.0),
             "c_var": ((), 1.0),
         }
+
+    def seed(self, state: ArrayState, expected_counts: Array, known: Array) -> None:
+        seed_count_baseline(state, expected_counts, known, mu="c_mu", var="c_var",
+                            warmup_ticks=self.warmup_ticks, also=())
 
     def step(self, state: ArrayState, inputs: Mapping[str, Array]) -> Outputs:
         count = inputs["count"]
@@ -119,7 +146,9 @@ class EntropyDetector(Stage):
         c_mu, c_var = state["c_mu"], state["c_var"]
         s_mu, s_var = inputs.get("seasonal_mu"), inputs.get("seasonal_var")
         if s_mu is not None and s_var is not None:
-            seasonal = np.isfinite(s_mu) & np.isfinite(s_var)
+            s_judged = inputs.get("seasonal_judged")
+            seasonal = (np.isfinite(s_mu) & np.isfinite(s_var) if s_judged is None
+                        else np.asarray(s_judged, bool))
             ref_mu = np.where(seasonal, s_mu, c_mu)
             ref_var = np.where(seasonal, s_var, c_var)
         else:
@@ -127,15 +156,13 @@ class EntropyDetector(Stage):
         var = np.maximum(ref_var, ref_mu) + 1.0
         z = (count - ref_mu) / np.sqrt(var)
         activity_bits = np.where(warm & (z > 0), z * z / (2 * _LN2), 0.0)
-        d = count - c_mu
-        c_mu += a * d
-        c_var[...] = (1 - a) * (c_var + a * d * d)
+        c_mu[...], c_var[...] = ewma_update(c_mu, c_var, count, a)
 
         # category entropy of the smoothed histogram
         sh = state["hist"]
         sh += self.hist_alpha * (hist - sh)
-        mass = sh.sum(-1)
-        ent = shannon_entropy(sh)
+        mass = sh @ np.ones(sh.shape[-1])
+        ent = shannon_entropy(sh, total=mass)
         judged = warm & (mass >= self.min_events)
         h_mu, h_var = state["h_mu"], state["h_var"]
         sd = np.sqrt(np.maximum(h_var, 0.01))

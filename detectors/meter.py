@@ -57,7 +57,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from convergence.detectors.base import Array, ArrayState, Outputs, Spec, Stage, check_positive
+from convergence.detectors.base import (
+    Array,
+    ArrayState,
+    Outputs,
+    Spec,
+    Stage,
+    check_int_min,
+    check_positive,
+    check_unit_interval,
+)
 from convergence.detectors.node_state import EVIDENCE_TYPES
 from convergence.schema import KIND_INDEX, MARKET_KINDS, OSINT_KINDS, SOURCE_KINDS
 
@@ -72,6 +81,45 @@ QUIET, WATCH, WARNING, CONVERGED = 0, 1, 2, 3
 N_KINDS = len(SOURCE_KINDS)
 _OSINT_IDX = np.array(sorted(KIND_INDEX[k.value] for k in OSINT_KINDS))
 _MARKET_IDX = np.array(sorted(KIND_INDEX[k.value] for k in MARKET_KINDS))
+#: lookup tables by kind index: ``_IS_OSINT[kind_idx]`` instead of ``np.isin`` every tick
+_IS_OSINT = np.isin(np.arange(N_KINDS), _OSINT_IDX)
+_IS_MARKET = np.isin(np.arange(N_KINDS), _MARKET_IDX)
+
+
+class _Layout:
+    """Static (run, region, group) aggregation keys for one registry and run count.
+
+    Built once per (runs, kind/group/region contents) and reused every tick: the
+    registry does not change between ticks, so neither do these keys.
+    """
+
+    def __init__(self, n_runs: int, kind: Array, group: Array, region: Array) -> None:
+        n_s = kind.shape[-1]
+        self.n_runs = n_runs
+        self.n_groups = n_groups = int(group.max()) + 1 if group.size else 1
+        self.n_reg = n_reg = int(region.max()) + 1 if region.size else 1
+        self.size = n_runs * n_reg * n_groups
+        # everything is aggregated per (run, region): a convergence is co-located
+        rr2 = np.arange(n_runs)[:, None] * n_reg + region[None, :]
+        self.rr = rr2.ravel()
+        self.gkey = (rr2 * n_groups + group[None, :]).ravel()
+        self.kkey = (rr2 * N_KINDS + kind[None, :]).ravel()
+        self.osint = np.broadcast_to(_IS_OSINT[kind], (n_runs, n_s)).ravel()
+        self.market = np.broadcast_to(_IS_MARKET[kind], (n_runs, n_s)).ravel()
+        self.per_region = np.bincount(region, minlength=n_reg).astype(np.float64)
+        self.region = region
+        # group maxima by contiguous segments: a stable sort of the keys, once
+        self.order = np.argsort(self.gkey, kind="stable")
+        keys = self.gkey[self.order]
+        self.starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if keys.size \
+            else np.zeros(0, np.int64)
+        self.seg_keys = keys[self.starts]
+
+    def group_max(self, wf: Array) -> Array:
+        gmax = np.zeros(self.size)
+        if self.starts.size:
+            gmax[self.seg_keys] = np.maximum.reduceat(wf[self.order], self.starts)
+        return gmax
 
 
 class ConvergenceMeter(Stage):
@@ -123,8 +171,7 @@ class ConvergenceMeter(Stage):
         check_positive("hysteresis", hysteresis, allow_zero=True)
         check_positive("evidence_scale", evidence_scale)
         check_positive("enter_at", enter_at)
-        if not 0.0 <= correlated_weight <= 1.0:
-            raise ValueError(f"correlated_weight must be in [0, 1], got {correlated_weight}")
+        check_unit_interval("correlated_weight", correlated_weight)
         self.window_ticks = window_ticks
         self.thresholds = th
         self.hysteresis = hysteresis
@@ -132,12 +179,12 @@ class ConvergenceMeter(Stage):
         self.correlated_weight = correlated_weight
         self.evidence_scale = evidence_scale
         self.enter_at = enter_at
-        if min_osint_groups < 0:
-            raise ValueError(f"min_osint_groups must be >= 0, got {min_osint_groups}")
+        check_int_min("min_osint_groups", min_osint_groups, 0)
         self.min_osint_groups = min_osint_groups
         self.scorer = scorer
         self.emit_features = emit_features
         self._th = np.array((0.0, *th))
+        self._layout_cache: tuple[Any, _Layout] | None = None
 
     def state_spec(self) -> Spec:
         return {"level": ((), QUIET, np.int8), "below": ((), 0, np.int32),
@@ -149,93 +196,58 @@ class ConvergenceMeter(Stage):
             raise ValueError("shape must end with the station count")
         return ArrayState.zeros(tuple(shape[:-1]), self.state_spec())
 
-    def node_weights(self, since: Array, peak: Array, quarantined: Array | None = None) -> Array:
-        """Per-node strength in [0, 1]: 0 outside the window, fading with age inside it."""
+    def node_weights(self, since: Array, peak: Array, quarantined: Array | None = None,
+                     peak_top: Array | None = None) -> Array:
+        """Per-node strength in [0, 1]: 0 outside the window, fading with age inside it.
+
+        ``peak_top`` (the node machine's strongest evidence type per node, ``peak.max(-1)``)
+        saves the reduction over evidence types when the caller has it.
+        """
         in_win = since <= self.window_ticks
         if quarantined is not None:
-            in_win &= ~quarantined
-        top = peak.max(-1)
+            in_win = in_win & ~quarantined
+        top = peak.max(-1) if peak_top is None else peak_top
         strength = 0.5 + 0.5 * np.clip((top - self.enter_at) / (2.0 * self.enter_at), 0.0, 1.0)
         fade = 1.0 - 0.5 * np.minimum(since, self.window_ticks) / self.window_ticks
         return np.where(in_win, strength * fade, 0.0)
 
-    def _features(self, w: Array, rr: Array, region: Array, kind: Array, gkey: Array, size: int,
-                  n_runs: int, n_reg: int, n_groups: int, evidence_r: Array, n_kinds_r: Array,
-                  n_osint_r: Array, rule_r: Array) -> Array:
+    def _features(self, lay: _Layout, wf: Array, active: Array, gsum: Array, gmax: Array,
+                  evidence_r: Array, n_kinds_r: Array, n_osint_r: Array, rule_r: Array) -> Array:
         """Fused features per (run, region), shape ``(runs, regions, len(FEATURE_NAMES))``."""
-        wf = w.ravel()
-        active = (wf > 0).astype(np.float64)
-        n_rr = n_runs * n_reg
-        n_nodes = np.bincount(rr, weights=active, minlength=n_rr).reshape(n_runs, n_reg)
-        groups_on = np.zeros(size, bool)
-        groups_on[gkey[wf > 0]] = True
-        n_groups_r = groups_on.reshape(n_runs, n_reg, n_groups).sum(-1)
-        mx = np.zeros(n_rr)
-        np.maximum.at(mx, rr, wf)
-        total = np.bincount(rr, weights=wf, minlength=n_rr).reshape(n_runs, n_reg)
-        per_region = np.bincount(region, minlength=n_reg).astype(np.float64)
-        market = np.isin(np.tile(kind, n_runs), _MARKET_IDX).astype(np.float64) * active
-        n_market = np.bincount(rr, weights=market, minlength=n_rr).reshape(n_runs, n_reg)
+        shp = (lay.n_runs, lay.n_reg)
+        n_rr = lay.n_runs * lay.n_reg
+        gshape = (lay.n_runs, lay.n_reg, lay.n_groups)
+        act = active.astype(np.float64)
+        n_nodes = np.bincount(lay.rr, weights=act, minlength=n_rr).reshape(shp)
+        # weights are >= 0, so a group is on exactly when its strongest node is
+        n_groups_r = (gmax > 0).reshape(gshape).sum(-1)
+        mx = gmax.reshape(gshape).max(-1)
+        total = gsum.reshape(gshape).sum(-1)
+        n_market = np.bincount(lay.rr, weights=(lay.market & active).astype(np.float64),
+                               minlength=n_rr).reshape(shp)
         watch = (rule_r >= self.thresholds[0]).sum(-1, keepdims=True)
-        cols = [evidence_r, n_kinds_r, n_osint_r, n_nodes, n_groups_r, mx.reshape(n_runs, n_reg),
+        cols = [evidence_r, n_kinds_r, n_osint_r, n_nodes, n_groups_r, mx,
                 np.divide(total, n_nodes, out=np.zeros_like(total), where=n_nodes > 0),
-                n_nodes / np.maximum(per_region, 1.0),
+                n_nodes / np.maximum(lay.per_region, 1.0),
                 np.divide(n_market, n_nodes, out=np.zeros_like(n_market), where=n_nodes > 0),
                 rule_r, np.broadcast_to(watch, rule_r.shape)]
         return np.stack([np.asarray(c, dtype=np.float64) for c in cols], axis=-1)
 
-    def step(self, state: ArrayState, inputs: Mapping[str, Array]) -> Outputs:
-        since, peak = inputs["since"], inputs["peak"]
-        kind, group, region = inputs["kind_idx"], inputs["group_idx"], inputs["region_idx"]
-        w = self.node_weights(since, peak, inputs.get("quarantined"))
-        lead = w.shape[:-1]
-        n_s = w.shape[-1]
-        flat = w.reshape(-1, n_s)
-        n_runs = flat.shape[0]
-        n_groups = int(group.max()) + 1 if group.size else 1
-        n_reg = int(region.max()) + 1 if region.size else 1
-        # everything is aggregated per (run, region): a convergence is co-located
-        rr = (np.repeat(np.arange(n_runs), n_s) * n_reg + np.tile(region, n_runs))
-        gkey = rr * n_groups + np.tile(group, n_runs)
-        wf = flat.ravel()
-        size = n_runs * n_reg * n_groups
-        gsum = np.bincount(gkey, weights=wf, minlength=size)
-        gmax = np.zeros(size)
-        np.maximum.at(gmax, gkey, wf)
-        ev_rg = (gmax + self.correlated_weight * (gsum - gmax)).reshape(n_runs, n_reg, n_groups)
-        evidence_r = ev_rg.sum(-1)
-        active = wf > 0
-        kinds = np.zeros(n_runs * n_reg * N_KINDS, bool)
-        kinds[(rr * N_KINDS + np.tile(kind, n_runs))[active]] = True
-        n_kinds_r = kinds.reshape(n_runs, n_reg, N_KINDS).sum(-1)
-        osint_node = np.isin(np.tile(kind, n_runs), _OSINT_IDX) & active
-        og = np.zeros(size, bool)
-        og[gkey[osint_node]] = True
-        n_osint_r = og.reshape(n_runs, n_reg, n_groups).sum(-1)
-        osint_r = n_osint_r >= max(self.min_osint_groups, 1)
-        rule_r = (100.0 * (1.0 - np.exp(-evidence_r / self.evidence_scale))
-                  * np.minimum(1.0, n_kinds_r / 3.0))
-        need = self.scorer is not None or self.emit_features
-        feats = (self._features(flat, rr, region, kind, gkey, size, n_runs, n_reg, n_groups,
-                                evidence_r, n_kinds_r, n_osint_r, rule_r) if need
-                 else np.zeros((n_runs, n_reg, len(FEATURE_NAMES))))
-        if self.scorer is not None:
-            p = np.asarray(self.scorer(feats.reshape(-1, feats.shape[-1])), dtype=np.float64)
-            score_r = 100.0 * np.clip(p.reshape(n_runs, n_reg), 0.0, 1.0)
-        else:
-            score_r = rule_r
-        if self.min_osint_groups > 0:
-            score_r = np.where(osint_r, score_r, np.minimum(score_r, self.thresholds[1] - 1e-6))
-        best = score_r.argmax(-1)
-        pick = np.arange(n_runs)
-        score = score_r[pick, best]
-        best_feats = feats[pick, best]
-        evidence, n_kinds, osint = evidence_r[pick, best], n_kinds_r[pick, best], osint_r[pick, best]
-        n_regions_on = (score_r >= self.thresholds[0]).sum(-1)
-        # only the nodes of the winning region are "involved"
-        w = np.where(region == best[:, None], flat, 0.0).reshape(w.shape)
-        score = score.reshape(lead)
-        # levels with hysteresis
+    def _layout(self, n_runs: int, kind: Array, group: Array, region: Array) -> _Layout:
+        key = (n_runs, kind.shape, kind.tobytes(), group.tobytes(), region.tobytes())
+        cache = self._layout_cache
+        if cache is None or cache[0] != key:
+            cache = (key, _Layout(n_runs, np.asarray(kind, np.int64), np.asarray(group, np.int64),
+                                  np.asarray(region, np.int64)))
+            self._layout_cache = cache
+        return cache[1]
+
+    def advance(self, state: ArrayState, score: Array) -> tuple[Array, Array, Array]:
+        """Levels with hysteresis for this tick's ``score``: ``(level, prev_level, fired)``.
+
+        Updates ``level``, ``below``, ``episode`` and ``peak_score`` in ``state``; used by
+        :meth:`step` and to replay a different score series offline.
+        """
         implied = (np.searchsorted(self._th, score, side="right") - 1).astype(np.int8)
         level, below = state["level"], state["below"]
         prev = level.copy()
@@ -252,8 +264,62 @@ class ConvergenceMeter(Stage):
         state["peak_score"][...] = np.where(new == QUIET, 0.0, state["peak_score"])
         level[...] = new
         fired = (new > prev) & (new >= WARNING)
-        return {
-            "score": score, "level": new.copy(), "prev_level": prev, "fired": fired,
+        return new, prev, fired
+
+    def cap_osint(self, score_r: Array, osint_r: Array) -> Array:
+        """The OSINT rule: without enough independent OSINT groups, stay under ``warning``."""
+        if self.min_osint_groups > 0:
+            out: Array = np.where(osint_r, score_r, np.minimum(score_r, self.thresholds[1] - 1e-6))
+            return out
+        return score_r
+
+    def step(self, state: ArrayState, inputs: Mapping[str, Array]) -> Outputs:
+        since, peak = inputs["since"], inputs["peak"]
+        kind, group, region = inputs["kind_idx"], inputs["group_idx"], inputs["region_idx"]
+        w = self.node_weights(since, peak, inputs.get("quarantined"), inputs.get("peak_top"))
+        lead = w.shape[:-1]
+        n_s = w.shape[-1]
+        flat = w.reshape(-1, n_s)
+        n_runs = flat.shape[0]
+        lay = self._layout(n_runs, kind, group, region)
+        n_reg, n_groups = lay.n_reg, lay.n_groups
+        wf = flat.ravel()
+        gsum = np.bincount(lay.gkey, weights=wf, minlength=lay.size)
+        gmax = lay.group_max(wf)
+        ev_rg = (gmax + self.correlated_weight * (gsum - gmax)).reshape(n_runs, n_reg, n_groups)
+        evidence_r = ev_rg.sum(-1)
+        active = wf > 0
+        kinds = np.zeros(n_runs * n_reg * N_KINDS, bool)
+        kinds[lay.kkey[active]] = True
+        n_kinds_r = kinds.reshape(n_runs, n_reg, N_KINDS).sum(-1)
+        og = np.zeros(lay.size, bool)
+        og[lay.gkey[lay.osint & active]] = True
+        n_osint_r = og.reshape(n_runs, n_reg, n_groups).sum(-1)
+        osint_r = n_osint_r >= max(self.min_osint_groups, 1)
+        rule_r = (100.0 * (1.0 - np.exp(-evidence_r / self.evidence_scale))
+                  * np.minimum(1.0, n_kinds_r / 3.0))
+        need = self.scorer is not None or self.emit_features
+        feats = (self._features(lay, wf, active, gsum, gmax, evidence_r, n_kinds_r, n_osint_r,
+                                rule_r) if need
+                 else np.zeros((n_runs, n_reg, len(FEATURE_NAMES))))
+        if self.scorer is not None:
+            p = np.asarray(self.scorer(feats.reshape(-1, feats.shape[-1])), dtype=np.float64)
+            score_r = 100.0 * np.clip(p.reshape(n_runs, n_reg), 0.0, 1.0)
+        else:
+            score_r = rule_r
+        score_r = self.cap_osint(score_r, osint_r)
+        best = score_r.argmax(-1)
+        pick = np.arange(n_runs)
+        score = score_r[pick, best]
+        best_feats = feats[pick, best]
+        evidence, n_kinds, osint = evidence_r[pick, best], n_kinds_r[pick, best], osint_r[pick, best]
+        n_regions_on = (score_r >= self.thresholds[0]).sum(-1)
+        # only the nodes of the winning region are "involved"
+        w = np.where(lay.region == best[:, None], flat, 0.0).reshape(w.shape)
+        score = score.reshape(lead)
+        new, prev, fired = self.advance(state, score)
+        out: Outputs = {
+            "score": score, "level": new, "prev_level": prev, "fired": fired,
             "evidence": evidence.reshape(lead), "n_kinds": n_kinds.reshape(lead),
             "n_regions": n_regions_on.reshape(lead), "osint": osint.reshape(lead),
             "region": best.reshape(lead),
@@ -263,6 +329,9 @@ class ConvergenceMeter(Stage):
             "features": best_feats.reshape(lead + (len(FEATURE_NAMES),)),
             "episode": state["episode"].copy(), "weights": w,
         }
+        if need:
+            out["region_features"] = feats.reshape(lead + (n_reg, len(FEATURE_NAMES)))
+        return out
 
 
 def explain(

@@ -29,7 +29,16 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from convergence.detectors.base import Array, ArrayState, Outputs, Spec, Stage, check_positive
+from convergence.detectors.base import (
+    Array,
+    ArrayState,
+    Outputs,
+    Spec,
+    Stage,
+    check_positive,
+    check_unit_interval,
+    fuse_top2,
+)
 
 NORMAL, ELEVATED, ANOMALOUS, COOLING = 0, 1, 2, 3
 NODE_STATES = ("normal", "elevated", "anomalous", "cooling")
@@ -100,8 +109,7 @@ class NodeStateMachine(Stage):
             check_positive(f"weights[{name!r}]", val, allow_zero=True)
             w[name] = float(val)
         self.weights = w
-        if not 0.0 <= corroboration <= 1.0:
-            raise ValueError(f"corroboration must be in [0, 1], got {corroboration}")
+        check_unit_interval("corroboration", corroboration)
         self.corroboration = corroboration
 
     def state_spec(self) -> Spec:
@@ -111,30 +119,38 @@ class NodeStateMachine(Stage):
             "calm": ((), 0, np.int32),
             "since": ((), NEVER),
             "peak": ((len(EVIDENCE_TYPES),), 0.0),
+            "peak_top": ((), 0.0),
             "onset": ((), 0.0),
         }
 
     def fuse(self, inputs: Mapping[str, Array]) -> tuple[Array, Array]:
         """Fused evidence and its per-type parts, shape ``(..., len(EVIDENCE_TYPES))``."""
+        ev, parts, _ = self._fuse(inputs)
+        return ev, parts
+
+    def _fuse(self, inputs: Mapping[str, Array]) -> tuple[Array, Array, Array]:
+        """Fused evidence, per-type parts and the strongest part (top-two tracked in one pass)."""
         burst = inputs["burst_z"]
         parts = np.zeros(burst.shape + (len(EVIDENCE_TYPES),))
+        present = []
         for j, (t, (name, _)) in enumerate(zip(EVIDENCE_TYPES, EVIDENCE_INPUTS, strict=True)):
             x = inputs.get(name)
             if x is not None:
                 # a periodicity departure counts both ways: going dark at a busy hour too
                 x = np.abs(x) if name == "periodicity_z" else np.maximum(x, 0.0)
-                parts[..., j] = self.weights[t] * x
-        if self.corroboration > 0:
-            top2 = np.sort(parts, axis=-1)[..., -2:]
-            return top2[..., 1] + self.corroboration * top2[..., 0], parts
-        return parts.max(-1), parts
+                wx = self.weights[t] * x
+                parts[..., j] = wx
+                present.append(np.broadcast_to(wx, burst.shape))
+        ev, top = fuse_top2(present, self.corroboration)
+        return ev, parts, top
 
     def step(self, state: ArrayState, inputs: Mapping[str, Array]) -> Outputs:
-        ev, parts = self.fuse(inputs)
+        ev, parts, top = self._fuse(inputs)
         q = inputs.get("quarantined")
         if q is not None:
             ev = np.where(q, 0.0, ev)
             parts = np.where(q[..., None], 0.0, parts)
+            top = np.where(q, 0.0, top)
         # adaptive sensitivity: a region under watch may lower its bar (scale < 1)
         scale = inputs.get("threshold_scale")
         enter_at = self.enter_at if scale is None else self.enter_at * scale
@@ -144,7 +160,7 @@ class NodeStateMachine(Stage):
         enter = (run >= self.min_ticks) | (ev >= strong_at)
         quiet = ev < self.calm_at
         calm[...] = np.where(quiet, calm + 1, 0)
-        new = s.copy()
+        new = s.copy()  # the pre-step state ``s`` is still read below
         new[(s == NORMAL) & (ev >= self.elevate_at)] = ELEVATED
         new[(s == ELEVATED) & quiet] = NORMAL
         new[(s == ANOMALOUS) & quiet] = COOLING
@@ -153,9 +169,15 @@ class NodeStateMachine(Stage):
         onset = (new == ANOMALOUS) & (s != ANOMALOUS) & (s != COOLING)
         state["peak"][...] = np.where(onset[..., None], parts,
                                       np.maximum(state["peak"], parts * (new == ANOMALOUS)[..., None]))
+        # the strongest single evidence type of the episode, max over ``peak`` kept as it
+        # grows (the meter reads it every tick; checkpoints from before it existed rebuild it)
+        if "peak_top" not in state:
+            state["peak_top"] = state["peak"].max(-1)
+        peak_top = state["peak_top"]
+        peak_top[...] = np.where(onset, top, np.maximum(peak_top, top * (new == ANOMALOUS)))
         state["onset"][...] = np.where(onset, 0.0, state["onset"] + 1.0)
         s[...] = new
         since = state["since"]
         since[...] = np.where(new == ANOMALOUS, 0.0, np.minimum(since + 1.0, NEVER))
-        return {"state": new.copy(), "evidence": ev, "since": since.copy(),
-                "peak": state["peak"].copy()}
+        return {"state": new, "evidence": ev, "since": since.copy(),
+                "peak": state["peak"].copy(), "peak_top": peak_top.copy()}

@@ -59,7 +59,9 @@ from convergence.detectors.base import (
     Spec,
     Stage,
     check_fraction,
+    check_int_min,
     check_positive,
+    ewma_update,
 )
 
 SECONDS_PER_DAY = 86_400.0
@@ -120,10 +122,8 @@ class PeriodicityDetector(Stage):
         check_fraction("alpha", alpha)
         check_positive("threshold", threshold)
         check_positive("var_floor", var_floor)
-        if min_ticks < 1:
-            raise ValueError(f"min_ticks must be >= 1, got {min_ticks!r}")
-        if min_seen < 1:
-            raise ValueError(f"min_seen must be >= 1, got {min_seen!r}")
+        check_int_min("min_ticks", min_ticks, 1)
+        check_int_min("min_seen", min_seen, 1)
         self.slots_per_day = slots_per_day
         self.alpha = alpha
         self.threshold = threshold
@@ -147,14 +147,24 @@ class PeriodicityDetector(Stage):
         slot = np.asarray(inputs["slot"])
         if not np.issubdtype(slot.dtype, np.integer):
             raise ValueError(f"slot must be an integer array, got dtype {slot.dtype}")
-        if slot.size and (slot.min() < 0 or slot.max() >= self.slots_per_day):
-            raise ValueError(f"slot must be in [0, {self.slots_per_day}), got values in "
-                             f"[{slot.min()}, {slot.max()}]")
-        idx = np.broadcast_to(slot, count.shape)[..., None]
+        if slot.size:
+            lo, hi = (int(slot), int(slot)) if slot.ndim == 0 else (int(slot.min()), int(slot.max()))
+            if lo < 0 or hi >= self.slots_per_day:
+                raise ValueError(f"slot must be in [0, {self.slots_per_day}), got values in "
+                                 f"[{lo}, {hi}]")
         seen_all, mu_all, var_all, run = state["seen"], state["mu"], state["var"], state["run"]
-        seen = np.take_along_axis(seen_all, idx, -1)[..., 0].astype(np.float64)
-        mu = np.take_along_axis(mu_all, idx, -1)[..., 0].astype(np.float64)
-        var = np.take_along_axis(var_all, idx, -1)[..., 0].astype(np.float64)
+        # one slot for every station (the usual case: a tick has one time of day)
+        scalar = slot.ndim == 0
+        k = int(slot) if scalar else 0
+        idx = None if scalar else np.broadcast_to(slot, count.shape)[..., None]
+        if idx is None:
+            seen = seen_all[..., k].astype(np.float64)
+            mu = mu_all[..., k].astype(np.float64)
+            var = var_all[..., k].astype(np.float64)
+        else:
+            seen = np.take_along_axis(seen_all, idx, -1)[..., 0].astype(np.float64)
+            mu = np.take_along_axis(mu_all, idx, -1)[..., 0].astype(np.float64)
+            var = np.take_along_axis(var_all, idx, -1)[..., 0].astype(np.float64)
 
         judged = seen >= self.min_seen
         noise = np.maximum(np.maximum(var, mu) if self.poisson_floor else var, self.var_floor)
@@ -166,11 +176,14 @@ class PeriodicityDetector(Stage):
         seen += 1.0
         a = np.maximum(self.alpha, 1.0 / seen)
         a = np.where(departs, a * 0.1, a)
-        d = count - mu
-        mu_new = mu + a * d
-        var_new = (1.0 - a) * (var + a * d * d)
-        np.put_along_axis(seen_all, idx, seen[..., None], -1)
-        np.put_along_axis(mu_all, idx, mu_new[..., None], -1)
-        np.put_along_axis(var_all, idx, var_new[..., None], -1)
+        mu_new, var_new = ewma_update(mu, var, count, a)
+        if idx is None:
+            seen_all[..., k] = seen
+            mu_all[..., k] = mu_new
+            var_all[..., k] = var_new
+        else:
+            np.put_along_axis(seen_all, idx, seen[..., None], -1)
+            np.put_along_axis(mu_all, idx, mu_new[..., None], -1)
+            np.put_along_axis(var_all, idx, var_new[..., None], -1)
         return {"periodicity_z": z, "periodicity_break": brk, "periodicity_run": run.copy(),
                 "periodicity_expected": mu, "periodicity_var": var, "periodicity_judged": judged}

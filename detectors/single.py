@@ -38,7 +38,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from convergence.detectors.base import Array, ArrayState
+from convergence.detectors.base import (
+    Array,
+    ArrayState,
+    check_int_min,
+    check_unit_interval,
+    fuse_top2,
+)
 from convergence.detectors.burst import BurstDetector
 from convergence.detectors.cusum import CusumDetector
 from convergence.detectors.periodicity import PeriodicityDetector, slot_of
@@ -58,10 +64,8 @@ class SingleSeriesDetector:
     def __init__(self, *, warmup_ticks: int = 20, slots_per_day: int = 24,
                  regime: RegimeFilter | None = None, regime_kind: str = "price",
                  regime_vol_window: int = 10, corroboration: float = 0.5) -> None:
-        if warmup_ticks < 2:
-            raise ValueError(f"warmup_ticks must be >= 2, got {warmup_ticks}")
-        if not 0.0 <= corroboration <= 1.0:
-            raise ValueError(f"corroboration must be in [0, 1], got {corroboration}")
+        check_int_min("warmup_ticks", warmup_ticks, 2)
+        check_unit_interval("corroboration", corroboration)
         self.warmup_ticks = warmup_ticks
         self.slots_per_day = slots_per_day
         self.corroboration = corroboration
@@ -99,8 +103,7 @@ class SingleSeriesDetector:
         if self.regime is not None and self.regime_features is not None:
             feats = self.regime_features.step(state["regime_features"], {"value": v})["features"]
             parts["regime"] = self.regime.step(state["regime"], {"features": feats})["regime_z"]
-        stack = np.sort(np.stack([np.maximum(p, 0.0) for p in parts.values()], -1), -1)
-        evidence = stack[..., -1] + self.corroboration * stack[..., -2]
+        evidence, _ = fuse_top2([np.maximum(p, 0.0) for p in parts.values()], self.corroboration)
         return {"anomaly_score": evidence_to_score(evidence), "evidence": evidence, **parts}
 
     def score_series(self, values: npt.ArrayLike, timestamps_s: npt.ArrayLike) -> Array:

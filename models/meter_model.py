@@ -43,8 +43,7 @@ import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 
-from convergence.detectors.chain import DetectorChain
-from convergence.detectors.meter import FEATURE_NAMES, WARNING, ConvergenceMeter
+from convergence.detectors.meter import FEATURE_NAMES, ConvergenceMeter
 from convergence.ground_stations.scenario import default_fleet, random_scenario
 from convergence.models.registry import ModelRecord, ModelRegistry
 from convergence.simulation.simulator import SimResult, simulate
@@ -89,17 +88,18 @@ def calibration(y: npt.NDArray[Any], p: F64, bins: int = 10) -> dict[str, Any]:
     return {"brier": float(np.mean((p - y) ** 2)), "ece": float(ece), "reliability": table}
 
 
-def detection_stats(res: SimResult, has_genuine: npt.NDArray[np.bool_]) -> dict[str, Any]:
-    """Runs detected / false alarms / time to detect, from a simulation's alerts."""
-    fired = np.asarray(res.fired, bool)
-    label = np.asarray(res.label, bool)
+def detection_stats(fired: npt.NDArray[np.bool_], label: npt.NDArray[np.bool_],
+                    has_genuine: npt.NDArray[np.bool_], tick_s: float) -> dict[str, Any]:
+    """Runs detected / false alarms / time to detect, from ``(runs, ticks)`` alerts and labels."""
+    fired = np.asarray(fired, bool)
+    label = np.asarray(label, bool)
     hit = np.asarray(np.any(fired & label, axis=1))
     false = np.asarray(np.any(fired & ~label, axis=1))
     ttd = []
     for r in np.flatnonzero(has_genuine & hit):
         first_label = int(np.argmax(label[r]))
         first_hit = int(np.argmax(fired[r] & label[r]))
-        ttd.append((first_hit - first_label) * res.tick_s)
+        ttd.append((first_hit - first_label) * tick_s)
     n_gen = int(has_genuine.sum())
     return {
         "genuine_runs": n_gen, "detected": int(hit[has_genuine].sum()),
@@ -117,12 +117,12 @@ class TrainResult:
     booster: lgb.Booster
 
 
-def _dataset(runs: int, ticks: int, stations: int, seed: int,
-             chain: DetectorChain | None = None) -> tuple[SimResult, npt.NDArray[np.bool_]]:
+def _dataset(runs: int, ticks: int, stations: int,
+             seed: int) -> tuple[SimResult, npt.NDArray[np.bool_]]:
     fleet = default_fleet(stations, seed)
     scs = [random_scenario(fleet, seed=seed * 100_003 + r, horizon_s=ticks, p_genuine=0.5)
            for r in range(runs)]
-    res = simulate(scs, n_ticks=ticks, seed=seed, chain=chain)
+    res = simulate(scs, n_ticks=ticks, seed=seed)
     return res, np.array([bool(sc.genuine()) for sc in scs])
 
 
@@ -152,26 +152,33 @@ def train_meter(registry: ModelRegistry, *, runs: int = 600, ticks: int = 60, st
     train = lgb.Dataset(X[~is_test], y[~is_test], feature_name=list(FEATURE_NAMES),
                         free_raw_data=False)
     say("training LightGBM", 0.4)
-    rounds_done = [0]
 
     def _cb(env: Any) -> None:
-        rounds_done[0] = env.iteration + 1
         if env.iteration % 20 == 0:
             say(f"boosting round {env.iteration + 1}/{num_rounds}", 0.4 + 0.4 * env.iteration / num_rounds)
 
     booster = lgb.train(_params(seed), train, num_boost_round=num_rounds, callbacks=[_cb])
-    p_warning = choose_operating_point(
-        np.asarray(booster.predict(X[~is_test]), np.float64).reshape(-1, ticks),
-        res.label[~test_runs], res.fired[~test_runs])
+    # the learned meter's score depends only on per-region features and OSINT flags, which
+    # the simulation kept: predict every region once and replay the meter offline
+    assert res.region_features is not None and res.region_osint is not None
+    p_region = np.asarray(booster.predict(res.region_features.reshape(-1, len(FEATURE_NAMES))),
+                          np.float64).reshape(res.region_osint.shape)
+    # the OSINT rule keeps uncorroborated regions under warning whatever their P
+    p_alarm = np.where(res.region_osint, p_region, 0.0).max(-1)
+    p_warning = choose_operating_point(p_alarm[~test_runs], res.label[~test_runs],
+                                       res.fired[~test_runs])
     p = booster.predict(X[is_test])
     yt = y[is_test]
     metrics: dict[str, Any] = {"auc": round(auc(yt, np.asarray(p)), 4)}
     metrics.update(calibration(yt, np.asarray(p)))
     metrics["rule_auc"] = round(auc(yt, X[is_test][:, FEATURE_NAMES.index("rule_score")] / 100), 4)
     say("comparing rule-based and learned meter on held-out runs", 0.85)
-    metrics["heldout_rule"] = _detection_on(res, has_gen, test_runs)
-    learned = _rerun_with_scorer(booster, p_warning, runs, ticks, stations, seed)
-    metrics["heldout_learned"] = _detection_on(learned, has_gen, test_runs)
+    metrics["heldout_rule"] = detection_stats(res.fired[test_runs], res.label[test_runs],
+                                              has_gen[test_runs], res.tick_s)
+    learned_fired = replay_learned_meter(p_region[test_runs], res.region_osint[test_runs],
+                                         p_warning)
+    metrics["heldout_learned"] = detection_stats(learned_fired, res.label[test_runs],
+                                                 has_gen[test_runs], res.tick_s)
     importance = dict(zip(FEATURE_NAMES, booster.feature_importance("gain").round(1).tolist(),
                           strict=True))
     metrics["operating_point"] = {"p_warning": round(p_warning, 4)}
@@ -187,20 +194,24 @@ def train_meter(registry: ModelRegistry, *, runs: int = 600, ticks: int = 60, st
     return TrainResult(rec, metrics, booster)
 
 
-def _detection_on(res: SimResult, has_gen: npt.NDArray[np.bool_],
-                  runs_mask: npt.NDArray[np.bool_]) -> dict[str, Any]:
-    sub = SimResult(res.score[runs_mask], res.level[runs_mask], res.fired[runs_mask],
-                    res.features[runs_mask], res.label[runs_mask], res.region[runs_mask],
-                    res.events, res.tick_s)
-    return detection_stats(sub, has_gen[runs_mask])
+def replay_learned_meter(p_region: F64, region_osint: npt.NDArray[np.bool_], p_warning: float,
+                         meter: ConvergenceMeter | None = None) -> npt.NDArray[np.bool_]:
+    """Alerts of the learned meter, replayed offline from per-region P(convergence).
 
-
-def _rerun_with_scorer(booster: lgb.Booster, p_warning: float, runs: int, ticks: int,
-                       stations: int, seed: int) -> SimResult:
-    chain = DetectorChain(meter=ConvergenceMeter(scorer=booster_scorer(booster, p_warning)),
-                          patterns=None)
-    res, _ = _dataset(runs, ticks, stations, seed, chain=chain)
-    return res
+    ``p_region`` and ``region_osint`` are ``(runs, ticks, regions)``; the meter maps P
+    with :func:`to_score`, applies the OSINT rule, takes the best region and steps its
+    level hysteresis exactly as :meth:`ConvergenceMeter.step` does with a scorer.
+    Returns ``fired``, ``(runs, ticks)``.
+    """
+    m = meter or ConvergenceMeter()
+    n_runs, n_ticks = p_region.shape[:2]
+    score_r = m.cap_osint(100.0 * np.clip(to_score(p_region, p_warning), 0.0, 1.0), region_osint)
+    score = score_r.max(-1)
+    state = m.init_state((n_runs, 1))
+    fired = np.zeros((n_runs, n_ticks), bool)
+    for t in range(n_ticks):
+        fired[:, t] = m.advance(state, score[:, t])[2]
+    return fired
 
 
 WARNING_SCORE = 0.55  # the meter's default warning threshold, as a fraction of 100
@@ -260,5 +271,5 @@ def result_features_example() -> F64:
     return np.array([[row[n] for n in FEATURE_NAMES]])
 
 
-__all__ = ["MODEL_NAME", "WARNING", "TrainResult", "auc", "booster_scorer", "calibration",
-           "detection_stats", "load_scorer", "train_meter"]
+__all__ = ["MODEL_NAME", "TrainResult", "auc", "booster_scorer", "calibration",
+           "detection_stats", "load_scorer", "replay_learned_meter", "train_meter"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +54,12 @@ class SimResult:
     tick_s: float
 
     feature_names: tuple[str, ...] = FEATURE_NAMES
+    #: fused features of every region, ``(runs, ticks, regions, len(FEATURE_NAMES))``: a
+    #: learned meter's score depends on these (and ``region_osint``) only, so it can be
+    #: evaluated offline without simulating again
+    region_features: F64 | None = None
+    #: per-region OSINT corroboration, ``(runs, ticks, regions)``
+    region_osint: npt.NDArray[np.bool_] | None = None
 
 
 def _category_probs(world: SyntheticWorld, n_bins: int) -> tuple[F64, dict[str, int]]:
@@ -81,7 +88,18 @@ def simulate(scenarios: Sequence[Scenario], *, n_ticks: int, seed: int, tick_s: 
     if any(len(sc.fleet) != len(fleet) for sc in scenarios):
         raise ValueError("all scenarios of one simulation must share the same fleet")
     chain = chain or DetectorChain(meter=ConvergenceMeter(emit_features=True))
+    # features are needed for training data; the caller's chain is left as it was given
+    emit_before = chain.meter.emit_features
     chain.meter.emit_features = True
+    try:
+        return _run(chain, scenarios, fleet, n_ticks=n_ticks, seed=seed, tick_s=tick_s,
+                    n_bins=n_bins, label_grace_s=label_grace_s)
+    finally:
+        chain.meter.emit_features = emit_before
+
+
+def _run(chain: DetectorChain, scenarios: Sequence[Scenario], fleet: Sequence[Any], *,
+         n_ticks: int, seed: int, tick_s: float, n_bins: int, label_grace_s: float) -> SimResult:
     rng = np.random.default_rng([seed, 5])
     reg = StationRegistry(list(fleet))
     meta = StationMeta.from_registry(reg)
@@ -106,6 +124,8 @@ def simulate(scenarios: Sequence[Scenario], *, n_ticks: int, seed: int, tick_s: 
     fired = np.zeros((n_runs, n_ticks), bool)
     region = np.zeros((n_runs, n_ticks), np.int64)
     feats = np.zeros((n_runs, n_ticks, len(FEATURE_NAMES)))
+    region_feats: F64 | None = None
+    region_osint: npt.NDArray[np.bool_] | None = None
     events = 0
     onehot = np.eye(n_bins)
     for t in range(n_ticks):
@@ -121,7 +141,14 @@ def simulate(scenarios: Sequence[Scenario], *, n_ticks: int, seed: int, tick_s: 
         score[:, t], level[:, t], fired[:, t] = m["score"], m["level"], m["fired"]
         region[:, t] = m["region"]
         feats[:, t] = m["features"]
+        if region_feats is None or region_osint is None:
+            n_reg = m["region_features"].shape[-2]
+            region_feats = np.zeros((n_runs, n_ticks, n_reg, len(FEATURE_NAMES)))
+            region_osint = np.zeros((n_runs, n_ticks, n_reg), bool)
+        region_feats[:, t] = m["region_features"]
+        region_osint[:, t] = m["region_osint"]
     ends: F64 = (np.arange(n_ticks, dtype=np.float64) + 1.0) * tick_s
     labels = np.stack([_label(sc, ends, label_grace_s)
                        for sc in scenarios])
-    return SimResult(score, level, fired, feats, labels, region, events, tick_s)
+    return SimResult(score, level, fired, feats, labels, region, events, tick_s,
+                     region_features=region_feats, region_osint=region_osint)

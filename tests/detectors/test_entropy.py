@@ -86,3 +86,15 @@ def test_activity_baseline_is_seasonal_where_a_daily_cycle_exists() -> None:
     # the flat baseline is surprised by every afternoon; the learned daily profile is not
     assert sum(plain) / len(plain) > 5.0
     assert max(seasonal) < 0.1
+
+
+def test_total_argument_and_other_axis_agree_with_scipy() -> None:
+    rng = np.random.default_rng(1)
+    h = rng.random((7, 16)) * 5
+    h[2] = 0.0
+    h[3] = 0.0
+    h[3, 4] = 2.5  # a pure histogram: exactly 0, never a hair below
+    ours = shannon_entropy(h, total=h.sum(-1))
+    assert np.allclose(ours[[0, 1, 4, 5, 6]], scipy_entropy(h[[0, 1, 4, 5, 6]], base=2, axis=-1))
+    assert ours[2] == 0.0 and ours[3] == 0.0
+    assert np.allclose(shannon_entropy(h.T, axis=0), ours)

@@ -106,3 +106,27 @@ def test_explanation_sums_to_one_and_marks_correlated() -> None:
 def test_rejects_bad_settings(kw: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         ConvergenceMeter(**kw)
+
+
+def test_cached_layout_follows_registry_changes_and_peak_top() -> None:
+    meter = ConvergenceMeter()
+    split = np.array([0, 1, 0, 1, 0, 1, 0])
+    # one meter object, registry changing between ticks: each reading matches a fresh meter
+    for regions in (REGIONS, split, REGIONS, split):
+        got = meter.step(meter.init_state((7,)), _inputs([0, 2, 3, 4, 5], regions=regions))
+        ref = _read([0, 2, 3, 4, 5], regions=regions)
+        assert float(got["score"]) == float(ref["score"])
+        assert got["region_score"].shape == ref["region_score"].shape
+    inputs = _inputs([0, 2, 3, 4, 5])
+    with_top = meter.step(meter.init_state((7,)), {**inputs, "peak_top": inputs["peak"].max(-1)})
+    assert float(with_top["score"]) == float(_read([0, 2, 3, 4, 5])["score"])
+
+
+def test_region_features_hold_the_best_regions_row() -> None:
+    meter = ConvergenceMeter(emit_features=True)
+    out = meter.step(meter.init_state((7,)), _inputs([0, 2, 3, 4, 5],
+                                                     regions=np.array([0, 1, 0, 1, 0, 1, 0])))
+    assert out["region_features"].shape == (2, len(out["features"]))
+    assert np.array_equal(out["region_features"][int(out["region"])], out["features"])
+    assert "region_features" not in ConvergenceMeter().step(ConvergenceMeter().init_state((7,)),
+                                                            _inputs([0]))

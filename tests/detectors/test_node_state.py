@@ -46,3 +46,34 @@ def test_peak_evidence_split_by_type_and_since() -> None:
 def test_rejects_inconsistent_thresholds() -> None:
     with pytest.raises(ValueError, match="calm_at <= elevate_at"):
         NodeStateMachine(enter_at=2.0, calm_at=3.0)
+
+
+def test_fused_top_two_and_peak_top_match_sort_and_max() -> None:
+    from convergence.detectors.node_state import EVIDENCE_INPUTS
+
+    rng = np.random.default_rng(3)
+    m = NodeStateMachine()
+    st = m.init_state((4, 30))
+    names = [n for n, _ in EVIDENCE_INPUTS]
+    for t in range(40):
+        inputs = {n: rng.normal(0.0, 4.0, (4, 30)) for n in names[: 3 + t % 5]}
+        inputs["quarantined"] = rng.random((4, 30)) < 0.1
+        ev, parts = m.fuse(inputs)
+        top2 = np.sort(parts, -1)[..., -2:]
+        assert np.array_equal(ev, top2[..., 1] + m.corroboration * top2[..., 0])
+        out = m.step(st, inputs)
+        assert np.array_equal(out["peak_top"], out["peak"].max(-1))
+
+
+def test_old_checkpoint_without_peak_top_rebuilds_it() -> None:
+    from convergence.detectors.base import ArrayState
+
+    m = NodeStateMachine()
+    st = m.init_state((3,))
+    for _ in range(3):
+        m.step(st, {"burst_z": np.array([12.0, 0.0, 5.0]), "entropy_drop_z": np.zeros(3)})
+    d = st.to_dict()
+    d["arrays"].pop("peak_top")
+    old = ArrayState.from_dict(d)
+    out = m.step(old, {"burst_z": np.array([1.0, 0.0, 5.0]), "entropy_drop_z": np.zeros(3)})
+    assert np.array_equal(out["peak_top"], out["peak"].max(-1))

@@ -139,3 +139,19 @@ def test_settings_are_stored_under_their_own_names() -> None:
                               min_seen=5, var_floor=2.0)
     assert (det.slots_per_day, det.alpha, det.threshold, det.min_ticks, det.min_seen,
             det.var_floor) == (96, 0.2, 3.0, 3, 5, 2.0)
+
+
+def test_scalar_slot_matches_per_station_slots() -> None:
+    rng = np.random.default_rng(5)
+    det = PeriodicityDetector(slots_per_day=6)
+    a, b = det.init_state((3, 8)), det.init_state((3, 8))
+    for t in range(40):
+        c = rng.poisson(5.0, (3, 8)).astype(float)
+        oa = det.step(a, {"count": c, "slot": np.asarray(t % 6)})
+        ob = det.step(b, {"count": c, "slot": np.full((3, 8), t % 6)})
+        for k in oa:
+            assert np.array_equal(oa[k], ob[k]), k
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+    with pytest.raises(ValueError, match="slot must be in"):
+        det.step(a, {"count": c, "slot": np.asarray(6)})

@@ -60,3 +60,15 @@ def test_rejects_bad_input() -> None:
         SingleSeriesDetector(warmup_ticks=1)
     with pytest.raises(ValueError, match="equally long"):
         SingleSeriesDetector().score_series([1.0, 2.0], [1.0])
+
+
+def test_fuse_top2_matches_sorting() -> None:
+    from convergence.detectors.base import fuse_top2
+
+    rng = np.random.default_rng(2)
+    parts = [np.maximum(rng.normal(0, 3, (5, 9)), 0.0) for _ in range(5)]
+    srt = np.sort(np.stack(parts, -1), -1)
+    fused, top = fuse_top2(parts, 0.5)
+    assert np.array_equal(fused, srt[..., -1] + 0.5 * srt[..., -2])
+    assert np.array_equal(top, srt[..., -1])
+    assert np.array_equal(fuse_top2(parts, 0.0)[0], srt[..., -1])

@@ -103,3 +103,23 @@ def test_grow_adds_fresh_stations() -> None:
     st["mu"][:] = 5.0
     st.grow(4, stage.init_state((4,)))
     assert st["mu"].tolist() == [5.0, 5.0, 0.0, 0.0]
+
+
+def test_seed_baselines_seeds_count_stages_through_their_hook() -> None:
+    from convergence.detectors.chain import DetectorChain
+
+    chain = DetectorChain()
+    state = chain.init_state((3,))
+    before = {s.name: state[s.name].copy() for s in chain.stages}
+    chain.seed_baselines(state, np.array([4.0, 0.0, 0.5]))
+    for stage, mu, var, extra in ((chain.burst, "mu", "var", ("fast",)),
+                                  (chain.entropy, "c_mu", "c_var", ()),
+                                  (chain.cusum, "mu", "var", ("prev",))):
+        st = state[stage.name]
+        for k in (mu, *extra):
+            assert st[k].tolist() == [4.0, before[stage.name][k][1], 0.5]
+        assert st[var].tolist() == [4.0, before[stage.name][var][1], 1.0]
+        assert st["n"].tolist() == [stage.warmup_ticks, 0.0, stage.warmup_ticks]
+    for s in (chain.periodicity, chain.node):  # no count baseline: untouched
+        for k in state[s.name]:
+            assert np.array_equal(state[s.name][k], before[s.name][k])

@@ -40,3 +40,29 @@ def test_operating_point_respects_false_alarm_budget() -> None:
     rule_fired[50, 3] = True  # the rule false-alarmed once (1 %)
     x = choose_operating_point(p, label, rule_fired)
     assert 0.7 < x <= 0.9  # above the spurious bumps, below the real signal
+
+
+def test_offline_replay_matches_the_learned_meter_run_live() -> None:
+    import lightgbm as lgb
+
+    from convergence.detectors.chain import DetectorChain
+    from convergence.detectors.meter import FEATURE_NAMES, ConvergenceMeter
+    from convergence.ground_stations.scenario import default_fleet, random_scenario
+    from convergence.models.meter_model import _params, booster_scorer, replay_learned_meter
+    from convergence.simulation.simulator import simulate
+
+    fleet = default_fleet(60, 2)
+    scs = [random_scenario(fleet, seed=r, horizon_s=40, p_genuine=0.7) for r in range(16)]
+    res = simulate(scs, n_ticks=40, seed=2)
+    assert res.region_features is not None and res.region_osint is not None
+    assert res.region_features.shape[:2] == (16, 40)
+    X = res.features.reshape(-1, len(FEATURE_NAMES))
+    booster = lgb.train(_params(2), lgb.Dataset(X, res.label.reshape(-1).astype(float)),
+                        num_boost_round=10)
+    p_region = np.asarray(booster.predict(res.region_features.reshape(-1, len(FEATURE_NAMES))))
+    p_region = p_region.reshape(res.region_osint.shape)
+    chain = DetectorChain(meter=ConvergenceMeter(scorer=booster_scorer(booster, 0.3)), patterns=None)
+    live = simulate(scs, n_ticks=40, seed=2, chain=chain)
+    assert chain.meter.emit_features is False  # simulate() leaves the caller's chain as given
+    offline = replay_learned_meter(p_region, res.region_osint, 0.3)
+    assert np.array_equal(offline, live.fired)

@@ -8,13 +8,13 @@ configuration::
     cusum ───┼─▶ node state (hysteresis) ─▶ convergence meter
     periodicity ┤
     regime (optional, with a trained HMM) ┤
-    patterns (optional, per run) ─────────┘
+    patterns (optional) ──────────────────┘
 
 Its state is a dict of each stage's :class:`~convergence.detectors.base.ArrayState`
 (plus the pattern matcher's own small state), so the embedded runtime, a Faust worker
 and the Monte Carlo simulator (leading ``runs`` axis) all call the very same
-:meth:`DetectorChain.step`. The pattern matcher runs per run, so it is used on live
-``(stations,)`` batches and skipped for batched simulations.
+:meth:`DetectorChain.step`, temporal patterns included: a simulated run sees exactly
+the evidence a live one would.
 
 Examples
 --------
@@ -139,7 +139,7 @@ class DetectorChain:
     def init_state(self, shape: tuple[int, ...]) -> ChainState:
         """Fresh state for leading shape ``(..., stations)``."""
         state: ChainState = {s.name: s.init_state(shape) for s in self.stages}
-        if self.patterns and len(shape) == 1:
+        if self.patterns:
             state[_MATCHER] = None  # built on the first step, when station facts are known
         return state
 
@@ -216,7 +216,7 @@ class DetectorChain:
         if _MATCHER in state:
             matcher = self._matcher_for(meta)
             if state[_MATCHER] is None:
-                state[_MATCHER] = matcher.init_state()
+                state[_MATCHER] = matcher.init_state(tuple(np.shape(count)[:-1]))
             signals = {"burst": bur["burst"], "change_level": cus["change_level"],
                        "change_variance": cus["change_variance"], "anomalous": anomalous}
             if "periodicity" in out:

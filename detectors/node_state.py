@@ -45,7 +45,7 @@ NODE_STATES = ("normal", "elevated", "anomalous", "cooling")
 EVIDENCE_TYPES = ("burst", "entropy", "regime", "change", "periodicity", "pattern", "dark")
 #: input name and default weight of each evidence type, in ``EVIDENCE_TYPES`` order
 EVIDENCE_INPUTS = (("burst_z", 1.0), ("entropy_drop_z", 0.8), ("regime_z", 1.0),
-                   ("cusum_z", 0.3), ("periodicity_z", 0.8), ("pattern_z", 1.0), ("dark_z", 1.0))
+                   ("cusum_z", 0.3), ("periodicity_z", 0.8), ("pattern_z", 0.5), ("dark_z", 1.0))
 NEVER = 1e9
 
 
@@ -73,7 +73,13 @@ class NodeStateMachine(Stage):
         evidence defaults to 0.3, a corroborator only: it holds its alarm value for
         the ticks its baseline re-learns, and at weight 0.9 it raised the runs with a
         false alarm from 0 to 10 of 200 in simulation (``simulation/``), for +4
-        detections of 91.
+        detections of 91. Temporal-pattern evidence defaults to 0.5 for the same reason:
+        a completed pattern lowers the bar for the stations in it (a pattern at the
+        matcher's ``match_z`` of 6 adds 3, so a participant needs about 2.5 of its own)
+        but cannot make a station anomalous alone. At 1.0 it revived stations whose
+        burst was long over, chance cascades of noise bursts met the OSINT rule, and
+        the runs with a false alarm rose from 6 to 16 of 600 simulated runs for +1
+        detection of 318 (``simulation/``, 60 one-second ticks, 247 stations).
     corroboration
         Share of the second-strongest evidence type added to the strongest: two
         detectors agreeing count for more than either alone.

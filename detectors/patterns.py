@@ -56,10 +56,16 @@ and :meth:`MatcherState.from_dict`.
 
 Leading dimensions
 ------------------
-The matcher is **per run**: inputs have shape ``(stations,)`` only. A Monte Carlo
-campaign keeps one :class:`MatcherState` per run and steps the same matcher with each
-run's slice; the state is small, and partial matches are sparse objects, not arrays,
-so a dense ``(runs, stations)`` form would buy nothing.
+Inputs may be one live batch ``(stations,)`` or many independent runs ``(runs,
+stations)`` (any leading shape works; it is flattened, and a match's ``run`` is the
+flat index). Runs never mix: in a batched state every key is prefixed with its run,
+so windows, skip strategies and the memory cap apply per run and key exactly as they
+would to that run alone, and a batched step gives the same matches as stepping each
+run separately. Rising edges, the held ``pattern_z`` and the search for this tick's
+events are array operations over every run at once; per-partial bookkeeping is done
+only for keys with an event this tick or a partial match whose window has just
+closed, so a quiet tick costs almost nothing however many partial matches wait.
+Counters are summed over runs.
 
 Evidence for the node-state machine: ``pattern_z`` is ``match_z`` (default 6.0) at
 every station that took part in a match completed this tick, held for ``hold_ticks``
@@ -132,12 +138,22 @@ FloatArray = npt.NDArray[np.float64]
 
 @dataclass(frozen=True)
 class Match:
-    """A completed pattern: its key, the stations and tick of each step."""
+    """A completed pattern: its key, the stations and tick of each step.
+
+    ``run`` is the (flat) run index when the matcher was stepped with a leading runs
+    axis, ``None`` for a live ``(stations,)`` batch.
+    """
 
     pattern: str
     key: tuple[int, ...]
     stations: tuple[tuple[int, ...], ...]
     ticks: tuple[int, ...]
+    run: int | None = None
+
+    def __repr__(self) -> str:
+        run = "" if self.run is None else f", run={self.run}"
+        return (f"Match(pattern={self.pattern!r}, key={self.key!r}, stations={self.stations!r}, "
+                f"ticks={self.ticks!r}{run})")
 
     @property
     def start_tick(self) -> int:
@@ -173,25 +189,35 @@ class Partial:
                    tuple(int(t) for t in d["ticks"]))
 
 
+Key = tuple[int, ...]
+
+
 @dataclass
 class MatcherState:
-    """Everything a :class:`PatternMatcher` remembers between ticks (one run).
+    """Everything a :class:`PatternMatcher` remembers between ticks.
 
-    ``partial[pattern][key]`` lists the live partial matches, oldest first;
-    ``prev[signal]`` is last tick's input (for rising edges); ``hold`` is the number of
-    ticks each station's ``pattern_z`` stays on; ``counters[pattern]`` counts
-    ``started``, ``matched``, ``expired``, ``killed`` and ``evicted`` partial matches.
+    ``lead`` is the leading shape the state was made for (``()`` for one live batch,
+    ``(runs,)`` for a batch of runs); ``partial[pattern][key]`` lists the live partial
+    matches, oldest first (in a batched state each key starts with its flat run index);
+    ``prev[signal]`` is last tick's input (for rising edges), shape ``(*lead,
+    stations)``; ``hold`` is the number of ticks each station's ``pattern_z`` stays on;
+    ``counters[pattern]`` counts ``started``, ``matched``, ``expired``, ``killed`` and
+    ``evicted`` partial matches (summed over runs). ``due`` is a cache the matcher
+    keeps: per key, the last tick before its oldest window closes (rebuilt after
+    :meth:`from_dict`).
     """
 
     tick: int = 0
     next_seq: int = 0
-    partial: dict[str, dict[tuple[int, ...], list[Partial]]] = field(default_factory=dict)
+    partial: dict[str, dict[Key, list[Partial]]] = field(default_factory=dict)
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
     prev: dict[str, BoolArray] = field(default_factory=dict)
     hold: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
+    lead: tuple[int, ...] = ()
+    due: dict[str, dict[Key, int]] | None = field(default=None, repr=False, compare=False)
 
     def n_partial(self, pattern: str | None = None) -> int:
-        """Live partial matches of one pattern (or of all)."""
+        """Live partial matches of one pattern (or of all), over every run."""
         names = [pattern] if pattern is not None else list(self.partial)
         return sum(len(runs) for n in names for runs in self.partial.get(n, {}).values())
 
@@ -200,6 +226,7 @@ class MatcherState:
         return {
             "tick": self.tick,
             "next_seq": self.next_seq,
+            "lead": list(self.lead),
             "partial": {name: [r.to_dict() for key in sorted(by_key) for r in by_key[key]]
                         for name, by_key in self.partial.items()},
             "counters": {name: dict(c) for name, c in self.counters.items()},
@@ -209,20 +236,23 @@ class MatcherState:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> MatcherState:
-        partial: dict[str, dict[tuple[int, ...], list[Partial]]] = {}
+        partial: dict[str, dict[Key, list[Partial]]] = {}
         for name, runs in d["partial"].items():
-            by_key: dict[tuple[int, ...], list[Partial]] = {}
+            by_key: dict[Key, list[Partial]] = {}
             for r in runs:
                 p = Partial.from_dict(r)
                 by_key.setdefault(p.key, []).append(p)
             partial[name] = by_key
+        lead = tuple(int(x) for x in d.get("lead", ()))
+        n = np.asarray(d["hold"]).shape[-1] if np.asarray(d["hold"]).size else 0
         return cls(
             tick=int(d["tick"]),
             next_seq=int(d["next_seq"]),
             partial=partial,
             counters={name: {k: int(v) for k, v in c.items()} for name, c in d["counters"].items()},
-            prev={sig: np.asarray(a, dtype=bool) for sig, a in d["prev"].items()},
-            hold=np.asarray(d["hold"], dtype=np.int64),
+            prev={sig: np.asarray(a, dtype=bool).reshape(*lead, n) for sig, a in d["prev"].items()},
+            hold=np.asarray(d["hold"], dtype=np.int64).reshape(*lead, n),
+            lead=lead,
         )
 
 
@@ -240,11 +270,16 @@ class _Compiled:
 
     kind: tuple[int, ...]  # kind index per step
     window: tuple[int, ...]  # window in ticks per step (step 0 unused)
-    keys: list[tuple[int, ...]]  # key per station
+    keys: list[Key]  # key per station
+    kind_mask: tuple[BoolArray, ...]  # stations of each step's kind, (stations,) per step
+
+    def due(self, run: Partial) -> int:
+        """The last tick at which ``run`` may still take its next step."""
+        return run.ticks[-1] + self.window[len(run.ticks)]
 
 
 class PatternMatcher:
-    """Streaming automaton over compiled patterns, for one run of ``(stations,)``.
+    """Streaming automaton over compiled patterns, for ``(stations,)`` or ``(runs, stations)``.
 
     Parameters
     ----------
@@ -355,9 +390,9 @@ class PatternMatcher:
             keys: list[tuple[int, ...]] = (
                 [tuple(int(v) for v in row) for row in np.stack(cols, axis=1)] if cols
                 else [()] * len(kinds))
-            self._compiled.append(_Compiled(
-                kind=tuple(KIND_INDEX[s.kind.value] for s in p.steps),
-                window=tuple(window), keys=keys))
+            kind = tuple(KIND_INDEX[s.kind.value] for s in p.steps)
+            self._compiled.append(_Compiled(kind=kind, window=tuple(window), keys=keys,
+                                            kind_mask=tuple(kinds == k for k in kind)))
         self.signals_used: tuple[str, ...] = tuple(sorted({s.signal for p in self.patterns
                                                            for s in p.steps}))
 
@@ -365,81 +400,106 @@ class PatternMatcher:
     def n_stations(self) -> int:
         return int(self.kind_idx.shape[0])
 
-    def init_state(self) -> MatcherState:
-        """Fresh state: no partial matches, zero counters, no signal seen yet."""
-        n = self.n_stations
+    def init_state(self, lead: tuple[int, ...] = ()) -> MatcherState:
+        """Fresh state for inputs of shape ``(*lead, stations)``: nothing seen yet."""
+        shape = (*lead, self.n_stations)
         return MatcherState(
             partial={p.name: {} for p in self.patterns},
             counters={p.name: dict.fromkeys(_COUNTERS, 0) for p in self.patterns},
-            prev={sig: np.zeros(n, bool) for sig in self.signals_used},
-            hold=np.zeros(n, np.int64),
+            prev={sig: np.zeros(shape, bool) for sig in self.signals_used},
+            hold=np.zeros(shape, np.int64),
+            lead=tuple(lead),
+            due={p.name: {} for p in self.patterns},
         )
 
-    def _check_state(self, state: MatcherState) -> None:
+    def _check_state(self, state: MatcherState, lead: tuple[int, ...]) -> None:
         have, want = sorted(state.partial), sorted(p.name for p in self.patterns)
         if have != want:
             raise ValueError(f"state was made for patterns {have}, this matcher runs {want}")
+        if state.lead != lead:
+            raise ValueError(f"state was made for leading shape {state.lead}, the signals have "
+                             f"{lead}; make it with init_state({lead})")
         n = self.n_stations
-        if state.hold.shape[0] > n:
-            raise ValueError(f"state has {state.hold.shape[0]} stations, this matcher {n}")
-        if state.hold.shape[0] < n:  # the fleet grew: new stations start quiet
-            state.hold = np.concatenate([state.hold, np.zeros(n - state.hold.shape[0], np.int64)])
+        if state.hold.shape[-1] > n:
+            raise ValueError(f"state has {state.hold.shape[-1]} stations, this matcher {n}")
+        state.hold = _pad_last(state.hold, n)  # the fleet grew: new stations start quiet
         for sig in self.signals_used:
-            prev = state.prev.get(sig, np.zeros(0, bool))
-            if prev.shape[0] < n:
-                state.prev[sig] = np.concatenate([prev, np.zeros(n - prev.shape[0], bool)])
+            state.prev[sig] = _pad_last(state.prev.get(sig, np.zeros((*lead, 0), bool)), n)
+        if state.due is None:  # restored from a dict: rebuild the window cache
+            state.due = {p.name: {key: min(cp.due(r) for r in runs)
+                                  for key, runs in state.partial[p.name].items() if runs}
+                         for p, cp in zip(self.patterns, self._compiled, strict=True)}
 
     def step(self, state: MatcherState, signals: Mapping[str, npt.ArrayLike]) -> MatcherOutput:
         """Advance one tick; update ``state`` in place.
 
         ``signals`` maps each signal the patterns use (:attr:`signals_used`) to a bool
-        array ``(stations,)``; pass all-False for a detector that is not wired.
+        array ``(*lead, stations)`` with the state's leading shape; pass all-False for a
+        detector that is not wired.
         """
-        self._check_state(state)
         n = self.n_stations
-        fired: dict[str, BoolArray] = {}
+        cur: dict[str, BoolArray] = {}
         for sig in self.signals_used:
             if sig not in signals:
                 raise ValueError(f"signal {sig!r} is missing from the inputs; the patterns use "
                                  f"{', '.join(self.signals_used)} (pass all-False if not wired)")
-            cur = np.asarray(signals[sig]).astype(bool, copy=False)
-            if cur.shape != (n,):
-                raise ValueError(f"signal {sig!r} has shape {cur.shape}; the matcher is per run "
-                                 f"and takes ({n},) — step each Monte Carlo run separately")
-            fired[sig] = cur & ~state.prev[sig] if self.onsets else cur.copy()
-            state.prev[sig] = cur.copy()
+            a = np.asarray(signals[sig]).astype(bool, copy=False)
+            if a.ndim == 0 or a.shape[-1] != n or a.shape[:-1] != state.lead:
+                raise ValueError(f"signal {sig!r} has shape {a.shape}; this matcher has {n} "
+                                 f"stations and the state leading shape {state.lead}, so it "
+                                 f"takes {(*state.lead, n)}")
+            cur[sig] = a
+        self._check_state(state, state.lead)
+        fired: dict[str, BoolArray] = {}
+        for sig, a in cur.items():
+            f = a & ~state.prev[sig] if self.onsets else a.copy()
+            fired[sig] = f.reshape(-1, n)  # (flat runs, stations): one row for a live batch
+            state.prev[sig] = a.copy()
 
         t = state.tick
+        batched = bool(state.lead)
         matches: list[Match] = []
         for p, cp in zip(self.patterns, self._compiled, strict=True):
-            matches += self._advance(state, p, cp, fired, t)
+            matches += self._advance(state, p, cp, fired, t, batched)
 
-        took_part = np.zeros(n, bool)
+        hold = state.hold.reshape(-1, n)  # a view: state.hold is contiguous
         for m in matches:
-            took_part[list(m.all_stations)] = True
-        state.hold[took_part] = self.hold_ticks
+            hold[m.run or 0, list(m.all_stations)] = self.hold_ticks
         pattern_z = np.where(state.hold > 0, self.match_z, 0.0)
         np.subtract(state.hold, 1, out=state.hold, where=state.hold > 0)
         state.tick = t + 1
         return MatcherOutput(matches, pattern_z)
 
-    def _advance(self, state: MatcherState, p: Pattern, cp: _Compiled,
-                 fired: Mapping[str, BoolArray], t: int) -> list[Match]:
-        """One tick of one pattern: extend, expire or kill partial matches, then start new ones."""
-        # this tick's events per step, grouped by key: {key: stations}
-        events: list[dict[tuple[int, ...], tuple[int, ...]]] = []
-        for step, kind in zip(p.steps, cp.kind, strict=True):
-            grouped: dict[tuple[int, ...], list[int]] = {}
-            for s in np.flatnonzero(fired[step.signal] & (self.kind_idx == kind)).tolist():
-                grouped.setdefault(cp.keys[s], []).append(s)
+    def _events(self, p: Pattern, cp: _Compiled, fired: Mapping[str, BoolArray],
+                batched: bool) -> list[dict[Key, tuple[int, ...]]]:
+        """This tick's events per step, grouped by key (run first when batched)."""
+        events: list[dict[Key, tuple[int, ...]]] = []
+        for step, mask in zip(p.steps, cp.kind_mask, strict=True):
+            runs, stations = np.nonzero(fired[step.signal] & mask)
+            grouped: dict[Key, list[int]] = {}
+            for r, s in zip(runs.tolist(), stations.tolist(), strict=True):
+                grouped.setdefault((r, *cp.keys[s]) if batched else cp.keys[s], []).append(s)
             events.append({k: tuple(v) for k, v in grouped.items()})
+        return events
+
+    def _advance(self, state: MatcherState, p: Pattern, cp: _Compiled,
+                 fired: Mapping[str, BoolArray], t: int, batched: bool) -> list[Match]:
+        """One tick of one pattern: extend, expire or kill partial matches, then start new ones.
+
+        Only keys with an event this tick, or whose oldest window closed before this
+        tick, are visited; every other partial match is untouched by this tick anyway.
+        """
+        assert state.due is not None  # _check_state built it
+        events = self._events(p, cp, fired, batched)
         relevant = {k for ev in events for k in ev}
         by_key = state.partial[p.name]
+        due = state.due[p.name]
         counters = state.counters[p.name]
         last = len(p.steps)
         matches: list[Match] = []
 
-        for key in sorted(by_key):
+        visit = sorted({k for k in relevant if k in by_key} | {k for k, d in due.items() if d < t})
+        for key in visit:
             kept: list[Partial] = []
             branches: list[Partial] = []
             for run in by_key[key]:
@@ -462,7 +522,8 @@ class PatternMatcher:
                 ext = Partial(seq, key, (*run.stations, stations), (*run.ticks, t))
                 if j + 1 == last:
                     counters["matched"] += 1
-                    matches.append(Match(p.name, key, ext.stations, ext.ticks))
+                    matches.append(Match(p.name, key[1:] if batched else key, ext.stations,
+                                         ext.ticks, run=key[0] if batched else None))
                 elif any_match:
                     branches.append(ext)
                 else:
@@ -474,15 +535,25 @@ class PatternMatcher:
             by_key.setdefault(key, []).append(Partial(state.next_seq, key, (stations,), (t,)))
             state.next_seq += 1
 
-        for key in list(by_key):
+        for key in set(visit) | events[0].keys():
             runs = by_key[key]
             while len(runs) > self.max_partial:
                 # evict the earliest start: it has had the longest to complete
                 del runs[_oldest(runs)]
                 counters["evicted"] += 1
-            if not runs:
+            if runs:
+                due[key] = min(cp.due(r) for r in runs)
+            else:
                 del by_key[key]
+                due.pop(key, None)
         return matches
+
+
+def _pad_last(a: npt.NDArray[Any], n: int) -> npt.NDArray[Any]:
+    """``a`` widened with zeros (False) along its last axis to length ``n``."""
+    if a.shape[-1] >= n:
+        return a
+    return np.concatenate([a, np.zeros((*a.shape[:-1], n - a.shape[-1]), a.dtype)], axis=-1)
 
 
 def _oldest(runs: Sequence[Partial]) -> int:

@@ -8,8 +8,9 @@ and statistically the same stream the live synthetic stations produce.
 
 Cells of shape ``(runs, stations)`` go through the very same
 :class:`~convergence.detectors.chain.DetectorChain` as the live runtimes, one tick at a
-time. The result holds per-(run, tick) meter outputs, fusion features and ground-truth
-labels (is a genuine convergence under way?), which training and campaigns consume.
+time, temporal patterns included. The result holds per-(run, tick) meter outputs,
+fusion features and ground-truth labels (is a genuine convergence under way?), which
+training and campaigns consume.
 
 Examples
 --------
@@ -87,7 +88,11 @@ def simulate(scenarios: Sequence[Scenario], *, n_ticks: int, seed: int, tick_s: 
     fleet = scenarios[0].fleet
     if any(len(sc.fleet) != len(fleet) for sc in scenarios):
         raise ValueError("all scenarios of one simulation must share the same fleet")
-    chain = chain or DetectorChain(meter=ConvergenceMeter(emit_features=True))
+    chain = chain or DetectorChain(meter=ConvergenceMeter(emit_features=True), tick_s=tick_s)
+    if chain.patterns and chain.tick_s != tick_s:
+        raise ValueError(f"the chain's pattern windows assume {chain.tick_s:g} s ticks but the "
+                         f"simulation ticks every {tick_s:g} s; build the chain with "
+                         f"tick_s={tick_s:g}")
     # features are needed for training data; the caller's chain is left as it was given
     emit_before = chain.meter.emit_features
     chain.meter.emit_features = True

@@ -77,3 +77,19 @@ def test_old_checkpoint_without_peak_top_rebuilds_it() -> None:
     old = ArrayState.from_dict(d)
     out = m.step(old, {"burst_z": np.array([1.0, 0.0, 5.0]), "entropy_drop_z": np.zeros(3)})
     assert np.array_equal(out["peak_top"], out["peak"].max(-1))
+
+
+def test_a_pattern_match_corroborates_but_does_not_convict() -> None:
+    m = NodeStateMachine()
+
+    def state_after(burst: float, pattern: float) -> int:
+        st = m.init_state((1,))
+        out: dict[str, np.ndarray] = {}
+        for _ in range(3):  # a match holds pattern_z for two ticks; give it three
+            out = m.step(st, {"burst_z": np.array([burst]), "entropy_drop_z": np.zeros(1),
+                              "pattern_z": np.array([pattern])})
+        return int(out["state"][0])
+
+    assert state_after(0.0, 6.0) != ANOMALOUS  # the match alone: the bursts are over
+    assert state_after(2.6, 0.0) != ANOMALOUS  # a modest burst alone
+    assert state_after(2.6, 6.0) == ANOMALOUS  # the same burst, lifted by the match

@@ -172,13 +172,17 @@ def test_matcher_rejects_bad_settings() -> None:
         PatternMatcher(pats * 2, kinds, regions, tick_s=60.0)
 
 
-def test_step_rejects_missing_or_batched_signals() -> None:
+def test_step_rejects_missing_or_misshapen_signals() -> None:
     m = _matcher()
     st = m.init_state()
     with pytest.raises(ValueError, match="signal 'burst' is missing"):
         m.step(st, {"change_level": np.zeros(m.n_stations, bool)})
-    with pytest.raises(ValueError, match="per run"):
+    with pytest.raises(ValueError, match=r"state leading shape \(\), so it takes \(8,\)"):
         m.step(st, {"burst": np.zeros((2, m.n_stations), bool)})
+    with pytest.raises(ValueError, match=r"so it takes \(3, 8\)"):
+        m.step(m.init_state((3,)), {"burst": np.zeros((2, m.n_stations), bool)})
+    with pytest.raises(ValueError, match="8 stations"):
+        m.step(st, {"burst": np.zeros(5, bool)})
     other = _matcher(DEFAULT_PATTERNS.replace("social-news-market", "renamed"))
     with pytest.raises(ValueError, match="state was made for patterns"):
         other.step(st, {"burst": np.zeros(m.n_stations, bool)})
@@ -326,3 +330,77 @@ def test_state_carries_over_when_the_fleet_grows() -> None:
     big = _matcher()
     [m] = _run(big, {5: [M0]}, 3, st)[0]
     assert m.ticks == (0, 2, 5) and st.hold.shape == (big.n_stations,)
+
+
+# ------------------------------------------------------------------ batched runs
+
+
+def _random_pulses(rng: np.random.Generator, n_runs: int, ticks: int,
+                   p: float) -> np.ndarray:
+    """(ticks, runs, stations) one-tick pulses at random, so onsets are frequent."""
+    return rng.random((ticks, n_runs, len(KINDS))) < p
+
+
+@pytest.mark.parametrize("skip", [s.value for s in SkipStrategy])
+def test_a_batch_of_runs_matches_exactly_as_each_run_alone(skip: str) -> None:
+    # a small cap and short windows, so expiry, kills and evictions all happen
+    m = _matcher(_with_skip(skip), tick_s=120.0, max_partial=3)
+    n_runs, ticks = 5, 80
+    pulses = _random_pulses(np.random.default_rng(7), n_runs, ticks, 0.15)
+    batch = m.init_state((n_runs,))
+    singles = [m.init_state() for _ in range(n_runs)]
+    got: list[Match] = []
+    want: list[Match] = []
+    for t in range(ticks):
+        out = m.step(batch, {"burst": pulses[t]})
+        got += out.matches
+        for r, st in enumerate(singles):
+            one = m.step(st, {"burst": pulses[t, r]})
+            want += [Match(x.pattern, x.key, x.stations, x.ticks, run=r) for x in one.matches]
+            np.testing.assert_array_equal(out.pattern_z[r], one.pattern_z)
+    key = lambda x: (x.run, x.ticks, x.stations)  # noqa: E731
+    assert sorted(got, key=key) == sorted(want, key=key)
+    assert len(got) > 5  # the comparison is not vacuous
+    c = batch.counters["social-news-market"]
+    for name in c:
+        assert c[name] == sum(st.counters["social-news-market"][name] for st in singles)
+    assert c["expired"] > 0 and c["evicted"] + c["killed"] > 0
+    assert batch.n_partial() == sum(st.n_partial() for st in singles)
+
+
+def test_batched_matches_name_their_run() -> None:
+    m = _matcher()
+    st = m.init_state((3,))
+    script = {0: [(2, S1)], 2: [(2, N1)], 4: [(2, M1), (0, M0)]}
+    matches: list[Match] = []
+    for t in range(6):
+        burst = np.zeros((3, m.n_stations), bool)
+        for r, s in script.get(t, []):
+            burst[r, s] = True
+        out = m.step(st, {"burst": burst})
+        matches += out.matches
+        if t == 4:
+            assert out.pattern_z[2].tolist() == [0, 0, 0, 6, 6, 6, 0, 0]
+            assert not out.pattern_z[[0, 1]].any()
+    assert matches == [Match("social-news-market", (1,), ((S1,), (N1,), (M1,)), (0, 2, 4), run=2)]
+    assert "run=2" in repr(matches[0]) and "run=" not in repr(Match("p", (), (), ()))
+
+
+def test_batched_state_round_trips_and_grows() -> None:
+    m = _matcher(_with_skip("skip_till_any_match"), tick_s=120.0)
+    pulses = _random_pulses(np.random.default_rng(3), 4, 30, 0.1)
+    st = m.init_state((4,))
+    for t in range(20):
+        m.step(st, {"burst": pulses[t]})
+    assert st.n_partial() > 0
+    restored = MatcherState.from_dict(json.loads(json.dumps(st.to_dict())))
+    assert restored.lead == (4,) and restored.due is None
+    for t in range(20, 30):
+        a, b = m.step(st, {"burst": pulses[t]}), m.step(restored, {"burst": pulses[t]})
+        assert a.matches == b.matches
+        np.testing.assert_array_equal(a.pattern_z, b.pattern_z)
+    assert restored.to_dict() == st.to_dict()
+    wider = PatternMatcher(m.patterns, np.r_[m.kind_idx, KIND_INDEX["sensor"]],
+                           np.r_[m.region_idx, 1], 120.0)
+    out = wider.step(st, {"burst": np.zeros((4, wider.n_stations), bool)})
+    assert out.pattern_z.shape == st.hold.shape == (4, wider.n_stations)

@@ -61,7 +61,7 @@ def test_offline_replay_matches_the_learned_meter_run_live() -> None:
                         num_boost_round=10)
     p_region = np.asarray(booster.predict(res.region_features.reshape(-1, len(FEATURE_NAMES))))
     p_region = p_region.reshape(res.region_osint.shape)
-    chain = DetectorChain(meter=ConvergenceMeter(scorer=booster_scorer(booster, 0.3)), patterns=None)
+    chain = DetectorChain(meter=ConvergenceMeter(scorer=booster_scorer(booster, 0.3)))
     live = simulate(scs, n_ticks=40, seed=2, chain=chain)
     assert chain.meter.emit_features is False  # simulate() leaves the caller's chain as given
     offline = replay_learned_meter(p_region, res.region_osint, 0.3)

@@ -1,8 +1,9 @@
 """RSS/Atom source: a feed polled with conditional GET, each new item one news event.
 
-This module owns :class:`RssSource`. Fetching (``If-None-Match`` / ``If-Modified-Since``,
-timeouts, size cap, HTTP errors as ``SourceError``) and item dedup come from
-:mod:`~convergence.ground_stations.http_json`; parsing is feedparser's.
+This module owns :class:`RssSource`, :func:`parse_feed` and :func:`clean_html`. Fetching
+(``If-None-Match`` / ``If-Modified-Since``, timeouts, size cap, HTTP errors as
+``SourceError``), item dedup and the poll loop come from
+:mod:`~convergence.ground_stations.polling`; parsing is feedparser's.
 
 Each item becomes one record: ``category`` = the item's first tag (lower-cased), or
 ``default_category`` (``news``); ``text`` = the title, plus the summary with HTML
@@ -33,19 +34,15 @@ import asyncio
 import calendar
 import html
 import io
-import logging
 import re
 from collections.abc import Mapping
 from typing import Any
 
 import feedparser
 
-from convergence.ground_stations.base import RejectBuffer, RejectingSource, SourceError, check_record
-from convergence.ground_stations.http_json import ConditionalGet, SeenHashes, content_hash, host_of
+from convergence.ground_stations.polling import Fetched, PolledSource, host_of
 from convergence.schema import Limits, ValidationError
 from convergence.stations import StationInfo
-
-log = logging.getLogger(__name__)
 
 _TAG_RE = re.compile(r"<[^>]*>")
 _SPACE_RE = re.compile(r"\s+")
@@ -74,7 +71,7 @@ def _get(entry: Mapping[str, Any], key: str) -> Any:
     return dict.get(entry, key) if isinstance(entry, dict) else entry.get(key)
 
 
-class RssSource(RejectingSource):
+class RssSource(PolledSource):
     """Polls an RSS or Atom feed; every new item becomes one event record.
 
     Parameters
@@ -85,14 +82,8 @@ class RssSource(RejectingSource):
         The station this source feeds (usually an ``osint_news`` one).
     default_category
         Category of items without tags.
-    timeout_s, max_bytes, headers
-        See :class:`~convergence.ground_stations.http_json.ConditionalGet`.
-    dedup_size
-        How many item hashes to remember.
-    max_unreadable
-        After this many unreadable answers in a row, ``poll()`` raises ``SourceError``.
-    limits, max_rejects
-        Edge limits; undrained dead letters kept.
+    timeout_s, max_bytes, headers, dedup_size, max_unreadable, limits, max_rejects
+        See :class:`~convergence.ground_stations.polling.PolledSource`.
 
     Examples
     --------
@@ -109,6 +100,7 @@ class RssSource(RejectingSource):
     """
 
     kind = "rss"
+    label = "RSS source"
 
     def __init__(self, url: str, station: StationInfo, *, default_category: str = "news",
                  timeout_s: float = 10.0, max_bytes: int = 5_000_000,
@@ -118,22 +110,12 @@ class RssSource(RejectingSource):
         if not default_category or len(default_category) > _MAX_CATEGORY:
             raise ValueError(f"default_category must be 1..{_MAX_CATEGORY} characters, "
                              f"got {default_category!r}")
-        if max_unreadable < 1:
-            raise ValueError(f"max_unreadable must be >= 1, got {max_unreadable}")
-        self.url = url
-        self.station = station
+        super().__init__(url, station, accept=_ACCEPT, timeout_s=timeout_s, max_bytes=max_bytes,
+                         headers=headers, dedup_size=dedup_size, max_unreadable=max_unreadable,
+                         limits=limits, max_rejects=max_rejects)
         self._kind = station.kind.value  # an unknown source kind fails here, not in every poll
         self.default_category = default_category
-        self.max_unreadable = max_unreadable
-        self.limits = limits or Limits()
-        self.http = ConditionalGet(url, timeout_s=timeout_s, max_bytes=max_bytes, headers=headers,
-                                   accept=_ACCEPT)
         self.source = host_of(url)
-        self._seen = SeenHashes(dedup_size)
-        self._rejects = RejectBuffer("source.rss", station.station_id, max_rejects)
-        self.unreadable_streak = 0
-        self.duplicates = 0
-
 
     def _item_name(self, i: int, entry: Mapping[str, Any]) -> str:
         ident = entry.get("id") or entry.get("link") or entry.get("title") or ""
@@ -173,10 +155,6 @@ class RssSource(RejectingSource):
                 "event_time_s": t, "category": category, "value": 1.0, "text": text,
                 "source": self.source}
 
-    def _unreadable(self, body: bytes, reason: str, now_s: float) -> None:
-        self.unreadable_streak += 1
-        self._rejects.add(body, "body", f"{self.url}: {reason}", now_s=now_s)
-
     def records_from(self, body: bytes, now_s: float, *, content_type: str = "",
                      truncated: bool = False, limit: int | None = None,
                      parsed: Any = None) -> list[dict[str, Any]]:
@@ -202,42 +180,25 @@ class RssSource(RejectingSource):
                               f"({_bozo_reason(d.get('bozo_exception'))}); {len(entries)} item(s) "
                               "were recovered. Tell the publisher, or ignore if the items look right",
                               now_s=now_s)
-        out: list[dict[str, Any]] = []
-        for i, entry in enumerate(entries if limit is None else entries[:limit]):
-            ident = {k: _get(entry, k) for k in ("id", "link", "title", "summary", "published", "updated")}
-            if not self._seen.add(content_hash(ident)):
-                self.duplicates += 1
-                continue
-            try:
-                rec = self._record(entry, now_s)
-                check_record(rec, now_s=now_s, limits=self.limits)
-            except ValidationError as err:
-                self._rejects.add(ident, err.field,
-                                  f"{self._item_name(i, entry)}: {err.field} {err.reason}", now_s=now_s)
-                continue
-            except Exception as exc:  # a bug must not stop the feed: keep the item, say so loudly
-                log.exception("feed %s: unexpected error on item %d", self.url, i)
-                self._rejects.add(ident, "item", f"{self._item_name(i, entry)}: unexpected "
-                                  f"{type(exc).__name__} ({exc}); this is a bug in the RSS source, "
-                                  "please report it with this item", now_s=now_s)
-                continue
-            out.append(rec)
-        return out
+        return self.records_from_items(entries, now_s, record=self._record, identity=_identity,
+                                       name=self._item_name, limit=limit)
 
-    async def poll(self, now_s: float) -> list[dict[str, Any]]:
-        fetched = await self.http.fetch()
-        if fetched is None:  # 304: nothing changed since the validators we sent
-            return []
+    async def records_from_fetched(self, fetched: Fetched, now_s: float) -> list[dict[str, Any]]:
         # feedparser is pure Python and can take a while on a big feed: keep it off the loop
         parsed = None if fetched.truncated else await asyncio.to_thread(
             parse_feed, fetched.body, fetched.content_type)
-        out = self.records_from(fetched.body, now_s, content_type=fetched.content_type,
-                                truncated=fetched.truncated, parsed=parsed)
-        if self.unreadable_streak >= self.max_unreadable:
-            raise SourceError(f"{self.url} answered something that is not an RSS/Atom feed "
-                              f"{self.unreadable_streak} polls in a row; check the URL (dead letters "
-                              "hold what it sent)")
-        return out
+        return self.records_from(fetched.body, now_s, content_type=fetched.content_type,
+                                 truncated=fetched.truncated, parsed=parsed)
+
+    def unreadable_message(self) -> str:
+        return (f"{self.url} answered something that is not an RSS/Atom feed "
+                f"{self.unreadable_streak} polls in a row; check the URL (dead letters "
+                "hold what it sent)")
+
+
+def _identity(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """What makes an item the same item again (its content hash is remembered)."""
+    return {k: _get(entry, k) for k in ("id", "link", "title", "summary", "published", "updated")}
 
 
 def parse_feed(body: bytes, content_type: str = "") -> Any:

@@ -17,9 +17,13 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
+
 
 class Counters:
-    """Mixin for counter dataclasses."""
+    """Mixin for counter dataclasses (``slots=True`` ones included)."""
 
     def as_dict(self) -> dict[str, int]:
-        return {k: int(v) for k, v in vars(self).items() if not k.startswith("_")}
+        names = ([f.name for f in dataclasses.fields(self)] if dataclasses.is_dataclass(self)
+                 else list(vars(self)))
+        return {k: int(getattr(self, k)) for k in names if not k.startswith("_")}

@@ -75,19 +75,28 @@ class ArrayState(Mapping[str, Array]):
         return int(sum(a.nbytes for a in self._arrays.values()) // n)
 
     def grow(self, n_stations: int, template: ArrayState) -> None:
-        """Extend the station axis to ``n_stations`` using ``template``'s initial values."""
+        """Extend the station axis to ``n_stations`` with ``template``'s initial values.
+
+        ``template`` holds either all ``n_stations`` stations (the new ones take their
+        own rows), just the new stations, or one station whose row every new station
+        gets.
+        """
         ax = self.lead_ndim - 1
         for name, arr in self._arrays.items():
             have = arr.shape[ax]
             if have >= n_stations:
                 continue
+            new = n_stations - have
             fill = template[name]
-            idx = [slice(None)] * arr.ndim
-            idx[ax] = slice(0, n_stations - have)
-            extra = np.broadcast_to(
-                fill[tuple(idx)] if fill.shape[ax] >= n_stations - have else fill.flat[0],
-                arr.shape[:ax] + (n_stations - have,) + arr.shape[ax + 1 :],
-            )
+            k = fill.shape[ax]
+            if k == n_stations:
+                idx = [slice(None)] * fill.ndim
+                idx[ax] = slice(have, n_stations)
+                fill = fill[tuple(idx)]
+            elif k not in (new, 1):
+                raise ValueError(f"grow template for {name!r} has {k} stations; give all "
+                                 f"{n_stations}, the {new} new ones, or one to copy")
+            extra = np.broadcast_to(fill, arr.shape[:ax] + (new,) + arr.shape[ax + 1 :])
             self._arrays[name] = np.concatenate([arr, extra.astype(arr.dtype)], axis=ax)
 
     def station(self, idx: int) -> dict[str, Any]:

@@ -212,7 +212,7 @@ def validate_event(raw: Any, *, now_s: float, limits: Limits | None = None) -> E
     if not _ID_RE.match(station):
         raise ValidationError("station_id", f"{_short(station)} must match [A-Za-z0-9_.:-]{{1,64}}")
     kind_raw = raw.get("source_kind")
-    if kind_raw not in KIND_INDEX:
+    if not isinstance(kind_raw, str) or kind_raw not in KIND_INDEX:
         raise ValidationError(
             "source_kind",
             f"{_short(kind_raw)} is not a known source kind; use one of "

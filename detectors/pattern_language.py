@@ -286,7 +286,7 @@ def _compile_step(i: int, name: str, j: int, s: Mapping[str, Any], where: _Where
     kind = s.get("kind")
     if kind is None:
         raise where.error(i, name, f"kind is missing; use one of {', '.join(kinds)}", s=j)
-    if kind not in KIND_INDEX:
+    if not isinstance(kind, str) or kind not in KIND_INDEX:
         raise where.error(i, name, _choices(kind, kinds, "a source kind"), s=j, fld="kind")
     signal = s.get("signal")
     if signal is None:

@@ -8,15 +8,13 @@ import pytest
 
 from convergence.detectors.patterns import (
     DEFAULT_PATTERNS,
-    MAX_STEPS,
-    SIGNALS,
     Match,
     MatcherState,
     PatternMatcher,
     SkipStrategy,
     compile_patterns,
 )
-from convergence.schema import KIND_INDEX, SourceKind
+from convergence.schema import KIND_INDEX
 
 # station layout shared by the tests: two regions with one station of each kind
 KINDS = ("osint_social", "osint_news", "market_volume",   # region 0
@@ -51,107 +49,7 @@ def _run(m: PatternMatcher, events: Mapping[int, Sequence[int]], ticks: int,
     return matches, st, zs
 
 
-# ------------------------------------------------------------------------ compiling
-
-
-def test_default_patterns_compile() -> None:
-    [p] = compile_patterns(DEFAULT_PATTERNS)
-    assert p.name == "social-news-market"
-    assert p.skip is SkipStrategy.SKIP_TILL_NEXT_MATCH and p.same == ("region",)
-    assert [(s.kind, s.signal, s.within_s) for s in p.steps] == [
-        (SourceKind.OSINT_SOCIAL, "burst", None),
-        (SourceKind.OSINT_NEWS, "burst", 600.0),
-        (SourceKind.MARKET_VOLUME, "burst", 1800.0),
-    ]
-
-
-def test_empty_text_compiles_to_nothing() -> None:
-    assert compile_patterns("# no patterns yet\n") == []
-
-
-def test_extra_signals_can_be_allowed() -> None:
-    text = DEFAULT_PATTERNS.replace('signal = "burst"\nwithin_s = 600', 'signal = "spike"\nwithin_s = 600')
-    with pytest.raises(ValueError, match="'spike' is not a known signal"):
-        compile_patterns(text)
-    [p] = compile_patterns(text, signals=(*SIGNALS, "spike"))
-    assert p.steps[1].signal == "spike"
-
-
-_STEP2 = '[[pattern.step]]\nkind = "osint_news"\nsignal = "burst"\nwithin_s = 60\n'
-
-
-def _one(head: str = 'name = "p"', step1: str = 'kind = "osint_social"\nsignal = "burst"',
-         rest: str = _STEP2) -> str:
-    return f"[[pattern]]\n{head}\n[[pattern.step]]\n{step1}\n{rest}"
-
-
-BAD_TEXT = {
-    "toml syntax": ("[[pattern]]\nname = \n", r"not valid TOML: .*line 2"),
-    "top-level key": ('[[patterns]]\nname = "x"\n', r"unknown top-level key 'patterns'"),
-    "pattern not tables": ("pattern = 3\n", r"'pattern' must be an array of tables"),
-    "step before pattern": ('[[pattern.step]]\nkind = "sensor"\n', r"array of tables"),
-    "unknown pattern field": (_one('name = "p"\nskp = "strict_contiguity"'),
-                              r"pattern #1 'p', skp \(line 3\): unknown field 'skp' "
-                              r"\(did you mean 'skip'\?\)"),
-    "missing name": (_one('description = "no name"'), r"pattern #1 \(line 1\): name is missing"),
-    "empty name": (_one('name = "  "'), r"pattern #1, name \(line 2\): must be a non-empty string"),
-    "name not a string": (_one("name = 7"), r"must be a non-empty string, got 7"),
-    "duplicate name": (_one() + "\n" + _one(), r"pattern #2 'p', name \(line 12\): duplicate "
-                                               r"name; pattern #1 already uses it"),
-    "description type": (_one('name = "p"\ndescription = 1'), r"description .*must be a string"),
-    "unknown skip": (_one('name = "p"\nskip = "greedy"'),
-                     r"skip \(line 3\): 'greedy' is not a skip strategy; use one of "
-                     r"strict_contiguity, skip_till_next_match, skip_till_any_match"),
-    "same not a list": (_one('name = "p"\nsame = "region"'), r"same .*list of attribute names"),
-    "same unknown": (_one('name = "p"\nsame = ["country"]'),
-                     r"'country' is not a station attribute; use one of region, group"),
-    "same twice": (_one('name = "p"\nsame = ["region", "region"]'), r"lists an attribute twice"),
-    "no steps": ('[[pattern]]\nname = "p"\n', r"'p' \(line 1\): has no steps; add \[\[pattern.step\]\]"),
-    "step not tables": ('[[pattern]]\nname = "p"\nstep = 1\n', r"step must be an array of tables"),
-    "one step": (_one(rest=""), r"needs 2 to 16 steps .*got 1"),
-    "too many steps": (_one(rest=_STEP2 * MAX_STEPS), r"needs 2 to 16 steps .*got 17"),
-    "unknown step field": (_one(step1='kind = "osint_social"\nsignal = "burst"\nwithin = 5'),
-                           r"step 1, within \(line 6\): unknown field 'within' "
-                           r"\(did you mean 'within_s'\?\)"),
-    "missing kind": (_one(step1='signal = "burst"'),
-                     r"step 1 \(line 3\): kind is missing; use one of osint_news, osint_social, "
-                     r"market_price, market_volume, sensor"),
-    "unknown kind": (_one(step1='kind = "weather"\nsignal = "burst"'),
-                     r"step 1, kind \(line 4\): 'weather' is not a source kind; use one of "
-                     r"osint_news, osint_social, market_price, market_volume, sensor"),
-    "kind not a string": (_one(step1='kind = 1\nsignal = "burst"'), r"1 is not a source kind"),
-    "missing signal": (_one(step1='kind = "osint_social"'), r"step 1 \(line 3\): signal is missing; "
-                       r"use one of anomalous, burst, change_level"),
-    "unknown signal": (_one(step1='kind = "osint_social"\nsignal = "bust"'),
-                       r"step 1, signal \(line 5\): 'bust' is not a known signal \(did you mean "
-                       r"'burst'\?\); use one of anomalous, burst, change_level, change_variance, "
-                       r"periodicity_break"),
-    "window on first step": (_one(step1='kind = "osint_social"\nsignal = "burst"\nwithin_s = 5'),
-                             r"step 1, within_s \(line 6\): the first step starts a match"),
-    "missing window": (_one(rest='[[pattern.step]]\nkind = "osint_news"\nsignal = "burst"\n'),
-                       r"step 2 \(line 6\): within_s is missing; every step after the first "
-                       r"needs a window"),
-    "negative window": (_one(rest=_STEP2.replace("60", "-5")),
-                        r"step 2, within_s \(line 9\): must be a finite number of seconds > 0, "
-                        r"got -5"),
-    "zero window": (_one(rest=_STEP2.replace("60", "0")), r"seconds > 0, got 0"),
-    "infinite window": (_one(rest=_STEP2.replace("60", "inf")), r"seconds > 0, got inf"),
-    "window a string": (_one(rest=_STEP2.replace("60", '"10 min"')),
-                        r"must be a number of seconds, got '10 min'"),
-    "window a bool": (_one(rest=_STEP2.replace("60", "true")), r"must be a number of seconds"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(BAD_TEXT))
-def test_every_invalid_text_gets_a_clear_message(case: str) -> None:
-    text, message = BAD_TEXT[case]
-    with pytest.raises(ValueError, match=message):
-        compile_patterns(text)
-
-
-def test_text_must_be_a_string() -> None:
-    with pytest.raises(ValueError, match="must be a str"):
-        compile_patterns(b"[[pattern]]")  # type: ignore[arg-type]
+# ---------------------------------------------------------------- matcher settings
 
 
 def test_matcher_rejects_bad_settings() -> None:

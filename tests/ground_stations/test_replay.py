@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from convergence.ground_stations.base import RejectBuffer, SourceError
+from convergence.ground_stations.base import SourceError
 from convergence.ground_stations.replay import FileReplaySource
 from convergence.schema import DeadLetter, Limits
 from convergence.stations import StationInfo
@@ -269,8 +269,3 @@ def test_parse_time_refuses_garbage(raw: Any) -> None:
 def test_to_number_refuses_garbage(raw: Any) -> None:
     with pytest.raises(ValueError):
         to_number(raw)
-
-
-def test_reject_buffer_needs_room_for_one() -> None:
-    with pytest.raises(ValueError):
-        RejectBuffer("source.csv", "s", max_kept=0)

@@ -1,4 +1,4 @@
-"""Cluster mode: the worker core without a broker, then a real Faust worker (``-m kafka``).
+"""Cluster mode: a real Faust worker (``-m kafka``); the worker core alone is in ``test_worker.py``.
 
 The real-broker tier starts ONE worker subprocess for the module, feeds it malformed
 messages and the default scenario's first 20 s (compressed: produced at once, with
@@ -26,13 +26,7 @@ from convergence.cli.cluster import worker_command, worker_env
 from convergence.ground_stations.scenario import SyntheticWorld, default_scenario
 from convergence.ground_stations.synthetic import SyntheticSource
 from convergence.settings import Settings, env_name, fields, load_settings
-from convergence.streams.faust_app import (
-    EventTimeWatermark,
-    WorkerCore,
-    checkpoint_stages,
-    to_json,
-)
-from convergence.wire import encode_raw
+from convergence.streams.faust_app import to_json
 
 SCENARIO_S = 20.0
 SLICE_S = 0.5
@@ -75,207 +69,7 @@ def probe_batch(t: float) -> list[dict[str, Any]]:
     return [*good[:2], bad, good[2]]
 
 
-# -- the watermark: pure -------------------------------------------------------
-
-
-def test_watermark_follows_the_largest_event_time_and_never_goes_back() -> None:
-    wm = EventTimeWatermark(idle_after_s=1.0, max_lead_s=0.5)
-    assert wm.observe(None, wall_s=10.0) is None  # dead letters only: nothing to close yet
-    assert wm.observe(5.0, wall_s=10.0) == 5.0
-    assert wm.observe(3.0, wall_s=10.1) == 5.0
-    assert wm.observe(7.0, wall_s=10.2) == 7.0
-    assert wm.observe(99.0, wall_s=10.3) == pytest.approx(10.8)  # clamped to wall + lead
-
-
-def test_watermark_idle_advance_tracks_wall_time_only_when_quiet_and_caught_up() -> None:
-    wm = EventTimeWatermark(idle_after_s=1.0, max_lead_s=0.5)
-    assert wm.idle(100.0) is None  # nothing seen yet
-    wm.observe(50.0, wall_s=100.0)
-    assert wm.idle(100.9) is None
-    assert wm.idle(101.5, caught_up=False) is None
-    assert wm.idle(101.5) == pytest.approx(51.5)
-    assert wm.idle(104.0) == pytest.approx(54.0)
-    wm.observe(52.0, wall_s=104.5)  # input again: the watermark stays, the idle clock restarts
-    assert wm.value == pytest.approx(54.0)
-    assert wm.idle(105.0) is None
-    assert wm.idle(106.0) == pytest.approx(54.0 + 1.5)
-
-
-def test_watermark_rejects_bad_settings() -> None:
-    with pytest.raises(ValueError, match="idle_after_s"):
-        EventTimeWatermark(idle_after_s=0)
-
-
-# -- the worker core: pure, dict tables ------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def core_run() -> dict[str, Any]:
-    """The worker core fed the compressed scenario plus malformed input, no broker."""
-    s = _settings()
-    now = time.time()
-    t0 = now - 25.0
-    summaries: dict[str, Any] = {}
-    checkpoints: dict[str, Any] = {}
-    core = WorkerCore(s, summaries=summaries, checkpoints=checkpoints, run_id="run-test",
-                      checkpoint_interval_s=0.1, summary_interval_s=0.1)
-    emits = core.on_message(b"{not json", PROBE.encode(), now)
-    emits += core.on_message(encode_raw(probe_batch(t0 + 0.2)), PROBE.encode(), now)
-    for i, (sid, recs) in enumerate(scenario_messages(s, t0)):
-        emits += core.on_message(encode_raw(recs), sid.encode(), now + i * 1e-4)
-    emits += core.on_timer(now + 10.0)
-    tail = core.on_stop()
-    return {"s": s, "core": core, "emits": emits, "tail": tail, "summaries": summaries,
-            "checkpoints": checkpoints, "t0": t0}
-
-
-def _values(emits: list[Any], topic: str) -> list[dict[str, Any]]:
-    return [orjson.loads(e.value) for e in emits if e.topic == topic]
-
-
-def test_core_alerts_on_the_genuine_episode_and_its_report_comes_first(
-        core_run: dict[str, Any]) -> None:
-    emits = core_run["emits"]
-    alerts = _values(emits, "alerts")
-    assert alerts, "no alert from the genuine convergence in the first 20 s"
-    assert all(a["regions"] == [genuine_region(core_run["s"])] for a in alerts)
-    assert all(a["run_id"] == "run-test" for a in alerts)
-    order = [(e.topic, orjson.loads(e.value)) for e in emits if e.topic in ("alerts", "reports")]
-    first_alert = next(i for i, (t, _) in enumerate(order) if t == "alerts")
-    assert any(t == "reports" and v["report_id"] == alerts[0]["report_id"]
-               for t, v in order[:first_alert])
-    for e in emits:
-        if e.topic == "alerts":
-            assert e.key == orjson.loads(e.value)["alert_id"].encode()
-
-
-def test_core_sends_responses_and_their_commands(core_run: dict[str, Any]) -> None:
-    responses = _values(core_run["emits"], "responses")
-    commands = _values(core_run["emits"], "control")
-    assert responses and commands
-    assert {c["command_id"] for c in commands} <= {
-        r["command"]["command_id"] for r in responses if r["command"]}
-
-
-def test_core_stamps_every_stored_record_with_the_run_id(core_run: dict[str, Any]) -> None:
-    # The same records the embedded runtime stores (streams.pipeline.outcome_records).
-    for topic in ("alerts", "reports", "responses", "dead-letter"):
-        docs = _values(core_run["emits"], topic)
-        assert docs and all(d["run_id"] == "run-test" for d in docs), topic
-
-
-def test_core_dead_letters_carry_reasons_and_the_key_station(core_run: dict[str, Any]) -> None:
-    dls = _values(core_run["emits"], "dead-letter")
-    not_json = [d for d in dls if "not valid JSON" in d["reason"]]
-    assert len(not_json) == 1 and not_json[0]["station_id"] == PROBE
-    probe_bad = [d for d in dls if d["station_id"] == PROBE and d["field"] == "value"]
-    assert len(probe_bad) == 1 and "not a number" in probe_bad[0]["reason"]
-    assert core_run["core"].counters.undecodable == 1
-
-
-def test_core_counts_the_good_events_of_a_mixed_batch(core_run: dict[str, Any]) -> None:
-    probe = core_run["core"].stations[PROBE]
-    assert probe["events"] == 3 and probe["dead_letters"] == 2
-    assert probe["last_event_time_s"] == pytest.approx(core_run["t0"] + 0.4)
-    assert core_run["summaries"][PROBE]["events"] == 3  # written to the table too
-
-
-def test_core_checkpoints_the_learning_stages_json_safely(core_run: dict[str, Any]) -> None:
-    cps = core_run["checkpoints"]
-    assert cps, "no detector checkpoint written"
-    cp = next(iter(cps.values()))
-    stages = checkpoint_stages(core_run["core"].pipeline)
-    assert set(cp["state"]) == set(stages) and {"entropy", "burst"} <= set(stages)
-    assert "node" not in cp["state"]  # episode state: stale after a hand-over
-    orjson.loads(orjson.dumps(cp))  # what a Faust table's JSON changelog holds
-
-
-def test_core_on_stop_closes_the_rest_once(core_run: dict[str, Any]) -> None:
-    core = core_run["core"]
-    assert core.stopped and core.on_stop() == [] and core.on_timer(time.time() + 99) == []
-
-
-def test_checkpoints_restore_into_a_fresh_pipeline() -> None:
-    s = _settings()
-    now = time.time()
-    checkpoints: dict[str, Any] = {}
-    first = WorkerCore(s, checkpoints=checkpoints, checkpoint_interval_s=0.0, table_batch=1000,
-                       batch_events=500)
-    msgs = list(scenario_messages(s, now - 25.0))
-    for sid, recs in msgs[:3000]:
-        first.on_message(encode_raw(recs), sid.encode(), now)
-    first.on_message(encode_raw(msgs[3000][1]), msgs[3000][0].encode(), now)  # flush due ones
-    sid = msgs[3000][0]
-    idx = first.pipeline.registry.index_of(sid)
-    stages = checkpoint_stages(first.pipeline)
-    want = {st: first.pipeline.state[st].station(idx) for st in stages}
-    assert sid in checkpoints
-
-    second = WorkerCore(s, checkpoints=checkpoints, batch_events=1)
-    second.on_message(encode_raw(msgs[3001][1] if msgs[3001][0] == sid else msgs[3000][1]),
-                      sid.encode(), now)
-    assert second.counters.checkpoints_restored == 1
-    got = {st: second.pipeline.state[st].station(idx) for st in stages}
-    for st in stages:
-        for k, v in want[st].items():
-            np.testing.assert_allclose(got[st][k], v)
-
-
-def test_a_new_owner_with_default_batching_restores_checkpoints_before_writing_any() -> None:
-    # Default micro-batching: the first message's events wait in the buffer, so the
-    # fresh pipeline has learnt nothing yet - it must not checkpoint over A's state.
-    s = _settings()
-    now = time.time()
-    checkpoints: dict[str, Any] = {}
-    first = WorkerCore(s, checkpoints=checkpoints, checkpoint_interval_s=0.0, table_batch=1000,
-                       batch_events=500)
-    msgs = list(scenario_messages(s, now - 25.0))
-    for sid, recs in msgs[:3001]:
-        first.on_message(encode_raw(recs), sid.encode(), now)
-    assert len(checkpoints) > 4  # more than one message's table_batch of the new owner
-    written = orjson.loads(orjson.dumps(checkpoints))
-    stages = checkpoint_stages(first.pipeline)
-    sid, recs = msgs[3001]
-    idx = first.pipeline.registry.index_of(sid)
-    want = {st: first.pipeline.state[st].station(idx) for st in stages}
-    assert sid in checkpoints
-
-    second = WorkerCore(s, checkpoints=checkpoints)  # default batch_wait_s / batch_events
-    assert second.batch_events > 1 and second.batch_wait_s > 0
-    second.on_message(encode_raw(recs), sid.encode(), now)
-    assert second.counters.checkpoints_written == 0
-    assert orjson.loads(orjson.dumps(checkpoints)) == written  # still A's, every station
-    second.on_timer(now + 1.0)  # the buffer is due: ingest, restore
-    assert second.counters.checkpoints_restored == 1
-    got = {st: second.pipeline.state[st].station(idx) for st in stages}
-    for st in stages:
-        for k, v in want[st].items():
-            np.testing.assert_allclose(got[st][k], v)
-
-
-def test_a_checkpoint_that_does_not_fit_is_ignored_not_fatal() -> None:
-    s = _settings()
-    now = time.time()
-    sid, recs = next(scenario_messages(s, now - 25.0))
-    bad = {"v": 1, "tick": int(now), "tick_s": s.tick_s,
-           "state": {"entropy": {"n": [1.0, 2.0]}, "burst": {}}}
-    core = WorkerCore(s, checkpoints={sid: bad}, batch_events=1)
-    core.on_message(encode_raw(recs), sid.encode(), now)
-    assert core.counters.checkpoints_rejected == 1
-    assert core.counters.checkpoints_restored == 0
-
-
-def test_ownership_change_resets_the_pipeline_but_a_same_partition_rebalance_does_not() -> None:
-    s = _settings()
-    now = time.time()
-    core = WorkerCore(s, batch_events=1)
-    assert not core.on_assignment({0})
-    sid, recs = next(scenario_messages(s, now - 25.0))
-    core.on_message(encode_raw(recs), sid.encode(), now)
-    before = core.pipeline
-    assert not core.on_assignment({0}) and core.pipeline is before
-    assert core.on_assignment(set()) and core.pipeline is not before
-    assert core.counters.resets == 1 and core.stations[sid]["events"] > 0  # counts survive
+# -- pure helpers of the Faust side ----------------------------------------------
 
 
 def test_to_json_handles_numpy() -> None:
@@ -446,17 +240,6 @@ def test_good_events_of_a_mixed_batch_still_count(cluster_run: ClusterRun) -> No
     assert run["pipeline"]["alerts"] >= 1 and run["pipeline"]["events"] > 1_000
 
 
-def test_events_wait_in_a_small_buffer_that_the_timer_drains() -> None:
-    s = _settings()
-    now = time.time()
-    core = WorkerCore(s, batch_wait_s=1.0, batch_events=10_000)
-    sid, recs = next(scenario_messages(s, now - 25.0))
-    core.on_message(encode_raw(recs), sid.encode(), now)
-    assert core.pipeline.counters.events == 0  # buffered, not lost
-    core.on_timer(now + 0.25)
-    assert core.pipeline.counters.events > 0
-
-
 # -- the command line ------------------------------------------------------------------
 
 
@@ -527,30 +310,3 @@ def test_cluster_up_runs_workers_and_stations_and_stops_cleanly(
     records = asyncio.run(runs())
     assert len(records) == 2, records
     assert sum(r["pipeline"]["events"] for r in records) > 0
-
-
-def test_a_message_that_breaks_the_worker_becomes_a_dead_letter() -> None:
-    core = WorkerCore(_settings())
-    emit = core.internal_error(b'{"v": 1}', b"s1", RuntimeError("boom"), time.time())
-    doc = orjson.loads(emit.value)
-    assert emit.topic == "dead-letter" and doc["stage"] == "worker"
-    assert "RuntimeError: boom" in doc["reason"] and doc["station_id"] == "s1"
-    assert core.pipeline.counters.dead_letters == 1
-
-
-def test_station_status_marks_dark_stations_and_ignores_stale_or_garbage() -> None:
-    s = _settings()
-    core = WorkerCore(s, run_id="run-status")
-    sid = core.pipeline.registry.ids()[0]
-    now = 1_800_000_000.0
-
-    def status(state: str, at_s: float) -> bytes:
-        return orjson.dumps({"station_id": sid, "state": state, "at_s": at_s})
-
-    assert core.on_station_status(status("backing_off", now - 1), now)
-    assert sid in core.pipeline._dark
-    assert not core.on_station_status(status("running", now - 3600), now)  # history, not news
-    assert sid in core.pipeline._dark
-    assert core.on_station_status(status("running", now), now)
-    assert sid not in core.pipeline._dark
-    assert not core.on_station_status(b"\x00garbage", now)

@@ -1,0 +1,93 @@
+"""The embedded runtime in-process: a short real run into SurrealDB, a Ctrl-C stop, the summary.
+
+``convergence run`` end to end (alerts on the default scenario, 20 s) is in
+``tests/cli/test_run_cli.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from convergence.ground_stations.scenario import Scenario, default_fleet
+from convergence.settings import Settings, load_settings
+from convergence.store.surreal import SurrealStore
+from convergence.streams.embedded import EmbeddedRuntime, RunSummary
+
+ALERT_KEYS = ("alert_id", "report_id", "level", "score", "time_s", "regions", "source_kinds", "n_stations")
+
+
+def _settings(db: str, stations: int = 30, seed: int = 3) -> Settings:
+    return load_settings(env={"CONVERGENCE_DB": db, "CONVERGENCE_STATIONS": str(stations),
+                              "CONVERGENCE_SEED": str(seed)}, config_path=None)
+
+
+def _summary(**over: Any) -> RunSummary:
+    base: dict[str, Any] = dict(
+        run_id="run-1-2", events=10, alerts=1, reports=1, dead_letters=2, events_per_s=5.0, duplicates=0,
+        late=0, ticks=2, responses=0, acks=0, stations=5, duration_s=2.0, db="mem://", bytes_per_station=100)
+    return RunSummary(**{**base, **over})
+
+
+def test_the_summary_lists_each_alert_by_its_headline_fields_only() -> None:
+    alert = {k: f"v-{k}" for k in ALERT_KEYS} | {"stations": ["s1", "s2"], "nodes": [{"x": 1}],
+                                                   "run_id": "run-1-2"}
+    d = _summary(alert_list=[alert], scenario={"genuine": 1}).as_dict()
+    assert d["alert_list"] == [{k: f"v-{k}" for k in ALERT_KEYS}]
+    assert d["scenario"] == {"genuine": 1} and d["store"] == {}
+    assert {k: d[k] for k in ("run_id", "events", "dead_letters", "db", "bytes_per_station")} == {
+        "run_id": "run-1-2", "events": 10, "dead_letters": 2, "db": "mem://", "bytes_per_station": 100}
+
+
+def test_the_summary_without_alerts() -> None:
+    d = _summary(alerts=0, reports=0).as_dict()
+    assert d["alert_list"] == [] and set(d) == {f.name for f in dataclasses.fields(RunSummary)}
+
+
+def test_a_short_run_stores_its_summary_and_every_dead_letter(tmp_path: Path) -> None:
+    db = f"surrealkv://{tmp_path / 'db'}"
+    s = _settings(db, stations=30, seed=3)
+    # no episodes, many malformed records: a quiet world with dead letters to store (no re-sends:
+    # a re-sent bad record is the same dead letter, stored once under its content id)
+    scenario = Scenario(default_fleet(30, 3), [], 3, bad_rate=0.05, dup_rate=0.0)
+    rt = EmbeddedRuntime(s, duration_s=2.0, scenario=scenario, sample_interval_s=0.2)
+    assert rt.run_id.startswith("run-3-")
+    t0 = time.monotonic()
+    summary = asyncio.run(rt.run())
+    assert time.monotonic() - t0 < 15
+    assert summary.run_id == rt.run_id and summary.stations == 30 and summary.db == db
+    assert summary.events > 0 and summary.ticks >= 1 and summary.dead_letters > 0
+    assert summary.alerts == len(summary.alert_list) == len(rt.alerts)
+    assert 2.0 <= summary.duration_s < 10.0
+    assert summary.events_per_s == pytest.approx(summary.events / summary.duration_s, rel=0.01)
+    assert summary.store["pending"] == 0 and summary.store["failures"] == 0
+    assert summary.scenario["genuine"] == 0 and summary.scenario["false_alarms"] == summary.alerts
+
+    async def read() -> tuple[dict[str, Any] | None, int]:
+        async with SurrealStore.from_settings(s) as store:
+            return await store.get("run", summary.run_id), await store.count("dead_letter")
+
+    run, stored_dead = asyncio.run(read())
+    assert run is not None
+    expected = summary.as_dict() | {"store": {}}  # the store's own figures come after it is written
+    assert {k: run[k] for k in expected} == expected
+    assert stored_dead == summary.dead_letters
+
+
+def test_setting_stop_ends_a_run_without_a_duration() -> None:
+    rt = EmbeddedRuntime(_settings("mem://", stations=20), sample_interval_s=0.2)
+    assert rt.duration_s is None
+
+    async def main() -> RunSummary:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.5, stop.set)
+        return await asyncio.wait_for(rt.run(stop), 30.0)
+
+    summary = asyncio.run(main())
+    assert 0.5 <= summary.duration_s < 10.0 and summary.stations == 20
+    assert summary.store["pending"] == 0

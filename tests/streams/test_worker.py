@@ -1,0 +1,421 @@
+"""The worker core without Faust or a broker: the event-time watermark, micro-batched ingest,
+dead letters, per-station summaries, detector checkpoints and partition hand-overs.
+
+The same core inside a real Faust worker on a real broker is tested in ``test_faust_app.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from convergence.ground_stations.scenario import SyntheticWorld, default_scenario
+from convergence.ground_stations.synthetic import SyntheticSource
+from convergence.settings import Settings, load_settings
+from convergence.streams.worker import (
+    EventTimeWatermark,
+    WorkerCore,
+    checkpoint_stages,
+)
+from convergence.wire import encode_raw
+
+SCENARIO_S = 20.0
+SLICE_S = 0.5
+PROBE = "probe-001"
+
+
+def _settings(**env: str) -> Settings:
+    return load_settings(env=env, config_path=None)
+
+
+def scenario_messages(s: Settings, t0: float) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """The default scenario's first 20 s as (station, records) messages in time order.
+
+    Time order matters: the worker's watermark is the largest event time seen, so a
+    station replayed all at once would make everyone else's events late.
+    """
+    sc = default_scenario(s.stations, s.seed, SCENARIO_S + 40)
+    world = SyntheticWorld(sc)
+    sources = [SyntheticSource(world, i, t0, s.seed) for i in range(len(sc.fleet))]
+    for k in range(int(SCENARIO_S / SLICE_S)):
+        for src in sources:
+            recs = src.draw(k * SLICE_S, (k + 1) * SLICE_S)
+            if recs:
+                yield src.info.station_id, recs
+
+
+def genuine_region(s: Settings) -> str:
+    sc = default_scenario(s.stations, s.seed, SCENARIO_S + 40)
+    (ep,) = [e for e in sc.genuine() if e.start_s < SCENARIO_S]
+    assert ep.region is not None
+    return ep.region
+
+
+def probe_batch(t: float) -> list[dict[str, Any]]:
+    """Three good events and one bad one (a value that is not a number)."""
+    good = [{"station_id": PROBE, "source_kind": "sensor", "event_time_s": t + 0.1 * i,
+             "category": "seismic", "value": 10.0 + i} for i in range(3)]
+    bad = {"station_id": PROBE, "source_kind": "sensor", "event_time_s": t + 0.05,
+           "category": "seismic", "value": "twelve"}
+    return [*good[:2], bad, good[2]]
+
+
+# -- the watermark: pure -------------------------------------------------------
+
+
+def test_watermark_follows_the_largest_event_time_and_never_goes_back() -> None:
+    wm = EventTimeWatermark(idle_after_s=1.0, max_lead_s=0.5)
+    assert wm.observe(None, wall_s=10.0) is None  # dead letters only: nothing to close yet
+    assert wm.observe(5.0, wall_s=10.0) == 5.0
+    assert wm.observe(3.0, wall_s=10.1) == 5.0
+    assert wm.observe(7.0, wall_s=10.2) == 7.0
+    assert wm.observe(99.0, wall_s=10.3) == pytest.approx(10.8)  # clamped to wall + lead
+
+
+def test_watermark_idle_advance_tracks_wall_time_only_when_quiet_and_caught_up() -> None:
+    wm = EventTimeWatermark(idle_after_s=1.0, max_lead_s=0.5)
+    assert wm.idle(100.0) is None  # nothing seen yet
+    wm.observe(50.0, wall_s=100.0)
+    assert wm.idle(100.9) is None
+    assert wm.idle(101.5, caught_up=False) is None
+    assert wm.idle(101.5) == pytest.approx(51.5)
+    assert wm.idle(104.0) == pytest.approx(54.0)
+    wm.observe(52.0, wall_s=104.5)  # input again: the watermark stays, the idle clock restarts
+    assert wm.value == pytest.approx(54.0)
+    assert wm.idle(105.0) is None
+    assert wm.idle(106.0) == pytest.approx(54.0 + 1.5)
+
+
+def test_watermark_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match="idle_after_s"):
+        EventTimeWatermark(idle_after_s=0)
+
+
+# -- the worker core: pure, dict tables ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def core_run() -> dict[str, Any]:
+    """The worker core fed the compressed scenario plus malformed input, no broker."""
+    s = _settings()
+    now = time.time()
+    t0 = now - 25.0
+    summaries: dict[str, Any] = {}
+    checkpoints: dict[str, Any] = {}
+    core = WorkerCore(s, summaries=summaries, checkpoints=checkpoints, run_id="run-test",
+                      checkpoint_interval_s=0.1, summary_interval_s=0.1)
+    emits = core.on_message(b"{not json", PROBE.encode(), now)
+    emits += core.on_message(encode_raw(probe_batch(t0 + 0.2)), PROBE.encode(), now)
+    for i, (sid, recs) in enumerate(scenario_messages(s, t0)):
+        emits += core.on_message(encode_raw(recs), sid.encode(), now + i * 1e-4)
+    emits += core.on_timer(now + 10.0)
+    tail = core.on_stop()
+    return {"s": s, "core": core, "emits": emits, "tail": tail, "summaries": summaries,
+            "checkpoints": checkpoints, "t0": t0}
+
+
+def _values(emits: list[Any], topic: str) -> list[dict[str, Any]]:
+    return [orjson.loads(e.value) for e in emits if e.topic == topic]
+
+
+def test_core_alerts_on_the_genuine_episode_and_its_report_comes_first(
+        core_run: dict[str, Any]) -> None:
+    emits = core_run["emits"]
+    alerts = _values(emits, "alerts")
+    assert alerts, "no alert from the genuine convergence in the first 20 s"
+    assert all(a["regions"] == [genuine_region(core_run["s"])] for a in alerts)
+    assert all(a["run_id"] == "run-test" for a in alerts)
+    order = [(e.topic, orjson.loads(e.value)) for e in emits if e.topic in ("alerts", "reports")]
+    first_alert = next(i for i, (t, _) in enumerate(order) if t == "alerts")
+    assert any(t == "reports" and v["report_id"] == alerts[0]["report_id"]
+               for t, v in order[:first_alert])
+    for e in emits:
+        if e.topic == "alerts":
+            assert e.key == orjson.loads(e.value)["alert_id"].encode()
+
+
+def test_core_sends_responses_and_their_commands(core_run: dict[str, Any]) -> None:
+    responses = _values(core_run["emits"], "responses")
+    commands = _values(core_run["emits"], "control")
+    assert responses and commands
+    assert {c["command_id"] for c in commands} <= {
+        r["command"]["command_id"] for r in responses if r["command"]}
+
+
+def test_core_stamps_every_stored_record_with_the_run_id(core_run: dict[str, Any]) -> None:
+    # The same records the embedded runtime stores (streams.pipeline.outcome_records).
+    for topic in ("alerts", "reports", "responses", "dead-letter"):
+        docs = _values(core_run["emits"], topic)
+        assert docs and all(d["run_id"] == "run-test" for d in docs), topic
+
+
+def test_core_dead_letters_carry_reasons_and_the_key_station(core_run: dict[str, Any]) -> None:
+    dls = _values(core_run["emits"], "dead-letter")
+    not_json = [d for d in dls if "not valid JSON" in d["reason"]]
+    assert len(not_json) == 1 and not_json[0]["station_id"] == PROBE
+    probe_bad = [d for d in dls if d["station_id"] == PROBE and d["field"] == "value"]
+    assert len(probe_bad) == 1 and "not a number" in probe_bad[0]["reason"]
+    assert core_run["core"].counters.undecodable == 1
+
+
+def test_core_counts_the_good_events_of_a_mixed_batch(core_run: dict[str, Any]) -> None:
+    probe = core_run["core"].stations[PROBE]
+    assert probe["events"] == 3 and probe["dead_letters"] == 2
+    assert probe["last_event_time_s"] == pytest.approx(core_run["t0"] + 0.4)
+    assert core_run["summaries"][PROBE]["events"] == 3  # written to the table too
+
+
+def test_core_checkpoints_the_learning_stages_json_safely(core_run: dict[str, Any]) -> None:
+    cps = core_run["checkpoints"]
+    assert cps, "no detector checkpoint written"
+    cp = next(iter(cps.values()))
+    stages = checkpoint_stages(core_run["core"].pipeline)
+    assert set(cp["state"]) == set(stages) and {"entropy", "burst"} <= set(stages)
+    assert "node" not in cp["state"]  # episode state: stale after a hand-over
+    orjson.loads(orjson.dumps(cp))  # what a Faust table's JSON changelog holds
+
+
+def test_core_on_stop_closes_the_rest_once(core_run: dict[str, Any]) -> None:
+    core = core_run["core"]
+    assert core.stopped and core.on_stop() == [] and core.on_timer(time.time() + 99) == []
+
+
+def test_checkpoints_restore_into_a_fresh_pipeline() -> None:
+    s = _settings()
+    now = time.time()
+    checkpoints: dict[str, Any] = {}
+    first = WorkerCore(s, checkpoints=checkpoints, checkpoint_interval_s=0.0, table_batch=1000,
+                       batch_events=500)
+    msgs = list(scenario_messages(s, now - 25.0))
+    for sid, recs in msgs[:3000]:
+        first.on_message(encode_raw(recs), sid.encode(), now)
+    first.on_message(encode_raw(msgs[3000][1]), msgs[3000][0].encode(), now)  # flush due ones
+    sid = msgs[3000][0]
+    idx = first.pipeline.registry.index_of(sid)
+    stages = checkpoint_stages(first.pipeline)
+    want = {st: first.pipeline.state[st].station(idx) for st in stages}
+    assert sid in checkpoints
+
+    second = WorkerCore(s, checkpoints=checkpoints, batch_events=1)
+    second.on_message(encode_raw(msgs[3001][1] if msgs[3001][0] == sid else msgs[3000][1]),
+                      sid.encode(), now)
+    assert second.counters.checkpoints_restored == 1
+    got = {st: second.pipeline.state[st].station(idx) for st in stages}
+    for st in stages:
+        for k, v in want[st].items():
+            np.testing.assert_allclose(got[st][k], v)
+
+
+def test_a_new_owner_with_default_batching_restores_checkpoints_before_writing_any() -> None:
+    # Default micro-batching: the first message's events wait in the buffer, so the
+    # fresh pipeline has learnt nothing yet - it must not checkpoint over A's state.
+    s = _settings()
+    now = time.time()
+    checkpoints: dict[str, Any] = {}
+    first = WorkerCore(s, checkpoints=checkpoints, checkpoint_interval_s=0.0, table_batch=1000,
+                       batch_events=500)
+    msgs = list(scenario_messages(s, now - 25.0))
+    for sid, recs in msgs[:3001]:
+        first.on_message(encode_raw(recs), sid.encode(), now)
+    assert len(checkpoints) > 4  # more than one message's table_batch of the new owner
+    written = orjson.loads(orjson.dumps(checkpoints))
+    stages = checkpoint_stages(first.pipeline)
+    sid, recs = msgs[3001]
+    idx = first.pipeline.registry.index_of(sid)
+    want = {st: first.pipeline.state[st].station(idx) for st in stages}
+    assert sid in checkpoints
+
+    second = WorkerCore(s, checkpoints=checkpoints)  # default batch_wait_s / batch_events
+    assert second.batch_events > 1 and second.batch_wait_s > 0
+    second.on_message(encode_raw(recs), sid.encode(), now)
+    assert second.counters.checkpoints_written == 0
+    assert orjson.loads(orjson.dumps(checkpoints)) == written  # still A's, every station
+    second.on_timer(now + 1.0)  # the buffer is due: ingest, restore
+    assert second.counters.checkpoints_restored == 1
+    got = {st: second.pipeline.state[st].station(idx) for st in stages}
+    for st in stages:
+        for k, v in want[st].items():
+            np.testing.assert_allclose(got[st][k], v)
+
+
+def test_a_checkpoint_that_does_not_fit_is_ignored_not_fatal() -> None:
+    s = _settings()
+    now = time.time()
+    sid, recs = next(scenario_messages(s, now - 25.0))
+    bad = {"v": 1, "tick": int(now), "tick_s": s.tick_s,
+           "state": {"entropy": {"n": [1.0, 2.0]}, "burst": {}}}
+    core = WorkerCore(s, checkpoints={sid: bad}, batch_events=1)
+    core.on_message(encode_raw(recs), sid.encode(), now)
+    assert core.counters.checkpoints_rejected == 1
+    assert core.counters.checkpoints_restored == 0
+
+
+def test_ownership_change_resets_the_pipeline_but_a_same_partition_rebalance_does_not() -> None:
+    s = _settings()
+    now = time.time()
+    core = WorkerCore(s, batch_events=1)
+    assert not core.on_assignment({0})
+    sid, recs = next(scenario_messages(s, now - 25.0))
+    core.on_message(encode_raw(recs), sid.encode(), now)
+    before = core.pipeline
+    assert not core.on_assignment({0}) and core.pipeline is before
+    assert core.on_assignment(set()) and core.pipeline is not before
+    assert core.counters.resets == 1 and core.stations[sid]["events"] > 0  # counts survive
+
+
+def test_events_wait_in_a_small_buffer_that_the_timer_drains() -> None:
+    s = _settings()
+    now = time.time()
+    core = WorkerCore(s, batch_wait_s=1.0, batch_events=10_000)
+    sid, recs = next(scenario_messages(s, now - 25.0))
+    core.on_message(encode_raw(recs), sid.encode(), now)
+    assert core.pipeline.counters.events == 0  # buffered, not lost
+    core.on_timer(now + 0.25)
+    assert core.pipeline.counters.events > 0
+
+
+def test_a_message_that_breaks_the_worker_becomes_a_dead_letter() -> None:
+    core = WorkerCore(_settings())
+    emit = core.internal_error(b'{"v": 1}', b"s1", RuntimeError("boom"), time.time())
+    doc = orjson.loads(emit.value)
+    assert emit.topic == "dead-letter" and doc["stage"] == "worker"
+    assert "RuntimeError: boom" in doc["reason"] and doc["station_id"] == "s1"
+    assert core.pipeline.counters.dead_letters == 1
+
+
+def test_station_status_marks_dark_stations_and_ignores_stale_or_garbage() -> None:
+    s = _settings()
+    core = WorkerCore(s, run_id="run-status")
+    sid = core.pipeline.registry.ids()[0]
+    now = 1_800_000_000.0
+
+    def status(state: str, at_s: float) -> bytes:
+        return orjson.dumps({"station_id": sid, "state": state, "at_s": at_s})
+
+    assert core.on_station_status(status("backing_off", now - 1), now)
+    assert sid in core.pipeline._dark
+    assert not core.on_station_status(status("running", now - 3600), now)  # history, not news
+    assert sid in core.pipeline._dark
+    assert core.on_station_status(status("running", now), now)
+    assert sid not in core.pipeline._dark
+    assert not core.on_station_status(b"\x00garbage", now)
+
+
+# -- more of the core: known answers --------------------------------------------------
+
+
+def _event(sid: str, t: float, value: float = 1.0) -> dict[str, Any]:
+    return {"station_id": sid, "source_kind": "sensor", "event_time_s": t, "category": "seismic",
+            "value": value}
+
+
+def test_watermark_rejects_a_negative_lead_and_names_both_settings() -> None:
+    with pytest.raises(ValueError, match=r"need idle_after_s > 0 and max_lead_s >= 0, got 1.0, -0.5"):
+        EventTimeWatermark(idle_after_s=1.0, max_lead_s=-0.5)
+    EventTimeWatermark(idle_after_s=1.0, max_lead_s=0.0)  # no lead at all is allowed
+
+
+def test_watermark_with_only_dead_letters_never_idles_forward() -> None:
+    wm = EventTimeWatermark(idle_after_s=1.0, max_lead_s=0.0)
+    assert wm.observe(None, wall_s=10.0) is None
+    assert wm.idle(100.0) is None and wm.value is None
+    assert wm.observe(50.0, wall_s=100.0) == 50.0
+    assert wm.observe(None, wall_s=101.0) == 50.0  # input again, no events: the idle clock restarts
+    assert wm.idle(101.5) is None and wm.idle(103.0) == pytest.approx(52.0)
+
+
+def test_summaries_are_written_a_few_per_message() -> None:
+    now = time.time()
+    summaries: dict[str, Any] = {}
+    core = WorkerCore(_settings(), summaries=summaries, summary_interval_s=0.0, table_batch=2)
+    sids = [f"probe-{i}" for i in range(5)]
+    core.on_message(encode_raw([_event(sid, now - 5.0) for sid in sids]), b"probe-0", now)
+    assert len(summaries) == 2  # at most table_batch per message: a burst would stall Faust
+    core.on_message(b"{not json", b"probe-0", now)
+    assert len(summaries) == 4
+    core.on_message(b"{not json", b"probe-0", now)
+    assert sorted(summaries) == sids
+    assert summaries["probe-3"] == {"events": 1, "dead_letters": 0, "last_event_time_s": now - 5.0,
+                                    "last_seen_s": now}
+    assert core.stations["probe-0"]["dead_letters"] == 2  # blamed on the key's station
+
+
+def test_a_new_owner_continues_the_previous_owners_counts() -> None:
+    now = time.time()
+    previous = {"probe-1": {"events": 41, "dead_letters": 2, "last_event_time_s": now - 60.0,
+                            "last_seen_s": now - 50.0}}
+    core = WorkerCore(_settings(), summaries=previous, summary_interval_s=0.0)
+    core.on_message(encode_raw([_event("probe-1", now - 1.0)]), b"probe-1", now)
+    assert previous["probe-1"] == {"events": 42, "dead_letters": 2, "last_event_time_s": now - 1.0,
+                                   "last_seen_s": now}
+
+
+def test_empty_and_missing_messages_are_undecodable_dead_letters() -> None:
+    core = WorkerCore(_settings(), run_id="run-x")
+    now = time.time()
+    emits = core.on_message(None, None, now) + core.on_message(b"[]", b"s-9", now)
+    assert [e.topic for e in emits] == ["dead-letter", "dead-letter"]
+    docs = [orjson.loads(e.value) for e in emits]
+    assert [d["field"] for d in docs] == ["message", "message"]
+    assert [d["station_id"] for d in docs] == [None, "s-9"] and {d["run_id"] for d in docs} == {"run-x"}
+    assert core.counters.undecodable == 2 and core.counters.messages == 2
+    assert core.pipeline.counters.dead_letters == 2
+
+
+def test_nothing_ingested_means_nothing_to_close() -> None:
+    core = WorkerCore(_settings())
+    assert core.on_timer(time.time()) == []
+    assert core.on_stop(time.time()) == [] and core.stopped
+    assert core.summary()["watermark_s"] is None
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"v": 2}, "version 2 / tick_s"),
+    ({"tick_s": 7.5}, "tick_s 7.5 do not match"),
+    ({"tick": 0}, "older than 3600 s"),
+    ({"tick": None}, "checkpoint at tick None"),
+    ({"state": {"entropy": {}}}, "it holds stages ['entropy'], this build has"),
+])
+def test_a_checkpoint_that_does_not_fit_says_why(change: dict[str, Any], reason: str,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    s = _settings()
+    now = time.time()
+    cp = {"v": 1, "tick": int(now / s.tick_s), "tick_s": s.tick_s, "state": {}} | change
+    core = WorkerCore(s, checkpoints={"probe-1": cp}, batch_events=1)
+    with caplog.at_level("WARNING", logger="convergence.streams.worker"):
+        core.on_message(encode_raw([_event("probe-1", now - 1.0)]), b"probe-1", now)
+    assert core.counters.checkpoints_rejected == 1 and core.counters.checkpoints_restored == 0
+    assert "station probe-1: ignoring its detector checkpoint" in caplog.text
+    assert reason in caplog.text
+
+
+def test_summary_and_run_record() -> None:
+    s = _settings()
+    now = time.time()
+    core = WorkerCore(s, run_id="run-sum", batch_events=1)
+    core.on_assignment([3, 1])
+    core.on_message(encode_raw([_event("probe-1", now - 2.0), _event("probe-1", now - 1.0)]),
+                    b"probe-1", now, partition=1)
+    doc = core.summary()
+    assert (doc["run_id"], doc["app_id"], doc["partitions"], doc["stopped"]) == (
+        "run-sum", s.faust_app_id, [1, 3], False)
+    assert doc["watermark_s"] == pytest.approx(now - 1.0)
+    assert doc["pipeline"]["events"] == 2 and doc["worker"]["messages"] == 1
+    assert doc["stations_seen"] == 1 and doc["stations"]["probe-1"]["events"] == 2
+    record = core.run_record()
+    assert (record.topic, record.key) == ("runs", b"run-sum")
+    assert orjson.loads(record.value) == orjson.loads(orjson.dumps(core.summary()))
+
+
+def test_a_default_run_id_names_the_app() -> None:
+    s = _settings()
+    before = int(time.time())
+    run_id = WorkerCore(s).run_id
+    app, _, stamp = run_id.removeprefix("cluster-").rpartition("-")
+    assert run_id.startswith("cluster-") and app == s.faust_app_id
+    assert before <= int(stamp) <= time.time()

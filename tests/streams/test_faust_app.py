@@ -13,7 +13,6 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,50 +22,18 @@ import orjson
 import pytest
 
 from convergence.cli.cluster import worker_command, worker_env
-from convergence.ground_stations.scenario import SyntheticWorld, default_scenario
-from convergence.ground_stations.synthetic import SyntheticSource
 from convergence.settings import Settings, env_name, fields, load_settings
 from convergence.streams.faust_app import to_json
-
-SCENARIO_S = 20.0
-SLICE_S = 0.5
-PROBE = "probe-001"
 
 
 def _settings(**env: str) -> Settings:
     return load_settings(env=env, config_path=None)
 
 
-def scenario_messages(s: Settings, t0: float) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """The default scenario's first 20 s as (station, records) messages in time order.
-
-    Time order matters: the worker's watermark is the largest event time seen, so a
-    station replayed all at once would make everyone else's events late.
-    """
-    sc = default_scenario(s.stations, s.seed, SCENARIO_S + 40)
-    world = SyntheticWorld(sc)
-    sources = [SyntheticSource(world, i, t0, s.seed) for i in range(len(sc.fleet))]
-    for k in range(int(SCENARIO_S / SLICE_S)):
-        for src in sources:
-            recs = src.draw(k * SLICE_S, (k + 1) * SLICE_S)
-            if recs:
-                yield src.info.station_id, recs
 
 
-def genuine_region(s: Settings) -> str:
-    sc = default_scenario(s.stations, s.seed, SCENARIO_S + 40)
-    (ep,) = [e for e in sc.genuine() if e.start_s < SCENARIO_S]
-    assert ep.region is not None
-    return ep.region
 
 
-def probe_batch(t: float) -> list[dict[str, Any]]:
-    """Three good events and one bad one (a value that is not a number)."""
-    good = [{"station_id": PROBE, "source_kind": "sensor", "event_time_s": t + 0.1 * i,
-             "category": "seismic", "value": 10.0 + i} for i in range(3)]
-    bad = {"station_id": PROBE, "source_kind": "sensor", "event_time_s": t + 0.05,
-           "category": "seismic", "value": "twelve"}
-    return [*good[:2], bad, good[2]]
 
 
 # -- pure helpers of the Faust side ----------------------------------------------
@@ -135,7 +102,7 @@ def _wait_for(pred: Any, proc: subprocess.Popen[bytes], log_path: Path, timeout_
 
 
 @pytest.fixture(scope="module")
-def cluster_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> ClusterRun:
+def cluster_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, feed: Any) -> ClusterRun:
     from convergence.ground_stations.kafka_sink import KafkaEventSink
     from convergence.store.surreal import SurrealStore
     from convergence.streams.faust_app import ensure_topics
@@ -162,15 +129,15 @@ def cluster_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
         now = time.time()
         t0 = now - 25.0
         sink = KafkaEventSink(kafka_bootstrap, s.topic("events"), wait_metadata=True)
-        sink.publish(s.topic("events"), PROBE, b"{not json")
-        sink.send_records(PROBE, probe_batch(t0 + 0.2))
-        for sid, recs in scenario_messages(s, t0):
+        sink.publish(s.topic("events"), feed.probe, b"{not json")
+        sink.send_records(feed.probe, feed.probe_batch(t0 + 0.2))
+        for sid, recs in feed.messages(s, t0):
             sink.send_records(sid, recs)
         counters = sink.close()
         assert counters.failed == 0 and counters.acked == counters.sent
         timings["produced_s"] = time.monotonic() - t_start
 
-        region = genuine_region(s)
+        region = feed.genuine_region(s)
 
         def alerts() -> list[dict[str, Any]]:
             got = _read_topic(kafka_bootstrap, s.topic("alerts"))
@@ -202,8 +169,8 @@ def cluster_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.mark.kafka
-def test_worker_alerts_on_the_genuine_region(cluster_run: ClusterRun) -> None:
-    region = genuine_region(cluster_run.settings)
+def test_worker_alerts_on_the_genuine_region(cluster_run: ClusterRun, feed: Any) -> None:
+    region = feed.genuine_region(cluster_run.settings)
     assert cluster_run.alerts and all(a["regions"] == [region] for a in cluster_run.alerts)
     assert cluster_run.timings["alert_s"] < 90, cluster_run.timings
 
@@ -224,18 +191,18 @@ def test_report_is_in_surrealdb_under_the_alerts_report_id(cluster_run: ClusterR
 
 
 @pytest.mark.kafka
-def test_malformed_input_is_dead_lettered_with_reasons(cluster_run: ClusterRun) -> None:
+def test_malformed_input_is_dead_lettered_with_reasons(cluster_run: ClusterRun, feed: Any) -> None:
     for source in (cluster_run.dead_letters, cluster_run.stored_dead_letters):
-        mine = [d for d in source if d.get("station_id") == PROBE]
+        mine = [d for d in source if d.get("station_id") == feed.probe]
         assert any(d["field"] == "message" and "not valid JSON" in d["reason"] for d in mine)
         assert any(d["field"] == "value" and "not a number" in d["reason"] for d in mine)
 
 
 @pytest.mark.kafka
-def test_good_events_of_a_mixed_batch_still_count(cluster_run: ClusterRun) -> None:
+def test_good_events_of_a_mixed_batch_still_count(cluster_run: ClusterRun, feed: Any) -> None:
     (run,) = cluster_run.runs
-    assert run["stations"][PROBE]["events"] == 3
-    assert run["stations"][PROBE]["dead_letters"] == 2
+    assert run["stations"][feed.probe]["events"] == 3
+    assert run["stations"][feed.probe]["dead_letters"] == 2
     # The worker was stopped at the first alert, so part of the backlog may be unread.
     assert run["pipeline"]["alerts"] >= 1 and run["pipeline"]["events"] > 1_000
 

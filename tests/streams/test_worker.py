@@ -7,15 +7,12 @@ The same core inside a real Faust worker on a real broker is tested in ``test_fa
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
 
-from convergence.ground_stations.scenario import SyntheticWorld, default_scenario
-from convergence.ground_stations.synthetic import SyntheticSource
 from convergence.settings import Settings, load_settings
 from convergence.streams.worker import (
     EventTimeWatermark,
@@ -24,45 +21,15 @@ from convergence.streams.worker import (
 )
 from convergence.wire import encode_raw
 
-SCENARIO_S = 20.0
-SLICE_S = 0.5
-PROBE = "probe-001"
-
 
 def _settings(**env: str) -> Settings:
     return load_settings(env=env, config_path=None)
 
 
-def scenario_messages(s: Settings, t0: float) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """The default scenario's first 20 s as (station, records) messages in time order.
-
-    Time order matters: the worker's watermark is the largest event time seen, so a
-    station replayed all at once would make everyone else's events late.
-    """
-    sc = default_scenario(s.stations, s.seed, SCENARIO_S + 40)
-    world = SyntheticWorld(sc)
-    sources = [SyntheticSource(world, i, t0, s.seed) for i in range(len(sc.fleet))]
-    for k in range(int(SCENARIO_S / SLICE_S)):
-        for src in sources:
-            recs = src.draw(k * SLICE_S, (k + 1) * SLICE_S)
-            if recs:
-                yield src.info.station_id, recs
 
 
-def genuine_region(s: Settings) -> str:
-    sc = default_scenario(s.stations, s.seed, SCENARIO_S + 40)
-    (ep,) = [e for e in sc.genuine() if e.start_s < SCENARIO_S]
-    assert ep.region is not None
-    return ep.region
 
 
-def probe_batch(t: float) -> list[dict[str, Any]]:
-    """Three good events and one bad one (a value that is not a number)."""
-    good = [{"station_id": PROBE, "source_kind": "sensor", "event_time_s": t + 0.1 * i,
-             "category": "seismic", "value": 10.0 + i} for i in range(3)]
-    bad = {"station_id": PROBE, "source_kind": "sensor", "event_time_s": t + 0.05,
-           "category": "seismic", "value": "twelve"}
-    return [*good[:2], bad, good[2]]
 
 
 # -- the watermark: pure -------------------------------------------------------
@@ -100,7 +67,7 @@ def test_watermark_rejects_bad_settings() -> None:
 
 
 @pytest.fixture(scope="module")
-def core_run() -> dict[str, Any]:
+def core_run(feed: Any) -> dict[str, Any]:
     """The worker core fed the compressed scenario plus malformed input, no broker."""
     s = _settings()
     now = time.time()
@@ -109,9 +76,9 @@ def core_run() -> dict[str, Any]:
     checkpoints: dict[str, Any] = {}
     core = WorkerCore(s, summaries=summaries, checkpoints=checkpoints, run_id="run-test",
                       checkpoint_interval_s=0.1, summary_interval_s=0.1)
-    emits = core.on_message(b"{not json", PROBE.encode(), now)
-    emits += core.on_message(encode_raw(probe_batch(t0 + 0.2)), PROBE.encode(), now)
-    for i, (sid, recs) in enumerate(scenario_messages(s, t0)):
+    emits = core.on_message(b"{not json", feed.probe.encode(), now)
+    emits += core.on_message(encode_raw(feed.probe_batch(t0 + 0.2)), feed.probe.encode(), now)
+    for i, (sid, recs) in enumerate(feed.messages(s, t0)):
         emits += core.on_message(encode_raw(recs), sid.encode(), now + i * 1e-4)
     emits += core.on_timer(now + 10.0)
     tail = core.on_stop()
@@ -124,11 +91,11 @@ def _values(emits: list[Any], topic: str) -> list[dict[str, Any]]:
 
 
 def test_core_alerts_on_the_genuine_episode_and_its_report_comes_first(
-        core_run: dict[str, Any]) -> None:
+        core_run: dict[str, Any], feed: Any) -> None:
     emits = core_run["emits"]
     alerts = _values(emits, "alerts")
     assert alerts, "no alert from the genuine convergence in the first 20 s"
-    assert all(a["regions"] == [genuine_region(core_run["s"])] for a in alerts)
+    assert all(a["regions"] == [feed.genuine_region(core_run["s"])] for a in alerts)
     assert all(a["run_id"] == "run-test" for a in alerts)
     order = [(e.topic, orjson.loads(e.value)) for e in emits if e.topic in ("alerts", "reports")]
     first_alert = next(i for i, (t, _) in enumerate(order) if t == "alerts")
@@ -154,20 +121,20 @@ def test_core_stamps_every_stored_record_with_the_run_id(core_run: dict[str, Any
         assert docs and all(d["run_id"] == "run-test" for d in docs), topic
 
 
-def test_core_dead_letters_carry_reasons_and_the_key_station(core_run: dict[str, Any]) -> None:
+def test_core_dead_letters_carry_reasons_and_the_key_station(core_run: dict[str, Any], feed: Any) -> None:
     dls = _values(core_run["emits"], "dead-letter")
     not_json = [d for d in dls if "not valid JSON" in d["reason"]]
-    assert len(not_json) == 1 and not_json[0]["station_id"] == PROBE
-    probe_bad = [d for d in dls if d["station_id"] == PROBE and d["field"] == "value"]
+    assert len(not_json) == 1 and not_json[0]["station_id"] == feed.probe
+    probe_bad = [d for d in dls if d["station_id"] == feed.probe and d["field"] == "value"]
     assert len(probe_bad) == 1 and "not a number" in probe_bad[0]["reason"]
     assert core_run["core"].counters.undecodable == 1
 
 
-def test_core_counts_the_good_events_of_a_mixed_batch(core_run: dict[str, Any]) -> None:
-    probe = core_run["core"].stations[PROBE]
+def test_core_counts_the_good_events_of_a_mixed_batch(core_run: dict[str, Any], feed: Any) -> None:
+    probe = core_run["core"].stations[feed.probe]
     assert probe["events"] == 3 and probe["dead_letters"] == 2
     assert probe["last_event_time_s"] == pytest.approx(core_run["t0"] + 0.4)
-    assert core_run["summaries"][PROBE]["events"] == 3  # written to the table too
+    assert core_run["summaries"][feed.probe]["events"] == 3  # written to the table too
 
 
 def test_core_checkpoints_the_learning_stages_json_safely(core_run: dict[str, Any]) -> None:
@@ -185,13 +152,13 @@ def test_core_on_stop_closes_the_rest_once(core_run: dict[str, Any]) -> None:
     assert core.stopped and core.on_stop() == [] and core.on_timer(time.time() + 99) == []
 
 
-def test_checkpoints_restore_into_a_fresh_pipeline() -> None:
+def test_checkpoints_restore_into_a_fresh_pipeline(feed: Any) -> None:
     s = _settings()
     now = time.time()
     checkpoints: dict[str, Any] = {}
     first = WorkerCore(s, checkpoints=checkpoints, checkpoint_interval_s=0.0, table_batch=1000,
                        batch_events=500)
-    msgs = list(scenario_messages(s, now - 25.0))
+    msgs = list(feed.messages(s, now - 25.0))
     for sid, recs in msgs[:3000]:
         first.on_message(encode_raw(recs), sid.encode(), now)
     first.on_message(encode_raw(msgs[3000][1]), msgs[3000][0].encode(), now)  # flush due ones
@@ -211,7 +178,7 @@ def test_checkpoints_restore_into_a_fresh_pipeline() -> None:
             np.testing.assert_allclose(got[st][k], v)
 
 
-def test_a_new_owner_with_default_batching_restores_checkpoints_before_writing_any() -> None:
+def test_a_new_owner_with_default_batching_restores_checkpoints_before_writing_any(feed: Any) -> None:
     # Default micro-batching: the first message's events wait in the buffer, so the
     # fresh pipeline has learnt nothing yet - it must not checkpoint over A's state.
     s = _settings()
@@ -219,7 +186,7 @@ def test_a_new_owner_with_default_batching_restores_checkpoints_before_writing_a
     checkpoints: dict[str, Any] = {}
     first = WorkerCore(s, checkpoints=checkpoints, checkpoint_interval_s=0.0, table_batch=1000,
                        batch_events=500)
-    msgs = list(scenario_messages(s, now - 25.0))
+    msgs = list(feed.messages(s, now - 25.0))
     for sid, recs in msgs[:3001]:
         first.on_message(encode_raw(recs), sid.encode(), now)
     assert len(checkpoints) > 4  # more than one message's table_batch of the new owner
@@ -243,10 +210,10 @@ def test_a_new_owner_with_default_batching_restores_checkpoints_before_writing_a
             np.testing.assert_allclose(got[st][k], v)
 
 
-def test_a_checkpoint_that_does_not_fit_is_ignored_not_fatal() -> None:
+def test_a_checkpoint_that_does_not_fit_is_ignored_not_fatal(feed: Any) -> None:
     s = _settings()
     now = time.time()
-    sid, recs = next(scenario_messages(s, now - 25.0))
+    sid, recs = next(feed.messages(s, now - 25.0))
     bad = {"v": 1, "tick": int(now), "tick_s": s.tick_s,
            "state": {"entropy": {"n": [1.0, 2.0]}, "burst": {}}}
     core = WorkerCore(s, checkpoints={sid: bad}, batch_events=1)
@@ -255,12 +222,12 @@ def test_a_checkpoint_that_does_not_fit_is_ignored_not_fatal() -> None:
     assert core.counters.checkpoints_restored == 0
 
 
-def test_ownership_change_resets_the_pipeline_but_a_same_partition_rebalance_does_not() -> None:
+def test_ownership_change_resets_the_pipeline_but_a_same_partition_rebalance_does_not(feed: Any) -> None:
     s = _settings()
     now = time.time()
     core = WorkerCore(s, batch_events=1)
     assert not core.on_assignment({0})
-    sid, recs = next(scenario_messages(s, now - 25.0))
+    sid, recs = next(feed.messages(s, now - 25.0))
     core.on_message(encode_raw(recs), sid.encode(), now)
     before = core.pipeline
     assert not core.on_assignment({0}) and core.pipeline is before
@@ -268,11 +235,11 @@ def test_ownership_change_resets_the_pipeline_but_a_same_partition_rebalance_doe
     assert core.counters.resets == 1 and core.stations[sid]["events"] > 0  # counts survive
 
 
-def test_events_wait_in_a_small_buffer_that_the_timer_drains() -> None:
+def test_events_wait_in_a_small_buffer_that_the_timer_drains(feed: Any) -> None:
     s = _settings()
     now = time.time()
     core = WorkerCore(s, batch_wait_s=1.0, batch_events=10_000)
-    sid, recs = next(scenario_messages(s, now - 25.0))
+    sid, recs = next(feed.messages(s, now - 25.0))
     core.on_message(encode_raw(recs), sid.encode(), now)
     assert core.pipeline.counters.events == 0  # buffered, not lost
     core.on_timer(now + 0.25)

@@ -244,14 +244,15 @@ class MatcherState:
                 by_key.setdefault(p.key, []).append(p)
             partial[name] = by_key
         lead = tuple(int(x) for x in d.get("lead", ()))
-        n = np.asarray(d["hold"]).shape[-1] if np.asarray(d["hold"]).size else 0
+        hold = np.asarray(d["hold"], dtype=np.int64)
+        n = hold.shape[-1] if hold.size else 0
         return cls(
             tick=int(d["tick"]),
             next_seq=int(d["next_seq"]),
             partial=partial,
             counters={name: {k: int(v) for k, v in c.items()} for name, c in d["counters"].items()},
             prev={sig: np.asarray(a, dtype=bool).reshape(*lead, n) for sig, a in d["prev"].items()},
-            hold=np.asarray(d["hold"], dtype=np.int64).reshape(*lead, n),
+            hold=hold.reshape(*lead, n),
             lead=lead,
         )
 
@@ -412,19 +413,16 @@ class PatternMatcher:
             due={p.name: {} for p in self.patterns},
         )
 
-    def _check_state(self, state: MatcherState, lead: tuple[int, ...]) -> None:
+    def _check_state(self, state: MatcherState) -> None:
         have, want = sorted(state.partial), sorted(p.name for p in self.patterns)
         if have != want:
             raise ValueError(f"state was made for patterns {have}, this matcher runs {want}")
-        if state.lead != lead:
-            raise ValueError(f"state was made for leading shape {state.lead}, the signals have "
-                             f"{lead}; make it with init_state({lead})")
         n = self.n_stations
         if state.hold.shape[-1] > n:
             raise ValueError(f"state has {state.hold.shape[-1]} stations, this matcher {n}")
         state.hold = _pad_last(state.hold, n)  # the fleet grew: new stations start quiet
         for sig in self.signals_used:
-            state.prev[sig] = _pad_last(state.prev.get(sig, np.zeros((*lead, 0), bool)), n)
+            state.prev[sig] = _pad_last(state.prev.get(sig, np.zeros((*state.lead, 0), bool)), n)
         if state.due is None:  # restored from a dict: rebuild the window cache
             state.due = {p.name: {key: min(cp.due(r) for r in runs)
                                   for key, runs in state.partial[p.name].items() if runs}
@@ -449,7 +447,7 @@ class PatternMatcher:
                                  f"stations and the state leading shape {state.lead}, so it "
                                  f"takes {(*state.lead, n)}")
             cur[sig] = a
-        self._check_state(state, state.lead)
+        self._check_state(state)
         fired: dict[str, BoolArray] = {}
         for sig, a in cur.items():
             f = a & ~state.prev[sig] if self.onsets else a.copy()

@@ -120,6 +120,7 @@ class EntropyDetector(Stage):
         return {
             "n": ((), 0.0),
             "hist": ((self.n_bins,), 0.0),
+            "h_n": ((), 0.0),
             "h_mu": ((), 0.0),
             "h_var": ((), 0.05),
             "c_mu": ((), 0.0),
@@ -163,13 +164,19 @@ class EntropyDetector(Stage):
         sh += self.hist_alpha * (hist - sh)
         mass = sh @ np.ones(sh.shape[-1])
         ent = shannon_entropy(sh, total=mass)
-        judged = warm & (mass >= self.min_events)
-        h_mu, h_var = state["h_mu"], state["h_var"]
+        # The entropy baseline learns only from ticks with enough events, and counts
+        # them itself: seeding the activity baseline (``n``) says nothing about entropy.
+        enough = mass >= self.min_events
+        h_n, h_mu, h_var = state["h_n"], state["h_mu"], state["h_var"]
+        judged = enough & (h_n >= self.warmup_ticks)
         sd = np.sqrt(np.maximum(h_var, 0.01))
         drop_z = np.where(judged, np.maximum(h_mu - ent, 0.0) / sd, 0.0)
-        # only learn the entropy baseline from ticks with enough events
-        ah = np.where(mass >= self.min_events, a, 0.0)
+        h_n += enough
+        ah = np.where(enough, np.maximum(self.alpha, 1.0 / np.maximum(h_n, 1.0)), 0.0)
+        if anomalous is not None:
+            ah = np.where(anomalous, ah * 0.1, ah)
+        first = enough & (h_n == 1)
         dh = ent - h_mu
-        h_mu += np.where(n <= 1, dh, ah * dh)
-        h_var[...] = np.where(n <= 1, h_var, (1 - ah) * (h_var + ah * dh * dh))
+        h_mu += np.where(first, dh, ah * dh)
+        h_var[...] = np.where(first, h_var, (1 - ah) * (h_var + ah * dh * dh))
         return {"entropy": ent, "entropy_drop_z": drop_z, "activity_bits": activity_bits}

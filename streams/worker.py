@@ -68,7 +68,7 @@ MAX_STATIONS_IN_SUMMARY = 2000
 #: Per-station stages never checkpointed: the node state machine describes the current
 #: episode, which is stale after a hand-over (see module docstring).
 NOT_CHECKPOINTED: frozenset[str] = frozenset({"node"})
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 def checkpoint_stages(pipeline: Pipeline) -> list[str]:

@@ -98,3 +98,20 @@ def test_total_argument_and_other_axis_agree_with_scipy() -> None:
     assert np.allclose(ours[[0, 1, 4, 5, 6]], scipy_entropy(h[[0, 1, 4, 5, 6]], base=2, axis=-1))
     assert ours[2] == 0.0 and ours[3] == 0.0
     assert np.allclose(shannon_entropy(h.T, axis=0), ours)
+
+
+def test_seeding_the_activity_baseline_leaves_the_entropy_baseline_alone() -> None:
+    # seeding says "this station sees 5 events per tick", nothing about its categories:
+    # the category-entropy baseline must learn exactly as it does unseeded
+    det = EntropyDetector()
+    rng = np.random.default_rng(4)
+    seeded, plain = det.init_state((50,)), det.init_state((50,))
+    det.seed(seeded, np.full(50, 5.0), np.ones(50, bool))
+    for _ in range(20):
+        hist = rng.poisson(1.0, (50, 16)).astype(float)
+        count = hist.sum(-1)
+        a = det.step(seeded, {"count": count, "hist": hist})
+        b = det.step(plain, {"count": count, "hist": hist})
+        np.testing.assert_array_equal(a["entropy_drop_z"], b["entropy_drop_z"])
+    np.testing.assert_array_equal(seeded["h_mu"], plain["h_mu"])
+    assert 3.0 < float(seeded["h_mu"].mean()) < 4.0  # about log2(16) less sampling noise

@@ -15,6 +15,7 @@ import pytest
 
 from convergence.settings import Settings, load_settings
 from convergence.streams.worker import (
+    CHECKPOINT_VERSION,
     EventTimeWatermark,
     WorkerCore,
     checkpoint_stages,
@@ -214,7 +215,7 @@ def test_a_checkpoint_that_does_not_fit_is_ignored_not_fatal(feed: Any) -> None:
     s = _settings()
     now = time.time()
     sid, recs = next(feed.messages(s, now - 25.0))
-    bad = {"v": 1, "tick": int(now), "tick_s": s.tick_s,
+    bad = {"v": CHECKPOINT_VERSION, "tick": int(now), "tick_s": s.tick_s,
            "state": {"entropy": {"n": [1.0, 2.0]}, "burst": {}}}
     core = WorkerCore(s, checkpoints={sid: bad}, batch_events=1)
     core.on_message(encode_raw(recs), sid.encode(), now)
@@ -342,7 +343,7 @@ def test_nothing_ingested_means_nothing_to_close() -> None:
 
 
 @pytest.mark.parametrize(("change", "reason"), [
-    ({"v": 2}, "version 2 / tick_s"),
+    ({"v": 99}, "version 99 / tick_s"),
     ({"tick_s": 7.5}, "tick_s 7.5 do not match"),
     ({"tick": 0}, "older than 3600 s"),
     ({"tick": None}, "checkpoint at tick None"),
@@ -352,7 +353,7 @@ def test_a_checkpoint_that_does_not_fit_says_why(change: dict[str, Any], reason:
                                                  caplog: pytest.LogCaptureFixture) -> None:
     s = _settings()
     now = time.time()
-    cp = {"v": 1, "tick": int(now / s.tick_s), "tick_s": s.tick_s, "state": {}} | change
+    cp = {"v": CHECKPOINT_VERSION, "tick": int(now / s.tick_s), "tick_s": s.tick_s, "state": {}} | change
     core = WorkerCore(s, checkpoints={"probe-1": cp}, batch_events=1)
     with caplog.at_level("WARNING", logger="convergence.streams.worker"):
         core.on_message(encode_raw([_event("probe-1", now - 1.0)]), b"probe-1", now)

@@ -120,13 +120,15 @@ class DetectorChain:
         self.regime = regime
         self.regime_features = RegimeFeatures(regime_kind, regime_vol_window) if regime else None
         default_sources = ("market_price",) if regime_kind == "price" else tuple(KIND_INDEX)
-        self._regime_kinds = np.array([KIND_INDEX[k] for k in (regime_sources or default_sources)])
+        # kind index -> does the regime model apply (a lookup, not an isin every tick)
+        self._regime_applies = np.zeros(len(KIND_INDEX), bool)
+        self._regime_applies[[KIND_INDEX[k] for k in (regime_sources or default_sources)]] = True
         self.node = node or NodeStateMachine()
         self.meter = meter or ConvergenceMeter(enter_at=self.node.enter_at)
         self.patterns = compile_patterns(patterns) if isinstance(patterns, str) else patterns
         self.tick_s = tick_s
         self._matcher: PatternMatcher | None = None
-        self._matcher_meta: tuple[int, int] | None = None
+        self._matcher_meta: tuple[bytes, bytes, bytes] | None = None
 
     @property
     def stages(self) -> tuple[Any, ...]:
@@ -166,7 +168,8 @@ class DetectorChain:
         return sum(state[s.name].nbytes_per_station() for s in self.stages[:-1])
 
     def _matcher_for(self, meta: StationMeta) -> PatternMatcher:
-        key = (int(meta.kind_idx.shape[0]), int(meta.region_idx.max(initial=0)))
+        # keyed on the contents, as the meter's layout is: same size is not same fleet
+        key = (meta.kind_idx.tobytes(), meta.region_idx.tobytes(), meta.group_idx.tobytes())
         if self._matcher is None or self._matcher_meta != key:
             assert self.patterns
             self._matcher = PatternMatcher(self.patterns, meta.kind_idx, meta.region_idx,
@@ -204,12 +207,11 @@ class DetectorChain:
             node_in["periodicity_z"] = out["periodicity"]["periodicity_z"]
         if self.regime is not None and self.regime_features is not None:
             price = self.regime_features.kind == "price"
-            feats = self.regime_features.step(
-                state[self.regime_features.name],
-                {"value": cells["value_last"] if price else count,
-                 "missing": count <= 0 if price else np.zeros(count.shape, bool)})["features"]
+            feat_in = ({"value": cells["value_last"], "missing": count <= 0} if price
+                       else {"value": count})
+            feats = self.regime_features.step(state[self.regime_features.name], feat_in)["features"]
             reg = self.regime.step(state[self.regime.name], {"features": feats})
-            applies = np.isin(meta.kind_idx, self._regime_kinds)
+            applies = self._regime_applies[meta.kind_idx]
             out["regime"] = reg
             node_in["regime_z"] = np.where(applies, reg["regime_z"], 0.0)
         matches: list[Any] = []

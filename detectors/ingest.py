@@ -240,10 +240,12 @@ def _duplicates(t: npt.NDArray[np.float64], h: npt.NDArray[np.uint64],
     for st, sh in seen:
         left = np.searchsorted(st, t, "left")
         right = np.searchsorted(st, t, "right")
-        cand = np.flatnonzero(right > left)
-        for i in cand:
-            if not out[i] and (sh[left[i]:right[i]] == h[i]).any():
-                out[i] = True
+        cand = np.flatnonzero((right > left) & ~out)
+        if cand.size:
+            # the hash covers the time, so a hash found anywhere in the span of seen
+            # events at these times is the same event: one vectorised test per chunk
+            span = sh[left[cand].min():right[cand].max()]
+            out[cand] |= np.isin(h[cand], span)
     if order is not None:
         back = np.empty(n, bool)
         back[order] = out

@@ -106,6 +106,24 @@ def alarm_states(names: Sequence[str]) -> tuple[int, ...]:
     return tuple(range(max(len(names) - 2, 1), len(names)))
 
 
+def check_feature_kind(kind: str, vol_window: int) -> None:
+    """Refuse an unknown feature kind or a volatility window under two returns."""
+    if kind not in FEATURE_KINDS:
+        raise ValueError(f"kind must be one of {FEATURE_KINDS}, got {kind!r}")
+    if vol_window < 2:
+        raise ValueError(f"vol_window must be >= 2 returns, got {vol_window}")
+
+
+def log_level(v: npt.NDArray[np.float64], kind: str) -> npt.NDArray[np.float64]:
+    """Log price (``price``) or log(1 + count) (``count``); invalid values become NaN."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if kind == "price":
+            level = np.where(v > 0, np.log(np.where(v > 0, v, 1.0)), np.nan)
+        else:
+            level = np.where(v >= 0, np.log1p(np.where(v >= 0, v, 0.0)), np.nan)
+    return np.where(np.isfinite(level), level, np.nan)
+
+
 def feature_transform(values: npt.ArrayLike, kind: str,
                       vol_window: int = DEFAULT_VOL_WINDOW) -> Array:
     """Causal regime features of a series; time is axis 0.
@@ -130,19 +148,12 @@ def feature_transform(values: npt.ArrayLike, kind: str,
         rows ``< vol_window``; count: the difference of row 0), as are rows touched
         by an invalid value (a price <= 0, a negative count, a non-finite value).
     """
-    if kind not in FEATURE_KINDS:
-        raise ValueError(f"kind must be one of {FEATURE_KINDS}, got {kind!r}")
-    if vol_window < 2:
-        raise ValueError(f"vol_window must be >= 2 returns, got {vol_window}")
+    check_feature_kind(kind, vol_window)
     v = np.asarray(values, dtype=np.float64)
     if v.ndim == 0:
         raise ValueError("values must have a time axis (axis 0)")
+    level = log_level(v, kind)
     with np.errstate(divide="ignore", invalid="ignore"):
-        if kind == "price":
-            level = np.where(v > 0, np.log(np.where(v > 0, v, 1.0)), np.nan)
-        else:
-            level = np.where(v >= 0, np.log1p(np.where(v >= 0, v, 0.0)), np.nan)
-        level = np.where(np.isfinite(level), level, np.nan)
         diff = np.full_like(level, np.nan)
         diff[1:] = level[1:] - level[:-1]
         if kind == "count":

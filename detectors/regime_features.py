@@ -28,7 +28,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from convergence.detectors.base import Array, ArrayState, Outputs, Spec, Stage
-from convergence.detectors.regime import DEFAULT_VOL_WINDOW, FEATURE_KINDS
+from convergence.detectors.regime import DEFAULT_VOL_WINDOW, check_feature_kind, log_level
 
 
 class RegimeFeatures(Stage):
@@ -37,10 +37,7 @@ class RegimeFeatures(Stage):
     name = "regime_features"
 
     def __init__(self, kind: str, vol_window: int = DEFAULT_VOL_WINDOW) -> None:
-        if kind not in FEATURE_KINDS:
-            raise ValueError(f"kind must be one of {FEATURE_KINDS}, got {kind!r}")
-        if vol_window < 2:
-            raise ValueError(f"vol_window must be >= 2 returns, got {vol_window}")
+        check_feature_kind(kind, vol_window)
         self.kind = kind
         self.vol_window = vol_window
 
@@ -50,13 +47,8 @@ class RegimeFeatures(Stage):
     def step(self, state: ArrayState, inputs: Mapping[str, Array]) -> Outputs:
         v = np.asarray(inputs["value"], dtype=np.float64)
         missing = inputs.get("missing")
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if self.kind == "price":
-                level = np.where(v > 0, np.log(np.where(v > 0, v, 1.0)), np.nan)
-            else:
-                level = np.where(v >= 0, np.log1p(np.where(v >= 0, v, 0.0)), np.nan)
-            level = np.where(np.isfinite(level), level, np.nan)
-            diff = level - state["prev"]
+        level = log_level(v, self.kind)
+        diff = level - state["prev"]  # NaN where either is missing
         if missing is not None:
             level = np.where(missing, np.nan, level)
             diff = np.where(missing, np.nan, diff)

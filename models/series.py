@@ -27,14 +27,13 @@ line 3: value 'oops' is not a number
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from convergence.timeparse import parse_time
+from convergence.timeparse import parse_time, to_number
 
 __all__ = ["Series", "SeriesError", "parse_timestamp", "read_series"]
 
@@ -96,13 +95,10 @@ def read_series(path: Path) -> Series:
                     t = parse_timestamp(row[ti])
                 except ValueError as exc:
                     raise SeriesError(f"{where}: {exc}") from None
-                raw_v = row[vi].strip()
                 try:
-                    v = float(raw_v)
-                except ValueError:
-                    raise SeriesError(f"{where}: value {raw_v!r} is not a number") from None
-                if not math.isfinite(v):
-                    raise SeriesError(f"{where}: value {raw_v!r} is not finite")
+                    v = to_number(row[vi].strip())
+                except ValueError as exc:
+                    raise SeriesError(f"{where}: value {exc}") from None
                 if stamps and t <= stamps[-1]:
                     raise SeriesError(f"{where}: timestamp {row[ti].strip()!r} is not after the "
                                       f"previous row's {text[-1]!r}; sort the file by time and "

@@ -62,3 +62,16 @@ def test_patterns_can_be_switched_off() -> None:
     assert "patterns" not in state
     out = chain.step(state, _cells(np.random.default_rng(0), (2,), [], 0), META)
     assert out["matches"] == []
+
+
+def test_the_pattern_matcher_follows_a_new_fleet_of_the_same_size() -> None:
+    chain = DetectorChain(tick_s=60.0)
+    sensors = StationMeta(kind_idx=np.full(N, KIND_INDEX["sensor"]), group_idx=np.arange(N),
+                          region_idx=META.region_idx)
+    chain.step(chain.init_state((N,)), _cells(np.random.default_rng(0), (), [], 0), sensors)
+    state = chain.init_state((N,))
+    chain.seed_baselines(state, np.full(N, RATE))
+    rng = np.random.default_rng(11)
+    matches = [m for t in range(20)
+               for m in chain.step(state, _cells(rng, (), [0], t), META)["matches"]]
+    assert matches and all(m.key == (0,) for m in matches)

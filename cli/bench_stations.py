@@ -77,6 +77,8 @@ def stations(
                            events_per_poll=events_per_poll, seed=seed, linger_ms=linger_ms,
                            batch_size=batch_size,
                            compression=compression.value if compression else None)
+    except typer.Exit:  # fail() above: already said
+        raise
     except ValueError as exc:
         fail(exc, 2)
     except kafka_local.KafkaLocalError as exc:

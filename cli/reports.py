@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from convergence.cli.common import console, fail, print_json, settings
-from convergence.store.surreal import StoreError, SurrealStore
+
+if TYPE_CHECKING:  # the store (and its engine) load only when a command runs
+    from convergence.store.surreal import SurrealStore
 
 app = typer.Typer(help="Read synthesized convergence reports from the database.", no_args_is_help=True)
 
 DbOption = Annotated[str | None, typer.Option(help="SurrealDB URL (default: the embedded file).")]
 
 
-async def _with_store(db: str | None, fn: Any) -> Any:
-    store = SurrealStore.from_settings(settings(db=db))
-    async with store:
-        return await fn(store)
+def _read(db: str | None, fn: Callable[[SurrealStore], Awaitable[Any]]) -> Any:
+    """``fn(store)`` on the configured database; a store failure ends the command clearly."""
+    from convergence.store.surreal import StoreError, SurrealStore
+
+    async def go() -> Any:
+        async with SurrealStore.from_settings(settings(db=db)) as store:
+            return await fn(store)
+
+    try:
+        return asyncio.run(go())
+    except StoreError as exc:
+        fail(exc)
 
 
 @app.command("list")
@@ -28,10 +39,7 @@ def list_reports(
     json_out: Annotated[bool, typer.Option("--json", help="One JSON array on stdout.")] = False,
 ) -> None:
     """List reports, newest first."""
-    try:
-        rows = asyncio.run(_with_store(db, lambda s: s.list("report", limit=limit, order_by="time_s")))
-    except StoreError as exc:
-        fail(exc)
+    rows = _read(db, lambda s: s.list("report", limit=limit, order_by="time_s"))
     if json_out:
         print_json([{k: r.get(k) for k in ("report_id", "time_s", "level", "score", "title")}
                     for r in rows])
@@ -50,10 +58,7 @@ def show(
     json_out: Annotated[bool, typer.Option("--json", help="The whole report as JSON.")] = False,
 ) -> None:
     """Show one report in full."""
-    try:
-        rep = asyncio.run(_with_store(db, lambda s: s.get("report", report_id)))
-    except StoreError as exc:
-        fail(exc)
+    rep = _read(db, lambda s: s.get("report", report_id))
     if rep is None:
         fail(f"no report {report_id!r} in this database; list them with `convergence reports list`")
     if json_out:

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from convergence.cli.common import ALERT_STYLE as _STYLE
 from convergence.cli.common import clock_text as _clock
-from convergence.cli.common import console, fail, print_alert, print_json, settings
-from convergence.store.surreal import StoreError
-from convergence.streams.pipeline import TickOutcome
+from convergence.cli.common import (
+    console,
+    fail,
+    print_alert,
+    print_json,
+    run_until_stopped,
+    settings,
+)
+from convergence.schema import SOURCE_KINDS
+
+if TYPE_CHECKING:  # the store (and its engine) load only when a command needs them
+    from convergence.streams.pipeline import TickOutcome
 
 
 def _print_level(oc: TickOutcome) -> None:
@@ -37,7 +44,7 @@ def _print_level(oc: TickOutcome) -> None:
 
 def run(
     stations: Annotated[int | None, typer.Option(help="Synthetic ground stations (default 247).",
-                                                 min=1, max=100_000)] = None,
+                                                 min=5, max=100_000)] = None,
     duration: Annotated[float | None, typer.Option(
         help="Stop after this many seconds (default: run until Ctrl-C).", min=1.0)] = None,
     seed: Annotated[int | None,
@@ -54,9 +61,14 @@ def run(
     Synthetic ground stations, detectors, the convergence meter, adaptive responses and
     reports stored in SurrealDB (embedded by default: nothing else to install).
     """
+    from convergence.store.surreal import StoreError
     from convergence.streams.embedded import EmbeddedRuntime
 
     s = settings(stations=stations, seed=seed, db=db)
+    if s.stations < len(SOURCE_KINDS):  # e.g. CONVERGENCE_STATIONS=3: the flag says min=5 itself
+        fail(f"stations = {s.stations} ({s.source_of('stations')}): the default fleet needs one "
+             f"station of each of the {len(SOURCE_KINDS)} source kinds; use "
+             f"{len(SOURCE_KINDS)} or more", 2)
     rt = EmbeddedRuntime(s, duration_s=duration, on_alert=print_alert,
                          on_level=None if quiet else _print_level)
     if not json_out:
@@ -64,15 +76,8 @@ def run(
         console.print(f"[bold]convergence[/] {s.stations} stations, seed {s.seed}, "
                       f"db {s.db_url}, running {until}")
 
-    async def main() -> Any:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        return await rt.run(stop)
-
     try:
-        summary = asyncio.run(main())
+        summary = run_until_stopped(rt.run)
     except StoreError as exc:
         fail(exc)
     d = summary.as_dict()

@@ -23,22 +23,29 @@ from convergence.streams import kafka_client, kafka_local
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_data_dir() -> Iterator[None]:
-    """Models and databases of the person running the tests never leak into them.
+    """Settings, models and databases of the person running the tests never leak into them.
 
-    Every test (and every subprocess it starts) sees a fresh, empty data directory, so
-    e.g. a meter model trained by hand does not change what ``convergence run`` does
-    under test. The Kafka jar cache is left alone: it is expensive and read-only here.
+    Every test (and every subprocess it starts) sees a fresh, empty data directory and an
+    empty config file, and none of the caller's ``CONVERGENCE_*`` variables (a broker
+    address exported after ``convergence kafka start``, a database URL, a meter model
+    choice ...), so e.g. a model trained by hand does not change what ``convergence run``
+    does under test. The Kafka jar cache is left alone: expensive, and read-only here.
     """
+    saved = {k: v for k, v in os.environ.items()
+             if k.startswith("CONVERGENCE_") and k != "CONVERGENCE_CACHE_DIR"}
     with tempfile.TemporaryDirectory(prefix="convergence-test-data-") as d:
-        old = os.environ.get("CONVERGENCE_DATA_DIR")
+        config = Path(d) / "empty.toml"
+        config.write_text("# tests run on the defaults\n")
+        for k in saved:
+            del os.environ[k]
         os.environ["CONVERGENCE_DATA_DIR"] = d
+        os.environ["CONVERGENCE_CONFIG"] = str(config)
         try:
             yield
         finally:
-            if old is None:
-                os.environ.pop("CONVERGENCE_DATA_DIR", None)
-            else:
-                os.environ["CONVERGENCE_DATA_DIR"] = old
+            for k in ("CONVERGENCE_DATA_DIR", "CONVERGENCE_CONFIG"):
+                os.environ.pop(k, None)
+            os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")

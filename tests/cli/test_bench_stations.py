@@ -52,3 +52,11 @@ def test_a_short_run_against_the_broker_reports_both_figures(kafka_bootstrap: st
     human = CliRunner().invoke(bench, ["stations", "--kafka", kafka_bootstrap, "--stations", "5",
                                        "--seconds", "0.5"])
     assert human.exit_code == 0 and "stations/raw =" in human.stdout
+
+
+def test_no_broker_is_said_once() -> None:
+    r = CliRunner().invoke(bench, ["stations", "--kafka", "127.0.0.1:1", "--seconds", "1"])
+    assert r.exit_code == 1
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: no Kafka broker answers at 127.0.0.1:1; pass --kafka HOST:PORT, or "
+                      "--local-kafka to start a throwaway one"], r.stderr

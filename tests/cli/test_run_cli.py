@@ -111,3 +111,11 @@ def test_ctrl_c_stops_cleanly_and_flushes_reports_that_read_back(tmp_path: Path)
     assert as_json.exit_code == 0, as_json.output
     rep = json.loads(as_json.stdout)
     assert rep["summary"] and rep["nodes"] and rep["run_id"] == summary["run_id"]
+
+
+def test_too_few_stations_from_the_environment_is_a_clear_error() -> None:
+    p = _run("--duration", "2", "--db", "mem://", env={"CONVERGENCE_STATIONS": "3"})
+    assert p.returncode == 2
+    assert "stations = 3" in p.stderr
+    assert "one station of each of the 5 source kinds" in p.stderr
+    assert "Traceback" not in p.stderr

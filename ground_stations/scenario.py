@@ -41,6 +41,8 @@ from convergence.schema import KIND_INDEX, MARKET_KINDS, OSINT_KINDS, SOURCE_KIN
 from convergence.stations import StationInfo
 
 EpisodeKind = Literal["convergence", "lone_surge", "market_move", "outage"]
+#: share of a station's reports on an episode's topic while the episode runs
+TOPIC_SHARE = 0.7
 REGIONS = ("na-east", "na-west", "eu-west", "eu-east", "mena", "apac")
 CATEGORIES: dict[SourceKind, tuple[str, ...]] = {
     SourceKind.OSINT_NEWS: ("politics", "conflict", "economy", "energy", "health", "disaster",
@@ -265,7 +267,8 @@ class SyntheticWorld:
                     topic: str | None) -> tuple[tuple[str, ...], npt.NDArray[np.float64]]:
         """Categories of a station and their probabilities while reporting on ``topic``.
 
-        Without a topic they are uniform; with one, 70% of the mass goes to it.
+        Without a topic they are uniform; with one, :data:`TOPIC_SHARE` of the mass goes
+        to it.
         """
         cats = self.categories[station]
         p = np.full(len(cats), 1.0 / len(cats))
@@ -273,8 +276,8 @@ class SyntheticWorld:
             if topic not in cats:
                 cats = (*cats, topic)
                 p = np.append(p, 0.0)
-            p = 0.3 * p / p.sum()
-            p[cats.index(topic)] += 0.7
+            p = (1.0 - TOPIC_SHARE) * p / p.sum()
+            p[cats.index(topic)] += TOPIC_SHARE
         return cats, p
 
 

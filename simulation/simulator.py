@@ -35,7 +35,7 @@ from convergence.detectors.chain import DetectorChain, StationMeta
 from convergence.detectors.ingest import N_CATEGORY_BINS, category_bin
 from convergence.detectors.meter import FEATURE_NAMES, ConvergenceMeter
 from convergence.detectors.periodicity import slot_of
-from convergence.ground_stations.scenario import CATEGORIES, Scenario, SyntheticWorld
+from convergence.ground_stations.scenario import CATEGORIES, TOPIC_SHARE, Scenario, SyntheticWorld
 from convergence.stations import StationRegistry
 
 F64 = npt.NDArray[np.float64]
@@ -116,7 +116,8 @@ def _run(chain: DetectorChain, scenarios: Sequence[Scenario], fleet: Sequence[An
     # per-run topic concentration: (R, T, S) topic bin or -1
     topic = np.full((n_runs, n_ticks, n_st), -1, np.int64)
     for r, sc in enumerate(scenarios):
-        for e in sc.episodes:
+        # reversed: where topic episodes overlap the first one wins, as in SyntheticWorld
+        for e in reversed(sc.episodes):
             if e.topic is None:
                 continue
             on = (mid >= e.start_s) & (mid < e.end_s)
@@ -132,11 +133,14 @@ def _run(chain: DetectorChain, scenarios: Sequence[Scenario], fleet: Sequence[An
     region_feats: F64 | None = None
     region_osint: npt.NDArray[np.bool_] | None = None
     events = 0
-    onehot = np.eye(n_bins)
     for t in range(n_ticks):
+        lam = rates[:, t, :, None] * tick_s * base_p  # (R, S, bins)
         tb = topic[:, t, :]
-        p = np.where((tb >= 0)[..., None], 0.3 * base_p + 0.7 * onehot[np.maximum(tb, 0)], base_p)
-        hist = rng.poisson(rates[:, t, :, None] * tick_s * p).astype(np.float64)
+        rr, ss = np.nonzero(tb >= 0)  # only stations reporting on a topic get the mix
+        if rr.size:
+            lam[rr, ss] *= 1.0 - TOPIC_SHARE
+            lam[rr, ss, tb[rr, ss]] += rates[rr, t, ss] * tick_s * TOPIC_SHARE
+        hist = rng.poisson(lam).astype(np.float64)
         count = hist.sum(-1)
         events += int(count.sum())
         cells = {"count": count, "hist": hist,

@@ -155,8 +155,11 @@ def make_event(
     """Build a trusted event (from our own code) with its content-hash id."""
     kind = SourceKind(source_kind)
     t = float(event_time_s)
-    eid = content_id(station_id, kind.value, t, category, float(value), text, lat, lon, source)
-    return Event(eid, station_id, kind, t, category, float(value), text, lat, lon, source)
+    # floats, as validate_event reads them back: lat=35 and lat=35.0 hash the same
+    la = None if lat is None else float(lat)
+    lo = None if lon is None else float(lon)
+    eid = content_id(station_id, kind.value, t, category, float(value), text, la, lo, source)
+    return Event(eid, station_id, kind, t, category, float(value), text, la, lo, source)
 
 
 def _num(raw: Mapping[str, Any], name: str, *, required: bool) -> float | None:

@@ -60,6 +60,11 @@ DeadHook = Callable[[list[DeadLetter]], None]
 
 RUNNING, BACKING_OFF, QUARANTINED, STOPPED = "running", "backing_off", "quarantined", "stopped"
 DEFAULT_BURST_INTERVAL_S = 0.25
+#: how long one poll may take before the agent gives up on it (``poll_timeout_s``)
+DEFAULT_POLL_TIMEOUT_S = 10.0
+#: a network source's polls get its own HTTP ``timeout_s`` plus this, to handle the answer
+#: (see :func:`~convergence.ground_stations.fleet.build_fleet`)
+POLL_TIMEOUT_MARGIN_S = 5.0
 
 
 @dataclass
@@ -76,7 +81,7 @@ class StationAgent:
     failure_threshold: int = 3
     backoff_base_s: float = 0.5
     backoff_max_s: float = 60.0
-    poll_timeout_s: float = 10.0
+    poll_timeout_s: float = DEFAULT_POLL_TIMEOUT_S
     seed: int = 0
     thresholds: dict[str, float] = field(default_factory=dict)
     state: str = RUNNING
@@ -106,6 +111,14 @@ class StationAgent:
             log.info("station %s: %s -> %s (%s)", self.info.station_id, old, new, reason)
             if self.on_state is not None:
                 self.on_state(self.info.station_id, old, new, reason)
+
+    def _leave_quarantine(self, reason: str) -> None:
+        """Running again, or backing off while the breaker has not closed (no poll has
+        succeeded since it opened): quarantine does not make a failing source healthy."""
+        if self.breaker.state is BreakerState.CLOSED:
+            self._set_state(RUNNING, reason)
+        else:
+            self._set_state(BACKING_OFF, f"{reason}; the source's circuit breaker is still open")
 
     def _drain(self) -> None:
         # after every poll, good or failed: an unreadable body leaves its dead letter behind
@@ -152,7 +165,7 @@ class StationAgent:
             self._quarantine_until = -1.0
             self._burst_until = -1.0
             if self.state == QUARANTINED:
-                self._set_state(RUNNING, "resume command")
+                self._leave_quarantine("resume command")
             detail = "resumed"
         self.wake()
         return CommandAck(cmd.command_id, sid, True, now_s, detail)
@@ -189,20 +202,23 @@ class StationAgent:
                 now = self.clock()
                 if self.state == QUARANTINED:
                     if now >= self._quarantine_until:
-                        self._set_state(RUNNING, "quarantine expired")
+                        self._leave_quarantine("quarantine expired")
                         continue
                     await self._sleep(min(self._quarantine_until - now, 1.0))
                     continue
                 if not self.breaker.allow():
                     await self._sleep(self.breaker.retry_after())
                     continue
+                deadline = asyncio.timeout(self.poll_timeout_s)
                 try:
-                    records = await asyncio.wait_for(self.source.poll(now), self.poll_timeout_s)
+                    async with deadline:
+                        records = await self.source.poll(now)
                 except (SourceError, OSError, TimeoutError, ValueError) as exc:
                     self._drain()
                     self.failures += 1
                     self.breaker.record_failure()
-                    reason = f"{type(exc).__name__}: {exc}"
+                    reason = (self._poll_timed_out() if isinstance(exc, TimeoutError)
+                              and deadline.expired() else f"{type(exc).__name__}: {exc}")
                     if self.breaker.state == BreakerState.OPEN:
                         self._set_state(BACKING_OFF, reason)
                     else:
@@ -223,6 +239,13 @@ class StationAgent:
                 watcher.cancel()
             self._set_state(STOPPED, "stop requested")
             await self.source.close()
+
+    def _poll_timed_out(self) -> str:
+        """Why a poll cut off by ``poll_timeout_s`` failed, and what to raise."""
+        return (f"TimeoutError: the {self.source.kind} source's poll did not finish within "
+                f"poll_timeout_s={self.poll_timeout_s:g} s; the source is slow or stuck. For an "
+                "rss or json source raise timeout_s in its [station.source] table (a fleet gives "
+                f"its polls timeout_s + {POLL_TIMEOUT_MARGIN_S:g} s)")
 
     def status(self) -> dict[str, Any]:
         return {"station_id": self.info.station_id, "kind": self.info.kind.value,

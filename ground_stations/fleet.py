@@ -103,7 +103,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convergence.ground_stations.agent import Fleet, Sink, StateHook, StationAgent
+from convergence.ground_stations.agent import (
+    DEFAULT_POLL_TIMEOUT_S,
+    POLL_TIMEOUT_MARGIN_S,
+    Fleet,
+    Sink,
+    StateHook,
+    StationAgent,
+)
 from convergence.ground_stations.base import Source
 from convergence.ground_stations.scenario import (
     FLEET_MIX,
@@ -589,12 +596,31 @@ def build_source(spec: StationSpec, world: SyntheticWorld | None, t0_s: float, s
                          f"{exc}") from None
 
 
+def poll_timeout_of(source: Source) -> float:
+    """How long the agent lets one poll of ``source`` run: a network source's own HTTP
+    ``timeout_s`` plus :data:`~.agent.POLL_TIMEOUT_MARGIN_S` (to handle the answer), so its
+    ``timeout_s`` is the setting in force; the agent's default for other sources.
+
+    >>> from convergence.ground_stations.base import Source
+    >>> class Slow(Source):
+    ...     timeout_s = 30
+    ...     async def poll(self, now_s): return []
+    >>> poll_timeout_of(Slow())
+    35.0
+    """
+    timeout = getattr(source, "timeout_s", None)
+    if isinstance(timeout, int | float) and not isinstance(timeout, bool):
+        return float(timeout) + POLL_TIMEOUT_MARGIN_S
+    return DEFAULT_POLL_TIMEOUT_S
+
+
 def build_fleet(stations: Sequence[StationSpec], sink: Sink | None, *, world: SyntheticWorld | None,
                 t0_s: float, seed: int, interval_s: float | None = None,
                 clock: Callable[[], float] = time.time, on_state: StateHook | None = None) -> Fleet:
     """Agents for ``stations`` (each with its interval and thresholds), all sending to ``sink``.
 
-    ``interval_s`` overrides every station's interval. Every station that cannot be
+    ``interval_s`` overrides every station's interval. A network source's polls may run
+    its ``timeout_s`` plus a margin (:func:`poll_timeout_of`). Every station that cannot be
     built is reported in one :class:`FleetError`. With ``sink`` None, attach one
     (:meth:`Fleet.attach`) before running the fleet.
     """
@@ -608,7 +634,8 @@ def build_fleet(stations: Sequence[StationSpec], sink: Sink | None, *, world: Sy
             continue
         agents.append(StationAgent(spec.info, src, sink, interval_s=interval_s or spec.interval_s,
                                    clock=clock, on_state=on_state, seed=seed,
-                                   thresholds=dict(spec.thresholds)))
+                                   thresholds=dict(spec.thresholds),
+                                   poll_timeout_s=poll_timeout_of(src)))
     if problems:
         origin = stations[0].origin if stations else "<fleet>"
         raise FleetError(origin, problems)

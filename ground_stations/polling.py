@@ -64,13 +64,14 @@ def _same(x: Any) -> Any:
 # -- HTTP ------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """A 2xx answer: the body (at most ``max_bytes``; ``truncated`` says if there was more).
+    """A 2xx answer: the body (at most ``max_bytes``; ``truncated`` says if there was more)
+    and the validators it came with (``etag``, ``last_modified``; see :meth:`ConditionalGet.commit`).
 
     Examples
     --------
     >>> f = Fetched("https://example.org/a.json", 200, b"[]", "application/json")
-    >>> f.status, f.body, f.truncated
-    (200, b'[]', False)
+    >>> f.status, f.body, f.truncated, f.etag
+    (200, b'[]', False, None)
     """
 
     url: str
@@ -78,10 +79,12 @@ class Fetched:
     body: bytes
     content_type: str
     truncated: bool = False
+    etag: str | None = None
+    last_modified: str | None = None
 
 
 class ConditionalGet:
-    """One URL polled with conditional GET; remembers the validators of the last 200.
+    """One URL polled with conditional GET; remembers the validators of the answer last committed.
 
     Parameters
     ----------
@@ -96,6 +99,11 @@ class ConditionalGet:
     accept
         The ``Accept`` header.
 
+    :meth:`fetch` does not remember the validators of the answer it returns: the caller
+    hands the answer to :meth:`commit` once it has been handled. Remembered too early, a body
+    that was never handled (the poll was cancelled while parsing it, or it was
+    unreadable) would be answered 304 on the next fetch, and lost.
+
     A new ``aiohttp`` session is opened per fetch: feeds are polled every few seconds
     at most, and a session bound to one event loop breaks when callers (tests, the
     probe command) run each poll in a fresh ``asyncio.run``.
@@ -105,6 +113,9 @@ class ConditionalGet:
     >>> get = ConditionalGet("https://example.org/feed.xml", timeout_s=5.0)
     >>> get.etag, get.last_modified, get.request_headers()["User-Agent"].startswith("convergence")
     (None, None, True)
+    >>> get.commit(Fetched(get.url, 200, b"<rss/>", "application/rss+xml", etag='"v1"'))
+    >>> get.request_headers()["If-None-Match"]
+    '"v1"'
     """
 
     def __init__(self, url: str, *, timeout_s: float = 10.0, max_bytes: int = 5_000_000,
@@ -134,8 +145,17 @@ class ConditionalGet:
             h["If-Modified-Since"] = self.last_modified
         return h
 
+    def commit(self, fetched: Fetched) -> None:
+        """Remember ``fetched``'s validators: the next fetch asks for newer content only."""
+        self.etag = fetched.etag
+        self.last_modified = fetched.last_modified
+
     async def fetch(self) -> Fetched | None:
-        """The body, or ``None`` when nothing changed (304, or 204). Raises ``SourceError``."""
+        """The body, or ``None`` when nothing changed (304, or 204). Raises ``SourceError``.
+
+        The validators of the answer are in the :class:`Fetched`; :meth:`commit` it once
+        handled.
+        """
         url = self.url
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         try:
@@ -157,11 +177,8 @@ class ConditionalGet:
                         truncated = True
                         break
                 body = b"".join(chunks)[: self.max_bytes]
-                # Kept even for a truncated body: the same validators would fetch the same
-                # oversized answer again, and it has been dead-lettered once already.
-                self.etag = resp.headers.get("ETag")
-                self.last_modified = resp.headers.get("Last-Modified")
-                return Fetched(url, status, body, resp.headers.get("Content-Type", ""), truncated)
+                return Fetched(url, status, body, resp.headers.get("Content-Type", ""), truncated,
+                               resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
         except TimeoutError:
             raise SourceError(f"GET {url}: no complete answer within {self.timeout_s:g} s; the server is "
                               "slow or down. Check it, or raise the source's timeout_s") from None
@@ -311,6 +328,11 @@ class PolledSource(RejectingSource):
         #: items skipped because they were already handled
         self.duplicates = 0
 
+    @property
+    def timeout_s(self) -> float:
+        """The HTTP timeout of one fetch (the fleet gives a poll this plus a margin)."""
+        return self.http.timeout_s
+
     @abstractmethod
     async def records_from_fetched(self, fetched: Fetched, now_s: float) -> list[dict[str, Any]]:
         """Records from one fetched answer (bad items and bodies go to ``rejects``; never raises).
@@ -371,7 +393,12 @@ class PolledSource(RejectingSource):
         if fetched is None:  # 304: nothing changed since the validators we sent
             return []
         out = await self.records_from_fetched(fetched, now_s)
-        if self.unreadable_streak >= self.max_unreadable:
+        # Only a body handled to the end, and readable, is committed: an unreadable one (or
+        # one whose handling was cancelled) is fetched again, so it counts towards
+        # max_unreadable (or its items are not lost) instead of being answered 304.
+        if self.unreadable_streak == 0:
+            self.http.commit(fetched)
+        elif self.unreadable_streak >= self.max_unreadable:
             raise SourceError(self.unreadable_message())
         return out
 

@@ -10,6 +10,13 @@ fixed per-station clock skew. Randomness comes from ``(seed, station)`` only.
 Scenario time 0 is ``t0_s`` on the station clock, so a live run starts its scenario
 when it starts.
 
+A poll draws at most the last ``max_span_s`` seconds (:data:`MAX_SPAN_S`, 5 s by
+default): a longer gap since the previous poll means the station was not sampling
+(quarantined, or its loop stalled), and a station that was not sampling does not invent
+the past. Drawing the whole gap would send events far older than the pipeline's allowed
+lateness, every one a dead letter blaming the station's clock. Sampling intervals longer
+than ``max_span_s`` therefore sample only its last ``max_span_s`` seconds.
+
 Examples
 --------
 >>> import asyncio
@@ -34,6 +41,8 @@ from convergence.ground_stations.scenario import SyntheticWorld
 from convergence.schema import SourceKind
 
 _BAD_VARIANTS = ("nan_value", "future_time", "missing_category", "huge_text", "string_value")
+#: longest span of scenario time one poll draws (see the module docstring)
+MAX_SPAN_S = 5.0
 
 
 class SyntheticSource(Source):
@@ -41,9 +50,13 @@ class SyntheticSource(Source):
 
     kind = "synthetic"
 
-    def __init__(self, world: SyntheticWorld, station: int, t0_s: float, seed: int) -> None:
+    def __init__(self, world: SyntheticWorld, station: int, t0_s: float, seed: int, *,
+                 max_span_s: float = MAX_SPAN_S) -> None:
         if not 0 <= station < world.n:
             raise ValueError(f"station {station} is outside the scenario's {world.n} stations")
+        if not max_span_s > 0:
+            raise ValueError(f"max_span_s must be > 0, got {max_span_s}")
+        self.max_span_s = max_span_s
         self.world = world
         self.station = station
         self.info = world.scenario.fleet[station]
@@ -120,5 +133,6 @@ class SyntheticSource(Source):
         t = now_s - self.t0_s
         if self._last_s is None:
             self._last_s = max(0.0, t - 1.0)
-        t_from, self._last_s = self._last_s, max(self._last_s, t)
+        # after a gap (quarantine, a stalled loop) only the last max_span_s seconds are drawn
+        t_from, self._last_s = max(self._last_s, t - self.max_span_s), max(self._last_s, t)
         return self.draw(t_from, self._last_s)

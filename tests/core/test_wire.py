@@ -14,6 +14,14 @@ def test_round_trip_many_events() -> None:
     assert good == events and bad == []
 
 
+def test_integer_coordinates_round_trip_with_a_matching_content_hash() -> None:
+    e = make_event("s1", "sensor", NOW, "seismic", 4, lat=35, lon=25)
+    assert (e.lat, e.lon) == (35.0, 25.0) and isinstance(e.lat, float) and isinstance(e.lon, float)
+    assert e == make_event("s1", "sensor", NOW, "seismic", 4.0, lat=35.0, lon=25.0)
+    good, bad = decode_batch(encode_batch([e]), now_s=NOW)
+    assert good == [e] and bad == []
+
+
 def test_bad_events_become_dead_letters_good_ones_flow() -> None:
     good_rec = make_event("s1", "sensor", NOW, "seismic", 1.0).to_dict()
     msg = encode_raw([good_rec, {"station_id": "s2", "source_kind": "sensor"}, good_rec | {"value": "x"}])

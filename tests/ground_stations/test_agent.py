@@ -207,3 +207,73 @@ def test_the_breaker_cool_down_grows_with_jitter_up_to_the_cap() -> None:
     plain = CircuitBreaker(1, 1.0, now=lambda: 0.0)  # without backoff_max_s: fixed cool-down
     plain.record_failure()
     assert plain.retry_after() == 1.0
+
+
+def _tripped(changes: Changes) -> StationAgent:
+    """An agent whose source always fails, its breaker open for a long cool-down."""
+    async def sink(station_id: str, records: list[dict[str, Any]]) -> None:
+        raise AssertionError("nothing should be sent")
+
+    agent = StationAgent(StationInfo("s1", "sensor", "eu"), Flaky(fail_first=10**9), sink,
+                         interval_s=0.01, failure_threshold=1, backoff_base_s=30.0,
+                         on_state=lambda s, old, new, why: changes.append((old, new, why)))
+    asyncio.run(_run_for([agent], 0.1))
+    assert agent.failures == 1 and (RUNNING, BACKING_OFF) in [c[:2] for c in changes]
+    return agent
+
+
+def test_resume_of_a_station_whose_breaker_is_open_reports_backing_off() -> None:
+    changes: Changes = []
+    agent = _tripped(changes)
+    now = agent.clock()
+    agent.apply(ControlCommand.create("quarantine", Target("station", "s1"), issued_at_s=now,
+                                      ttl_s=60.0), now)
+    assert agent.state == QUARANTINED
+    ack = agent.apply(ControlCommand.create("resume", Target("all"), issued_at_s=now, ttl_s=60.0), now)
+    assert ack.applied and agent.state == BACKING_OFF
+    assert changes[-1][:2] == (QUARANTINED, BACKING_OFF) and "breaker is still open" in changes[-1][2]
+
+
+def test_quarantine_expiry_of_a_station_whose_breaker_is_open_reports_backing_off() -> None:
+    changes: Changes = []
+    agent = _tripped(changes)
+    now = agent.clock()
+    agent.apply(ControlCommand.create("quarantine", Target("station", "s1"), issued_at_s=now,
+                                      ttl_s=0.05), now)
+    del changes[:]
+    asyncio.run(_run_for([agent], 0.3))
+    assert [c[:2] for c in changes] == [(QUARANTINED, BACKING_OFF), (BACKING_OFF, STOPPED)]
+    assert changes[0][2] == "quarantine expired; the source's circuit breaker is still open"
+    assert agent.failures == 1  # still cooling down: the source was not polled again
+
+
+class Stuck(Source):
+    """A poll that takes ``delay_s``, or raises the source's own ``TimeoutError``."""
+
+    kind = "rss"
+
+    def __init__(self, delay_s: float = 5.0, own_timeout: bool = False) -> None:
+        self.delay_s = delay_s
+        self.own_timeout = own_timeout
+
+    async def poll(self, now_s: float) -> list[dict[str, Any]]:
+        if self.own_timeout:
+            raise TimeoutError("read of the socket timed out")
+        await asyncio.sleep(self.delay_s)
+        return []
+
+
+def test_a_poll_cut_off_by_poll_timeout_says_what_timed_out_and_what_to_raise() -> None:
+    agent, _, changes = _agent(Stuck(), failure_threshold=1, poll_timeout_s=0.05)
+    asyncio.run(_run_for([agent], 0.3))
+    (why,) = [c[2] for c in changes if c[1] == BACKING_OFF]
+    assert why == ("TimeoutError: the rss source's poll did not finish within poll_timeout_s=0.05 s; "
+                   "the source is slow or stuck. For an rss or json source raise timeout_s in its "
+                   "[station.source] table (a fleet gives its polls timeout_s + 5 s)")
+
+
+def test_a_timeout_error_of_the_source_itself_keeps_its_own_message() -> None:
+    agent, _, changes = _agent(Stuck(own_timeout=True), failure_threshold=1)
+    asyncio.run(_run_for([agent], 0.1))
+    (why,) = [c[2] for c in changes if c[1] == BACKING_OFF]
+    assert why == "TimeoutError: read of the socket timed out"

@@ -235,6 +235,21 @@ def test_build_fleet_gives_each_station_its_interval_thresholds_and_source() -> 
     assert [x.interval_s for x in fast.agents] == [0.1, 0.1]
 
 
+def test_a_network_source_polls_for_its_own_timeout_plus_a_margin() -> None:
+    text = (_station(id='"slow"', source_kind='"osint_news"',
+                     source='type = "rss"\nurl = "http://127.0.0.1:9/feed"\ntimeout_s = 30')
+            + _station(id='"api"', source_kind='"sensor"',
+                       source='type = "json"\nurl = "http://127.0.0.1:9/api"')
+            + _station(id='"syn"', source_kind='"sensor"'))
+    specs = loads_fleet(text).stations
+    f = build_fleet(specs, _noop_sink, world=fleet_world(specs, seed=1), t0_s=0.0, seed=1)
+    slow, api, syn = f.agents
+    assert slow.poll_timeout_s == 35.0  # timeout_s = 30 is in force, not cut off at 10 s
+    assert getattr(slow.source, "timeout_s", None) == 30
+    assert api.poll_timeout_s == 15.0  # the sources' default timeout_s is 10 s
+    assert syn.poll_timeout_s == 10.0  # the agent's default for sources without a timeout
+
+
 def test_a_part_of_a_fleet_samples_the_same_world_as_the_whole() -> None:
     specs = default_specs(40, 2)
     world = fleet_world(specs, seed=2, horizon_s=120)

@@ -11,7 +11,7 @@ import feed_server as fs  # on sys.path via tests/conftest.py
 import pytest
 
 from convergence.ground_stations.base import SourceError
-from convergence.ground_stations.polling import Fetched, PolledSource
+from convergence.ground_stations.polling import ConditionalGet, Fetched, PolledSource
 from convergence.schema import ValidationError
 from convergence.stations import StationInfo
 from convergence.wire import validate_many
@@ -196,3 +196,55 @@ def test_an_http_failure_raises_source_error_naming_the_url(server: Any) -> None
     with pytest.raises(SourceError, match=rf"GET {url} answered HTTP 404 Not Found"):
         poll(src)
     assert src.hook_calls == 0 and src.unreadable_streak == 0
+
+
+# -- validators are remembered only for a body that was handled ------------------------------
+def test_fetch_returns_the_validators_and_only_commit_remembers_them(server: Any) -> None:
+    lm = "Wed, 01 May 2024 12:30:00 GMT"
+    url = server.conditional("/commit", b"LINES\nrain 1", TEXT_CT, etag='"c1"', last_modified=lm)
+    get = ConditionalGet(url, timeout_s=2.0)
+    first = asyncio.run(get.fetch())
+    assert first is not None and (first.etag, first.last_modified) == ('"c1"', lm)
+    assert (get.etag, get.last_modified) == (None, None)  # not handled yet: not remembered
+    again = asyncio.run(get.fetch())
+    assert again is not None and again.body == b"LINES\nrain 1"
+    get.commit(again)
+    assert (get.etag, get.last_modified) == ('"c1"', lm)
+    assert asyncio.run(get.fetch()) is None and get.not_modified == 1
+    assert [h.get("If-None-Match") for h in server.seen("/commit")] == [None, None, '"c1"']
+
+
+def test_an_unreadable_answer_with_an_etag_is_fetched_again_and_trips_the_breaker(server: Any) -> None:
+    url = server.conditional("/junk-etag", b"<html>nope</html>", "text/html", etag='"j1"')
+    src = LineSource(url, max_unreadable=2)
+    assert poll(src) == [] and src.unreadable_streak == 1
+    with pytest.raises(SourceError, match="no LINES header 2 polls in a row"):
+        poll(src)  # a 304 here would hide the unreadable URL for ever
+    assert all("If-None-Match" not in h for h in server.seen("/junk-etag"))
+    assert len(src.drain_rejects()) == 2 and src.http.not_modified == 0
+
+
+class SlowLineSource(LineSource):
+    """Handling a body takes ``delay_s`` (a big feed being parsed)."""
+
+    delay_s = 0.0
+
+    async def records_from_fetched(self, fetched: Fetched, now_s: float) -> list[dict[str, Any]]:
+        await asyncio.sleep(self.delay_s)
+        return await super().records_from_fetched(fetched, now_s)
+
+
+def test_a_poll_cancelled_while_handling_the_body_loses_no_items(server: Any) -> None:
+    url = server.conditional("/slow-parse", b"LINES\nrain 1\nwind 2", TEXT_CT, etag='"s1"')
+    src = SlowLineSource(url)
+    src.delay_s = 5.0
+
+    async def timed_out() -> None:
+        await asyncio.wait_for(src.poll(NOW), 0.3)  # the agent's poll timeout
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(timed_out())
+    src.delay_s = 0.0
+    assert cats(poll(src)) == [("rain", 1.0), ("wind", 2.0)]  # fetched again, not 304
+    assert poll(src) == [] and src.http.not_modified == 1  # handled: now remembered
+    assert [h.get("If-None-Match") for h in server.seen("/slow-parse")] == [None, None, '"s1"']

@@ -94,6 +94,18 @@ def test_last_modified_alone_is_enough_for_a_304(server: Any) -> None:
     assert "If-None-Match" not in server.seen("/lm.rss")[1]
 
 
+def test_a_page_with_an_etag_that_is_not_a_feed_is_not_answered_304_next_time(server: Any) -> None:
+    url = server.conditional("/html-etag.rss", b"<html><body>Sign in</body></html>", "text/html",
+                             etag='"page-1"', last_modified="Wed, 01 May 2024 12:30:00 GMT")
+    src = RssSource(url, NEWS, timeout_s=2.0, max_unreadable=2)
+    assert poll(src) == []
+    with pytest.raises(SourceError, match="not an RSS/Atom feed 2 polls in a row"):
+        poll(src)
+    assert src.http.not_modified == 0
+    assert all("If-None-Match" not in h and "If-Modified-Since" not in h
+               for h in server.seen("/html-etag.rss"))
+
+
 def test_items_repeated_across_polls_are_emitted_once(server: Any) -> None:
     url = server.sequence("/repeat.rss", [
         fs.Answer(200, rss([("a", "Alpha"), ("b", "Bravo")]), RSS_CT),

@@ -5,9 +5,10 @@ import math
 from typing import Any
 
 import numpy as np
+import pytest
 
 from convergence.ground_stations.scenario import Scenario, SyntheticWorld, default_scenario
-from convergence.ground_stations.synthetic import SyntheticSource
+from convergence.ground_stations.synthetic import MAX_SPAN_S, SyntheticSource
 from convergence.wire import validate_many
 
 
@@ -72,3 +73,27 @@ def test_poll_covers_time_without_gaps() -> None:
     assert len(polled) > 20
     assert all(0.0 - 1 <= r["event_time_s"] <= 30.0 for r in polled)
     assert ref.skew_s == src.skew_s
+
+
+def test_after_a_gap_in_polling_only_the_last_seconds_are_drawn() -> None:
+    w = _world(bad_rate=0.0, dup_rate=0.0)
+    src = SyntheticSource(w, 0, t0_s=1000.0, seed=6)
+    asyncio.run(src.poll(1005.0))
+    # quarantined (not polled) for 50 s: the first poll after it does not invent those 50 s
+    recs = asyncio.run(src.poll(1055.0))
+    assert recs, "the last seconds are still sampled"
+    oldest = 1055.0 - MAX_SPAN_S + src.skew_s
+    assert all(r["event_time_s"] >= oldest - 1e-6 for r in recs)
+    assert len(recs) < 4 * w.base_rate[0] * MAX_SPAN_S + 10  # not ~50 s worth of events
+    good, bad = validate_many(recs, now_s=1055.0)
+    assert bad == [] and len(good) == len(recs)
+
+
+def test_the_drawn_span_cap_is_a_setting() -> None:
+    w = _world(bad_rate=0.0, dup_rate=0.0)
+    src = SyntheticSource(w, 0, t0_s=0.0, seed=6, max_span_s=1.0)
+    asyncio.run(src.poll(5.0))
+    recs = asyncio.run(src.poll(50.0))
+    assert all(r["event_time_s"] >= 49.0 + src.skew_s - 1e-6 for r in recs)
+    with pytest.raises(ValueError, match="max_span_s must be > 0, got 0"):
+        SyntheticSource(w, 0, t0_s=0.0, seed=6, max_span_s=0)

@@ -102,7 +102,7 @@ def tail(
         min=0.1, help="Stop after this many seconds (default: until Ctrl-C).")] = None,
 ) -> None:
     """Print convergence alerts as the cluster publishes them."""
-    from convergence.streams.faust_app import ClusterError, ensure_topics
+    from convergence.streams.topics import ClusterError, ensure_topics
 
     s = settings(kafka_bootstrap=kafka)
     topic = s.topic("alerts")

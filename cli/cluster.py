@@ -68,7 +68,8 @@ def worker(
 ) -> None:
     """Run one Faust worker in the foreground until SIGTERM or Ctrl-C."""
     from convergence.store.surreal import StoreError
-    from convergence.streams.faust_app import ClusterError, run_worker
+    from convergence.streams.faust_app import run_worker
+    from convergence.streams.topics import ClusterError
 
     s = settings(kafka_bootstrap=kafka, db=db)
     err_console.print(f"convergence worker {s.faust_app_id}: kafka {s.kafka_bootstrap}, "
@@ -188,7 +189,7 @@ def up(
     log_level: Annotated[LogLevel, typer.Option(help="Workers' log level.")] = LogLevel.warning,
     json_out: Annotated[bool, typer.Option("--json", help="End with one JSON summary line.")] = False,
 ) -> None:
-    """Start a development cluster: [local Kafka,] N workers and the synthetic fleet.
+    """Start a development cluster: \\[local Kafka,] N workers and the synthetic fleet.
     Alerts print as they arrive; everything stops cleanly after --duration or Ctrl-C."""
     from kafka.errors import KafkaError
 
@@ -197,7 +198,7 @@ def up(
     from convergence.ground_stations.fleet import build_fleet, default_specs, fleet_world
     from convergence.ground_stations.kafka_fleet import run_stations
     from convergence.streams import kafka_local
-    from convergence.streams.faust_app import ClusterError, ensure_topics
+    from convergence.streams.topics import ClusterError, ensure_topics
 
     s = settings(kafka_bootstrap=kafka, stations=stations, seed=seed, db=db)
     broker: Any = None

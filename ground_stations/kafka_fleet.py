@@ -69,7 +69,7 @@ async def run_stations(s: Settings, fleet: Fleet, *, stop: asyncio.Event,
     own so the event figures mean what they say. Raises ``ClusterError`` when the topics
     cannot be created.
     """
-    from convergence.streams.faust_app import ensure_topics
+    from convergence.streams.topics import ensure_topics
 
     loop = asyncio.get_running_loop()
     # Constructing the producer, admin calls and fetching metadata block: keep them off the loop.

@@ -16,7 +16,6 @@ the bus drains, every open tick is processed and everything is flushed to the st
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from convergence.ground_stations.synthetic import SyntheticSource
 from convergence.schema import DeadLetter
 from convergence.settings import Settings
 from convergence.stations import StationRegistry
-from convergence.store.surreal import SurrealStore
+from convergence.store.surreal import StoreError, SurrealStore
 from convergence.store.writer import BatchedWriter
 from convergence.streams.pipeline import Pipeline, TickOutcome, dead_letter_record, outcome_records
 
@@ -82,8 +81,12 @@ class EmbeddedRuntime:
     def __init__(self, settings: Settings, *, duration_s: float | None = None,
                  scenario: Scenario | None = None, on_alert: AlertHook | None = None,
                  on_level: LevelHook | None = None,
-                 sample_interval_s: float = 0.5, clock: Callable[[], float] = time.time) -> None:
+                 sample_interval_s: float = 0.5, clock: Callable[[], float] = time.time,
+                 close_timeout_s: float = 30.0) -> None:
         self.settings = settings
+        #: how long closing waits for the store to take what is pending (a ws:// server
+        #: that is down must not hold the shutdown forever)
+        self.close_timeout_s = close_timeout_s
         self.duration_s = duration_s
         horizon = (duration_s or 3600.0) + 60.0
         self.scenario = scenario or default_scenario(settings.stations, settings.seed, horizon)
@@ -168,11 +171,42 @@ class EmbeddedRuntime:
                 return
 
     async def run(self, stop: asyncio.Event | None = None) -> RunSummary:
-        """Run until ``duration_s`` passes or ``stop`` is set; returns the summary."""
+        """Run until ``duration_s`` passes or ``stop`` is set; returns the summary.
+
+        If the consumer fails (the store cannot keep up -
+        :class:`~convergence.store.writer.StoreBackpressure` -, an ``on_alert`` hook
+        raises, a pipeline bug), the stations stop, what can be flushed is flushed, the
+        writer and the store are closed, and then its exception is raised. Records the
+        store has not taken within ``close_timeout_s`` are logged and counted in the
+        summary's ``store["unwritten"]``.
+        """
         stop = stop or asyncio.Event()
         store = SurrealStore.from_settings(self.settings)
         await store.open()
-        writer = BatchedWriter(store, seed=self.settings.seed, name="embedded")
+        try:
+            writer = BatchedWriter(store, seed=self.settings.seed, name="embedded",
+                                   close_timeout_s=self.close_timeout_s)
+            close_error: str | None = None
+            try:
+                summary, failure = await self._run(stop, writer)
+            finally:
+                try:
+                    await writer.close()
+                except StoreError as exc:
+                    close_error = str(exc)
+                    log.error("embedded run %s: %d record(s) NOT written to %s: %s", self.run_id,
+                              writer.pending, self.settings.db_url, exc)
+            summary.store = {**writer.stats(), "unwritten": writer.pending,
+                             "close_error": close_error}
+        finally:
+            await store.close()
+        if failure is not None:
+            raise failure
+        return summary
+
+    async def _run(self, stop: asyncio.Event,
+                   writer: BatchedWriter) -> tuple[RunSummary, BaseException | None]:
+        """Stations and consumer until stopped, then flush; the summary and what failed."""
         t0 = self.clock()
         fleet = self._fleet(t0)
         stations_stop = asyncio.Event()
@@ -186,24 +220,43 @@ class EmbeddedRuntime:
 
         st_task = asyncio.create_task(stations())
         consumer = asyncio.create_task(self._consume(writer, fleet, stations_done))
+        cancelled: asyncio.CancelledError | None = None
+        stopped = asyncio.ensure_future(stop.wait())
         try:
-            waits = [asyncio.ensure_future(stop.wait())]
-            await asyncio.wait(waits, timeout=self.duration_s)
-            for w in waits:
-                w.cancel()
+            # A consumer that dies ends the run too: nothing else would notice it.
+            await asyncio.wait([stopped, consumer], timeout=self.duration_s,
+                               return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError as exc:  # shut down cleanly all the same
+            cancelled = exc
         finally:
-            stations_stop.set()
-            await st_task
-            await consumer
+            stopped.cancel()
+        stations_stop.set()
+        # A dead consumer drains nothing: stations blocked on a full bus would never end.
+        await asyncio.wait([st_task, consumer], return_when=asyncio.FIRST_COMPLETED)
+        if consumer.done() and not st_task.done():
+            st_task.cancel()
+        await asyncio.wait([st_task])
+        await asyncio.wait([consumer])
+        consumer_error = _task_error(consumer)
+        failure = cancelled or consumer_error or _task_error(st_task)
+        if failure is not None and failure is not cancelled:
+            log.error("embedded run %s: %s failed (%s: %s); stations stopped, %d station batch(es) "
+                      "left on the bus, flushing what can be flushed", self.run_id,
+                      "the pipeline" if consumer_error is not None else "the fleet",
+                      type(failure).__name__, failure, self.bus.qsize())
+        try:
             self._handle(self.pipeline.flush(), writer, fleet)
-            elapsed = max(self.clock() - t0, 1e-9)
-            summary = self._summary(t0, elapsed, fleet)
+        except Exception as exc:
+            failure = failure or exc
+            log.error("embedded run %s: flushing the open ticks failed: %s: %s",
+                      self.run_id, type(exc).__name__, exc)
+        elapsed = max(self.clock() - t0, 1e-9)
+        summary = self._summary(t0, elapsed, fleet)
+        try:
             writer.submit("run", self.run_id, summary.as_dict())
-            with contextlib.suppress(Exception):
-                await writer.close()
-            summary.store = writer.stats()
-            await store.close()
-        return summary
+        except StoreError as exc:
+            log.error("embedded run %s: the run record was not queued: %s", self.run_id, exc)
+        return summary, failure
 
     def _summary(self, t0: float, elapsed: float, fleet: Fleet) -> RunSummary:
         c = self.pipeline.counters
@@ -217,3 +270,8 @@ class EmbeddedRuntime:
                               window_s=self.pipeline.chain.meter.window_ticks * self.settings.tick_s),
             alert_list=list(self.alerts),
         )
+
+
+def _task_error(task: asyncio.Task[None]) -> BaseException | None:
+    """The exception a finished task died of (``None``: it returned or was cancelled)."""
+    return None if task.cancelled() else task.exception()

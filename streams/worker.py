@@ -287,7 +287,14 @@ class WorkerCore:
         if self._pending and (len(self._pending) >= self.batch_events
                               or wall_s - self._pending_since_s >= self.batch_wait_s):
             emits += self._flush(wall_s)
-        self._write_tables(partition, wall_s)
+        try:
+            self._write_tables(partition, wall_s)
+        except Exception:
+            # Summaries and checkpoints are rewritten later; the alerts, reports and
+            # commands already built from this batch must still go out.
+            log.exception("worker: writing station summaries/checkpoints for partition %d "
+                          "failed; publishing this message's %d output(s) anyway",
+                          partition, len(emits))
         return emits
 
     def _flush(self, wall_s: float) -> list[Emit]:
@@ -298,7 +305,15 @@ class WorkerCore:
         """
         events, self._pending = self._pending, []
         pipe = self.pipeline
-        late = pipe.ingest_events(events, wall_s)
+        try:
+            late = pipe.ingest_events(events, wall_s)
+        except Exception as exc:
+            # The buffer holds events of many messages whose offsets may already be
+            # committed: keep every one as a dead letter rather than lose them.
+            log.exception("worker: ingesting %d buffered event(s) raised %s; dead-lettered "
+                          "them - please report this with the dead letters",
+                          len(events), type(exc).__name__)
+            return self._ingest_failed(events, exc, wall_s)
         self._ingested = True
         # After ingest (which registers new stations), before any tick closes: detector
         # state only changes when ticks close, so nothing learnt is overwritten.
@@ -316,6 +331,16 @@ class WorkerCore:
         if wm is not None:
             emits += self._outcome_emits(pipe.advance(wm))
         return emits
+
+    def _ingest_failed(self, events: Sequence[Event], exc: Exception, wall_s: float) -> list[Emit]:
+        """Dead letters (one per event, with the reason) for a batch ingest rejected."""
+        reason = (f"internal error {type(exc).__name__} while ingesting a batch of "
+                  f"{len(events)} event(s): {exc}; this is a bug - report it with this payload")
+        dls = [dead_letter("ingest", e.to_dict(), reason, received_at_s=wall_s) for e in events]
+        self.pipeline.count_dead_letters(len(dls))
+        for d in dls:
+            self._account_dead(d.station_id, wall_s)
+        return [self._dead_emit(d, None) for d in dls]
 
     def on_timer(self, wall_s: float, *, caught_up: bool = True) -> list[Emit]:
         """Ingest what waits in the buffer; idle advance when input has gone quiet."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,3 +55,59 @@ def test_cluster_up_without_a_broker_fails_clearly(tmp_path: Path) -> None:
     assert p.returncode == 1
     assert "cannot reach Kafka at 127.0.0.1:1" in p.stderr and "convergence kafka start" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+# -- commands that only manage topics never load the Faust worker -------------------------
+
+
+@pytest.fixture
+def topics_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Faust worker module cannot be imported (it pulls in faust, SurrealDB and the
+    detector chain), and creating topics fails with a known ClusterError."""
+    from convergence.streams import topics
+
+    def refuse(*args: Any, **kwargs: Any) -> list[str]:
+        raise topics.ClusterError("topics refused (test)")
+
+    monkeypatch.setitem(sys.modules, "convergence.streams.faust_app", None)
+    monkeypatch.setattr(topics, "ensure_topics", refuse)
+
+
+def test_alerts_tail_manages_topics_without_the_faust_worker(topics_only: None) -> None:
+    from typer.testing import CliRunner
+
+    from convergence.cli.main import app
+
+    r = CliRunner().invoke(app, ["alerts", "tail", "--kafka", "127.0.0.1:1", "--timeout", "1"])
+    assert r.exit_code == 1, r.output
+    assert "error: topics refused (test)" in r.stderr and "Traceback" not in r.output
+
+
+def test_cluster_up_manages_topics_without_the_faust_worker(topics_only: None, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from convergence.cli.main import app
+
+    monkeypatch.setenv("CONVERGENCE_DATA_DIR", str(tmp_path))
+    r = CliRunner().invoke(app, ["cluster", "up", "--kafka", "127.0.0.1:1", "--duration", "5",
+                                 "--db", "mem://"])
+    assert r.exit_code == 1, r.output
+    assert "cluster stopped early: topics refused (test)" in r.stderr
+
+
+def test_the_fleet_on_kafka_creates_its_topics_without_the_faust_worker(topics_only: None) -> None:
+    from convergence.ground_stations.fleet import build_fleet, default_specs, fleet_world
+    from convergence.ground_stations.kafka_fleet import run_stations
+    from convergence.settings import load_settings
+    from convergence.streams.topics import ClusterError
+
+    s = load_settings(env={"CONVERGENCE_KAFKA_BOOTSTRAP": "127.0.0.1:1"}, config_path=None)
+    specs = default_specs(10, 1)
+    fleet = build_fleet(specs, None, world=fleet_world(specs, 1, 60.0), t0_s=0.0, seed=1)
+
+    async def main() -> Any:
+        return await run_stations(s, fleet, stop=asyncio.Event(), duration_s=1.0)
+
+    with pytest.raises(ClusterError, match="topics refused"):
+        asyncio.run(main())

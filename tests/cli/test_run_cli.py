@@ -119,3 +119,34 @@ def test_too_few_stations_from_the_environment_is_a_clear_error() -> None:
     assert "stations = 3" in p.stderr
     assert "one station of each of the 5 source kinds" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_a_store_that_cannot_keep_up_ends_the_run_with_one_clear_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import functools
+    import time
+    from typing import Any
+
+    from convergence.store.surreal import StoreError, SurrealStore
+    from convergence.store.writer import BatchedWriter
+    from convergence.streams import embedded
+
+    async def down(self: SurrealStore, table: str, items: Any) -> None:
+        raise StoreError("connection refused (test: the database is down)")
+
+    class QuickClose(embedded.EmbeddedRuntime):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.close_timeout_s = 0.5
+
+    monkeypatch.setattr(SurrealStore, "upsert_many", down)
+    monkeypatch.setattr(embedded, "BatchedWriter",
+                        functools.partial(BatchedWriter, batch_size=1, max_pending=2))
+    monkeypatch.setattr(embedded, "EmbeddedRuntime", QuickClose)
+    monkeypatch.setenv("CONVERGENCE_DATA_DIR", str(tmp_path))
+    t0 = time.monotonic()
+    r = runner.invoke(app, ["run", "--duration", "60", "--db", "mem://", "--stations", "40"])
+    assert time.monotonic() - t0 < 30  # the run ends when its consumer dies, not at --duration
+    assert r.exit_code == 1, r.output
+    assert "error:" in r.stderr and "records waiting" in r.stderr and "was NOT queued" in r.stderr
+    assert "Traceback" not in r.output and isinstance(r.exception, SystemExit)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,9 @@ import pytest
 
 from convergence.ground_stations.scenario import Scenario, default_fleet
 from convergence.settings import Settings, load_settings
-from convergence.store.surreal import SurrealStore
+from convergence.store.surreal import StoreError, SurrealStore
+from convergence.store.writer import BatchedWriter, StoreBackpressure
+from convergence.streams import embedded
 from convergence.streams.embedded import EmbeddedRuntime, RunSummary
 
 ALERT_KEYS = ("alert_id", "report_id", "level", "score", "time_s", "regions", "source_kinds", "n_stations")
@@ -91,3 +95,95 @@ def test_setting_stop_ends_a_run_without_a_duration() -> None:
     summary = asyncio.run(main())
     assert 0.5 <= summary.duration_s < 10.0 and summary.stations == 20
     assert summary.store["pending"] == 0
+
+
+# -- failures: a dead consumer or a dead store never hangs the run or leaks the store -----
+
+
+def _store_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def down(self: SurrealStore, table: str, items: Any) -> None:
+        raise StoreError("connection refused (test: the database is down)")
+
+    monkeypatch.setattr(SurrealStore, "upsert_many", down)
+
+
+def _run_or_fail(rt: EmbeddedRuntime, timeout_s: float = 20.0) -> RunSummary:
+    """``rt.run()`` in a thread of its own: a run that hangs fails the test, not the suite."""
+    out: list[Any] = []
+
+    def target() -> None:
+        try:
+            out.append(asyncio.run(rt.run()))
+        except BaseException as exc:
+            out.append(exc)
+
+    th = threading.Thread(target=target, daemon=True, name="embedded-run")
+    th.start()
+    th.join(timeout_s)
+    if th.is_alive():
+        pytest.fail(f"the run did not end within {timeout_s:g} s")
+    if isinstance(out[0], BaseException):
+        raise out[0]
+    assert isinstance(out[0], RunSummary)
+    return out[0]
+
+
+async def _stored_run(s: Settings, run_id: str) -> dict[str, Any] | None:
+    # Opening it again also proves the run released the surrealkv lock.
+    async with SurrealStore.from_settings(s) as store:
+        return await store.get("run", run_id)
+
+
+def test_a_consumer_that_dies_ends_the_run_and_its_error_is_raised_after_closing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = _settings(f"surrealkv://{tmp_path / 'db'}", stations=20)
+    rt = EmbeddedRuntime(s, sample_interval_s=0.05)  # no duration, nobody sets stop
+    rt.bus = asyncio.Queue(maxsize=4)  # once nobody drains it, the stations block on put
+    real = rt.pipeline.ingest_raw
+    calls: list[int] = []
+
+    def ingest(records: list[dict[str, Any]], now_s: float) -> Any:
+        calls.append(len(records))
+        if len(calls) >= 3:
+            raise RuntimeError("pipeline bug")
+        return real(records, now_s)
+
+    monkeypatch.setattr(rt.pipeline, "ingest_raw", ingest)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="pipeline bug"):
+        _run_or_fail(rt)
+    assert time.monotonic() - t0 < 10
+    run = asyncio.run(_stored_run(s, rt.run_id))  # flushed, written and closed all the same
+    assert run is not None and run["events"] > 0
+
+
+def test_backpressure_stops_the_run_with_the_stores_error_and_counts_the_unwritten(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    s = _settings(f"surrealkv://{tmp_path / 'db'}", stations=30)
+    scenario = Scenario(default_fleet(30, 3), [], 3, bad_rate=0.2, dup_rate=0.0)
+    rt = EmbeddedRuntime(s, scenario=scenario, sample_interval_s=0.1)
+    rt.close_timeout_s = 0.5
+    _store_down(monkeypatch)
+    monkeypatch.setattr(embedded, "BatchedWriter",
+                        functools.partial(BatchedWriter, batch_size=5, max_pending=20))
+    with pytest.raises(StoreBackpressure, match="records waiting"):
+        _run_or_fail(rt)
+    assert "record(s) NOT written" in caplog.text
+    monkeypatch.undo()
+    assert asyncio.run(_stored_run(s, rt.run_id)) is None  # released; nothing was written
+
+
+def test_closing_against_a_dead_store_is_bounded_and_the_summary_counts_the_unwritten(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    s = _settings("mem://", stations=20)
+    scenario = Scenario(default_fleet(20, 3), [], 3, bad_rate=0.05, dup_rate=0.0)
+    rt = EmbeddedRuntime(s, duration_s=1.0, scenario=scenario, sample_interval_s=0.2)
+    rt.close_timeout_s = 1.0
+    _store_down(monkeypatch)
+    t0 = time.monotonic()
+    summary = _run_or_fail(rt)
+    assert time.monotonic() - t0 < 10
+    # the run record and the dead letters: all still pending, none dropped silently
+    assert summary.store["unwritten"] == summary.store["pending"] == summary.dead_letters + 1
+    assert "NOT written" in summary.store["close_error"]
+    assert f"{summary.store['unwritten']} record(s) NOT written" in caplog.text

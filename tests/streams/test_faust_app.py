@@ -23,7 +23,7 @@ import pytest
 
 from convergence.cli.cluster import worker_command, worker_env
 from convergence.settings import Settings, env_name, fields, load_settings
-from convergence.streams.faust_app import to_json
+from convergence.streams.topics import to_json
 
 
 def _settings(**env: str) -> Settings:
@@ -42,6 +42,16 @@ def _settings(**env: str) -> Settings:
 def test_to_json_handles_numpy() -> None:
     assert orjson.loads(to_json({"a": np.float64(1.5), "b": np.int64(2),
                                  "c": np.arange(2)})) == {"a": 1.5, "b": 2, "c": [0, 1]}
+
+
+def test_the_faust_app_still_exports_the_topics_and_worker_names() -> None:
+    from convergence.streams import faust_app, topics, worker
+
+    for name in faust_app.__all__:
+        obj = getattr(faust_app, name)
+        for home in (topics, worker):
+            if hasattr(home, name):
+                assert obj is getattr(home, name), name
 
 
 def test_worker_env_spells_out_every_setting() -> None:
@@ -105,7 +115,7 @@ def _wait_for(pred: Any, proc: subprocess.Popen[bytes], log_path: Path, timeout_
 def cluster_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, feed: Any) -> ClusterRun:
     from convergence.ground_stations.kafka_sink import KafkaEventSink
     from convergence.store.surreal import SurrealStore
-    from convergence.streams.faust_app import ensure_topics
+    from convergence.streams.topics import ensure_topics
 
     tmp = tmp_path_factory.mktemp("cluster")
     tag = uuid.uuid4().hex[:8]

@@ -387,3 +387,42 @@ def test_a_default_run_id_names_the_app() -> None:
     app, _, stamp = run_id.removeprefix("cluster-").rpartition("-")
     assert run_id.startswith("cluster-") and app == s.faust_app_id
     assert before <= int(stamp) <= time.time()
+
+
+# -- failures inside a batch: nothing buffered or built is lost -------------------------
+
+
+def test_a_batch_that_breaks_ingest_becomes_dead_letters_not_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = time.time()
+    core = WorkerCore(_settings(), run_id="run-ingest", batch_wait_s=60.0, batch_events=10_000)
+    core.on_message(encode_raw([_event("probe-1", now - 5.0), _event("probe-1", now - 4.9)]),
+                    b"probe-1", now)
+    core.on_message(encode_raw([_event("probe-2", now - 4.8, 2.0)]), b"probe-2", now)
+    assert len(core._pending) == 3  # buffered across two messages
+
+    def broken(events: Any, now_s: float) -> Any:
+        raise RuntimeError("ingest bug")
+
+    monkeypatch.setattr(core.pipeline, "ingest_events", broken)
+    emits = core.on_timer(now + 0.1)
+    docs = [orjson.loads(e.value) for e in emits]
+    assert [e.topic for e in emits] == ["dead-letter"] * 3
+    assert all("RuntimeError" in d["reason"] and "ingest bug" in d["reason"] for d in docs)
+    assert sorted(d["station_id"] for d in docs) == ["probe-1", "probe-1", "probe-2"]
+    assert {d["run_id"] for d in docs} == {"run-ingest"}
+    assert core._pending == [] and core.pipeline.counters.dead_letters == 3
+    assert core.stations["probe-1"]["dead_letters"] == 2
+
+
+def test_a_table_write_failure_still_returns_the_messages_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    class BrokenTable(dict[str, Any]):
+        def __setitem__(self, key: str, value: Any) -> None:
+            raise RuntimeError("changelog producer buffer full")
+
+    now = time.time()
+    core = WorkerCore(_settings(), summaries=BrokenTable(), summary_interval_s=0.0, batch_wait_s=0.0)
+    bad = {"station_id": "probe-1", "source_kind": "sensor", "event_time_s": now - 5.0,
+           "category": "seismic", "value": "twelve"}
+    emits = core.on_message(encode_raw([_event("probe-1", now - 5.0), bad]), b"probe-1", now)
+    assert [e.topic for e in emits] == ["dead-letter"]  # built before the table write failed
+    assert core.pipeline.counters.events == 1

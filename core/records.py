@@ -411,6 +411,10 @@ class Report(_Record):
     checks: tuple[str, ...] = ()
     outcome: Outcome | None = None
     alert_ids: tuple[str, ...] = ()
+    #: the meter's fused features of the region at this revision (``FEATURE_NAMES`` of
+    #: :mod:`convergence.detectors.meter`): an analyst's label on the report makes it a
+    #: training row for the learned meter
+    features: dict[str, float] = field(default_factory=dict)
     tick_s: float = 1.0
     window_s: float = 8.0
     run_id: str = ""

@@ -11,10 +11,16 @@ configuration::
     patterns (optional) ──────────────────┘
 
 Its state is a dict of each stage's :class:`~convergence.detectors.base.ArrayState`
-(plus the pattern matcher's own small state), so the embedded runtime, a Faust worker
-and the Monte Carlo simulator (leading ``runs`` axis) all call the very same
-:meth:`DetectorChain.step`, temporal patterns included: a simulated run sees exactly
+(plus the pattern matcher's own small state); the meter's state has a region axis
+instead of the station axis (one meter per region). The tick processor
+(:mod:`convergence.detectors.processor`) wraps it with the adaptive responses; the
+embedded runtime, a Faust worker and the Monte Carlo simulator (leading ``runs`` axis)
+all call the very same step, temporal patterns included: a simulated run sees exactly
 the evidence a live one would.
+
+Per-run settings (:class:`RunParams`: meter thresholds, window length, weight of
+temporal-pattern evidence) may be given as arrays over the leading axes, so one
+vectorised batch of Monte Carlo runs can sample them.
 
 Examples
 --------
@@ -22,15 +28,15 @@ Examples
 >>> chain = DetectorChain()
 >>> meta = StationMeta(kind_idx=np.array([0, 1, 4]), group_idx=np.arange(3),
 ...                    region_idx=np.zeros(3, int))
->>> state = chain.init_state((3,))
+>>> state = chain.init_state((3,), n_regions=1)
 >>> rng = np.random.default_rng(0)
 >>> for t in range(30):
 ...     counts = rng.poisson(3.0, 3).astype(float)
 ...     if t >= 20:
 ...         counts *= 8
 ...     hist = np.zeros((3, 16)); hist[:, 0] = counts
-...     out = chain.step(state, {"count": counts, "hist": hist}, meta)
->>> LEVELS[int(out["meter"]["level"])]  # three independent kinds at once
+...     out = chain.step(state, {"count": counts, "hist": hist}, meta, tick=t)
+>>> LEVELS[int(out["meter"]["level"][0])]  # three independent kinds at once
 'warning'
 """
 
@@ -60,7 +66,7 @@ from convergence.detectors.regime import DEFAULT_VOL_WINDOW, RegimeFilter
 from convergence.detectors.regime_features import RegimeFeatures
 from convergence.schema import KIND_INDEX
 
-__all__ = ["DEFAULT_PATTERNS", "LEVELS", "ChainState", "DetectorChain", "StationMeta"]
+__all__ = ["DEFAULT_PATTERNS", "LEVELS", "ChainState", "DetectorChain", "RunParams", "StationMeta"]
 
 ChainState = dict[str, Any]
 _MATCHER = "patterns"
@@ -76,11 +82,29 @@ class StationMeta:
     quarantined: npt.NDArray[np.bool_] | None = None
     threshold_scale: npt.NDArray[np.float64] | None = None
 
+    @property
+    def n_regions(self) -> int:
+        return int(self.region_idx.max()) + 1 if self.region_idx.size else 1
+
     @classmethod
     def from_registry(cls, registry: Any, quarantined: Array | None = None,
                       threshold_scale: Array | None = None) -> StationMeta:
         return cls(registry.kind_idx, registry.group_idx, registry.region_idx, quarantined,
                    threshold_scale)
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """Settings that may differ per run, as arrays over the leading (runs) axes.
+
+    ``thresholds`` ``(..., 3)``: watch, warning and converged scores; ``window_ticks``
+    ``(...)``: the meter's window; ``pattern_weight`` ``(...)``: the node machine's weight
+    of temporal-pattern evidence. ``None`` keeps the stage's own setting.
+    """
+
+    thresholds: Array | None = None
+    window_ticks: Array | None = None
+    pattern_weight: Array | None = None
 
 
 class DetectorChain:
@@ -130,6 +154,11 @@ class DetectorChain:
         self._matcher: PatternMatcher | None = None
         self._matcher_meta: tuple[bytes, bytes, bytes] | None = None
 
+    def regime_applies(self, kind_idx: Array) -> Array:
+        """Which stations (by kind index) the regime model applies to."""
+        out: Array = self._regime_applies[kind_idx]
+        return out
+
     @property
     def stages(self) -> tuple[Any, ...]:
         """Per-station stages (state with a station axis), then the meter."""
@@ -138,19 +167,22 @@ class DetectorChain:
             per_station += [self.regime_features, self.regime]
         return (*per_station, self.node, self.meter)
 
-    def init_state(self, shape: tuple[int, ...]) -> ChainState:
-        """Fresh state for leading shape ``(..., stations)``."""
-        state: ChainState = {s.name: s.init_state(shape) for s in self.stages}
+    def init_state(self, shape: tuple[int, ...], n_regions: int = 1) -> ChainState:
+        """Fresh state for leading shape ``(..., stations)`` and ``n_regions`` regions."""
+        state: ChainState = {s.name: s.init_state(shape) for s in self.stages[:-1]}
+        state[self.meter.name] = self.meter.init_state(tuple(shape[:-1]) + (max(n_regions, 1),))
         if self.patterns:
             state[_MATCHER] = None  # built on the first step, when station facts are known
         return state
 
-    def grow(self, state: ChainState, n_stations: int) -> None:
-        """Widen every per-station state to ``n_stations`` (a station appeared)."""
+    def grow(self, state: ChainState, n_stations: int, n_regions: int = 1) -> None:
+        """Widen every per-station state to ``n_stations`` and the meter to ``n_regions``
+        (a station, perhaps of a new region, appeared)."""
         for s in self.stages[:-1]:
             st = state[s.name]
             if st.shape[-1] < n_stations:
                 st.grow(n_stations, s.init_state(st.shape[:-1] + (n_stations,)))
+        self.meter.grow(state[self.meter.name], n_regions)
         # the pattern matcher pads its own state when it next steps (``_check_state``)
 
     def seed_baselines(self, state: ChainState, expected_counts: Array) -> None:
@@ -161,7 +193,7 @@ class DetectorChain:
         """
         exp = np.asarray(expected_counts, dtype=np.float64)
         known = exp > 0
-        for stage in self.stages:
+        for stage in self.stages[:-1]:
             stage.seed(state[stage.name], exp, known)
 
     def nbytes_per_station(self, state: ChainState) -> int:
@@ -177,12 +209,14 @@ class DetectorChain:
             self._matcher_meta = key
         return self._matcher
 
-    def step(self, state: ChainState, cells: Mapping[str, Array], meta: StationMeta) -> dict[str, Any]:
+    def step(self, state: ChainState, cells: Mapping[str, Array], meta: StationMeta, *,
+             tick: int | None = None, params: RunParams | None = None) -> dict[str, Any]:
         """Advance one tick for every station (and every leading index).
 
         ``cells`` needs ``count`` and ``hist``; ``slot`` (the tick's slot of the day)
         enables the periodicity check; ``dark_z`` is evidence for stations whose source
-        went dark (the runtime knows, from the station agents).
+        went dark (the runtime knows, from the station agents). ``tick`` names the tick
+        (episodes record where they began); ``params`` overrides settings per run.
         """
         count = cells["count"]
         prev_node = state[self.node.name]["state"]
@@ -224,7 +258,13 @@ class DetectorChain:
             if "periodicity" in out:
                 signals["periodicity_break"] = out["periodicity"]["periodicity_break"]
             mo = matcher.step(state[_MATCHER], signals)
-            node_in["pattern_z"] = mo.pattern_z
+            pz = mo.pattern_z
+            if params is not None and params.pattern_weight is not None:
+                # the node machine weighs pattern evidence by its own weight: rescale per run
+                rel = np.asarray(params.pattern_weight, np.float64) / max(
+                    self.node.weights["pattern"], 1e-12)
+                pz = pz * rel[..., None]
+            node_in["pattern_z"] = pz
             matches = mo.matches
         out["matches"] = matches
         if "dark_z" in cells:
@@ -240,5 +280,12 @@ class DetectorChain:
                                       "region_idx": meta.region_idx}
         if meta.quarantined is not None:
             meter_in["quarantined"] = meta.quarantined
+        if tick is not None:
+            meter_in["tick"] = np.int64(tick)
+        if params is not None:
+            if params.thresholds is not None:
+                meter_in["thresholds"] = params.thresholds
+            if params.window_ticks is not None:
+                meter_in["window_ticks"] = params.window_ticks
         out["meter"] = self.meter.step(state[self.meter.name], meter_in)
         return out

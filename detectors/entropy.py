@@ -60,6 +60,25 @@ from convergence.detectors.ingest import N_CATEGORY_BINS
 _LN2 = float(np.log(2.0))
 
 
+def _concentration_z(seen: Array, expect: Array, p: Array) -> Array:
+    """z of the busiest category's excess over its expected count, corrected for picking
+    the busiest of the station's categories.
+
+    Per category, the Wilson-Hilferty approximation of a Poisson upper tail,
+    ``z = 3 sqrt(k) (1 - 1/(9k) - (lam/k)^(1/3))`` for ``k`` seen and ``lam`` expected
+    (within a few hundredths of the exact tail from k = 5 on); the largest over ``m``
+    categories is mapped to ``sqrt(z^2 - 2 ln m)`` (the Gaussian-tail form of a
+    Bonferroni correction).
+    """
+    k = np.maximum(seen, 1e-9)
+    lam = np.maximum(expect, 1e-9)
+    z = 3.0 * np.sqrt(k) * (1.0 - 1.0 / (9.0 * k) - np.cbrt(lam / k))
+    z = np.where(seen > expect, z, 0.0).max(-1)
+    m = np.maximum((p > 0.02).sum(-1), 1)
+    out: Array = np.sqrt(np.maximum(z * z - 2.0 * np.log(m), 0.0)) * (z > 0)
+    return out
+
+
 def shannon_entropy(hist: Array, axis: int = -1, base: float = 2.0,
                     total: Array | None = None) -> Array:
     """Shannon entropy of (unnormalised) histograms along ``axis``; 0 for empty rows.
@@ -98,7 +117,8 @@ class EntropyDetector(Stage):
     warmup_ticks
         Ticks of history before a station's outputs are trusted (outputs are 0 before).
     min_events
-        Smoothed events needed before the category entropy is judged at all.
+        Events in the smoothing window (about ``1 / hist_alpha`` ticks) needed before the
+        category entropy is judged at all.
     n_bins
         Category histogram size.
     """
@@ -106,7 +126,7 @@ class EntropyDetector(Stage):
     name = "entropy"
 
     def __init__(self, alpha: float = 0.05, hist_alpha: float = 0.3, warmup_ticks: int = 5,
-                 min_events: float = 3.0, n_bins: int = N_CATEGORY_BINS) -> None:
+                 min_events: float = 8.0, n_bins: int = N_CATEGORY_BINS) -> None:
         check_fraction("alpha", alpha)
         check_fraction("hist_alpha", hist_alpha)
         check_int_min("warmup_ticks", warmup_ticks, 1)
@@ -125,6 +145,8 @@ class EntropyDetector(Stage):
             "h_var": ((), 0.05),
             "c_mu": ((), 0.0),
             "c_var": ((), 1.0),
+            # the station's usual category mix (learned), for the concentration test
+            "p_cat": ((self.n_bins,), 1.0 / self.n_bins),
         }
 
     def seed(self, state: ArrayState, expected_counts: Array, known: Array) -> None:
@@ -166,7 +188,10 @@ class EntropyDetector(Stage):
         ent = shannon_entropy(sh, total=mass)
         # The entropy baseline learns only from ticks with enough events, and counts
         # them itself: seeding the activity baseline (``n``) says nothing about entropy.
-        enough = mass >= self.min_events
+        # ``mass`` is the smoothed count *per tick*; the smoothed histogram holds about
+        # ``mass / hist_alpha`` events (the EWMA's window), which is what the entropy of
+        # a slow feed (1-2 events a tick) is estimated from.
+        enough = mass * (2.0 - self.hist_alpha) / self.hist_alpha >= self.min_events
         h_n, h_mu, h_var = state["h_n"], state["h_mu"], state["h_var"]
         judged = enough & (h_n >= self.warmup_ticks)
         sd = np.sqrt(np.maximum(h_var, 0.01))
@@ -179,4 +204,20 @@ class EntropyDetector(Stage):
         dh = ent - h_mu
         h_mu += np.where(first, dh, ah * dh)
         h_var[...] = np.where(first, h_var, (1 - ah) * (h_var + ah * dh * dh))
-        return {"entropy": ent, "entropy_drop_z": drop_z, "activity_bits": activity_bits}
+        # concentration: the busiest category against the station's usual mix. The
+        # smoothed histogram holds about n_eff events; under the usual mix each category's
+        # count is close to Poisson, whose upper tail (Wilson-Hilferty) gives a z that is
+        # honest for the handful of events a slow feed has; the largest of the station's
+        # categories is then corrected for having been picked as the largest (Bonferroni).
+        p_cat = state["p_cat"]
+        k_eff = (2.0 - self.hist_alpha) / self.hist_alpha
+        seen = sh * k_eff
+        expect = (mass * k_eff)[..., None] * p_cat
+        conc_z = np.where(judged, _concentration_z(seen, expect, p_cat), 0.0)
+        frac = np.divide(sh, mass[..., None], out=np.zeros_like(sh), where=mass[..., None] > 0)
+        # the usual mix learns ten times slower while the station departs from it, so a
+        # story that holds the station's attention is not absorbed within a few ticks
+        ap = np.where(conc_z >= 2.0, 0.1 * ah, ah)
+        p_cat += np.where(enough[..., None], ap[..., None], 0.0) * (frac - p_cat)
+        return {"entropy": ent, "entropy_drop_z": np.maximum(drop_z, conc_z),
+                "concentration_z": conc_z, "activity_bits": activity_bits}

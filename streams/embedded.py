@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from convergence.control import ControlCommand
+from convergence.records import AckNote, Alert
 from convergence.ground_stations.agent import Fleet, StationAgent
 from convergence.ground_stations.scenario import Scenario, SyntheticWorld, default_scenario, evaluate
 from convergence.ground_stations.synthetic import SyntheticSource
@@ -35,7 +36,7 @@ from convergence.streams.pipeline import Pipeline, TickOutcome, dead_letter_reco
 
 log = logging.getLogger(__name__)
 
-AlertHook = Callable[[dict[str, Any]], None]
+AlertHook = Callable[[Alert], None]
 LevelHook = Callable[[TickOutcome], None]
 
 
@@ -59,14 +60,15 @@ class RunSummary:
     db: str
     bytes_per_station: int
     scenario: dict[str, Any] = field(default_factory=dict)
-    alert_list: list[dict[str, Any]] = field(default_factory=list)
+    alert_list: list[Alert] = field(default_factory=list)
     store: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["alert_list"] = [
-            {k: a[k] for k in ("alert_id", "report_id", "level", "score", "time_s", "regions",
-                               "source_kinds", "n_stations")}
+            {k: v for k, v in a.to_dict().items()
+             if k in ("alert_id", "report_id", "level", "score", "time_s", "time", "region",
+                      "source_kinds", "n_stations")}
             for a in self.alert_list
         ]
         return d
@@ -98,7 +100,7 @@ class EmbeddedRuntime:
         self.sample_interval_s = sample_interval_s
         self.clock = clock
         self.bus: asyncio.Queue[tuple[str, list[dict[str, Any]]]] = asyncio.Queue(maxsize=20_000)
-        self.alerts: list[dict[str, Any]] = []
+        self.alerts: list[Alert] = []
         self.commands: list[ControlCommand] = []
         self.run_id = f"run-{settings.seed}-{int(clock())}"
         self._source_rejects: list[DeadLetter] = []
@@ -126,12 +128,15 @@ class EmbeddedRuntime:
 
     def _handle(self, outcomes: list[TickOutcome], writer: BatchedWriter, fleet: Fleet) -> None:
         for oc in outcomes:
-            if (oc.level != oc.prev_level or oc.uncorroborated) and self.on_level is not None:
+            if (oc.changed or oc.uncorroborated) and self.on_level is not None:
                 self.on_level(oc)
             for r in oc.responses:
                 if r.command is not None:
                     self.commands.append(r.command)
-                    fleet.dispatch(r.command, self.clock())
+                    acks = fleet.dispatch(r.command, self.clock())
+                    if acks:
+                        self.pipeline.reporter.note_acks(r.response_id, [
+                            AckNote(a.station_id, a.applied, a.at_s, a.detail) for a in acks])
             for table, rid, doc in outcome_records(oc, self.run_id):
                 writer.submit(table, rid, doc)
             for alert in oc.alerts:

@@ -106,12 +106,19 @@ def clock_text(t: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t))
 
 
-def print_alert(alert: dict[str, Any]) -> None:
-    """One readable line per alert: time, level, score, stations, kinds, report id."""
-    lvl = alert["level"]
-    kinds = ", ".join(_KIND.get(k, k) for k in alert["source_kinds"])
+def print_alert(alert: Any) -> None:
+    """One readable line per alert: time, level, score, region, stations, kinds, report id.
+
+    Takes an :class:`~convergence.records.Alert` or its dict form (as topics carry it).
+    """
+    from convergence.records import Alert
+
+    a = alert if isinstance(alert, Alert) else Alert.from_dict(alert)
+    lvl = a.level.value
+    kinds = ", ".join(_KIND.get(k, k) for k in a.source_kinds)
+    n = a.n_stations
     console.print(
-        f"{clock_text(alert['time_s'])}  [{ALERT_STYLE.get(lvl, 'bold')}]{lvl.upper():<9}[/] "
-        f"score {alert['score']:5.1f}  {', '.join(alert['regions'])}  "
-        f"{alert['n_stations']} stations ({kinds})  report {alert['report_id']}"
+        f"{clock_text(a.time_s)}  [{ALERT_STYLE.get(lvl, 'bold')}]{lvl.upper():<9}[/] "
+        f"score {a.score:5.1f}  {a.region}  {n} station{'' if n == 1 else 's'} ({kinds})  "
+        f"report {a.report_id}"
     )

@@ -23,23 +23,24 @@ if TYPE_CHECKING:  # the store (and its engine) load only when a command needs t
 
 
 def _print_level(oc: TickOutcome) -> None:
+    """A line per region whose level changed (alerts print their own line) and per region
+    that reached watch without OSINT corroboration."""
     if oc.uncorroborated:
-        where = ", ".join(f"{n['region']} {n['score']:.0f}" for n in oc.uncorroborated)
+        where = ", ".join(f"{r.region} {r.score:.0f}" for r in oc.uncorroborated)
         console.print(f"[dim]{_clock(oc.time_s)}  watching {where}: no two independent OSINT "
                       "sources corroborate it, not alerting[/]")
-    if oc.level == oc.prev_level:
-        return
-    if oc.level in ("warning", "converged") and oc.level != oc.prev_level and \
-            oc.prev_level not in ("warning", "converged"):
-        return  # the alert line says it
-    note = ""
-    if oc.level == "watch" and not oc.osint:
-        note = " - no independent OSINT corroboration, not alerting"
-    console.print(
-        f"[dim]{_clock(oc.time_s)}  meter {oc.prev_level} -> [/][{_STYLE.get(oc.level, 'dim')}]"
-        f"{oc.level}[/][dim] score {oc.score:5.1f} in {oc.region}, "
-        f"{oc.anomalous_stations} anomalous stations{note}[/]"
-    )
+    for r in oc.changed:
+        if r.level in ("warning", "converged") and r.level > r.prev_level:
+            continue  # the alert line says it
+        note = ""
+        if r.level == "watch" and not r.osint_corroborated:
+            note = " - no independent OSINT corroboration, not alerting"
+        n = r.n_stations
+        console.print(
+            f"[dim]{_clock(oc.time_s)}  {r.region} meter {r.prev_level} -> [/]"
+            f"[{_STYLE.get(r.level, 'dim')}]{r.level}[/][dim] score {r.score:5.1f}, "
+            f"{n} station{'' if n == 1 else 's'} counting{note}[/]"
+        )
 
 
 def run(

@@ -11,21 +11,28 @@ from convergence.cli.common import console, fail, print_json, settings
 
 
 def train_meter_cmd(
-    runs: Annotated[int, typer.Option(min=10, max=100_000, help="Simulated scenario runs.")] = 600,
-    ticks: Annotated[int, typer.Option(min=20, max=10_000, help="Ticks per run.")] = 60,
-    stations: Annotated[int | None, typer.Option(min=5, help="Stations per run (default: settings).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed (default: settings).")] = None,
+    runs: Annotated[int, typer.Option(min=2, max=100_000,
+                                      help="Training runs per library scenario.")] = 40,
+    seed: Annotated[int | None, typer.Option(help="Campaign seed of the training runs "
+                                                  "(default: settings).")] = None,
+    heldout_seed: Annotated[int | None, typer.Option(
+        help="Campaign seed of the held-out runs the model is reported on (default: seed + 1).")] = None,
+    scenarios: Annotated[str, typer.Option(
+        help="Library scenarios to train on: all, genuine, decoy or NAME,NAME,...")] = "all",
+    folds: Annotated[int, typer.Option(min=2, max=20, help="Folds for the out-of-fold "
+                                                          "operating point.")] = 3,
     rounds: Annotated[int, typer.Option(min=1, max=5000, help="LightGBM boosting rounds.")] = 200,
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
-    """Train the LightGBM convergence fusion on labelled simulated runs.
+    """Train the LightGBM convergence fusion on scenario-campaign runs of one seed.
 
-    Reports held-out AUC, calibration, and rule-vs-learned detection on held-out runs.
+    Reports, on another seed's runs: AUC, calibration, and the rule-based and learned
+    meters' detection, false alarms and time to detect.
     """
     from convergence.models.meter_model import train_meter
     from convergence.models.registry import ModelRegistry, RegistryError
 
-    s = settings(seed=seed, stations=stations)
+    s = settings(seed=seed)
     reg = ModelRegistry(s.models_path)
     try:
         with Progress(console=console, transient=True, disable=json_out) as bar:
@@ -34,9 +41,10 @@ def train_meter_cmd(
             def progress(msg: str, frac: float) -> None:
                 bar.update(task, completed=frac, description=msg)
 
-            result = train_meter(reg, runs=runs, ticks=ticks, stations=s.stations, seed=s.seed,
-                                 num_rounds=rounds, progress=progress)
-    except (ValueError, RegistryError) as exc:
+            result = train_meter(reg, runs=runs, seed=s.seed, heldout_seed=heldout_seed,
+                                 scenarios=scenarios, folds=folds, num_rounds=rounds,
+                                 progress=progress)
+    except (ValueError, KeyError, RegistryError) as exc:
         fail(exc)
     m = result.metrics
     if json_out:
@@ -50,8 +58,11 @@ def train_meter_cmd(
         console.print(f"  {row['bin']}: n={row['n']:>6}  {row['predicted']:.3f} -> {row['observed']:.3f}")
     for name in ("heldout_rule", "heldout_learned"):
         d = m[name]
-        console.print(f"{name.replace('heldout_', ''):>8} meter on held-out runs: detected "
-                      f"{d['detected']}/{d['genuine_runs']} ({d['detection_rate']:.0%}), "
-                      f"false alarms in {d['runs_with_false_alarm']} runs "
-                      f"({d['false_alarm_rate']:.1%}), median time to detect "
-                      f"{d['median_time_to_detect_s']} s")
+        rate = d["detection_rate"]
+        fa = d["false_alarm_rate"]
+        console.print(f"{name.replace('heldout_', ''):>8} meter on the held-out seed's runs: "
+                      f"detected {d['detected']}/{d['genuine']}"
+                      f"{f' ({rate:.1%})' if rate is not None else ''}, false alarms in "
+                      f"{d['decoy_runs_with_false_alarm']} of {d['decoy_runs']} decoy runs"
+                      f"{f' ({fa:.1%})' if fa is not None else ''}, median time to detect "
+                      f"{d['median_time_to_detect_ticks']} ticks")

@@ -26,18 +26,18 @@ Examples
 --------
 >>> import numpy as np
 >>> chain = DetectorChain()
->>> meta = StationMeta(kind_idx=np.array([0, 1, 4]), group_idx=np.arange(3),
-...                    region_idx=np.zeros(3, int))
->>> state = chain.init_state((3,), n_regions=1)
+>>> meta = StationMeta(kind_idx=np.array([0, 0, 1, 1, 4]), group_idx=np.arange(5),
+...                    region_idx=np.zeros(5, int))
+>>> state = chain.init_state((5,), n_regions=1)
 >>> rng = np.random.default_rng(0)
 >>> for t in range(30):
-...     counts = rng.poisson(3.0, 3).astype(float)
+...     counts = rng.poisson(3.0, 5).astype(float)
 ...     if t >= 20:
 ...         counts *= 8
-...     hist = np.zeros((3, 16)); hist[:, 0] = counts
+...     hist = np.zeros((5, 16)); hist[:, 0] = counts
 ...     out = chain.step(state, {"count": counts, "hist": hist}, meta, tick=t)
->>> LEVELS[int(out["meter"]["level"][0])]  # three independent kinds at once
-'warning'
+>>> LEVELS[int(out["meter"]["level"][0])]  # five independent stations, three kinds at once
+'converged'
 """
 
 from __future__ import annotations
@@ -195,6 +195,26 @@ class DetectorChain:
         known = exp > 0
         for stage in self.stages[:-1]:
             stage.seed(state[stage.name], exp, known)
+
+    def seed_profile(self, state: ChainState, expected_by_slot: Array, *, seen: float = 30.0,
+                     day_to_day_cv: float = 0.25) -> None:
+        """Start the daily profile at known per-tick counts per slot of the day
+        ``(..., stations, slots_per_day)`` (``<= 0``: unknown), as if ``seen`` days of
+        each slot had been learnt: a station whose rhythm is known is judged against it
+        from the first tick. The variance is Poisson plus ``day_to_day_cv`` of the level
+        (no feed is as regular as a Poisson process from one day to the next: with
+        minute ticks and a hundred events a tick, a Poisson-only profile calls a 30 %
+        busier day a 3-sigma departure)."""
+        exp = np.asarray(expected_by_slot, dtype=np.float64)
+        st = state[self.periodicity.name]
+        if exp.shape[-1] != st["mu"].shape[-1]:
+            raise ValueError(f"profile has {exp.shape[-1]} slots, the periodicity stage "
+                             f"{st['mu'].shape[-1]}")
+        known = exp > 0
+        st["mu"][...] = np.where(known, exp, st["mu"])
+        var = exp + (day_to_day_cv * exp) ** 2
+        st["var"][...] = np.where(known, np.maximum(var, 1.0), st["var"])
+        st["seen"][...] = np.where(known, np.maximum(st["seen"], seen), st["seen"])
 
     def nbytes_per_station(self, state: ChainState) -> int:
         return sum(state[s.name].nbytes_per_station() for s in self.stages[:-1])

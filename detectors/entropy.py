@@ -58,11 +58,14 @@ from convergence.detectors.base import (
 from convergence.detectors.ingest import N_CATEGORY_BINS
 
 _LN2 = float(np.log(2.0))
+#: EWMA weight of the slow category histogram (about 19 ticks of events)
+_SLOW_ALPHA = 0.1
 
 
-def _concentration_z(seen: Array, expect: Array, p: Array) -> Array:
-    """z of the busiest category's excess over its expected count, corrected for picking
-    the busiest of the station's categories.
+def _concentration_z(hist: Array, mass: Array, p: Array, alpha: float) -> Array:
+    """z of the busiest category's excess over its expected count in an EWMA-smoothed
+    histogram (weight ``alpha``, so about ``mass * (2 - alpha) / alpha`` events), corrected
+    for picking the busiest of the station's categories.
 
     Per category, the Wilson-Hilferty approximation of a Poisson upper tail,
     ``z = 3 sqrt(k) (1 - 1/(9k) - (lam/k)^(1/3))`` for ``k`` seen and ``lam`` expected
@@ -70,10 +73,14 @@ def _concentration_z(seen: Array, expect: Array, p: Array) -> Array:
     categories is mapped to ``sqrt(z^2 - 2 ln m)`` (the Gaussian-tail form of a
     Bonferroni correction).
     """
-    k = np.maximum(seen, 1e-9)
-    lam = np.maximum(expect, 1e-9)
-    z = 3.0 * np.sqrt(k) * (1.0 - 1.0 / (9.0 * k) - np.cbrt(lam / k))
-    z = np.where(seen > expect, z, 0.0).max(-1)
+    k_eff = (2.0 - alpha) / alpha
+    seen = hist * k_eff
+    expect = (mass * k_eff)[..., None] * p
+    # the busiest category by its excess over the usual share; the tail z for it alone
+    b = (seen - expect).argmax(-1)[..., None]
+    k = np.maximum(np.take_along_axis(seen, b, -1)[..., 0], 1e-9)
+    lam = np.maximum(np.take_along_axis(expect, b, -1)[..., 0], 1e-9)
+    z = np.where(k > lam, 3.0 * np.sqrt(k) * (1.0 - 1.0 / (9.0 * k) - np.cbrt(lam / k)), 0.0)
     m = np.maximum((p > 0.02).sum(-1), 1)
     out: Array = np.sqrt(np.maximum(z * z - 2.0 * np.log(m), 0.0)) * (z > 0)
     return out
@@ -139,14 +146,16 @@ class EntropyDetector(Stage):
     def state_spec(self) -> Spec:
         return {
             "n": ((), 0.0),
-            "hist": ((self.n_bins,), 0.0),
+            "hist": ((self.n_bins,), 0.0, np.float32),
             "h_n": ((), 0.0),
             "h_mu": ((), 0.0),
             "h_var": ((), 0.05),
             "c_mu": ((), 0.0),
             "c_var": ((), 1.0),
             # the station's usual category mix (learned), for the concentration test
-            "p_cat": ((self.n_bins,), 1.0 / self.n_bins),
+            "p_cat": ((self.n_bins,), 1.0 / self.n_bins, np.float32),
+            # a slower smoothed histogram: power for a story that holds attention
+            "hist_slow": ((self.n_bins,), 0.0, np.float32),
         }
 
     def seed(self, state: ArrayState, expected_counts: Array, known: Array) -> None:
@@ -209,11 +218,16 @@ class EntropyDetector(Stage):
         # count is close to Poisson, whose upper tail (Wilson-Hilferty) gives a z that is
         # honest for the handful of events a slow feed has; the largest of the station's
         # categories is then corrected for having been picked as the largest (Bonferroni).
+        # Two windows: the fast histogram answers within a few ticks, the slow one (about
+        # three times as many events) has the power for a slow feed; the larger of the two
+        # z is corrected for having two looks.
         p_cat = state["p_cat"]
-        k_eff = (2.0 - self.hist_alpha) / self.hist_alpha
-        seen = sh * k_eff
-        expect = (mass * k_eff)[..., None] * p_cat
-        conc_z = np.where(judged, _concentration_z(seen, expect, p_cat), 0.0)
+        slow = state["hist_slow"]
+        slow += _SLOW_ALPHA * (hist - slow)
+        z_fast = _concentration_z(sh, mass, p_cat, self.hist_alpha)
+        z_slow = _concentration_z(slow, slow @ np.ones(slow.shape[-1]), p_cat, _SLOW_ALPHA)
+        z2 = np.maximum(z_fast, z_slow)
+        conc_z = np.where(judged, np.sqrt(np.maximum(z2 * z2 - 2.0 * _LN2, 0.0)), 0.0)
         frac = np.divide(sh, mass[..., None], out=np.zeros_like(sh), where=mass[..., None] > 0)
         # the usual mix learns ten times slower while the station departs from it, so a
         # story that holds the station's attention is not absorbed within a few ticks

@@ -122,9 +122,13 @@ class TickProcessor:
         if st.shape[-1] < n_stations:
             st.grow(n_stations, self.responses.init_state(st.shape[:-1] + (n_stations,)))
 
-    def seed_baselines(self, state: ProcessorState, expected_counts: Array) -> None:
-        """Start activity baselines at known per-tick rates (``<= 0``: learn them)."""
+    def seed_baselines(self, state: ProcessorState, expected_counts: Array,
+                       profile: Array | None = None) -> None:
+        """Start activity baselines at known per-tick counts (``<= 0``: learn them), and
+        the daily profile at known counts per slot of the day when ``profile`` is given."""
         self.chain.seed_baselines(state, expected_counts)
+        if profile is not None:
+            self.chain.seed_profile(state, profile)
 
     def apply_manual(self, state: ProcessorState, *, quarantine_until: Array | None = None,
                      resume: Array | None = None) -> None:

@@ -224,7 +224,11 @@ class Scenario:
 
 
 def convergence_onset(e: Episode, fleet: Sequence[StationInfo]) -> float | None:
-    """When a genuine episode's active stations first make a convergence, or ``None``."""
+    """When a genuine episode's active stations first make a convergence, or ``None``.
+
+    A station whose effect ramps up counts from halfway through its ramp (when half of
+    its rise, in log-rate, has happened).
+    """
     order = sorted(range(len(e.stations)), key=e.onset_of)
     groups: set[str] = set()
     kinds: set[SourceKind] = set()
@@ -236,7 +240,7 @@ def convergence_onset(e: Episode, fleet: Sequence[StationInfo]) -> float | None:
         if st.kind in OSINT_KINDS:
             osint.add(st.correlation_group)
         if len(groups) >= MIN_GROUPS and len(kinds) >= MIN_KINDS and len(osint) >= MIN_OSINT_GROUPS:
-            return e.onset_of(k)
+            return e.onset_of(k) + 0.5 * e.ramp_s
     return None
 
 
@@ -533,6 +537,22 @@ class SyntheticWorld:
             mult = mult * np.exp(self._noise * w / np.sqrt(2.0))
         r = self.base_rates * mult * np.exp(log_boost)
         return self._out(np.where(outage, 0.0, r))
+
+    def usual_rates(self, t_s: float) -> F64:
+        """What a station that has run for weeks expects at ``t_s``: its declared rate
+        shaped by the daily rhythm (no episodes, no wander) — what baselines are seeded
+        with. ``(stations,)`` or ``(runs, stations)``."""
+        hour = np.mod((self._epoch + t_s) / 3600.0, 24.0)
+        mult = 1.0 + self._daily * np.cos(2 * np.pi * (hour - self._peak) / 24.0)
+        return self._out(self.declared_rate * mult)
+
+    def daily_profile(self, slots_per_day: int) -> F64:
+        """Usual rate (events/s) per slot of the day: ``(..., stations, slots)``."""
+        centers = (np.arange(slots_per_day) + 0.5) * 86400.0 / slots_per_day
+        hour = centers / 3600.0
+        mult = 1.0 + self._daily[..., None] * np.cos(
+            2 * np.pi * (hour - self._peak[..., None]) / 24.0)
+        return self._out(self.declared_rate[:, None] * mult)
 
     def dark(self, t_s: float | F64, after_s: float | F64 = 0.0) -> npt.NDArray[np.bool_]:
         """Stations whose source has been failing (an outage) for at least ``after_s``."""

@@ -21,7 +21,7 @@ Examples
 >>> len(sc.fleet) >= 16, sc.duration_s / sc.tick_s >= 256
 (True, True)
 >>> [(t.region, round(t.onset_s)) for t in sc.truths()]
-[('mena', 138)]
+[('mena', 141)]
 >>> build("lone-surge", seed=3).truths()
 []
 """
@@ -38,6 +38,7 @@ from convergence.ground_stations.scenario import (
     Episode,
     Scenario,
     compact_fleet,
+    convergence_onset,
     pick,
 )
 from convergence.schema import MARKET_KINDS, OSINT_KINDS, SourceKind
@@ -183,8 +184,22 @@ def _convergence(rng: np.random.Generator, p: WorldParams, fleet: Sequence[Stati
                  share: float = 0.75, topic: str = "conflict", topic_share: float = 0.7,
                  ramp_s: float = 0.0) -> Episode:
     stations = _members(rng, p, fleet, region, kinds, share)
-    return Episode("convergence", start_s, duration_s, tuple(stations), mult, topic, region,
-                   topic_share=topic_share, ramp_s=ramp_s)
+    ep = Episode("convergence", start_s, duration_s, tuple(stations), mult, topic, region,
+                 topic_share=topic_share, ramp_s=ramp_s)
+    return _enough(rng, ep, fleet, _of(fleet, region, kinds))
+
+
+def _enough(rng: np.random.Generator, ep: Episode, fleet: Sequence[StationInfo],
+            pool: Sequence[int]) -> Episode:
+    """A genuine episode whose sampled membership fell short of a convergence takes more
+    of its eligible stations (at the first stage's onset) until it is one: a run's
+    ``membership`` thins a convergence, it never turns it into a decoy."""
+    rest = [int(i) for i in rng.permutation(list(pool)) if int(i) not in ep.stations]
+    while convergence_onset(ep, fleet) is None and rest:
+        i = rest.pop(0)
+        onsets = (*ep.onsets, 0.0) if ep.onsets else ()
+        ep = replace(ep, stations=(*ep.stations, i), onsets=onsets)
+    return ep
 
 
 def _fleet(regions: Sequence[str] = ("mena", "eu-west"), **kw: Any) -> list[StationInfo]:
@@ -221,7 +236,7 @@ def _slow_cascade(rng: np.random.Generator, p: WorldParams) -> Scenario:
     onsets = tuple([0.0] * len(social) + [18.0] * len(news) + [54.0] * len(market))
     ep = Episode("convergence", ONSET_S, 110.0, stations, 4.0, "energy", "mena",
                  onsets=onsets, ramp_s=6.0)
-    return _base(rng, p, fleet, [ep])
+    return _base(rng, p, fleet, [_enough(rng, ep, fleet, _of(fleet, "mena", {SOCIAL, NEWS}))])
 
 
 @scenario("market-led", genuine=True)
@@ -235,8 +250,8 @@ def _market_led(rng: np.random.Generator, p: WorldParams) -> Scenario:
     social = _members(rng, p, fleet, "mena", {SOCIAL}, 0.6)
     stations = tuple(market + news + social)
     onsets = tuple([0.0] * len(market) + [10.0] * len(news) + [20.0] * len(social))
-    return _base(rng, p, fleet, [Episode("convergence", ONSET_S, 60.0, stations, 6.0, "economy",
-                                         "mena", onsets=onsets)])
+    ep = Episode("convergence", ONSET_S, 60.0, stations, 6.0, "economy", "mena", onsets=onsets)
+    return _base(rng, p, fleet, [_enough(rng, ep, fleet, _of(fleet, "mena", OSINT_KINDS))])
 
 
 @scenario("osint-led", genuine=True)
@@ -247,8 +262,9 @@ def _osint_led(rng: np.random.Generator, p: WorldParams) -> Scenario:
     osint = _members(rng, p, fleet, "eu-west", OSINT_KINDS, 0.7)
     rest = _members(rng, p, fleet, "eu-west", {SENSOR, VOLUME}, 0.8)
     onsets = tuple([0.0] * len(osint) + [15.0] * len(rest))
-    return _base(rng, p, fleet, [Episode("convergence", ONSET_S, 60.0, tuple(osint + rest), 6.0,
-                                         "disaster", "eu-west", onsets=onsets)])
+    ep = Episode("convergence", ONSET_S, 60.0, tuple(osint + rest), 6.0, "disaster", "eu-west",
+                 onsets=onsets)
+    return _base(rng, p, fleet, [_enough(rng, ep, fleet, _of(fleet, "eu-west", OSINT_KINDS))])
 
 
 @scenario("low-amplitude", genuine=True)
@@ -357,8 +373,8 @@ def _sensor_led(rng: np.random.Generator, p: WorldParams) -> Scenario:
     stations = tuple(sensors + social + news + vol)
     onsets = tuple([0.0] * len(sensors) + [5.0] * len(social) + [20.0] * len(news)
                    + [30.0] * len(vol))
-    return _base(rng, p, fleet, [Episode("convergence", ONSET_S, 70.0, stations, 7.0, "disaster",
-                                         "mena", onsets=onsets)])
+    ep = Episode("convergence", ONSET_S, 70.0, stations, 7.0, "disaster", "mena", onsets=onsets)
+    return _base(rng, p, fleet, [_enough(rng, ep, fleet, _of(fleet, "mena", {SENSOR, SOCIAL}))])
 
 
 @scenario("convergence-after-decoy", genuine=True)

@@ -107,6 +107,19 @@ class SimResult:
         return out
 
 
+def seed_from_world(proc: TickProcessor, state: dict[str, Any], world: SyntheticWorld,
+                    t_s: float) -> None:
+    """Seed baselines as a pipeline that has watched the world's stations for weeks would
+    hold them at scenario time ``t_s``: the usual count per tick now, and per slot of day.
+    The embedded runtime seeds a synthetic scenario the same way."""
+    tick_s = proc.tick_s
+    usual = np.asarray(world.usual_rates(t_s)) * tick_s
+    profile = np.asarray(world.daily_profile(proc.chain.periodicity.slots_per_day)) * tick_s
+    shape = state[proc.chain.burst.name]["mu"].shape
+    proc.seed_baselines(state, np.broadcast_to(usual, shape),
+                        np.broadcast_to(profile, shape + (profile.shape[-1],)))
+
+
 def _processor(tick_s: float, features: bool) -> TickProcessor:
     return TickProcessor(DetectorChain(meter=ConvergenceMeter(emit_features=features),
                                        tick_s=tick_s))
@@ -169,9 +182,9 @@ class _Runner:
         self.pair_p = base[self.pair_s, self.pair_b]
 
     def _init_state(self) -> dict[str, Any]:
+        # as a live pipeline that has watched these stations for weeks would start
         state = self.proc.init_state(self.shape, len(self.regions))
-        declared = np.broadcast_to(self.world.declared_rate * self.tick_s, self.shape)
-        self.proc.seed_baselines(state, declared)
+        seed_from_world(self.proc, state, self.world, 0.0)
         return state
 
     def _dark(self, t_true: F64) -> npt.NDArray[np.bool_]:

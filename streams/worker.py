@@ -376,14 +376,16 @@ class WorkerCore:
     def _outcome_emits(self, outcomes: Sequence[TickOutcome]) -> list[Emit]:
         out: list[Emit] = []
         for oc in outcomes:
-            if oc.level != oc.prev_level:
-                log.info("meter %s -> %s, score %.1f in %s (%d anomalous stations)",
-                         oc.prev_level, oc.level, oc.score, oc.region, oc.anomalous_stations)
+            for rd in oc.changed:
+                log.info("%s meter %s -> %s, score %.1f (%d stations counting)", rd.region,
+                         rd.prev_level, rd.level, rd.score, rd.n_stations)
             commands = {r.response_id: r.command for r in oc.responses if r.command is not None}
             for table, rid, doc in outcome_records(oc, self.run_id):
                 if table == "alert":
                     log.warning("ALERT %s %s score %.1f in %s, report %s", rid, doc["level"],
-                                doc["score"], ", ".join(doc["regions"]), doc["report_id"])
+                                doc["score"], doc["region"], doc["report_id"])
+                if table == "report_revision":
+                    continue  # the reports topic carries each revision once, as the report
                 out.append(Emit(TOPIC_OF_TABLE[table], rid.encode(), to_json(doc)))
                 cmd = commands.get(rid) if table == "response" else None
                 if cmd is not None:  # a response's command follows it to the stations

@@ -47,8 +47,9 @@ def test_detect_bad_input_is_clear(tmp_path: Path) -> None:
 
 def test_train_meter_saves_model_used_by_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONVERGENCE_DATA_DIR", str(tmp_path))
-    r = runner.invoke(app, ["models", "train", "meter", "--runs", "30", "--ticks", "30",
-                            "--stations", "40", "--rounds", "20", "--json"])
+    r = runner.invoke(app, ["models", "train", "meter", "--runs", "4", "--folds", "2",
+                            "--scenarios", "simultaneous,lone-surge,market-move", "--rounds", "20",
+                            "--json"])
     assert r.exit_code == 0, r.output
     m = json.loads(r.stdout.strip().splitlines()[-1])
     assert m["model"] == "meter@1" and 0.0 <= m["auc"] <= 1.0 and m["reliability"]
@@ -60,7 +61,7 @@ def test_train_meter_saves_model_used_by_pipeline(tmp_path: Path, monkeypatch: p
     from convergence.streams.pipeline import Pipeline
 
     pipe = Pipeline(load_settings(), StationRegistry([]))
-    assert pipe.fusion.startswith("lightgbm") and pipe.chain.meter.scorer is not None
+    assert pipe.fusion.startswith("LightGBM") and pipe.chain.meter.scorer is not None
     rules = Pipeline(load_settings().replace(meter_model="rules"), StationRegistry([]))
     assert rules.chain.meter.scorer is None
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress
 
 from convergence.cli.common import console, fail, print_json, settings
+from convergence.settings import Settings
 
 
 def train_meter_cmd(
@@ -16,17 +17,26 @@ def train_meter_cmd(
     stations: Annotated[int | None, typer.Option(min=5, help="Stations per run (default: settings).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (default: settings).")] = None,
     rounds: Annotated[int, typer.Option(min=1, max=5000, help="LightGBM boosting rounds.")] = 200,
+    with_labels: Annotated[bool, typer.Option(
+        "--with-labels", help="Also train on the reports analysts labelled genuine or false-alarm "
+                              "(`convergence reports label`), read from --db.")] = False,
+    label_weight: Annotated[float, typer.Option(
+        min=0.001, max=10_000, help="How many simulated rows one labelled report row weighs.")] = 20.0,
+    db: Annotated[str | None, typer.Option(
+        help="SurrealDB URL holding the labels (default: the embedded file).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
     """Train the LightGBM convergence fusion on labelled simulated runs.
 
     Reports held-out AUC, calibration, and rule-vs-learned detection on held-out runs.
+    With --with-labels, analysts' verdicts on real reports join the training rows.
     """
     from convergence.models.meter_model import train_meter
     from convergence.models.registry import ModelRegistry, RegistryError
 
-    s = settings(seed=seed, stations=stations)
+    s = settings(seed=seed, stations=stations, db=db)
     reg = ModelRegistry(s.models_path)
+    labelled = _analyst_labels(s, json_out) if with_labels else None
     try:
         with Progress(console=console, transient=True, disable=json_out) as bar:
             task = bar.add_task("training meter", total=1.0)
@@ -35,7 +45,8 @@ def train_meter_cmd(
                 bar.update(task, completed=frac, description=msg)
 
             result = train_meter(reg, runs=runs, ticks=ticks, stations=s.stations, seed=s.seed,
-                                 num_rounds=rounds, progress=progress)
+                                 num_rounds=rounds, progress=progress, labelled=labelled,
+                                 label_weight=label_weight)
     except (ValueError, RegistryError) as exc:
         fail(exc)
     m = result.metrics
@@ -45,6 +56,13 @@ def train_meter_cmd(
     console.print(f"saved [bold]{result.record.ref}[/] in {result.record.path}")
     console.print(f"held-out AUC {m['auc']:.3f} (rule score alone {m['rule_auc']:.3f}), "
                   f"Brier {m['brier']:.4f}, expected calibration error {m['ece']:.4f}")
+    lab = m.get("analyst_labels")
+    if lab:
+        console.print(f"trained with {lab['rows']} analyst-labelled row(s) ({lab['genuine']} genuine, "
+                      f"{lab['false_alarm']} false alarm) at weight {lab['weight']:g}; mean P on them "
+                      f"{lab['mean_p_genuine'] if lab['mean_p_genuine'] is not None else '-'} (genuine) / "
+                      f"{lab['mean_p_false_alarm'] if lab['mean_p_false_alarm'] is not None else '-'} "
+                      "(false alarm)")
     console.print("reliability (predicted -> observed):")
     for row in m["reliability"]:
         console.print(f"  {row['bin']}: n={row['n']:>6}  {row['predicted']:.3f} -> {row['observed']:.3f}")
@@ -55,3 +73,38 @@ def train_meter_cmd(
                       f"false alarms in {d['runs_with_false_alarm']} runs "
                       f"({d['false_alarm_rate']:.1%}), median time to detect "
                       f"{d['median_time_to_detect_s']} s")
+
+
+def _analyst_labels(s: Settings, quiet: bool) -> tuple[Any, Any]:
+    """Feature rows and verdicts of the labelled reports in the database (one error line if
+    there are none to train on)."""
+    import asyncio
+
+    from convergence.models.meter_model import analyst_rows
+    from convergence.store.graph import labelled_rows, require_existing
+    from convergence.store.surreal import StoreError, SurrealStore
+
+    db_url = s.db_url
+
+    async def go() -> tuple[list[Any], dict[str, int]]:
+        async with SurrealStore.from_settings(s) as store:
+            return await labelled_rows(store)
+
+    try:
+        require_existing(db_url)
+        rows, counts = asyncio.run(go())
+    except StoreError as exc:
+        fail(exc)
+    X, y, incomplete = analyst_rows([(r.features, r.genuine) for r in rows])
+    if not len(y):
+        fail(f"--with-labels: no labelled report in {db_url} can be a training row "
+             f"({counts['labelled_reports']} labelled, {counts['unsure']} unsure, "
+             f"{counts['without_features']} revision(s) without the meter's features, "
+             f"{incomplete} with incomplete features); label reports with "
+             "`convergence reports label ID genuine|false-alarm`")
+    if not quiet:
+        console.print(f"analyst labels: {len(y)} row(s) from {counts['reports_used']} report(s) "
+                      f"({int(y.sum())} genuine, {int((~y).sum())} false alarm); skipped "
+                      f"{counts['unsure']} unsure, {counts['without_features'] + incomplete} without "
+                      "usable features")
+    return X, y

@@ -35,7 +35,8 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,14 +134,41 @@ def _params(seed: int) -> dict[str, Any]:
             "force_row_wise": True, "num_threads": 1, "verbose": -1}
 
 
+def analyst_rows(rows: Sequence[tuple[Mapping[str, float], bool]]) -> tuple[F64, npt.NDArray[np.bool_], int]:
+    """Feature matrix (``FEATURE_NAMES`` order) and labels of analysts' labelled reports.
+
+    ``rows`` are ``(features, genuine)``; a row missing any feature (written by an older
+    meter) or holding a non-finite value is skipped and counted (third value).
+
+    >>> X, y, skipped = analyst_rows([(dict.fromkeys(FEATURE_NAMES, 1.0), True), ({"evidence": 2.0}, False)])
+    >>> X.shape, y.tolist(), skipped
+    ((1, 11), [True], 1)
+    """
+    keep = [(f, g) for f, g in rows
+            if all(n in f and np.isfinite(float(f[n])) for n in FEATURE_NAMES)]
+    X = np.array([[float(f[n]) for n in FEATURE_NAMES] for f, _ in keep], np.float64).reshape(
+        -1, len(FEATURE_NAMES))
+    return X, np.array([g for _, g in keep], bool), len(rows) - len(keep)
+
+
 def train_meter(registry: ModelRegistry, *, runs: int = 600, ticks: int = 60, stations: int = 247,
                 seed: int = 7, holdout: float = 0.3, num_rounds: int = 200,
-                progress: Progress | None = None) -> TrainResult:
-    """Simulate labelled runs, train LightGBM, evaluate on held-out runs, save."""
+                progress: Progress | None = None,
+                labelled: tuple[F64, npt.NDArray[np.bool_]] | None = None,
+                label_weight: float = 20.0) -> TrainResult:
+    """Simulate labelled runs, train LightGBM, evaluate on held-out runs, save.
+
+    ``labelled``: analysts' labelled reports as ``(features, genuine)`` (see
+    :func:`analyst_rows`); they join the simulated training rows, each weighing
+    ``label_weight`` simulated rows (a person's verdict on a real alert is rarer and
+    worth more than one simulated tick). The held-out evaluation stays on simulated runs.
+    """
     if runs < 10 or ticks < 20:
         raise ValueError(f"need at least 10 runs of 20 ticks to train, got {runs} x {ticks}")
     if not 0.05 <= holdout <= 0.8:
         raise ValueError(f"holdout must be in [0.05, 0.8], got {holdout}")
+    if not (math.isfinite(label_weight) and 0 < label_weight <= 10_000):
+        raise ValueError(f"label weight must be in (0, 10000], got {label_weight}")
     say = progress or (lambda _msg, _frac: None)
     say(f"simulating {runs} runs x {ticks} ticks x {stations} stations", 0.0)
     res, has_gen = _dataset(runs, ticks, stations, seed)
@@ -149,7 +177,14 @@ def train_meter(registry: ModelRegistry, *, runs: int = 600, ticks: int = 60, st
     X = res.features.reshape(-1, len(FEATURE_NAMES))
     y = res.label.reshape(-1).astype(np.float64)
     is_test = np.repeat(test_runs, ticks)
-    train = lgb.Dataset(X[~is_test], y[~is_test], feature_name=list(FEATURE_NAMES),
+    X_train, y_train = X[~is_test], y[~is_test]
+    weight = np.ones(len(y_train))
+    if labelled is not None and len(labelled[1]):
+        X_lab, y_lab = np.asarray(labelled[0], np.float64), np.asarray(labelled[1], bool)
+        X_train = np.vstack([X_train, X_lab])
+        y_train = np.concatenate([y_train, y_lab.astype(np.float64)])
+        weight = np.concatenate([weight, np.full(len(y_lab), float(label_weight))])
+    train = lgb.Dataset(X_train, y_train, weight=weight, feature_name=list(FEATURE_NAMES),
                         free_raw_data=False)
     say("training LightGBM", 0.4)
 
@@ -182,10 +217,21 @@ def train_meter(registry: ModelRegistry, *, runs: int = 600, ticks: int = 60, st
     importance = dict(zip(FEATURE_NAMES, booster.feature_importance("gain").round(1).tolist(),
                           strict=True))
     metrics["operating_point"] = {"p_warning": round(p_warning, 4)}
+    if labelled is not None and len(labelled[1]):
+        p_lab = np.asarray(booster.predict(np.asarray(labelled[0], np.float64)), np.float64)
+        y_lab = np.asarray(labelled[1], bool)
+        metrics["analyst_labels"] = {
+            "rows": len(y_lab), "genuine": int(y_lab.sum()), "false_alarm": int((~y_lab).sum()),
+            "weight": float(label_weight),
+            # in-sample (the labels are in the training set): how far the model follows them
+            "mean_p_genuine": round(float(p_lab[y_lab].mean()), 4) if y_lab.any() else None,
+            "mean_p_false_alarm": round(float(p_lab[~y_lab].mean()), 4) if (~y_lab).any() else None,
+        }
     meta = {"kind": "lightgbm-binary", "features": list(FEATURE_NAMES), "runs": runs,
             "p_warning": p_warning,
             "ticks": ticks, "stations": stations, "seed": seed, "holdout": holdout,
-            "num_rounds": num_rounds, "train_rows": int((~is_test).sum()),
+            "num_rounds": num_rounds, "train_rows": len(y_train),
+            "analyst_label_rows": len(labelled[1]) if labelled is not None else 0,
             "test_rows": int(is_test.sum()), "positive_share": round(float(y.mean()), 4),
             "metrics": metrics, "feature_importance_gain": importance,
             "lightgbm": lgb.__version__}
@@ -271,5 +317,5 @@ def result_features_example() -> F64:
     return np.array([[row[n] for n in FEATURE_NAMES]])
 
 
-__all__ = ["MODEL_NAME", "TrainResult", "auc", "booster_scorer", "calibration",
+__all__ = ["MODEL_NAME", "TrainResult", "analyst_rows", "auc", "booster_scorer", "calibration",
            "detection_stats", "load_scorer", "replay_learned_meter", "train_meter"]

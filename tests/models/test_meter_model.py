@@ -66,3 +66,32 @@ def test_offline_replay_matches_the_learned_meter_run_live() -> None:
     assert chain.meter.emit_features is False  # simulate() leaves the caller's chain as given
     offline = replay_learned_meter(p_region, res.region_osint, 0.3)
     assert np.array_equal(offline, live.fired)
+
+
+def test_analysts_labels_join_the_training_rows_weighted() -> None:
+    import tempfile
+    from pathlib import Path
+
+    from convergence.detectors.meter import FEATURE_NAMES
+    from convergence.models.meter_model import analyst_rows, result_features_example, train_meter
+    from convergence.models.registry import ModelRegistry
+
+    reg = ModelRegistry(Path(tempfile.mkdtemp()))
+    strong = result_features_example()  # what the simulator calls a clear convergence
+    plain = train_meter(reg, runs=40, ticks=40, stations=60, seed=1, num_rounds=30)
+    # analysts said five alerts that looked exactly like this were false alarms
+    row = dict(zip(FEATURE_NAMES, strong[0].tolist(), strict=True))
+    X, y, skipped = analyst_rows([(row, False)] * 5 + [({"evidence": 1.0}, True)])
+    assert X.shape == (5, len(FEATURE_NAMES)) and not y.any() and skipped == 1
+    taught = train_meter(reg, runs=40, ticks=40, stations=60, seed=1, num_rounds=30,
+                         labelled=(X, y), label_weight=200.0)
+    assert float(plain.booster.predict(strong)[0]) > 0.5 > 0.1 > float(taught.booster.predict(strong)[0])
+    assert taught.metrics["analyst_labels"]["rows"] == taught.metrics["analyst_labels"]["false_alarm"] == 5
+    meta = taught.record.metadata
+    assert meta["analyst_label_rows"] == 5 and meta["train_rows"] == plain.record.metadata["train_rows"] + 5
+    # a light weight barely moves it
+    light = train_meter(reg, runs=40, ticks=40, stations=60, seed=1, num_rounds=30,
+                        labelled=(X, y), label_weight=0.01)
+    assert abs(float(light.booster.predict(strong)[0]) - float(plain.booster.predict(strong)[0])) < 0.1
+    with pytest.raises(ValueError, match="label weight"):
+        train_meter(reg, runs=40, ticks=40, stations=60, labelled=(X, y), label_weight=0.0)

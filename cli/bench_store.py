@@ -24,7 +24,7 @@ class Engine(StrEnum):
 
 def store(
     reports: Annotated[int, typer.Option(
-        min=1, max=10_000, help="Report episodes (4 revisions each, about 90 records).")] = 25,
+        min=1, max=10_000, help="Report episodes (4 revisions each, about 70 records).")] = 25,
     engine: Annotated[Engine, typer.Option(
         help="Embedded engine: mem (in memory) or surrealkv (files in a temporary directory).")]
         = Engine.mem,

@@ -105,10 +105,7 @@ def _write_file(path: Path, text: str) -> None:
 # -- list ---------------------------------------------------------------------------------
 
 
-def _row_dict(r: Report, verdict: Label | None) -> dict[str, Any]:
-    from convergence.store.graph import episode_start_s
-
-    started = episode_start_s(r)
+def _row_dict(r: Report, started: float, verdict: Label | None) -> dict[str, Any]:
     return {"report_id": r.report_id, "time": iso_time(started), "time_s": started,
             "updated": r.time_iso, "region": r.region, "level": r.level.value,
             "peak_level": r.peak_level.value, "score": r.score, "peak_score": r.peak_score,
@@ -141,13 +138,14 @@ def list_reports(
         return rows, newest_labels(await get_labels(store, ids)) if ids else {}
 
     rows, verdicts = _read(db, go)
-    good = [r.report for r in rows if r.report is not None]
+    good = [(r.report, r.started_s if r.started_s is not None else r.report.time_s)
+            for r in rows if r.report is not None]
     bad = [r for r in rows if r.report is None]
     for r in bad:
         typer.echo(f"warning: skipped report:{safe_text(r.record_id, 80)}: {safe_text(r.error, 300)}",
                    err=True)
     if json_out:
-        print_json([_row_dict(r, verdicts.get(r.report_id)) for r in good])
+        print_json([_row_dict(r, t, verdicts.get(r.report_id)) for r, t in good])
         return
     if not good:
         what = "no reports match" if any(x is not None for x in (region, level, station, lo, hi)) \
@@ -157,8 +155,8 @@ def list_reports(
     header = (f"{'began (UTC)':<20}  {'report':<20}  {'region':<8}  {'peak':<9}  {'score':>5}  "
               f"{'stations':>8}  {'rev':>3}  {'status':<6}  {'verdict':<11}  title")
     typer.echo(header)
-    for r in good:
-        d = _row_dict(r, verdicts.get(r.report_id))
+    for r, t in good:
+        d = _row_dict(r, t, verdicts.get(r.report_id))
         typer.echo(f"{d['time'] or '?':<20}  {safe_text(r.report_id, 20):<20}  "
                    f"{safe_text(r.region, 8):<8}  {r.peak_level.value:<9}  {r.peak_score:>5.0f}  "
                    f"{d['stations']:>8}  {r.revision:>3}  {r.status:<6}  {d['verdict'] or '-':<11}  "
@@ -242,7 +240,7 @@ def export(
     db: DbOption = None,
 ) -> None:
     """Export the reports of a time window as Markdown briefs or JSON records."""
-    from convergence.store.graph import get_labels, get_revisions, list_reports
+    from convergence.store.graph import get_labels, get_report, get_revisions, list_reports
 
     lo, hi = _window(since, until)
 
@@ -256,7 +254,9 @@ def export(
                            f"{safe_text(row.error, 300)}", err=True)
                 continue
             rid = row.report.report_id
-            out_rows.append((row.report, await get_revisions(store, rid), await get_labels(store, [rid])))
+            full = await get_report(store, rid)  # the listing leaves out evidence and timeline
+            if full is not None:
+                out_rows.append((full, await get_revisions(store, rid), await get_labels(store, [rid])))
         if len(rows) > limit:
             typer.echo(f"warning: more than {limit} reports match; exported the newest {limit} "
                        "(raise --limit or narrow --since/--until)", err=True)

@@ -123,12 +123,16 @@ def safe_url(url: object) -> str | None:
 
 @dataclass(frozen=True)
 class Link:
+    """A link in a brief; ``url`` is ``None`` when it was not a safe http(s) URL."""
+
     text: str
     url: str | None
 
 
 @dataclass(frozen=True)
 class Strong:
+    """Emphasised text."""
+
     text: str
 
 
@@ -138,16 +142,22 @@ Inline = tuple[Span, ...]
 
 @dataclass(frozen=True)
 class Para:
+    """A paragraph."""
+
     spans: Inline
 
 
 @dataclass(frozen=True)
 class Bullets:
+    """A bullet list."""
+
     items: tuple[Inline, ...]
 
 
 @dataclass(frozen=True)
 class Table:
+    """A table; ``numeric`` columns are right-aligned."""
+
     headers: tuple[str, ...]
     rows: tuple[tuple[Inline, ...], ...]
     numeric: frozenset[int] = frozenset()  # right-aligned columns
@@ -166,12 +176,16 @@ Block = Para | Bullets | Table | Chart
 
 @dataclass
 class Section:
+    """One titled part of a brief."""
+
     title: str
     blocks: list[Block] = field(default_factory=list)
 
 
 @dataclass
 class Brief:
+    """The whole brief, before it is written out in a format."""
+
     headline: str
     level: Level
     meta: Inline
@@ -325,7 +339,8 @@ def derived_checks(r: Report) -> list[str]:
 
 def _bottom_line(r: Report) -> list[Block]:
     contribs = r.contributions
-    kinds = [_kind(k) for k in r.source_kinds]
+    # the kinds that moved, the biggest share first
+    kinds = [_kind(k) for k in sorted(r.source_kinds, key=lambda k: (-r.by_kind.get(k, 0.0), k))]
     peak_t, _ = _peak_time(r)
     first = (f"{r.peak_level.value.capitalize()} in {safe_text(r.region, 40)}: "
              f"{_plural(len(contribs), 'station')} across {_plural(len(kinds), 'source kind')} "

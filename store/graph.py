@@ -96,7 +96,7 @@ from convergence.store.integrity import (
     load_chain,
 )
 from convergence.store.surreal import StoreError, SurrealStore, _redact
-from convergence.store.writer import BatchedWriter
+from convergence.store.writer import BatchedWriter, StoreBackpressure
 
 __all__ = [
     "LabelledRow", "ReportGraph", "ReportRow", "co_occurring_stations", "event_id", "get_labels",
@@ -128,8 +128,10 @@ _LIST_WHERE: Final = (
     "AND ($region = NONE OR region = $region) "
     "AND ($levels = NONE OR peak_level IN $levels) "
     "ORDER BY time_s DESC LIMIT $limit")
-Q_LIST: Final = "SELECT * FROM report " + _LIST_WHERE
-Q_LIST_STATION: Final = "SELECT * FROM $station<-involves<-report " + _LIST_WHERE
+# a list needs neither the evidence, the timeline nor the score series (the bulk of a report)
+_LIST_FIELDS: Final = "SELECT * OMIT evidence, timeline, score_series, responses, features "
+Q_LIST: Final = _LIST_FIELDS + "FROM report " + _LIST_WHERE
+Q_LIST_STATION: Final = _LIST_FIELDS + "FROM $station<-involves<-report " + _LIST_WHERE
 Q_GET: Final = "SELECT * FROM ONLY $rid"
 Q_REVISIONS: Final = "SELECT * FROM revision WHERE report_id = $report_id ORDER BY revision"
 Q_LABELS_OF: Final = "SELECT * FROM label WHERE report_id IN $ids ORDER BY at_s, id"
@@ -269,9 +271,25 @@ class ReportGraph:
                                "`await graph.load(store)` before submitting")
         return chain
 
+    def _room(self, records: int, what: str) -> None:
+        """Refuse up front when the writer cannot take ``records`` more, so a revision is
+        queued whole or not at all (and never takes a link it does not fill)."""
+        free = self.writer.max_pending - self.writer.pending
+        if records > free:
+            raise StoreBackpressure(
+                f"store writer for {self.writer.name} has room for {free} more records but {what} "
+                f"needs up to {records}; it was NOT queued. The database is not keeping up: check it "
+                "is up and the disk is not full, then submit it again (ids are deterministic)")
+
     def submit(self, report: Report) -> str:
-        """Queue one revision's records; returns ``written``, ``replayed`` or ``conflict``."""
+        """Queue one revision's records; returns ``written``, ``replayed`` or ``conflict``.
+
+        Raises :class:`~convergence.store.writer.StoreBackpressure` (and queues nothing)
+        when the writer has no room for the whole revision.
+        """
         chain = self._chain("reports")
+        self._room(6 + 2 * (len(report.contributions) + len(report.evidence) + len(report.responses)),
+                   f"revision {report.revision_id}")
         doc = clean(report.to_dict())
         try:
             link = chain.append(report.revision_id, doc)
@@ -297,6 +315,7 @@ class ReportGraph:
     def submit_label(self, label: Label) -> Label:
         """Queue an analyst's label (chained like a revision); returns it as stored."""
         chain = self._chain("labels")
+        self._room(2, f"label {label.label_id}")
         doc = clean(label.to_dict())
         link = chain.append(label.label_id, doc)
         if link is not None:
@@ -306,6 +325,7 @@ class ReportGraph:
         return Label.from_dict(doc)
 
     def stats(self) -> dict[str, int]:
+        """Revisions written, replays skipped, conflicts dead-lettered, labels written."""
         return {"written": self.written, "replayed": self.replayed, "conflicts": self.conflicts,
                 "labels": self.labels}
 
@@ -397,11 +417,13 @@ async def get_revisions(store: SurrealStore, report_id: str) -> list[Report]:
 
 @dataclass(frozen=True)
 class ReportRow:
-    """One line of ``reports list``: a report's newest revision, or why it cannot be read."""
+    """One line of ``reports list``: a report's newest revision (without its bulk), when its
+    episode began, or why it cannot be read."""
 
     report: Report | None
     record_id: str
     error: str | None = None
+    started_s: float | None = None
 
 
 def _levels_from(level: Level | None) -> list[str] | None:
@@ -411,7 +433,9 @@ def _levels_from(level: Level | None) -> list[str] | None:
 async def list_reports(store: SurrealStore, *, region: str | None = None, level: Level | None = None,
                        station: str | None = None, since_s: float | None = None,
                        until_s: float | None = None, limit: int = 50) -> list[ReportRow]:
-    """Reports whose episode overlaps ``[since_s, until_s]``, newest first.
+    """Reports whose episode overlaps ``[since_s, until_s]``, newest first, without their
+    evidence, timeline, score series, responses and features (fetch one with
+    :func:`get_report` for those).
 
     ``level``: reports that reached at least that level; ``station``: reports involving
     that station (a graph traversal). A record that cannot be read comes back with its error.
@@ -426,9 +450,13 @@ async def list_reports(store: SurrealStore, *, region: str | None = None, level:
     out = []
     for r in rows:
         try:
-            out.append(ReportRow(report_from_doc(r), str(r.get("id"))))
+            rep = report_from_doc(r)
         except ValueError as exc:
             out.append(ReportRow(None, str(r.get("id")), str(exc)))
+            continue
+        started = (r.get("listing") or {}).get("started_s")
+        out.append(ReportRow(rep, str(r.get("id")), None,
+                             float(started) if isinstance(started, int | float) else episode_start_s(rep)))
     return out
 
 

@@ -135,6 +135,7 @@ class Link:
     hash: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``integrity`` object stored with the record."""
         return {"stream": self.stream, "seq": self.seq, "prev": self.prev,
                 "content": self.content, "hash": self.hash}
 

@@ -112,6 +112,10 @@ def test_list_json_fields(stored: tuple[str, list[list[Report]]]) -> None:
                                                                                  "closed")
     assert row["stations"] == len(final.contributions) and row["verdict"] is None
     assert row["time_s"] == final.outcome.started_s  # type: ignore[union-attr]
+    # an open report began at its first level change, not when it was last revised
+    open_row = json.loads(cli("list", "--db", db, "--json", "--region", "mena", "--limit", "1").stdout)[0]
+    assert open_row["status"] == "open" and open_row["time_s"] == eps[1][-1].timeline[0].time_s
+    assert open_row["updated"] == eps[1][-1].time_iso != open_row["time"]
 
 
 @pytest.mark.parametrize("args", [["list"], ["show", "rpt-x"], ["export", "--since", "-1d"], ["verify"],
@@ -199,6 +203,8 @@ def test_export_a_window(stored: tuple[str, list[list[Report]]], tmp_path: Path)
     assert md.exit_code == 0 and md.stdout.count("\n---\n") == 1
     assert md.stdout.startswith("# CONVERGED — apac") and "# WARNING — mena" in md.stdout
     assert "exported 2 report(s)" in md.stderr
+    headline = next(e.text for e in eps[2][-1].evidence if e.text)
+    assert f"“{headline}”" in md.stdout and "## What the sources said" in md.stdout  # the full reports
     as_json = json.loads(cli("export", "--since", "-3d", "--format", "json", "--db", db).stdout)
     assert [d["report_id"] for d in as_json] == [ep[-1].report_id for ep in reversed(eps)]
     folder = tmp_path / "out"

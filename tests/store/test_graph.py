@@ -305,3 +305,27 @@ def test_submitting_before_loading_is_a_clear_error() -> None:
             graph.submit(example_revisions(seed=1)[0])
 
     in_store(body)
+
+
+def test_a_writer_without_room_refuses_a_whole_revision_and_takes_no_link() -> None:
+    from convergence.store.writer import StoreBackpressure
+
+    revs = example_revisions(seed=4)
+
+    async def body(store: SurrealStore) -> tuple[int, int, bool]:
+        writer = BatchedWriter(store, batch_size=10, max_pending=80, flush_interval_s=0.01)
+        graph = ReportGraph(writer)
+        await graph.load(store)
+        assert graph.submit(revs[0]) == "written"
+        queued = writer.pending
+        with pytest.raises(StoreBackpressure, match=f"revision {revs[1].revision_id} needs up to"):
+            graph.submit(revs[1])
+        assert writer.pending == queued  # nothing of it was queued
+        await writer.flush()
+        assert graph.submit(revs[1]) == "written"  # once there is room, it goes through whole
+        await writer.close()
+        v = await verify(store)
+        return queued, v.streams[0].links, v.ok
+
+    queued, links, ok = in_store(body)
+    assert queued > 0 and links == 2 and ok

@@ -158,7 +158,7 @@ def clean(value: Any, limit: int = MAX_STORED_TEXT) -> Any:
         s = value.replace("\x00", "\ufffd")
         return s if len(s) <= limit else s[: limit - 1] + "…"
     if isinstance(value, Mapping):
-        return {str(k): clean(v, limit) for k, v in value.items() if v is not None}
+        return {clean(str(k), limit): clean(v, limit) for k, v in value.items() if v is not None}
     if isinstance(value, list | tuple):
         return [clean(v, limit) for v in value]
     return value

@@ -244,7 +244,7 @@ def test_stored_text_is_bounded_and_free_of_nul() -> None:
     assert back is not None
     text = back.evidence[0].text or ""
     assert "\x00" not in text and text.startswith("breaking\ufffdnews") and len(text) == 2000
-    assert clean({"a": None, "b": ("x", None)}) == {"b": ["x", None]}
+    assert clean({"a": None, "b": ("x", None), "c\x00": 1}) == {"b": ["x", None], "c\ufffd": 1}
 
 
 def test_an_older_flat_report_still_reads() -> None:

@@ -397,7 +397,7 @@ def _stats_lines(title: str, key: str, rows: Sequence[tuple[str, dict[str, Any]]
 @app.command()
 def stats(db: DbOption = None, json_out: JsonOption = False) -> None:
     """Precision of the alerts analysts labelled: genuine / (genuine + false alarm), overall,
-    by level and by region (``unsure`` is counted, not judged)."""
+    by level and by region (unsure labels are counted, not judged)."""
     from convergence.store.graph import label_stats, labelled_reports
 
     labelled = _read(db, labelled_reports)

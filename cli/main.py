@@ -14,6 +14,7 @@ from convergence.cli import (
     alerts,
     bench,
     bench_stations,
+    bench_store,
     cluster,
     config,
     kafka,
@@ -60,6 +61,7 @@ app.add_typer(reports.app, name="reports")
 app.add_typer(config.app, name="config")
 app.add_typer(kafka.app, name="kafka")
 bench.app.command("stations")(bench_stations.stations)
+bench.app.command("store")(bench_store.store)
 stations.app.command("probe")(probe)
 app.add_typer(bench.app, name="bench")
 app.add_typer(cluster.app, name="cluster")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress
 
 from convergence.cli.common import console, fail, print_json, settings
+from convergence.settings import Settings
 
 
 def train_meter_cmd(
@@ -22,18 +23,27 @@ def train_meter_cmd(
     folds: Annotated[int, typer.Option(min=2, max=20, help="Folds for the out-of-fold "
                                                           "operating point.")] = 3,
     rounds: Annotated[int, typer.Option(min=1, max=5000, help="LightGBM boosting rounds.")] = 200,
+    with_labels: Annotated[bool, typer.Option(
+        "--with-labels", help="Also train on the reports analysts labelled genuine or false-alarm "
+                              "(`convergence reports label`), read from --db.")] = False,
+    label_weight: Annotated[float, typer.Option(
+        min=0.001, max=10_000, help="How many simulated rows one labelled report row weighs.")] = 20.0,
+    db: Annotated[str | None, typer.Option(
+        help="SurrealDB URL holding the labels (default: the embedded file).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
     """Train the LightGBM convergence fusion on scenario-campaign runs of one seed.
 
     Reports, on another seed's runs: AUC, calibration, and the rule-based and learned
     meters' detection, false alarms and time to detect.
+    With --with-labels, analysts' verdicts on real reports join the training rows.
     """
     from convergence.models.meter_model import train_meter
     from convergence.models.registry import ModelRegistry, RegistryError
 
-    s = settings(seed=seed)
+    s = settings(seed=seed, db=db)
     reg = ModelRegistry(s.models_path)
+    labelled = _analyst_labels(s, json_out) if with_labels else None
     try:
         with Progress(console=console, transient=True, disable=json_out) as bar:
             task = bar.add_task("training meter", total=1.0)
@@ -43,7 +53,8 @@ def train_meter_cmd(
 
             result = train_meter(reg, runs=runs, seed=s.seed, heldout_seed=heldout_seed,
                                  scenarios=scenarios, folds=folds, num_rounds=rounds,
-                                 progress=progress)
+                                 progress=progress, labelled=labelled,
+                                 label_weight=label_weight)
     except (ValueError, KeyError, RegistryError) as exc:
         fail(exc)
     m = result.metrics
@@ -53,6 +64,13 @@ def train_meter_cmd(
     console.print(f"saved [bold]{result.record.ref}[/] in {result.record.path}")
     console.print(f"held-out AUC {m['auc']:.3f} (rule score alone {m['rule_auc']:.3f}), "
                   f"Brier {m['brier']:.4f}, expected calibration error {m['ece']:.4f}")
+    lab = m.get("analyst_labels")
+    if lab:
+        console.print(f"trained with {lab['rows']} analyst-labelled row(s) ({lab['genuine']} genuine, "
+                      f"{lab['false_alarm']} false alarm) at weight {lab['weight']:g}; mean P on them "
+                      f"{lab['mean_p_genuine'] if lab['mean_p_genuine'] is not None else '-'} (genuine) / "
+                      f"{lab['mean_p_false_alarm'] if lab['mean_p_false_alarm'] is not None else '-'} "
+                      "(false alarm)")
     console.print("reliability (predicted -> observed):")
     for row in m["reliability"]:
         console.print(f"  {row['bin']}: n={row['n']:>6}  {row['predicted']:.3f} -> {row['observed']:.3f}")

@@ -38,7 +38,8 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,6 +155,23 @@ def _feature_processor(tick_s: float) -> Any:
     return TickProcessor(DetectorChain(meter=ConvergenceMeter(emit_features=True), tick_s=tick_s))
 
 
+def analyst_rows(rows: Sequence[tuple[Mapping[str, float], bool]]) -> tuple[F64, npt.NDArray[np.bool_], int]:
+    """Feature matrix (``FEATURE_NAMES`` order) and labels of analysts' labelled reports.
+
+    ``rows`` are ``(features, genuine)``; a row missing any feature (written by an older
+    meter) or holding a non-finite value is skipped and counted (third value).
+
+    >>> X, y, skipped = analyst_rows([(dict.fromkeys(FEATURE_NAMES, 1.0), True), ({"evidence": 2.0}, False)])
+    >>> X.shape, y.tolist(), skipped
+    ((1, 11), [True], 1)
+    """
+    keep = [(f, g) for f, g in rows
+            if all(n in f and np.isfinite(float(f[n])) for n in FEATURE_NAMES)]
+    X = np.array([[float(f[n]) for n in FEATURE_NAMES] for f, _ in keep], np.float64).reshape(
+        -1, len(FEATURE_NAMES))
+    return X, np.array([g for _, g in keep], bool), len(rows) - len(keep)
+
+
 def _params(seed: int) -> dict[str, Any]:
     return {"objective": "binary", "learning_rate": 0.08, "num_leaves": 15,
             "min_data_in_leaf": 40, "feature_fraction": 0.9, "bagging_fraction": 0.8,
@@ -200,9 +218,19 @@ def campaign_stats(camp: Campaign, fired: Sequence[npt.NDArray[np.bool_]],
 
 def train_meter(registry: ModelRegistry, *, runs: int = 40, seed: int = 7,
                 heldout_seed: int | None = None, scenarios: str = "all", num_rounds: int = 200,
-                folds: int = 3, progress: Progress | None = None) -> TrainResult:
+                folds: int = 3, progress: Progress | None = None,
+                labelled: tuple[F64, npt.NDArray[np.bool_]] | None = None,
+                label_weight: float = 20.0) -> TrainResult:
     """Train on one campaign seed, choose the operating point out of fold, report on another
-    seed's runs, save (see the module docstring)."""
+    seed's runs, save (see the module docstring).
+
+    ``labelled``: analysts' labelled reports as ``(features, genuine)`` (see
+    :func:`analyst_rows`); they join the training rows, each weighing ``label_weight``
+    simulated rows (a person's verdict on a real alert is rarer and worth more than one
+    simulated tick). The operating point and the held-out evaluation stay on simulated runs.
+    """
+    if not (math.isfinite(label_weight) and 0 < label_weight <= 10_000):
+        raise ValueError(f"label weight must be in (0, 10000], got {label_weight}")
     if runs < 2:
         raise ValueError(f"need at least 2 runs per scenario to train, got {runs}")
     if folds < 2 or folds > runs:
@@ -225,7 +253,13 @@ def train_meter(registry: ModelRegistry, *, runs: int = 40, seed: int = 7,
                       num_boost_round=num_rounds)
         oof[~tr] = np.asarray(b.predict(X[~tr]), np.float64)
     say("training LightGBM on every training run", 0.75)
-    booster = lgb.train(_params(seed), lgb.Dataset(X, y.astype(np.float64),
+    X_all, y_all, weight = X, y.astype(np.float64), np.ones(len(y))
+    if labelled is not None and len(labelled[1]):
+        X_lab, y_lab = np.asarray(labelled[0], np.float64), np.asarray(labelled[1], bool)
+        X_all = np.vstack([X_all, X_lab])
+        y_all = np.concatenate([y_all, y_lab.astype(np.float64)])
+        weight = np.concatenate([weight, np.full(len(y_lab), float(label_weight))])
+    booster = lgb.train(_params(seed), lgb.Dataset(X_all, y_all, weight=weight,
                                                    feature_name=list(FEATURE_NAMES)),
                         num_boost_round=num_rounds)
     # out-of-fold P per (run, tick, region), in the campaign's own shapes
@@ -247,6 +281,16 @@ def train_meter(registry: ModelRegistry, *, runs: int = 40, seed: int = 7,
     learned = [replay_learned_meter(_predict_regions(booster, r), r.osint, p_warning)
                for r in test.results if r.osint is not None]
     metrics["heldout_learned"] = campaign_stats(test, learned)
+    if labelled is not None and len(labelled[1]):
+        p_lab = np.asarray(booster.predict(np.asarray(labelled[0], np.float64)), np.float64)
+        y_lab = np.asarray(labelled[1], bool)
+        metrics["analyst_labels"] = {
+            "rows": len(y_lab), "genuine": int(y_lab.sum()), "false_alarm": int((~y_lab).sum()),
+            "weight": float(label_weight),
+            # in-sample (the labels are in the training set): how far the model follows them
+            "mean_p_genuine": round(float(p_lab[y_lab].mean()), 4) if y_lab.any() else None,
+            "mean_p_false_alarm": round(float(p_lab[~y_lab].mean()), 4) if (~y_lab).any() else None,
+        }
     metrics["operating_point"] = {"p_warning": round(p_warning, 4),
                                   "rule_false_alarm_rate_on_training_runs": rule_fa}
     importance = dict(zip(FEATURE_NAMES, booster.feature_importance("gain").round(1).tolist(),
@@ -254,7 +298,8 @@ def train_meter(registry: ModelRegistry, *, runs: int = 40, seed: int = 7,
     meta = {"kind": "lightgbm-binary", "features": list(FEATURE_NAMES), "runs": runs,
             "p_warning": p_warning, "scenarios": chosen, "seed": seed,
             "heldout_seed": heldout_seed, "folds": folds, "num_rounds": num_rounds,
-            "train_rows": int(len(y)), "test_rows": int(len(yt)),
+            "train_rows": int(len(y_all)), "test_rows": int(len(yt)),
+            "analyst_label_rows": len(labelled[1]) if labelled is not None else 0,
             "positive_share": round(float(y.mean()), 4), "metrics": metrics,
             "feature_importance_gain": importance, "lightgbm": lgb.__version__}
     rec = registry.save_text(MODEL_NAME, booster.model_to_string(), meta)
@@ -336,6 +381,6 @@ def result_features_example() -> F64:
     return np.array([[row[n] for n in FEATURE_NAMES]])
 
 
-__all__ = ["MODEL_NAME", "Campaign", "TrainResult", "auc", "booster_scorer", "calibration",
+__all__ = ["MODEL_NAME", "Campaign", "TrainResult", "analyst_rows", "auc", "booster_scorer", "calibration",
            "campaign_stats", "load_scorer", "replay_learned_meter", "simulate_campaign",
            "train_meter"]

@@ -49,12 +49,21 @@ try:  # POSIX advisory locks; absent on Windows, where we fall back to the in-pr
 except ImportError:  # pragma: no cover - not exercised on Linux CI
     _fcntl = None  # type: ignore[assignment]
 
-__all__ = ["TABLES", "StoreError", "SurrealStore"]
+__all__ = ["EDGE_TABLES", "TABLES", "StoreError", "SurrealStore"]
 
 log = logging.getLogger(__name__)
 
+#: Graph relations, written with RELATE so SurrealDB's traversals (``->involves->station``)
+#: see them: report->involves->station, report->cites->event, report->triggered->response,
+#: revision->of->report (see :mod:`convergence.store.graph`).
+EDGE_TABLES: Final[frozenset[str]] = frozenset({"involves", "cites", "triggered", "of"})
+
 #: The only tables this component writes. Anything else is a caller bug.
-TABLES: Final[frozenset[str]] = frozenset({"alert", "report", "response", "dead_letter", "run"})
+TABLES: Final[frozenset[str]] = frozenset(
+    {"alert", "report", "response", "dead_letter", "run",
+     # the report graph and its integrity chain (convergence.store.graph / .integrity)
+     "station", "revision", "event", "label", "chain"} | EDGE_TABLES
+)
 
 # One list with settings validation (convergence.settings), so a URL passes both or neither.
 _EMBEDDED_SCHEMES: Final = DB_EMBEDDED_SCHEMES
@@ -70,6 +79,18 @@ _SORT_KEY: Final = "__convergence_sort"
 
 # All SurrealQL lives here, as constants. Only bound variables vary.
 _Q_UPSERT_MANY: Final = "FOR $it IN $items { UPSERT $it.rid CONTENT $it.doc RETURN NONE; };"
+# RELATE takes no expression for its endpoints, hence the LETs; an edge's id is in its
+# content, so writing it again replaces it (idempotent like UPSERT).
+_Q_RELATE_MANY: Final[dict[str, str]] = {
+    "involves": "FOR $e IN $items { LET $f = $e.in; LET $t = $e.out; "
+                "RELATE $f -> involves -> $t CONTENT $e RETURN NONE; };",
+    "cites": "FOR $e IN $items { LET $f = $e.in; LET $t = $e.out; "
+             "RELATE $f -> cites -> $t CONTENT $e RETURN NONE; };",
+    "triggered": "FOR $e IN $items { LET $f = $e.in; LET $t = $e.out; "
+                 "RELATE $f -> triggered -> $t CONTENT $e RETURN NONE; };",
+    "of": "FOR $e IN $items { LET $f = $e.in; LET $t = $e.out; "
+          "RELATE $f -> of -> $t CONTENT $e RETURN NONE; };",
+}
 _Q_GET: Final = "SELECT * FROM ONLY $rid"
 _Q_COUNT: Final = "SELECT count() AS n FROM type::table($tb) GROUP ALL"
 _Q_LIST_DESC: Final = (
@@ -156,6 +177,29 @@ def validate_record(table: str, record_id: str, doc: Mapping[str, Any]) -> dict[
                 f"document {table}:{record_id} carries a different id {own!r}; "
                 "drop the 'id' key or make it equal to the record id"
             )
+    if table in EDGE_TABLES:
+        for end in ("in", "out"):
+            _endpoint(table, record_id, end, content.get(end))
+    return content
+
+
+def _endpoint(table: str, record_id: str, end: str, value: Any) -> RecordID:
+    """An edge's ``in``/``out`` (``"table:id"`` text) as a record id; ValueError if malformed."""
+    if isinstance(value, str):
+        tb, sep, rid = value.partition(":")
+        if sep and rid and tb in TABLES and tb not in EDGE_TABLES:
+            return RecordID(tb, rid)
+    raise ValueError(
+        f"edge {table}:{record_id} needs {end!r} as 'TABLE:ID' naming a record of one of "
+        f"{sorted(TABLES - EDGE_TABLES)}, got {value!r:.80}"
+    )
+
+
+def _edge_row(table: str, record_id: str, doc: Mapping[str, Any]) -> dict[str, Any]:
+    content = validate_record(table, record_id, doc)
+    content["id"] = RecordID(table, record_id)
+    content["in"] = _endpoint(table, record_id, "in", content["in"])
+    content["out"] = _endpoint(table, record_id, "out", content["out"])
     return content
 
 
@@ -459,16 +503,19 @@ class SurrealStore:
         safe to retry as a whole.
         """
         _check_table(table)
-        rows = [
-            {"rid": RecordID(table, rid), "doc": validate_record(table, rid, doc)}
-            for rid, doc in items
-        ]
+        if table in EDGE_TABLES:
+            rows = [_edge_row(table, rid, doc) for rid, doc in items]
+            sql = _Q_RELATE_MANY[table]
+        else:
+            rows = [
+                {"rid": RecordID(table, rid), "doc": validate_record(table, rid, doc)}
+                for rid, doc in items
+            ]
+            sql = _Q_UPSERT_MANY
         for start in range(0, len(rows), _CHUNK):
             chunk = rows[start : start + _CHUNK]
             await self._query(
-                f"upsert {len(chunk)} record(s) into table {table!r}",
-                _Q_UPSERT_MANY,
-                {"items": chunk},
+                f"upsert {len(chunk)} record(s) into table {table!r}", sql, {"items": chunk}
             )
 
     async def get(self, table: str, record_id: str) -> dict[str, Any] | None:
@@ -514,6 +561,22 @@ class SurrealStore:
             {"tb": table, "field": order_by, "limit": limit},
         )
         return [_row(r) for r in result or []]
+
+    async def select(
+        self, what: str, sql: str, params: Mapping[str, Any] | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        """Rows of one read-only query, as plain dicts (``id`` is the id string).
+
+        ``sql`` must be a constant statement (the graph and integrity queries of
+        :mod:`convergence.store.graph` / :mod:`convergence.store.integrity`); every value
+        goes in ``params``. ``what`` says what is being read, for the error message.
+        """
+        result = await self._query(what, sql, dict(params or {}))
+        if result is None:
+            return []
+        if not isinstance(result, list):
+            result = [result]
+        return [_row(r) if isinstance(r, Mapping) else {"value": _plain(r)} for r in result]
 
     async def count(self, table: str) -> int:
         """Number of records in ``table``."""

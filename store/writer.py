@@ -146,8 +146,15 @@ class BatchedWriter:
         self._last_error: str | None = None
 
     # -- producer side --------------------------------------------------------
-    def submit(self, table: str, record_id: str, doc: Mapping[str, Any]) -> None:
+    def submit(
+        self, table: str, record_id: str, doc: Mapping[str, Any], *, after_pending: bool = False
+    ) -> None:
         """Queue one record for writing and return immediately.
+
+        A record resubmitted while still pending keeps its place in the queue (last write
+        wins) unless ``after_pending``: then it moves behind everything submitted before
+        it, so it is never written ahead of them (the integrity chain's head uses this,
+        so a crash never leaves a head naming revisions that were not written).
 
         Raises:
             ValueError: the store rejects this record outright (bad table/id/doc).
@@ -173,6 +180,8 @@ class BatchedWriter:
             )
         # Copy: the producer may keep mutating its dict after submit.
         self._pending[key] = dict(doc)
+        if after_pending:
+            self._pending.move_to_end(key)
         self._ensure_started()
         if self._drained is not None:
             self._drained.clear()

@@ -75,3 +75,70 @@ def test_bench_detectors_json() -> None:
     assert d["ratio_to_baseline"] == round(d["baseline_seconds"] / d["chain_seconds"], 4) or \
         abs(d["ratio_to_baseline"] - d["baseline_seconds"] / d["chain_seconds"]) < 0.01
     assert 0 < d["bytes_per_station"] < 4096 and d["duplicates_dropped"] > 0
+
+
+def _labelled_db(tmp_path: Path, verdicts: dict[int, str]) -> str:
+    """A database holding example reports (seed -> verdict labelled through the CLI)."""
+    import asyncio
+
+    from convergence.responses.examples import example_revisions
+    from convergence.store.graph import ReportGraph
+    from convergence.store.surreal import SurrealStore
+    from convergence.store.writer import BatchedWriter
+
+    db = f"surrealkv://{tmp_path / 'db'}"
+
+    async def write() -> list[str]:
+        async with SurrealStore(db, "convergence", "main") as store, BatchedWriter(store) as writer:
+            graph = ReportGraph(writer)
+            await graph.load(store)
+            revs = [example_revisions(seed) for seed in sorted(verdicts)]
+            for ep in revs:
+                for r in ep:
+                    graph.submit(r)
+            return [ep[-1].report_id for ep in revs]
+
+    for rid, seed in zip(asyncio.run(write()), sorted(verdicts), strict=True):
+        if verdicts[seed]:
+            r = runner.invoke(app, ["reports", "label", rid, verdicts[seed], "--db", db])
+            assert r.exit_code == 0, r.output
+    return db
+
+
+def test_train_meter_with_analysts_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVERGENCE_DATA_DIR", str(tmp_path))
+    db = _labelled_db(tmp_path, {1: "genuine", 2: "false-alarm", 3: "unsure", 4: ""})
+    r = runner.invoke(app, ["models", "train", "meter", "--runs", "30", "--ticks", "30", "--stations", "40",
+                            "--rounds", "20", "--with-labels", "--db", db, "--label-weight", "50", "--json"])
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout.strip().splitlines()[-1])
+    # genuine seed 1 and false-alarm seed 2 each give their warning and converged revisions
+    assert m["analyst_labels"] == {**m["analyst_labels"], "rows": 4, "genuine": 2, "false_alarm": 2,
+                                   "weight": 50.0}
+    listed = json.loads(runner.invoke(app, ["models", "list", "--json"]).stdout)
+    assert listed[-1]["metadata"]["analyst_label_rows"] == 4
+
+
+def test_train_meter_with_labels_but_none_usable_is_a_clear_error(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVERGENCE_DATA_DIR", str(tmp_path))
+    db = _labelled_db(tmp_path, {1: "unsure"})
+    r = runner.invoke(app, ["models", "train", "meter", "--runs", "30", "--ticks", "30", "--with-labels",
+                            "--db", db])
+    assert r.exit_code == 1 and "--with-labels: no labelled report" in r.stderr
+    assert "1 labelled, 1 unsure" in r.stderr and "Traceback" not in r.output
+    missing = runner.invoke(app, ["models", "train", "meter", "--with-labels", "--db",
+                                  f"surrealkv://{tmp_path / 'none'}"])
+    assert missing.exit_code == 1 and "no database at" in missing.stderr
+
+
+def test_bench_store_json() -> None:
+    r = runner.invoke(app, ["bench", "store", "--reports", "2", "--repeats", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    (line,) = r.stdout.strip().splitlines()
+    out = json.loads(line)
+    assert out["benchmark"] == "store" and out["reports"] == 2 and out["revisions"] == 8
+    assert out["writer"]["records"] == out["raw_sdk"]["records"] == out["records"] > 100
+    assert out["ratio"] > 0
+    text = runner.invoke(app, ["bench", "store", "--reports", "1", "--repeats", "1"])
+    assert text.exit_code == 0 and "writer/raw = " in text.stdout

@@ -77,3 +77,33 @@ def test_offline_replay_matches_the_learned_meter_run_live() -> None:
     offline = replay_learned_meter(_predict_regions(booster, res), res.osint, 0.3)
     live = simulate(scs, seed=2, processor=proc(ConvergenceMeter(scorer=booster_scorer(booster, 0.3))))
     assert offline.any() and np.array_equal(offline, live.fired)
+
+
+def test_analysts_labels_join_the_training_rows_weighted() -> None:
+    import tempfile
+    from pathlib import Path
+
+    from convergence.detectors.meter import FEATURE_NAMES
+    from convergence.models.meter_model import analyst_rows, result_features_example, train_meter
+    from convergence.models.registry import ModelRegistry
+
+    reg = ModelRegistry(Path(tempfile.mkdtemp()))
+    strong = result_features_example()  # what the simulator calls a clear convergence
+    kw = {"runs": 6, "seed": 1, "num_rounds": 30, "folds": 2,
+          "scenarios": "simultaneous,two-regions,lone-surge,market-move,pure-noise"}
+    plain = train_meter(reg, **kw)  # type: ignore[arg-type]
+    # analysts said five alerts that looked exactly like this were false alarms
+    row = dict(zip(FEATURE_NAMES, strong[0].tolist(), strict=True))
+    X, y, skipped = analyst_rows([(row, False)] * 5 + [({"evidence": 1.0}, True)])
+    assert X.shape == (5, len(FEATURE_NAMES)) and not y.any() and skipped == 1
+    taught = train_meter(reg, labelled=(X, y), label_weight=200.0, **kw)  # type: ignore[arg-type]
+    assert float(plain.booster.predict(strong)[0]) > 0.5 > 0.1 > float(taught.booster.predict(strong)[0])
+    assert taught.metrics["analyst_labels"]["rows"] == taught.metrics["analyst_labels"]["false_alarm"] == 5
+    meta = taught.record.metadata
+    assert meta["analyst_label_rows"] == 5 and meta["train_rows"] == plain.record.metadata["train_rows"] + 5
+    # a light weight does not overrule the simulated runs (bagging reshuffles rows, so the
+    # model is not identical, but it still calls this a convergence)
+    light = train_meter(reg, labelled=(X, y), label_weight=0.001, **kw)  # type: ignore[arg-type]
+    assert float(light.booster.predict(strong)[0]) > 0.5
+    with pytest.raises(ValueError, match="label weight"):
+        train_meter(reg, labelled=(X, y), label_weight=0.0, **kw)  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from surrealdb import RecordID
 
 from convergence.settings import load_settings
 from convergence.store import TABLES, StoreError, SurrealStore
@@ -163,7 +164,8 @@ def test_unknown_table_and_bad_arguments_raise_value_error() -> None:
             await store.list("alert", limit=-1)
 
     with_store("mem://", body)
-    assert {"alert", "report", "response", "dead_letter", "run"} == TABLES
+    assert {"alert", "report", "response", "dead_letter", "run", "station", "revision", "event",
+            "label", "chain", "involves", "cites", "triggered", "of"} == TABLES
 
 
 def test_calls_on_a_closed_store_say_what_to_do() -> None:
@@ -300,3 +302,45 @@ def test_close_is_idempotent() -> None:
         assert not store.is_open
 
     asyncio.run(main())
+
+
+# -- graph relations and read queries ----------------------------------------------------
+
+
+def test_relations_are_real_graph_edges_written_idempotently() -> None:
+    async def body(store: SurrealStore) -> tuple[Any, Any, int]:
+        await store.upsert_many("station", [("s-1", {"kind": "news"}), ("s-2", {"kind": "sensor"})])
+        await store.upsert("report", "r-1", {"level": "converged"})
+        edges = [("r-1|s-1", {"in": "report:r-1", "out": "station:s-1", "share": 0.6}),
+                 ("r-1|s-2", {"in": "report:r-1", "out": "station:s-2", "share": 0.4})]
+        await store.upsert_many("involves", edges)
+        await store.upsert_many("involves", [("r-1|s-1", {"in": "report:r-1", "out": "station:s-1",
+                                                          "share": 0.7})])
+        walked = await store.select("walk", "SELECT record::id(id) AS s FROM $r->involves->station",
+                                    {"r": RecordID("report", "r-1")})
+        back = await store.select("back", "SELECT record::id(id) AS r FROM $s<-involves<-report",
+                                  {"s": RecordID("station", "s-1")})
+        return walked, back, (await store.get("involves", "r-1|s-1") or {}).get("share")
+
+    walked, back, share = with_store("mem://", body)
+    assert sorted(w["s"] for w in walked) == ["s-1", "s-2"] and back == [{"r": "r-1"}]
+    assert share == 0.7
+
+
+def test_a_malformed_edge_is_refused_before_anything_is_written() -> None:
+    async def body(store: SurrealStore) -> None:
+        for doc, bad in (({"out": "station:s"}, "'in'"), ({"in": "report:r", "out": "nowhere"}, "'out'"),
+                         ({"in": "involves:x", "out": "station:s"}, "'in'")):
+            with pytest.raises(ValueError, match=f"needs {bad} as 'TABLE:ID'"):
+                await store.upsert("involves", "e", doc)
+        assert await store.count("involves") == 0
+
+    with_store("mem://", body)
+
+
+def test_select_returns_plain_rows() -> None:
+    async def body(store: SurrealStore) -> Any:
+        await store.upsert("alert", "a-1", {"score": 0.5, "at": dt.datetime(2024, 5, 1, tzinfo=dt.UTC)})
+        return await store.select("read", "SELECT * FROM alert WHERE score > $min", {"min": 0.1})
+
+    assert with_store("mem://", body) == [{"id": "a-1", "score": 0.5, "at": "2024-05-01T00:00:00+00:00"}]

@@ -359,3 +359,34 @@ def test_rejects_nonsense_configuration() -> None:
         BatchedWriter(NullStore(), batch_size=0)
     with pytest.raises(ValueError, match="max_pending"):
         BatchedWriter(NullStore(), batch_size=10, max_pending=5)
+
+
+class Recording:
+    """Records the (table, ids) of every upsert_many call, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[str]]] = []
+
+    async def upsert_many(self, table: str, items: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        self.calls.append((table, [rid for rid, _ in items]))
+
+
+def test_a_record_resubmitted_after_pending_is_never_written_ahead_of_earlier_ones() -> None:
+    async def main() -> list[tuple[str, list[str]]]:
+        store = Recording()
+        writer = writer_for(store, batch_size=2)
+        writer.submit("revision", "r1", {})
+        writer.submit("chain", "head", {"seq": 1})
+        writer.submit("revision", "r2", {})
+        writer.submit("chain", "head", {"seq": 2}, after_pending=True)  # moves behind r2
+        writer.submit("alert", "a1", {})
+        writer.submit("alert", "a0", {})  # a plain resubmit keeps its place
+        writer.submit("alert", "a1", {"v": 2})
+        await writer.close()
+        return store.calls
+
+    calls = asyncio.run(main())
+    order = [rid for _, ids in calls for rid in ids]
+    assert order.index("r2") < order.index("head")  # the head naming r2 comes after it
+    assert order.index("a1") < order.index("a0")
+    assert calls[0] == ("revision", ["r1", "r2"])

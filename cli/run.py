@@ -29,9 +29,12 @@ def _print_level(oc: TickOutcome) -> None:
         where = ", ".join(f"{r.region} {r.score:.0f}" for r in oc.uncorroborated)
         console.print(f"[dim]{_clock(oc.time_s)}  watching {where}: no two independent OSINT "
                       "sources corroborate it, not alerting[/]")
+    noted = {r.region for r in oc.uncorroborated}
     for r in oc.changed:
         if r.level in ("warning", "converged") and r.level > r.prev_level:
             continue  # the alert line says it
+        if r.region in noted and r.level == "watch":
+            continue  # the "watching" line said it
         note = ""
         if r.level == "watch" and not r.osint_corroborated:
             note = " - no independent OSINT corroboration, not alerting"

@@ -84,3 +84,36 @@ def train_meter_cmd(
                       f"{d['decoy_runs_with_false_alarm']} of {d['decoy_runs']} decoy runs"
                       f"{f' ({fa:.1%})' if fa is not None else ''}, median time to detect "
                       f"{d['median_time_to_detect_ticks']} ticks")
+def _analyst_labels(s: Settings, quiet: bool) -> tuple[Any, Any]:
+    """Feature rows and verdicts of the labelled reports in the database (one error line if
+    there are none to train on)."""
+    import asyncio
+
+    from convergence.models.meter_model import analyst_rows
+    from convergence.store.graph import labelled_rows, require_existing
+    from convergence.store.surreal import StoreError, SurrealStore
+
+    db_url = s.db_url
+
+    async def go() -> tuple[list[Any], dict[str, int]]:
+        async with SurrealStore.from_settings(s) as store:
+            return await labelled_rows(store)
+
+    try:
+        require_existing(db_url)
+        rows, counts = asyncio.run(go())
+    except StoreError as exc:
+        fail(exc)
+    X, y, incomplete = analyst_rows([(r.features, r.genuine) for r in rows])
+    if not len(y):
+        fail(f"--with-labels: no labelled report in {db_url} can be a training row "
+             f"({counts['labelled_reports']} labelled, {counts['unsure']} unsure, "
+             f"{counts['without_features']} revision(s) without the meter's features, "
+             f"{incomplete} with incomplete features); label reports with "
+             "`convergence reports label ID genuine|false-alarm`")
+    if not quiet:
+        console.print(f"analyst labels: {len(y)} row(s) from {counts['reports_used']} report(s) "
+                      f"({int(y.sum())} genuine, {int((~y).sum())} false alarm); skipped "
+                      f"{counts['unsure']} unsure, {counts['without_features'] + incomplete} without "
+                      "usable features")
+    return X, y

@@ -301,7 +301,7 @@ class DetectorChain:
         if meta.quarantined is not None:
             meter_in["quarantined"] = meta.quarantined
         if tick is not None:
-            meter_in["tick"] = np.int64(tick)
+            meter_in["tick"] = np.asarray(tick, np.int64)
         if params is not None:
             if params.thresholds is not None:
                 meter_in["thresholds"] = params.thresholds

@@ -123,6 +123,10 @@ class EntropyDetector(Stage):
         EWMA weight of the smoothed category histogram.
     warmup_ticks
         Ticks of history before a station's outputs are trusted (outputs are 0 before).
+    mix_warmup_ticks
+        Ticks with enough events before a station's usual category mix is trusted for the
+        concentration test (a mix learnt from a handful of events makes chance look like
+        a story).
     min_events
         Events in the smoothing window (about ``1 / hist_alpha`` ticks) needed before the
         category entropy is judged at all.
@@ -133,10 +137,13 @@ class EntropyDetector(Stage):
     name = "entropy"
 
     def __init__(self, alpha: float = 0.05, hist_alpha: float = 0.3, warmup_ticks: int = 5,
-                 min_events: float = 8.0, n_bins: int = N_CATEGORY_BINS) -> None:
+                 min_events: float = 8.0, n_bins: int = N_CATEGORY_BINS,
+                 mix_warmup_ticks: int = 30) -> None:
         check_fraction("alpha", alpha)
         check_fraction("hist_alpha", hist_alpha)
         check_int_min("warmup_ticks", warmup_ticks, 1)
+        check_int_min("mix_warmup_ticks", mix_warmup_ticks, 1)
+        self.mix_warmup_ticks = mix_warmup_ticks
         self.alpha = alpha
         self.hist_alpha = hist_alpha
         self.warmup_ticks = warmup_ticks
@@ -227,7 +234,8 @@ class EntropyDetector(Stage):
         z_fast = _concentration_z(sh, mass, p_cat, self.hist_alpha)
         z_slow = _concentration_z(slow, slow @ np.ones(slow.shape[-1]), p_cat, _SLOW_ALPHA)
         z2 = np.maximum(z_fast, z_slow)
-        conc_z = np.where(judged, np.sqrt(np.maximum(z2 * z2 - 2.0 * _LN2, 0.0)), 0.0)
+        mix_known = judged & (h_n >= self.mix_warmup_ticks)
+        conc_z = np.where(mix_known, np.sqrt(np.maximum(z2 * z2 - 2.0 * _LN2, 0.0)), 0.0)
         frac = np.divide(sh, mass[..., None], out=np.zeros_like(sh), where=mass[..., None] > 0)
         # the usual mix learns ten times slower while the station departs from it, so a
         # story that holds the station's attention is not absorbed within a few ticks

@@ -137,7 +137,7 @@ class TickProcessor:
                                     resume=resume)
 
     def nbytes_per_station(self, state: ProcessorState) -> int:
-        return self.chain.nbytes_per_station(state) + state[_RESPONSES].nbytes_per_station()
+        return int(self.chain.nbytes_per_station(state) + state[_RESPONSES].nbytes_per_station())
 
     def step(self, state: ProcessorState, cells: Mapping[str, Array], meta: StationMeta, *,
              tick: int, time_s: float | Array, dark: Array | None = None,
@@ -160,7 +160,7 @@ class TickProcessor:
         decided = self.responses.step(state[_RESPONSES], {
             "node_state": node["state"], "weights": meter["weights"],
             "region_idx": meta.region_idx, "level": meter["level"],
-            "prev_level": meter["prev_level"], "time_s": time_s})
+            "prev_level": meter["prev_level"], "time_s": np.asarray(time_s, np.float64)})
         return TickOutput(out, node, meter, decided, out["matches"], quarantined, scale,
                           bursting)
 

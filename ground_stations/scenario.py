@@ -172,7 +172,8 @@ class Scenario:
     ``daily_amplitude`` scales a daily rhythm peaking at ``daily_peak_hour`` (UTC) of
     ``epoch_s + t``; ``noise`` is the amplitude of a slow wander of every station's
     log-rate; ``rate_scale`` makes stations' true rates differ from what the fleet
-    declares (baselines are seeded from the declaration and must adapt). ``tick_s`` and ``duration_s`` say how the scenario is meant to be run.
+    declares (baselines are seeded from the declaration and must adapt). ``tick_s`` and
+    ``duration_s`` say how the scenario is meant to be run.
     """
 
     fleet: list[StationInfo]
@@ -562,12 +563,12 @@ class SyntheticWorld:
             lag = np.asarray(after_s, np.float64)
             then = (self._on(t - (self._times(lag) if lag.ndim else lag)) & self._outage).any(axis=1)
             now = now & then
-        return self._out(now)
+        return self._out(np.asarray(now))
 
     def active(self, t_s: float | F64) -> npt.NDArray[np.bool_]:
         """Which episodes are on (for some station) at ``t_s``: ``(episodes,)`` for one run."""
         t = self._times(t_s)
-        return self._out(self._on(t).any(axis=2))
+        return self._out(np.asarray(self._on(t).any(axis=2)))
 
     def topic_bins(self, t_s: float | F64) -> tuple[npt.NDArray[np.int64], F64]:
         """The topic bin each station reports on at ``t_s`` (-1: none) and its share.

@@ -99,7 +99,7 @@ class ScenarioSpec:
     def to_dict(self) -> dict[str, Any]:
         sc = self.build(0)
         return {"name": self.name, "genuine": self.genuine, "description": self.description,
-                "stations": len(sc.fleet), "ticks": int(round(sc.duration_s / sc.tick_s)),
+                "stations": len(sc.fleet), "ticks": round(sc.duration_s / sc.tick_s),
                 "tick_s": sc.tick_s,
                 "regions": sorted({s.region for s in sc.fleet}),
                 "episodes": [e.to_dict() for e in sc.episodes],
@@ -206,7 +206,8 @@ def _fleet(regions: Sequence[str] = ("mena", "eu-west"), **kw: Any) -> list[Stat
     return compact_fleet(regions, **kw)
 
 
-def _of(fleet: Sequence[StationInfo], region: str | None, kinds: set[SourceKind] | frozenset[SourceKind]) -> list[int]:
+def _of(fleet: Sequence[StationInfo], region: str | None,
+        kinds: set[SourceKind] | frozenset[SourceKind]) -> list[int]:
     return [i for i, s in enumerate(fleet) if (region is None or s.region == region) and s.kind in kinds]
 
 

@@ -52,7 +52,6 @@ from convergence.ground_stations.scenario import Scenario
 from convergence.ground_stations.scenario_library import SCENARIOS, names
 from convergence.models.registry import ModelRecord, ModelRegistry
 from convergence.simulation.campaign import (
-    DEFAULT_DETECTOR,
     ParamSpace,
     chunk_scenarios,
     judge_run,
@@ -298,7 +297,7 @@ def train_meter(registry: ModelRegistry, *, runs: int = 40, seed: int = 7,
     meta = {"kind": "lightgbm-binary", "features": list(FEATURE_NAMES), "runs": runs,
             "p_warning": p_warning, "scenarios": chosen, "seed": seed,
             "heldout_seed": heldout_seed, "folds": folds, "num_rounds": num_rounds,
-            "train_rows": int(len(y_all)), "test_rows": int(len(yt)),
+            "train_rows": len(y_all), "test_rows": len(yt),
             "analyst_label_rows": len(labelled[1]) if labelled is not None else 0,
             "positive_share": round(float(y.mean()), 4), "metrics": metrics,
             "feature_importance_gain": importance, "lightgbm": lgb.__version__}

@@ -67,6 +67,13 @@ class Response:
                 "region": self.region, "stations": list(self.stations),
                 "command": self.command.to_dict() if self.command else None}
 
+    def document(self) -> dict[str, Any]:
+        """The stored form: the :class:`~convergence.records.ResponseTaken` a report lists,
+        plus what the response was about (region, level, stations, the command)."""
+        return {**self.taken().to_dict(), "region": self.region, "level": self.level,
+                "tick": self.tick, "stations": list(self.stations),
+                "command": self.command.to_dict() if self.command else None}
+
     def taken(self) -> ResponseTaken:
         """The record a report lists (acks are added as they arrive)."""
         cmd = self.command
@@ -102,8 +109,8 @@ def responses_from(decided: Mapping[str, Array], registry: StationRegistry, *, t
         out.append(Response(hash_id("rsp", name, tick, "burst", sid), "burst_mode",
                             f"station {sid} counts in {name}'s {lvl}: sample it fast", lvl, tick,
                             time_s, name, cmd, (sid,)))
-    for r in np.flatnonzero(decided["burst_regions"]):
-        name, lvl = region_name(int(r)), levels[int(r)]
+    for r in np.flatnonzero(decided["burst_regions"]).tolist():
+        name, lvl = region_name(r), levels[r]
         reason = f"{name} meter rose to {lvl} at tick {tick}"
         for action, params in ((Action.BURST_MODE, {"interval_s": p.burst_interval_s}),
                                (Action.SET_THRESHOLDS, {"scale": p.sensitivity})):
@@ -113,8 +120,8 @@ def responses_from(decided: Mapping[str, Array], registry: StationRegistry, *, t
                     else f"lower node thresholds to {p.sensitivity:g}x")
             out.append(Response(hash_id("rsp", name, tick, action.value), action.value,
                                 f"{reason}: {what} in {name}", lvl, tick, time_s, name, cmd))
-    for r in np.flatnonzero(decided["escalate"]):
-        name = region_name(int(r))
+    for r in np.flatnonzero(decided["escalate"]).tolist():
+        name = region_name(r)
         members = tuple(ids[int(i)] for i in np.flatnonzero(region_idx == int(r)))
         out.append(Response(hash_id("rsp", name, tick, "escalate"), "escalate",
                             f"{name} converged at tick {tick}: page the on-call analyst",

@@ -252,8 +252,8 @@ def median_ci(values: Sequence[float], z: float = 1.96) -> tuple[float, float]:
     n = len(xs)
     if n == 0:
         return (float("nan"), float("nan"))
-    lo = max(0, int(math.floor(n / 2 - z * math.sqrt(n) / 2)))
-    hi = min(n - 1, int(math.ceil(n / 2 + z * math.sqrt(n) / 2)))
+    lo = max(0, math.floor(n / 2 - z * math.sqrt(n) / 2))
+    hi = min(n - 1, math.ceil(n / 2 + z * math.sqrt(n) / 2))
     return (xs[lo], xs[hi])
 
 
@@ -355,7 +355,8 @@ class CampaignResult:
         for x in range(30, 96, 5):
             out.append({"params": {"warning": float(x)},
                         "detection_rate": round(float((peaks_in >= x).mean()), 4) if peaks_in.size else None,
-                        "false_alarm_rate": round(float((peaks_out >= x).mean()), 4) if peaks_out.size else None})
+                        "false_alarm_rate": (round(float((peaks_out >= x).mean()), 4)
+                                             if peaks_out.size else None)})
         return out
 
     def best_params(self, max_false_alarm_rate: float = 0.01) -> dict[str, Any]:
@@ -464,7 +465,8 @@ def run_campaign(scenarios: Sequence[str] | str = "all", *, runs: int, seed: int
         raise KeyError(f"unknown scenario(s) {', '.join(unknown)}; "
                        "`convergence scenarios list` shows them all")
     space = space or ParamSpace()
-    kw = {"seed": seed, "space": space, "sweep": sweep, "mode": mode, "detector": detector}
+    kw: dict[str, Any] = {"seed": seed, "space": space, "sweep": sweep, "mode": mode,
+                          "detector": detector}
     jobs = plan(chosen, runs, chunk)
     t0 = time.perf_counter()
     done = 0
@@ -489,7 +491,8 @@ def run_campaign(scenarios: Sequence[str] | str = "all", *, runs: int, seed: int
     hours: dict[str, float] = {}
     for r in results:
         hours[r.scenario] = hours.get(r.scenario, 0.0) + r.station_hours
-    records = sorted((rec for r in results for rec in r.records), key=lambda x: (chosen.index(x.scenario), x.run))
+    records = sorted((rec for r in results for rec in r.records),
+                     key=lambda x: (chosen.index(x.scenario), x.run))
     return CampaignResult(seed, runs, chosen, sweep, mode, space, records, hours,
                           sum(r.events for r in results), time.perf_counter() - t0)
 

@@ -147,7 +147,7 @@ def simulate(scenarios: Sequence[Scenario], *, seed: int, n_ticks: int | None = 
     if features and not proc.chain.meter.emit_features and proc.chain.meter.scorer is None:
         raise ValueError("features=True needs a meter built with emit_features=True")
     world = SyntheticWorld.batch(scenarios)
-    n_ticks = n_ticks or int(round(sc0.duration_s / tick_s))
+    n_ticks = n_ticks or round(sc0.duration_s / tick_s)
     runner = _Runner(world, proc, seed=seed, n_ticks=n_ticks, lateness_s=lateness_s,
                      params=params, features=features)
     return runner.run(mode)
@@ -192,7 +192,7 @@ class _Runner:
         return np.asarray(self.world.dark(t_true, BREAKER_FAILURES * self.interval))
 
     def run(self, mode: Mode) -> SimResult:
-        r_n, s_n = self.shape
+        r_n, _s_n = self.shape
         n_reg, n_t = len(self.regions), self.n_ticks
         score = np.zeros((r_n, n_t, n_reg), np.float32)
         level = np.zeros((r_n, n_t, n_reg), np.int8)
@@ -273,7 +273,7 @@ class _EventFeed:
         n = rng.poisson(rate * span * ~quarantined)
         tot = int(n.sum())
         flat = np.repeat(np.arange(n.size), n.ravel())
-        run_i, st_i = np.divmod(flat, r.shape[1])
+        _run_i, st_i = np.divmod(flat, r.shape[1])
         u = rng.random(tot)
         times = t_from.ravel()[flat] + u * span.ravel()[flat]
         tb, share = r.world.topic_bins(mid)
@@ -312,17 +312,17 @@ class _EventFeed:
                 self.acc.add(cols)
             self.last_poll = np.where(due, self.next_poll, self.last_poll)
             self.next_poll = np.where(due, self.next_poll + interval, self.next_poll)
-        for tick, c in self.acc.close_until(self.epoch + clock):
-            self.ready[tick] = c
+        for tick, closed in self.acc.close_until(self.epoch + clock):
+            self.ready[tick] = closed
         want = r.tick0 + t
-        c = self.ready.pop(want, None)
+        cur = self.ready.pop(want, None)
         n_bins = self.world_bins
-        if c is None:
+        if cur is None:
             count = np.zeros(r.shape)
             hist = np.zeros(r.shape + (n_bins,))
         else:
-            count = c["count"].reshape(r.shape)
-            hist = c["hist"].reshape(r.shape + (n_bins,))
+            count = cur["count"].reshape(r.shape)
+            hist = cur["hist"].reshape(r.shape + (n_bins,))
         for k in [k for k in self.ready if k < want]:
             del self.ready[k]
         return {"count": count, "hist": hist}, int(count.sum())

@@ -23,16 +23,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from convergence.control import ControlCommand
-from convergence.records import AckNote, Alert
 from convergence.ground_stations.agent import Fleet, StationAgent
 from convergence.ground_stations.scenario import Scenario, SyntheticWorld, default_scenario, evaluate
 from convergence.ground_stations.synthetic import SyntheticSource
+from convergence.records import AckNote, Alert
 from convergence.schema import DeadLetter
 from convergence.settings import Settings
 from convergence.stations import StationRegistry
 from convergence.store.surreal import StoreError, SurrealStore
 from convergence.store.writer import BatchedWriter
-from convergence.streams.pipeline import Pipeline, TickOutcome, dead_letter_record, outcome_records
+from convergence.streams.pipeline import (
+    Pipeline,
+    RecordRouter,
+    TickOutcome,
+    dead_letter_record,
+    outcome_records,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +100,8 @@ class EmbeddedRuntime:
         self.scenario = scenario or default_scenario(settings.stations, settings.seed, horizon)
         self.world = SyntheticWorld(self.scenario)
         self.registry = StationRegistry(list(self.scenario.fleet))
-        self.pipeline = Pipeline(settings, self.registry)
+        self.run_id = f"run-{settings.seed}-{int(clock())}"
+        self.pipeline = Pipeline(settings, self.registry, run_id=self.run_id)
         self.on_alert = on_alert
         self.on_level = on_level
         self.sample_interval_s = sample_interval_s
@@ -102,7 +109,7 @@ class EmbeddedRuntime:
         self.bus: asyncio.Queue[tuple[str, list[dict[str, Any]]]] = asyncio.Queue(maxsize=20_000)
         self.alerts: list[Alert] = []
         self.commands: list[ControlCommand] = []
-        self.run_id = f"run-{settings.seed}-{int(clock())}"
+        self.graph: Any = None  # the report graph, once the store is open
         self._source_rejects: list[DeadLetter] = []
 
     def _fleet(self, t0: float) -> Fleet:
@@ -137,8 +144,9 @@ class EmbeddedRuntime:
                     if acks:
                         self.pipeline.reporter.note_acks(r.response_id, [
                             AckNote(a.station_id, a.applied, a.at_s, a.detail) for a in acks])
+            router = RecordRouter(writer, self.graph)
             for table, rid, doc in outcome_records(oc, self.run_id):
-                writer.submit(table, rid, doc)
+                router.submit(table, rid, doc)
             for alert in oc.alerts:
                 self.alerts.append(alert)
                 if self.on_alert is not None:
@@ -189,8 +197,12 @@ class EmbeddedRuntime:
         store = SurrealStore.from_settings(self.settings)
         await store.open()
         try:
+            from convergence.store.graph import ReportGraph
+
             writer = BatchedWriter(store, seed=self.settings.seed, name="embedded",
                                    close_timeout_s=self.close_timeout_s)
+            self.graph = ReportGraph(writer)
+            await self.graph.load(store)
             close_error: str | None = None
             try:
                 summary, failure = await self._run(stop, writer)

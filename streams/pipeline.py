@@ -85,20 +85,39 @@ def outcome_records(oc: TickOutcome, run_id: str) -> list[Record]:
     ``run_id``: responses, then report revisions, then alerts (a report is out before the
     alert that refers to it, so whoever reacts to the alert can already fetch it).
 
-    A report revision is stored twice: as the report (its latest revision, keyed by the
-    report id) and as a revision of its own (keyed by ``revision_id``), so every revision
-    is kept. Every runtime stores outcomes through this function, so the embedded store
-    and the cluster's topics hold the same documents. Control commands are not records:
-    how they reach the stations is the runtime's business.
+    A ``report`` record is one *revision* of a report (its ``revision`` says which); the
+    store keeps every revision and the newest as the report itself (see
+    :class:`~convergence.store.graph.ReportGraph`, which :class:`RecordRouter` hands them
+    to). Every runtime stores outcomes through this function, so the embedded store and
+    the cluster's topics hold the same documents. Control commands are not records: how
+    they reach the stations is the runtime's business.
     """
-    out: list[Record] = [("response", r.response_id, {**r.to_dict(), "run_id": run_id})
+    out: list[Record] = [("response", r.response_id, {**r.document(), "run_id": run_id})
                          for r in oc.responses]
-    for rep in oc.reports:
-        doc = {**rep.to_dict(), "run_id": run_id}
-        out.append(("report_revision", rep.revision_id, doc))
-        out.append(("report", rep.report_id, doc))
+    # a revision carries the run id its reporter was given: part of its chained content,
+    # it must not differ between a writer and whoever replays its input
+    out += [("report", rep.report_id, rep.to_dict()) for rep in oc.reports]
     out += [("alert", a.alert_id, {**a.to_dict(), "run_id": run_id}) for a in oc.alerts]
     return out
+
+
+class RecordRouter:
+    """Where each record goes in the store: report revisions into the report graph (every
+    revision kept, chained for integrity), everything else straight to the writer.
+
+    Both runtimes store through one of these (the embedded runtime directly, the cluster's
+    store sink from the topics), so the database looks the same whichever wrote it.
+    """
+
+    def __init__(self, writer: Any, graph: Any) -> None:
+        self.writer = writer
+        self.graph = graph
+
+    def submit(self, table: str, record_id: str, doc: dict[str, Any]) -> None:
+        if table == "report":
+            self.graph.submit(Report.from_dict(doc))
+        else:
+            self.writer.submit(table, record_id, doc)
 
 
 def dead_letter_record(d: DeadLetter, run_id: str, station_id: str | None = None) -> Record:

@@ -243,7 +243,7 @@ class WorkerCore:
 
     def reset(self) -> None:
         """Fresh pipeline and watermark (a partition moved; the old state is not ours)."""
-        self.pipeline = Pipeline(self.settings, self.registry_factory())
+        self.pipeline = Pipeline(self.settings, self.registry_factory(), run_id=self.run_id)
         self.watermark = EventTimeWatermark(self.idle_after_s, self.max_lead_s)
         self._restored: set[str] = set()
         self._ingested = False

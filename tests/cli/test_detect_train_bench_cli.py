@@ -108,8 +108,9 @@ def _labelled_db(tmp_path: Path, verdicts: dict[int, str]) -> str:
 def test_train_meter_with_analysts_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONVERGENCE_DATA_DIR", str(tmp_path))
     db = _labelled_db(tmp_path, {1: "genuine", 2: "false-alarm", 3: "unsure", 4: ""})
-    r = runner.invoke(app, ["models", "train", "meter", "--runs", "30", "--ticks", "30", "--stations", "40",
-                            "--rounds", "20", "--with-labels", "--db", db, "--label-weight", "50", "--json"])
+    r = runner.invoke(app, ["models", "train", "meter", "--runs", "4", "--folds", "2", "--scenarios",
+                            "simultaneous,lone-surge,market-move", "--rounds", "20", "--with-labels",
+                            "--db", db, "--label-weight", "50", "--json"])
     assert r.exit_code == 0, r.output
     m = json.loads(r.stdout.strip().splitlines()[-1])
     # genuine seed 1 and false-alarm seed 2 each give their warning and converged revisions
@@ -123,7 +124,7 @@ def test_train_meter_with_labels_but_none_usable_is_a_clear_error(tmp_path: Path
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONVERGENCE_DATA_DIR", str(tmp_path))
     db = _labelled_db(tmp_path, {1: "unsure"})
-    r = runner.invoke(app, ["models", "train", "meter", "--runs", "30", "--ticks", "30", "--with-labels",
+    r = runner.invoke(app, ["models", "train", "meter", "--runs", "4", "--folds", "2", "--with-labels",
                             "--db", db])
     assert r.exit_code == 1 and "--with-labels: no labelled report" in r.stderr
     assert "1 labelled, 1 unsure" in r.stderr and "Traceback" not in r.output

@@ -33,7 +33,8 @@ def test_run_20s_json_summary_is_consistent() -> None:
     assert s["events"] > 5000 and s["stations"] == 247
     assert s["events_per_s"] == pytest.approx(s["events"] / s["duration_s"], rel=0.01)
     assert 19.5 <= s["duration_s"] < 30
-    assert s["alerts"] == s["reports"] == len(s["alert_list"]) >= 1
+    # one report per episode, revised at each level (and at its end): revisions >= alerts
+    assert s["reports"] >= s["alerts"] == len(s["alert_list"]) >= 1
     assert s["dead_letters"] > 0 and s["duplicates"] > 0
     sc = s["scenario"]
     assert sc["genuine"] == 1 and sc["detected"] == 1

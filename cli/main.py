@@ -19,7 +19,9 @@ from convergence.cli import (
     config,
     kafka,
     models,
+    montecarlo,
     reports,
+    scenarios,
     stations,
 )
 from convergence.cli.detect import detect
@@ -68,6 +70,9 @@ app.add_typer(cluster.app, name="cluster")
 app.add_typer(alerts.app, name="alerts")
 app.add_typer(stations.app, name="stations")
 app.add_typer(models.app, name="models")
+app.add_typer(scenarios.app, name="scenarios")
+app.add_typer(montecarlo.app, name="montecarlo")
+app.add_typer(montecarlo.lasvegas_app, name="lasvegas")
 app.command("regime")(regime)
 app.command("detect")(detect)
 models.train_app.command("meter")(train_meter_cmd)

@@ -91,6 +91,7 @@ _MARKET_IDX = np.array(sorted(KIND_INDEX[k.value] for k in MARKET_KINDS))
 _IS_OSINT = np.isin(np.arange(N_KINDS), _OSINT_IDX)
 _IS_MARKET = np.isin(np.arange(N_KINDS), _MARKET_IDX)
 NO_EPISODE = -1
+_DARK = EVIDENCE_TYPES.index("dark")
 #: diversity: a third for the strongest kind; the second kind adds up to 0.47 and every
 #: further kind together up to 0.2, each in full once it carries ``DIVERSITY_FULL`` of
 #: evidence (one independent, fully anomalous station) and at least 1/``DIVERSITY_BALANCE``
@@ -380,17 +381,22 @@ class ConvergenceMeter(Stage):
         ev_rg = (gmax + self.correlated_weight * (gsum - gmax)).reshape(n_runs, n_reg, n_groups)
         evidence_r = ev_rg.sum(-1)
         active = wf > 0
+        # a station that counts only because its source went dark says nothing about what
+        # is happening: it adds evidence, never a source kind or an OSINT voice
+        top = peak.max(-1) if inputs.get("peak_top") is None else inputs["peak_top"]
+        dark_only = (peak[..., _DARK] > 0) & (peak[..., _DARK] >= top)
+        voice = active & ~np.broadcast_to(dark_only, w.shape).reshape(-1)
         kinds = np.zeros(n_runs * n_reg * N_KINDS, bool)
-        kinds[lay.kkey[active]] = True
+        kinds[lay.kkey[voice]] = True
         n_kinds_r = kinds.reshape(n_runs, n_reg, N_KINDS).sum(-1)
         og = np.zeros(lay.size, bool)
-        og[lay.gkey[lay.osint & active]] = True
+        og[lay.gkey[lay.osint & voice]] = True
         n_osint_r = og.reshape(n_runs, n_reg, n_groups).sum(-1)
         osint_r = n_osint_r >= max(self.min_osint_groups, 1)
         n_nodes = np.bincount(lay.rr, weights=active.astype(np.float64),
                               minlength=n_runs * n_reg).reshape(n_runs, n_reg)
         rule_r = (100.0 * (1.0 - np.exp(-evidence_r / self.evidence_scale))
-                  * self.diversity(lay.kind_evidence(wf, self.correlated_weight)))
+                  * self.diversity(lay.kind_evidence(np.where(voice, wf, 0.0), self.correlated_weight)))
         th_in = inputs.get("thresholds")
         th_flat = None if th_in is None else np.asarray(th_in, np.float64).reshape(n_runs, 3)
         need = self.scorer is not None or self.emit_features

@@ -505,7 +505,8 @@ class SyntheticWorld:
         on = (t >= self._start) & (t < self._end) & self._members
         if np.any(self._period > 0):
             per = np.where(self._period > 0, self._period, 1.0)
-            phase = np.mod(t - self._start, per)
+            since = np.where(np.isfinite(self._start), t - self._start, 0.0)
+            phase = np.mod(since, per)
             on &= (self._period <= 0) | (phase < 0.5 * per)
         return on  # (R, E, N)
 

@@ -579,8 +579,8 @@ def _bad_flood(rng: np.random.Generator, p: WorldParams) -> Scenario:
 @scenario("old-data-replay", genuine=False)
 def _old_replay(rng: np.random.Generator, p: WorldParams) -> Scenario:
     """A replay of old data: for a minute, the region's news and social stations also
-    re-publish yesterday's items (three times their rate, stamped a day ago). Old news is
-    dead-lettered, not counted as today's surge."""
+    re-publish yesterday's items (as many again as they send today, stamped a day ago).
+    Old news is dead-lettered, not counted as today's surge."""
     fleet = _fleet()
     st = tuple(_of(fleet, "mena", OSINT_KINDS))
     return _base(rng, p, fleet, [Episode("old_replay", ONSET_S, 60.0, st, 1.0, None, "mena",

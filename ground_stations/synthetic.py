@@ -4,9 +4,9 @@ Each poll draws the events that happened since the previous poll from the world'
 intensities: a Poisson number of events, uniform times, categories from the
 station's (possibly episode-concentrated) distribution and values from a per-kind
 model. Data-quality faults from the scenario are injected here, where real feeds
-produce them: malformed records, re-sent duplicates and events stamped in the past (the
-world's :meth:`~.scenario.SyntheticWorld.faults` at that time), and the station's clock
-skew. During an outage the source *fails* (:class:`~.base.SourceError`), as a real feed
+produce them: malformed records, re-sent duplicates, a replay of old items (as many
+again, stamped in the past) (the world's :meth:`~.scenario.SyntheticWorld.faults` at that
+time), and the station's clock skew. During an outage the source *fails* (:class:`~.base.SourceError`), as a real feed
 that cannot be reached does, so the agent's breaker opens and the station goes dark.
 Randomness comes from ``(seed, station)`` only.
 
@@ -98,7 +98,7 @@ class SyntheticSource(Source):
         cats, p = world.topic_probs(self.station, topic, world.topic_share_of(self.station, mid))
         stressed = topic is not None
         bad_rate, dup_rate, lag_s = world.faults(self.station, mid)
-        times = np.sort(r.uniform(t_from, t_to, n)) + self.t0_s + self.skew_s - lag_s
+        times = np.sort(r.uniform(t_from, t_to, n)) + self.t0_s + self.skew_s
         picks = r.choice(len(cats), size=n, p=p)
         info = self.info
         out: list[dict[str, Any]] = []
@@ -115,6 +115,14 @@ class SyntheticSource(Source):
         for i in np.flatnonzero(r.random(len(out)) < bad_rate):
             out[int(i)] = self._corrupt(out[int(i)], _BAD_VARIANTS[int(r.integers(len(_BAD_VARIANTS)))])
         dups = [dict(out[int(i)]) for i in np.flatnonzero(r.random(len(out)) < dup_rate)]
+        if lag_s > 0:
+            # a replay of old data: as many old items again, stamped lag_s in the past
+            for rec in out[:]:
+                old = dict(rec)
+                if isinstance(old.get("event_time_s"), float):
+                    old["event_time_s"] = round(old["event_time_s"] - lag_s, 6)
+                    old["value"] = self._value(self._kind, stressed)
+                    out.append(old)
         return out + dups
 
     @staticmethod

@@ -286,14 +286,20 @@ class _EventFeed:
         bad, dup, lag = (np.asarray(x).ravel()[flat] for x in r.world.fault_rates(mid))
         keep = rng.random(tot) >= bad  # malformed records become dead letters, never cells
         self.dead_letters += int((~keep).sum())
-        stamped = times + r.skew.ravel()[flat] - lag + self.epoch
+        stamped = times + r.skew.ravel()[flat] + self.epoch
         hashes = self.hash_seq + np.arange(tot, dtype=np.uint64)
         self.hash_seq += np.uint64(tot)
         dup_mask = keep & (rng.random(tot) < dup)
-        idx = np.concatenate([np.flatnonzero(keep), np.flatnonzero(dup_mask)])
+        # a replay of old data sends as many old items again, stamped lag seconds ago
+        old = np.flatnonzero(keep & (lag > 0))
+        idx = np.concatenate([np.flatnonzero(keep), np.flatnonzero(dup_mask), old])
+        t_all = np.concatenate([stamped[np.flatnonzero(keep)], stamped[dup_mask],
+                                stamped[old] - lag[old]])
+        h_all = np.concatenate([hashes[np.flatnonzero(keep)], hashes[dup_mask],
+                                hashes[old] + np.uint64(1 << 62)])
         self.duplicates_sent += int(dup_mask.sum())
-        return EventColumns(flat[idx].astype(np.int64), stamped[idx], np.zeros(idx.size),
-                            cat[idx].astype(np.int64), hashes[idx], np.zeros(idx.size, np.uint64))
+        return EventColumns(flat[idx].astype(np.int64), t_all, np.zeros(idx.size),
+                            cat[idx].astype(np.int64), h_all, np.zeros(idx.size, np.uint64))
 
     def cells(self, t: int, quarantined: npt.NDArray[np.bool_],
               bursting: npt.NDArray[np.bool_]) -> tuple[dict[str, F64], int]:

@@ -60,7 +60,7 @@ EDGE_TABLES: Final[frozenset[str]] = frozenset({"involves", "cites", "triggered"
 
 #: The only tables this component writes. Anything else is a caller bug.
 TABLES: Final[frozenset[str]] = frozenset(
-    {"alert", "report", "response", "dead_letter", "run",
+    {"alert", "report", "response", "dead_letter", "run", "campaign",
      # the report graph and its integrity chain (convergence.store.graph / .integrity)
      "station", "revision", "event", "label", "chain"} | EDGE_TABLES
 )

@@ -96,13 +96,20 @@ class StoreSink:
         self._consumer: Any = None
         self._store: SurrealStore | None = None
         self._writer: BatchedWriter | None = None
+        self._router: Any = None
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer
 
+        from convergence.store.graph import ReportGraph
+        from convergence.streams.pipeline import RecordRouter
+
         self._store = SurrealStore.from_settings(self.settings)
         await self._store.open()
         self._writer = BatchedWriter(self._store, seed=self.settings.seed, name="cluster-store")
+        graph = ReportGraph(self._writer)
+        await graph.load(self._store)
+        self._router = RecordRouter(self._writer, graph)
         self._consumer = AIOKafkaConsumer(
             *self.topics, bootstrap_servers=self.settings.kafka_bootstrap.split(","),
             group_id=self.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
@@ -157,7 +164,7 @@ class StoreSink:
             rid = doc[id_field]
             if not isinstance(rid, str) or not rid:
                 raise ValueError(f"{id_field} is {rid!r}")
-            self._writer.submit(table, rid, doc)
+            self._router.submit(table, rid, doc)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             # Not ours to repair; the message stays on the topic for whoever investigates.
             self.skipped += 1

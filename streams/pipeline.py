@@ -203,6 +203,10 @@ class Pipeline:
         if len(registry):
             processor.seed_baselines(self.state, registry.rates * self.tick_s)
         self.counters = PipelineCounters()
+        if calibration is None:
+            from convergence.responses.calibration import load_calibration
+
+            calibration = load_calibration(settings)
         self.reporter = Reporter(window_ticks=self.chain.meter.window_ticks, tick_s=self.tick_s,
                                  meter=self.chain.meter, method=self.method,
                                  calibration=calibration, run_id=run_id)

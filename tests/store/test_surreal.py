@@ -164,7 +164,8 @@ def test_unknown_table_and_bad_arguments_raise_value_error() -> None:
             await store.list("alert", limit=-1)
 
     with_store("mem://", body)
-    assert {"alert", "report", "response", "dead_letter", "run", "station", "revision", "event",
+    assert {"alert", "report", "response", "dead_letter", "run", "campaign", "station", "revision",
+            "event",
             "label", "chain", "involves", "cites", "triggered", "of"} == TABLES
 
 

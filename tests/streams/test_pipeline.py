@@ -100,7 +100,11 @@ def test_unknown_station_is_registered_not_rejected() -> None:
     assert len(pipe.registry) == 11 and outs and pipe.counters.events == 1
 
 
-def test_stations_going_dark_together_are_evidence() -> None:
+def test_stations_going_dark_count_as_evidence_but_never_as_a_voice() -> None:
+    """A source that went dark adds evidence to its region, but says nothing about what is
+    happening: a region where only outages line up (one station of every kind dark, a
+    shared power or provider failure) does not alert; the same outages beside real
+    activity make that activity's score higher."""
     s = load_settings(env={}, config_path=None)
     sc = default_scenario(60, seed=4, horizon_s=30)
     reg = StationRegistry(list(sc.fleet))
@@ -122,13 +126,10 @@ def test_stations_going_dark_together_are_evidence() -> None:
     pipe.ingest_raw([{"station_id": sc.fleet[1].station_id, "source_kind": sc.fleet[1].kind.value,
                       "event_time_s": T0 + 0.5, "category": "x", "value": 1.0}], now_s=T0 + 0.6)
     outs += pipe.advance(T0 + 12)
-    alerts = [a for o in outs for a in o.alerts]
-    assert alerts and alerts[0].region == region
-    assert set(alerts[0].stations) == {d.station_id for d in dark}
-    assert alerts[0].n_stations == len(dark)
-    report = next(r for o in outs for r in o.reports)
-    assert set(report.dark_stations) == {d.station_id for d in dark}
-    assert any("went dark" in c for c in report.checks)
+    assert not [a for o in outs for a in o.alerts]
+    counted = [r for o in outs for r in o.readings if r.region == region and r.n_stations]
+    assert counted and max(r.n_stations for r in counted) == len(dark)
+    assert max(r.n_kinds for r in counted) == 0  # no source kind spoke
     for st in dark:
         pipe.note_station_state(st.station_id, "running")
     assert pipe._dark == set()

@@ -25,8 +25,8 @@ messages keep their order), and blocks there instead of the loop.
 
 Buffering across a broker outage. Everything not yet acknowledged by the broker - the
 queue, the producer's own buffer, the messages waiting for a re-send - counts against
-``max_buffer_bytes`` (64 MiB by default: at the default fleet's ~0.1 MB/s of encoded
-events that is roughly ten minutes of outage). While the broker is away, the producer
+``max_buffer_bytes`` (64 MiB by default: the default fleet of 247 stations sends about
+130 KiB/s of encoded events, so that is about 8 minutes of outage). While the broker is away, the producer
 holds messages and retries them for ``delivery_timeout_ms`` (2 minutes), then this
 class re-sends them ``max_retries`` more times, so nothing is lost in an outage of a few
 minutes and the idempotent producer writes each message once, in order per station (a

@@ -97,8 +97,8 @@ def _recent_alerts(consumer: Any, topic: str, n: int, timeout_s: float) -> list[
         return []
     end = consumer.end_offsets(tps)
     begin = consumer.beginning_offsets(tps)
-    for tp in tps:
-        consumer.seek(tp, max(end[tp] - n, begin[tp]))
+    for tp in tps:  # a little more than n back: a message may not be an alert
+        consumer.seek(tp, max(end[tp] - 4 * n - 10, begin[tp]))
     alerts = []
     for rec in kafka_client.read_to_end(consumer, tps, timeout_s=timeout_s):
         with contextlib.suppress(ValueError, TypeError, KeyError):

@@ -317,21 +317,15 @@ class BrokerHandle:
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM (Kafka shuts down cleanly), wait, then SIGKILL; remove our state."""
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            if not self.alive():
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
-            deadline = time.monotonic() + wait
-            while self.alive() and time.monotonic() < deadline:
-                time.sleep(0.1)
+        self.halt(timeout)
         (self.state_dir / STATE_FILE).unlink(missing_ok=True)
         if self._ephemeral:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def halt(self, timeout: float = 30.0) -> None:
-        """Stop the broker process but keep its storage and ports: a fault drill (a broker
-        restart); :meth:`relaunch` starts it again with its topics and offsets."""
+        """Stop the broker process (SIGTERM, wait, then SIGKILL) but keep its storage and
+        ports: also a fault drill (a broker restart); :meth:`relaunch` starts it again
+        with its topics and offsets."""
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
             if not self.alive():
                 break

@@ -792,24 +792,30 @@ def _stop_refs(named: Iterable[tuple[str, ProcessRef]], timeout_s: float, say: S
         ref.signal(signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     for name, ref in named:
-        while ref.alive() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if ref.alive():
+        if not _gone(ref, deadline - time.monotonic()):
             say(f"{name} (pid {ref.pid}) did not stop within {timeout_s:g} s of SIGTERM; killing "
                 "it (SIGKILL)")
             ref.signal(signal.SIGKILL)
-            kill_deadline = time.monotonic() + 5.0
-            while ref.alive() and time.monotonic() < kill_deadline:
-                time.sleep(0.1)
+            _gone(ref, 5.0)
 
 
-def stop_recorded(path: Path, *, timeout_s: float = 120.0, say: Say = _log_say) -> dict[str, Any] | None:
+def _gone(ref: ProcessRef, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for the process to end; whether it did."""
+    deadline = time.monotonic() + timeout_s
+    while ref.alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not ref.alive()
+
+
+def stop_recorded(path: Path, *, timeout_s: float = 120.0, child_timeout_s: float = 60.0,
+                  say: Say = _log_say) -> dict[str, Any] | None:
     """Stop the cluster a state file records; ``None`` when nothing is recorded.
 
     The supervisor gets SIGTERM and stops its children in order itself; when it is gone
     (killed) or does not finish within ``timeout_s``, the recorded processes still alive
     are stopped here, in the same order: stations, workers (store owners last), broker -
-    each SIGTERM, a bounded wait, then SIGKILL with a message. Returns the state read.
+    each SIGTERM, up to ``child_timeout_s``, then SIGKILL with a message. Returns the
+    state read.
     """
     state = read_state(path)
     if state is None:
@@ -820,10 +826,7 @@ def stop_recorded(path: Path, *, timeout_s: float = 120.0, say: Say = _log_say) 
         if ref.pid != os.getpid() and ref.alive():
             say(f"asking the supervisor (pid {ref.pid}) to stop the cluster ...")
             ref.signal(signal.SIGTERM)
-            deadline = time.monotonic() + timeout_s
-            while ref.alive() and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if ref.alive():
+            if not _gone(ref, timeout_s):
                 say(f"the supervisor (pid {ref.pid}) did not finish within {timeout_s:g} s; "
                     "killing it (SIGKILL) and stopping what it started directly")
                 ref.signal(signal.SIGKILL)
@@ -831,8 +834,8 @@ def stop_recorded(path: Path, *, timeout_s: float = 120.0, say: Say = _log_say) 
     if left:
         say("stopping " + ", ".join(f"{n} (pid {r.pid})" for n, r in left))
         broker = [(n, r) for n, r in left if n == "the local Kafka broker"]
-        _stop_refs([x for x in left if x not in broker], 60.0, say)
-        _stop_refs(broker, 30.0, say)
+        _stop_refs([x for x in left if x not in broker], child_timeout_s, say)
+        _stop_refs(broker, child_timeout_s, say)
     b = state.get("broker")
     if isinstance(b, dict) and b.get("local") and b.get("ephemeral") and b.get("state_dir"):
         import shutil

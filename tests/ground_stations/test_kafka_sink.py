@@ -391,6 +391,10 @@ def test_a_broker_stopped_for_10_s_loses_no_station_event(tmp_path: Any) -> None
             for e in orjson.loads(rec.value)["events"]:
                 on_topic.append(validate_event(e, now_s=time.time()).event_id)
                 order[e["station_id"]].append(e["event_time_s"])
+        print(f"\nbroker restart: down {marks['up'] - marks['down']:.1f} s (10 s stopped + "
+              f"{marks['up'] - marks['restarting']:.1f} s to start); {len(wanted)} events produced, "
+              f"{len(set(on_topic))} on the topic, {len(on_topic) - len(set(on_topic))} twice; "
+              f"loop stall at most {stall * 1000:.0f} ms; {counters.retried} re-sends by the sink")
         assert len(wanted) == sum(len(rs) for rs in produced.values()) > 20 * 5 * 100
         assert set(on_topic) == wanted  # 0 lost
         assert len(on_topic) == len(wanted)  # and each once (idempotent producer)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -32,6 +33,8 @@ app = typer.Typer(help="Follow convergence alerts published by the cluster.",
 
 #: warnings about unreadable messages on the alerts topic, at most this many per command
 MAX_WARNINGS = 5
+#: alert ids remembered to drop repeats (a failover may publish an alert again)
+MAX_REMEMBERED = 10_000
 
 
 @app.callback()
@@ -55,13 +58,17 @@ def iter_alerts(bootstrap: str, topic: str, *, from_beginning: bool = False,
     (a subscriber must not steal partitions from another). ``ready`` is set once the
     consumer sits at its starting offsets, so nothing published afterwards is missed.
     A message that is not an alert (:meth:`Alert.from_dict` refuses it) is skipped
-    with a warning on stderr (at most :data:`MAX_WARNINGS`, then a count at the end).
+    with a warning on stderr (at most :data:`MAX_WARNINGS`, then a count at the end);
+    an alert id already yielded (re-published after a failover) is skipped silently.
     """
     from kafka.errors import KafkaError
 
     from convergence.streams import kafka_client
 
     deadline = math.inf if timeout_s is None else time.monotonic() + timeout_s
+    # A worker that takes over after a failover may publish an alert again: its id is
+    # deterministic (region episode and level), so a repeat is dropped here.
+    seen: OrderedDict[str, None] = OrderedDict()
 
     def left_ms(cap_ms: int) -> int:
         return int(max(min(cap_ms, (deadline - time.monotonic()) * 1000), 100))
@@ -103,6 +110,11 @@ def iter_alerts(bootstrap: str, topic: str, *, from_beginning: bool = False,
                                               f"{rec.offset}: not an alert ({str(exc)[:200]})",
                                               markup=False)
                         continue
+                    if alert.alert_id in seen:
+                        continue
+                    seen[alert.alert_id] = None
+                    if len(seen) > MAX_REMEMBERED:
+                        seen.popitem(last=False)
                     yield alert
     finally:
         consumer.close()

@@ -253,6 +253,7 @@ def up(
     tail_ready = threading.Event()
     tail_error: list[BaseException] = []
     crashed: list[str] = []
+    refused: list[str] = []
     why = {"signal": ""}
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -295,7 +296,9 @@ def up(
             stop.wait(0.5)
         if cluster.failure is not None:
             crashed.append(cluster.failure)
-    except (ClusterError, TopicsError, kafka_local.KafkaLocalError) as exc:
+    except ClusterError as exc:  # another cluster runs from this data dir
+        refused.append(str(exc))
+    except (TopicsError, kafka_local.KafkaLocalError) as exc:
         crashed.append(str(exc))
     except (KafkaError, RuntimeError, OSError) as exc:
         crashed.append(f"{type(exc).__name__}: {exc} (Kafka at {cluster.settings.kafka_bootstrap})")
@@ -305,7 +308,7 @@ def up(
         if why["signal"]:
             _say(f"{why['signal']} received; stopping the cluster")
         # Ctrl-C means now; SIGTERM (`cluster down`) and the end of --duration drain first.
-        result = cluster.shutdown(drain=not crashed and why["signal"] != "SIGINT")
+        result = cluster.shutdown(drain=not (crashed or refused) and why["signal"] != "SIGINT")
         time.sleep(0.5)  # let the tail print what the stopping workers flushed
         stop_tail.set()
         for sig, handler in previous.items():
@@ -316,6 +319,8 @@ def up(
     summary = {"alerts": len(alerts), "alert_ids": [a.alert_id for a in alerts],
                "worker_exit_codes": codes, "restarts": restarts,
                "kafka": cluster.settings.kafka_bootstrap, "db": cluster.settings.db_url, **out}
+    if refused:
+        fail(refused[0])
     if crashed:
         fail("cluster stopped early: " + "\n".join(crashed))
     if json_out:
@@ -361,7 +366,9 @@ def down(
 
 
 def _owns(owns: dict[str, list[int]]) -> str:
-    return ", ".join(f"{t}[{','.join(map(str, p))}]" for t, p in owns.items()) or "nothing"
+    # table changelogs (active or standby) are in --json; the inputs are what a person wants
+    return ", ".join(f"{t}[{','.join(map(str, p))}]" for t, p in owns.items()
+                     if not t.endswith("-changelog")) or "no input partition (a hot standby)"
 
 
 def _metrics_line(m: dict[str, Any] | None, err: str | None) -> str:
@@ -374,7 +381,7 @@ def _metrics_line(m: dict[str, Any] | None, err: str | None) -> str:
     lat = f", alert latency p50 {p50:.1f} s p99 {m['alert_latency_p99_s']:.1f} s" if p50 is not None else ""
     ticks = sum(m["ticks_closed"].values())
     return (f"{m['events_in']:,} events in, {ticks:,} ticks closed, dead letters {dls}, "
-            f"{m['alerts']} alert(s){lat}, lag {m['lag_total']:,}")
+            f"{m['alerts']} alert(s){lat}, behind the end {m['lag_total']:,}")
 
 
 def _print_status(st: dict[str, Any], stations: dict[str, Any] | None) -> None:
@@ -396,8 +403,8 @@ def _print_status(st: dict[str, Any], stations: dict[str, Any] | None) -> None:
                                                for n, t in st["topics"].items()))
     for g, info in st["groups"].items():
         lag = ", ".join(f"{r['topic']}[{r['partition']}] {r['lag']:,}" for r in info["lag"]) or "-"
-        console.print(f"group     {g}: {info['state']}, {len(info['members'])} member(s); lag {lag}",
-                      markup=False)
+        console.print(f"group     {g}: {info['state']}, {len(info['members'])} member(s); not yet "
+                      f"committed {lag}", markup=False)
     for w in st["workers"]:
         alive = {True: "alive", None: "on another host",
                  False: "DEAD" + (" (the group keeps it until its session times out)"
@@ -432,8 +439,10 @@ def status(
 
     s = settings(kafka_bootstrap=kafka)
     state = read_state(state_path(s))
-    if state is not None and kafka is None:  # the broker the recorded cluster uses
-        s = s.replace(kafka_bootstrap=state["settings"]["kafka_bootstrap"])
+    if state is not None:  # the recorded cluster's broker, topics and group, unless set
+        recorded = state.get("settings") or {}
+        s = s.replace(**{k: recorded.get(k) for k in ("kafka_bootstrap", "topic_prefix", "faust_app_id")
+                         if s.source_of(k) == "default" and isinstance(recorded.get(k), str)})
     with kafka_errors(s.kafka_bootstrap):  # quiet kafka-python's retry log lines
         st = gather(s, state, timeout_s=timeout, recent_alerts=alerts)
         stations = None

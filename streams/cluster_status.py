@@ -151,7 +151,9 @@ def _kafka_view(s: Settings, timeout_s: float, recent_alerts: int) -> dict[str, 
             members = [{"client_id": m.get("client_id"), "host": str(m.get("client_host", "")).lstrip("/"),
                         "member_id": m.get("member_id"), "owns": member_owns(m, prefix)}
                        for m in info.get("members", [])]
-            subscribed = {f"{prefix}{t}" for m in members for t in m["owns"]} | {t for t, _ in committed}
+            # table changelogs are read to recover state, never committed: no lag to show
+            subscribed = {f"{prefix}{t}" for m in members for t in m["owns"]
+                          if not t.endswith("-changelog")} | {t for t, _ in committed}
             out["groups"][g] = {
                 "state": info.get("group_state") or "unknown", "members": members,
                 "lag": [dict(r, topic=r["topic"][len(prefix):])

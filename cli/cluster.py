@@ -411,7 +411,8 @@ def _print_status(st: dict[str, Any], stations: dict[str, Any] | None) -> None:
                                   if w["in_group"] else "")}[w["alive"]]
         extra = f", restarts {w['restarts']}" if w.get("restarts") else ""
         extra += ", given up (see its log)" if w.get("given_up") else ""
-        console.print(f"worker    {w['name']} pid {w['pid']} {alive}{extra}; owns {_owns(w['owns'])}; "
+        owns = f"owns {_owns(w['owns'])}" if w["in_group"] else "not in the consumer group (yet)"
+        console.print(f"worker    {w['name']} pid {w['pid']} {alive}{extra}; {owns}; "
                       f"{_metrics_line(w['metrics'], w['metrics_error'])}", markup=False)
     if stations is not None:
         by = ", ".join(f"{k} {v}" for k, v in sorted(stations["by_state"].items())) or "none reporting"

@@ -17,6 +17,7 @@ the topics before the store owners drain them.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from convergence.cli.common import (
     fail,
     kafka_errors,
     print_json,
+    quiet_kafka_logs,
     settings,
 )
 from convergence.records import Alert
@@ -173,8 +175,11 @@ def _detach(s: Any, plan: ClusterPlan, *, stations: int | None, json_out: bool,
                 and state.get("phase") == "running":
             break
         if proc.poll() is not None:
-            fail(f"the cluster did not start: its supervisor {describe_exit(proc.returncode)}. "
-                 f"Log {log_path}:\n{_log_tail(log_path)}")
+            last = _log_tail(log_path, 1)
+            why = (last.removeprefix("error: ").removeprefix("cluster stopped early: ")
+                   if last.startswith("error: ")
+                   else f"its supervisor {describe_exit(proc.returncode)}")
+            fail(f"the cluster did not start: {why} (log {log_path})")
         time.sleep(0.2)
     else:
         fail(f"the cluster did not report running within {wait_s:g} s (supervisor pid "
@@ -274,6 +279,8 @@ def up(
             tail_ready.set()
 
     result = None
+    quiet = contextlib.ExitStack()
+    quiet.enter_context(quiet_kafka_logs())
     try:
         cluster.prepare()
         if not supervise:
@@ -313,6 +320,7 @@ def up(
         stop_tail.set()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        quiet.close()
     out = result.stations
     codes = result.worker_exit_codes
     restarts = {k: v for k, v in result.restarts.items() if v}

@@ -268,3 +268,14 @@ def test_up_refuses_a_fleet_file_it_cannot_read(tmp_path: Path) -> None:
                  env={"CONVERGENCE_DATA_DIR": str(tmp_path)}, timeout=60)
     assert p.returncode == 2 and p.stderr.startswith("error:") and str(bad) in p.stderr
     assert not (tmp_path / "cluster" / "state.json").exists()
+
+
+def test_up_detach_without_a_broker_says_why_in_one_line(tmp_path: Path) -> None:
+    p = _cluster("up", "--detach", "--kafka", "127.0.0.1:1", "--db", "mem://",
+                 env={"CONVERGENCE_DATA_DIR": str(tmp_path)}, timeout=120)
+    assert p.returncode == 1 and p.stdout == ""
+    assert p.stderr.startswith("error: the cluster did not start: cannot reach Kafka at 127.0.0.1:1")
+    assert len(p.stderr.strip().splitlines()) == 1 and "supervisor.log" in p.stderr
+    log = (tmp_path / "cluster" / "supervisor.log").read_text()
+    assert "kafka.net" not in log  # kafka-python's retry lines stay out of the log too
+    assert not (tmp_path / "cluster" / "state.json").exists()

@@ -431,6 +431,9 @@ def _print_status(st: dict[str, Any], stations: dict[str, Any] | None) -> None:
     if c is not None:
         for e in c["events"][-5:]:
             console.print(f"event     {e}", markup=False)
+    for problem in st.get("problems", []):
+        console.print(f"problem   {problem} (a broker or group still starting? try again)",
+                      markup=False)
 
 
 @app.command()

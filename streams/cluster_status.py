@@ -27,9 +27,10 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -107,7 +108,8 @@ def _recent_alerts(consumer: Any, topic: str, n: int, timeout_s: float) -> list[
 
 
 def _kafka_view(s: Settings, timeout_s: float, recent_alerts: int) -> dict[str, Any]:
-    """Broker, topics, groups (members, assignment, lag) and recent alerts."""
+    """Broker, topics, groups (members, assignment, lag) and recent alerts. Each part that
+    cannot be read (a group coordinator still starting, say) is a line in ``problems``."""
     from kafka import KafkaAdminClient, TopicPartition
     from kafka.errors import KafkaError
 
@@ -116,55 +118,65 @@ def _kafka_view(s: Settings, timeout_s: float, recent_alerts: int) -> dict[str, 
     prefix = f"{s.topic_prefix}-"
     out: dict[str, Any] = {"broker": {"bootstrap": s.kafka_bootstrap, "reachable": False,
                                       "error": None},
-                           "topics": {}, "groups": {}, "alerts": []}
+                           "topics": {}, "groups": {}, "alerts": [], "problems": []}
     ms = int(timeout_s * 1000)
     try:
         admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap.split(","),
                                  client_id="convergence-status", request_timeout_ms=ms,
                                  bootstrap_timeout_ms=ms)
+        consumer = kafka_client.consumer(s.kafka_bootstrap, "convergence-status",
+                                         bootstrap_timeout_ms=ms, request_timeout_ms=max(ms, 5000))
     except (KafkaError, OSError) as exc:
         out["broker"]["error"] = kafka_client.unreachable(s.kafka_bootstrap, exc)
         return out
-    consumer = None
-    try:
-        consumer = kafka_client.consumer(s.kafka_bootstrap, "convergence-status",
-                                         bootstrap_timeout_ms=ms, request_timeout_ms=max(ms, 5000))
-        out["broker"]["reachable"] = True
+    out["broker"]["reachable"] = True
+    end: dict[TP, int] = {}
+
+    def step(what: str, read: Callable[[], None]) -> None:
+        try:
+            read()
+        except (KafkaError, OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
+            out["problems"].append(f"reading {what} failed: {type(exc).__name__}: {exc}"[:300])
+
+    def topics() -> None:
         names = sorted(t for t in admin.list_topics() if t.startswith(prefix))
         described = admin.describe_topics(names) if names else []
         tps = [TopicPartition(d["name"], p["partition_index"]) for d in described
                for p in d.get("partitions", [])]
-        end = {(tp.topic, tp.partition): int(o) for tp, o in consumer.end_offsets(tps).items()} \
-            if tps else {}
+        if tps:
+            end.update({(tp.topic, tp.partition): int(o) for tp, o in consumer.end_offsets(tps).items()})
         for d in described:
             name = d["name"]
             out["topics"][name[len(prefix):]] = {
                 "name": name, "partitions": len(d.get("partitions", [])),
                 "messages_end": sum(v for (t, _), v in end.items() if t == name)}
-        groups = [s.faust_app_id, f"{s.faust_app_id}-store"]
-        described_groups = admin.describe_groups(groups)
-        offsets = admin.list_group_offsets(groups)
-        for g in groups:
-            info = described_groups.get(g) or {}
-            committed = {(tp.topic, tp.partition): int(om.offset)
-                         for tp, om in (offsets.get(g) or {}).items() if om is not None and om.offset >= 0}
-            members = [{"client_id": m.get("client_id"), "host": str(m.get("client_host", "")).lstrip("/"),
-                        "member_id": m.get("member_id"), "owns": member_owns(m, prefix)}
-                       for m in info.get("members", [])]
-            # table changelogs are read to recover state, never committed: no lag to show
-            subscribed = {f"{prefix}{t}" for m in members for t in m["owns"]
-                          if not t.endswith("-changelog")} | {t for t, _ in committed}
-            out["groups"][g] = {
-                "state": info.get("group_state") or "unknown", "members": members,
-                "lag": [dict(r, topic=r["topic"][len(prefix):])
-                        for r in lag_rows({k: v for k, v in end.items() if k[0] in subscribed}, committed)]}
+
+    def group(g: str) -> None:
+        info = admin.describe_groups([g]).get(g) or {}
+        offsets = admin.list_group_offsets(g).get(g) or {}
+        committed = {(tp.topic, tp.partition): int(om.offset)
+                     for tp, om in offsets.items() if om is not None and om.offset >= 0}
+        members = [{"client_id": m.get("client_id"), "host": str(m.get("client_host", "")).lstrip("/"),
+                    "member_id": m.get("member_id"), "owns": member_owns(m, prefix)}
+                   for m in info.get("members", [])]
+        # table changelogs are read to recover state, never committed: no lag to show
+        subscribed = {f"{prefix}{t}" for m in members for t in m["owns"]
+                      if not t.endswith("-changelog")} | {t for t, _ in committed}
+        out["groups"][g] = {
+            "state": info.get("group_state") or "unknown", "members": members,
+            "lag": [dict(r, topic=r["topic"][len(prefix):])
+                    for r in lag_rows({k: v for k, v in end.items() if k[0] in subscribed}, committed)]}
+
+    def alerts() -> None:
         out["alerts"] = _recent_alerts(consumer, s.topic("alerts"), recent_alerts, timeout_s)
-    except (KafkaError, OSError, RuntimeError) as exc:
-        out["broker"]["error"] = f"reading the cluster from {s.kafka_bootstrap} failed: " \
-                                 f"{type(exc).__name__}: {exc}"
+
+    try:
+        step("the topics", topics)
+        for g in (s.faust_app_id, f"{s.faust_app_id}-store"):
+            step(f"consumer group {g}", functools.partial(group, g))
+        step("the latest alerts", alerts)
     finally:
-        if consumer is not None:
-            consumer.close()
+        consumer.close()
         admin.close()
     return out
 

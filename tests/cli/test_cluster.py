@@ -173,12 +173,15 @@ def test_a_worker_killed_under_supervision_is_restarted_and_alerts_keep_coming(
             busy = [w for w in st["workers"] if w["owns"].get("events") == [0]
                     and (w["metrics"] or {}).get("events_in", 0) > 0
                     and sum((w["metrics"] or {}).get("ticks_closed", {}).values()) > 0]
-            return st if busy and st["stations"] and st["stations"]["reporting"] == 247 else None
+            group = st["groups"].get(s.faust_app_id) or {}
+            settled = (group.get("state") == "Stable" and len(group.get("members", [])) == 2
+                       and (st["stations"] or {}).get("reporting") == 247)
+            return st if busy and settled else None
 
-        st = _wait_for("a worker processing the events partition", owner_processing, 60.0)
+        # a worker joining late under load rebalances the group once more: wait it out
+        st = _wait_for("a settled group with one worker processing events", owner_processing, 90.0)
         assert [w["alive"] for w in st["workers"]] == [True, True]
         assert st["stations"]["by_state"] == {"running": 247}
-        assert st["groups"][s.faust_app_id]["state"] == "Stable"
         assert st["topics"]["events"]["messages_end"] > 0
         (owner,) = [w for w in st["workers"] if w["owns"].get("events") == [0]]
         (survivor,) = [w for w in st["workers"] if w is not owner]
@@ -233,7 +236,7 @@ def test_a_worker_killed_under_supervision_is_restarted_and_alerts_keep_coming(
 
         st = _status(env)
         assert [w["alive"] for w in st["workers"] if w["name"] in ("worker 0", "worker 1")] == [True, True]
-        assert any(a["alert_id"] == alert["alert_id"] for a in st["alerts"])
+        assert second.region in {a["region"] for a in st["alerts"]}
         assert sum((w["metrics"] or {}).get("alerts", 0) for w in st["workers"]) >= 1
     finally:
         down = _cluster("down", env=env, timeout=200)

@@ -71,7 +71,7 @@ def test_topics_group_lag_and_the_latest_alerts(kafka_bootstrap: str, tmp_path: 
     group.close()
 
     st = gather(s, None, timeout_s=10.0, recent_alerts=2)
-    assert st["broker"]["reachable"] and st["broker"]["error"] is None
+    assert st["broker"]["reachable"] and st["broker"]["error"] is None and st["problems"] == []
     assert st["topics"]["events"] == {"name": s.topic("events"), "partitions": 1, "messages_end": 7}
     lag = st["groups"][s.faust_app_id]["lag"]
     assert lag == [{"topic": "events", "partition": 0, "end": 7, "committed": 5, "lag": 2}]

@@ -79,18 +79,27 @@ def kafka_errors(bootstrap: str) -> Iterator[None]:
 
     from convergence.streams.kafka_client import unreachable
 
+    with quiet_kafka_logs():
+        try:
+            yield
+        except typer.Exit:  # a RuntimeError too: fail() inside already said what went wrong
+            raise
+        except (KafkaError, OSError) as exc:
+            fail(unreachable(bootstrap, exc))
+        except RuntimeError as exc:
+            fail(f"{exc} (Kafka at {bootstrap})")
+
+
+@contextlib.contextmanager
+def quiet_kafka_logs() -> Iterator[None]:
+    """kafka-python's per-retry connection lines stay out of the output unless -v was
+    given: the command itself says once, in words, what went wrong."""
     kafka_log = logging.getLogger("kafka")
     old = kafka_log.level
     if logging.getLogger().getEffectiveLevel() >= logging.WARNING:
         kafka_log.setLevel(logging.CRITICAL)
     try:
         yield
-    except typer.Exit:  # a RuntimeError too: fail() inside already said what went wrong
-        raise
-    except (KafkaError, OSError) as exc:
-        fail(unreachable(bootstrap, exc))
-    except RuntimeError as exc:
-        fail(f"{exc} (Kafka at {bootstrap})")
     finally:
         kafka_log.setLevel(old)
 

@@ -90,6 +90,30 @@ class Settings:
     kafka_scala: str = _setting("2.13", "Scala binary version of the Kafka jars.")
     topic_prefix: str = _setting("convergence", "Prefix of every Kafka topic name.")
     faust_app_id: str = _setting("convergence", "Faust application id (consumer group).")
+    consumer_session_timeout_s: float = _setting(
+        10.0,
+        "How long the broker waits without a heartbeat from a worker before it declares the "
+        "worker dead and hands its partitions to the others: failover takes about this long "
+        "(measured in docs/cluster-ops.md). Shorter fails over faster but evicts a worker "
+        "whose event loop stalls this long. Kafka brokers accept 6 to 1800 s by default "
+        "(group.min/max.session.timeout.ms).",
+    )
+    consumer_heartbeat_s: float = _setting(
+        3.0,
+        "How often a worker tells the broker it is alive; at most a third of "
+        "consumer_session_timeout_s, so two lost heartbeats do not evict it.",
+    )
+    metrics_port: int = _setting(
+        0,
+        "Port of each worker's Prometheus metrics endpoint (http://HOST:PORT/metrics): 0 "
+        "picks a free port and records it (`convergence cluster status` shows it); -1 turns "
+        "the endpoint off. `cluster up` gives worker i the port metrics_port + i.",
+    )
+    metrics_host: str = _setting(
+        "127.0.0.1",
+        "Address the metrics endpoint listens on; 0.0.0.0 lets a Prometheus server on another "
+        "host scrape it.",
+    )
     models_dir: Path = _setting(Path(""), "Where trained models are stored; empty = <data_dir>/models.")
     meter_model: str = _setting(
         "auto",
@@ -235,6 +259,14 @@ def _validate(values: Mapping[str, Any]) -> None:
         except ValueError as exc:
             need(False, f"{model}_model", str(exc))
     need(values["max_event_bytes"] >= 256, "max_event_bytes", "must be >= 256 bytes")
+    need(1.0 <= values["consumer_session_timeout_s"] <= 1800.0, "consumer_session_timeout_s",
+         "must be between 1 and 1800 seconds (brokers accept 6-1800 s by default)")
+    need(0 < values["consumer_heartbeat_s"] <= values["consumer_session_timeout_s"] / 3,
+         "consumer_heartbeat_s",
+         f"must be > 0 and at most a third of consumer_session_timeout_s "
+         f"({values['consumer_session_timeout_s']:g} s)")
+    need(-1 <= values["metrics_port"] <= 65535, "metrics_port",
+         "use a TCP port (1-65535), 0 to pick a free one, or -1 for no endpoint")
     db = values["db"]
     need(
         db == "" or db_scheme(db) in DB_SCHEMES,

@@ -39,6 +39,8 @@ import orjson
 from convergence.settings import Settings
 from convergence.store.surreal import StoreError, SurrealStore
 from convergence.store.writer import BatchedWriter
+from convergence.streams.faust_config import faust_app_options
+from convergence.streams.metrics import WorkerMetrics
 from convergence.streams.topics import (
     STATUS_MAX_AGE_S,
     STORED,
@@ -230,15 +232,20 @@ class WorkerParts:
 
 
 def build_app(settings: Settings, *, store: bool = True, partitions: int = 1,
-              core: WorkerCore | None = None, idle_interval_s: float = 0.25) -> faust.App:
+              core: WorkerCore | None = None, idle_interval_s: float = 0.25,
+              metrics: WorkerMetrics | None = None) -> faust.App:
     """The Faust app of one worker (see :func:`build_worker` for its parts)."""
     return build_worker(settings, store=store, partitions=partitions, core=core,
-                        idle_interval_s=idle_interval_s).app
+                        idle_interval_s=idle_interval_s, metrics=metrics).app
 
 
 def build_worker(settings: Settings, *, store: bool = True, partitions: int = 1,
-                 core: WorkerCore | None = None, idle_interval_s: float = 0.25) -> WorkerParts:
-    """Wire a Faust app: topics, the ingest agent, the idle timer, tables, the store sink."""
+                 core: WorkerCore | None = None, idle_interval_s: float = 0.25,
+                 metrics: WorkerMetrics | None = None) -> WorkerParts:
+    """Wire a Faust app: topics, the ingest agent, the idle timer, tables, the store sink.
+
+    ``metrics`` (counted by the core it builds) is what the worker's Prometheus
+    endpoint serves; ignored when ``core`` is given (it has its own)."""
     import faust
     from faust.types import TP
     from mode import Service
@@ -256,6 +263,7 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int = 1,
         autodiscover=False,
         datadir=str(datadir),
         consumer_auto_offset_reset="earliest",
+        **faust_app_options(settings),  # session/heartbeat timeouts (failover), client id
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
            "value_serializer": "raw"}
@@ -265,7 +273,8 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int = 1,
     summaries = app.Table("station-summary", default=None, partitions=partitions)
     checkpoints = app.Table("detector-state", default=None, partitions=partitions)
     if core is None:
-        core = WorkerCore(settings, summaries=summaries, checkpoints=checkpoints, run_id=run_id)
+        core = WorkerCore(settings, summaries=summaries, checkpoints=checkpoints, run_id=run_id,
+                          metrics=metrics)
     the_core = core
     events_topic = settings.topic("events")
     last_offset: dict[int, int] = {}
@@ -306,6 +315,8 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int = 1,
                 hw = app.consumer.highwater(TP(events_topic, p))
             except Exception:
                 continue
+            if hw is not None:
+                the_core.metrics.lag(p, hw - off - 1)
             if hw is not None and off + 1 < hw:
                 return False
         return True
@@ -366,7 +377,7 @@ async def _probe_store(settings: Settings) -> None:
 
 
 def run_worker(settings: Settings, *, loglevel: str = "warning", store: bool = True,
-               partitions: int = 1) -> NoReturn:
+               partitions: int = 1, metrics: WorkerMetrics | None = None) -> NoReturn:
     """Run one worker in the foreground until SIGTERM/SIGINT; exits the process.
 
     Creates the topics first and, with ``store``, checks the database can be opened,
@@ -382,7 +393,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warning", store: bool = T
             loop.run_until_complete(_probe_store(settings))
         finally:
             loop.close()
-    app = build_app(settings, store=store, partitions=partitions)
+    app = build_app(settings, store=store, partitions=partitions, metrics=metrics)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     # No terminal spinner: it writes cursor escapes into log files, and to spin on every
     # record it lowers the root logger to DEBUG, which costs CPU on a busy worker.

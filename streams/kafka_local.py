@@ -308,6 +308,7 @@ class BrokerHandle:
     version: str = ""
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
     _ephemeral: bool = field(default=False, repr=False, compare=False)
+    _argv: list[str] | None = field(default=None, repr=False, compare=False)
 
     def alive(self) -> bool:
         if self._proc is not None:
@@ -316,6 +317,15 @@ class BrokerHandle:
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM (Kafka shuts down cleanly), wait, then SIGKILL; remove our state."""
+        self.halt(timeout)
+        (self.state_dir / STATE_FILE).unlink(missing_ok=True)
+        if self._ephemeral:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def halt(self, timeout: float = 30.0) -> None:
+        """Stop the broker process (SIGTERM, wait, then SIGKILL) but keep its storage and
+        ports: also a fault drill (a broker restart); :meth:`relaunch` starts it again
+        with its topics and offsets."""
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
             if not self.alive():
                 break
@@ -324,9 +334,27 @@ class BrokerHandle:
             deadline = time.monotonic() + wait
             while self.alive() and time.monotonic() < deadline:
                 time.sleep(0.1)
-        (self.state_dir / STATE_FILE).unlink(missing_ok=True)
-        if self._ephemeral:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def relaunch(self, timeout: float = 90.0) -> None:
+        """Start a halted broker again on the same storage and ports; returns once it
+        answers metadata requests. Only for a broker this process started."""
+        if self._argv is None:
+            raise KafkaLocalError(f"the broker on {self.bootstrap} was not started by this "
+                                  "process; start it with `convergence kafka start`")
+        if self.alive():
+            return
+        with self.log_path.open("ab") as log:
+            proc = subprocess.Popen(self._argv, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT)
+        self._proc, self.pid = proc, proc.pid
+        host, _, port = self.bootstrap.rpartition(":")
+        deadline = time.monotonic() + timeout
+        while not (port_open(host, int(port)) and metadata_ok(self.bootstrap)):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise KafkaLocalError(f"the broker on {self.bootstrap} did not come back "
+                                      f"({'exited' if proc.poll() is not None else 'timed out'}). "
+                                      f"Log {self.log_path} (tail):\n{_log_tail(self.log_path)}")
+            time.sleep(0.3)
 
     def __enter__(self) -> BrokerHandle:
         return self
@@ -403,7 +431,7 @@ def start(
         proc = subprocess.Popen([*base, "kafka.Kafka", str(props)], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=persistent)
     handle = BrokerHandle(f"{HOST}:{port}", proc.pid, log_path, state_dir, params.version,
-                          proc, ephemeral)
+                          proc, ephemeral, [*base, "kafka.Kafka", str(props)])
     deadline = time.monotonic() + timeout
     while not (port_open(HOST, port) and metadata_ok(handle.bootstrap)):
         if proc.poll() is not None or time.monotonic() > deadline:

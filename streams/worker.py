@@ -55,6 +55,7 @@ from convergence.ground_stations.scenario import default_fleet
 from convergence.schema import DeadLetter, Event, dead_letter
 from convergence.settings import Settings
 from convergence.stations import StationRegistry
+from convergence.streams.metrics import WorkerMetrics, dead_letter_reason
 from convergence.streams.pipeline import Pipeline, TickOutcome, dead_letter_record, outcome_records
 from convergence.streams.topics import STATUS_MAX_AGE_S, TOPIC_OF_TABLE, Emit, to_json
 from convergence.wire import decode_batch
@@ -183,6 +184,8 @@ class WorkerCore:
     batch_events / batch_wait_s: micro-batch bounds for ingest.
     max_checkpoint_age_s: older checkpoints are ignored on restore.
     run_id: stamped on every alert, report, response and dead letter.
+    metrics: where events in, dead letters, ticks closed and alert latency are counted
+        (:class:`~convergence.streams.metrics.WorkerMetrics`; default: a fresh one).
     """
 
     def __init__(self, settings: Settings, *,
@@ -193,8 +196,9 @@ class WorkerCore:
                  summary_interval_s: float = 2.0, checkpoint_interval_s: float = 10.0,
                  max_checkpoint_age_s: float = 3600.0, table_batch: int = 4,
                  batch_events: int = 5000, batch_wait_s: float = 0.05,
-                 run_id: str | None = None) -> None:
+                 run_id: str | None = None, metrics: WorkerMetrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
         self.registry_factory = registry_factory or (
             lambda: StationRegistry(default_fleet(settings.stations, settings.seed)))
         self.summaries: MutableMapping[str, Any] = {} if summaries is None else summaries
@@ -277,6 +281,7 @@ class WorkerCore:
         if bad and not events and len(bad) == 1 and bad[0].field in ("message", "v", "events"):
             self.counters.undecodable += 1
         pipe.count_dead_letters(len(bad))
+        self.metrics.events_in(len(events))
         key_station = key.decode("utf-8", errors="replace") if key else None
         self._account(events, bad, key_station, wall_s, partition)
         emits = [self._dead_emit(d, key_station) for d in bad]
@@ -305,6 +310,7 @@ class WorkerCore:
         """
         events, self._pending = self._pending, []
         pipe = self.pipeline
+        started = time.perf_counter()
         try:
             late = pipe.ingest_events(events, wall_s)
         except Exception as exc:
@@ -315,6 +321,7 @@ class WorkerCore:
                           len(events), type(exc).__name__)
             return self._ingest_failed(events, exc, wall_s)
         self._ingested = True
+        self.metrics.stage_time("ingest", time.perf_counter() - started)
         # After ingest (which registers new stations), before any tick closes: detector
         # state only changes when ticks close, so nothing learnt is overwritten.
         self._restore(events)
@@ -329,7 +336,7 @@ class WorkerCore:
         emits = [self._dead_emit(d, None) for d in late]
         wm = self.watermark.observe(max(e.event_time_s for e in events), wall_s)
         if wm is not None:
-            emits += self._outcome_emits(pipe.advance(wm))
+            emits += self._outcome_emits(self._advance(wm))
         return emits
 
     def _ingest_failed(self, events: Sequence[Event], exc: Exception, wall_s: float) -> list[Emit]:
@@ -348,7 +355,7 @@ class WorkerCore:
             return []
         emits = self._flush(wall_s) if self._pending else []
         wm = self.watermark.idle(wall_s, caught_up)
-        return emits if wm is None else emits + self._outcome_emits(self.pipeline.advance(wm))
+        return emits if wm is None else emits + self._outcome_emits(self._advance(wm))
 
     def on_stop(self, wall_s: float | None = None) -> list[Emit]:
         """Graceful stop: ingest the buffer and close every open tick (their events are
@@ -357,7 +364,16 @@ class WorkerCore:
             return []
         emits = self._flush(time.time() if wall_s is None else wall_s) if self._pending else []
         self.stopped = True
-        return emits + (self._outcome_emits(self.pipeline.flush()) if self._ingested else [])
+        return emits + (self._outcome_emits(self._advance(None)) if self._ingested else [])
+
+    def _advance(self, watermark_s: float | None) -> list[TickOutcome]:
+        """Close the ticks the watermark passed (every open one for ``None``), timed."""
+        started = time.perf_counter()
+        outcomes = self.pipeline.flush() if watermark_s is None else self.pipeline.advance(watermark_s)
+        per_tick = (time.perf_counter() - started) / max(len(outcomes), 1)
+        for _ in outcomes:
+            self.metrics.tick_closed("tick", per_tick)
+        return outcomes
 
     def internal_error(self, value: bytes | None, key: bytes | None, exc: BaseException,
                        wall_s: float) -> Emit:
@@ -370,6 +386,7 @@ class WorkerCore:
     # -- output --------------------------------------------------------------
     def _dead_emit(self, d: DeadLetter, key_station: str | None) -> Emit:
         # An undecodable message names no station: blame the key's station.
+        self.metrics.dead_letter(dead_letter_reason(d))
         table, rid, doc = dead_letter_record(d, self.run_id, key_station)
         return Emit(TOPIC_OF_TABLE[table], rid.encode(), to_json(doc))
 
@@ -382,6 +399,7 @@ class WorkerCore:
             commands = {r.response_id: r.command for r in oc.responses if r.command is not None}
             for table, rid, doc in outcome_records(oc, self.run_id):
                 if table == "alert":
+                    self.metrics.alert_latency(time.time() - float(doc["time_s"]))
                     log.warning("ALERT %s %s score %.1f in %s, report %s", rid, doc["level"],
                                 doc["score"], doc["region"], doc["report_id"])
                 if table == "report_revision":

@@ -288,7 +288,8 @@ def lasvegas_run(
             mark = "[green]pass[/]" if r.passed else "[bold red]FAIL[/]"
             d = r.to_dict()
             console.print(f"{mark} {r.scenario:<26} {r.right}/{r.runs} right; time to detect "
-                          f"median {d['median_time_to_detect_ticks']}, max {d['max_time_to_detect_ticks']} ticks")
+                          f"median {d['median_time_to_detect_ticks']}, "
+                          f"max {d['max_time_to_detect_ticks']} ticks")
             for f in r.failures[:5]:
                 console.print(f"     wrong: run {f.run} ({f.perturbation}); reproduce: {f.reproduce}")
         console.print(f"{passed}/{len(results)} scenarios right in every run")

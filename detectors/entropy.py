@@ -62,7 +62,7 @@ _LN2 = float(np.log(2.0))
 _SLOW_ALPHA = 0.1
 
 
-def _concentration_z(hist: Array, mass: Array, p: Array, alpha: float) -> Array:
+def _concentration_z(hist: Array, mass: Array, p: Array, alpha: float) -> tuple[Array, Array]:
     """z of the busiest category's excess over its expected count in an EWMA-smoothed
     histogram (weight ``alpha``, so about ``mass * (2 - alpha) / alpha`` events), corrected
     for picking the busiest of the station's categories.
@@ -71,7 +71,7 @@ def _concentration_z(hist: Array, mass: Array, p: Array, alpha: float) -> Array:
     ``z = 3 sqrt(k) (1 - 1/(9k) - (lam/k)^(1/3))`` for ``k`` seen and ``lam`` expected
     (within a few hundredths of the exact tail from k = 5 on); the largest over ``m``
     categories is mapped to ``sqrt(z^2 - 2 ln m)`` (the Gaussian-tail form of a
-    Bonferroni correction).
+    Bonferroni correction). Returns the z and the busiest category's bin.
     """
     k_eff = (2.0 - alpha) / alpha
     seen = hist * k_eff
@@ -83,7 +83,7 @@ def _concentration_z(hist: Array, mass: Array, p: Array, alpha: float) -> Array:
     z = np.where(k > lam, 3.0 * np.sqrt(k) * (1.0 - 1.0 / (9.0 * k) - np.cbrt(lam / k)), 0.0)
     m = np.maximum((p > 0.02).sum(-1), 1)
     out: Array = np.sqrt(np.maximum(z * z - 2.0 * np.log(m), 0.0)) * (z > 0)
-    return out
+    return out, b[..., 0]
 
 
 def shannon_entropy(hist: Array, axis: int = -1, base: float = 2.0,
@@ -231,9 +231,14 @@ class EntropyDetector(Stage):
         p_cat = state["p_cat"]
         slow = state["hist_slow"]
         slow += _SLOW_ALPHA * (hist - slow)
-        z_fast = _concentration_z(sh, mass, p_cat, self.hist_alpha)
-        z_slow = _concentration_z(slow, slow @ np.ones(slow.shape[-1]), p_cat, _SLOW_ALPHA)
+        z_fast, b_fast = _concentration_z(sh, mass, p_cat, self.hist_alpha)
+        z_slow, b_slow = _concentration_z(slow, slow @ np.ones(slow.shape[-1]), p_cat, _SLOW_ALPHA)
+        # the slow window remembers a story for about 19 ticks after it ends: it counts only
+        # while the fast window still leans the same way (else the tail of a story that is
+        # over keeps its stations anomalous, and a region re-alerts on nothing new)
+        z_slow = np.where((b_slow == b_fast) & (z_fast >= 1.0), z_slow, 0.0)
         z2 = np.maximum(z_fast, z_slow)
+        conc_bin = np.where(z_slow > z_fast, b_slow, b_fast)
         mix_known = judged & (h_n >= self.mix_warmup_ticks)
         conc_z = np.where(mix_known, np.sqrt(np.maximum(z2 * z2 - 2.0 * _LN2, 0.0)), 0.0)
         frac = np.divide(sh, mass[..., None], out=np.zeros_like(sh), where=mass[..., None] > 0)
@@ -242,4 +247,5 @@ class EntropyDetector(Stage):
         ap = np.where(conc_z >= 2.0, 0.1 * ah, ah)
         p_cat += np.where(enough[..., None], ap[..., None], 0.0) * (frac - p_cat)
         return {"entropy": ent, "entropy_drop_z": np.maximum(drop_z, conc_z),
-                "concentration_z": conc_z, "activity_bits": activity_bits}
+                "concentration_z": conc_z, "concentration_bin": conc_bin,
+                "activity_bits": activity_bits}

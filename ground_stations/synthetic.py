@@ -6,7 +6,8 @@ station's (possibly episode-concentrated) distribution and values from a per-kin
 model. Data-quality faults from the scenario are injected here, where real feeds
 produce them: malformed records, re-sent duplicates, a replay of old items (as many
 again, stamped in the past) (the world's :meth:`~.scenario.SyntheticWorld.faults` at that
-time), and the station's clock skew. During an outage the source *fails* (:class:`~.base.SourceError`), as a real feed
+time), and the station's clock skew. During an outage the source *fails*
+(:class:`~.base.SourceError`), as a real feed
 that cannot be reached does, so the agent's breaker opens and the station goes dark.
 Randomness comes from ``(seed, station)`` only.
 

@@ -298,7 +298,7 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int = 1,
                 log.exception("worker: message %s[%d]@%d raised %s; dead-lettered it and "
                               "continuing - please report this with the dead letter",
                               msg.topic, msg.partition, msg.offset, type(exc).__name__)
-                emits = [the_core.internal_error(event.value, event.key, exc, wall)]
+                emits = the_core.internal_error(event.value, event.key, exc, wall)
             last_offset[msg.partition] = msg.offset
             await publish(emits)
 

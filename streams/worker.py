@@ -44,11 +44,12 @@ import math
 import time
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
 
+from convergence.control import ControlCommand
 from convergence.counters import Counters
 from convergence.detectors.base import ArrayState
 from convergence.ground_stations.scenario import default_fleet
@@ -58,7 +59,7 @@ from convergence.stations import StationRegistry
 from convergence.streams.metrics import WorkerMetrics, dead_letter_reason
 from convergence.streams.pipeline import Pipeline, TickOutcome, dead_letter_record, outcome_records
 from convergence.streams.topics import STATUS_MAX_AGE_S, TOPIC_OF_TABLE, Emit, to_json
-from convergence.wire import decode_batch
+from convergence.wire import decode_batch, validate_many
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,49 @@ def _finite(v: Any) -> Any:
     return v
 
 
+# -- the output ports ---------------------------------------------------------------
+
+
+class OutputPort(Protocol):
+    """Where the runner's outputs go: stored records, control commands, tick outcomes.
+
+    The runner calls these synchronously while it processes input, and ``drain()`` once
+    per call it answers: a port that publishes asynchronously (Kafka topics) hands back
+    what to publish; one that acts at once (the embedded store and fleet) returns nothing.
+    """
+
+    def record(self, table: str, record_id: str, doc: dict[str, Any]) -> None: ...
+
+    def command(self, cmd: ControlCommand, response_id: str) -> None: ...
+
+    def outcome(self, oc: TickOutcome) -> None: ...
+
+    def drain(self) -> list[Emit]: ...
+
+
+class TopicPort:
+    """The cluster's port: every output becomes a message for its topic (:class:`Emit`),
+    published by the Faust adapter after each call. A report revision goes out once, on the
+    reports topic; the store sink keeps every revision (see ``RecordRouter``)."""
+
+    def __init__(self) -> None:
+        self._out: list[Emit] = []
+
+    def record(self, table: str, record_id: str, doc: dict[str, Any]) -> None:
+        self._out.append(Emit(TOPIC_OF_TABLE[table], record_id.encode(), to_json(doc)))
+
+    def command(self, cmd: ControlCommand, response_id: str) -> None:
+        self._out.append(Emit("control", cmd.command_id.encode(), to_json(cmd.to_dict())))
+
+    def outcome(self, oc: TickOutcome) -> None:
+        for rd in oc.readings:  # every region's meter, for dashboards (bounded: per tick)
+            self._out.append(Emit("readings", rd.region.encode(), to_json(rd.to_dict())))
+
+    def drain(self) -> list[Emit]:
+        out, self._out = self._out, []
+        return out
+
+
 @dataclass
 class CoreCounters(Counters):
     messages: int = 0
@@ -196,8 +240,10 @@ class WorkerCore:
                  summary_interval_s: float = 2.0, checkpoint_interval_s: float = 10.0,
                  max_checkpoint_age_s: float = 3600.0, table_batch: int = 4,
                  batch_events: int = 5000, batch_wait_s: float = 0.05,
-                 run_id: str | None = None, metrics: WorkerMetrics | None = None) -> None:
+                 run_id: str | None = None, metrics: WorkerMetrics | None = None,
+                 port: OutputPort | None = None) -> None:
         self.settings = settings
+        self.port: OutputPort = port if port is not None else TopicPort()
         self.metrics = metrics if metrics is not None else WorkerMetrics()
         self.registry_factory = registry_factory or (
             lambda: StationRegistry(default_fleet(settings.stations, settings.seed)))
@@ -283,26 +329,39 @@ class WorkerCore:
         pipe.count_dead_letters(len(bad))
         self.metrics.events_in(len(events))
         key_station = key.decode("utf-8", errors="replace") if key else None
+        return self._take(events, bad, key_station, wall_s, partition)
+
+    def on_records(self, records: Sequence[Any], wall_s: float, partition: int = 0) -> list[Emit]:
+        """Validate untrusted records (one station agent's batch, in process) and go on as
+        :meth:`on_message` does; the embedded runtime's way in."""
+        self.counters.messages += 1
+        good, bad = validate_many(records, now_s=wall_s, limits=self.pipeline.limits)
+        self.pipeline.count_dead_letters(len(bad))
+        self.metrics.events_in(len(good))
+        return self._take(good, bad, None, wall_s, partition)
+
+    def _take(self, events: list[Event], bad: Sequence[DeadLetter], key_station: str | None,
+              wall_s: float, partition: int) -> list[Emit]:
         self._account(events, bad, key_station, wall_s, partition)
-        emits = [self._dead_emit(d, key_station) for d in bad]
+        for d in bad:
+            self._dead(d, key_station)
         if events:
             if not self._pending:
                 self._pending_since_s = wall_s
             self._pending.extend(events)
         if self._pending and (len(self._pending) >= self.batch_events
                               or wall_s - self._pending_since_s >= self.batch_wait_s):
-            emits += self._flush(wall_s)
+            self._flush(wall_s)
         try:
             self._write_tables(partition, wall_s)
         except Exception:
             # Summaries and checkpoints are rewritten later; the alerts, reports and
             # commands already built from this batch must still go out.
             log.exception("worker: writing station summaries/checkpoints for partition %d "
-                          "failed; publishing this message's %d output(s) anyway",
-                          partition, len(emits))
-        return emits
+                          "failed; publishing this message's outputs anyway", partition)
+        return self.port.drain()
 
-    def _flush(self, wall_s: float) -> list[Emit]:
+    def _flush(self, wall_s: float) -> None:
         """Ingest the buffered events in one call and close what the watermark passed.
 
         One call per message would cost far more: ingest's work per call (dedup against
@@ -319,7 +378,8 @@ class WorkerCore:
             log.exception("worker: ingesting %d buffered event(s) raised %s; dead-lettered "
                           "them - please report this with the dead letters",
                           len(events), type(exc).__name__)
-            return self._ingest_failed(events, exc, wall_s)
+            self._ingest_failed(events, exc, wall_s)
+            return
         self._ingested = True
         self.metrics.stage_time("ingest", time.perf_counter() - started)
         # After ingest (which registers new stations), before any tick closes: detector
@@ -333,13 +393,12 @@ class WorkerCore:
             self._seen.setdefault(self._partition_of.get(sid, 0), set()).add(sid)
         for d in late:
             self._account_dead(d.station_id, wall_s)
-        emits = [self._dead_emit(d, None) for d in late]
+            self._dead(d, None)
         wm = self.watermark.observe(max(e.event_time_s for e in events), wall_s)
         if wm is not None:
-            emits += self._outcome_emits(self._advance(wm))
-        return emits
+            self._outcomes(self._advance(wm))
 
-    def _ingest_failed(self, events: Sequence[Event], exc: Exception, wall_s: float) -> list[Emit]:
+    def _ingest_failed(self, events: Sequence[Event], exc: Exception, wall_s: float) -> None:
         """Dead letters (one per event, with the reason) for a batch ingest rejected."""
         reason = (f"internal error {type(exc).__name__} while ingesting a batch of "
                   f"{len(events)} event(s): {exc}; this is a bug - report it with this payload")
@@ -347,24 +406,30 @@ class WorkerCore:
         self.pipeline.count_dead_letters(len(dls))
         for d in dls:
             self._account_dead(d.station_id, wall_s)
-        return [self._dead_emit(d, None) for d in dls]
+            self._dead(d, None)
 
     def on_timer(self, wall_s: float, *, caught_up: bool = True) -> list[Emit]:
         """Ingest what waits in the buffer; idle advance when input has gone quiet."""
         if self.stopped:
             return []
-        emits = self._flush(wall_s) if self._pending else []
+        if self._pending:
+            self._flush(wall_s)
         wm = self.watermark.idle(wall_s, caught_up)
-        return emits if wm is None else emits + self._outcome_emits(self._advance(wm))
+        if wm is not None:
+            self._outcomes(self._advance(wm))
+        return self.port.drain()
 
     def on_stop(self, wall_s: float | None = None) -> list[Emit]:
         """Graceful stop: ingest the buffer and close every open tick (their events are
         already committed, so they would be lost otherwise)."""
         if self.stopped:
             return []
-        emits = self._flush(time.time() if wall_s is None else wall_s) if self._pending else []
+        if self._pending:
+            self._flush(time.time() if wall_s is None else wall_s)
         self.stopped = True
-        return emits + (self._outcome_emits(self._advance(None)) if self._ingested else [])
+        if self._ingested:
+            self._outcomes(self._advance(None))
+        return self.port.drain()
 
     def _advance(self, watermark_s: float | None) -> list[TickOutcome]:
         """Close the ticks the watermark passed (every open one for ``None``), timed."""
@@ -376,22 +441,33 @@ class WorkerCore:
         return outcomes
 
     def internal_error(self, value: bytes | None, key: bytes | None, exc: BaseException,
-                       wall_s: float) -> Emit:
+                       wall_s: float) -> list[Emit]:
         """A dead letter for a message that made the worker itself fail."""
         d = dead_letter("worker", value or b"", f"internal error {type(exc).__name__}: {exc}; "
                         "this is a bug - report it with this payload", received_at_s=wall_s)
         self.pipeline.count_dead_letters(1)
-        return self._dead_emit(d, key.decode("utf-8", errors="replace") if key else None)
+        self._dead(d, key.decode("utf-8", errors="replace") if key else None)
+        return self.port.drain()
+
+    def manual(self, cmd: ControlCommand, wall_s: float) -> None:
+        """A person's quarantine or resume of stations (from the control topic or the
+        dashboard): the pipeline follows at once, as the stations do."""
+        if cmd.action.value not in ("quarantine", "resume"):
+            return
+        reg = self.pipeline.registry
+        for sid in reg.ids():
+            info = reg.info(reg.index_of(sid))
+            if cmd.applies_to(sid, info.kind.value, info.region):
+                self.pipeline.manual(sid, cmd.action.value,
+                                     cmd.expires_at_s if cmd.action.value == "quarantine" else None)
 
     # -- output --------------------------------------------------------------
-    def _dead_emit(self, d: DeadLetter, key_station: str | None) -> Emit:
+    def _dead(self, d: DeadLetter, key_station: str | None) -> None:
         # An undecodable message names no station: blame the key's station.
         self.metrics.dead_letter(dead_letter_reason(d))
-        table, rid, doc = dead_letter_record(d, self.run_id, key_station)
-        return Emit(TOPIC_OF_TABLE[table], rid.encode(), to_json(doc))
+        self.port.record(*dead_letter_record(d, self.run_id, key_station))
 
-    def _outcome_emits(self, outcomes: Sequence[TickOutcome]) -> list[Emit]:
-        out: list[Emit] = []
+    def _outcomes(self, outcomes: Sequence[TickOutcome]) -> None:
         for oc in outcomes:
             for rd in oc.changed:
                 log.info("%s meter %s -> %s, score %.1f (%d stations counting)", rd.region,
@@ -402,13 +478,11 @@ class WorkerCore:
                     self.metrics.alert_latency(time.time() - float(doc["time_s"]))
                     log.warning("ALERT %s %s score %.1f in %s, report %s", rid, doc["level"],
                                 doc["score"], doc["region"], doc["report_id"])
-                if table == "report_revision":
-                    continue  # the reports topic carries each revision once, as the report
-                out.append(Emit(TOPIC_OF_TABLE[table], rid.encode(), to_json(doc)))
+                self.port.record(table, rid, doc)
                 cmd = commands.get(rid) if table == "response" else None
                 if cmd is not None:  # a response's command follows it to the stations
-                    out.append(Emit("control", cmd.command_id.encode(), to_json(cmd.to_dict())))
-        return out
+                    self.port.command(cmd, rid)
+            self.port.outcome(oc)
 
     # -- per-station summaries and checkpoints --------------------------------
     def _station(self, sid: str) -> dict[str, Any]:

@@ -253,7 +253,7 @@ def test_events_wait_in_a_small_buffer_that_the_timer_drains(feed: Any) -> None:
 
 def test_a_message_that_breaks_the_worker_becomes_a_dead_letter() -> None:
     core = WorkerCore(_settings())
-    emit = core.internal_error(b'{"v": 1}', b"s1", RuntimeError("boom"), time.time())
+    (emit,) = core.internal_error(b'{"v": 1}', b"s1", RuntimeError("boom"), time.time())
     doc = orjson.loads(emit.value)
     assert emit.topic == "dead-letter" and doc["stage"] == "worker"
     assert "RuntimeError: boom" in doc["reason"] and doc["station_id"] == "s1"

@@ -62,7 +62,8 @@ def test_every_setting_documented_and_derived_values() -> None:
 def test_settings_and_the_store_accept_the_same_db_schemes(scheme: str) -> None:
     from convergence.store.surreal import StoreError, SurrealStore
 
-    url = f"{scheme}://host/x"
+    # an in-memory database takes no path (mem://host/x is refused: issue 11, item 12)
+    url = "mem://" if scheme == "mem" else f"{scheme}://host/x"
     try:
         load_settings(env={"CONVERGENCE_DB": url}, config_path=None)
         settings_ok = True
@@ -98,3 +99,64 @@ def test_model_spec_refuses_other_values(name: str, value: str) -> None:
         model_spec(value, name)
     with pytest.raises(SettingsError, match=f"{name}_model"):
         load_settings(env={f"CONVERGENCE_{name.upper()}_MODEL": value}, config_path=None)
+
+
+# -- issue 11, item 12: every bad value is one clear error naming where it came from ---------
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"CONVERGENCE_SEED": "-1"}, r"'seed' = -1 \(from env CONVERGENCE_SEED\).*0 to 2147483647"),
+        ({"CONVERGENCE_SEED": str(2**40)}, "31-bit seeds"),
+        ({"CONVERGENCE_SEED": "1e3"}, "not a valid whole number; fix or unset CONVERGENCE_SEED"),
+        ({"CONVERGENCE_TICK_S": "inf"}, "finite"),
+        ({"CONVERGENCE_TICK_S": "nan"}, "finite"),
+        ({"CONVERGENCE_TICK_S": "1e-9"}, r"from 0.001 s .*more memory than any machine has"),
+        ({"CONVERGENCE_ALLOWED_LATENESS_S": "inf"}, "finite"),
+        ({"CONVERGENCE_STATIONS": "1000000000"}, "at most 100,000"),
+        ({"CONVERGENCE_DB": "mem://anything"}, "takes no path"),
+        ({"CONVERGENCE_DB": "surrealkv://"}, "needs the path"),
+        ({"CONVERGENCE_DB": "ws://"}, "needs a server address"),
+    ],
+)
+def test_values_that_would_crash_later_are_refused_now(env: dict[str, str], words: str) -> None:
+    with pytest.raises(SettingsError, match=words):
+        load_settings(env=env, config_path=None)
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("seed = 1.5", "'seed' from file {cfg} has value 1.5, which is not a valid whole number; "
+                       "fix seed in {cfg}"),
+        ("seed = 1e400", "'seed' from file {cfg} has value inf"),
+        ("seed = -1", r"'seed' = -1 (from file {cfg}) is invalid"),
+        ("tick_s = inf", r"'tick_s' = inf (from file {cfg}) is invalid"),
+        ("tick_s = 'fast'", "not a valid number; fix tick_s in {cfg}"),
+        ("db = 5", "not a valid string; fix db in {cfg}"),
+        ("stations = true", "fix stations in {cfg}"),
+        ("convergence = 5", "'convergence' must be a table"),
+    ],
+)
+def test_a_bad_value_in_the_config_file_names_the_file_and_key(
+        tmp_path: Path, line: str, words: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(line + "\n")
+    with pytest.raises(SettingsError) as err:
+        load_settings(env={}, config_path=cfg)
+    assert words.format(cfg=cfg) in str(err.value)
+    assert "unset CONVERGENCE_" not in str(err.value)
+
+
+def test_an_empty_db_flag_is_refused_but_an_empty_env_means_the_default() -> None:
+    with pytest.raises(SettingsError, match="--db is empty"):
+        load_settings(env={}, config_path=None, overrides={"db": ""})
+    s = load_settings(env={"CONVERGENCE_DB": "", "CONVERGENCE_DATA_DIR": "/tmp/x"}, config_path=None)
+    assert s.db_url == "surrealkv:///tmp/x/db"
+
+
+def test_the_limits_themselves_are_accepted() -> None:
+    s = load_settings(env={"CONVERGENCE_SEED": "2147483647", "CONVERGENCE_TICK_S": "0.001"},
+                      config_path=None)
+    assert (s.seed, s.tick_s) == (2**31 - 1, 0.001)

@@ -70,3 +70,31 @@ def test_oversized_event_rejected() -> None:
     good, bad = decode_batch(encode_raw([huge]), now_s=NOW, limits=Limits(max_event_bytes=1024))
     assert good == [] and len(bad) == 1
     assert bad[0].field == "event" and "bytes" in bad[0].reason
+
+
+# -- issue 11: decode_batch never raises; one dead letter per rejected input ------------
+
+
+def _nest(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def test_deep_nesting_at_any_depth_is_one_dead_letter() -> None:
+    for depth in (200, 300, 990, 1000, 5000, 200_000):
+        for template in ('{"v":1,"events":[%s]}', "%s",
+                         '{"v":1,"events":[{"station_id":"s1","value":%s}]}',
+                         '{"v":1,"events":[{"station_id":"s1","x":{"y":%s}}]}'):
+            good, bad = decode_batch((template % _nest(depth)).encode(), now_s=NOW)
+            assert good == [] and len(bad) == 1, (depth, template)
+            assert len(bad[0].payload) <= 4096 and bad[0].reason
+
+
+def test_a_megabyte_field_becomes_a_bounded_dead_letter() -> None:
+    ok = make_event("s1", "sensor", NOW, "seismic", 1.0).to_dict()
+    for field in ("station_id", "text", "category", "source"):
+        msg = encode_raw([ok | {field: "x" * 1_000_000}, ok])
+        good, bad = decode_batch(msg, now_s=NOW)
+        assert len(good) == 1 and len(bad) == 1, field
+        d = bad[0]
+        assert len(d.payload) <= 4096 and d.payload_size >= 1_000_000
+        assert d.station_id in (None, "s1") and len(orjson.dumps(d.to_dict())) < 20_000

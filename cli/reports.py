@@ -18,16 +18,25 @@ app = typer.Typer(help="Read synthesized convergence reports from the database."
 DbOption = Annotated[str | None, typer.Option(help="SurrealDB URL (default: the embedded file).")]
 
 
-def _read(db: str | None, fn: Callable[[SurrealStore], Awaitable[Any]]) -> Any:
-    """``fn(store)`` on the configured database; a store failure ends the command clearly."""
-    from convergence.store.surreal import StoreError, SurrealStore
+def _read(db: str | None, fn: Callable[[SurrealStore], Awaitable[Any]],
+          missing: str | None = None) -> Any:
+    """``fn(store)`` on the configured database; a store failure ends the command clearly
+    (``missing`` leads the message when there is no database at all)."""
+    from convergence.store.surreal import DatabaseMissing, StoreError, SurrealStore
+
+    store = SurrealStore.from_settings(settings(db=db))
 
     async def go() -> Any:
-        async with SurrealStore.from_settings(settings(db=db)) as store:
+        await store.open(create=False)  # reading never creates a database
+        try:
             return await fn(store)
+        finally:
+            await store.close()
 
     try:
         return asyncio.run(go())
+    except DatabaseMissing as exc:
+        fail(f"{missing}: {exc}" if missing else exc)
     except StoreError as exc:
         fail(exc)
 
@@ -58,7 +67,10 @@ def show(
     json_out: Annotated[bool, typer.Option("--json", help="The whole report as JSON.")] = False,
 ) -> None:
     """Show one report in full."""
-    rep = _read(db, lambda s: s.get("report", report_id))
+    if not report_id.strip():
+        fail("the report id is empty; give one such as rpt-1a2b3c4d5e6f7a8b "
+             "(`convergence reports list` shows them)", 2)
+    rep = _read(db, lambda s: s.get("report", report_id), missing=f"no report {report_id!r}")
     if rep is None:
         fail(f"no report {report_id!r} in this database; list them with `convergence reports list`")
     if json_out:

@@ -102,6 +102,7 @@ class EmbeddedRuntime:
         self.commands: list[ControlCommand] = []
         self.run_id = f"run-{settings.seed}-{int(clock())}"
         self._source_rejects: list[DeadLetter] = []
+        self._awaiting: dict[str, float] = {}  # alert id -> when it was queued (monotonic)
 
     def _fleet(self, t0: float) -> Fleet:
         async def sink(station_id: str, records: list[dict[str, Any]]) -> None:
@@ -133,11 +134,40 @@ class EmbeddedRuntime:
                     self.commands.append(r.command)
                     fleet.dispatch(r.command, self.clock())
             for table, rid, doc in outcome_records(oc, self.run_id):
-                writer.submit(table, rid, doc)
+                writer.submit(table, rid, doc, urgent=table == "alert")
+            # on_alert hears of an alert once the store has it (_stored), so an alert a
+            # person saw survives a crash of this process; or, when the store has not
+            # taken it within ALERT_STORE_WAIT_S, with stored=False (_overdue) - never late.
+            self.alerts.extend(oc.alerts)
+            now = time.monotonic()
             for alert in oc.alerts:
-                self.alerts.append(alert)
+                self._awaiting[str(alert["alert_id"])] = now
+
+    #: how long an alert may wait for the store before it is shown as not stored (yet)
+    ALERT_STORE_WAIT_S = 2.0
+
+    def _stored(self, table: str, rid: str, doc: dict[str, Any]) -> None:
+        if table == "alert":
+            self._awaiting.pop(rid, None)
+            if self.on_alert is not None:
+                self.on_alert({**doc, "stored": True})
+
+    def _overdue(self, writer: BatchedWriter, *, all_now: bool = False,
+                 error: str | None = None) -> None:
+        """Alerts the store has not confirmed in time: announce them as not stored."""
+        if not self._awaiting:
+            return
+        limit = time.monotonic() - self.ALERT_STORE_WAIT_S
+        late = {rid for rid, t in self._awaiting.items() if all_now or t <= limit}
+        if not late:
+            return
+        why = error or writer.stats()["last_error"] or (
+            f"the database has not confirmed it within {self.ALERT_STORE_WAIT_S:g} s")
+        for table, rid, doc in writer.unwritten():
+            if table == "alert" and rid in late:
+                del self._awaiting[rid]
                 if self.on_alert is not None:
-                    self.on_alert(alert)
+                    self.on_alert({**doc, "stored": False, "store_error": why})
 
     def _dead(self, dls: list[DeadLetter], writer: BatchedWriter) -> None:
         for d in dls:
@@ -167,25 +197,31 @@ class EmbeddedRuntime:
                 if dls:
                     self._dead(dls, writer)
             self._handle(pipe.advance(now), writer, fleet)
+            self._overdue(writer)
             if stations_done.is_set() and self.bus.empty():
                 return
 
     async def run(self, stop: asyncio.Event | None = None) -> RunSummary:
         """Run until ``duration_s`` passes or ``stop`` is set; returns the summary.
 
+        ``on_alert`` hears of each alert once the store has confirmed it (``stored:
+        True``; within the writer's flush interval), or, when the store refuses it or
+        closing gives up on it, with ``stored: False`` and ``store_error``; an alert
+        first announced unstored is announced again once stored.
+
         If the consumer fails (the store cannot keep up -
-        :class:`~convergence.store.writer.StoreBackpressure` -, an ``on_alert`` hook
-        raises, a pipeline bug), the stations stop, what can be flushed is flushed, the
-        writer and the store are closed, and then its exception is raised. Records the
-        store has not taken within ``close_timeout_s`` are logged and counted in the
-        summary's ``store["unwritten"]``.
+        :class:`~convergence.store.writer.StoreBackpressure` -, a pipeline bug), the
+        stations stop, what can be flushed is flushed, the writer and the store are
+        closed, and then its exception is raised. Records the store has not taken within
+        ``close_timeout_s`` are logged and counted in the summary's ``store["unwritten"]``.
         """
         stop = stop or asyncio.Event()
         store = SurrealStore.from_settings(self.settings)
         await store.open()
         try:
             writer = BatchedWriter(store, seed=self.settings.seed, name="embedded",
-                                   close_timeout_s=self.close_timeout_s)
+                                   close_timeout_s=self.close_timeout_s,
+                                   on_written=self._stored)
             close_error: str | None = None
             try:
                 summary, failure = await self._run(stop, writer)
@@ -196,8 +232,12 @@ class EmbeddedRuntime:
                     close_error = str(exc)
                     log.error("embedded run %s: %d record(s) NOT written to %s: %s", self.run_id,
                               writer.pending, self.settings.db_url, exc)
+                    self._overdue(writer, all_now=True, error=str(exc))
+            by_table: dict[str, int] = {}
+            for table, _, _ in writer.unwritten():
+                by_table[table] = by_table.get(table, 0) + 1
             summary.store = {**writer.stats(), "unwritten": writer.pending,
-                             "close_error": close_error}
+                             "unwritten_by_table": by_table, "close_error": close_error}
         finally:
             await store.close()
         if failure is not None:

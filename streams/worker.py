@@ -42,6 +42,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +53,7 @@ import orjson
 from convergence.counters import Counters
 from convergence.detectors.base import ArrayState
 from convergence.ground_stations.scenario import default_fleet
-from convergence.schema import DeadLetter, Event, dead_letter
+from convergence.schema import DeadLetter, Event, dead_letter, valid_station_id
 from convergence.settings import Settings
 from convergence.stations import StationRegistry
 from convergence.streams.pipeline import Pipeline, TickOutcome, dead_letter_record, outcome_records
@@ -161,6 +162,14 @@ class CoreCounters(Counters):
     resets: int = 0
 
 
+def _key_station(key: bytes | None) -> str | None:
+    """The station a message's key names, when it is a valid station id (a key of any
+    other shape, e.g. 1 MB of junk, names no station and never becomes a summary key)."""
+    if not key or len(key) > 64:
+        return None
+    return valid_station_id(key.decode("utf-8", errors="replace"))
+
+
 class WorkerCore:
     """A worker's logic without Faust (see module docstring); unit-testable with dicts.
 
@@ -183,7 +192,14 @@ class WorkerCore:
     batch_events / batch_wait_s: micro-batch bounds for ingest.
     max_checkpoint_age_s: older checkpoints are ignored on restore.
     run_id: stamped on every alert, report, response and dead letter.
+
+    Summaries count each event once (a re-sent event, recognised by its content id
+    among the last :attr:`COUNTED_IDS`, is not counted again) and only under valid
+    station ids.
     """
+
+    #: how many recent event ids the summaries remember to count a re-sent event once
+    COUNTED_IDS = 65_536
 
     def __init__(self, settings: Settings, *,
                  registry_factory: Callable[[], StationRegistry] | None = None,
@@ -210,6 +226,7 @@ class WorkerCore:
         self.owned: frozenset[int] = frozenset()
         # Per-station summaries survive resets: they count what this worker received.
         self.stations: dict[str, dict[str, Any]] = {}
+        self._counted: OrderedDict[str, None] = OrderedDict()  # recent event ids, counted once
         self._dirty: dict[int, set[str]] = {}
         self._summary_at: dict[int, float] = {}
         self._checkpoint_at: dict[int, float] = {}
@@ -277,7 +294,7 @@ class WorkerCore:
         if bad and not events and len(bad) == 1 and bad[0].field in ("message", "v", "events"):
             self.counters.undecodable += 1
         pipe.count_dead_letters(len(bad))
-        key_station = key.decode("utf-8", errors="replace") if key else None
+        key_station = _key_station(key)
         self._account(events, bad, key_station, wall_s, partition)
         emits = [self._dead_emit(d, key_station) for d in bad]
         if events:
@@ -365,7 +382,7 @@ class WorkerCore:
         d = dead_letter("worker", value or b"", f"internal error {type(exc).__name__}: {exc}; "
                         "this is a bug - report it with this payload", received_at_s=wall_s)
         self.pipeline.count_dead_letters(1)
-        return self._dead_emit(d, key.decode("utf-8", errors="replace") if key else None)
+        return self._dead_emit(d, _key_station(key))
 
     # -- output --------------------------------------------------------------
     def _dead_emit(self, d: DeadLetter, key_station: str | None) -> Emit:
@@ -405,7 +422,13 @@ class WorkerCore:
         dirty = self._dirty.setdefault(partition, set())
         for e in events:
             s = self._station(e.station_id)
-            s["events"] += 1
+            # a re-sent event is the same event: summaries count events, not receipts
+            if e.event_id not in self._counted:
+                s["events"] += 1
+            self._counted[e.event_id] = None
+            self._counted.move_to_end(e.event_id)
+            while len(self._counted) > self.COUNTED_IDS:
+                self._counted.popitem(last=False)
             last = s["last_event_time_s"]
             if last is None or e.event_time_s > last:
                 s["last_event_time_s"] = e.event_time_s

@@ -21,6 +21,7 @@ from convergence.cli.common import (
 )
 from convergence.cli.common import clock_text as _clock
 from convergence.schema import SOURCE_KINDS
+from convergence.settings import redact_url
 
 if TYPE_CHECKING:  # the store (and its engine) load only when a command needs them
     from convergence.streams.pipeline import TickOutcome
@@ -101,7 +102,7 @@ def run(
     if not (json_out or quiet):
         until = f"for {duration:g} s" if duration else "until Ctrl-C"
         console.print(f"[bold]convergence[/] {plural(s.stations, 'station')}, seed {s.seed}, "
-                      f"db {s.db_url}, meter: {rt.pipeline.fusion}, running {until}")
+                      f"db {redact_url(s.db_url)}, meter: {rt.pipeline.fusion}, running {until}")
 
     try:
         summary = run_until_stopped(rt.run)
@@ -126,6 +127,6 @@ def run(
         tables = ", ".join(f"{plural(n, t.replace('_', ' '))}"
                            for t, n in sorted(d["store"].get("unwritten_by_table", {}).items()))
         last = d["store"].get("last_error") or d["store"].get("close_error") or "unknown"
-        fail(f"NOT written to {s.db_url}: {plural(unwritten, 'record')} ({tables}), lost with "
-             f"this run; the store's last error: {str(last)[:300]}. Free disk space or repair "
+        fail(f"NOT written to {redact_url(s.db_url)}: {plural(unwritten, 'record')} ({tables}), "
+             f"lost with this run; the store's last error: {str(last)[:300]}. Free disk space or repair "
              "the database, then run again")

@@ -126,13 +126,25 @@ class Settings:
         return self._sources.get(name, "default")
 
     def describe(self) -> list[dict[str, str]]:
-        """Every setting as ``{name, value, source, env, doc}`` rows, for ``config show``."""
+        """Every setting as ``{name, value, source, env, doc}`` rows, for ``config show``.
+
+        Values are the ones in force: ``db`` and ``models_dir`` show what an empty value
+        resolves to, secrets (``db_password``, a password inside ``db``) are masked.
+
+        >>> rows = {r["name"]: r["value"] for r in load_settings(env={
+        ...     "CONVERGENCE_DB_PASSWORD": "hunter2", "CONVERGENCE_DATA_DIR": "/d"},
+        ...     config_path=None).describe()}
+        >>> rows["db_password"], rows["db"], rows["models_dir"]
+        ('********', 'surrealkv:///d/db', '/d/models')
+        """
+        shown = {"db": redact_url(self.db_url), "models_dir": str(self.models_path),
+                 "db_password": "********" if self.db_password else ""}
         rows = []
         for f in fields():
             rows.append(
                 {
                     "name": f.name,
-                    "value": str(getattr(self, f.name)),
+                    "value": shown.get(f.name, str(getattr(self, f.name))),
                     "source": self.source_of(f.name),
                     "env": env_name(f.name),
                     "doc": f.metadata["doc"],
@@ -147,6 +159,21 @@ class Settings:
             {**{f.name: getattr(self, f.name) for f in fields()}, **clean},
             {**self._sources, **{k: "override" for k in clean}},
         )
+
+
+def redact_url(url: str) -> str:
+    """The URL without any ``user:password@`` part, safe for logs, errors and screens.
+
+    >>> redact_url("ws://root:hunter2@db.example:8000/rpc")
+    'ws://***@db.example:8000/rpc'
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    host, slash, path = rest.partition("/")
+    if "@" in host:
+        host = "***@" + host.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{host}{slash}{path}"
 
 
 def fields() -> list[dataclasses.Field[Any]]:

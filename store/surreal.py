@@ -40,6 +40,7 @@ from convergence.settings import (
     DB_SCHEMES,
     check_db_url,
     db_scheme,
+    redact_url,
 )
 
 if TYPE_CHECKING:
@@ -105,17 +106,6 @@ class _Connection(Protocol):
     async def use(self, namespace: str, database: str) -> None: ...
 
     async def query(self, query: str, vars: dict[str, Any] | None = None) -> Any: ...
-
-
-def _redact(url: str) -> str:
-    """The URL without any ``user:password@`` part, safe for logs and error messages."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    host, slash, path = rest.partition("/")
-    if "@" in host:
-        host = "***@" + host.rsplit("@", 1)[1]
-    return f"{scheme}{sep}{host}{slash}{path}"
 
 
 _scheme = db_scheme
@@ -273,13 +263,13 @@ class SurrealStore:
         scheme = _scheme(url)
         if scheme not in DB_SCHEMES:
             raise StoreError(
-                f"unsupported SurrealDB URL {_redact(url)!r}: the scheme must be one of "
+                f"unsupported SurrealDB URL {redact_url(url)!r}: the scheme must be one of "
                 f"{sorted(DB_SCHEMES)}; use surrealkv://PATH for a "
                 "local file, mem:// for a throwaway database or ws://HOST:PORT for a server"
             )
         problem = check_db_url(url)
         if problem is not None:
-            raise StoreError(f"unusable SurrealDB URL {_redact(url)!r}: {problem}")
+            raise StoreError(f"unusable SurrealDB URL {redact_url(url)!r}: {problem}")
         if not namespace or not database:
             raise StoreError(
                 f"SurrealDB namespace and database must be non-empty (got {namespace!r}/"
@@ -315,7 +305,7 @@ class SurrealStore:
     @property
     def url(self) -> str:
         """The database URL with any credentials removed (safe to log)."""
-        return _redact(self._url)
+        return redact_url(self._url)
 
     @property
     def is_open(self) -> bool:

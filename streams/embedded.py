@@ -27,7 +27,7 @@ from convergence.ground_stations.agent import Fleet, StationAgent
 from convergence.ground_stations.scenario import Scenario, SyntheticWorld, default_scenario, evaluate
 from convergence.ground_stations.synthetic import SyntheticSource
 from convergence.schema import DeadLetter
-from convergence.settings import Settings
+from convergence.settings import Settings, redact_url
 from convergence.stations import StationRegistry
 from convergence.store.surreal import StoreError, SurrealStore
 from convergence.store.writer import BatchedWriter
@@ -305,7 +305,7 @@ class EmbeddedRuntime:
             dead_letters=c.dead_letters, events_per_s=round(c.events / elapsed, 1),
             duplicates=c.duplicates, late=c.late, ticks=c.ticks, responses=c.responses,
             acks=len(fleet.acks), stations=len(self.registry), duration_s=round(elapsed, 3),
-            db=self.settings.db_url, bytes_per_station=self.pipeline.bytes_per_station(),
+            db=redact_url(self.settings.db_url), bytes_per_station=self.pipeline.bytes_per_station(),
             scenario=evaluate(self.scenario, self.alerts, t0=t0, horizon_s=elapsed,
                               window_s=self.pipeline.chain.meter.window_ticks * self.settings.tick_s),
             alert_list=list(self.alerts),

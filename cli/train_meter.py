@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress
 
-from convergence.cli.common import console, fail, print_json, settings
+from convergence.cli.common import console, err_console, fail, plural, print_json, settings
 
 
 def train_meter_cmd(
@@ -39,10 +40,29 @@ def train_meter_cmd(
     except (ValueError, RegistryError) as exc:
         fail(exc)
     m = result.metrics
+    ref = result.record.ref
     if json_out:
-        print_json({"model": result.record.ref, "path": str(result.record.path), **m})
-        return
-    console.print(f"saved [bold]{result.record.ref}[/] in {result.record.path}")
+        print_json({"model": ref, "path": str(result.record.path),
+                    "status": "default" if result.promoted else "candidate",
+                    "status_reason": result.verdict, **m})
+    else:
+        _report(result.record.path, ref, m)
+    if result.promoted:
+        if not json_out:
+            console.print(f"{ref} is now the default meter (`convergence run` uses it; "
+                          f"CONVERGENCE_METER_MODEL=rules keeps the rule): {result.verdict}")
+    else:
+        err_console.print(
+            f"warning: {ref} did worse than the rule-based meter on its held-out runs "
+            f"({result.verdict}); it is kept as a candidate, NOT the default - the stream "
+            f"keeps the meter it used before (an earlier default model, or the rule). Try it "
+            f"on purpose with "
+            f"CONVERGENCE_METER_MODEL={ref}, or train on more --runs.", markup=False)
+
+
+def _report(path: Path, ref: str, m: dict[str, Any]) -> None:
+    """The training report: AUC, calibration, and rule vs learned on held-out runs."""
+    console.print(f"saved [bold]{ref}[/] in {path}")
     console.print(f"held-out AUC {m['auc']:.3f} (rule score alone {m['rule_auc']:.3f}), "
                   f"Brier {m['brier']:.4f}, expected calibration error {m['ece']:.4f}")
     console.print("reliability (predicted -> observed):")
@@ -52,6 +72,7 @@ def train_meter_cmd(
         d = m[name]
         console.print(f"{name.replace('heldout_', ''):>8} meter on held-out runs: detected "
                       f"{d['detected']}/{d['genuine_runs']} ({d['detection_rate']:.0%}), "
-                      f"false alarms in {d['runs_with_false_alarm']} runs "
+                      f"false alarms in {plural(d['runs_with_false_alarm'], 'run')} "
                       f"({d['false_alarm_rate']:.1%}), median time to detect "
-                      f"{d['median_time_to_detect_s']} s")
+                      + ("-" if d["median_time_to_detect_s"] is None
+                         else f"{d['median_time_to_detect_s']} s"))

@@ -167,8 +167,7 @@ class Pipeline:
         scorer = self._load_optional(settings, "meter", load, "using the rule-based fusion")
         if scorer is None:
             return ConvergenceMeter()
-        pinned = model_spec(settings.meter_model, "meter") is not None
-        self.fusion = f"lightgbm {settings.meter_model if pinned else 'meter (latest)'}"
+        self.fusion = f"lightgbm {getattr(scorer, 'ref', settings.meter_model)}"
         return ConvergenceMeter(scorer=scorer)
 
     def _regime(self, settings: Settings) -> dict[str, Any]:

@@ -59,8 +59,13 @@ def test_train_meter_saves_model_used_by_pipeline(tmp_path: Path, monkeypatch: p
     from convergence.stations import StationRegistry
     from convergence.streams.pipeline import Pipeline
 
-    pipe = Pipeline(load_settings(), StationRegistry([]))
+    # this small a model does worse than the rule on its held-out runs, so it is kept as a
+    # candidate (issue 11, item 16): auto keeps the rule, pinning it uses it
+    assert m["status"] == "candidate" and "rule" in m["status_reason"]
+    assert Pipeline(load_settings(), StationRegistry([])).chain.meter.scorer is None
+    pipe = Pipeline(load_settings().replace(meter_model="meter@1"), StationRegistry([]))
     assert pipe.fusion.startswith("lightgbm") and pipe.chain.meter.scorer is not None
+    assert pipe.fusion == "lightgbm meter@1"
     rules = Pipeline(load_settings().replace(meter_model="rules"), StationRegistry([]))
     assert rules.chain.meter.scorer is None
 

@@ -303,3 +303,22 @@ def test_reports_list_of_a_missing_database_is_an_error_and_creates_nothing(tmp_
     assert r.exit_code == 1 and "no database at" in r.stderr and str(missing) in r.stderr
     assert "no reports yet" not in r.stdout
     assert not (tmp_path / "nonexistent").exists()
+
+
+def test_the_banner_and_the_json_name_the_meter_in_force(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from convergence.models.meter_model import train_meter
+    from convergence.models.registry import ModelRegistry
+
+    monkeypatch.setenv("CONVERGENCE_MODELS_DIR", str(tmp_path))
+    reg = ModelRegistry(tmp_path)
+    weak = train_meter(reg, runs=10, ticks=20, stations=5, seed=7, num_rounds=10)
+    assert not weak.promoted  # a candidate: auto keeps the rule, and says so
+    args = ["run", "--duration", "2", "--stations", "10", "--db", "mem://"]
+    assert "meter: rule-based fusion" in runner.invoke(app, args).stdout
+    reg.save_text("meter", weak.booster.model_to_string(), {"status": "default"})
+    assert "meter: lightgbm meter@2" in runner.invoke(app, args).stdout
+    as_json = runner.invoke(app, [*args, "--json"])
+    assert json.loads(as_json.stdout.strip().splitlines()[-1])["meter"] == "lightgbm meter@2"
+    monkeypatch.setenv("CONVERGENCE_METER_MODEL", "meter@1")
+    assert "meter: lightgbm meter@1" in runner.invoke(app, args).stdout

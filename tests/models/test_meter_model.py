@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -66,3 +68,43 @@ def test_offline_replay_matches_the_learned_meter_run_live() -> None:
     assert chain.meter.emit_features is False  # simulate() leaves the caller's chain as given
     offline = replay_learned_meter(p_region, res.region_osint, 0.3)
     assert np.array_equal(offline, live.fired)
+
+
+def test_a_model_worse_than_the_rule_is_kept_as_a_candidate_and_auto_skips_it(
+        tmp_path: Path) -> None:
+    from convergence.models.meter_model import (
+        CANDIDATE,
+        default_version,
+        load_scorer,
+        train_meter,
+    )
+    from convergence.models.registry import ModelNotFound, ModelRegistry
+
+    reg = ModelRegistry(tmp_path)
+    weak = train_meter(reg, runs=10, ticks=20, stations=5, seed=7, num_rounds=10)
+    assert not weak.promoted and "below the rule" in weak.verdict
+    assert weak.record.metadata["status"] == CANDIDATE
+    with pytest.raises(ModelNotFound, match="candidate"):
+        load_scorer(reg)  # auto: nothing to use, the stream keeps the rule
+    assert load_scorer(reg, weak.record.version).ref == "meter@1"  # pinned: used
+    reg.save_text("meter", weak.booster.model_to_string(), {"status": "default"})
+    reg.save_text("meter", weak.booster.model_to_string(), {"status": CANDIDATE})
+    assert default_version(reg) == 2 and load_scorer(reg).ref == "meter@2"
+
+
+@pytest.mark.parametrize(("learned", "ok", "words"), [
+    ({"detected": 5, "runs_with_false_alarm": 1}, False, "detected 5 convergences to the rule's 8"),
+    ({"detected": 8, "runs_with_false_alarm": 3}, False, "false alarms in 3 runs to the rule's 1"),
+    ({"detected": 9, "runs_with_false_alarm": 3}, True, "detected 9 vs 8"),
+    ({"detected": 7, "runs_with_false_alarm": 0}, True, "false-alarm runs 0 vs 1"),
+])
+def test_judging_against_the_rule(learned: dict[str, int], ok: bool, words: str) -> None:
+    from convergence.models.meter_model import judge_against_rule
+
+    rule = {"detected": 8, "runs_with_false_alarm": 1}
+    got = judge_against_rule({"auc": 0.9, "rule_auc": 0.85, "heldout_rule": rule,
+                              "heldout_learned": learned})
+    assert got[0] is ok and words in got[1]
+    nan = judge_against_rule({"auc": float("nan"), "rule_auc": float("nan"),
+                              "heldout_rule": rule, "heldout_learned": learned})
+    assert nan[0] is False and "more --runs" in nan[1]

@@ -11,7 +11,16 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from convergence.cli.common import KafkaOpt, err_console, fail, print_alert, print_json, settings
+from convergence.cli.common import (
+    KafkaOpt,
+    err_console,
+    fail,
+    kafka_errors,
+    plural,
+    print_alert,
+    print_json,
+    settings,
+)
 
 app = typer.Typer(help="Follow convergence alerts published by the cluster.",
                   no_args_is_help=True)
@@ -43,8 +52,11 @@ def iter_alerts(bootstrap: str, topic: str, *, from_beginning: bool = False,
     from convergence.streams import kafka_client
 
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    bounded = {} if timeout_s is None else {
+        "bootstrap_timeout_ms": max(int(min(timeout_s, kafka_client.BOOTSTRAP_TIMEOUT_MS / 1000)
+                                        * 1000), 100)}
     try:
-        consumer = kafka_client.consumer(bootstrap, "convergence-alerts-tail")
+        consumer = kafka_client.consumer(bootstrap, "convergence-alerts-tail", **bounded)
     except (KafkaError, OSError) as exc:
         raise AlertStreamError(kafka_client.unreachable(bootstrap, exc)) from None
     try:
@@ -107,18 +119,27 @@ def tail(
     s = settings(kafka_bootstrap=kafka)
     topic = s.topic("alerts")
     seen = 0
-    try:
-        # Creating it (idempotently) lets a tail start before the cluster does.
-        ensure_topics(s, ["alerts"])
-        for alert in iter_alerts(s.kafka_bootstrap, topic, from_beginning=from_beginning,
-                                 timeout_s=timeout):
-            show_alert(alert, as_json=json_out)
-            seen += 1
-            if count is not None and seen >= count:
-                return
-    except (AlertStreamError, ClusterError) as exc:
-        fail(exc)
-    except KeyboardInterrupt:
-        return
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def left(cap: float) -> float:
+        """Seconds a step may take: at most ``cap``, and never past --timeout."""
+        return cap if deadline is None else max(min(cap, deadline - time.monotonic()), 0.1)
+
+    # kafka_errors hides kafka-python's own retry lines (unless -v) and turns what is left
+    # of a Kafka failure into one error line.
+    with kafka_errors(s.kafka_bootstrap):
+        try:
+            # Creating it (idempotently) lets a tail start before the cluster does.
+            ensure_topics(s, ["alerts"], timeout_s=left(30.0))
+            for alert in iter_alerts(s.kafka_bootstrap, topic, from_beginning=from_beginning,
+                                     timeout_s=None if deadline is None else left(math.inf)):
+                show_alert(alert, as_json=json_out)
+                seen += 1
+                if count is not None and seen >= count:
+                    return
+        except (AlertStreamError, ClusterError) as exc:
+            fail(exc)
+        except KeyboardInterrupt:
+            return
     if count is not None and seen < count:
-        fail(f"only {seen} of {count} alert(s) on {topic} within {timeout:g} s", 3)
+        fail(f"only {seen} of {plural(count, 'alert')} on {topic} within {timeout:g} s", 3)

@@ -30,7 +30,7 @@ from typing import Annotated, Any
 
 import typer
 
-from convergence.cli.common import KafkaOpt, console, err_console, fail, print_json, settings
+from convergence.cli.common import KafkaOpt, console, err_console, fail, plural, print_json, settings
 from convergence.settings import Settings, env_name, fields
 
 app = typer.Typer(help="Run the pipeline as Faust workers on a Kafka broker.",
@@ -224,9 +224,9 @@ def up(
                                 level=log_level))
         if not json_out:
             console.print(
-                f"[bold]cluster[/] kafka {s.kafka_bootstrap}, {workers} worker(s) (logs in "
+                f"[bold]cluster[/] kafka {s.kafka_bootstrap}, {plural(workers, 'worker')} (logs in "
                 f"{log_dir}), store {s.db_url} on "
-                f"{'every worker' if store_all else 'worker 0'}, {s.stations} stations, "
+                f"{'every worker' if store_all else 'worker 0'}, {plural(s.stations, 'station')}, "
                 f"seed {s.seed}, running {f'for {duration:g} s' if duration else 'until Ctrl-C'}")
 
         def tail() -> None:
@@ -294,9 +294,11 @@ def up(
         print_json(summary)
         return
     console.print(
-        f"[bold]done[/]: {out.get('records_sent', 0)} events in {out.get('sent', 0)} messages "
-        f"({out.get('acked', 0)} acked, {out.get('failed', 0)} failed), {len(alerts)} alert(s), "
-        f"{out.get('commands', 0)} commands / {out.get('acks', 0)} acks; workers exited "
+        f"[bold]done[/]: {plural(out.get('records_sent', 0), 'event')} in "
+        f"{plural(out.get('sent', 0), 'message')} ({out.get('acked', 0)} acked, "
+        f"{out.get('failed', 0)} failed), {plural(len(alerts), 'alert')}, "
+        f"{plural(out.get('commands', 0), 'command')} / {plural(out.get('acks', 0), 'ack')}; "
+        "workers exited "
         f"{codes}. Reports: `convergence reports list --db {s.db_url}`.")
     if tail_error:
         err_console.print(f"warning: the alerts tail failed: {tail_error[0]}", markup=False)

@@ -117,7 +117,7 @@ def train_regime_cmd(
         print_json({"model": rec.ref, "path": str(rec.path), "kind": model.kind,
                     "states": _json_safe(model.summary()), "metrics": metrics})
         return
-    console.print(f"fitted {states} states on {model.metadata['n_samples']:,} ticks of "
+    console.print(f"fitted {plural(states, 'state')} on {plural(model.metadata['n_samples'], 'tick')} of "
                   f"{escape(str(input_path))}: best of {restarts} restarts took {metrics['iterations']} EM "
                   f"iterations{'' if metrics['converged'] else ' (not converged: raise --iterations)'}"
                   f", log-likelihood {metrics['log_likelihood']:,.1f}")

@@ -17,7 +17,7 @@ import numpy as np
 import typer
 from rich.markup import escape
 
-from convergence.cli.common import console, err_console, fail, settings
+from convergence.cli.common import console, err_console, fail, plural, settings
 from convergence.cli.models import print_states
 from convergence.detectors.base import Array
 from convergence.models.regime import (
@@ -157,7 +157,7 @@ def regime(
     mix = ", ".join(f"{n} {c / len(series) * 100:.0f}%" for n, c in zip(m.names, counts, strict=True)
                     if c)
     used = m.ref or "a model fitted on it"
-    console.print(f"labelled {len(series):,} rows of {escape(str(file))} with {used}: {mix}; "
+    console.print(f"labelled {plural(len(series), 'row')} of {escape(str(file))} with {used}: {mix}; "
                   f"last tick {m.names[int(labels['regime'][-1])]}")
     if fit:
         print_states(m)

@@ -31,6 +31,7 @@ from convergence.cli.common import (
     err_console,
     fail,
     kafka_errors,
+    plural,
     print_json,
     run_until_stopped,
     settings,
@@ -190,12 +191,13 @@ def run(
         print_json(out)
     else:
         console.print(
-            f"[bold]done[/] in {out['duration_s']:.1f} s: {out['sent']} event messages "
-            f"({out['records_sent']} events) sent, {out['acked']} acked, {out['failed']} failed, "
-            f"{out['retried']} re-sent; {out['commands']} commands, {out['acks']} acks, "
-            f"{out['status_messages']} status messages.")
+            f"[bold]done[/] in {out['duration_s']:.1f} s: {plural(out['sent'], 'event message')} "
+            f"({plural(out['records_sent'], 'event')}) sent, {out['acked']} acked, "
+            f"{out['failed']} failed, {out['retried']} re-sent; "
+            f"{plural(out['commands'], 'command')}, {plural(out['acks'], 'ack')}, "
+            f"{plural(out['status_messages'], 'status message')}.")
     if failed:
-        err_console.print(f"warning: {failed} message(s) could not be delivered; "
+        err_console.print(f"warning: {plural(failed, 'message')} could not be delivered; "
                           "see the log above", markup=False)
         raise typer.Exit(1)
 
@@ -259,7 +261,7 @@ def list_(
         r["group"], r["source"], r["interval_s"], r["state"], r["polls"], r["sent"], r["failures"],
         r["age_s"])] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    console.print(f"{len(rows)} stations ({escape(origin)})", markup=True)
+    console.print(f"{plural(len(rows), 'station')} ({escape(origin)})", markup=True)
     for row in [list(cols), *cells]:
         console.print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip(),
                       markup=False)
@@ -356,5 +358,5 @@ def init(
         tmp.replace(out)  # never leave a half-written fleet behind
     except OSError as exc:
         fail(f"cannot write {out}: {exc}")
-    console.print(f"wrote {s.stations} stations (seed {s.seed}) to {escape(str(out))}; run them with "
-                  f"`convergence stations run --fleet {escape(str(out))}`")
+    console.print(f"wrote {plural(s.stations, 'station')} (seed {s.seed}) to {escape(str(out))}; "
+                  f"run them with `convergence stations run --fleet {escape(str(out))}`")

@@ -139,10 +139,14 @@ def regime(
             fail(f"{exc}{hint}")
     bad = first_invalid(series.values, m.kind)
     if bad is not None:
-        need = "prices > 0" if m.kind == "price" else "counts >= 0"
-        fail(f"{file}: the row with timestamp {series.text[bad]!r} has value "
-             f"{float(series.values[bad])!r}, but model {m.ref or '(fitted)'} expects {need}; "
-             "fix the row or use a model trained on this kind of series")
+        need = "prices > 0" if m.kind == "price" else "counts (whole numbers >= 0)"
+        value = float(series.values[bad])
+        hint = ("; this looks like a price series: label it with a price model "
+                "(`convergence models list` shows each model's kind)"
+                if m.kind == "count" and value > 0 and value != round(value)
+                else "; fix the row or use a model trained on this kind of series")
+        fail(f"{file}: the row with timestamp {series.text[bad]!r} has value {value!r}, but "
+             f"model {m.ref or '(fitted)'} is a {m.kind} model and expects {need}{hint}")
     labels = m.label(series.values)
     try:
         write_labels(out, series, m, labels)

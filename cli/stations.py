@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -48,6 +49,7 @@ from convergence.ground_stations.fleet import (
     default_specs,
     fleet_world,
     load_fleet,
+    loads_fleet,
     parse_part,
 )
 from convergence.ground_stations.kafka_fleet import (
@@ -347,6 +349,12 @@ def init(
     """Write the default synthetic fleet as a fleet file, to edit and run with run --fleet."""
     s = settings(stations=stations, seed=seed)
     text = default_fleet_toml(s.stations, s.seed, interval)
+    try:  # the very check `stations run/list --fleet` will make: never write a file they refuse
+        loads_fleet(text, origin="the fleet to write")
+    except FleetError as exc:
+        first = re.sub(r"^station #\d+ \(id '[^']*'\): ", "", exc.problems[0])
+        fail(f"--interval {interval:g} / --stations {s.stations}: {first}; the fleet file "
+             "would be refused when loaded, so nothing was written", 2)
     if str(out) == "-":
         sys.stdout.write(text)
         return
@@ -357,6 +365,7 @@ def init(
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(out)  # never leave a half-written fleet behind
     except OSError as exc:
-        fail(f"cannot write {out}: {exc}")
+        tmp.unlink(missing_ok=True)  # ... nor the half-written temporary file
+        fail(f"cannot write {out}: {exc.strerror or exc}")
     console.print(f"wrote {plural(s.stations, 'station')} (seed {s.seed}) to {escape(str(out))}; "
                   f"run them with `convergence stations run --fleet {escape(str(out))}`")

@@ -243,3 +243,18 @@ def test_list_shows_meter_models_with_their_quality_and_status(isolated: Path) -
     for words in ("lightgbm meter", "10 simulated runs x 20 ticks x 5 stations", "AUC 0.4",
                   "candidate (worse than the rule)"):
         assert words in line, line
+
+
+def test_a_count_model_on_a_price_file_is_an_error_not_all_calm(prices: Path,
+                                                                isolated: Path) -> None:
+    counts = isolated / "counts.csv"
+    rng = np.random.default_rng(3)
+    counts.write_text("timestamp,value\n" + "".join(
+        f"{1_700_000_000 + 60 * i},{int(c)}\n" for i, c in enumerate(rng.poisson(5, 600))))
+    code, out = invoke("models", "train", "regime", "--input", counts, *FAST, "--name", "msgs")
+    assert code == 0, out
+    code, out = invoke("regime", prices, "--out", isolated / "l.csv", "--model", "msgs@1")
+    assert code == 1, out
+    flat = " ".join(out.split())
+    assert "msgs@1 is a count model" in flat and "looks like a price series" in flat
+    assert not (isolated / "l.csv").exists()

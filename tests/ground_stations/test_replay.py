@@ -269,3 +269,15 @@ def test_parse_time_refuses_garbage(raw: Any) -> None:
 def test_to_number_refuses_garbage(raw: Any) -> None:
     with pytest.raises(ValueError):
         to_number(raw)
+
+
+def test_json_lines_of_exported_events_read_event_time_s_as_their_time(tmp_path: Path) -> None:
+    f = tmp_path / "events.jsonl"
+    f.write_text('{"event_time_s": 1714564800, "category": "quake", "value": 3.1}\n'
+                 '{"event_time_s": "later", "category": "quake"}\n'
+                 '{"timestamp": 1714564860, "event_time_s": "ignored", "category": "quake"}\n')
+    src = FileReplaySource(f, SENSOR, speed=None)
+    recs = drain_all(src, NOW)
+    assert [r["text"] for r in recs] == ["[orig 2024-05-01T12:00:00Z]", "[orig 2024-05-01T12:01:00Z]"]
+    (bad,) = src.drain_rejects()
+    assert bad.field == "event_time_s" and "line 2: event_time_s" in bad.reason

@@ -4,6 +4,8 @@ import math
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from convergence.schema import (
     Event,
@@ -128,3 +130,27 @@ def test_a_hostile_repr_does_not_escape() -> None:
 
     d = dead_letter("wire", [Bad()], "odd", received_at_s=NOW)
     assert "unprintable" in d.payload or "Bad" in d.payload
+
+
+# -- property tests (hypothesis): validation says yes or names what is wrong, nothing else ---
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                 max_size=4),
+    max_leaves=15)
+_FIELDS = ("station_id", "source_kind", "event_time_s", "category", "value", "text", "lat", "lon",
+           "source", "event_id", "schema_version", "extra")
+
+
+@given(st.dictionaries(st.sampled_from(_FIELDS), _JSON, max_size=6) | _JSON)
+def test_validation_returns_an_event_or_raises_a_named_validation_error(over: Any) -> None:
+    candidate = {**raw(), **over} if isinstance(over, dict) else over
+    try:
+        e = validate_event(candidate, now_s=NOW)
+    except ValidationError as err:
+        assert err.field and err.reason and len(str(err)) < 2000
+        d = dead_letter("wire", candidate, err, received_at_s=NOW)
+        assert len(d.payload) <= 4096 and len(d.reason) <= 1000
+        return
+    assert validate_event(e.to_dict(), now_s=NOW) == e  # what passes is stable

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from convergence.settings import SettingsError, env_name, fields, load_settings
 
@@ -160,3 +163,68 @@ def test_the_limits_themselves_are_accepted() -> None:
     s = load_settings(env={"CONVERGENCE_SEED": "2147483647", "CONVERGENCE_TICK_S": "0.001"},
                       config_path=None)
     assert (s.seed, s.tick_s) == (2**31 - 1, 0.001)
+
+
+# -- property tests (hypothesis): any environment or config file is settings or one error ----
+
+_NAMES = [f.name for f in fields()]
+_TOML_SCALARS = (st.booleans() | st.integers(-2**63, 2**63 - 1)
+                 | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20))
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return {float("inf"): "inf", float("-inf"): "-inf"}.get(v, "nan" if v != v else repr(v))
+    if isinstance(v, str):
+        return '"' + "".join(c if c.isalnum() or c in " ._-:/" else f"\\\\u{ord(c):04x}"
+                             for c in v if ord(c) < 0xD800 or ord(c) > 0xDFFF) + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return str(v)
+
+
+def _one_clear_error(exc: SettingsError) -> None:
+    text = str(exc)
+    assert "\\n" not in text and len(text) < 1000
+    assert text.startswith(("setting ", "unknown setting ", "config file ",
+                            "cannot read config file ")), text
+
+
+@given(st.dictionaries(st.sampled_from(_NAMES), st.text(max_size=30), max_size=5))
+def test_any_environment_is_settings_or_one_clear_error(env: dict[str, str]) -> None:
+    try:
+        load_settings(env={env_name(k): v for k, v in env.items()}, config_path=None)
+    except SettingsError as exc:
+        _one_clear_error(exc)
+
+
+@given(st.dictionaries(st.sampled_from([*_NAMES, "bogus"]),
+                       _TOML_SCALARS | st.lists(_TOML_SCALARS, max_size=3), max_size=5),
+       st.booleans())
+def test_any_config_file_is_settings_or_one_clear_error(
+        tmp_path_factory: pytest.TempPathFactory, table: dict[str, Any], sectioned: bool) -> None:
+    cfg = tmp_path_factory.mktemp("cfg") / "convergence.toml"
+    body = "".join(f"{k} = {_toml_value(v)}\\n" for k, v in table.items())
+    cfg.write_text(("[convergence]\\n" if sectioned else "") + body)
+    try:
+        s = load_settings(env={}, config_path=cfg)
+    except SettingsError as exc:
+        _one_clear_error(exc)
+        return
+    for k in table:  # what was accepted is what the file said
+        assert s.source_of(k) == f"file {cfg}"
+
+
+@given(st.binary(max_size=300))
+def test_any_config_bytes_are_settings_or_one_clear_error(
+        tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+    cfg = tmp_path_factory.mktemp("cfg") / "convergence.toml"
+    cfg.write_bytes(data)
+    try:
+        load_settings(env={}, config_path=cfg)
+    except SettingsError as exc:
+        text = str(exc)
+        assert text.startswith(("setting ", "unknown setting ", "config file ",
+                                "cannot read config file "))

@@ -324,7 +324,7 @@ def bounded(text: str, limit: int) -> str:
     """``text`` cut to ``limit`` characters, saying how long it was when cut.
 
     >>> bounded("abc", 10), bounded("x" * 30, 20)
-    ('abc', 'xxxxxxx... (30 chars)')
+    ('abc', 'xxxxxx... (30 chars)')
     """
     if len(text) <= limit:
         return text

@@ -210,13 +210,27 @@ def _small_disk() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, resource.RLIM_INFINITY))
 
 
+# `convergence run` itself, except that closing gives up on a dead store after 3 s, not 30
+_RUN_WITH_A_QUICK_CLOSE = """
+import sys
+from convergence.streams import embedded
+real = embedded.EmbeddedRuntime.__init__
+def init(self, *args, **kwargs):
+    real(self, *args, **{**kwargs, "close_timeout_s": 3.0})
+embedded.EmbeddedRuntime.__init__ = init
+from convergence.cli.main import main
+sys.argv = ["convergence", *sys.argv[1:]]
+main()
+"""
+
+
 @pytest.mark.slow
 def test_a_run_whose_records_were_not_written_exits_non_zero_and_says_so(tmp_path: Path) -> None:
     """Item 9: a full disk is not a success; with --json stdout stays JSON only."""
     db = f"surrealkv://{tmp_path / 'db'}"
     p = subprocess.run(
-        [sys.executable, "-m", "convergence.cli.main", "run", "--db", db, "--json",
-         "--duration", "15", "--seed", "7"],
+        [sys.executable, "-c", _RUN_WITH_A_QUICK_CLOSE, "run", "--db", db, "--json",
+         "--duration", "12", "--seed", "7"],
         capture_output=True, text=True, timeout=180, preexec_fn=_small_disk)
     assert p.returncode == 1, p.stderr
     lines = [json.loads(x) for x in p.stdout.strip().splitlines()]  # nothing but JSON lines
@@ -288,11 +302,11 @@ def test_an_unreachable_http_database_is_one_clear_error() -> None:
 
 
 def test_quiet_prints_no_banner_and_the_banner_names_the_meter() -> None:
-    quiet = runner.invoke(app, ["run", "--duration", "2", "--stations", "10", "--db", "mem://",
+    quiet = runner.invoke(app, ["run", "--duration", "1", "--stations", "10", "--db", "mem://",
                                 "--quiet"])
     assert quiet.exit_code == 0, quiet.output
     assert "running for" not in quiet.stdout and "done in" in quiet.stdout
-    loud = runner.invoke(app, ["run", "--duration", "2", "--stations", "10", "--db", "mem://"])
+    loud = runner.invoke(app, ["run", "--duration", "1", "--stations", "10", "--db", "mem://"])
     assert "10 stations, seed 7" in loud.stdout and "meter: rule-based fusion" in loud.stdout
     assert " 1 stations" not in loud.stdout
 
@@ -314,7 +328,7 @@ def test_the_banner_and_the_json_name_the_meter_in_force(
     reg = ModelRegistry(tmp_path)
     weak = train_meter(reg, runs=10, ticks=20, stations=5, seed=7, num_rounds=10)
     assert not weak.promoted  # a candidate: auto keeps the rule, and says so
-    args = ["run", "--duration", "2", "--stations", "10", "--db", "mem://"]
+    args = ["run", "--duration", "1", "--stations", "10", "--db", "mem://"]
     assert "meter: rule-based fusion" in runner.invoke(app, args).stdout
     reg.save_text("meter", weak.booster.model_to_string(), {"status": "default"})
     assert "meter: lightgbm meter@2" in runner.invoke(app, args).stdout

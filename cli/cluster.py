@@ -38,6 +38,7 @@ from convergence.cli.common import (
     err_console,
     fail,
     kafka_errors,
+    plural,
     print_json,
     quiet_kafka_logs,
     settings,
@@ -290,13 +291,13 @@ def up(
         s = cluster.settings
         if talk:
             console.print(
-                f"[bold]cluster[/] kafka {s.kafka_bootstrap}, {workers} worker(s) (logs in "
+                f"[bold]cluster[/] kafka {s.kafka_bootstrap}, {plural(workers, 'worker')} (logs in "
                 f"{escape(str(cluster.dir))}), store {s.db_url} on "
                 f"{'every worker' if cluster.store_everywhere else 'worker 0'}, "
                 f"{escape(str(fleet)) if fleet else f'{s.stations} stations'}, seed {s.seed}, "
                 f"running {f'for {duration:g} s' if duration else 'until Ctrl-C or `cluster down`'}")
         else:
-            _say(f"cluster running: kafka {s.kafka_bootstrap}, {workers} worker(s), logs in "
+            _say(f"cluster running: kafka {s.kafka_bootstrap}, {plural(workers, 'worker')}, logs in "
                  f"{cluster.dir}")
         while not stop.is_set() and not cluster.finished and cluster.failure is None:
             cluster.step()

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from convergence.cli.common import console, fail, settings
+from convergence.cli.common import console, fail, plural, settings
 from convergence.cli.regime import _parse_ref
 
 
@@ -60,5 +60,5 @@ def detect(
     except OSError as exc:
         fail(f"cannot write {out}: {exc.strerror or exc}")
     top = int(scores.argmax())
-    console.print(f"scored {len(series)} rows -> {out}; highest {scores[top]:.3f} at "
-                  f"{series.text[top]}; {int((scores >= 0.5).sum())} rows >= 0.5")
+    console.print(f"scored {plural(len(series), 'row')} -> {out}; highest {scores[top]:.3f} at "
+                  f"{series.text[top]}; {plural(int((scores >= 0.5).sum()), 'row')} >= 0.5")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress
 
-from convergence.cli.common import console, fail, print_json, settings
+from convergence.cli.common import console, err_console, fail, plural, print_json, settings
 from convergence.settings import Settings
 
 
@@ -58,16 +59,36 @@ def train_meter_cmd(
     except (ValueError, KeyError, RegistryError) as exc:
         fail(exc)
     m = result.metrics
+    ref = result.record.ref
     if json_out:
-        print_json({"model": result.record.ref, "path": str(result.record.path), **m})
-        return
-    console.print(f"saved [bold]{result.record.ref}[/] in {result.record.path}")
+        print_json({"model": ref, "path": str(result.record.path),
+                    "status": "default" if result.promoted else "candidate",
+                    "status_reason": result.verdict, **m})
+    else:
+        _report(result.record.path, ref, m)
+    if result.promoted:
+        if not json_out:
+            console.print(f"{ref} is now the default meter (`convergence run` uses it; "
+                          f"CONVERGENCE_METER_MODEL=rules keeps the rule): {result.verdict}")
+    else:
+        err_console.print(
+            f"warning: {ref} did worse than the rule-based meter on its held-out runs "
+            f"({result.verdict}); it is kept as a candidate, NOT the default - the stream "
+            f"keeps the meter it used before (an earlier default model, or the rule). Try it "
+            f"on purpose with CONVERGENCE_METER_MODEL={ref}, or train on more --runs.",
+            markup=False)
+
+
+def _report(path: Path, ref: str, m: dict[str, Any]) -> None:
+    """The training report: AUC, calibration, and rule vs learned on the held-out seed."""
+    console.print(f"saved [bold]{ref}[/] in {path}")
     console.print(f"held-out AUC {m['auc']:.3f} (rule score alone {m['rule_auc']:.3f}), "
                   f"Brier {m['brier']:.4f}, expected calibration error {m['ece']:.4f}")
     lab = m.get("analyst_labels")
     if lab:
-        console.print(f"trained with {lab['rows']} analyst-labelled row(s) ({lab['genuine']} genuine, "
-                      f"{lab['false_alarm']} false alarm) at weight {lab['weight']:g}; mean P on them "
+        console.print(f"trained with {plural(lab['rows'], 'analyst-labelled row')} "
+                      f"({lab['genuine']} genuine, {lab['false_alarm']} false alarm) at weight "
+                      f"{lab['weight']:g}; mean P on them "
                       f"{lab['mean_p_genuine'] if lab['mean_p_genuine'] is not None else '-'} (genuine) / "
                       f"{lab['mean_p_false_alarm'] if lab['mean_p_false_alarm'] is not None else '-'} "
                       "(false alarm)")
@@ -81,9 +102,12 @@ def train_meter_cmd(
         console.print(f"{name.replace('heldout_', ''):>8} meter on the held-out seed's runs: "
                       f"detected {d['detected']}/{d['genuine']}"
                       f"{f' ({rate:.1%})' if rate is not None else ''}, false alarms in "
-                      f"{d['decoy_runs_with_false_alarm']} of {d['decoy_runs']} decoy runs"
+                      f"{d['decoy_runs_with_false_alarm']} of {plural(d['decoy_runs'], 'decoy run')}"
                       f"{f' ({fa:.1%})' if fa is not None else ''}, median time to detect "
-                      f"{d['median_time_to_detect_ticks']} ticks")
+                      + ("-" if d["median_time_to_detect_ticks"] is None
+                         else f"{d['median_time_to_detect_ticks']} ticks"))
+
+
 def _analyst_labels(s: Settings, quiet: bool) -> tuple[Any, Any]:
     """Feature rows and verdicts of the labelled reports in the database (one error line if
     there are none to train on)."""

@@ -50,7 +50,7 @@ import numpy.typing as npt
 from convergence.detectors.meter import FEATURE_NAMES, ConvergenceMeter
 from convergence.ground_stations.scenario import Scenario
 from convergence.ground_stations.scenario_library import SCENARIOS, names
-from convergence.models.registry import ModelRecord, ModelRegistry
+from convergence.models.registry import ModelNotFound, ModelRecord, ModelRegistry
 from convergence.simulation.campaign import (
     ParamSpace,
     chunk_scenarios,
@@ -103,9 +103,52 @@ def calibration(y: npt.NDArray[Any], p: F64, bins: int = 10) -> dict[str, Any]:
 
 @dataclass
 class TrainResult:
+    """A trained meter: its registry record, held-out metrics, the booster, and whether it
+    became the default (``promoted``) or was kept as a candidate, with the reason."""
+
     record: ModelRecord
     metrics: dict[str, Any]
     booster: lgb.Booster
+    promoted: bool = True
+    verdict: str = ""
+
+
+#: ``status`` in a meter model's metadata: only ``default`` models are picked by ``auto``
+DEFAULT, CANDIDATE = "default", "candidate"
+
+
+def judge_against_rule(metrics: dict[str, Any]) -> tuple[bool, str]:
+    """Does the learned meter beat the rule-based one on its held-out runs?
+
+    It may become the default only if its AUC is at least the rule score's and it is not
+    dominated on held-out runs: fewer convergences detected with no fewer false-alarm
+    runs, or more false-alarm runs without more detections. Returns ``(ok, why)``.
+
+    >>> rule = {"detected": 8, "runs_with_false_alarm": 1}
+    >>> judge_against_rule({"auc": 0.9, "rule_auc": 0.8, "heldout_rule": rule,
+    ...                     "heldout_learned": {"detected": 9, "runs_with_false_alarm": 2}})[0]
+    True
+    >>> judge_against_rule({"auc": 0.47, "rule_auc": 0.51, "heldout_rule": rule,
+    ...                     "heldout_learned": rule})
+    (False, 'its held-out AUC 0.470 is below the rule score alone (0.510)')
+    """
+    a, r = metrics["auc"], metrics["rule_auc"]
+    learned, rule = metrics["heldout_learned"], metrics["heldout_rule"]
+    det_l, det_r = learned["detected"], rule["detected"]
+    fa_l, fa_r = learned["runs_with_false_alarm"], rule["runs_with_false_alarm"]
+    if math.isnan(a):  # no held-out ticks with (or without) a convergence under way
+        return False, "its held-out runs cannot judge it (no convergence, or nothing else, in " \
+                      "them); train with more --runs"
+    if not math.isnan(r) and a < r:
+        return False, f"its held-out AUC {a:.3f} is below the rule score alone ({r:.3f})"
+    if det_l < det_r and fa_l >= fa_r:
+        return False, (f"on held-out runs it detected {det_l} convergences to the rule's {det_r} "
+                       f"with {fa_l} false-alarm runs to the rule's {fa_r}")
+    if fa_l > fa_r and det_l <= det_r:
+        return False, (f"on held-out runs it raised false alarms in {fa_l} runs to the rule's "
+                       f"{fa_r} without detecting more ({det_l} vs {det_r})")
+    return True, (f"held-out AUC {a:.3f} vs the rule's {r:.3f}; detected {det_l} vs {det_r}, "
+                  f"false-alarm runs {fa_l} vs {fa_r}")
 
 
 @dataclass
@@ -294,7 +337,9 @@ def train_meter(registry: ModelRegistry, *, runs: int = 40, seed: int = 7,
                                   "rule_false_alarm_rate_on_training_runs": rule_fa}
     importance = dict(zip(FEATURE_NAMES, booster.feature_importance("gain").round(1).tolist(),
                           strict=True))
+    promoted, verdict = judge_against_rule(metrics)
     meta = {"kind": "lightgbm-binary", "features": list(FEATURE_NAMES), "runs": runs,
+            "status": DEFAULT if promoted else CANDIDATE, "status_reason": verdict,
             "p_warning": p_warning, "scenarios": chosen, "seed": seed,
             "heldout_seed": heldout_seed, "folds": folds, "num_rounds": num_rounds,
             "train_rows": len(y_all), "test_rows": len(yt),
@@ -303,7 +348,7 @@ def train_meter(registry: ModelRegistry, *, runs: int = 40, seed: int = 7,
             "feature_importance_gain": importance, "lightgbm": lgb.__version__}
     rec = registry.save_text(MODEL_NAME, booster.model_to_string(), meta)
     say("saved", 1.0)
-    return TrainResult(rec, metrics, booster)
+    return TrainResult(rec, metrics, booster, promoted, verdict)
 
 
 def replay_learned_meter(p_region: F64, region_osint: npt.NDArray[np.bool_], p_warning: float,
@@ -364,11 +409,40 @@ def booster_scorer(booster: lgb.Booster, p_warning: float = WARNING_SCORE) -> Ca
     return score
 
 
-def load_scorer(registry: ModelRegistry, version: int | None = None) -> Callable[[F64], F64]:
-    """The saved meter model as a scorer; :class:`ModelNotFound` if none is trained."""
+class MeterScorer:
+    """A saved meter model as the meter's ``scorer``, knowing which model it is (``ref``)."""
+
+    def __init__(self, ref: str, score: Callable[[F64], F64]) -> None:
+        self.ref = ref
+        self._score = score
+
+    def __call__(self, features: F64) -> F64:
+        return self._score(features)
+
+
+def default_version(registry: ModelRegistry) -> int:
+    """The meter version ``auto`` uses: the newest one that became the default (a model
+    kept as a candidate, worse than the rule, is used only when pinned)."""
+    records = registry.list(MODEL_NAME)
+    usable = [r for r in records if r.metadata.get("status", DEFAULT) != CANDIDATE]
+    if not usable:
+        if not records:
+            registry.latest(MODEL_NAME, train_hint=TRAIN_HINT)  # raises, saying how to train
+        raise ModelNotFound(
+            f"every meter model in {registry.root / MODEL_NAME} is a candidate that did worse "
+            "than the rule on its held-out runs; pin one with "
+            f"CONVERGENCE_METER_MODEL=meter@N or train again with more runs ({TRAIN_HINT})")
+    return usable[-1].version
+
+
+def load_scorer(registry: ModelRegistry, version: int | None = None) -> MeterScorer:
+    """The saved meter model as a scorer (default: :func:`default_version`);
+    :class:`ModelNotFound` if there is none to use."""
+    if version is None:
+        version = default_version(registry)
     rec, text = registry.load_text(MODEL_NAME, version, train_hint=TRAIN_HINT)
-    return booster_scorer(lgb.Booster(model_str=text),
-                          float(rec.metadata.get("p_warning", WARNING_SCORE)))
+    return MeterScorer(rec.ref, booster_scorer(lgb.Booster(model_str=text),
+                                               float(rec.metadata.get("p_warning", WARNING_SCORE))))
 
 
 def result_features_example() -> F64:
@@ -380,6 +454,7 @@ def result_features_example() -> F64:
     return np.array([[row[n] for n in FEATURE_NAMES]])
 
 
-__all__ = ["MODEL_NAME", "Campaign", "TrainResult", "analyst_rows", "auc", "booster_scorer", "calibration",
-           "campaign_stats", "load_scorer", "replay_learned_meter", "simulate_campaign",
-           "train_meter"]
+__all__ = ["CANDIDATE", "DEFAULT", "MODEL_NAME", "Campaign", "MeterScorer", "TrainResult",
+           "analyst_rows", "auc", "booster_scorer", "calibration", "campaign_stats",
+           "default_version", "judge_against_rule", "load_scorer", "replay_learned_meter",
+           "simulate_campaign", "train_meter"]

@@ -86,7 +86,7 @@ from convergence.records import (
     Verdict,
 )
 from convergence.schema import dead_letter
-from convergence.settings import DB_FILE_SCHEMES, db_scheme
+from convergence.settings import DB_FILE_SCHEMES, db_scheme, redact_url
 from convergence.store.integrity import (
     HEAD_TABLE,
     Chain,
@@ -95,7 +95,7 @@ from convergence.store.integrity import (
     content_hash,
     load_chain,
 )
-from convergence.store.surreal import StoreError, SurrealStore, _redact
+from convergence.store.surreal import StoreError, SurrealStore
 from convergence.store.writer import BatchedWriter, StoreBackpressure
 
 __all__ = [
@@ -341,7 +341,7 @@ def require_existing(url: str) -> None:
     path = Path(url.split("://", 1)[1]).expanduser()
     if not path.exists():
         raise StoreError(
-            f"no database at {path} ({_redact(url)}): nothing has been written there. Check "
+            f"no database at {path} ({redact_url(url)}): nothing has been written there. Check "
             "--db (or CONVERGENCE_DB), or run `convergence run` to create it")
 
 

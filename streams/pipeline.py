@@ -113,11 +113,12 @@ class RecordRouter:
         self.writer = writer
         self.graph = graph
 
-    def submit(self, table: str, record_id: str, doc: dict[str, Any]) -> None:
+    def submit(self, table: str, record_id: str, doc: dict[str, Any], **kw: Any) -> None:
+        """Queue one record (``kw`` goes to the writer, e.g. ``urgent``)."""
         if table == "report":
             self.graph.submit(Report.from_dict(doc))
         else:
-            self.writer.submit(table, record_id, doc)
+            self.writer.submit(table, record_id, doc, **kw)
 
 
 def dead_letter_record(d: DeadLetter, run_id: str, station_id: str | None = None) -> Record:
@@ -257,8 +258,7 @@ class Pipeline:
         if scorer is None:
             # features ride in every report: an analyst's label makes it a training row
             return ConvergenceMeter(window_ticks=settings.window_ticks, emit_features=True)
-        pinned = model_spec(settings.meter_model, "meter") is not None
-        self.method = MeterMethod("lightgbm", settings.meter_model if pinned else "meter (latest)")
+        self.method = MeterMethod("lightgbm", str(getattr(scorer, "ref", settings.meter_model)))
         return ConvergenceMeter(window_ticks=settings.window_ticks, scorer=scorer,
                                 emit_features=True)
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -53,7 +54,7 @@ from convergence.control import ControlCommand
 from convergence.counters import Counters
 from convergence.detectors.base import ArrayState
 from convergence.ground_stations.scenario import default_fleet
-from convergence.schema import DeadLetter, Event, dead_letter
+from convergence.schema import DeadLetter, Event, dead_letter, valid_station_id
 from convergence.settings import Settings
 from convergence.stations import StationRegistry
 from convergence.streams.metrics import WorkerMetrics, dead_letter_reason
@@ -206,6 +207,14 @@ class CoreCounters(Counters):
     resets: int = 0
 
 
+def _key_station(key: bytes | None) -> str | None:
+    """The station a message's key names, when it is a valid station id (a key of any
+    other shape, e.g. 1 MB of junk, names no station and never becomes a summary key)."""
+    if not key or len(key) > 64:
+        return None
+    return valid_station_id(key.decode("utf-8", errors="replace"))
+
+
 class WorkerCore:
     """A worker's logic without Faust (see module docstring); unit-testable with dicts.
 
@@ -230,7 +239,14 @@ class WorkerCore:
     run_id: stamped on every alert, report, response and dead letter.
     metrics: where events in, dead letters, ticks closed and alert latency are counted
         (:class:`~convergence.streams.metrics.WorkerMetrics`; default: a fresh one).
+
+    Summaries count each event once (a re-sent event, recognised by its content id
+    among the last :attr:`COUNTED_IDS`, is not counted again) and only under valid
+    station ids.
     """
+
+    #: how many recent event ids the summaries remember to count a re-sent event once
+    COUNTED_IDS = 65_536
 
     def __init__(self, settings: Settings, *,
                  registry_factory: Callable[[], StationRegistry] | None = None,
@@ -260,6 +276,7 @@ class WorkerCore:
         self.owned: frozenset[int] = frozenset()
         # Per-station summaries survive resets: they count what this worker received.
         self.stations: dict[str, dict[str, Any]] = {}
+        self._counted: OrderedDict[str, None] = OrderedDict()  # recent event ids, counted once
         self._dirty: dict[int, set[str]] = {}
         self._summary_at: dict[int, float] = {}
         self._checkpoint_at: dict[int, float] = {}
@@ -328,7 +345,7 @@ class WorkerCore:
             self.counters.undecodable += 1
         pipe.count_dead_letters(len(bad))
         self.metrics.events_in(len(events))
-        key_station = key.decode("utf-8", errors="replace") if key else None
+        key_station = _key_station(key)
         return self._take(events, bad, key_station, wall_s, partition)
 
     def on_records(self, records: Sequence[Any], wall_s: float, partition: int = 0) -> list[Emit]:
@@ -446,7 +463,7 @@ class WorkerCore:
         d = dead_letter("worker", value or b"", f"internal error {type(exc).__name__}: {exc}; "
                         "this is a bug - report it with this payload", received_at_s=wall_s)
         self.pipeline.count_dead_letters(1)
-        self._dead(d, key.decode("utf-8", errors="replace") if key else None)
+        self._dead(d, _key_station(key))
         return self.port.drain()
 
     def manual(self, cmd: ControlCommand, wall_s: float) -> None:
@@ -476,7 +493,7 @@ class WorkerCore:
             for table, rid, doc in outcome_records(oc, self.run_id):
                 if table == "alert":
                     self.metrics.alert_latency(time.time() - float(doc["time_s"]))
-                    log.warning("ALERT %s %s score %.1f in %s, report %s", rid, doc["level"],
+                    log.info("ALERT %s %s score %.1f in %s, report %s", rid, doc["level"],
                                 doc["score"], doc["region"], doc["report_id"])
                 self.port.record(table, rid, doc)
                 cmd = commands.get(rid) if table == "response" else None
@@ -499,7 +516,13 @@ class WorkerCore:
         dirty = self._dirty.setdefault(partition, set())
         for e in events:
             s = self._station(e.station_id)
-            s["events"] += 1
+            # a re-sent event is the same event: summaries count events, not receipts
+            if e.event_id not in self._counted:
+                s["events"] += 1
+            self._counted[e.event_id] = None
+            self._counted.move_to_end(e.event_id)
+            while len(self._counted) > self.COUNTED_IDS:
+                self._counted.popitem(last=False)
             last = s["last_event_time_s"]
             if last is None or e.event_time_s > last:
                 s["last_event_time_s"] = e.event_time_s

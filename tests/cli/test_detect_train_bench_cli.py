@@ -60,8 +60,13 @@ def test_train_meter_saves_model_used_by_pipeline(tmp_path: Path, monkeypatch: p
     from convergence.stations import StationRegistry
     from convergence.streams.pipeline import Pipeline
 
-    pipe = Pipeline(load_settings(), StationRegistry([]))
-    assert pipe.fusion.startswith("LightGBM") and pipe.chain.meter.scorer is not None
+    # a model that does worse than the rule on its held-out runs is kept as a candidate
+    # (issue 11, item 16): auto keeps the rule; either way, pinning it uses it
+    assert m["status"] in ("default", "candidate") and m["status_reason"]
+    auto = Pipeline(load_settings(), StationRegistry([])).chain.meter.scorer
+    assert (auto is None) == (m["status"] == "candidate")
+    pipe = Pipeline(load_settings().replace(meter_model="meter@1"), StationRegistry([]))
+    assert pipe.chain.meter.scorer is not None and pipe.fusion == "LightGBM fusion meter@1"
     rules = Pipeline(load_settings().replace(meter_model="rules"), StationRegistry([]))
     assert rules.chain.meter.scorer is None
 

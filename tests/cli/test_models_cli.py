@@ -212,3 +212,49 @@ def test_iso_timestamps_and_bad_name(isolated: Path) -> None:
     assert invoke("models", "train", "regime", "--input", iso, *FAST)[0] == 0
     assert invoke("regime", iso, "--out", isolated / "l.csv")[0] == 0
     assert read_labels(isolated / "l.csv")[1][0][0] == "2024-03-01T00:00:00Z"
+
+
+# -- issue 11, item 16: a damaged folder, meter rows, candidates ---------------------------
+
+
+def test_list_survives_a_damaged_model_folder(prices: Path, isolated: Path, trained: Path) -> None:
+    bad = trained / "regime" / "v0002"
+    bad.mkdir()
+    (bad / "meta.json").write_text("{not json")
+    (trained / "junk").write_text("not a model folder")
+    result = runner.invoke(app, ["models", "list"])
+    assert result.exit_code == 0, result.output
+    assert "regime@1" in result.stdout
+    assert "skipped a damaged model" in result.stderr and "v0002" in result.stderr
+    as_json = runner.invoke(app, ["models", "list", "--json"])
+    assert [m["version"] for m in json.loads(as_json.stdout)] == [1]
+
+
+def test_list_shows_meter_models_with_their_quality_and_status(isolated: Path) -> None:
+    from convergence.models.meter_model import train_meter
+
+    reg = ModelRegistry(isolated / "models")
+    train_meter(reg, runs=10, ticks=20, stations=5, seed=7, num_rounds=10)  # a weak one
+    result = runner.invoke(app, ["models", "list", "--json"])
+    row = json.loads(result.stdout)[0]
+    assert row["status"] == "candidate" and row["in_use"] is False
+    wide = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["models", "list"])
+    line = next(x for x in wide.stdout.splitlines() if "meter@1" in x)
+    for words in ("lightgbm meter", "10 simulated runs x 20 ticks x 5 stations", "AUC 0.4",
+                  "candidate (worse than the rule)"):
+        assert words in line, line
+
+
+def test_a_count_model_on_a_price_file_is_an_error_not_all_calm(prices: Path,
+                                                                isolated: Path) -> None:
+    counts = isolated / "counts.csv"
+    rng = np.random.default_rng(3)
+    counts.write_text("timestamp,value\n" + "".join(
+        f"{1_700_000_000 + 60 * i},{int(c)}\n" for i, c in enumerate(rng.poisson(5, 600))))
+    code, out = invoke("models", "train", "regime", "--input", counts, *FAST, "--name", "msgs")
+    assert code == 0, out
+    code, out = invoke("regime", prices, "--out", isolated / "l.csv", "--model", "msgs@1")
+    assert code == 1, out
+    flat = " ".join(out.split())
+    assert "msgs@1 is a count model" in flat and "looks like a price series" in flat
+    assert not (isolated / "l.csv").exists()

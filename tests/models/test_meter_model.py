@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -81,7 +83,6 @@ def test_offline_replay_matches_the_learned_meter_run_live() -> None:
 
 def test_analysts_labels_join_the_training_rows_weighted() -> None:
     import tempfile
-    from pathlib import Path
 
     from convergence.detectors.meter import FEATURE_NAMES
     from convergence.models.meter_model import analyst_rows, result_features_example, train_meter

@@ -430,3 +430,35 @@ def test_a_table_write_failure_still_returns_the_messages_outputs(monkeypatch: p
     emits = core.on_message(encode_raw([_event("probe-1", now - 5.0), bad]), b"probe-1", now)
     assert [e.topic for e in emits] == ["dead-letter"]  # built before the table write failed
     assert core.pipeline.counters.events == 1
+
+
+# -- issue 11: oversized and invalid input stays out of summaries; receipts are not events --
+
+
+def test_a_megabyte_key_or_station_id_never_becomes_a_summary_key_or_a_raw_dead_letter() -> None:
+    now = time.time()
+    summaries: dict[str, Any] = {}
+    core = WorkerCore(_settings(), summaries=summaries, summary_interval_s=0.0, batch_wait_s=0.0)
+    huge = "s" * 1_000_000
+    emits = core.on_message(encode_raw([_event(huge, now - 1.0)]), huge.encode(), now)
+    emits += core.on_message(b"{not json", huge.encode(), now)
+    emits += core.on_message(encode_raw([_event("bad id!", now - 1.0)]), b"bad id!", now)
+    emits += core.on_message(encode_raw([_event("probe-1", now - 1.0)]), b"probe-1", now)
+    dead = [e for e in emits if e.topic == "dead-letter"]
+    assert len(dead) == 3
+    assert all(len(e.value) < 20_000 and len(e.key) <= 64 for e in dead)
+    docs = [orjson.loads(e.value) for e in dead]
+    assert [d["station_id"] for d in docs] == [None, None, None]
+    assert docs[0]["payload_size"] > 1_000_000 and len(docs[0]["payload"]) <= 4096
+    assert sorted(core.stations) == ["probe-1"] and sorted(summaries) == ["probe-1"]
+    assert len(orjson.dumps(core.summary())) < 10_000
+
+
+def test_summaries_count_a_re_sent_event_once() -> None:
+    now = time.time()
+    core = WorkerCore(_settings(), summary_interval_s=0.0, batch_wait_s=0.0)
+    batch = encode_raw([_event("probe-1", now - 1.0), _event("probe-1", now - 0.5)])
+    for _ in range(3):  # a producer retrying the same message
+        core.on_message(batch, b"probe-1", now)
+    assert core.stations["probe-1"]["events"] == 2
+    assert core.pipeline.counters.events == 2 and core.pipeline.counters.duplicates == 4

@@ -137,13 +137,23 @@ def _describe(rec: ModelRecord, in_use: dict[str, int]) -> dict[str, str]:
            "trained on": "", "samples": "", "quality": "", "status": ""}
     if rec.name == "meter" or m.get("kind") == "lightgbm-binary":
         row["type"] = "lightgbm meter"
-        if all(isinstance(m.get(k), int) for k in ("runs", "ticks", "stations")):
+        scen = m.get("scenarios")
+        if isinstance(m.get("runs"), int) and isinstance(scen, list):
+            row["trained on"] = (f"{m['runs']:,} runs x {plural(len(scen), 'scenario')}, "
+                                 f"seed {m.get('seed', '?')} (held out: {m.get('heldout_seed', '?')})")
+        elif all(isinstance(m.get(k), int) for k in ("runs", "ticks", "stations")):
             row["trained on"] = (f"{m['runs']:,} simulated runs x {m['ticks']} ticks x "
                                  f"{plural(m['stations'], 'station')}")
         if isinstance(m.get("train_rows"), int):
             row["samples"] = f"{m['train_rows']:,}"
         if isinstance(metrics.get("auc"), float) and isinstance(metrics.get("rule_auc"), float):
             row["quality"] = f"AUC {metrics['auc']:.3f} (rule {metrics['rule_auc']:.3f})"
+        held, rule = metrics.get("heldout_learned"), metrics.get("heldout_rule")
+        if isinstance(held, dict) and isinstance(rule, dict) and "detected" in held:
+            row["quality"] += (f"; held out: {held['detected']} detected, "
+                               f"{held.get('runs_with_false_alarm', '?')} false-alarm runs "
+                               f"(rule {rule.get('detected', '?')}, "
+                               f"{rule.get('runs_with_false_alarm', '?')})")
         if m.get("status") == "candidate":
             row["status"] = "candidate (worse than the rule)"
     else:

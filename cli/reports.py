@@ -85,7 +85,9 @@ def _read(db: str | None, fn: Callable[[SurrealStore], Awaitable[T]]) -> T:
 
 def _check_id(report_id: str) -> str:
     rid = report_id.strip()
-    if not rid or len(rid) > 200 or any(ord(c) < 32 for c in rid):
+    if not rid:
+        fail("the report id is empty; list them with `convergence reports list`", 2)
+    if len(rid) > 200 or any(ord(c) < 32 for c in rid):
         fail(f"{safe_text(report_id, 60)!r} is not a report id; list them with "
              "`convergence reports list`", 2)
     return rid

@@ -163,6 +163,8 @@ class EntropyDetector(Stage):
             "p_cat": ((self.n_bins,), 1.0 / self.n_bins, np.float32),
             # a slower smoothed histogram: power for a story that holds attention
             "hist_slow": ((self.n_bins,), 0.0, np.float32),
+            # ticks the usual mix has learnt from
+            "m_n": ((), 0.0),
         }
 
     def seed(self, state: ArrayState, expected_counts: Array, known: Array) -> None:
@@ -231,21 +233,35 @@ class EntropyDetector(Stage):
         p_cat = state["p_cat"]
         slow = state["hist_slow"]
         slow += _SLOW_ALPHA * (hist - slow)
+        slow_mass = slow @ np.ones(slow.shape[-1])
+        k_slow = (2.0 - _SLOW_ALPHA) / _SLOW_ALPHA
+        # each window is judged on its own events: a feed of one or two events a tick has
+        # too few in the fast window, but enough in the slow one
+        enough_slow = slow_mass * k_slow >= self.min_events
+        m_n = state["m_n"]
+        m_n += enough_slow
+        mix_known = m_n >= self.mix_warmup_ticks
         z_fast, b_fast = _concentration_z(sh, mass, p_cat, self.hist_alpha)
-        z_slow, b_slow = _concentration_z(slow, slow @ np.ones(slow.shape[-1]), p_cat, _SLOW_ALPHA)
+        z_fast = np.where(enough & mix_known, z_fast, 0.0)
+        z_slow, b_slow = _concentration_z(slow, slow_mass, p_cat, _SLOW_ALPHA)
         # the slow window remembers a story for about 19 ticks after it ends: it counts only
         # while the fast window still leans the same way (else the tail of a story that is
         # over keeps its stations anomalous, and a region re-alerts on nothing new)
-        z_slow = np.where((b_slow == b_fast) & (z_fast >= 1.0), z_slow, 0.0)
+        leaning = (b_slow == b_fast) & ((z_fast >= 1.0) | ~enough)
+        z_slow = np.where(enough_slow & mix_known & leaning, z_slow, 0.0)
         z2 = np.maximum(z_fast, z_slow)
         conc_bin = np.where(z_slow > z_fast, b_slow, b_fast)
-        mix_known = judged & (h_n >= self.mix_warmup_ticks)
-        conc_z = np.where(mix_known, np.sqrt(np.maximum(z2 * z2 - 2.0 * _LN2, 0.0)), 0.0)
-        frac = np.divide(sh, mass[..., None], out=np.zeros_like(sh), where=mass[..., None] > 0)
-        # the usual mix learns ten times slower while the station departs from it, so a
-        # story that holds the station's attention is not absorbed within a few ticks
-        ap = np.where(conc_z >= 2.0, 0.1 * ah, ah)
-        p_cat += np.where(enough[..., None], ap[..., None], 0.0) * (frac - p_cat)
+        conc_z = np.sqrt(np.maximum(z2 * z2 - 2.0 * _LN2, 0.0)) * (z2 > 0)
+        frac = np.divide(slow, slow_mass[..., None], out=np.zeros_like(slow),
+                         where=slow_mass[..., None] > 0)
+        # the usual mix (from the slow window) learns at the running mean at first, then at
+        # alpha, ten times slower while the station departs from it, so a story that holds
+        # the station's attention is not absorbed within a few ticks
+        am = np.maximum(self.alpha, 1.0 / np.maximum(m_n, 1.0))
+        if anomalous is not None:
+            am = np.where(anomalous, am * 0.1, am)
+        ap = np.where(conc_z >= 2.0, 0.1 * am, am)
+        p_cat += np.where(enough_slow[..., None], ap[..., None], 0.0) * (frac - p_cat)
         return {"entropy": ent, "entropy_drop_z": np.maximum(drop_z, conc_z),
                 "concentration_z": conc_z, "concentration_bin": conc_bin,
                 "activity_bits": activity_bits}

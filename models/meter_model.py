@@ -445,13 +445,22 @@ def load_scorer(registry: ModelRegistry, version: int | None = None) -> MeterSco
                                                float(rec.metadata.get("p_warning", WARNING_SCORE))))
 
 
-def result_features_example() -> F64:
-    """One feature row of a strong multi-kind convergence (for examples and smoke tests)."""
-    row = dict.fromkeys(FEATURE_NAMES, 0.0)
-    row.update(evidence=6.0, n_kinds=4, n_osint_groups=4, n_nodes=12, n_groups=10,
-               max_strength=1.0, mean_strength=0.8, active_share=0.3, market_share=0.2,
-               rule_score=90.0, n_regions_watch=1)
-    return np.array([[row[n] for n in FEATURE_NAMES]])
+def result_features_example(seed: int = 0) -> F64:
+    """One feature row of a clear multi-kind convergence (for examples and smoke tests):
+    the region's row at the peak of the rule score in a simulated run of the library's
+    ``simultaneous`` scenario.
+
+    >>> row = result_features_example()
+    >>> row.shape == (1, len(FEATURE_NAMES)) and row[0, FEATURE_NAMES.index("n_kinds")] >= 3
+    True
+    """
+    from convergence.ground_stations.scenario_library import build
+    from convergence.simulation.simulator import simulate
+
+    res = simulate([build("simultaneous", seed=seed)], seed=seed, features=True)
+    assert res.features is not None
+    rows = np.asarray(res.features, np.float64).reshape(-1, len(FEATURE_NAMES))
+    return rows[[int(np.argmax(rows[:, FEATURE_NAMES.index("rule_score")]))]]
 
 
 __all__ = ["CANDIDATE", "DEFAULT", "MODEL_NAME", "Campaign", "MeterScorer", "TrainResult",

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from convergence.cli.alerts import show_alert
 from convergence.cli.main import app
+from convergence.records import Alert, Level
 
 
 def test_timeout_bounds_connecting_and_no_kafka_log_lines_get_through() -> None:
@@ -29,16 +30,16 @@ def test_timeout_bounds_connecting_and_no_kafka_log_lines_get_through() -> None:
     assert took < 10, f"--timeout 2 took {took:.1f} s"  # the interpreter starts in ~2 s
 
 
-def _alert(**over: Any) -> dict[str, Any]:
-    base = {"alert_id": "alt-1", "report_id": "rpt-1", "level": "warning", "score": 61.5,
-            "time_s": 1_700_000_000.0, "regions": ["mena"], "source_kinds": ["osint_news"],
-            "n_stations": 1}
-    return {**base, **over}
+def _alert(n_stations: int) -> Alert:
+    return Alert(alert_id="alt-1", report_id="rpt-1", region="mena", level=Level.WARNING,
+                 score=61.5, tick=3, time_s=1_700_000_000.0, episode_tick=2,
+                 stations=tuple(f"news-{i}" for i in range(n_stations)),
+                 source_kinds=("osint_news",), osint_corroborated=True)
 
 
 def test_the_alert_line_counts_stations_in_good_english(capsys: Any) -> None:
-    show_alert(_alert(), as_json=False)
-    show_alert(_alert(n_stations=3), as_json=False)
+    show_alert(_alert(1), as_json=False)
+    show_alert(_alert(3), as_json=False)
     out = capsys.readouterr().out
     assert "1 station (news)" in out and "3 stations (news)" in out and "1 stations" not in out
 

@@ -26,6 +26,9 @@ app.command("regime")(regime)
 runner = CliRunner()
 FAST = ["--states", "3", "--restarts", "2"]
 
+#: a small campaign for training tests: two genuine scenarios and two decoys
+FEW = "two-regions,topic-only,lone-surge,pure-noise"
+
 
 def write_prices(path: Path, n: int = 600, seed: int = 4, iso: bool = False) -> Path:
     rng = np.random.default_rng(seed)
@@ -233,15 +236,20 @@ def test_list_survives_a_damaged_model_folder(prices: Path, isolated: Path, trai
 def test_list_shows_meter_models_with_their_quality_and_status(isolated: Path) -> None:
     from convergence.models.meter_model import train_meter
 
+    scratch = ModelRegistry(isolated / "scratch")
+    trained = train_meter(scratch, runs=2, folds=2, seed=7, num_rounds=10, scenarios=FEW)
+    # kept as a candidate (as a model worse than the rule is): listed as one, never in use
     reg = ModelRegistry(isolated / "models")
-    train_meter(reg, runs=10, ticks=20, stations=5, seed=7, num_rounds=10)  # a weak one
+    reg.save_text("meter", trained.booster.model_to_string(),
+                  {**trained.record.metadata, "status": "candidate"})
     result = runner.invoke(app, ["models", "list", "--json"])
     row = json.loads(result.stdout)[0]
     assert row["status"] == "candidate" and row["in_use"] is False
-    wide = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["models", "list"])
+    wide = CliRunner(env={"COLUMNS": "250"}).invoke(app, ["models", "list"])
     line = next(x for x in wide.stdout.splitlines() if "meter@1" in x)
-    for words in ("lightgbm meter", "10 simulated runs x 20 ticks x 5 stations", "AUC 0.4",
-                  "candidate (worse than the rule)"):
+    held = trained.metrics["heldout_learned"]
+    for words in ("lightgbm meter", "2 runs x 4 scenarios, seed 7 (held out: 8)", "AUC 0.",
+                  f"held out: {held['detected']} detected", "candidate (worse than the rule)"):
         assert words in line, line
 
 

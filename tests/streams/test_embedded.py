@@ -144,18 +144,18 @@ def test_a_consumer_that_dies_ends_the_run_and_its_error_is_raised_after_closing
     s = _settings(f"surrealkv://{tmp_path / 'db'}", stations=20)
     rt = EmbeddedRuntime(s, sample_interval_s=0.05)  # no duration, nobody sets stop
     rt.bus = asyncio.Queue(maxsize=4)  # once nobody drains it, the stations block on put
-    real = rt.pipeline.ingest_raw
+    real = rt.core.on_records
     calls: list[int] = []
 
-    def ingest(records: list[dict[str, Any]], now_s: float) -> Any:
+    def take(records: list[dict[str, Any]], now_s: float) -> Any:
         calls.append(len(records))
         if len(calls) >= 3:
-            raise RuntimeError("pipeline bug")
+            raise RuntimeError("runner bug")
         return real(records, now_s)
 
-    monkeypatch.setattr(rt.pipeline, "ingest_raw", ingest)
+    monkeypatch.setattr(rt.core, "on_records", take)
     t0 = time.monotonic()
-    with pytest.raises(RuntimeError, match="pipeline bug"):
+    with pytest.raises(RuntimeError, match="runner bug"):
         _run_or_fail(rt)
     assert time.monotonic() - t0 < 10
     run = asyncio.run(_stored_run(s, rt.run_id))  # flushed, written and closed all the same

@@ -28,8 +28,10 @@ from convergence.cli.common import (
 )
 from convergence.records import Alert, Level
 
-app = typer.Typer(help="Follow convergence alerts published by the cluster.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode="markdown",
+    help="Follow convergence alerts published by the cluster.",
+    no_args_is_help=True)
 
 #: warnings about unreadable messages on the alerts topic, at most this many per command
 MAX_WARNINGS = 5

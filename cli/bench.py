@@ -8,8 +8,10 @@ import typer
 
 from convergence.cli.common import console, fail, print_json
 
-app = typer.Typer(help="Benchmarks (each reports a ratio against a baseline measured in the same run).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode="markdown",
+    help="Benchmarks (each reports a ratio against a baseline measured in the same run).",
+    no_args_is_help=True)
 
 
 @app.command()

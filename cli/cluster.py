@@ -62,8 +62,10 @@ from convergence.streams.supervisor import (
 
 __all__ = ["app", "worker_command", "worker_env"]
 
-app = typer.Typer(help="Run the pipeline as Faust workers on a Kafka broker.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode="markdown",
+    help="Run the pipeline as Faust workers on a Kafka broker.",
+    no_args_is_help=True)
 
 
 class LogLevel(StrEnum):

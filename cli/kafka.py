@@ -15,6 +15,7 @@ from convergence.streams import kafka_local
 from convergence.streams.kafka_local import KafkaLocalError
 
 app = typer.Typer(
+    rich_markup_mode="markdown",
     help="Run a local single-node Apache Kafka broker (KRaft) from the Maven Central jars.",
     no_args_is_help=True,
 )

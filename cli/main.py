@@ -31,6 +31,7 @@ from convergence.cli.run import run
 from convergence.cli.train_meter import train_meter_cmd
 
 app = typer.Typer(
+    rich_markup_mode="markdown",
     name="convergence",
     help="OSINT and market convergence intelligence: ground stations, detectors, a "
          "convergence meter, alerts and reports.",

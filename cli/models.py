@@ -21,9 +21,13 @@ from convergence.models.regime import RegimeModel, save_regime, train_regime
 from convergence.models.registry import ModelRecord, ModelRegistry, RegistryError, check_name
 from convergence.models.series import SeriesError, read_series
 
-app = typer.Typer(help="Train models and list the model registry.", no_args_is_help=True)
-train_app = typer.Typer(help="Train a model from a file and save it to the registry.",
-                        no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode="markdown",
+    help="Train models and list the model registry.", no_args_is_help=True)
+train_app = typer.Typer(
+    rich_markup_mode="markdown",
+    help="Train a model from a file and save it to the registry.",
+    no_args_is_help=True)
 app.add_typer(train_app, name="train")
 
 ModelsDirOption = Annotated[Path | None, typer.Option(

@@ -11,10 +11,14 @@ import typer
 
 from convergence.cli.common import console, err_console, fail, print_json, settings
 
-app = typer.Typer(help="Monte Carlo scenario campaigns: how far to trust an alert, measured.",
-                  no_args_is_help=True)
-lasvegas_app = typer.Typer(help="Las Vegas validation: perturbed runs whose verdict must always "
-                                "be right.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode="markdown",
+    help="Monte Carlo scenario campaigns: how far to trust an alert, measured.",
+    no_args_is_help=True)
+lasvegas_app = typer.Typer(
+    rich_markup_mode="markdown",
+    help="Las Vegas validation: perturbed runs whose verdict must always "
+         "be right.", no_args_is_help=True)
 
 DbOpt = Annotated[str | None, typer.Option(
     "--db", help="SurrealDB URL for the campaign summary (default: the embedded file).")]

@@ -30,8 +30,10 @@ if TYPE_CHECKING:  # the store (and its engine) load only when a command runs
 
 T = TypeVar("T")
 
-app = typer.Typer(help="Read, export, verify and label the synthesized convergence reports.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode="markdown",
+    help="Read, export, verify and label the synthesized convergence reports.",
+    no_args_is_help=True)
 
 DbOption = Annotated[str | None, typer.Option(
     help="SurrealDB URL (default: the embedded file; env CONVERGENCE_DB).")]

@@ -8,8 +8,10 @@ import typer
 
 from convergence.cli.common import console, fail, print_json
 
-app = typer.Typer(help="The scenario library: genuine convergences and the decoys that must not "
-                       "alert, with their ground truth.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode="markdown",
+    help="The scenario library: genuine convergences and the decoys that must not "
+         "alert, with their ground truth.", no_args_is_help=True)
 
 
 @app.command("list")
@@ -26,13 +28,30 @@ def list_scenarios(
         print_json(rows)
         return
     t = Table(title=f"{len(rows)} scenarios ({sum(r['genuine'] for r in rows)} genuine, "
-                    f"{sum(not r['genuine'] for r in rows)} decoys)", show_lines=False)
-    for col in ("scenario", "must", "stations", "ticks", "what happens"):
-        t.add_column(col, overflow="fold")
+                    f"{sum(not r['genuine'] for r in rows)} decoys); "
+                    "`convergence scenarios show NAME` tells the whole story", show_lines=False)
+    t.add_column("scenario", no_wrap=True)
+    t.add_column("must", no_wrap=True)
+    t.add_column("stations", justify="right")
+    t.add_column("what happens", overflow="fold", ratio=1)
     for r in rows:
         t.add_row(r["name"], "alert" if r["genuine"] else "stay quiet", str(r["stations"]),
-                  f"{r['ticks']} x {r['tick_s']:g} s", r["description"])
+                  first_sentence(r["description"]))
     console.print(t)
+
+
+def first_sentence(text: str, limit: int = 70) -> str:
+    """The first sentence of a description, cut at a word to ``limit`` characters.
+
+    >>> first_sentence("A market shock. Then more.")
+    'A market shock.'
+    >>> first_sentence("News, social media and market volume in one region turn together", 40)
+    'News, social media and market volume in…'
+    """
+    head = text.split(". ", 1)[0].rstrip(".") + "."
+    if len(head) <= limit:
+        return head
+    return head[:limit].rsplit(" ", 1)[0].rstrip(",;:(") + "…"
 
 
 @app.command("show")

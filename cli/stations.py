@@ -66,8 +66,10 @@ log = logging.getLogger(__name__)
 __all__ = ["app", "issue_command", "parse_params", "read_status", "run_stations"]
 
 
-app = typer.Typer(help="Run, list and steer ground stations that publish to a Kafka broker.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode="markdown",
+    help="Run, list and steer ground stations that publish to a Kafka broker.",
+    no_args_is_help=True)
 
 
 @app.callback()

@@ -4,8 +4,8 @@ A campaign (:mod:`convergence.simulation.campaign`) counts, for every alert at e
 and score band, whether it was a genuine convergence; that table is a
 :class:`~convergence.responses.reports.Calibration`. The one in force is the newest saved
 under the data directory (``montecarlo run --save-calibration``), else the reference
-campaign's that ships with the package (``calibration.json`` next to this module, made by
-the command its ``campaign`` field names).
+campaign's that ships with the package (``calibration.json`` next to this module; its
+``command`` field is the command that made it, on a seed never used to tune the detectors).
 
 Examples
 --------

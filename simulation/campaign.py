@@ -213,7 +213,10 @@ def run_chunk(scenario: str, first: int, count: int, *, seed: int, space: ParamS
                       window_ticks=d.window_ticks)
         cal = tuple((int(res.level[k, t, r]), float(res.score[k, t, r]), g)
                     for (t, r), g in zip(alerts, j.genuine_alert, strict=True))
-        # peak scores in and out of convergence windows, for the threshold trade-off
+        # peak scores in and out of convergence windows, for the threshold trade-off; only
+        # where the meter may alert at all (two independent OSINT sources corroborate)
+        assert res.osint is not None
+        scores = np.where(res.osint[k], res.score[k], 0.0)
         inside = np.zeros(res.score.shape[1:], bool)
         peaks_in = []
         for tr in sc.truths():
@@ -223,8 +226,8 @@ def run_chunk(scenario: str, first: int, count: int, *, seed: int, space: ParamS
             win = (end_t >= tr.onset_s - GRACE_TICKS * tick_s) & (
                 end_t <= tr.end_s + (d.window_ticks + GRACE_TICKS) * tick_s)
             inside[win, ri] = True
-            peaks_in.append(float(res.score[k, win, ri].max()) if win.any() else 0.0)
-        out_scores = np.where(inside, 0.0, res.score[k])
+            peaks_in.append(float(scores[win, ri].max()) if win.any() else 0.0)
+        out_scores = np.where(inside, 0.0, scores)
         records.append(RunRecord(scenario, first + k, j.genuine, j.detected, j.false_alarms,
                                  j.ttd_ticks, d, cal, tuple(peaks_in), float(out_scores.max())))
     station_hours = count * len(scs[0].fleet) * res.n_ticks * tick_s / 3600.0
@@ -338,7 +341,9 @@ class CampaignResult:
 
     def tradeoff(self) -> list[dict[str, Any]]:
         """Detection against false alarms: per detector setting when sweeping, else per
-        warning threshold replayed from the recorded peak scores."""
+        warning threshold replayed from the recorded peak scores (of ticks where two
+        independent OSINT sources corroborate, as the meter requires; the replay ignores
+        the level's hysteresis, so it is a close, slightly pessimistic estimate)."""
         if self.sweep:
             points = []
             for det in sorted({r.detector for r in self.records}, key=lambda x: x.key()):
@@ -398,7 +403,9 @@ class CampaignResult:
                     table.append((lo, min(hi, 100.0), round(p, 4), len(band)))
                 lo = hi
             rows[level] = table
-        return {"campaign": self.campaign_id, "n_runs": len(self.records), "table": rows}
+        return {"campaign": f"{self.campaign_id} (simulated, seed {self.seed}, "
+                            f"{self.runs} runs x {len(self.scenarios)} scenarios)",
+                "n_runs": len(self.records), "table": rows}
 
     def summary(self) -> dict[str, Any]:
         """The one JSON object ``montecarlo run --json`` prints last."""

@@ -199,7 +199,7 @@ class _Runner:
         fired = np.zeros((r_n, n_t, n_reg), bool)
         feats = (np.zeros((r_n, n_t, n_reg, len(FEATURE_NAMES)), np.float32)
                  if self.features else None)
-        osint = np.zeros((r_n, n_t, n_reg), bool) if self.features else None
+        osint = np.zeros((r_n, n_t, n_reg), bool)
         state = self._init_state()
         cells_of = self._cells if mode == "cells" else _EventFeed(self).cells
         events = 0
@@ -213,9 +213,9 @@ class _Runner:
                                  dark=self._dark(np.full(self.shape, t_mid)), params=self.params)
             m = out.meter
             score[:, t], level[:, t], fired[:, t] = m["score"], m["level"], m["fired"]
-            if feats is not None and osint is not None:
+            osint[:, t] = m["osint"]
+            if feats is not None:
                 feats[:, t] = m["features"]
-                osint[:, t] = m["osint"]
         return SimResult(self.scs, self.regions, score, level, fired, self.tick_s, events,
                          feats, osint)
 

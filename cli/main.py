@@ -16,6 +16,7 @@ from convergence.cli import (
     bench_stations,
     cluster,
     config,
+    evaluate,
     kafka,
     models,
     reports,
@@ -66,6 +67,7 @@ app.add_typer(cluster.app, name="cluster")
 app.add_typer(alerts.app, name="alerts")
 app.add_typer(stations.app, name="stations")
 app.add_typer(models.app, name="models")
+app.add_typer(evaluate.app, name="evaluate")
 app.command("regime")(regime)
 app.command("detect")(detect)
 models.train_app.command("meter")(train_meter_cmd)

@@ -106,8 +106,10 @@ def _kind_params(kind: str, base_kind: str, params: dict[str, Any]) -> dict[str,
     return {key: params[key]}
 
 
-def _realistic(values: Any, labels: Any, rng: Any, spec: dict[str, Any]) -> tuple[list[tuple[int, float, int]],
-                                                                                  dict[str, Any]]:
+Rows = list[tuple[int, float, int]]
+
+
+def _realistic(values: Any, labels: Any, rng: Any, spec: dict[str, Any]) -> tuple[Rows, dict[str, Any]]:
     """Lay one generated series on a realistic clock; returns rows and what was done."""
     import numpy as np
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from convergence.evaluation.corpus import LabelledSeries
-from convergence.evaluation.methods import METHODS, Array
+from convergence.evaluation.methods import BATCHED, METHODS, Array
 from convergence.evaluation.metrics import EventCounts, event_counts, sliding_window, vus_pr
 
 __all__ = ["QUANTILES", "Evaluation", "KindRow", "MethodScore", "evaluate", "markdown_table"]
@@ -100,9 +100,13 @@ def _scores(corpus: Sequence[LabelledSeries], methods: Sequence[str],
     for m in methods:
         fn = METHODS[m]
         t0 = time.perf_counter()
-        for s in corpus:
-            sc = np.asarray(fn(s.series.values, s.series.timestamps), np.float64)
-            out[m].append(np.nan_to_num(sc, nan=0.0, posinf=np.finfo(np.float64).max))
+        if m in BATCHED:
+            raw = BATCHED[m]([(s.series.values, s.series.timestamps) for s in corpus])
+        else:
+            raw = [fn(s.series.values, s.series.timestamps) for s in corpus]
+        for sc in raw:
+            out[m].append(np.nan_to_num(np.asarray(sc, np.float64), nan=0.0,
+                                        posinf=np.finfo(np.float64).max))
         seconds[m] = seconds.get(m, 0.0) + time.perf_counter() - t0
     return out
 

@@ -247,6 +247,13 @@ class PeriodicityDetector(Stage):
         else:
             np.put_along_axis(arr, idx, value[..., None], -1)
 
+    @staticmethod
+    def _centre(terms: Array, delta: Array) -> Array:
+        """Shift ``terms`` by ``-delta / len`` (in place); return what the level gains."""
+        share = delta / terms.shape[-1]
+        terms -= share[..., None].astype(terms.dtype)
+        return share
+
     def _step_level(self, state: ArrayState, raw: Array, slot: Array, week: Array | None,
                     rebase: Array | None) -> Outputs:
         shape = raw.shape
@@ -300,17 +307,23 @@ class PeriodicityDetector(Stage):
         n_res = state["seen"].sum(-1)
         a_res = np.maximum(self.level_alpha, 1.0 / np.maximum(n_res, 1.0)) * slow
         res_var[...] = np.where(known, res_var + a_res * (rc * rc - res_var), res_var)
-        level[...] = new_level
         self._scatter(state["seen"], slot, idx, seen_new)
         self._scatter(state["mu"], slot, idx, prof_new)
         self._scatter(state["var"], slot, idx, svar_new)
+        # keep the profile (and the weekly term) centred on zero, moving their mean into
+        # the level: every other slot's expectation is unchanged, and the terms cannot
+        # drift against the level (a weekday's term, visited once a week, would go stale)
+        new_level = new_level + self._centre(state["mu"], prof_new - prof)
         if week is not None:
             wseen_new = wseen + finite
             a_w = np.maximum(self.week_alpha, 1.0 / np.maximum(wseen_new, 1.0)) * slow
-            wdev = x - new_level - np.where(seen > 0, prof, 0.0)
+            wdev = x - new_level - prof_new
             wdev = np.where(judged, np.clip(wdev, wk - bound, wk + bound), wdev)
+            wk_new = np.where(finite, wk + a_w * (wdev - wk), wk)
             self._scatter(state["wk_seen"], week, widx, wseen_new)
-            self._scatter(state["wk"], week, widx, np.where(finite, wk + a_w * (wdev - wk), wk))
+            self._scatter(state["wk"], week, widx, wk_new)
+            new_level = new_level + self._centre(state["wk"], wk_new - wk)
+        level[...] = new_level
         return {"periodicity_z": z, "periodicity_break": brk, "periodicity_run": run.copy(),
                 "periodicity_expected": expected, "periodicity_var": noise,
                 "periodicity_judged": judged, "periodicity_residual": np.where(finite, r, 0.0)}

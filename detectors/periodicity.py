@@ -155,6 +155,10 @@ class PeriodicityDetector(Stage):
         The noise variance is also at least ``(rel_var * |level|)²``.
     huber
         Winsorising bound of an update, in standard deviations.
+    min_rows
+        Level-plus-profile model only: after this many ticks (0 = never), a tick whose
+        slot is not yet trusted is judged against the level alone, with the variance of
+        every residual so far, so a series shorter than ``min_seen`` days is still judged.
     """
 
     name = "periodicity"
@@ -162,7 +166,8 @@ class PeriodicityDetector(Stage):
     def __init__(self, slots_per_day: int = 24, alpha: float = 0.1, threshold: float = 4.0,
                  min_ticks: int = 2, min_seen: int = 3, var_floor: float = 1.0,
                  poisson_floor: bool = True, level_alpha: float = 0.0, week: bool = False,
-                 week_alpha: float = 0.005, rel_var: float = 0.0, huber: float = 4.0) -> None:
+                 week_alpha: float = 0.005, rel_var: float = 0.0, huber: float = 4.0,
+                 min_rows: int = 0) -> None:
         if isinstance(slots_per_day, bool) or not isinstance(slots_per_day, int) \
                 or not 1 <= slots_per_day <= 1440:
             raise ValueError(f"slots_per_day must be an integer in [1, 1440], got {slots_per_day!r}")
@@ -187,6 +192,9 @@ class PeriodicityDetector(Stage):
         check_fraction("week_alpha", week_alpha)
         check_positive("rel_var", rel_var, allow_zero=True)
         check_positive("huber", huber)
+        if min_rows < 0:
+            raise ValueError(f"min_rows must be >= 0, got {min_rows!r}")
+        self.min_rows = min_rows
         self.level_alpha = level_alpha
         self.week = week
         self.week_alpha = week_alpha
@@ -204,7 +212,9 @@ class PeriodicityDetector(Stage):
         if self.level_alpha > 0:
             # ticks since start or rebase, level, shared residual variance (float64: the
             # level of a large-valued series needs the precision)
-            spec.update({"n": ((), 0.0), "level": ((), 0.0), "res_var": ((), 0.0)})
+            # and the variance of every residual, trusted slot or not (``min_rows``)
+            spec.update({"n": ((), 0.0), "level": ((), 0.0), "res_var": ((), 0.0),
+                         "rows": ((), 0.0), "all_var": ((), 0.0)})
         if self.week:
             spec.update({"wk_seen": ((7,), 0.0), "wk": ((7,), 0.0)})
         return spec
@@ -277,11 +287,17 @@ class PeriodicityDetector(Stage):
         r = x - expected
         rel = self.rel_var * level
         floor = self.var_floor + rel * rel
-        noise = np.maximum(np.maximum(res_var, np.where(seen >= self.min_seen, svar, 0.0)), floor)
-        judged = (seen >= self.min_seen) & finite
-        if week is not None:
-            judged &= wseen >= self.min_seen
-        z = np.where(judged, r / np.sqrt(noise), 0.0)
+        trusted = seen >= self.min_seen
+        noise = np.maximum(np.maximum(res_var, svar), floor)
+        z = np.where(trusted & finite, r / np.sqrt(noise), 0.0)
+        # before its slot is trusted, a tick can still be judged against the level alone
+        all_var, rows = state["all_var"], state["rows"]
+        r_level = x - level
+        noise_level = np.maximum(all_var, floor)
+        by_level = ~trusted & (rows >= self.min_rows) & (self.min_rows > 0) & finite
+        z = np.where(by_level, r_level / np.sqrt(noise_level), z)
+        noise = np.where(by_level, noise_level, noise)
+        judged = (trusted & finite) | by_level
         departs = np.abs(z) >= self.threshold
         run[...] = np.where(departs, run + 1.0, 0.0)
         brk = run >= self.min_ticks
@@ -307,6 +323,11 @@ class PeriodicityDetector(Stage):
         n_res = state["seen"].sum(-1)
         a_res = np.maximum(self.level_alpha, 1.0 / np.maximum(n_res, 1.0)) * slow
         res_var[...] = np.where(known, res_var + a_res * (rc * rc - res_var), res_var)
+        rows += finite
+        a_all = np.maximum(self.level_alpha, 1.0 / np.maximum(rows, 1.0)) * slow
+        lb = self.huber * np.sqrt(noise_level)
+        rl = np.where(rows > self.min_rows, np.clip(r_level, -lb, lb), r_level)
+        all_var[...] = np.where(finite & (rows > 1), all_var + a_all * (rl * rl - all_var), all_var)
         self._scatter(state["seen"], slot, idx, seen_new)
         self._scatter(state["mu"], slot, idx, prof_new)
         self._scatter(state["var"], slot, idx, svar_new)
@@ -326,7 +347,8 @@ class PeriodicityDetector(Stage):
         level[...] = new_level
         return {"periodicity_z": z, "periodicity_break": brk, "periodicity_run": run.copy(),
                 "periodicity_expected": expected, "periodicity_var": noise,
-                "periodicity_judged": judged, "periodicity_residual": np.where(finite, r, 0.0)}
+                "periodicity_judged": judged, "periodicity_trusted": trusted & finite,
+                "periodicity_residual": np.where(finite, r, 0.0)}
 
     def _step_profile(self, state: ArrayState, raw: Array, slot: Array) -> Outputs:
         run = state["run"]

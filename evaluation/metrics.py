@@ -32,7 +32,7 @@ Examples
 >>> labels = np.zeros(40, int); labels[20:25] = 1
 >>> perfect = labels.astype(float)
 >>> round(vus_pr(labels, perfect, window=4), 3), round(vus_pr(labels, np.zeros(40), window=4), 3)
-(1.0, 0.125)
+(1.0, 0.156)
 >>> alarms = np.zeros(40, bool); alarms[22] = True; alarms[5] = True
 >>> c = event_counts(labels, alarms)
 >>> c.windows, c.detected, c.false_positives, round(c.score(), 3)

@@ -72,6 +72,9 @@ DAY_DIVISORS = np.array([d for d in range(1, 289) if 1440 % d == 0], np.float64)
 #: bound on the standardised residual fed to the residual charts: one wild row (1e200)
 #: counts as a 6 sd row there, so it fades from them in a row or two
 Z_CAP = 6.0
+#: rows before a row may be judged against the level alone (at most; two days of rows
+#: for coarser data): a seasonal series' first day would look odd against its mean
+EARLY_ROWS = 120
 #: weight of a row's evidence while it is judged against the level alone
 EARLY_WEIGHT = 0.5
 #: bound on the single-row evidence itself
@@ -182,7 +185,7 @@ class SingleSeriesDetector:
         self.season = PeriodicityDetector(
             slots_per_day=slots_per_day or 1, alpha=0.1, min_seen=min_seen, var_floor=1e-12,
             poisson_floor=False, level_alpha=0.002, week=week, week_alpha=0.002, rel_var=1e-6,
-            min_rows=max(warmup_ticks, 2 * (slots_per_day or 1)))
+            min_rows=max(warmup_ticks, min(2 * (slots_per_day or 1), EARLY_ROWS)))
         # on the standardised residual (about unit variance): a day of residual memory
         # the residual is already standardised: its charts keep unit noise at least, so a
         # quiet stretch does not make the next ordinary row look like a burst
@@ -243,13 +246,12 @@ class SingleSeriesDetector:
         if self.week:
             season_in["week_slot"] = week_slot_of(t, utc_offset_s=self.utc_offset_s)
         sea = self.season.step(state["season"], season_in)
-        judged = sea["periodicity_judged"]
         z = np.clip(sea["periodicity_z"], -SPIKE_CAP, SPIKE_CAP)
         # the residual charts skip rows the season cannot judge, and rows whose noise sits
         # at its floor (a constant series: nothing there can go flat)
         floor = self.season.var_floor + (self.season.rel_var * state["season"]["level"]) ** 2
         live = sea["periodicity_trusted"] & (sea["periodicity_var"] > 4.0 * floor)
-        zin = np.where(live, np.clip(z, -Z_CAP, Z_CAP), np.nan)  # the residual charts skip rows the season cannot judge
+        zin = np.where(live, np.clip(z, -Z_CAP, Z_CAP), np.nan)
         res_up = self.res_up.step(state["res_up"], {"count": zin, "rebase": rebase})["burst_z"]
         res_down = self.res_down.step(state["res_down"], {"count": -zin, "rebase": rebase})["burst_z"]
         cus = self.cusum.step(state["cusum"], {"count": zin})

@@ -78,6 +78,11 @@ class BurstDetector(Stage):
     clip
         Bound on how far (in baseline standard deviations) one tick can move the fast
         average.
+    learn_fast_var
+        Also learn the fast average's own spread around the baseline and judge against
+        the larger of it and the spread white noise would give. For inputs whose ticks
+        are correlated (a model's residuals), where runs of same-signed ticks are
+        ordinary; off for counts.
     """
 
     name = "burst"
@@ -85,7 +90,7 @@ class BurstDetector(Stage):
     def __init__(self, alpha: float = 0.05, fast_alpha: float = 0.5, threshold: float = 4.0,
                  min_ticks: int = 2, warmup_ticks: int = 5, poisson_floor: bool = True,
                  min_var: float = 1e-12, rel_var: float = 1e-6, huber: float = 4.0,
-                 clip: float = 1000.0) -> None:
+                 clip: float = 1000.0, learn_fast_var: bool = False) -> None:
         check_fraction("alpha", alpha)
         check_fraction("fast_alpha", fast_alpha)
         check_positive("threshold", threshold)
@@ -105,12 +110,16 @@ class BurstDetector(Stage):
         self.rel_var = rel_var
         self.huber = huber
         self.clip = clip
+        self.learn_fast_var = learn_fast_var
         # variance of an EWMA of i.i.d. noise relative to the noise variance
         self._fast_var_ratio = fast_alpha / (2.0 - fast_alpha)
 
     def state_spec(self) -> Spec:
-        return {"n": ((), 0.0), "mu": ((), 0.0), "var": ((), 1.0), "fast": ((), 0.0),
-                "run": ((), 0.0)}
+        spec: dict[str, tuple[tuple[int, ...], float]] = {
+            "n": ((), 0.0), "mu": ((), 0.0), "var": ((), 1.0), "fast": ((), 0.0), "run": ((), 0.0)}
+        if self.learn_fast_var:
+            spec["fvar"] = ((), 0.0)  # the fast average's own spread around the baseline
+        return spec
 
     def seed(self, state: ArrayState, expected_counts: Array, known: Array) -> None:
         seed_count_baseline(state, expected_counts, known, mu="mu", var="var",
@@ -127,10 +136,10 @@ class BurstDetector(Stage):
         raw = np.asarray(inputs["count"], dtype=np.float64)
         n, mu, var, fast, run = state["n"], state["mu"], state["var"], state["fast"], state["run"]
         with np.errstate(all="ignore"):
-            return self._step(raw, n, mu, var, fast, run, inputs.get("rebase"))
+            return self._step(raw, n, mu, var, fast, run, inputs.get("rebase"), state.get("fvar"))
 
     def _step(self, raw: Array, n: Array, mu: Array, var: Array, fast: Array, run: Array,
-              rebase: Array | None) -> Outputs:
+              rebase: Array | None, fvar: Array | None) -> Outputs:
         finite = np.isfinite(raw)
         count = np.where(finite, raw, mu)
         if rebase is not None:
@@ -147,7 +156,10 @@ class BurstDetector(Stage):
         clipped = np.clip(count, mu - self.clip * sd, mu + self.clip * sd)
         fast[...] = np.where(first, count, np.where(finite, fast + self.fast_alpha * (
             np.where(warm, clipped, count) - fast), fast))
-        z = (fast - mu) / np.sqrt(noise * self._fast_var_ratio)
+        spread = noise * self._fast_var_ratio
+        if fvar is not None:
+            spread = np.maximum(spread, fvar)
+        z = (fast - mu) / np.sqrt(spread)
         z = np.where(warm & np.isfinite(z), z, 0.0)
         over = z >= self.threshold
         run[...] = np.where(over, run + 1.0, 0.0)
@@ -159,6 +171,9 @@ class BurstDetector(Stage):
         # (a tick in a burst already learns ten times slower; it is only kept finite)
         bound = np.where(over, self.clip, self.huber) * sd
         x_upd = np.where(warm, np.clip(count, mu - bound, mu + bound), count)
+        if fvar is not None:
+            gap = np.minimum((fast - mu) ** 2, self.huber * self.huber * spread)
+            fvar[...] = np.where(first, 0.0, fvar + a * (gap - fvar))
         mu_new, var_new = ewma_update(mu, var, x_upd, a)
         mu[...] = np.where(first, count, mu_new)
         start = np.maximum(count, 1.0) if self.poisson_floor else np.zeros_like(count)

@@ -201,7 +201,7 @@ class CusumDetector(Stage):
         count = np.where(finite, raw, np.where(n > 0, mu, 0.0))
         n += finite
         judged = (n > self.warmup_ticks) & finite
-        floor = self.var_floor
+        floor: Array | float = self.var_floor
         if self.rel_var > 0:
             floor = floor + (self.rel_var * mu) ** 2
         noise = np.maximum(np.maximum(var, mu) if self.poisson_floor else var, floor)

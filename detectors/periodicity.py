@@ -260,7 +260,7 @@ class PeriodicityDetector(Stage):
     @staticmethod
     def _centre(terms: Array, delta: Array) -> Array:
         """Shift ``terms`` by ``-delta / len`` (in place); return what the level gains."""
-        share = delta / terms.shape[-1]
+        share: Array = delta / terms.shape[-1]
         terms -= share[..., None].astype(terms.dtype)
         return share
 

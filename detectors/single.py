@@ -77,6 +77,8 @@ Z_CAP = 6.0
 EARLY_ROWS = 120
 #: weight of a row's evidence while it is judged against the level alone
 EARLY_WEIGHT = 0.5
+#: weight of the residual burst charts (a run of odd rows) beside a single odd row
+SHIFT_WEIGHT = 0.5
 #: bound on the single-row evidence itself
 SPIKE_CAP = 1e6
 
@@ -137,10 +139,10 @@ def calibration_table(rows: int = 8000, series: int = 250, seed: int = 0,
 
 #: ``calibration_table(rows=8000, series=250)`` as measured: evidence levels (sd) and
 #: log10 of the share of normal rows reaching them (1.5 million rows after learning);
-#: beyond 6 sd the Gaussian tail's slope carries on
+#: the 6 sd level (two rows) is left out, beyond 5.5 sd the Gaussian tail's slope carries on
 CALIBRATION: tuple[Array, Array] = (
-    np.arange(0.0, 6.01, 0.5),
-    np.array([0.0, -0.06, -0.24, -0.49, -0.78, -1.12, -1.51, -1.94, -2.43, -2.97, -3.57, -4.21, -4.81]),
+    np.arange(0.0, 5.51, 0.5),
+    np.array([0.0, -0.11, -0.37, -0.69, -1.07, -1.52, -2.03, -2.63, -3.26, -4.01, -4.71, -5.48]),
 )
 
 
@@ -189,11 +191,12 @@ class SingleSeriesDetector:
         # on the standardised residual (about unit variance): a day of residual memory
         # the residual is already standardised: its charts keep unit noise at least, so a
         # quiet stretch does not make the next ordinary row look like a burst
-        self.res_up = BurstDetector(alpha=0.01, fast_alpha=0.3, min_ticks=1, warmup_ticks=warmup_ticks,
-                                    poisson_floor=False, min_var=1.0, rel_var=0.0)
-        self.res_down = BurstDetector(alpha=0.01, fast_alpha=0.3, min_ticks=1,
-                                      warmup_ticks=warmup_ticks, poisson_floor=False, min_var=1.0,
-                                      rel_var=0.0)
+        # (residuals of a seasonal fit come in runs: the charts learn how far their fast
+        # average ordinarily strays)
+        res = {"alpha": 0.01, "fast_alpha": 0.3, "min_ticks": 1, "warmup_ticks": warmup_ticks,
+               "poisson_floor": False, "min_var": 1.0, "rel_var": 0.0, "learn_fast_var": True}
+        self.res_up = BurstDetector(**res)
+        self.res_down = BurstDetector(**res)
         # a CUSUM alarm is rare evidence on its own here (about 6 sd), not a corroborator
         self.cusum = CusumDetector(alpha=0.01, warmup_ticks=warmup_ticks, k=0.5, h=8.0, var_floor=1.0,
                                    poisson_floor=False, variance_down=True, k_var=0.5, h_var=24.0,
@@ -260,8 +263,8 @@ class SingleSeriesDetector:
         parts = {
             # judged against the level alone (season not learned yet): a weaker witness
             "spike": np.abs(z) * np.where(sea["periodicity_trusted"], 1.0, EARLY_WEIGHT),
-            "shift_up": res_up,
-            "shift_down": res_down,
+            "shift_up": SHIFT_WEIGHT * res_up,
+            "shift_down": SHIFT_WEIGHT * res_down,
             "change": 0.5 * cus["cusum_z"],
         }
         if self.regime is not None and self.regime_features is not None:

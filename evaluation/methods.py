@@ -104,7 +104,7 @@ def river_pad(values: Array, timestamps: Array, period: int = 96) -> Array:
         warnings.simplefilter("ignore")
         for i in range(y.shape[0]):
             try:
-                s = model.score_one(None, float(y[i]))
+                s = model.score_one({}, float(y[i]))  # a forecaster needs no features
             except (OverflowError, ValueError, ZeroDivisionError):
                 s = 1.0  # the forecaster diverged on this row: the largest score it gives
             out[i] = s if np.isfinite(s) else 1.0

@@ -80,7 +80,7 @@ def _merged_ranges(seq: list[tuple[int, int]], n: int, window: int) -> list[tupl
     return out
 
 
-def _soft_labels(labels: Array, seq: list[tuple[int, int]], window: int) -> Array:
+def _soft_labels(labels: npt.NDArray[np.int64], seq: list[tuple[int, int]], window: int) -> Array:
     """TSB-AD's ``sequencing``: labels plus a soft buffer of width ``window // 2``."""
     out = labels.astype(np.float64).copy()
     n = out.shape[0]

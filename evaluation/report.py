@@ -36,7 +36,7 @@ from convergence.evaluation.metrics import EventCounts, event_counts, sliding_wi
 
 __all__ = ["QUANTILES", "Evaluation", "KindRow", "MethodScore", "evaluate", "markdown_table"]
 
-QUANTILES = (0.95, 0.97, 0.98, 0.99, 0.993, 0.995, 0.997, 0.998, 0.999, 0.9995)
+QUANTILES = (0.95, 0.97, 0.98, 0.99, 0.993, 0.995, 0.997, 0.998, 0.999, 0.9995, 0.9998)
 
 
 @dataclass

@@ -224,7 +224,7 @@ def _assemble(t: npt.NDArray[np.float64], v: npt.NDArray[np.float64], text: list
     row_of[order] = group
     counts = np.bincount(group, minlength=n_out).astype(np.float64)
     # a mean that cannot overflow: each value divided by its group's size first
-    vals = np.bincount(group, weights=v[order] / counts[group], minlength=n_out)
+    vals = np.bincount(group, weights=v[order] / counts[group], minlength=n_out).astype(np.float64)
     out_labels = None
     if labels is not None:
         out_labels = np.zeros(n_out, np.int64)

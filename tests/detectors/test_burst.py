@@ -80,3 +80,20 @@ def test_rebase_restarts_the_baseline_at_a_flagged_level_change() -> None:
         zs.append(out["burst_z"])
     z = np.array(zs)
     assert z[5:, 0].max() < 4.0 <= z[5:, 1].min()  # rebased station 0 no longer bursts
+
+
+def test_learned_fast_spread_keeps_correlated_input_from_bursting() -> None:
+    rng = np.random.default_rng(5)
+    e = rng.normal(0.0, 1.0, 3000)
+    x = np.zeros(3000)
+    for t in range(1, 3000):  # AR(1) of unit variance: runs of same-signed values are ordinary
+        x[t] = 0.9 * x[t - 1] + 0.436 * e[t]
+    fired = {}
+    for learn in (False, True):
+        det = BurstDetector(alpha=0.01, poisson_floor=False, min_var=1.0, min_ticks=1, fast_alpha=0.3,
+                            learn_fast_var=learn)
+        st = det.init_state((1,))
+        fired[learn] = sum(bool(det.step(st, {"count": np.array([v])})["burst"][0]) for v in x)
+    assert fired[False] > 50 and fired[True] * 5 < fired[False]
+    assert "fvar" in BurstDetector(learn_fast_var=True).state_spec()
+    assert "fvar" not in BurstDetector().state_spec()  # counts: state unchanged

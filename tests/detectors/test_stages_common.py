@@ -48,6 +48,7 @@ def _inputs_price(rng: np.random.Generator, shape: tuple[int, ...], t: int) -> d
 STAGES: list[tuple[Callable[[], Stage], Callable[..., dict[str, Any]]]] = [
     (EntropyDetector, _inputs_count),
     (BurstDetector, _inputs_count),
+    (lambda: BurstDetector(poisson_floor=False, learn_fast_var=True), _inputs_count),
     (CusumDetector, _inputs_count),
     (lambda: PeriodicityDetector(slots_per_day=4, min_seen=2), _inputs_slot),
     (lambda: PeriodicityDetector(slots_per_day=4, min_seen=2, level_alpha=0.05, week=True,

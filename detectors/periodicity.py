@@ -192,8 +192,7 @@ class PeriodicityDetector(Stage):
         check_fraction("week_alpha", week_alpha)
         check_positive("rel_var", rel_var, allow_zero=True)
         check_positive("huber", huber)
-        if min_rows < 0:
-            raise ValueError(f"min_rows must be >= 0, got {min_rows!r}")
+        check_int_min("min_rows", min_rows, 0)
         self.min_rows = min_rows
         self.level_alpha = level_alpha
         self.week = week

@@ -76,7 +76,7 @@ def detect(
                   "(thresholds chosen on the tune split; 1 = every window caught at once, "
                   "0 = silent, < 0 = false alarms cost more than the catches)")
     console.print(markdown_table(result), markup=False)
-    th = ", ".join(f"{m} {t:.4g}" for m, t in result.thresholds.items())
+    th = ", ".join(f"{m} {t:.8g}" for m, t in result.thresholds.items())
     console.print(f"alarm thresholds: {th}")
     secs = ", ".join(f"{m} {s:.1f} s" for m, s in result.seconds.items())
     console.print(f"time: {secs}")

@@ -43,7 +43,7 @@ def detect(
     if len(series) == 0:
         fail(f"{file} has a header but no rows; nothing to score")
     for note in series.notes:
-        err_console.print(f"note: {file}: {note}")
+        err_console.print(f"note: {file}: {note}", markup=False)
     kw: dict[str, object] = {}
     if model:
         name, version = _parse_ref(model)

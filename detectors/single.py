@@ -188,16 +188,15 @@ class SingleSeriesDetector:
             slots_per_day=slots_per_day or 1, alpha=0.1, min_seen=min_seen, var_floor=1e-12,
             poisson_floor=False, level_alpha=0.002, week=week, week_alpha=0.002, rel_var=1e-6,
             min_rows=max(warmup_ticks, min(2 * (slots_per_day or 1), EARLY_ROWS)))
-        # on the standardised residual (about unit variance): a day of residual memory
-        # the residual is already standardised: its charts keep unit noise at least, so a
-        # quiet stretch does not make the next ordinary row look like a burst
-        # (residuals of a seasonal fit come in runs: the charts learn how far their fast
-        # average ordinarily strays)
-        res = {"alpha": 0.01, "fast_alpha": 0.3, "min_ticks": 1, "warmup_ticks": warmup_ticks,
-               "poisson_floor": False, "min_var": 1.0, "rel_var": 0.0, "learn_fast_var": True}
+        # charts on the standardised residual: unit noise at least, so a quiet stretch does
+        # not make the next ordinary row look like a burst; and since a seasonal fit's
+        # residuals come in runs, they learn how far their fast average ordinarily strays
+        res: dict[str, Any] = {"alpha": 0.01, "fast_alpha": 0.3, "min_ticks": 1, "warmup_ticks": warmup_ticks,
+                               "poisson_floor": False, "min_var": 1.0, "rel_var": 0.0,
+                               "learn_fast_var": True}
         self.res_up = BurstDetector(**res)
         self.res_down = BurstDetector(**res)
-        # a CUSUM alarm is rare evidence on its own here (about 6 sd), not a corroborator
+        # level (both ways), variance up and variance down; its alarm rebases the level
         self.cusum = CusumDetector(alpha=0.01, warmup_ticks=warmup_ticks, k=0.5, h=8.0, var_floor=1.0,
                                    poisson_floor=False, variance_down=True, k_var=0.5, h_var=24.0,
                                    evidence_scale=4.0)

@@ -190,7 +190,7 @@ def test_regime_bad_model_reference(prices: Path, isolated: Path, trained: Path,
     ("time,price\n1,2\n", "header must name the columns 'timestamp' and 'value'"),
     ("timestamp,value\n1,100\n2,abc\n", "line 3: value 'abc' is not a number"),
     ("timestamp,value\n1,100\nyesterday,101\n", "line 3: timestamp 'yesterday' is neither"),
-    ("timestamp,value\n5,100\n4,101\n", "line 3: timestamp '4' is not after"),
+    ("timestamp,value\n5,100\n4,\n", "line 3: value '' is not a number"),  # (4 before 5: sorted)
     ("timestamp,value\n1,100\n2,101,7\n", "line 3: expected 2 fields"),
     ("timestamp,value\n1,nan\n", "line 2: value 'nan' is not finite"),
     ("", "is empty"),

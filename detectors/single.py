@@ -12,9 +12,10 @@ counts:
 * **residual bursts**: two burst charts (up and down) on that standardised residual —
   a run of rows off the seasonal expectation;
 * **change**: CUSUM on the residual: level up or down, variance up, and variance
-  *down* (a series going flat). A level alarm *rebases* the season's level and the
-  burst baselines, so a level shift or a trend is flagged and then absorbed instead of
-  flagged for as long as a slow baseline takes to catch up;
+  *down* (a series going flat). A level alarm *rebases* the season's level, so a level
+  shift is flagged and then absorbed instead of flagged for as long as a slow baseline
+  takes to catch up (the residual charts keep their own baselines: a ramp that goes on
+  after the rebase still shows as a run of odd rows);
 * nothing is judged until the season is learned (``min_seen`` visits of a slot:
   ``min_seen`` rows for daily data, ``min_seen`` days for finer data);
 * the **HMM regime** filter, when a trained regime model is given.
@@ -254,8 +255,8 @@ class SingleSeriesDetector:
         floor = self.season.var_floor + (self.season.rel_var * state["season"]["level"]) ** 2
         live = sea["periodicity_trusted"] & (sea["periodicity_var"] > 4.0 * floor)
         zin = np.where(live, np.clip(z, -Z_CAP, Z_CAP), np.nan)
-        res_up = self.res_up.step(state["res_up"], {"count": zin, "rebase": rebase})["burst_z"]
-        res_down = self.res_down.step(state["res_down"], {"count": -zin, "rebase": rebase})["burst_z"]
+        res_up = self.res_up.step(state["res_up"], {"count": zin})["burst_z"]
+        res_down = self.res_down.step(state["res_down"], {"count": -zin})["burst_z"]
         cus = self.cusum.step(state["cusum"], {"count": zin})
         # a flagged level change is absorbed from the next row on
         rebase[...] = cus["change_level"]

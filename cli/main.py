@@ -17,6 +17,7 @@ from convergence.cli import (
     bench_store,
     cluster,
     config,
+    evaluate,
     kafka,
     models,
     montecarlo,
@@ -75,6 +76,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(scenarios.app, name="scenarios")
 app.add_typer(montecarlo.app, name="montecarlo")
 app.add_typer(montecarlo.lasvegas_app, name="lasvegas")
+app.add_typer(evaluate.app, name="evaluate")
 app.command("regime")(regime)
 app.command("detect")(detect)
 models.train_app.command("meter")(train_meter_cmd)

@@ -98,6 +98,8 @@ def train_regime_cmd(
         series = read_series(input_path)
     except (RegistryError, SeriesError) as exc:
         fail(exc)
+    for note in series.notes:  # rows sorted or merged: say so, never silently
+        err_console.print(f"note: {input_path}: {note}", markup=False)
     with Progress(TextColumn("fitting {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("log-lik {task.fields[ll]}"), TimeElapsedColumn(),
                   console=err_console, transient=json_out, disable=json_out) as bar:

@@ -122,6 +122,8 @@ def regime(
         series = read_series(file)
     except SeriesError as exc:
         fail(exc)
+    for note in series.notes:  # rows sorted or merged: say so, never silently
+        err_console.print(f"note: {file}: {note}", markup=False)
     if fit:
         err_console.print("[yellow]warning:[/] --fit trains on the whole file, so every label "
                           "was computed with parameters that saw the future; for a fair replay "

@@ -451,7 +451,7 @@ def result_features_example(seed: int = 0) -> F64:
     ``simultaneous`` scenario.
 
     >>> row = result_features_example()
-    >>> row.shape == (1, len(FEATURE_NAMES)) and row[0, FEATURE_NAMES.index("n_kinds")] >= 3
+    >>> row.shape == (1, len(FEATURE_NAMES)) and bool(row[0, FEATURE_NAMES.index("n_kinds")] >= 3)
     True
     """
     from convergence.ground_stations.scenario_library import build

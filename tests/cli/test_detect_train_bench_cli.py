@@ -33,6 +33,44 @@ def test_detect_writes_scores_in_unit_interval(tmp_path: Path) -> None:
     assert rows[5]["timestamp"] == str(1_700_000_000 + 300)
 
 
+def test_detect_out_dash_writes_the_csv_to_stdout_and_the_summary_to_stderr(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(5.0, 1.0, 300)
+    r = runner.invoke(app, ["detect", str(_csv(tmp_path / "in.csv", x)), "--out", "-"])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(r.stdout.splitlines()))
+    assert len(rows) == 300 and list(rows[0]) == ["timestamp", "value", "anomaly_score"]
+    assert "scored 300 rows -> standard output" in r.stderr and "scored" not in r.stdout
+
+
+def test_detect_accepts_duplicate_and_out_of_order_rows_and_says_what_it_did(tmp_path: Path) -> None:
+    stamps = [1_700_000_000 + 900 * i for i in range(200)]
+    stamps[50], stamps[51] = stamps[51], stamps[50]  # a logger restart: two rows swapped
+    stamps.insert(120, stamps[119])  # and one re-sent
+    x = np.random.default_rng(2).normal(3.0, 0.5, len(stamps))
+    path = tmp_path / "messy.csv"
+    path.write_text("timestamp,value\n" + "".join(f"{t},{v:.4f}\n" for t, v in zip(stamps, x, strict=True)))
+    r = runner.invoke(app, ["detect", str(path), "--out", str(tmp_path / "o.csv")])
+    assert r.exit_code == 0, r.output
+    assert "note:" in r.stderr and "sorted 1 row that arrived out of order" in r.stderr
+    assert "merged 2 rows sharing a timestamp into 1" in r.stderr
+    out = list(csv.DictReader((tmp_path / "o.csv").open()))
+    assert len(out) == 200 and [int(o["timestamp"]) for o in out] == sorted(set(stamps))
+
+
+def test_detect_survives_one_huge_value_without_nan_or_warnings(tmp_path: Path) -> None:
+    x = np.random.default_rng(3).normal(10.0, 1.0, 600)
+    path = tmp_path / "big.csv"
+    path.write_text("timestamp,value\n" + "".join(
+        f"{1_700_000_000 + 900 * i},{'1e200' if i == 300 else f'{v:.4f}'}\n" for i, v in enumerate(x)))
+    r = runner.invoke(app, ["detect", str(path), "--out", "-"])
+    assert r.exit_code == 0, r.output
+    scores = np.array([float(row["anomaly_score"]) for row in csv.DictReader(r.stdout.splitlines())])
+    assert np.all(np.isfinite(scores)) and int(np.argmax(scores)) == 300
+    assert (scores[320:] >= 0.999).mean() < 0.01
+    assert "Warning" not in r.stderr and "nan" not in r.stdout
+
+
 def test_detect_bad_input_is_clear(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("timestamp,value\n1,2\n2,abc\n")

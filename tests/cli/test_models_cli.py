@@ -166,6 +166,18 @@ def test_regime_fit_trains_on_the_file_with_a_warning(prices: Path, isolated: Pa
     assert not (isolated / "models").exists()  # --fit does not touch the registry
 
 
+def test_regime_and_training_say_when_rows_were_merged(prices: Path, isolated: Path,
+                                                     trained: Path) -> None:
+    lines = prices.read_text().splitlines()
+    prices.write_text("\n".join([*lines, lines[-1]]) + "\n")  # the last row sent twice
+    code, out = invoke("regime", prices, "--out", isolated / "l.csv")
+    assert code == 0, out
+    assert "note:" in out and "merged 2 rows sharing a timestamp into 1" in out
+    assert len(read_labels(isolated / "l.csv")[1]) == 600
+    code, out = invoke("models", "train", "regime", "--input", prices, *FAST)
+    assert code == 0 and "merged 2 rows sharing a timestamp into 1" in out
+
+
 @pytest.mark.parametrize(("ref", "message"), [
     ("regime@7", "has no version 7"),
     ("regime@x", "must be a positive integer"),
@@ -181,7 +193,7 @@ def test_regime_bad_model_reference(prices: Path, isolated: Path, trained: Path,
     ("time,price\n1,2\n", "header must name the columns 'timestamp' and 'value'"),
     ("timestamp,value\n1,100\n2,abc\n", "line 3: value 'abc' is not a number"),
     ("timestamp,value\n1,100\nyesterday,101\n", "line 3: timestamp 'yesterday' is neither"),
-    ("timestamp,value\n5,100\n4,101\n", "line 3: timestamp '4' is not after"),
+    ("timestamp,value\n5,100\n4,\n", "line 3: value '' is not a number"),  # (4 before 5: sorted)
     ("timestamp,value\n1,100\n2,101,7\n", "line 3: expected 2 fields"),
     ("timestamp,value\n1,nan\n", "line 2: value 'nan' is not finite"),
     ("", "is empty"),

@@ -132,7 +132,7 @@ def test_stations_going_dark_count_as_evidence_but_never_as_a_voice() -> None:
     assert max(r.n_kinds for r in counted) == 0  # no source kind spoke
     for st in dark:
         pipe.note_station_state(st.station_id, "running")
-    assert pipe._dark == set()
+    assert pipe.region is not None and pipe.region.dark == set()
 
 
 def test_market_move_shows_as_uncorroborated_watch_notes(replay: Replay) -> None:

@@ -39,7 +39,7 @@ import numpy.typing as npt
 from convergence.detectors.base import Array
 from convergence.detectors.node_state import NodeStateMachine
 
-__all__ = ["EVIDENCE_FLAGS", "EVIDENCE_Z", "evidence_floor", "settle"]
+__all__ = ["EVIDENCE_FLAGS", "EVIDENCE_Z", "evidence_floor", "keep_evidence", "settle"]
 
 #: the evidence a station sends, in standard deviations above its own baseline
 EVIDENCE_Z = ("burst_z", "concentration_z", "cusum_z", "periodicity_z", "regime_z")
@@ -82,3 +82,24 @@ def settle(ev: Mapping[str, Array], floor: float) -> tuple[dict[str, Array], npt
     if "regime" in ev:
         out["regime"] = np.where(active, np.asarray(ev["regime"], np.int64), 0)
     return out, active
+
+
+def keep_evidence(settled: Mapping[str, Array], keep: npt.NDArray[np.bool_]
+                  ) -> tuple[dict[str, Array], npt.NDArray[np.bool_]]:
+    """Settled evidence with the stations outside ``keep`` at baseline (zero), and the
+    new active mask.
+
+    >>> import numpy as np
+    >>> ev = {k: np.array([2.0, 3.0]) for k in EVIDENCE_Z}
+    >>> ev |= {k: np.array([True, True]) for k in EVIDENCE_FLAGS}
+    >>> ev["concentration_bin"] = np.array([4, 5])
+    >>> out, active = keep_evidence(ev, np.array([True, False]))
+    >>> out["burst_z"].tolist(), out["burst"].tolist(), active.tolist()
+    ([2.0, 0.0], [True, False], [True, False])
+    """
+    keep = np.asarray(keep, bool)
+    out: dict[str, Array] = {}
+    for k, v in settled.items():
+        a = np.asarray(v)
+        out[k] = np.where(keep, a, np.zeros((), a.dtype))
+    return out, keep.copy()

@@ -18,6 +18,7 @@ input is complete); it hands back dead letters and, for every tick that closed, 
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -30,7 +31,7 @@ from convergence.records import MeterMethod, NodeEvidence, Report
 from convergence.responses.reports import Calibration, Reporter
 from convergence.schema import DeadLetter, Event, Limits
 from convergence.settings import Settings, model_spec
-from convergence.stations import StationRegistry
+from convergence.stations import StationInfo, StationRegistry
 from convergence.streams.stages import (
     EvidenceRing,
     PipelineCounters,
@@ -127,10 +128,16 @@ class Pipeline:
         self.method = MeterMethod()
         self.regime_ref: str | None = None
         self.regime_names: tuple[str, ...] = ()
+        self._scorer: Any = None
+        self._chain_kwargs: dict[str, Any] = {}
+        self._built = processor is None and chain is None
         if processor is None:
-            chain = chain or DetectorChain(meter=self._meter(settings), tick_s=settings.tick_s,
-                                           **self._regime(settings))
+            if chain is None:
+                meter = self._meter(settings)
+                self._chain_kwargs = self._regime(settings)
+                chain = DetectorChain(meter=meter, tick_s=settings.tick_s, **self._chain_kwargs)
             processor = TickProcessor(chain)
+        self._template = processor
         self.processor = processor
         self.chain = processor.chain
         self.counters = PipelineCounters()
@@ -138,16 +145,36 @@ class Pipeline:
         self.region: RegionStage | None = None
         #: closed ticks' evidence not yet taken by a transport (``stations_only``)
         self.evidence_out: list[NodeEvidence] = []
+        self._calibration = calibration
         if not stations_only:
-            if calibration is None:
-                from convergence.responses.calibration import load_calibration
+            self.region = self.new_region_stage(registry, run_id=run_id, processor=processor,
+                                                counters=self.counters)
 
-                calibration = load_calibration(settings)
-            reporter = Reporter(window_ticks=self.chain.meter.window_ticks, tick_s=self.tick_s,
-                                meter=self.chain.meter, method=self.method,
-                                calibration=calibration, run_id=run_id)
-            self.region = RegionStage(settings, registry, processor, reporter,
-                                      counters=self.counters, regime_names=self.regime_names)
+    def new_processor(self) -> TickProcessor:
+        """A fresh tick processor with this pipeline's models (its own caches)."""
+        if not self._built:  # given one: its copy (stages hold configuration only)
+            return copy.deepcopy(self._template)
+        meter = ConvergenceMeter(window_ticks=self.settings.window_ticks, scorer=self._scorer,
+                                 emit_features=True)
+        return TickProcessor(DetectorChain(meter=meter, tick_s=self.settings.tick_s,
+                                           **self._chain_kwargs))
+
+    def new_region_stage(self, registry: StationRegistry, *, run_id: str = "",
+                         processor: TickProcessor | None = None,
+                         counters: PipelineCounters | None = None,
+                         lookup: Callable[[str], StationInfo | None] | None = None) -> RegionStage:
+        """A second stage for ``registry``'s stations with this pipeline's models and
+        calibration (a cluster's second-stage worker makes one per partition it owns)."""
+        processor = processor or self.new_processor()
+        if self._calibration is None:
+            from convergence.responses.calibration import load_calibration
+
+            self._calibration = load_calibration(self.settings)
+        reporter = Reporter(window_ticks=processor.chain.meter.window_ticks, tick_s=self.tick_s,
+                            meter=processor.chain.meter, method=self.method,
+                            calibration=self._calibration, run_id=run_id)
+        return RegionStage(self.settings, registry, processor, reporter, counters=counters,
+                           lookup=lookup, regime_names=self.regime_names)
 
     @property
     def acc(self) -> TickAccumulator:
@@ -203,6 +230,7 @@ class Pipeline:
             return load_scorer(reg, version)
 
         scorer = self._load_optional(settings, "meter", load, "using the rule-based fusion")
+        self._scorer = scorer
         if scorer is None:
             # features ride in every report: an analyst's label makes it a training row
             return ConvergenceMeter(window_ticks=settings.window_ticks, emit_features=True)

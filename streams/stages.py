@@ -44,10 +44,15 @@ import numpy as np
 from convergence.counters import Counters
 from convergence.detectors.base import Array
 from convergence.detectors.chain import StationMeta
-from convergence.detectors.evidence import EVIDENCE_FLAGS, EVIDENCE_Z
+from convergence.detectors.evidence import EVIDENCE_FLAGS, EVIDENCE_Z, keep_evidence
 from convergence.detectors.ingest import EventColumns, TickAccumulator
 from convergence.detectors.meter import FEATURE_NAMES, LEVELS
-from convergence.detectors.processor import TickOutput, TickProcessor
+from convergence.detectors.processor import (
+    TickOutput,
+    TickProcessor,
+    state_from_dict,
+    state_to_dict,
+)
 from convergence.records import (
     MAX_EVIDENCE_PER_STATION,
     Alert,
@@ -69,6 +74,8 @@ __all__ = ["MAX_GAP_TICKS", "EvidenceRing", "PipelineCounters", "RegionStage", "
 
 #: at most this many ticks with no event from any station are closed in a row
 MAX_GAP_TICKS = 64
+#: version of :meth:`RegionStage.to_dict` (a checkpoint of another is not restored)
+REGION_STATE_VERSION = 1
 
 
 @dataclass
@@ -208,18 +215,29 @@ class StationStage:
         if len(registry):
             processor.seed_baselines(self.state, registry.rates * self.tick_s)
         self._n = n
+        #: the first ``_n`` stations were seeded (an empty registry's placeholder was not)
+        self._seeded = bool(len(registry))
+        #: per station: the last tick it had an event (-inf: none yet)
+        self._last_event = np.full(n, -np.inf)
         #: per open tick, per station: its events by id (bounded), for the report
         self._samples: dict[int, dict[str, dict[str, EvidenceSample]]] = {}
         #: the last closed tick's stage outputs (detector internals, for tests and tools)
         self.last: dict[str, Any] | None = None
 
     def fit(self) -> None:
-        """Widen the arrays to the registry (new stations appeared)."""
+        """Widen the arrays to the registry (new stations appeared); a new station with a
+        declared background rate starts its baselines there, as the first ones did."""
         n = len(self.registry)
         if n > self._n:
+            old = self._n if self._seeded else 0
             self.processor.grow(self.state, n, 1)
             self.acc.grow(n)
             self._n = n
+            exp = np.asarray(self.registry.rates, np.float64) * self.tick_s
+            exp[:old] = 0.0  # only the new ones: the others have learnt since
+            if (exp > 0).any():
+                self.processor.seed_baselines(self.state, exp)
+            self._seeded = True
 
     def ingest_events(self, events: Sequence[Event], now_s: float) -> list[DeadLetter]:
         """Ingest validated events; events later than the allowed lateness come back as
@@ -270,8 +288,28 @@ class StationStage:
         return [self._close(t, cells) for t, cells in closed]
 
     def _close(self, tick: int, cells: dict[str, Array]) -> NodeEvidence:
+        # A station's detectors run from its first event on and pause after
+        # ``max_gap_ticks`` empty ticks in a row, until it sends again: what a station
+        # learns never depends on which other stations share its pipeline (one process,
+        # or one of many first-stage partitions), so every topology sees the same evidence.
+        n = self._n
+        if self._last_event.size < n:
+            self._last_event = np.concatenate(
+                [self._last_event, np.full(n - self._last_event.size, -np.inf)])
+        self._last_event[np.asarray(cells["count"])[:n] > 0] = tick
+        live = (tick - self._last_event) <= self.acc.max_gap_ticks
+        paused = np.flatnonzero(~live)
+        saved: list[tuple[Any, str, Array]] = []
+        if paused.size:
+            for st in self.state.values():
+                for k in st:
+                    saved.append((st, k, st[k][paused].copy()))
         ev, det = self.processor.step_stations(self.state, cells, tick=tick)
+        for st, k, values in saved:
+            st[k][paused] = values
         settled, active = self.processor.settle(ev)
+        if paused.size:
+            settled, active = keep_evidence(settled, active & live)
         self.last = {"tick": tick, "evidence": settled, "detectors": det}
         ids = self.registry.ids()
         idx = np.flatnonzero(active)
@@ -436,13 +474,53 @@ class RegionStage:
                           self.reporter.episodes[names[r]].report_id
                           if r < len(names) and names[r] in self.reporter.episodes else None,
                           th)
-            for r in range(len(meter["level"]))]
+            # a stage with no station yet has a placeholder region: nothing to read
+            for r in range(len(meter["level"])) if r < len(names)]
         oc = TickOutcome(tick, time_s, readings, alerts, reports, responses)
         oc.uncorroborated = self._uncorroborated(readings)
         self.counters.alerts += len(alerts)
         self.counters.reports += len(reports)
         self.counters.responses += len(responses)
         return oc
+
+    # -- checkpoint -----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Everything this stage knows, as JSON-able data (a changelog-backed table keeps
+        it, so a worker that takes the partition over continues the same episodes)."""
+        return {
+            "v": REGION_STATE_VERSION, "tick_s": self.tick_s, "last_tick": self.last_tick,
+            "stations": [[i.station_id, i.kind.value, i.region, i.group, i.name, i.rate_per_s]
+                         for i in self.registry.stations],
+            "state": state_to_dict(self.state), "reporter": self.reporter.to_dict(),
+            "evidence": self.evidence.to_dict(), "dark": sorted(self.dark),
+            "watch": sorted(self._region_watch), "unknown_evidence": self.unknown_evidence,
+        }
+
+    def load(self, d: Mapping[str, Any]) -> None:
+        """Continue from :meth:`to_dict` (raises ``ValueError`` for a checkpoint this build
+        cannot use; nothing is changed then). The stage's registry must be new."""
+        if d.get("v") != REGION_STATE_VERSION or d.get("tick_s") != self.tick_s:
+            raise ValueError(f"region state version {d.get('v')} / tick_s {d.get('tick_s')} "
+                             f"does not fit this build ({REGION_STATE_VERSION}, {self.tick_s})")
+        infos = [StationInfo(str(x[0]), str(x[1]), str(x[2]), str(x[3]), str(x[4]), float(x[5]))
+                 for x in d["stations"]]
+        state = state_from_dict(d["state"])
+        if set(state) != set(self.state):
+            raise ValueError(f"region state holds {sorted(state)}, this build {sorted(self.state)}")
+        if len(self.registry) and [i.station_id for i in self.registry.stations[:len(infos)]] \
+                != [i.station_id for i in infos][:len(self.registry)]:
+            raise ValueError("the stage's registry is not new")
+        for info in infos:
+            self.registry.add(info)
+        self.state = state
+        self._n = max(len(infos), 1)
+        self.fit()
+        self.reporter.restore(d.get("reporter") or {})
+        self.evidence.load(d.get("evidence") or {})
+        self.dark = set(d.get("dark") or ())
+        self._region_watch = set(d.get("watch") or ())
+        self.last_tick = d.get("last_tick")
+        self.unknown_evidence = int(d.get("unknown_evidence") or 0)
 
     def _uncorroborated(self, readings: Sequence[RegionReading]) -> list[RegionReading]:
         """Regions entering ``watch`` whose score the OSINT rule holds below ``warning``."""

@@ -31,7 +31,7 @@ Examples
 ...                      num_rounds=20, folds=2)
 >>> 0.5 < result.metrics["auc"] <= 1.0, result.record.name
 (True, 'meter')
->>> scorer = load_scorer(reg)
+>>> scorer = load_scorer(reg, result.record.version)  # the default, or a candidate
 >>> float(scorer(result_features_example())[0]) >= 0.0
 True
 """
@@ -205,7 +205,7 @@ def analyst_rows(rows: Sequence[tuple[Mapping[str, float], bool]]) -> tuple[F64,
 
     >>> X, y, skipped = analyst_rows([(dict.fromkeys(FEATURE_NAMES, 1.0), True), ({"evidence": 2.0}, False)])
     >>> X.shape, y.tolist(), skipped
-    ((1, 11), [True], 1)
+    ((1, 10), [True], 1)
     """
     keep = [(f, g) for f, g in rows
             if all(n in f and np.isfinite(float(f[n])) for n in FEATURE_NAMES)]

@@ -25,10 +25,10 @@ Examples
 >>> reg = StationRegistry([StationInfo("news-1", "osint_news", "eu", rate_per_s=2.0)])
 >>> first = StationStage(s, reg, TickProcessor())
 >>> from convergence.schema import Event, SourceKind
->>> e = Event("e-1", "news-1", SourceKind.OSINT_NEWS, 100.2, "politics", 1.0)
+>>> e = Event("00000000000000a1", "news-1", SourceKind.OSINT_NEWS, 100.2, "politics", 1.0)
 >>> late = first.ingest_events([e], 100.3)
 >>> [ne.tick for ne in first.close_until(104.5)], first.counters.events
-([100], 1)
+([100, 101, 102], 1)
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from convergence.control import ControlCommand
+from convergence.control import CommandAck, ControlCommand
 from convergence.ground_stations.agent import Fleet, StationAgent
 from convergence.ground_stations.scenario import Scenario, SyntheticWorld, default_scenario, evaluate
 from convergence.ground_stations.synthetic import SyntheticSource
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 AlertHook = Callable[[dict[str, Any]], None]
 LevelHook = Callable[[TickOutcome], None]
+CommandHook = Callable[[ControlCommand, list[CommandAck]], None]
 
 
 @dataclass
@@ -80,7 +81,8 @@ class EmbeddedRuntime:
 
     def __init__(self, settings: Settings, *, duration_s: float | None = None,
                  scenario: Scenario | None = None, on_alert: AlertHook | None = None,
-                 on_level: LevelHook | None = None,
+                 on_level: LevelHook | None = None, on_tick: LevelHook | None = None,
+                 on_command: CommandHook | None = None,
                  sample_interval_s: float = 0.5, clock: Callable[[], float] = time.time,
                  close_timeout_s: float = 30.0) -> None:
         self.settings = settings
@@ -95,6 +97,11 @@ class EmbeddedRuntime:
         self.pipeline = Pipeline(settings, self.registry)
         self.on_alert = on_alert
         self.on_level = on_level
+        #: every closed tick, and every command sent to the fleet with its acks (the dashboard)
+        self.on_tick = on_tick
+        self.on_command = on_command
+        #: the running fleet (``None`` before the run starts its stations)
+        self.fleet: Fleet | None = None
         self.sample_interval_s = sample_interval_s
         self.clock = clock
         self.bus: asyncio.Queue[tuple[str, list[dict[str, Any]]]] = asyncio.Queue(maxsize=20_000)
@@ -126,12 +133,16 @@ class EmbeddedRuntime:
 
     def _handle(self, outcomes: list[TickOutcome], writer: BatchedWriter, fleet: Fleet) -> None:
         for oc in outcomes:
+            if self.on_tick is not None:
+                self.on_tick(oc)
             if (oc.level != oc.prev_level or oc.uncorroborated) and self.on_level is not None:
                 self.on_level(oc)
             for r in oc.responses:
                 if r.command is not None:
                     self.commands.append(r.command)
-                    fleet.dispatch(r.command, self.clock())
+                    acks = fleet.dispatch(r.command, self.clock())
+                    if self.on_command is not None:
+                        self.on_command(r.command, acks)
             for table, rid, doc in outcome_records(oc, self.run_id):
                 writer.submit(table, rid, doc)
             for alert in oc.alerts:
@@ -208,7 +219,7 @@ class EmbeddedRuntime:
                    writer: BatchedWriter) -> tuple[RunSummary, BaseException | None]:
         """Stations and consumer until stopped, then flush; the summary and what failed."""
         t0 = self.clock()
-        fleet = self._fleet(t0)
+        fleet = self.fleet = self._fleet(t0)
         stations_stop = asyncio.Event()
         stations_done = asyncio.Event()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -10,6 +12,7 @@ from convergence.cli.common import ALERT_STYLE as _STYLE
 from convergence.cli.common import clock_text as _clock
 from convergence.cli.common import (
     console,
+    err_console,
     fail,
     print_alert,
     print_json,
@@ -19,7 +22,38 @@ from convergence.cli.common import (
 from convergence.schema import SOURCE_KINDS
 
 if TYPE_CHECKING:  # the store (and its engine) load only when a command needs them
+    from convergence.dashboard.server import DashboardServer
+    from convergence.streams.embedded import RunSummary
     from convergence.streams.pipeline import TickOutcome
+
+#: the dashboard's port when ``--dashboard`` is given without one
+DASHBOARD_PORT = 8765
+
+
+def optional_port(argv: Sequence[str]) -> list[str]:
+    """``run ... --dashboard`` with no port means the default port: the command line
+    parser wants a value, so it is filled in here (called by the entry point).
+
+    >>> optional_port(["run", "--dashboard", "--duration", "5"])
+    ['run', '--dashboard', '8765', '--duration', '5']
+    >>> optional_port(["run", "--dashboard", "9000"]), optional_port(["alerts", "--dashboard"])
+    (['run', '--dashboard', '9000'], ['alerts', '--dashboard'])
+    """
+    args = list(argv)
+    if "run" not in args:
+        return args
+    for i in range(args.index("run") + 1, len(args)):
+        if args[i] == "--dashboard" and (i + 1 == len(args) or not args[i + 1].isdigit()):
+            args.insert(i + 1, str(DASHBOARD_PORT))
+            break
+    return args
+
+
+def _print_dashboard(server: DashboardServer, json_out: bool) -> None:
+    out = err_console if json_out else console
+    out.print(f"[bold]dashboard[/] {server.url}  control token {server.token}\n"
+              f"  (open {server.url}#token={server.token} to use the quarantine/resume buttons)",
+              markup=True)
 
 
 def _print_level(oc: TickOutcome) -> None:
@@ -55,6 +89,10 @@ def run(
     json_out: Annotated[bool, typer.Option(
         "--json", help="End with one JSON summary line on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only alerts and the summary.")] = False,
+    dashboard: Annotated[int | None, typer.Option(
+        "--dashboard", metavar="[PORT]", min=0, max=65535,
+        help=f"Serve the live dashboard on 127.0.0.1:PORT while running (PORT defaults to "
+             f"{DASHBOARD_PORT}; 0 picks a free one).")] = None,
 ) -> None:
     """Run the whole pipeline in one process; alerts print live as the meter fires.
 
@@ -76,9 +114,21 @@ def run(
         console.print(f"[bold]convergence[/] {s.stations} stations, seed {s.seed}, "
                       f"db {s.db_url}, running {until}")
 
+    errors: tuple[type[Exception], ...] = (StoreError,)
+    main: Callable[[asyncio.Event], Awaitable[RunSummary]] = rt.run
+    if dashboard is not None:  # the web server loads only when asked for
+        from convergence.dashboard.embedded import run_with_dashboard
+        from convergence.dashboard.server import DashboardError
+
+        port = dashboard
+        errors = (StoreError, DashboardError)
+
+        def main(stop: asyncio.Event) -> Awaitable[RunSummary]:
+            return run_with_dashboard(rt, stop, port=port,
+                                      on_ready=lambda srv: _print_dashboard(srv, json_out))
     try:
-        summary = run_until_stopped(rt.run)
-    except StoreError as exc:
+        summary = run_until_stopped(main)
+    except errors as exc:
         fail(exc)
     d = summary.as_dict()
     if json_out:

@@ -97,6 +97,10 @@ class EmbeddedFeed:
         self.clock = clock
         self._levels: dict[str, Level] = {}
         self._episode: _Episode | None = None
+        #: the top region's level changes and scores since the meter left quiet (an
+        #: episode's report starts at its first alert and takes these as its beginning)
+        self._opening: list[TimelineEntry] = []
+        self._opening_series: list[tuple[int, float]] = []
         self._report_of_region: dict[str, str] = {}
         before_tick, before_cmd = runtime.on_tick, runtime.on_command
 
@@ -132,6 +136,14 @@ class EmbeddedFeed:
         if oc.prev_level == Level.QUIET and oc.level != Level.QUIET:
             # the pipeline names an episode by the tick its meter left quiet
             self._report_of_region[oc.region] = report_id_for(oc.tick)
+            self._opening, self._opening_series = [], []
+        if oc.level != Level.QUIET and ep is None:
+            self._opening_series = [*self._opening_series, (oc.tick, round(oc.score, 2))][
+                -MAX_SCORE_POINTS:]
+            if oc.level != oc.prev_level:
+                self._opening = [*self._opening, TimelineEntry(
+                    oc.tick, oc.time_s, "level", round(oc.score, 2), level=Level(oc.level))][
+                    -MAX_TIMELINE:]
         for i, name in enumerate(names):
             top = name == oc.region
             score = oc.score if top else float(scores[i]) if i < len(scores) else 0.0
@@ -173,10 +185,13 @@ class EmbeddedFeed:
         region = (d.get("regions") or [oc.region])[0]
         ep = self._episode
         if ep is None or ep.report_id != d["report_id"]:
-            ep = self._episode = _Episode(str(d["report_id"]), str(region), oc.time_s)
-            ep.series.append((oc.tick, round(oc.score, 2)))
-            ep.timeline.append(TimelineEntry(oc.tick, oc.time_s, "level", round(oc.score, 2),
-                                             level=Level(oc.level)))
+            opening = self._opening or [TimelineEntry(oc.tick, oc.time_s, "level",
+                                                      round(oc.score, 2), level=Level(oc.level))]
+            ep = self._episode = _Episode(str(d["report_id"]), str(region), opening[0].time_s,
+                                          timeline=list(opening),
+                                          series=list(self._opening_series))
+            if not ep.series or ep.series[-1][0] != oc.tick:
+                ep.series.append((oc.tick, round(oc.score, 2)))
         ep.revision += 1
         level, score = Level(d["level"]), float(d["score"])
         ep.peak = max(ep.peak, (level, score))
@@ -279,16 +294,17 @@ class EmbeddedCommandPort:
 
 async def run_with_dashboard(runtime: EmbeddedRuntime, stop: asyncio.Event, *, port: int,
                              host: str = "127.0.0.1",
-                             on_ready: Callable[[DashboardServer], None] | None = None
-                             ) -> RunSummary:
+                             on_ready: Callable[[DashboardServer], None] | None = None,
+                             hub: Hub | None = None) -> RunSummary:
     """``runtime.run(stop)`` with the dashboard served on ``host:port`` meanwhile.
 
     The server starts first (a port in use is a
     :class:`~convergence.dashboard.server.DashboardError` before anything runs), then
     ``on_ready(server)`` (print the address and token), then the run; when the run
-    ends, the browsers are told and the server stops.
+    ends, the browsers are told and the server stops. ``hub``: the hub to feed (a
+    new one when not given).
     """
-    hub = Hub()
+    hub = hub if hub is not None else Hub()
     feed = EmbeddedFeed(hub, runtime)
     server = DashboardServer(hub, host=host, port=port, commands=feed.port())
     await server.start()

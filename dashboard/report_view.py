@@ -119,7 +119,8 @@ def render_report_html(report: Report, *, revisions: Sequence[int] = (),
     """``report`` as a standalone HTML page (see module docstring); ``revisions`` lists
     the revisions the caller knows of (shown in the header)."""
     r = report
-    lvl = r.level.value
+    # a closed episode is remembered by its peak; an open one by where it stands now
+    lvl = r.peak_level.value if r.status == "closed" else r.level.value
     parts: list[str] = []
     head = (f'<span class="badge {_e(lvl)}">{_e(lvl.upper())}</span> '
             f'<span class="meta">{_e(r.region)} · {_e(r.time_iso)} · tick {r.tick} · '

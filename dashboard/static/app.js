@@ -16,6 +16,8 @@
   const SVG = "http://www.w3.org/2000/svg";
   const KIND = { osint_news: "news", osint_social: "social", market_price: "prices",
                  market_volume: "volumes", sensor: "sensors" };
+  const ACTION = { set_thresholds: "thresholds", burst_mode: "burst", set_interval: "interval",
+                   quarantine: "quarantine", resume: "resume" };
 
   const S = {
     regions: new Map(),   // name -> {row, series: [[t, score]...]}
@@ -338,7 +340,7 @@
     const tr = el("tr");
     tr.dataset.station = s.station_id;
     const cells = {};
-    for (const k of ["id", "region", "kind", "state", "node", "last", "rate", "cmd", "act"]) {
+    for (const k of ["id", "region", "state", "node", "last", "rate", "cmd", "act"]) {
       cells[k] = el("td", k === "last" || k === "rate" ? "num" : k);
       tr.appendChild(cells[k]);
     }
@@ -351,8 +353,7 @@
   function fillRow(r, s) {
     const st = stationShown(s);
     r.cells.id.textContent = s.station_id;
-    r.cells.region.textContent = s.region;
-    r.cells.kind.textContent = KIND[s.source_kind] || s.source_kind;
+    r.cells.region.replaceChildren(s.region, el("span", "dim", ` · ${KIND[s.source_kind] || s.source_kind}`));
     r.cells.state.textContent = st.replace("_", " ");
     r.cells.state.className = `state ${st}`;
     r.cells.node.textContent = s.node_state || "—";
@@ -363,9 +364,9 @@
     const cmd = r.cells.cmd;
     cmd.replaceChildren();
     if (c) {
-      cmd.append(`${c.action} ${hms(c.issued_at_s)} `);
-      if (c.ack) cmd.append(el("span", c.ack.applied ? "ok" : "no", c.ack.applied ? "✓ applied" : "✗ refused"));
-      else cmd.append(el("span", "", "· no ack yet"));
+      cmd.append(`${ACTION[c.action] || c.action} ${hms(c.issued_at_s).slice(0, 5)} `);
+      if (c.ack) cmd.append(el("span", c.ack.applied ? "ok" : "no", c.ack.applied ? "✓ acked" : "✗ refused"));
+      else cmd.append(el("span", "", "· no ack"));
       cmd.title = (s.commands || []).map((x) => `${hms(x.issued_at_s)} ${x.action} (${x.reason})` +
         (x.ack ? ` → ${x.ack.applied ? "applied" : "refused"}: ${x.ack.detail}` : " → no ack")).join("\n");
       cmd.dataset.command = c.command_id;

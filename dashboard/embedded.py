@@ -30,14 +30,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from convergence.control import Action, CommandAck, ControlCommand
 from convergence.dashboard.hub import Hub, level_of
-from convergence.dashboard.legacy import as_alert, as_report, response_taken
+from convergence.dashboard.legacy import ack_notes, as_alert, as_report, response_taken
 from convergence.dashboard.server import DashboardServer
 from convergence.records import (
     MAX_SCORE_POINTS,
@@ -60,6 +62,8 @@ if TYPE_CHECKING:
 
 __all__ = ["EmbeddedCommandPort", "EmbeddedFeed", "run_with_dashboard"]
 
+#: commands whose acks are remembered for the reports that name them
+MAX_KEPT_ACKS = 500
 #: node state machine codes (detectors.node_state: NORMAL, ELEVATED, ANOMALOUS, COOLING)
 _NODE_STATES = (NodeState.NORMAL, NodeState.ELEVATED, NodeState.ANOMALOUS, NodeState.COOLING)
 
@@ -76,8 +80,9 @@ class _Episode:
     timeline: list[TimelineEntry] = field(default_factory=list)
     series: list[tuple[int, float]] = field(default_factory=list)
     stations: set[str] = field(default_factory=set)
-    acks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     last: Report | None = None
+    #: the latest revision's responses: response id -> the command id it sent
+    commands: dict[str, str] = field(default_factory=dict)
 
 
 class EmbeddedFeed:
@@ -102,6 +107,8 @@ class EmbeddedFeed:
         self._opening: list[TimelineEntry] = []
         self._opening_series: list[tuple[int, float]] = []
         self._report_of_region: dict[str, str] = {}
+        #: acks by command id (bounded): a report revision names its responses' acks
+        self._acks: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         before_tick, before_cmd = runtime.on_tick, runtime.on_command
 
         def on_tick(oc: TickOutcome) -> None:
@@ -174,11 +181,19 @@ class EmbeddedFeed:
             self.hub.alert(alert)
 
     def on_command(self, cmd: ControlCommand, acks: list[CommandAck]) -> None:
-        """A command the runtime sent to its fleet, with the acks."""
-        ep = self._episode
-        if ep is not None:
-            ep.acks[cmd.command_id] = [a.to_dict() for a in acks]
+        """A command the runtime sent to its fleet, with the acks. A response of the
+        latest report revision that sent it gets the acks (the revision is re-published)."""
+        self._acks[cmd.command_id] = [a.to_dict() for a in acks]
+        while len(self._acks) > MAX_KEPT_ACKS:
+            self._acks.popitem(last=False)
         self.hub.command(cmd, acks)
+        ep = self._episode
+        if ep is not None and ep.last is not None and cmd.command_id in ep.commands.values():
+            ep.last = dataclasses.replace(ep.last, responses=tuple(
+                dataclasses.replace(r, acks=ack_notes(
+                    self._acks.get(ep.commands.get(r.response_id, ""), [])))
+                for r in ep.last.responses))
+            self.hub.report(ep.last)
 
     # -- reports ----------------------------------------------------------------------
     def _report(self, d: dict[str, Any], oc: TickOutcome) -> None:
@@ -201,8 +216,9 @@ class EmbeddedFeed:
                 ep.stations.add(sid)
                 ep.timeline.append(TimelineEntry(oc.tick, oc.time_s, "joined", round(score, 2),
                                                  station_id=sid))
-        responses = [response_taken(r, ep.acks.get((r.get("command") or {}).get("command_id", ""),
-                                                    []))
+        ep.commands = {str(r.get("response_id")): str((r.get("command") or {}).get("command_id"))
+                       for r in d.get("responses") or []}
+        responses = [response_taken(r, self._acks.get(ep.commands[str(r.get("response_id"))], []))
                      for r in d.get("responses") or []]
         ep.last = as_report({**d, "run_id": self.runtime.run_id}, revision=ep.revision,
                             tick=oc.tick, peak=ep.peak, timeline=ep.timeline[-MAX_TIMELINE:],

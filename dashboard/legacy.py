@@ -28,10 +28,12 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from convergence.records import (
+    AckNote,
     Alert,
     Contribution,
     Level,
@@ -43,7 +45,7 @@ from convergence.records import (
     bounded,
 )
 
-__all__ = ["as_alert", "as_report", "is_record", "response_taken"]
+__all__ = ["ack_notes", "as_alert", "as_report", "is_record", "response_taken"]
 
 MAX_CONTRIBUTIONS = 50
 
@@ -62,6 +64,12 @@ def as_alert(d: Mapping[str, Any]) -> Alert:
         raise ValueError(f"not an alert ({type(exc).__name__}: {exc})") from None
 
 
+def ack_notes(acks: Sequence[Mapping[str, Any]]) -> tuple[AckNote, ...]:
+    """``CommandAck.to_dict()`` s (the acks topic) as a response's ack notes."""
+    return tuple(AckNote(str(a["station_id"]), bool(a["applied"]), float(a["at_s"]),
+                         str(a.get("detail", ""))) for a in acks)
+
+
 def response_taken(d: Mapping[str, Any], acks: Sequence[Mapping[str, Any]] = ()) -> ResponseTaken:
     """A ``Response.to_dict()`` (the ``responses`` topic and table) as a record."""
     cmd = d.get("command") or {}
@@ -69,14 +77,13 @@ def response_taken(d: Mapping[str, Any], acks: Sequence[Mapping[str, Any]] = ())
     stations = d.get("stations") or []
     where = (f"{target.get('type')}:{target.get('value')}" if target
              else ", ".join(map(str, stations[:5])) or "-")
-    return ResponseTaken.from_dict({
+    taken = ResponseTaken.from_dict({
         "response_id": str(d.get("response_id", "")), "action": str(d.get("action", "")),
         "target": where, "params": dict(cmd.get("params") or {}),
         "issued_at_s": float(cmd.get("issued_at_s", d.get("time_s", 0.0))),
         "expires_at_s": cmd.get("expires_at_s"), "reason": str(d.get("reason", "")),
-        "acks": [{"station_id": a["station_id"], "applied": bool(a["applied"]),
-                  "at_s": float(a["at_s"]), "detail": str(a.get("detail", ""))} for a in acks],
     })
+    return dataclasses.replace(taken, acks=ack_notes(acks))
 
 
 def as_report(d: Mapping[str, Any], *, revision: int = 1, tick: int | None = None,

@@ -340,7 +340,7 @@
     const tr = el("tr");
     tr.dataset.station = s.station_id;
     const cells = {};
-    for (const k of ["id", "region", "state", "node", "last", "rate", "cmd", "act"]) {
+    for (const k of ["id", "region", "state", "last", "rate", "cmd", "act"]) {
       cells[k] = el("td", k === "last" || k === "rate" ? "num" : k);
       tr.appendChild(cells[k]);
     }
@@ -354,19 +354,19 @@
     const st = stationShown(s);
     r.cells.id.textContent = s.station_id;
     r.cells.region.replaceChildren(s.region, el("span", "dim", ` · ${KIND[s.source_kind] || s.source_kind}`));
-    r.cells.state.textContent = st.replace("_", " ");
-    r.cells.state.className = `state ${st}`;
-    r.cells.node.textContent = s.node_state || "—";
-    r.cells.node.className = `node ${s.node_state || ""}`;
+    r.cells.state.replaceChildren(el("span", `state ${st}`, st.replace("_", " ")));
+    if (s.node_state) r.cells.state.append(el("span", `node ${s.node_state}`, ` · ${s.node_state}`));
+    r.cells.state.dataset.state = st;
     r.cells.last.textContent = ago(s.last_event_s);
     r.cells.rate.textContent = s.rate_per_s === null || s.rate_per_s === undefined ? "—" : Number(s.rate_per_s).toFixed(1);
     const c = lastCommand(s);
     const cmd = r.cells.cmd;
     cmd.replaceChildren();
     if (c) {
-      cmd.append(`${ACTION[c.action] || c.action} ${hms(c.issued_at_s).slice(0, 5)} `);
+      cmd.append(`${ACTION[c.action] || c.action} `);
       if (c.ack) cmd.append(el("span", c.ack.applied ? "ok" : "no", c.ack.applied ? "✓ acked" : "✗ refused"));
       else cmd.append(el("span", "", "· no ack"));
+      cmd.append(el("span", "dim", ` ${hms(c.issued_at_s).slice(0, 5)}`));
       cmd.title = (s.commands || []).map((x) => `${hms(x.issued_at_s)} ${x.action} (${x.reason})` +
         (x.ack ? ` → ${x.ack.applied ? "applied" : "refused"}: ${x.ack.detail}` : " → no ack")).join("\n");
       cmd.dataset.command = c.command_id;
@@ -387,9 +387,14 @@
     requestAnimationFrame(() => { tableQueued = false; drawTable(); });
   }
   function drawTable() {
-    const q = $("filter").value.trim().toLowerCase();
+    const words = $("filter").value.trim().toLowerCase().split(/\s+/).filter(Boolean);
     let rows = [...S.stations.values()];
-    if (q) rows = rows.filter((s) => `${s.station_id} ${s.region} ${s.source_kind} ${KIND[s.source_kind] || ""} ${stationShown(s)} ${s.node_state || ""}`.toLowerCase().includes(q));
+    if (words.length) {  // every word must match somewhere in the row
+      rows = rows.filter((s) => {
+        const hay = `${s.station_id} ${s.region} ${s.source_kind} ${KIND[s.source_kind] || ""} ${stationShown(s)} ${s.node_state || ""}`.toLowerCase();
+        return words.every((w) => hay.includes(w));
+      });
+    }
     rows.sort((a, b) => rank(a) - rank(b) || (a.station_id < b.station_id ? -1 : 1));
     const shown = rows.slice(0, MAX_ROWS);
     const body = $("station-rows");
@@ -418,7 +423,8 @@
     }
     if (!btn.classList.contains("confirm")) {  // two clicks: a stray click sends nothing
       btn.classList.add("confirm");
-      btn.textContent = `Confirm ${btn.dataset.action}?`;
+      btn.textContent = "Confirm?";
+      btn.title = `click again within 4 s to ${btn.dataset.action} ${id}`;
       clearTimeout(btn.timer);
       btn.timer = setTimeout(() => { btn.classList.remove("confirm"); renderTable(); }, 4000);
       return;

@@ -382,24 +382,23 @@ def test_the_event_stream_pushes_a_snapshot_then_changes(
         import json
 
         hub = filled_hub(records, make_report)
-        async with serving(hub) as (base, http):
-            async with http.get(base + "/api/events") as resp:
-                assert resp.status == 200
-                assert resp.headers["Content-Type"].startswith("text/event-stream")
-                (kind, data), = await read_events(resp, 1)
-                snap = json.loads(data)
-                assert kind == "snapshot" and abs(snap["server_time_s"] - time.time()) < 5
-                assert len(snap["alerts"]) == 2
-                hub.alert(records["alert"]("alt-live", region="mena"))
-                hub.reading(records["reading"]("apac", T0 + 9, score=40.0, level=Level.WATCH))
-                got = await read_events(resp, 2)
-                assert [k for k, _ in got] == ["alert", "reading"]
-                assert json.loads(got[0][1])["alert_id"] == "alt-live"
-                assert json.loads(got[1][1])["level"] == "watch"
-                hub.close("the run ended")
-                (kind, data), = await read_events(resp, 1)
-                assert kind == "ended" and json.loads(data)["reason"] == "the run ended"
-                assert await asyncio.wait_for(resp.content.read(), 5.0) == b""  # stream closed
+        async with serving(hub) as (base, http), http.get(base + "/api/events") as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"].startswith("text/event-stream")
+            (kind, data), = await read_events(resp, 1)
+            snap = json.loads(data)
+            assert kind == "snapshot" and abs(snap["server_time_s"] - time.time()) < 5
+            assert len(snap["alerts"]) == 2
+            hub.alert(records["alert"]("alt-live", region="mena"))
+            hub.reading(records["reading"]("apac", T0 + 9, score=40.0, level=Level.WATCH))
+            got = await read_events(resp, 2)
+            assert [k for k, _ in got] == ["alert", "reading"]
+            assert json.loads(got[0][1])["alert_id"] == "alt-live"
+            assert json.loads(got[1][1])["level"] == "watch"
+            hub.close("the run ended")
+            (kind, data), = await read_events(resp, 1)
+            assert kind == "ended" and json.loads(data)["reason"] == "the run ended"
+            assert await asyncio.wait_for(resp.content.read(), 5.0) == b""  # stream closed
 
     run(body)
 
@@ -407,11 +406,10 @@ def test_the_event_stream_pushes_a_snapshot_then_changes(
 def test_too_many_browsers_are_told_so(records: Records, make_report: Callable[..., Report]) -> None:
     async def body() -> None:
         hub = Hub(max_subscribers=1)
-        async with serving(hub) as (base, http):
-            async with http.get(base + "/api/events") as first:
-                await read_events(first, 1)
-                status, err = await get(http, base + "/api/events")
-                assert status == 503 and "already connected" in err["error"]
+        async with serving(hub) as (base, http), http.get(base + "/api/events") as first:
+            await read_events(first, 1)
+            status, err = await get(http, base + "/api/events")
+            assert status == 503 and "already connected" in err["error"]
 
     run(body)
 

@@ -24,6 +24,7 @@ def _ready(server: DashboardServer) -> None:
     console.print(f"[bold]dashboard[/] {server.url}  control token {server.token}\n"
                   f"  (open {server.url}#token={server.token} to use the quarantine/resume "
                   "buttons; Ctrl-C stops)")
+    console.file.flush()  # whoever waits for the address (a script, a test) sees it now
 
 
 def _note(line: str) -> None:

@@ -54,6 +54,7 @@ def _print_dashboard(server: DashboardServer, json_out: bool) -> None:
     out.print(f"[bold]dashboard[/] {server.url}  control token {server.token}\n"
               f"  (open {server.url}#token={server.token} to use the quarantine/resume buttons)",
               markup=True)
+    out.file.flush()  # whoever waits for the address (a script, a test) sees it now
 
 
 def _print_level(oc: TickOutcome) -> None:

@@ -31,8 +31,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -52,7 +53,6 @@ from convergence.records import (
     StationState,
     StationStatus,
     TimelineEntry,
-    bounded,
 )
 from convergence.responses.prism import report_id_for
 
@@ -61,6 +61,8 @@ if TYPE_CHECKING:
     from convergence.streams.pipeline import TickOutcome
 
 __all__ = ["EmbeddedCommandPort", "EmbeddedFeed", "run_with_dashboard"]
+
+log = logging.getLogger(__name__)
 
 #: commands whose acks are remembered for the reports that name them
 MAX_KEPT_ACKS = 500
@@ -77,8 +79,10 @@ class _Episode:
     started_s: float
     revision: int = 0
     peak: tuple[Level, float] = (Level.QUIET, 0.0)
-    timeline: list[TimelineEntry] = field(default_factory=list)
-    series: list[tuple[int, float]] = field(default_factory=list)
+    #: bounded as a report's lists are (the most recent kept), however long the episode
+    timeline: deque[TimelineEntry] = field(default_factory=lambda: deque(maxlen=MAX_TIMELINE))
+    series: deque[tuple[int, float]] = field(
+        default_factory=lambda: deque(maxlen=MAX_SCORE_POINTS))
     stations: set[str] = field(default_factory=set)
     last: Report | None = None
     #: the latest revision's responses: response id -> the command id it sent
@@ -114,16 +118,25 @@ class EmbeddedFeed:
         def on_tick(oc: TickOutcome) -> None:
             if before_tick is not None:
                 before_tick(oc)
-            self.on_tick(oc)
+            self._guarded("a closed tick", self.on_tick, oc)
 
         def on_command(cmd: ControlCommand, acks: list[CommandAck]) -> None:
             if before_cmd is not None:
                 before_cmd(cmd, acks)
-            self.on_command(cmd, acks)
+            self._guarded("a command", self.on_command, cmd, acks)
 
         runtime.on_tick = on_tick
         runtime.on_command = on_command
         hub.source = hub.source or f"embedded run {runtime.run_id}"
+
+    def _guarded(self, what: str, fn: Callable[..., object], *args: Any) -> None:
+        """``fn(*args)``; a failure is logged and shown on the page, never raised: the
+        dashboard must not stop the run it watches."""
+        try:
+            fn(*args)
+        except Exception as exc:
+            log.exception("dashboard: could not show %s", what)
+            self.hub.reject(what, f"{type(exc).__name__}: {exc}")
 
     # -- hooks ------------------------------------------------------------------------
     def on_tick(self, oc: TickOutcome) -> None:
@@ -202,9 +215,9 @@ class EmbeddedFeed:
         if ep is None or ep.report_id != d["report_id"]:
             opening = self._opening or [TimelineEntry(oc.tick, oc.time_s, "level",
                                                       round(oc.score, 2), level=Level(oc.level))]
-            ep = self._episode = _Episode(str(d["report_id"]), str(region), opening[0].time_s,
-                                          timeline=list(opening),
-                                          series=list(self._opening_series))
+            ep = self._episode = _Episode(str(d["report_id"]), str(region), opening[0].time_s)
+            ep.timeline.extend(opening)
+            ep.series.extend(self._opening_series)
             if not ep.series or ep.series[-1][0] != oc.tick:
                 ep.series.append((oc.tick, round(oc.score, 2)))
         ep.revision += 1
@@ -221,8 +234,8 @@ class EmbeddedFeed:
         responses = [response_taken(r, self._acks.get(ep.commands[str(r.get("response_id"))], []))
                      for r in d.get("responses") or []]
         ep.last = as_report({**d, "run_id": self.runtime.run_id}, revision=ep.revision,
-                            tick=oc.tick, peak=ep.peak, timeline=ep.timeline[-MAX_TIMELINE:],
-                            score_series=ep.series[-MAX_SCORE_POINTS:], responses=responses)
+                            tick=oc.tick, peak=ep.peak, timeline=list(ep.timeline),
+                            score_series=list(ep.series), responses=responses)
         self.hub.report(ep.last)
 
     def _close_episode(self, ep: _Episode, oc: TickOutcome) -> None:
@@ -236,8 +249,8 @@ class EmbeddedFeed:
         closed = Report.from_dict({
             **last.to_dict(), "revision": ep.revision, "status": "closed", "tick": oc.tick,
             "time_s": oc.time_s, "level": Level.QUIET.value, "score": round(oc.score, 2),
-            "timeline": [t.to_dict() for t in bounded(ep.timeline, MAX_TIMELINE)],
-            "score_series": bounded(ep.series, MAX_SCORE_POINTS),
+            "timeline": [t.to_dict() for t in ep.timeline],
+            "score_series": list(ep.series),
             "outcome": Outcome(ep.started_s, oc.time_s, ep.peak[1], ep.peak[0]).to_dict()})
         self.hub.report(closed)
 
@@ -274,10 +287,10 @@ class EmbeddedFeed:
     async def run(self, stop: asyncio.Event) -> None:
         """Sample the fleet every ``sample_s`` until ``stop`` is set, then once more."""
         while not stop.is_set():
-            self.sample()
+            self._guarded("the stations' status", self.sample)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.sample_s)
-        self.sample()
+        self._guarded("the stations' status", self.sample)
 
     def port(self) -> EmbeddedCommandPort:
         """The command port the page's buttons use."""

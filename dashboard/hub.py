@@ -208,7 +208,9 @@ class Hub:
         """Count a record skipped as malformed (the page shows the count and the last reason)."""
         self.rejected += 1
         self.last_rejected = _text(f"{what}: {reason}")
-        log.warning("dashboard: skipped %s", self.last_rejected)
+        if self.rejected <= 10 or self.rejected % 1000 == 0:  # a flood must not flood the log
+            log.warning("dashboard: skipped %s (%d skipped so far)", self.last_rejected,
+                        self.rejected)
 
     def _name_ok(self, what: str, **names: str) -> bool:
         for key, value in names.items():

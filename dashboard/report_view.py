@@ -59,6 +59,7 @@ td.num { text-align:right; font-variant-numeric:tabular-nums; }
 .bar { display:inline-block; height:8px; background:#5b8def; border-radius:2px;
   vertical-align:middle; margin-right:6px; }
 .dim { color:var(--dim); }
+.nw { white-space:nowrap; }
 ul { margin:4px 0; padding-left:20px; }
 a { color:#7fb0ff; }
 svg { display:block; }
@@ -142,13 +143,16 @@ def render_report_html(report: Report, *, revisions: Sequence[int] = (),
         for c in r.contributions:
             top = sorted(c.peak_evidence.items(), key=lambda kv: -kv[1])[:3]
             ev = ", ".join(f"{_e(k)} {v:.1f} sd" for k, v in top if v) or "—"
-            note = (f"discounted: shares {_e(c.group)} with {_e(c.correlated_with or 'a stronger station')}"
-                    if c.correlated else "")
-            rows.append((_e(c.station_id), _e(_KIND.get(c.source_kind, c.source_kind)),
-                         f'<span class="bar" style="width:{max(2, round(c.share * 120))}px"></span>'
-                         f"{_pct(c.share)}", ev, f'<span class="dim">{note}</span>'))
+            if c.correlated:
+                ev += (f'<br><span class="dim">discounted: shares '
+                       f"{_e(c.group or 'an upstream feed or market')} with "
+                       f"{_e(c.correlated_with or 'a stronger station')}</span>")
+            rows.append((f'<span class="nw">{_e(c.station_id)}</span>',
+                         f'<span class="nw">{_e(_KIND.get(c.source_kind, c.source_kind))}</span>',
+                         f'<span class="nw"><span class="bar" style="width:'
+                         f'{max(2, round(c.share * 120))}px"></span>{_pct(c.share)}</span>', ev))
         parts.append("<h2>What moved</h2>" + _table(
-            ("station", "kind", "share of evidence", "peak evidence", ""), rows))
+            ("station", "kind", "share of evidence", "peak evidence"), rows))
     if r.by_kind or r.by_evidence:
         kinds = ", ".join(f"{_e(_KIND.get(k, k))} {_pct(v)}" for k, v in
                           sorted(r.by_kind.items(), key=lambda kv: -kv[1]))

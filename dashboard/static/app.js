@@ -355,8 +355,13 @@
     r.cells.id.textContent = s.station_id;
     r.cells.region.replaceChildren(s.region, el("span", "dim", ` · ${KIND[s.source_kind] || s.source_kind}`));
     r.cells.state.replaceChildren(el("span", `state ${st}`, st.replace("_", " ")));
-    if (s.node_state) r.cells.state.append(el("span", `node ${s.node_state}`, ` · ${s.node_state}`));
+    if (s.node_state) {  // the pipeline's verdict: a dot coloured as on the map, named in its title
+      const dot = el("i", `dot ${s.node_state}`);
+      dot.title = `node ${s.node_state}`;
+      r.cells.state.prepend(dot, " ");
+    }
     r.cells.state.dataset.state = st;
+    r.cells.state.dataset.node = s.node_state || "";
     r.cells.last.textContent = ago(s.last_event_s);
     r.cells.rate.textContent = s.rate_per_s === null || s.rate_per_s === undefined ? "—" : Number(s.rate_per_s).toFixed(1);
     const c = lastCommand(s);
@@ -364,9 +369,10 @@
     cmd.replaceChildren();
     if (c) {
       cmd.append(`${ACTION[c.action] || c.action} `);
-      if (c.ack) cmd.append(el("span", c.ack.applied ? "ok" : "no", c.ack.applied ? "✓ acked" : "✗ refused"));
-      else cmd.append(el("span", "", "· no ack"));
-      cmd.append(el("span", "dim", ` ${hms(c.issued_at_s).slice(0, 5)}`));
+      const mark = c.ack ? el("span", c.ack.applied ? "ok" : "no", c.ack.applied ? "✓" : "✗")
+                         : el("span", "", "…");
+      mark.title = c.ack ? (c.ack.applied ? "acknowledged" : `refused: ${c.ack.detail}`) : "no acknowledgement yet";
+      cmd.append(mark);
       cmd.title = (s.commands || []).map((x) => `${hms(x.issued_at_s)} ${x.action} (${x.reason})` +
         (x.ack ? ` → ${x.ack.applied ? "applied" : "refused"}: ${x.ack.detail}` : " → no ack")).join("\n");
       cmd.dataset.command = c.command_id;

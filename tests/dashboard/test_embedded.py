@@ -133,3 +133,18 @@ def test_commands_before_the_stations_start_are_refused() -> None:
                                 ttl_s=60)
     with pytest.raises(RuntimeError, match="has not started its stations yet"):
         asyncio.run(port.send(cmd, 1.0))
+
+
+def test_a_failure_in_the_feed_never_stops_the_run() -> None:
+    """A hook that breaks is logged and counted on the page; the runtime goes on."""
+    rt = _runtime(5.0)
+    hub = Hub()
+    feed = EmbeddedFeed(hub, rt)
+
+    def broken(oc: Any) -> None:
+        raise KeyError("region_score")
+
+    feed.on_tick = broken  # type: ignore[method-assign]
+    assert rt.on_tick is not None
+    rt.on_tick(object())  # type: ignore[arg-type]
+    assert hub.rejected == 1 and "a closed tick: KeyError" in hub.last_rejected

@@ -251,3 +251,13 @@ def test_level_of_thresholds() -> None:
 
 def go_run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def test_a_flood_of_bad_records_does_not_flood_the_log(records: Records,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    hub = Hub()
+    with caplog.at_level("WARNING", logger="convergence.dashboard.hub"):
+        for _ in range(2000):
+            hub.reading(records["reading"]("bad name"))
+    assert hub.rejected == 2000
+    assert len(caplog.records) == 12 and "(2000 skipped so far)" in caplog.records[-1].message

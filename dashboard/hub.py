@@ -22,7 +22,10 @@ Input from outside (a topic) is untrusted: a record whose ids are not plain name
 :attr:`Hub.rejected` (with the last reason, which the page shows), never raised.
 
 Station updates are coalesced: at most one ``stations`` update per
-``station_flush_s`` carries every station that changed.
+``station_flush_s`` (longer for big fleets: at most ``MAX_STATION_ROWS_PER_S`` rows a
+second) carries every station that changed; a station's first update carries its whole
+row, later ones only what changes (state, verdict, times, counts), so a browser's feed
+stays small.
 
 Examples
 --------
@@ -65,6 +68,11 @@ NAME_RE: Final = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 
 #: longest free text (a reason, an ack's detail) kept from a command
 MAX_TEXT: Final = 200
+#: station rows pushed to browsers per second at most (big fleets update less often)
+MAX_STATION_ROWS_PER_S: Final = 2000
+#: the fields of a station row that change; later updates carry only these
+STATION_LIVE_FIELDS: Final = ("station_id", "state", "node_state", "at_s", "last_event_s",
+                              "rate_per_s", "events", "interval_s", "change")
 
 
 class CommandPort(Protocol):
@@ -147,6 +155,8 @@ class _Station:
     rate_per_s: float | None = None
     samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=12))
     commands: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
+    #: whether browsers have had the whole row (later updates carry the live fields)
+    announced: bool = False
 
 
 def _text(value: Any, limit: int = MAX_TEXT) -> str:
@@ -165,7 +175,7 @@ class Hub:
                  max_regions: int = 64, max_alerts: int = 200, max_reports: int = 200,
                  max_revisions: int = 20, max_stations: int = 20_000, max_commands: int = 10,
                  queue_size: int = 2000, max_subscribers: int = 32,
-                 station_flush_s: float = 0.5, source: str = "") -> None:
+                 station_flush_s: float = 1.0, source: str = "") -> None:
         for name, value in (("history_s", history_s), ("max_points", max_points),
                             ("max_regions", max_regions), ("max_alerts", max_alerts),
                             ("max_reports", max_reports), ("max_revisions", max_revisions),
@@ -417,10 +427,11 @@ class Hub:
         except RuntimeError:
             self._flush_stations()  # no loop (plain code, a test): publish right away
             return
-        if self.station_flush_s == 0:
+        delay = max(self.station_flush_s, len(self._stations) / MAX_STATION_ROWS_PER_S)
+        if delay == 0:
             self._flush_stations()
         else:
-            self._flush = loop.call_later(self.station_flush_s, self._flush_stations)
+            self._flush = loop.call_later(delay, self._flush_stations)
 
     def _flush_stations(self) -> None:
         if self._flush is not None:
@@ -428,8 +439,14 @@ class Hub:
             self._flush = None
         if not self._dirty:
             return
-        rows = [self._station_row(self._stations[sid]) for sid in sorted(self._dirty)
-                if sid in self._stations]
+        rows = []
+        for sid in sorted(self._dirty):
+            st = self._stations.get(sid)
+            if st is None:
+                continue
+            row = self._station_row(st)
+            rows.append(row if not st.announced else {k: row[k] for k in STATION_LIVE_FIELDS})
+            st.announced = True
         self._dirty.clear()
         self._publish(Update("stations", {"stations": rows}))
 
@@ -472,7 +489,8 @@ class Hub:
             "station_id": s.station_id, "source_kind": s.source_kind, "region": s.region,
             "group": s.group, "state": s.state.value,
             "node_state": None if s.node_state is None else s.node_state.value,
-            "at_s": s.at_s, "last_event_s": st.last_event_s, "rate_per_s": _r(st.rate_per_s),
+            "at_s": _r(s.at_s, 1), "last_event_s": _r(st.last_event_s, 1),
+            "rate_per_s": _r(st.rate_per_s),
             "events": s.events, "interval_s": _r(s.interval_s, 3),
             "change": None if s.change is None else _text(s.change),
             "xy": None if xy is None else list(xy),

@@ -537,8 +537,10 @@
     queueDraw(row.region);
   }
   function applyStation(row) {
-    S.stations.set(row.station_id, row);
-    renderDot(row);
+    // an update after the first carries only what changes: merge it into what is known
+    const s = { ...(S.stations.get(row.station_id) || {}), ...row };
+    S.stations.set(row.station_id, s);
+    renderDot(s);
   }
   function onSnapshot(d) {
     S.source = d.source; S.controls = d.controls; S.historyS = d.history_s;

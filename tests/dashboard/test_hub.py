@@ -261,3 +261,18 @@ def test_a_flood_of_bad_records_does_not_flood_the_log(records: Records,
             hub.reading(records["reading"]("bad name"))
     assert hub.rejected == 2000
     assert len(caplog.records) == 12 and "(2000 skipped so far)" in caplog.records[-1].message
+
+
+def test_a_stations_first_update_is_whole_later_ones_carry_what_changes(records: Records) -> None:
+    hub = Hub()
+    sub = hub.subscribe()
+    hub.station(records["status"](at_s=T0, events=1))
+    hub.station(records["status"](at_s=T0 + 1, events=5, state=StationState.BACKING_OFF))
+    first, second = [u.data["stations"][0] for u in drain(sub) if u.kind == "stations"]
+    assert first["region"] == "mena" and first["xy"] is not None and "commands" in first
+    assert set(second) == {"station_id", "state", "node_state", "at_s", "last_event_s",
+                           "rate_per_s", "events", "interval_s", "change"}
+    assert second["state"] == "backing_off" and second["events"] == 5
+    late = hub.subscribe()  # a browser that comes later gets whole rows in its snapshot
+    snap = drain(late)[0].data["stations"][0]
+    assert snap["region"] == "mena" and snap["state"] == "backing_off"

@@ -436,7 +436,8 @@ class DashboardServer:
         """Listen; :class:`DashboardError` when the address cannot be used."""
         allowed = None
         if self.loopback:
-            allowed = {"127.0.0.1", "localhost", "[::1]"}
+            own = f"[{self.host}]" if ":" in self.host else self.host
+            allowed = {"127.0.0.1", "localhost", "[::1]", own.lower()}
         app = make_app(self.hub, token=self.token, commands=self.commands, reports=self.reports,
                        allowed_hosts=allowed, command_timeout_s=self.command_timeout_s)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)

@@ -436,3 +436,17 @@ def test_a_token_is_made_when_none_is_given_and_ports_are_checked() -> None:
     with pytest.raises(ValueError, match="port must be"):
         DashboardServer(Hub(), port=70000)
     assert not DashboardServer(Hub(), host="0.0.0.0").loopback
+
+
+def test_another_loopback_address_answers_to_its_own_name() -> None:
+    async def body() -> None:
+        srv = DashboardServer(Hub(), host="127.0.0.2", port=0, token=TOKEN)
+        await srv.start()
+        try:
+            async with aiohttp.ClientSession() as http:
+                status, health = await get(http, srv.url + "api/health")
+                assert status == 200 and health["ok"]
+        finally:
+            await srv.stop()
+
+    run(body)

@@ -42,6 +42,25 @@ def settings(**overrides: Any) -> Settings:
         fail(exc, 2)
 
 
+def check_models(s: Settings) -> None:
+    """End the command with one clear error when a pinned model (``meter_model`` or
+    ``regime_model`` set to ``NAME@N``) is not in the registry, before anything starts."""
+    from convergence.models.registry import ModelRegistry, RegistryError
+    from convergence.settings import MODEL_OFF, env_name, model_spec
+
+    for name in MODEL_OFF:
+        setting = f"{name}_model"
+        version = model_spec(getattr(s, setting), name)
+        if not isinstance(version, int):
+            continue
+        try:
+            ModelRegistry(s.models_path).record(name, version)
+        except RegistryError as exc:
+            fail(f"{setting} = {getattr(s, setting)} ({s.source_of(setting)}) names a model that "
+                 f"cannot be used: {exc}. `convergence models list` shows the models there; set "
+                 f"{env_name(setting)}=auto to use the latest, or {MODEL_OFF[name]} for none", 2)
+
+
 def print_json(obj: Any) -> None:
     """One JSON document on one line of stdout."""
     sys.stdout.write(json.dumps(obj, default=str, separators=(",", ":")) + "\n")
@@ -55,15 +74,21 @@ def install_stop(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-def run_until_stopped(main: Callable[[asyncio.Event], Awaitable[T]]) -> T:
+def run_until_stopped(main: Callable[[asyncio.Event], Awaitable[T]], *,
+                      virtual_start_s: float | None = None) -> T:
     """``asyncio.run(main(stop))`` where Ctrl-C / SIGTERM set ``stop``, so ``main`` can
-    stop cleanly (flush, close) instead of being interrupted."""
+    stop cleanly (flush, close) instead of being interrupted. With ``virtual_start_s``,
+    on a simulated clock starting then (:mod:`convergence.streams.virtual_clock`)."""
 
     async def runner() -> T:
         stop = asyncio.Event()
         install_stop(stop)
         return await main(stop)
 
+    if virtual_start_s is not None:
+        from convergence.streams.virtual_clock import run_virtual
+
+        return run_virtual(runner, start_s=virtual_start_s)
     return asyncio.run(runner())
 
 
@@ -79,18 +104,27 @@ def kafka_errors(bootstrap: str) -> Iterator[None]:
 
     from convergence.streams.kafka_client import unreachable
 
+    with quiet_kafka_logs():
+        try:
+            yield
+        except typer.Exit:  # a RuntimeError too: fail() inside already said what went wrong
+            raise
+        except (KafkaError, OSError) as exc:
+            fail(unreachable(bootstrap, exc))
+        except RuntimeError as exc:
+            fail(f"{exc} (Kafka at {bootstrap})")
+
+
+@contextlib.contextmanager
+def quiet_kafka_logs() -> Iterator[None]:
+    """kafka-python's per-retry connection lines stay out of the output unless -v was
+    given: the command itself says once, in words, what went wrong."""
     kafka_log = logging.getLogger("kafka")
     old = kafka_log.level
     if logging.getLogger().getEffectiveLevel() >= logging.WARNING:
         kafka_log.setLevel(logging.CRITICAL)
     try:
         yield
-    except typer.Exit:  # a RuntimeError too: fail() inside already said what went wrong
-        raise
-    except (KafkaError, OSError) as exc:
-        fail(unreachable(bootstrap, exc))
-    except RuntimeError as exc:
-        fail(f"{exc} (Kafka at {bootstrap})")
     finally:
         kafka_log.setLevel(old)
 
@@ -106,12 +140,43 @@ def clock_text(t: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t))
 
 
-def print_alert(alert: dict[str, Any]) -> None:
-    """One readable line per alert: time, level, score, stations, kinds, report id."""
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``"1 station"``, ``"2 stations"``: a count with its noun in the right number.
+
+    >>> plural(1, "station"), plural(2, "station"), plural(0, "duplicate"), plural(3, "is", "are")
+    ('1 station', '2 stations', '0 duplicates', '3 are')
+    """
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def alert_text(alert: Any) -> tuple[str, str]:
+    """An alert's readable line, as ``(level word, the rest)``: score, region,
+    stations, kinds and report id (plain text, no markup). Takes an
+    :class:`~convergence.records.Alert` or its dict form (as topics carry it)."""
+    if not isinstance(alert, dict):
+        alert = alert.to_dict()
     lvl = alert["level"]
     kinds = ", ".join(_KIND.get(k, k) for k in alert["source_kinds"])
+    return (lvl.upper(),
+            f"score {alert['score']:5.1f}  {', '.join(alert['regions'])}  "
+            f"{plural(int(alert['n_stations']), 'station')} ({kinds})  report {alert['report_id']}")
+
+
+def print_alert(alert: Any) -> None:
+    """One readable line per alert: time, level, score, stations, kinds, report id.
+
+    An alert that carries ``stored: False`` says so on its line (with the store's
+    error), so nobody takes it for a stored one. Takes an
+    :class:`~convergence.records.Alert` or its dict form.
+    """
+    if not isinstance(alert, dict):
+        alert = alert.to_dict()
+    lvl = alert["level"]
+    word, rest = alert_text(alert)
+    note = ""
+    if alert.get("stored") is False:
+        note = f"  [bold red]NOT stored yet[/] ({escape(str(alert.get('store_error', '?'))[:200])})"
     console.print(
-        f"{clock_text(alert['time_s'])}  [{ALERT_STYLE.get(lvl, 'bold')}]{lvl.upper():<9}[/] "
-        f"score {alert['score']:5.1f}  {', '.join(alert['regions'])}  "
-        f"{alert['n_stations']} stations ({kinds})  report {alert['report_id']}"
+        f"{clock_text(alert['time_s'])}  [{ALERT_STYLE.get(lvl, 'bold')}]{word:<9}[/] "
+        f"{escape(rest)}{note}"
     )

@@ -8,7 +8,9 @@ import typer
 
 from convergence.cli.common import console, print_json, settings
 
-app = typer.Typer(help="Inspect configuration.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode="markdown",
+    help="Inspect configuration.", no_args_is_help=True)
 
 
 @app.command()

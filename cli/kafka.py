@@ -15,6 +15,7 @@ from convergence.streams import kafka_local
 from convergence.streams.kafka_local import KafkaLocalError
 
 app = typer.Typer(
+    rich_markup_mode="markdown",
     help="Run a local single-node Apache Kafka broker (KRaft) from the Maven Central jars.",
     no_args_is_help=True,
 )
@@ -39,16 +40,26 @@ def start(
     timeout: Annotated[
         float, typer.Option(help="Seconds to wait for the broker to answer metadata.")
     ] = 90.0,
+    fresh: Annotated[bool, typer.Option(
+        "--fresh", help="Delete the broker's storage first (all topics, messages and offsets) "
+                        "and start empty on new ports.")] = False,
 ) -> None:
-    """Start the broker in the background (fresh, empty storage) and print its bootstrap address."""
+    """Start the broker in the background and print its bootstrap address.
+
+    Its storage is kept between starts: topics, messages and committed offsets survive
+    `kafka stop` / `kafka start` (and a crash), on the same address. --fresh starts empty.
+    """
     s = settings()
     try:
-        handle = kafka_local.start(s, port=port, persistent=True, timeout=timeout)
+        handle = kafka_local.start(s, port=port, persistent=True, timeout=timeout, fresh=fresh)
     except KafkaLocalError as exc:
         fail(exc)
+    storage = (f"kept its storage from the last run ({handle.state_dir / 'data'}; "
+               "--fresh starts empty)" if handle.kept_storage
+               else f"fresh storage in {handle.state_dir / 'data'}")
     # Human lines on stderr; stdout is only the address so `$(convergence kafka start)` works.
     typer.echo(
-        f"Kafka {handle.version} running, pid {handle.pid}, log {handle.log_path}\n"
+        f"Kafka {handle.version} running, pid {handle.pid}, {storage}, log {handle.log_path}\n"
         f"use it with: export CONVERGENCE_KAFKA_BOOTSTRAP={handle.bootstrap}",
         err=True,
     )
@@ -74,7 +85,10 @@ def stop() -> None:
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
 ) -> None:
-    """Show whether the background broker's process is alive and its port answers."""
+    """Show whether the background broker's process is alive and its port answers.
+
+    Exit code 0 when it runs, 1 when it does not (so scripts can test it).
+    """
     try:
         st = kafka_local.status(settings())
     except KafkaLocalError as exc:
@@ -82,7 +96,8 @@ def status(
     if as_json:
         print_json(st.as_dict())
     elif not st.recorded:
-        typer.echo("not running (no local broker recorded)")
+        typer.echo("not running (no local broker recorded); start one with `convergence kafka "
+                   "start`")
     else:
         state = "running" if st.running else "NOT running"
         typer.echo(
@@ -90,3 +105,5 @@ def status(
             f"(alive: {st.pid_alive}, port answers: {st.port_open}), Kafka {st.version}, "
             f"log {st.log_path}"
         )
+    if not st.running:
+        raise typer.Exit(1)

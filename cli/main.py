@@ -14,11 +14,15 @@ from convergence.cli import (
     alerts,
     bench,
     bench_stations,
+    bench_store,
     cluster,
     config,
+    evaluate,
     kafka,
     models,
+    montecarlo,
     reports,
+    scenarios,
     stations,
 )
 from convergence.cli.dashboard import dashboard
@@ -29,6 +33,7 @@ from convergence.cli.run import optional_port, run
 from convergence.cli.train_meter import train_meter_cmd
 
 app = typer.Typer(
+    rich_markup_mode="markdown",
     name="convergence",
     help="OSINT and market convergence intelligence: ground stations, detectors, a "
          "convergence meter, alerts and reports.",
@@ -46,8 +51,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
-                                         help="More log output (-v info, -vv debug).")] = 0,
+    verbose: Annotated[int, typer.Option(
+        "--verbose", "-v", count=True, metavar="", show_default=False,
+        help="More log output; repeat it: -v info, -vv debug.")] = 0,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
@@ -62,12 +68,17 @@ app.add_typer(reports.app, name="reports")
 app.add_typer(config.app, name="config")
 app.add_typer(kafka.app, name="kafka")
 bench.app.command("stations")(bench_stations.stations)
+bench.app.command("store")(bench_store.store)
 stations.app.command("probe")(probe)
 app.add_typer(bench.app, name="bench")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(alerts.app, name="alerts")
 app.add_typer(stations.app, name="stations")
 app.add_typer(models.app, name="models")
+app.add_typer(scenarios.app, name="scenarios")
+app.add_typer(montecarlo.app, name="montecarlo")
+app.add_typer(montecarlo.lasvegas_app, name="lasvegas")
+app.add_typer(evaluate.app, name="evaluate")
 app.command("regime")(regime)
 app.command("detect")(detect)
 models.train_app.command("meter")(train_meter_cmd)

@@ -18,10 +18,12 @@ from convergence.ground_stations.probe import ProbeError
 from convergence.ground_stations.probe import probe as probe_source
 
 _PAYLOAD_SHOWN = 160
+#: dead letters printed in full; the rest are summarised in one line
+_DEAD_SHOWN = 10
 
 
 class ProbeKind(StrEnum):
-    """What the target is: a feed or JSON API (URLs), or a CSV / JSON Lines file."""
+    """What the target is: a feed or JSON API (URLs), or a CSV / JSON Lines / feed file."""
 
     rss = "rss"
     json = "json"
@@ -48,7 +50,8 @@ def parse_map(pairs: list[str]) -> dict[str, str]:
 
 def probe(
     target: Annotated[str, typer.Argument(
-        help="An http(s) URL (RSS/Atom feed or JSON API) or a CSV / JSON Lines file.")],
+        help="An http(s) URL (RSS/Atom feed or JSON API), or a CSV / JSON Lines / RSS-Atom "
+             "file.")],
     kind: Annotated[ProbeKind | None, typer.Option(
         "--kind", help="What the target is (default: from the file extension or the "
                        "Content-Type, else from the first bytes).")] = None,
@@ -82,11 +85,18 @@ def probe(
         fail(exc)
     for event in events:
         print_json(event.to_dict())
-    for dl in dead:
+    for dl in dead[:_DEAD_SHOWN]:
         err_console.print(f"dead letter [{dl.stage}] {dl.field or '-'}: {dl.reason}", markup=False)
         if dl.payload:
             shown = dl.payload if len(dl.payload) <= _PAYLOAD_SHOWN else dl.payload[:_PAYLOAD_SHOWN] + "..."
             err_console.print(f"    payload: {shown!r}", markup=False)
+    if len(dead) > _DEAD_SHOWN:  # a file of the wrong kind: one summary, not a line per row
+        fields: dict[str, int] = {}
+        for dl in dead[_DEAD_SHOWN:]:
+            fields[dl.field or "-"] = fields.get(dl.field or "-", 0) + 1
+        by_field = ", ".join(f"{f} {n}" for f, n in sorted(fields.items(), key=lambda kv: -kv[1]))
+        err_console.print(f"... and {len(dead) - _DEAD_SHOWN} more dead letters not shown "
+                          f"(by field: {by_field})", markup=False)
     err_console.print(f"probe: {len(events)} good event(s), {len(dead)} dead letter(s) from {target}",
                       markup=False)
     if not events:

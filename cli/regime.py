@@ -17,7 +17,7 @@ import numpy as np
 import typer
 from rich.markup import escape
 
-from convergence.cli.common import console, err_console, fail, settings
+from convergence.cli.common import console, err_console, fail, plural, settings
 from convergence.cli.models import print_states
 from convergence.detectors.base import Array
 from convergence.models.regime import (
@@ -122,6 +122,8 @@ def regime(
         series = read_series(file)
     except SeriesError as exc:
         fail(exc)
+    for note in series.notes:  # rows sorted or merged: say so, never silently
+        err_console.print(f"note: {file}: {note}", markup=False)
     if fit:
         err_console.print("[yellow]warning:[/] --fit trains on the whole file, so every label "
                           "was computed with parameters that saw the future; for a fair replay "
@@ -139,10 +141,14 @@ def regime(
             fail(f"{exc}{hint}")
     bad = first_invalid(series.values, m.kind)
     if bad is not None:
-        need = "prices > 0" if m.kind == "price" else "counts >= 0"
-        fail(f"{file}: the row with timestamp {series.text[bad]!r} has value "
-             f"{float(series.values[bad])!r}, but model {m.ref or '(fitted)'} expects {need}; "
-             "fix the row or use a model trained on this kind of series")
+        need = "prices > 0" if m.kind == "price" else "counts (whole numbers >= 0)"
+        value = float(series.values[bad])
+        hint = ("; this looks like a price series: label it with a price model "
+                "(`convergence models list` shows each model's kind)"
+                if m.kind == "count" and value > 0 and value != round(value)
+                else "; fix the row or use a model trained on this kind of series")
+        fail(f"{file}: the row with timestamp {series.text[bad]!r} has value {value!r}, but "
+             f"model {m.ref or '(fitted)'} is a {m.kind} model and expects {need}{hint}")
     labels = m.label(series.values)
     try:
         write_labels(out, series, m, labels)
@@ -157,7 +163,7 @@ def regime(
     mix = ", ".join(f"{n} {c / len(series) * 100:.0f}%" for n, c in zip(m.names, counts, strict=True)
                     if c)
     used = m.ref or "a model fitted on it"
-    console.print(f"labelled {len(series):,} rows of {escape(str(file))} with {used}: {mix}; "
+    console.print(f"labelled {plural(len(series), 'row')} of {escape(str(file))} with {used}: {mix}; "
                   f"last tick {m.names[int(labels['regime'][-1])]}")
     if fit:
         print_states(m)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from convergence.cli.common import (
     err_console,
     fail,
     kafka_errors,
+    plural,
     print_json,
     run_until_stopped,
     settings,
@@ -47,6 +49,7 @@ from convergence.ground_stations.fleet import (
     default_specs,
     fleet_world,
     load_fleet,
+    loads_fleet,
     parse_part,
 )
 from convergence.ground_stations.kafka_fleet import (
@@ -63,8 +66,10 @@ log = logging.getLogger(__name__)
 __all__ = ["app", "issue_command", "parse_params", "read_status", "run_stations"]
 
 
-app = typer.Typer(help="Run, list and steer ground stations that publish to a Kafka broker.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode="markdown",
+    help="Run, list and steer ground stations that publish to a Kafka broker.",
+    no_args_is_help=True)
 
 
 @app.callback()
@@ -190,12 +195,13 @@ def run(
         print_json(out)
     else:
         console.print(
-            f"[bold]done[/] in {out['duration_s']:.1f} s: {out['sent']} event messages "
-            f"({out['records_sent']} events) sent, {out['acked']} acked, {out['failed']} failed, "
-            f"{out['retried']} re-sent; {out['commands']} commands, {out['acks']} acks, "
-            f"{out['status_messages']} status messages.")
+            f"[bold]done[/] in {out['duration_s']:.1f} s: {plural(out['sent'], 'event message')} "
+            f"({plural(out['records_sent'], 'event')}) sent, {out['acked']} acked, "
+            f"{out['failed']} failed, {out['retried']} re-sent; "
+            f"{plural(out['commands'], 'command')}, {plural(out['acks'], 'ack')}, "
+            f"{plural(out['status_messages'], 'status message')}.")
     if failed:
-        err_console.print(f"warning: {failed} message(s) could not be delivered; "
+        err_console.print(f"warning: {plural(failed, 'message')} could not be delivered; "
                           "see the log above", markup=False)
         raise typer.Exit(1)
 
@@ -259,7 +265,7 @@ def list_(
         r["group"], r["source"], r["interval_s"], r["state"], r["polls"], r["sent"], r["failures"],
         r["age_s"])] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    console.print(f"{len(rows)} stations ({escape(origin)})", markup=True)
+    console.print(f"{plural(len(rows), 'station')} ({escape(origin)})", markup=True)
     for row in [list(cols), *cells]:
         console.print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip(),
                       markup=False)
@@ -345,6 +351,12 @@ def init(
     """Write the default synthetic fleet as a fleet file, to edit and run with run --fleet."""
     s = settings(stations=stations, seed=seed)
     text = default_fleet_toml(s.stations, s.seed, interval)
+    try:  # the very check `stations run/list --fleet` will make: never write a file they refuse
+        loads_fleet(text, origin="the fleet to write")
+    except FleetError as exc:
+        first = re.sub(r"^station #\d+ \(id '[^']*'\): ", "", exc.problems[0])
+        fail(f"--interval {interval:g} / --stations {s.stations}: {first}; the fleet file "
+             "would be refused when loaded, so nothing was written", 2)
     if str(out) == "-":
         sys.stdout.write(text)
         return
@@ -355,6 +367,7 @@ def init(
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(out)  # never leave a half-written fleet behind
     except OSError as exc:
-        fail(f"cannot write {out}: {exc}")
-    console.print(f"wrote {s.stations} stations (seed {s.seed}) to {escape(str(out))}; run them with "
-                  f"`convergence stations run --fleet {escape(str(out))}`")
+        tmp.unlink(missing_ok=True)  # ... nor the half-written temporary file
+        fail(f"cannot write {out}: {exc.strerror or exc}")
+    console.print(f"wrote {plural(s.stations, 'station')} (seed {s.seed}) to {escape(str(out))}; "
+                  f"run them with `convergence stations run --fleet {escape(str(out))}`")

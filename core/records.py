@@ -40,9 +40,9 @@ from enum import StrEnum
 from typing import Any, Self, TypeVar
 
 __all__ = [
-    "AckNote", "Alert", "Confidence", "Contribution", "EvidenceSample", "Level", "MeterMethod",
-    "NodeState", "Outcome", "PatternNote", "RegionReading", "Report", "ResponseTaken",
-    "StationState", "StationStatus", "TimelineEntry", "iso_time",
+    "AckNote", "Alert", "Confidence", "Contribution", "EvidenceSample", "Label", "Level",
+    "MeterMethod", "NodeState", "Outcome", "PatternNote", "RegionReading", "Report",
+    "ResponseTaken", "StationState", "StationStatus", "TimelineEntry", "Verdict", "iso_time",
 ]
 
 R = TypeVar("R")
@@ -343,8 +343,10 @@ class ResponseTaken(_Record):
     target: str
     params: dict[str, float]
     issued_at_s: float
-    expires_at_s: float | None
-    reason: str
+    # defaults: the store drops a field whose value is None, so a response without an
+    # expiry must still read back
+    expires_at_s: float | None = None
+    reason: str = ""
     acks: tuple[AckNote, ...] = ()
 
     @classmethod
@@ -458,6 +460,46 @@ class Report(_Record):
             evidence=many(EvidenceSample), patterns=many(PatternNote),
             dark_stations=tuple, responses=many(ResponseTaken), checks=tuple,
             outcome=Outcome.from_dict, alert_ids=tuple)
+
+
+# -- analysts' feedback -------------------------------------------------------------
+
+#: longest note an analyst can attach to a label (characters)
+MAX_LABEL_NOTE = 1000
+
+
+class Verdict(StrEnum):
+    """An analyst's verdict on a report."""
+
+    GENUINE = "genuine"
+    FALSE_ALARM = "false-alarm"
+    UNSURE = "unsure"
+
+
+@dataclass(frozen=True)
+class Label(_Record):
+    """An analyst's verdict on a report: what, who, when, and why (``note``).
+
+    A report may be labelled more than once (a second look); the newest label is the
+    verdict. ``revision`` is the report revision the analyst read. Labelled reports'
+    ``features`` are training rows for the learned meter.
+    """
+
+    label_id: str
+    report_id: str
+    verdict: Verdict
+    by: str
+    at_s: float
+    note: str = ""
+    revision: int = 0
+
+    @property
+    def at_iso(self) -> str:
+        return iso_time(self.at_s)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Label:
+        return _build(cls, d, verdict=Verdict)
 
 
 # -- stations -----------------------------------------------------------------------

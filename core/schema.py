@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -192,7 +193,7 @@ def _text(raw: Mapping[str, Any], name: str, max_len: int, *, required: bool) ->
 
 
 def _short(v: Any, n: int = 60) -> str:
-    r = repr(v)
+    r = safe_repr(v, 4 * n)
     return r if len(r) <= n else r[: n - 3] + "..."
 
 
@@ -264,7 +265,14 @@ def validate_event(raw: Any, *, now_s: float, limits: Limits | None = None) -> E
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A rejected input, kept with its reason so nothing is lost."""
+    """A rejected input, kept with its reason so nothing is lost.
+
+    Every field is bounded: ``payload`` is an excerpt of at most 4 KiB of text with the
+    original's size in ``payload_size`` (bytes of a raw message, characters of text,
+    bytes of the JSON form of a record); ``station_id`` is set only when the input
+    named a *valid* station id (an oversized or malformed one stays in the payload
+    excerpt); ``reason`` is at most 1,000 characters.
+    """
 
     dead_letter_id: str
     stage: str
@@ -273,6 +281,7 @@ class DeadLetter:
     payload: str
     received_at_s: float
     station_id: str | None = None
+    payload_size: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -281,12 +290,90 @@ class DeadLetter:
             "reason": self.reason,
             "field": self.field,
             "payload": self.payload,
+            "payload_size": self.payload_size,
             "received_at_s": self.received_at_s,
             "station_id": self.station_id,
         }
 
 
 _MAX_PAYLOAD_KEPT = 4096
+_MAX_REASON = 1000
+_SAFE_REPR = reprlib.Repr()
+_SAFE_REPR.maxlevel = 4
+_SAFE_REPR.maxstring = _MAX_PAYLOAD_KEPT
+_SAFE_REPR.maxother = 200
+
+
+def safe_repr(value: Any, limit: int = _MAX_PAYLOAD_KEPT) -> str:
+    """``repr`` that cannot recurse without bound or grow without bound (deeply nested or
+    huge inputs come from strangers): nesting is cut at 4 levels, text at ``limit``.
+
+    >>> safe_repr([[[[[[1]]]]]])
+    '[[[[[...]]]]]'
+    >>> len(safe_repr("x" * 100_000, limit=50))
+    50
+    """
+    try:
+        text = _SAFE_REPR.repr(value)
+    except Exception as exc:  # a hostile __repr__ must not take the caller down
+        text = f"<unprintable {type(value).__name__}: {type(exc).__name__}>"
+    return text[:limit]
+
+
+def bounded(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was when cut.
+
+    >>> bounded("abc", 10), bounded("x" * 30, 20)
+    ('abc', 'xxxxxx... (30 chars)')
+    """
+    if len(text) <= limit:
+        return text
+    tail = f"... ({len(text)} chars)"
+    return text[: max(limit - len(tail), 0)] + tail
+
+
+def _excerpt(payload: Any) -> tuple[str, int]:
+    """(at most 4 KiB of text, the original size) for any rejected input."""
+    if isinstance(payload, bytes | bytearray | memoryview):
+        raw = bytes(payload)
+        return raw[:_MAX_PAYLOAD_KEPT].decode("utf-8", errors="replace"), len(raw)
+    if isinstance(payload, str):
+        return payload[:_MAX_PAYLOAD_KEPT], len(payload)
+    try:
+        encoded = orjson.dumps(payload, default=safe_repr)
+        return encoded[:_MAX_PAYLOAD_KEPT].decode("utf-8", errors="ignore"), len(encoded)
+    except (TypeError, ValueError):  # too deep, non-str keys, ...: show what it was
+        return safe_repr(payload), _approx_json_size(payload)
+
+
+def _approx_json_size(value: Any) -> int:
+    """About how many characters ``value`` takes as JSON, without recursion (it may be
+    nested far deeper than Python's stack allows)."""
+    size, stack = 0, [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, Mapping):
+            size += 1 + 2 * len(v) if v else 2  # braces, colons, commas
+            for k, item in v.items():
+                stack.append(k)
+                stack.append(item)
+        elif isinstance(v, list | tuple):
+            size += 1 + len(v) if v else 2  # brackets, commas
+            stack.extend(v)
+        elif isinstance(v, str):
+            size += len(v) + 2
+        else:
+            size += len(safe_repr(v, 40))
+    return size
+
+
+def valid_station_id(value: Any) -> str | None:
+    """``value`` when it is a well-formed station id, else ``None``.
+
+    >>> valid_station_id("news-eu-001"), valid_station_id("x" * 100), valid_station_id(7)
+    ('news-eu-001', None, None)
+    """
+    return value if isinstance(value, str) and _ID_RE.match(value) else None
 
 
 def dead_letter(
@@ -294,24 +381,17 @@ def dead_letter(
 ) -> DeadLetter:
     """Turn a rejected input into a :class:`DeadLetter` with a deterministic id.
 
-    The payload is kept as text (truncated to 4 KiB), so a person can see what came in.
+    The payload is kept as a bounded excerpt (4 KiB) with its original size, so a person
+    can see what came in without the dead letter itself becoming too large to store or
+    publish. Never raises on odd input (deeply nested, oversized, unprintable).
     """
-    if isinstance(payload, bytes | bytearray):
-        text = bytes(payload[:_MAX_PAYLOAD_KEPT]).decode("utf-8", errors="replace")
-    elif isinstance(payload, str):
-        text = payload[:_MAX_PAYLOAD_KEPT]
-    else:
-        try:
-            text = orjson.dumps(payload, default=repr).decode()[:_MAX_PAYLOAD_KEPT]
-        except TypeError:
-            text = repr(payload)[:_MAX_PAYLOAD_KEPT]
+    text, size = _excerpt(payload)
     if isinstance(error, ValidationError):
         field, reason = error.field, error.reason
     else:
-        field, reason = "", error
-    station = payload.get("station_id") if isinstance(payload, Mapping) else None
-    dl_id = hashlib.blake2b(f"{stage}|{field}|{reason}|{text}".encode(), digest_size=8).hexdigest()
-    return DeadLetter(
-        dl_id, stage, reason, field, text, received_at_s,
-        station if isinstance(station, str) else None,
-    )
+        field, reason = "", str(error)
+    reason = bounded(reason, _MAX_REASON)
+    station = valid_station_id(payload.get("station_id")) if isinstance(payload, Mapping) else None
+    dl_id = hashlib.blake2b(f"{stage}|{field}|{reason}|{text}".encode(errors="replace"),
+                            digest_size=8).hexdigest()
+    return DeadLetter(dl_id, stage, reason, field, text, received_at_s, station, size)

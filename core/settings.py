@@ -23,6 +23,7 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -90,6 +91,30 @@ class Settings:
     kafka_scala: str = _setting("2.13", "Scala binary version of the Kafka jars.")
     topic_prefix: str = _setting("convergence", "Prefix of every Kafka topic name.")
     faust_app_id: str = _setting("convergence", "Faust application id (consumer group).")
+    consumer_session_timeout_s: float = _setting(
+        10.0,
+        "How long the broker waits without a heartbeat from a worker before it declares the "
+        "worker dead and hands its partitions to the others: failover takes about this long "
+        "(measured in docs/cluster-ops.md). Shorter fails over faster but evicts a worker "
+        "whose event loop stalls this long. Kafka brokers accept 6 to 1800 s by default "
+        "(group.min/max.session.timeout.ms).",
+    )
+    consumer_heartbeat_s: float = _setting(
+        3.0,
+        "How often a worker tells the broker it is alive; at most a third of "
+        "consumer_session_timeout_s, so two lost heartbeats do not evict it.",
+    )
+    metrics_port: int = _setting(
+        0,
+        "Port of each worker's Prometheus metrics endpoint (http://HOST:PORT/metrics): 0 "
+        "picks a free port and records it (`convergence cluster status` shows it); -1 turns "
+        "the endpoint off. `cluster up` gives worker i the port metrics_port + i.",
+    )
+    metrics_host: str = _setting(
+        "127.0.0.1",
+        "Address the metrics endpoint listens on; 0.0.0.0 lets a Prometheus server on another "
+        "host scrape it.",
+    )
     models_dir: Path = _setting(Path(""), "Where trained models are stored; empty = <data_dir>/models.")
     meter_model: str = _setting(
         "auto",
@@ -125,13 +150,25 @@ class Settings:
         return self._sources.get(name, "default")
 
     def describe(self) -> list[dict[str, str]]:
-        """Every setting as ``{name, value, source, env, doc}`` rows, for ``config show``."""
+        """Every setting as ``{name, value, source, env, doc}`` rows, for ``config show``.
+
+        Values are the ones in force: ``db`` and ``models_dir`` show what an empty value
+        resolves to, secrets (``db_password``, a password inside ``db``) are masked.
+
+        >>> rows = {r["name"]: r["value"] for r in load_settings(env={
+        ...     "CONVERGENCE_DB_PASSWORD": "hunter2", "CONVERGENCE_DATA_DIR": "/d"},
+        ...     config_path=None).describe()}
+        >>> rows["db_password"], rows["db"], rows["models_dir"]
+        ('********', 'surrealkv:///d/db', '/d/models')
+        """
+        shown = {"db": redact_url(self.db_url), "models_dir": str(self.models_path),
+                 "db_password": "********" if self.db_password else ""}
         rows = []
         for f in fields():
             rows.append(
                 {
                     "name": f.name,
-                    "value": str(getattr(self, f.name)),
+                    "value": shown.get(f.name, str(getattr(self, f.name))),
                     "source": self.source_of(f.name),
                     "env": env_name(f.name),
                     "doc": f.metadata["doc"],
@@ -148,6 +185,21 @@ class Settings:
         )
 
 
+def redact_url(url: str) -> str:
+    """The URL without any ``user:password@`` part, safe for logs, errors and screens.
+
+    >>> redact_url("ws://root:hunter2@db.example:8000/rpc")
+    'ws://***@db.example:8000/rpc'
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    host, slash, path = rest.partition("/")
+    if "@" in host:
+        host = "***@" + host.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{host}{slash}{path}"
+
+
 def fields() -> list[dataclasses.Field[Any]]:
     """The declared settings (excluding private bookkeeping)."""
     return [f for f in dataclasses.fields(Settings) if not f.name.startswith("_")]
@@ -158,24 +210,52 @@ def env_name(name: str) -> str:
     return f"CONVERGENCE_{name.upper()}"
 
 
+def _fix_hint(name: str, origin: str) -> str:
+    """How to repair a bad value, for where it came from."""
+    if origin.startswith("file "):
+        return f"fix {name} in {origin[5:]}"
+    if origin.startswith("env "):
+        return f"fix or unset {origin[4:]}"
+    if origin == "command line":
+        return "fix the command-line flag"
+    return f"fix it or unset {env_name(name)}"
+
+
 def _coerce(name: str, raw: Any, origin: str) -> Any:
+    """``raw`` from ``origin`` as the declared type of setting ``name``.
+
+    Text (environment variables, flags) is parsed; a TOML file's values must already
+    have the right type (``seed = 1.5`` is not an integer, ``db = 5`` is not text).
+    """
     f = next(f for f in fields() if f.name == name)
     kind = f.type if isinstance(f.type, type) else str(f.type)
+    typed = origin.startswith("file ")
     try:
         if kind in (int, "int"):
-            if isinstance(raw, bool):
+            if isinstance(raw, bool) or (typed and not isinstance(raw, int)):
                 raise ValueError
             return int(raw)
         if kind in (float, "float"):
+            if isinstance(raw, bool) or (typed and not isinstance(raw, int | float)):
+                raise ValueError
             return float(raw)
+        if typed and not isinstance(raw, str):
+            raise ValueError
         if kind in (Path, "Path"):
             return Path(str(raw)).expanduser()
         return str(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
+        kind_word = {"int": "whole number", "float": "number", "Path": "path (a string)",
+                     "str": "string"}.get(getattr(kind, "__name__", str(kind)), str(kind))
         raise SettingsError(
-            f"setting {name!r} from {origin} has value {raw!r}, which is not a valid {kind}; "
-            f"fix it or unset {env_name(name)}"
+            f"setting {name!r} from {origin} has value {_clip(raw)}, which is not a valid "
+            f"{kind_word}; {_fix_hint(name, origin)}"
         ) from None
+
+
+def _clip(value: Any, n: int = 80) -> str:
+    r = repr(value)
+    return r if len(r) <= n else r[: n - 3] + "..."
 
 
 #: SurrealDB URL schemes, the one list both settings validation and the store use.
@@ -219,32 +299,91 @@ def model_spec(value: str, name: str) -> int | Literal["off"] | None:
     raise ValueError(f"use auto, {off} or {name}@N")
 
 
-def _validate(values: Mapping[str, Any]) -> None:
+#: Largest seed: LightGBM and the HMM trainer take 31-bit seeds.
+MAX_SEED = 2**31 - 1
+#: Shortest tick. Ingest keeps cells for every tick between the oldest and the newest
+#: open event, per station: at 1 ms a second of events is already 1,000 ticks' cells.
+MIN_TICK_S = 0.001
+MAX_STATIONS = 100_000
+
+
+def check_db_url(db: str) -> str | None:
+    """What is wrong with a SurrealDB URL (``None``: usable; ``""`` means the default).
+
+    >>> check_db_url("mem://"), check_db_url("surrealkv:///var/db") is None
+    (None, True)
+    >>> check_db_url("mem://anything")
+    "mem:// is a throwaway in-memory database and takes no path ('anything'); use mem:// ..."
+    """
+    if db == "":
+        return None
+    scheme = db_scheme(db)
+    if scheme not in DB_SCHEMES:
+        return "use surrealkv://PATH, mem://, or ws://HOST:PORT"
+    rest = db.split("://", 1)[1]
+    if scheme in DB_FILE_SCHEMES and not rest.strip():
+        return (f"{scheme}:// needs the path of the database directory, e.g. "
+                f"{scheme}:///var/lib/convergence/db")
+    if scheme in DB_EMBEDDED_SCHEMES - DB_FILE_SCHEMES and rest:
+        return (f"{scheme}:// is a throwaway in-memory database and takes no path "
+                f"({_clip(rest, 40)}); use {scheme}:// alone, or surrealkv://{rest} to keep the data")
+    if scheme in DB_REMOTE_SCHEMES and not rest.split("/", 1)[0].strip():
+        return f"{scheme}:// needs a server address, e.g. {scheme}://127.0.0.1:8000"
+    return None
+
+
+def _validate(values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
     def need(cond: bool, name: str, what: str) -> None:
         if not cond:
-            raise SettingsError(f"setting {name!r} = {values[name]!r} is invalid: {what}")
+            origin = sources.get(name, "default")
+            where = "" if origin == "default" else f" (from {origin.replace('override', 'the command line')})"
+            raise SettingsError(f"setting {name!r} = {_clip(values[name])}{where} is invalid: {what}")
 
-    need(values["stations"] >= 1, "stations", "need at least 1 station")
-    need(values["tick_s"] > 0, "tick_s", "tick length must be > 0 seconds")
-    need(values["allowed_lateness_s"] >= 0, "allowed_lateness_s", "must be >= 0 seconds")
-    need(values["window_ticks"] >= 1, "window_ticks", "must be >= 1 tick")
+    def finite(name: str) -> bool:
+        return math.isfinite(values[name])
+
+    need(1 <= values["stations"] <= MAX_STATIONS, "stations",
+         f"need at least 1 station and at most {MAX_STATIONS:,}")
+    need(0 <= values["seed"] <= MAX_SEED, "seed",
+         f"a seed is a whole number from 0 to {MAX_SEED} (LightGBM and the HMM trainer take "
+         "31-bit seeds)")
+    need(finite("tick_s") and values["tick_s"] > 0, "tick_s",
+         "tick length must be > 0 seconds and finite")
+    need(MIN_TICK_S <= values["tick_s"] <= 86400, "tick_s",
+         f"a tick must last from {MIN_TICK_S:g} s to one day (86400 s): every tick between two "
+         "events gets its own cells for every station, so a shorter tick needs more memory "
+         "than any machine has")
+    need(finite("allowed_lateness_s") and values["allowed_lateness_s"] >= 0, "allowed_lateness_s",
+         "must be >= 0 seconds and finite")
+    need(1 <= values["window_ticks"] <= 100_000, "window_ticks", "must be from 1 to 100000 ticks")
     need(values["max_text_chars"] >= 0, "max_text_chars", "must be >= 0")
+    for name in ("max_future_s", "max_age_s"):
+        need(finite(name) and values[name] >= 0, name, "must be >= 0 seconds and finite")
     for model in MODEL_OFF:
         try:
             model_spec(values[f"{model}_model"], model)
         except ValueError as exc:
             need(False, f"{model}_model", str(exc))
     need(values["max_event_bytes"] >= 256, "max_event_bytes", "must be >= 256 bytes")
+    need(1.0 <= values["consumer_session_timeout_s"] <= 1800.0, "consumer_session_timeout_s",
+         "must be between 1 and 1800 seconds (brokers accept 6-1800 s by default)")
+    need(0 < values["consumer_heartbeat_s"] <= values["consumer_session_timeout_s"] / 3,
+         "consumer_heartbeat_s",
+         f"must be > 0 and at most a third of consumer_session_timeout_s "
+         f"({values['consumer_session_timeout_s']:g} s)")
+    need(-1 <= values["metrics_port"] <= 65535, "metrics_port",
+         "use a TCP port (1-65535), 0 to pick a free one, or -1 for no endpoint")
     db = values["db"]
-    need(
-        db == "" or db_scheme(db) in DB_SCHEMES,
-        "db",
-        "use surrealkv://PATH, mem://, or ws://HOST:PORT",
-    )
+    if db == "" and sources.get("db") == "override":
+        need(False, "db", "--db is empty; give a database URL (surrealkv://PATH, mem://, "
+                          "ws://HOST:PORT) or leave --db out for the default")
+    problem = check_db_url(db)
+    if problem is not None:
+        need(False, "db", problem)
 
 
 def _build(values: dict[str, Any], sources: dict[str, str]) -> Settings:
-    _validate(values)
+    _validate(values, sources)
     return Settings(**values, _sources=dict(sources))
 
 
@@ -278,17 +417,20 @@ def load_settings(
         path = Path(str(config_path))
     if path is not None:
         try:
-            data = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise SettingsError(f"cannot read config file {path}: {exc}") from None
         table = data.get("convergence", data)
+        if not isinstance(table, dict):
+            raise SettingsError(f"config file {path}: 'convergence' must be a table of settings "
+                                "([convergence] followed by name = value lines)")
         known = {f.name for f in fields()}
         for key, raw in table.items():
             if key not in known:
                 raise SettingsError(
                     f"unknown setting {key!r} in {path}; known settings: {', '.join(sorted(known))}"
                 )
-            values[key] = _coerce(key, raw, str(path))
+            values[key] = _coerce(key, raw, f"file {path}")
             sources[key] = f"file {path}"
     for f in fields():
         name = env_name(f.name)

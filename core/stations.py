@@ -146,6 +146,10 @@ class StationRegistry:
     def region_names(self) -> list[str]:
         return list(self._regions)
 
+    def group_names(self) -> list[str]:
+        """Correlation group names by group index."""
+        return list(self._groups)
+
     # The arrays below are cached per version and read-only: copy before changing one.
     @property
     def kind_idx(self) -> npt.NDArray[np.int64]:

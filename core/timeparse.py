@@ -9,6 +9,7 @@ messages.
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,6 +64,37 @@ def parse_time(raw: Any) -> float:
     if not math.isfinite(number):
         raise ValueError(f"{_short(raw)} is not a finite timestamp")
     return _in_range(raw, number / 1000.0 if abs(number) >= MS_THRESHOLD else number)
+
+
+_RELATIVE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+_RELATIVE_RE = re.compile(r"^-(\d{1,9}(?:\.\d{1,6})?)([smhdw])$")
+
+
+def parse_when(raw: str, now_s: float) -> float:
+    """Unix seconds of a time a person typed: ``now``, a relative ``-N`` + ``s|m|h|d|w``
+    (before ``now_s``), or anything :func:`parse_time` takes (ISO-8601, unix seconds).
+
+    >>> now = parse_time("2024-05-02T12:00:00Z")
+    >>> parse_when("-1d", now) == parse_time("2024-05-01T12:00:00Z"), parse_when("-90m", now) == now - 5400
+    (True, True)
+    >>> parse_when("now", now) == now, parse_when("2024-05-01", now) == parse_time("2024-05-01")
+    (True, True)
+    >>> try:
+    ...     parse_when("-3y", now)
+    ... except ValueError as exc:
+    ...     print(str(exc)[:60])
+    '-3y' is not a time: use ISO 8601 (2024-05-01T12:00:00Z), un
+    """
+    text = raw.strip() if isinstance(raw, str) else raw
+    if text == "now":
+        return float(now_s)
+    if isinstance(text, str) and text.startswith("-"):
+        m = _RELATIVE_RE.match(text)
+        if m is None:
+            raise ValueError(f"{_short(raw)} is not a time: use ISO 8601 (2024-05-01T12:00:00Z), "
+                             "unix seconds, now, or -N followed by s, m, h, d or w (e.g. -2h, -1d)")
+        return _in_range(raw, now_s - float(m.group(1)) * _RELATIVE_UNITS[m.group(2)])
+    return parse_time(text)
 
 
 def _in_range(raw: Any, t: float) -> float:

@@ -61,7 +61,22 @@ def encode_raw(records: Iterable[dict[str, Any]]) -> bytes:
 def decode_batch(
     data: bytes | str, *, now_s: float, limits: Limits | None = None, stage: str = "wire"
 ) -> tuple[list[Event], list[DeadLetter]]:
-    """Decode a wire message into valid events and dead letters (never raises)."""
+    """Decode a wire message into valid events and dead letters (never raises).
+
+    Whatever the bytes, every rejected message or event is exactly one dead letter
+    carrying a bounded excerpt of it (see :func:`~convergence.schema.dead_letter`).
+    """
+    try:
+        return _decode_batch(data, now_s=now_s, limits=limits, stage=stage)
+    except Exception as exc:  # the contract is "never raises": a bug here must not stop a stream
+        return [], [dead_letter(stage, data, ValidationError(
+            "message", f"could not be decoded (internal error {type(exc).__name__}: {exc}); "
+            "this is a bug - report it with this payload"), received_at_s=now_s)]
+
+
+def _decode_batch(
+    data: bytes | str, *, now_s: float, limits: Limits | None, stage: str
+) -> tuple[list[Event], list[DeadLetter]]:
     lim = limits or Limits()
     raw_len = len(data)
     if raw_len > lim.max_event_bytes * MAX_EVENTS_PER_MESSAGE:
@@ -112,7 +127,7 @@ def validate_many(
             good.append(validate_event(item, now_s=now_s, limits=lim))
         except ValidationError as err:
             bad.append(dead_letter(stage, item, err, received_at_s=now_s))
-        except TypeError as err:  # e.g. orjson refusing a non-JSON value inside the record
-            bad.append(dead_letter(stage, repr(item), ValidationError("event", str(err)),
-                                   received_at_s=now_s))
+        except Exception as err:  # orjson refusing a non-JSON value, nesting too deep, ...
+            bad.append(dead_letter(stage, item, ValidationError(
+                "event", f"cannot be read ({type(err).__name__}: {err})"), received_at_s=now_s))
     return good, bad

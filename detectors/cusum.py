@@ -27,6 +27,16 @@ batch dimensions), both judged against an adaptive baseline of the per-tick coun
   charted: under the Poisson floor a count stream cannot look under-dispersed, and a
   station going silent is a level drop.
 
+* **Variance down** (optional, ``variance_down=True``; for arbitrary values, not
+  counts): ``D = max(0, D - w - k_var)`` alarms at ``h_var`` too, so a stream that goes
+  flat (a stuck sensor, a platform) is a change as well: a constant stretch adds
+  ``1 - k_var`` per tick.
+
+Outliers do not poison the baseline: once judged, a tick updates the mean and variance
+with its value winsorised at ``huber`` standard deviations, and a non-finite value is
+skipped (no evidence, no learning), so one value of 1e200 is a change point at most,
+never ``nan`` for every tick after it.
+
 A variance increase also swings the level residuals both ways, so it sometimes trips
 the level chart first; either alarm restarts both charts (below), so read
 ``change_level | change_variance`` as "this station changed" and the flag as the
@@ -115,6 +125,13 @@ class CusumDetector(Stage):
     clip
         Bound on ``|z|`` fed to the level chart (must exceed ``k``); its square caps
         the variance chart's standardised squared difference.
+    variance_down
+        Also chart variance *drops* (a stream going flat); off for counts.
+    rel_var
+        With ``poisson_floor`` off, the noise variance is at least
+        ``(rel_var * |mean|)²`` as well as ``var_floor``.
+    huber
+        Winsorising bound of a baseline update, in baseline standard deviations.
     """
 
     name = "cusum"
@@ -122,7 +139,8 @@ class CusumDetector(Stage):
     def __init__(self, alpha: float = 0.05, k: float = 0.5, h: float = 5.0,
                  k_var: float = 0.5, h_var: float = 16.0, warmup_ticks: int = 10,
                  var_floor: float = 1.0, evidence_scale: float = 4.0,
-                 clip: float = 3.0, poisson_floor: bool = True) -> None:
+                 clip: float = 3.0, poisson_floor: bool = True, variance_down: bool = False,
+                 rel_var: float = 0.0, huber: float = 4.0) -> None:
         check_fraction("alpha", alpha)
         check_positive("k", k, allow_zero=True)
         check_positive("h", h)
@@ -133,6 +151,8 @@ class CusumDetector(Stage):
         check_positive("clip", clip)
         if clip <= k:
             raise ValueError(f"clip must be > k (else the level chart never moves), got {clip!r}")
+        check_positive("rel_var", rel_var, allow_zero=True)
+        check_positive("huber", huber)
         if warmup_ticks < 1:
             raise ValueError(f"warmup_ticks must be >= 1, got {warmup_ticks!r}")
         self.alpha = alpha
@@ -146,12 +166,16 @@ class CusumDetector(Stage):
         self.clip = clip
         # off for arbitrary values (prices, readings): then only var_floor bounds the noise
         self.poisson_floor = poisson_floor
+        self.variance_down = variance_down
+        self.rel_var = rel_var
+        self.huber = huber
         # a spike makes two big differences (up, then down); capping each at clip**2
         # keeps one wild tick from tripping the variance chart on its own
         self._w_cap = clip * clip
 
     def state_spec(self) -> Spec:
-        return {
+        extra: dict[str, tuple[tuple[int, ...], float]] = {"v_down": ((), 0.0)} if self.variance_down else {}
+        return {**extra,
             "n": ((), 0.0),  # ticks in the current baseline (restarts at 1 on an alarm)
             "mu": ((), 0.0),
             "var": ((), 0.0),
@@ -167,35 +191,62 @@ class CusumDetector(Stage):
                             warmup_ticks=self.warmup_ticks, also=("prev",))
 
     def step(self, state: ArrayState, inputs: Mapping[str, Array]) -> Outputs:
-        count = np.asarray(inputs["count"], dtype=np.float64)
+        with np.errstate(all="ignore"):
+            return self._step(state, np.asarray(inputs["count"], dtype=np.float64))
+
+    def _step(self, state: ArrayState, raw: Array) -> Outputs:
         n, mu, var, prev = state["n"], state["mu"], state["var"], state["prev"]
         s_up, s_down, v_up, held = state["s_up"], state["s_down"], state["v_up"], state["held"]
-        n += 1.0
-        judged = n > self.warmup_ticks
-        noise = np.maximum(np.maximum(var, mu) if self.poisson_floor else var, self.var_floor)
+        finite = np.isfinite(raw)
+        count = np.where(finite, raw, np.where(n > 0, mu, 0.0))
+        n += finite
+        judged = (n > self.warmup_ticks) & finite
+        floor: Array | float = self.var_floor
+        if self.rel_var > 0:
+            floor = floor + (self.rel_var * mu) ** 2
+        noise = np.maximum(np.maximum(var, mu) if self.poisson_floor else var, floor)
         z = np.where(judged, (count - mu) / np.sqrt(noise), 0.0)
         zc = np.clip(z, -self.clip, self.clip)
-        up = np.where(judged, np.maximum(0.0, s_up + zc - self.k), 0.0)
-        down = np.where(judged, np.maximum(0.0, s_down - zc - self.k), 0.0)
+        up = np.where(judged, np.maximum(0.0, s_up + zc - self.k), np.where(finite, 0.0, s_up))
+        down = np.where(judged, np.maximum(0.0, s_down - zc - self.k), np.where(finite, 0.0, s_down))
         w = np.where(judged, np.minimum((count - prev) ** 2 / (2.0 * noise), self._w_cap) - 1.0,
                      0.0)
-        v = np.where(judged, np.maximum(0.0, v_up + w - self.k_var), 0.0)
+        w = np.nan_to_num(w, nan=0.0)
+        v = np.where(judged, np.maximum(0.0, v_up + w - self.k_var), np.where(finite, 0.0, v_up))
         change_level = (up >= self.h) | (down >= self.h)
         change_variance = v >= self.h_var
+        stat = np.maximum(up, down) / self.h
+        vstat = v / self.h_var
+        outs: Outputs = {}
+        if self.variance_down:
+            v_down = state["v_down"]
+            d = np.where(judged, np.maximum(0.0, v_down - w - self.k_var), np.where(finite, 0.0, v_down))
+            change_down = d >= self.h_var
+            change_variance = change_variance | change_down
+            vstat = np.maximum(vstat, d / self.h_var)
+            outs["cusum_variance_down"] = d
+            outs["change_variance_down"] = change_down
         alarm = change_level | change_variance
-        live = self.evidence_scale * np.maximum(np.maximum(up, down) / self.h, v / self.h_var)
+        live = self.evidence_scale * np.maximum(stat, vstat)
         held[...] = np.where(alarm, live, np.where(judged, 0.0, held))
         evidence = np.where(judged, live, held)
 
         s_up[...] = np.where(alarm, 0.0, up)
         s_down[...] = np.where(alarm, 0.0, down)
         v_up[...] = np.where(alarm, 0.0, v)
+        if self.variance_down:
+            state["v_down"][...] = np.where(alarm, 0.0, outs["cusum_variance_down"])
         # the alarm tick is the first tick of the new baseline: a CUSUM alarms some
         # ticks after the change, so this tick already belongs to the new regime
         n[...] = np.where(alarm, 1.0, n)
-        a = np.maximum(self.alpha, 1.0 / n)
-        mu[...], var[...] = ewma_update(mu, var, count, a)
-        prev[...] = count
+        a = np.where(finite, np.maximum(self.alpha, 1.0 / np.maximum(n, 1.0)), 0.0)
+        # Huber-type update while judged: one wild tick moves the baseline a bounded step
+        bound = self.huber * np.sqrt(noise)
+        x_upd = np.where(judged & ~alarm, np.clip(count, mu - bound, mu + bound), count)
+        mu_new, var_new = ewma_update(mu, var, x_upd, a)
+        mu[...] = np.where(n <= 1, count, mu_new)
+        var[...] = np.where(n <= 1, np.where(alarm, 0.0, var_new), var_new)
+        prev[...] = np.where(finite, count, prev)
         return {
             "cusum_level_up": up,
             "cusum_level_down": down,
@@ -203,4 +254,5 @@ class CusumDetector(Stage):
             "change_level": change_level,
             "change_variance": change_variance,
             "cusum_z": evidence,
+            **outs,
         }

@@ -44,7 +44,7 @@ NORMAL, ELEVATED, ANOMALOUS, COOLING = 0, 1, 2, 3
 NODE_STATES = ("normal", "elevated", "anomalous", "cooling")
 EVIDENCE_TYPES = ("burst", "entropy", "regime", "change", "periodicity", "pattern", "dark")
 #: input name and default weight of each evidence type, in ``EVIDENCE_TYPES`` order
-EVIDENCE_INPUTS = (("burst_z", 1.0), ("entropy_drop_z", 0.8), ("regime_z", 1.0),
+EVIDENCE_INPUTS = (("burst_z", 1.0), ("entropy_drop_z", 1.0), ("regime_z", 1.0),
                    ("cusum_z", 0.3), ("periodicity_z", 0.8), ("pattern_z", 0.5), ("dark_z", 1.0))
 NEVER = 1e9
 
@@ -89,7 +89,7 @@ class NodeStateMachine(Stage):
 
     def __init__(self, enter_at: float = 4.0, min_ticks: int = 2, strong_at: float = 9.0,
                  elevate_at: float = 2.5, calm_at: float = 2.0, cooldown_ticks: int = 3,
-                 entropy_weight: float = 0.8, weights: Mapping[str, float] | None = None,
+                 entropy_weight: float = 1.0, weights: Mapping[str, float] | None = None,
                  corroboration: float = 0.5) -> None:
         for nm, v in (("enter_at", enter_at), ("strong_at", strong_at),
                       ("elevate_at", elevate_at), ("calm_at", calm_at)):
@@ -142,8 +142,10 @@ class NodeStateMachine(Stage):
         for j, (t, (name, _)) in enumerate(zip(EVIDENCE_TYPES, EVIDENCE_INPUTS, strict=True)):
             x = inputs.get(name)
             if x is not None:
-                # a periodicity departure counts both ways: going dark at a busy hour too
-                x = np.abs(x) if name == "periodicity_z" else np.maximum(x, 0.0)
+                # only activity above the daily profile is evidence: a whole region falling
+                # quiet (a holiday lull) is not a convergence, and a source that goes dark
+                # has evidence of its own (``dark_z``)
+                x = np.maximum(x, 0.0)
                 wx = self.weights[t] * x
                 parts[..., j] = wx
                 present.append(np.broadcast_to(wx, burst.shape))

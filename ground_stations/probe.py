@@ -41,13 +41,16 @@ from convergence.ground_stations.base import SourceError
 from convergence.ground_stations.http_json import ConditionalGet, HttpJsonSource, parse_mapping
 from convergence.ground_stations.replay import FILE_FORMATS, FileReplaySource
 from convergence.ground_stations.rss import RssSource
-from convergence.schema import SOURCE_KINDS, DeadLetter, Event, Limits, SourceKind
+from convergence.schema import SOURCE_KINDS, DeadLetter, Event, Limits, SourceKind, valid_station_id
 from convergence.stations import StationInfo
 from convergence.wire import validate_many
 
 URL_KINDS = ("rss", "json")
-FILE_KINDS = ("csv", "jsonl")
-KINDS = URL_KINDS + FILE_KINDS
+FILE_KINDS = ("csv", "jsonl", "rss")
+KINDS = ("rss", "json", "csv", "jsonl")
+#: file extensions of saved RSS/Atom feeds
+FEED_EXTENSIONS = frozenset({".xml", ".rss", ".atom"})
+_MAX_FEED_BYTES = 5_000_000
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -80,15 +83,20 @@ def detect_url_kind(content_type: str, body: bytes) -> str | None:
 
 
 def detect_file_kind(path: Path) -> str | None:
-    """``csv`` or ``jsonl`` from the extension, else from the first non-blank line."""
+    """``csv``, ``jsonl`` or ``rss`` (a saved RSS/Atom feed) from the extension, else from
+    the first non-blank line."""
     by_ext = FILE_FORMATS.get(path.suffix.lower())
     if by_ext is not None:
         return by_ext
+    if path.suffix.lower() in FEED_EXTENSIONS:
+        return "rss"
     try:
         with path.open("rb") as fh:
             for _ in range(100):
                 line = fh.readline(65536).lstrip(b"\xef\xbb\xbf \t\r\n")
                 if line:
+                    if line.startswith(b"<"):
+                        return "rss"
                     return "jsonl" if line.startswith(b"{") else "csv" if b"," in line else None
     except OSError:
         return None  # the source names the problem when it opens the file
@@ -96,6 +104,9 @@ def detect_file_kind(path: Path) -> str | None:
 
 
 def _station(station_id: str, source_kind: str) -> StationInfo:
+    if valid_station_id(station_id) is None:
+        raise ProbeError(f"station id {station_id!r} is not valid: use 1-64 letters, digits, "
+                         "'_', '.', ':' or '-' (e.g. probe or news-eu-001)")
     try:
         kind = SourceKind(source_kind)
     except ValueError:
@@ -142,14 +153,20 @@ async def _read_file(target: str, kind: str | None, station: StationInfo, *, lim
                      now_s: float, limits: Limits) -> tuple[list[dict[str, Any]], list[DeadLetter]]:
     if kind is not None and kind not in FILE_KINDS:
         raise ProbeError(f"kind {kind!r} fetches a URL, and {target!r} is not an http(s) URL; "
-                         "use csv or jsonl for files")
+                         "use csv, jsonl or rss for files")
     path = Path(target)
     if not path.is_file():
         raise ProbeError(f"{target!r} is neither an http(s) URL nor a readable file; check the path")
     kind = kind or detect_file_kind(path)
     if kind is None:
-        raise ProbeError(f"cannot tell whether {path} is CSV or JSON Lines; pass the kind "
-                         "(csv or jsonl)")
+        raise ProbeError(f"cannot tell whether {path} is CSV or JSON Lines (or a saved RSS/Atom "
+                         "feed); pass the kind (csv, jsonl or rss)")
+    if kind == "rss":
+        looks = detect_file_kind(path)
+        if looks not in ("rss", None):
+            raise ProbeError(f"kind 'rss' fetches a URL or reads a saved feed, and {target!r} is "
+                             f"not an http(s) URL and looks like {looks}; use --kind {looks}")
+        return _read_feed_file(path, station, limit=limit, now_s=now_s, limits=limits)
     src = FileReplaySource(path, station, speed=None, fmt=kind, limits=limits,
                            batch_rows=limit if limit is not None else 10_000)
     out: list[dict[str, Any]] = []
@@ -163,6 +180,19 @@ async def _read_file(target: str, kind: str | None, station: StationInfo, *, lim
     finally:
         await src.close()
     return out, src.drain_rejects()
+
+
+def _read_feed_file(path: Path, station: StationInfo, *, limit: int | None, now_s: float,
+                    limits: Limits) -> tuple[list[dict[str, Any]], list[DeadLetter]]:
+    """Records of a feed saved to a file, parsed exactly as a fetched one."""
+    try:
+        with path.open("rb") as fh:
+            body = fh.read(_MAX_FEED_BYTES + 1)
+    except OSError as exc:
+        raise ProbeError(f"cannot read {path}: {exc.strerror or exc}") from None
+    src = RssSource.for_file(path, station, limits=limits, max_bytes=_MAX_FEED_BYTES)
+    recs = src.records_from(body, now_s, truncated=len(body) > _MAX_FEED_BYTES, limit=limit)
+    return recs, src.drain_rejects()
 
 
 async def aprobe(
@@ -181,8 +211,8 @@ async def aprobe(
 ) -> tuple[list[Event], list[DeadLetter]]:
     """Fetch or read ``target`` once; return the validated events and every dead letter.
 
-    ``kind`` is ``rss``/``json`` for a URL, ``csv``/``jsonl`` for a file, or ``None`` to
-    detect it. ``limit`` caps the items (URL) or lines (file) looked at. Raises
+    ``kind`` is ``rss``/``json`` for a URL, ``csv``/``jsonl``/``rss`` for a file, or
+    ``None`` to detect it. ``limit`` caps the items (URL) or lines (file) looked at. Raises
     :class:`ProbeError` when nothing could be read at all.
     """
     if kind is not None and kind not in KINDS:

@@ -23,6 +23,9 @@ anything else       ``timestamp``, ``category``, optional ``value`` (default 1.0
                     ``lat`` + ``lon``, ``source``
 ==================  =========================================================================
 
+``event_time_s`` (the event's own field) is read as the time when a row has no
+``timestamp``, so events exported as JSON Lines replay as they are.
+
 A tick file ``timestamp,symbol,price,volume`` therefore feeds two stations: a
 ``market_price`` one and a ``market_volume`` one, one record per row each. Timestamps
 are unix seconds or ISO-8601 (naive means UTC) between 1970 and 9999; numbers of 1e11
@@ -310,12 +313,14 @@ class FileReplaySource(RejectingSource):
 
     def _build(self, f: Mapping[str, Any], now_s: float) -> tuple[float, dict[str, Any]]:
         kind = self.station.kind
-        if "timestamp" not in f:
-            raise self._missing("timestamp", "every row needs its time")
+        # an exported event (JSON Lines of Event.to_dict()) carries its time as event_time_s
+        time_col = "timestamp" if "timestamp" in f or "event_time_s" not in f else "event_time_s"
+        if time_col not in f:
+            raise self._missing("timestamp", "every row needs its time; event_time_s works too")
         try:
-            t = parse_time(f["timestamp"])
+            t = parse_time(f[time_col])
         except ValueError as exc:
-            raise _BadRow("timestamp", f"timestamp {exc}") from None
+            raise _BadRow(time_col, f"{time_col} {exc}") from None
         if t > now_s + self.limits.max_future_s:
             raise _BadRow("timestamp", f"timestamp {iso_utc(t)} is {t - now_s:.0f} s after the station "
                                        f"clock ({iso_utc(now_s)}); a replay file holds history. Fix "

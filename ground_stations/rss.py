@@ -36,6 +36,7 @@ import html
 import io
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import feedparser
@@ -116,6 +117,15 @@ class RssSource(PolledSource):
         self._kind = station.kind.value  # an unknown source kind fails here, not in every poll
         self.default_category = default_category
         self.source = host_of(url)
+
+    @classmethod
+    def for_file(cls, path: Path, station: StationInfo, **kw: Any) -> RssSource:
+        """A source that parses a feed saved to a file (``stations probe FILE.xml``) with
+        :meth:`records_from`; it names the file in its dead letters and is never polled."""
+        src = cls("http://localhost/", station, **kw)  # the HTTP side is never used
+        src.url = str(path)
+        src.source = path.name[:128]
+        return src
 
     def _item_name(self, i: int, entry: Mapping[str, Any]) -> str:
         ident = entry.get("id") or entry.get("link") or entry.get("title") or ""

@@ -4,8 +4,12 @@ Each poll draws the events that happened since the previous poll from the world'
 intensities: a Poisson number of events, uniform times, categories from the
 station's (possibly episode-concentrated) distribution and values from a per-kind
 model. Data-quality faults from the scenario are injected here, where real feeds
-produce them: malformed records (``bad_rate``), re-sent duplicates (``dup_rate``) and a
-fixed per-station clock skew. Randomness comes from ``(seed, station)`` only.
+produce them: malformed records, re-sent duplicates, a replay of old items (as many
+again, stamped in the past) (the world's :meth:`~.scenario.SyntheticWorld.faults` at that
+time), and the station's clock skew. During an outage the source *fails*
+(:class:`~.base.SourceError`), as a real feed
+that cannot be reached does, so the agent's breaker opens and the station goes dark.
+Randomness comes from ``(seed, station)`` only.
 
 Scenario time 0 is ``t0_s`` on the station clock, so a live run starts its scenario
 when it starts.
@@ -23,8 +27,8 @@ Examples
 >>> from convergence.ground_stations.scenario import default_scenario, SyntheticWorld
 >>> world = SyntheticWorld(default_scenario(n_stations=20, seed=3, horizon_s=30))
 >>> src = SyntheticSource(world, station=0, t0_s=1000.0, seed=3)
->>> recs = asyncio.run(src.poll(1010.0))
->>> len(recs) > 0, all(1000.0 - 1 <= r["event_time_s"] <= 1011 for r in recs if
+>>> recs = asyncio.run(src.poll(1010.0)) + asyncio.run(src.poll(1014.0))
+>>> len(recs) > 0, all(1000.0 + 9 - 1 <= r["event_time_s"] <= 1015 for r in recs if
 ...                        isinstance(r.get("event_time_s"), float))
 (True, True)
 """
@@ -36,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from convergence.ground_stations.base import Source
+from convergence.ground_stations.base import Source, SourceError
 from convergence.ground_stations.scenario import SyntheticWorld
 from convergence.schema import SourceKind
 
@@ -63,8 +67,7 @@ class SyntheticSource(Source):
         self._kind = self.info.kind  # StationInfo.kind builds an enum per call: once is enough
         self.t0_s = t0_s
         self._rng = np.random.default_rng([seed, 11, station])
-        sc = world.scenario
-        self.skew_s = float(self._rng.uniform(-sc.max_skew_s, sc.max_skew_s))
+        self.skew_s = world.scenario.skew_of(station)
         self._last_s: float | None = None
         self._price = 100.0 * float(self._rng.uniform(0.5, 2.0))
         self.rate_scale = 1.0  # a station's threshold/sampling commands never change the world
@@ -88,12 +91,14 @@ class SyntheticSource(Source):
             return []
         r = self._rng
         mid = 0.5 * (t_from + t_to)
-        rate, topic = self.world.station_state(self.station, mid)
+        world = self.world
+        rate, topic = world.station_state(self.station, mid)
         n = int(r.poisson(rate * (t_to - t_from)))
         if n == 0:
             return []
-        cats, p = self.world.topic_probs(self.station, topic)
+        cats, p = world.topic_probs(self.station, topic, world.topic_share_of(self.station, mid))
         stressed = topic is not None
+        bad_rate, dup_rate, lag_s = world.faults(self.station, mid)
         times = np.sort(r.uniform(t_from, t_to, n)) + self.t0_s + self.skew_s
         picks = r.choice(len(cats), size=n, p=p)
         info = self.info
@@ -108,10 +113,17 @@ class SyntheticSource(Source):
             if self._kind in (SourceKind.OSINT_NEWS, SourceKind.OSINT_SOCIAL):
                 rec["text"] = f"{cat} reports from {info.region}"
             out.append(rec)
-        sc = self.world.scenario
-        for i in np.flatnonzero(r.random(len(out)) < sc.bad_rate):
+        for i in np.flatnonzero(r.random(len(out)) < bad_rate):
             out[int(i)] = self._corrupt(out[int(i)], _BAD_VARIANTS[int(r.integers(len(_BAD_VARIANTS)))])
-        dups = [dict(out[int(i)]) for i in np.flatnonzero(r.random(len(out)) < sc.dup_rate)]
+        dups = [dict(out[int(i)]) for i in np.flatnonzero(r.random(len(out)) < dup_rate)]
+        if lag_s > 0:
+            # a replay of old data: as many old items again, stamped lag_s in the past
+            for rec in out[:]:
+                old = dict(rec)
+                if isinstance(old.get("event_time_s"), float):
+                    old["event_time_s"] = round(old["event_time_s"] - lag_s, 6)
+                    old["value"] = self._value(self._kind, stressed)
+                    out.append(old)
         return out + dups
 
     @staticmethod
@@ -131,6 +143,9 @@ class SyntheticSource(Source):
 
     async def poll(self, now_s: float) -> list[dict[str, Any]]:
         t = now_s - self.t0_s
+        if self.world.failing(self.station, t):
+            raise SourceError(f"synthetic station {self.info.station_id}: upstream outage "
+                              "(scenario)")
         if self._last_s is None:
             self._last_s = max(0.0, t - 1.0)
         # after a gap (quarantine, a stalled loop) only the last max_span_s seconds are drawn

@@ -87,9 +87,16 @@ def infer_kind(values: npt.ArrayLike) -> str:
 
 
 def first_invalid(values: npt.ArrayLike, kind: str) -> int | None:
-    """Index of the first value the ``kind`` transform cannot use, or ``None``."""
+    """Index of the first value the ``kind`` transform cannot use, or ``None``: prices
+    must be > 0, counts whole numbers >= 0 (so a price series given to a count model is
+    refused, not silently labelled calm).
+
+    >>> first_invalid([3.0, 0.0, 7.0], "count"), first_invalid([3.0, 101.5], "count")
+    (None, 1)
+    """
     v = np.asarray(values, dtype=np.float64)
-    bad = ~np.isfinite(v) | ((v <= 0) if kind == "price" else (v < 0))
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(v) | ((v <= 0) if kind == "price" else ((v < 0) | (v != np.round(v))))
     idx = np.flatnonzero(bad)
     return int(idx[0]) if idx.size else None
 
@@ -263,7 +270,7 @@ def train_regime(
     feature_kind = infer_kind(v) if kind == "auto" else kind
     bad = first_invalid(v, feature_kind)
     if bad is not None:
-        need = "> 0" if feature_kind == "price" else ">= 0"
+        need = "> 0" if feature_kind == "price" else ">= 0 and whole numbers"
         raise ValueError(f"value {float(v[bad])!r} at position {bad} cannot be used: {feature_kind} "
                          f"values must be finite and {need}")
     feats = feature_transform(v, feature_kind, vol_window)

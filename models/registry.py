@@ -172,22 +172,43 @@ class ModelRegistry:
                 version += 1
 
     # -- reading ----------------------------------------------------------
-    def list(self, name: str | None = None) -> list[ModelRecord]:
-        """Every complete model version, sorted by name then version."""
+    def list(self, name: str | None = None, *,
+             skipped: list[str] | None = None) -> list[ModelRecord]:
+        """Every complete model version, sorted by name then version.
+
+        A version whose ``meta.json`` cannot be read raises :class:`RegistryError`,
+        unless ``skipped`` is given: then it is left out and the reason appended there
+        (one damaged folder must not hide every other model).
+        """
         if name is not None:
             check_name(name)
-        if not self.root.is_dir():
-            return []
-        names = [name] if name is not None else sorted(p.name for p in self.root.iterdir()
-                                                       if p.is_dir() and _NAME.match(p.name))
+        try:
+            if not self.root.is_dir():
+                return []
+            names = [name] if name is not None else sorted(
+                p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name))
+        except OSError as exc:
+            raise RegistryError(f"cannot read the model registry {self.root}: {exc}") from None
         out: list[ModelRecord] = []
         for nm in names:
             base = self.root / nm
-            if not base.is_dir():
+            try:
+                if not base.is_dir():
+                    continue
+                versions = sorted(int(m.group(1)) for p in base.iterdir()
+                                  if (m := _VERSION_DIR.match(p.name)) and (p / META).is_file())
+            except OSError as exc:
+                if skipped is None:
+                    raise RegistryError(f"cannot read {base}: {exc}") from None
+                skipped.append(f"{base}: cannot be read ({exc})")
                 continue
-            versions = sorted(int(m.group(1)) for p in base.iterdir()
-                              if (m := _VERSION_DIR.match(p.name)) and (p / META).is_file())
-            out += [self._read_meta(base / f"v{v:04d}") for v in versions]
+            for v in versions:
+                try:
+                    out.append(self._read_meta(base / f"v{v:04d}"))
+                except RegistryError as exc:
+                    if skipped is None:
+                        raise
+                    skipped.append(str(exc))
         return out
 
     def latest(self, name: str, *, train_hint: str | None = None) -> ModelRecord:
@@ -198,7 +219,7 @@ class ModelRegistry:
         records = self.list(name)
         if not records:
             hint = train_hint or f"convergence models train {name}"
-            have = sorted({r.name for r in self.list()})
+            have = sorted({r.name for r in self.list(skipped=[])})
             where = (f"{self.root} does not exist" if not self.root.is_dir()
                      else f"{self.root} has " + (", ".join(have) if have else "no models"))
             raise ModelNotFound(
@@ -212,10 +233,15 @@ class ModelRegistry:
         """The record of ``name`` at ``version`` (default: latest)."""
         if version is None:
             return self.latest(name, train_hint=train_hint)
-        records = self.list(name)
+        damaged: list[str] = []
+        records = self.list(name, skipped=damaged)
         for rec in records:
             if rec.version == version:
                 return rec
+        wanted = str(self.root / name / f"v{version:04d}")
+        for problem in damaged:
+            if wanted in problem:
+                raise RegistryError(problem)
         if not records:
             self.latest(name, train_hint=train_hint)  # raises with the full explanation
         raise ModelNotFound(

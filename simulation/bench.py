@@ -4,7 +4,8 @@
 247 stations over 300 one-second ticks, about 67 events per station per second, 1 % re-sent
 duplicates) through the full chain as
 the live runtimes do — ingest bucketing with dedup and lateness (``TickAccumulator``),
-then per closed tick entropy → burst → node states → meter — and times it. In the same
+then per closed tick the tick processor (entropy, burst, CUSUM, periodicity, patterns →
+node states → per-region meter → responses) — and times it. In the same
 process, on the same arrays, it times the floor any implementation must pay: one
 ``np.bincount`` over the events' ``tick * stations + station`` keys. Shared machines are
 noisy, so each figure is the best of ``repeats`` and the *ratio* is what to compare
@@ -30,7 +31,7 @@ import numpy as np
 
 from convergence.detectors.chain import DetectorChain, StationMeta
 from convergence.detectors.ingest import EventColumns, TickAccumulator
-from convergence.detectors.periodicity import slot_of
+from convergence.detectors.processor import TickProcessor
 from convergence.ground_stations.scenario import default_fleet
 from convergence.stations import StationRegistry
 
@@ -73,9 +74,11 @@ def bench_detectors(*, stations: int = 247, events: int = 5_000_000, ticks: int 
     edges = np.r_[np.arange(0, events, batch_events), events]
     timings: dict[str, float] = {}
 
+    n_regions = len(reg.region_names())
+
     def chain_run() -> dict[str, Any]:
-        chain = DetectorChain()
-        state = chain.init_state((stations,))
+        proc = TickProcessor(DetectorChain())
+        state = proc.init_state((stations,), n_regions)
         acc = TickAccumulator(n_stations=stations, tick_s=1.0, allowed_lateness_s=1.5)
         t_ingest = t_detect = 0.0
         alerts = 0
@@ -87,18 +90,17 @@ def bench_detectors(*, stations: int = 247, events: int = 5_000_000, ticks: int 
             closed = acc.close_until(float(cols.time_s[b - 1]) if b > a else 0.0)
             t1 = time.perf_counter()
             for tick, cells in closed:
-                cells["slot"] = slot_of(tick * 1.0, chain.periodicity.slots_per_day)
-                alerts += int(chain.step(state, cells, meta)["meter"]["fired"])
+                out = proc.step(state, cells, meta, tick=tick, time_s=tick + 1.0)
+                alerts += int(out.meter["fired"].sum())
             t_ingest += t1 - t0
             t_detect += time.perf_counter() - t1
         t0 = time.perf_counter()
         for tick, cells in acc.flush():
-            cells["slot"] = slot_of(tick * 1.0, chain.periodicity.slots_per_day)
-            alerts += int(chain.step(state, cells, meta)["meter"]["fired"])
+            alerts += int(proc.step(state, cells, meta, tick=tick, time_s=tick + 1.0).meter["fired"].sum())
         t_detect += time.perf_counter() - t0
         timings["ingest_s"], timings["detect_s"] = t_ingest, t_detect
         return {"alerts": alerts, "duplicates": acc.duplicates,
-                "bytes_per_station": chain.nbytes_per_station(state)}
+                "bytes_per_station": proc.nbytes_per_station(state)}
 
     def baseline() -> int:
         key = np.floor(cols.time_s).astype(np.int64) * stations + cols.station
@@ -123,4 +125,64 @@ def bench_detectors(*, stations: int = 247, events: int = 5_000_000, ticks: int 
         "bytes_per_station": info["bytes_per_station"],
         "python": platform.python_version(), "numpy": np.__version__,
         "machine": platform.machine(), "cpus": os.cpu_count(),
+    }
+
+
+def bench_montecarlo(*, runs: int = 400, scenarios: str = "simultaneous,slow-cascade,lone-surge,pure-noise",
+                     workers: int | None = None, serial_runs: int = 8, chunk: int = 500,
+                     seed: int = 7) -> dict[str, Any]:
+    """Campaign throughput (tests/s), vectorised and across processes, against the very same
+    tests run one at a time (one run per batch, one process) in the same benchmark.
+
+    The 410,000-test target (10,000 runs x 41 scenarios in 82 s) is extrapolated from the
+    measured rate, and the stages' share of one chunk's time says what bounds it.
+    """
+    import cProfile
+    import pstats
+
+    from convergence.ground_stations.scenario_library import names
+    from convergence.simulation.campaign import ParamSpace, run_campaign, run_chunk
+
+    chosen = names(scenarios)
+    t0 = time.perf_counter()
+    res = run_campaign(chosen, runs=runs, seed=seed, workers=workers, chunk=chunk)
+    t_batch = time.perf_counter() - t0
+    batch_rate = len(res.records) / t_batch
+    t0 = time.perf_counter()
+    serial = run_campaign(chosen, runs=serial_runs, seed=seed, workers=1, chunk=1)
+    t_serial = time.perf_counter() - t0
+    serial_rate = len(serial.records) / t_serial
+    # where one chunk's time goes (single process, profiled)
+    prof = cProfile.Profile()
+    prof.enable()
+    run_chunk(chosen[0], 0, min(chunk, runs), seed=seed, space=ParamSpace(), sweep=False)
+    prof.disable()
+    stats = pstats.Stats(prof)
+    total = max(sum(v[3] for k, v in stats.stats.items() if k[2] == "run_chunk"), 1e-9)  # type: ignore[attr-defined]
+    groups = {"detectors (entropy)": ("entropy.py",), "detectors (other stages)":
+              ("burst.py", "cusum.py", "periodicity.py", "node_state.py", "patterns.py",
+               "chain.py"),
+              "meter and responses": ("meter.py", "responses.py", "processor.py"),
+              "drawing cells (world + Poisson)": ("simulator.py", "scenario.py"),
+              "judging": ("campaign.py",)}
+    share: dict[str, float] = {}
+    for label, files in groups.items():
+        tt = sum(v[2] for k, v in stats.stats.items()  # type: ignore[attr-defined]
+                 if any(k[0].endswith(f) for f in files))
+        share[label] = round(tt / total, 3)
+    target_tests = 410_000
+    return {
+        "benchmark": "montecarlo", "scenarios": chosen, "runs_per_scenario": runs,
+        "workers": workers or os.cpu_count(), "chunk": chunk,
+        "tests": len(res.records), "seconds": round(t_batch, 2),
+        "tests_per_s": round(batch_rate, 1),
+        "baseline": "the same tests one at a time (one run per batch, one process)",
+        "baseline_tests": len(serial.records), "baseline_seconds": round(t_serial, 2),
+        "baseline_tests_per_s": round(serial_rate, 2),
+        "ratio_to_baseline": round(batch_rate / serial_rate, 1),
+        "target": {"tests": target_tests, "seconds": 82.0,
+                   "projected_seconds": round(target_tests / batch_rate, 1),
+                   "x_short_of_target": round((target_tests / batch_rate) / 82.0, 1)},
+        "time_share_of_one_chunk": share,
+        "python": platform.python_version(), "numpy": np.__version__, "cpus": os.cpu_count(),
     }

@@ -33,12 +33,15 @@ from typing import IO, TYPE_CHECKING, Any, Final, Protocol
 
 from surrealdb import AsyncSurreal, RecordID, ServerError
 
+from convergence.clock import external_work
 from convergence.settings import (
     DB_EMBEDDED_SCHEMES,
     DB_FILE_SCHEMES,
     DB_REMOTE_SCHEMES,
     DB_SCHEMES,
+    check_db_url,
     db_scheme,
+    redact_url,
 )
 
 if TYPE_CHECKING:
@@ -49,17 +52,27 @@ try:  # POSIX advisory locks; absent on Windows, where we fall back to the in-pr
 except ImportError:  # pragma: no cover - not exercised on Linux CI
     _fcntl = None  # type: ignore[assignment]
 
-__all__ = ["TABLES", "StoreError", "SurrealStore"]
+__all__ = ["EDGE_TABLES", "TABLES", "DatabaseMissing", "StoreError", "SurrealStore"]
 
 log = logging.getLogger(__name__)
 
+#: Graph relations, written with RELATE so SurrealDB's traversals (``->involves->station``)
+#: see them: report->involves->station, report->cites->event, report->triggered->response,
+#: revision->of->report (see :mod:`convergence.store.graph`).
+EDGE_TABLES: Final[frozenset[str]] = frozenset({"involves", "cites", "triggered", "of"})
+
 #: The only tables this component writes. Anything else is a caller bug.
-TABLES: Final[frozenset[str]] = frozenset({"alert", "report", "response", "dead_letter", "run"})
+TABLES: Final[frozenset[str]] = frozenset(
+    {"alert", "report", "response", "dead_letter", "run", "campaign",
+     # the report graph and its integrity chain (convergence.store.graph / .integrity)
+     "station", "revision", "event", "label", "chain"} | EDGE_TABLES
+)
 
 # One list with settings validation (convergence.settings), so a URL passes both or neither.
 _EMBEDDED_SCHEMES: Final = DB_EMBEDDED_SCHEMES
 _REMOTE_SCHEMES: Final = DB_REMOTE_SCHEMES
 _FILE_SCHEMES: Final = DB_FILE_SCHEMES
+_HTTP_SCHEMES: Final = frozenset({"http", "https"})
 
 # Largest number of records sent in one statement. One FOR statement is one
 # transaction; keeping it bounded keeps request size and lock time predictable.
@@ -70,6 +83,18 @@ _SORT_KEY: Final = "__convergence_sort"
 
 # All SurrealQL lives here, as constants. Only bound variables vary.
 _Q_UPSERT_MANY: Final = "FOR $it IN $items { UPSERT $it.rid CONTENT $it.doc RETURN NONE; };"
+# RELATE takes no expression for its endpoints, hence the LETs; an edge's id is in its
+# content, so writing it again replaces it (idempotent like UPSERT).
+_Q_RELATE_MANY: Final[dict[str, str]] = {
+    "involves": "FOR $e IN $items { LET $f = $e.in; LET $t = $e.out; "
+                "RELATE $f -> involves -> $t CONTENT $e RETURN NONE; };",
+    "cites": "FOR $e IN $items { LET $f = $e.in; LET $t = $e.out; "
+             "RELATE $f -> cites -> $t CONTENT $e RETURN NONE; };",
+    "triggered": "FOR $e IN $items { LET $f = $e.in; LET $t = $e.out; "
+                 "RELATE $f -> triggered -> $t CONTENT $e RETURN NONE; };",
+    "of": "FOR $e IN $items { LET $f = $e.in; LET $t = $e.out; "
+          "RELATE $f -> of -> $t CONTENT $e RETURN NONE; };",
+}
 _Q_GET: Final = "SELECT * FROM ONLY $rid"
 _Q_COUNT: Final = "SELECT count() AS n FROM type::table($tb) GROUP ALL"
 _Q_LIST_DESC: Final = (
@@ -93,23 +118,16 @@ class StoreError(RuntimeError):
     """The database could not do what was asked; the message says where and what to do."""
 
 
+class DatabaseMissing(StoreError):
+    """A reader asked for a ``surrealkv://`` database that was never written."""
+
+
 class _Connection(Protocol):
     """The part of the SDK connection classes this module uses."""
 
     async def use(self, namespace: str, database: str) -> None: ...
 
     async def query(self, query: str, vars: dict[str, Any] | None = None) -> Any: ...
-
-
-def _redact(url: str) -> str:
-    """The URL without any ``user:password@`` part, safe for logs and error messages."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    host, slash, path = rest.partition("/")
-    if "@" in host:
-        host = "***@" + host.rsplit("@", 1)[1]
-    return f"{scheme}{sep}{host}{slash}{path}"
 
 
 _scheme = db_scheme
@@ -119,6 +137,28 @@ def _reason(exc: BaseException) -> str:
     """First line of an exception, with its type when the text alone is unclear."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _io_failure(exc: BaseException) -> bool:
+    """The embedded engine failed to write its files (its message names an OS error)."""
+    text = str(exc)
+    return "IO error" in text or "os error" in text or "fsync" in text
+
+
+_IO_MESSAGE: Final = re.compile(r"message=([^\n]*)$")
+_IO_OS_ERROR: Final = re.compile(r"(\w[^:=\n]*\(os error \d+\))")
+
+
+def _io_detail(exc: BaseException) -> str:
+    """The operating system's words in an engine I/O error, e.g. 'No space left on
+    device (os error 28)' (the engine wraps them in several layers of its own)."""
+    text = str(exc).strip()
+    m = _IO_MESSAGE.search(text) or _IO_OS_ERROR.search(text)
+    return m.group(1).strip() if m else _reason(exc)
+
+
+_DISK_HINT: Final = ("the disk is full or a file size limit was reached: free space and the "
+                     "database heals itself (its torn last record is cut off when it reopens)")
 
 
 def _check_table(table: str) -> None:
@@ -147,7 +187,7 @@ def validate_record(table: str, record_id: str, doc: Mapping[str, Any]) -> dict[
         raise ValueError(
             f"document {table}:{record_id} must be a mapping, got {type(doc).__name__}"
         )
-    content = dict(doc)
+    content = {_storable_text(str(k)): _storable(v) for k, v in doc.items()}
     if "id" in content:
         own = content.pop("id")
         own_str = own.id if isinstance(own, RecordID) else own
@@ -156,7 +196,54 @@ def validate_record(table: str, record_id: str, doc: Mapping[str, Any]) -> dict[
                 f"document {table}:{record_id} carries a different id {own!r}; "
                 "drop the 'id' key or make it equal to the record id"
             )
+    if table in EDGE_TABLES:
+        for end in ("in", "out"):
+            _endpoint(table, record_id, end, content.get(end))
     return content
+
+
+def _endpoint(table: str, record_id: str, end: str, value: Any) -> RecordID:
+    """An edge's ``in``/``out`` (``"table:id"`` text) as a record id; ValueError if malformed."""
+    if isinstance(value, str):
+        tb, sep, rid = value.partition(":")
+        if sep and rid and tb in TABLES and tb not in EDGE_TABLES:
+            return RecordID(tb, rid)
+    raise ValueError(
+        f"edge {table}:{record_id} needs {end!r} as 'TABLE:ID' naming a record of one of "
+        f"{sorted(TABLES - EDGE_TABLES)}, got {value!r:.80}"
+    )
+
+
+def _edge_row(table: str, record_id: str, doc: Mapping[str, Any]) -> dict[str, Any]:
+    content = validate_record(table, record_id, doc)
+    content["id"] = RecordID(table, record_id)
+    content["in"] = _endpoint(table, record_id, "in", content["in"])
+    content["out"] = _endpoint(table, record_id, "out", content["out"])
+    return content
+
+
+def _storable_text(text: str) -> str:
+    """Text the engine can hand back: it stores a NUL byte but then cannot read the
+    record again ("string contained a null byte"), and cannot encode lone surrogates at
+    all; both are written as visible escapes (``\\x00``, ``\\udc80``)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _storable(value: Any) -> Any:
+    """``value`` with every string made storable (see :func:`_storable_text`)."""
+    if isinstance(value, str):
+        return _storable_text(value)
+    if isinstance(value, Mapping):
+        return {_storable_text(str(k)): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return value
 
 
 def _plain(value: Any) -> Any:
@@ -221,10 +308,13 @@ class SurrealStore:
         scheme = _scheme(url)
         if scheme not in DB_SCHEMES:
             raise StoreError(
-                f"unsupported SurrealDB URL {_redact(url)!r}: the scheme must be one of "
+                f"unsupported SurrealDB URL {redact_url(url)!r}: the scheme must be one of "
                 f"{sorted(DB_SCHEMES)}; use surrealkv://PATH for a "
                 "local file, mem:// for a throwaway database or ws://HOST:PORT for a server"
             )
+        problem = check_db_url(url)
+        if problem is not None:
+            raise StoreError(f"unusable SurrealDB URL {redact_url(url)!r}: {problem}")
         if not namespace or not database:
             raise StoreError(
                 f"SurrealDB namespace and database must be non-empty (got {namespace!r}/"
@@ -238,6 +328,8 @@ class SurrealStore:
         self._password = password or None
         self._conn: _Connection | None = None
         self._lock_key: str | None = None
+        # surrealkv: the resolved absolute path the engine opens (~ and symlinks followed)
+        self._engine_url: str | None = None
         self._lock_file: IO[str] | None = None
         # Set when a server connection failed at the transport level; the next
         # call reconnects, so a restarted server heals without restarting us.
@@ -258,7 +350,7 @@ class SurrealStore:
     @property
     def url(self) -> str:
         """The database URL with any credentials removed (safe to log)."""
-        return _redact(self._url)
+        return redact_url(self._url)
 
     @property
     def is_open(self) -> bool:
@@ -268,17 +360,20 @@ class SurrealStore:
     def _kv_path(self) -> Path:
         return Path(self._url.split("://", 1)[1]).expanduser()
 
-    async def open(self) -> None:
+    async def open(self, *, create: bool = True) -> None:
         """Connect (creating the surrealkv directory if needed), sign in and select ns/db.
 
+        ``create=False`` is for readers: a ``surrealkv://`` path where no database was
+        ever written is a :class:`StoreError` naming it, and nothing is created there.
         Calling it on an open store does nothing.
         """
         if self._conn is not None:
             return
         if self._scheme in _FILE_SCHEMES:
-            self._acquire_path()
+            self._acquire_path(create=create)
         try:
-            self._conn = await self._connect()
+            with external_work():
+                self._conn = await self._connect()
         except BaseException:
             self._release_path()
             raise
@@ -286,14 +381,18 @@ class SurrealStore:
 
     async def _connect(self) -> _Connection:
         try:
-            conn: Any = AsyncSurreal(self._url)
-            connect = getattr(conn, "connect", None)  # the HTTP client has no connect()
-            if connect is not None:
-                await connect()
+            conn: Any = AsyncSurreal(self._engine_url or self._url)
+            if self._scheme not in _HTTP_SCHEMES:  # HTTP sends one request per call: no session
+                await conn.connect()
             if self._scheme in _REMOTE_SCHEMES and self._user is not None:
                 await conn.signin({"username": self._user, "password": self._password or ""})
             await conn.use(self.namespace, self.database)
+            if self._scheme in _HTTP_SCHEMES:
+                await conn.version()  # nothing was sent yet: make sure a server answers
         except Exception as exc:
+            if self._scheme in _FILE_SCHEMES and _io_failure(exc):
+                raise StoreError(f"cannot open SurrealDB at {self.url}: {_io_detail(exc)}; "
+                                 f"{_DISK_HINT}") from exc
             raise StoreError(
                 f"cannot open SurrealDB at {self.url} (ns={self.namespace} db={self.database}): "
                 f"{_reason(exc)}; {self._open_hint()}"
@@ -313,16 +412,28 @@ class SurrealStore:
             return f"check the server is running and reachable; {login}"
         return "this is an in-memory database; report it as a bug"
 
-    def _acquire_path(self) -> None:
+    def _acquire_path(self, *, create: bool = True) -> None:
         path = self._kv_path()
+        if not create and not path.is_dir():
+            what = "is a file, not a database directory" if path.exists() else "does not exist"
+            raise DatabaseMissing(
+                f"no database at {self.url}: {path} {what}. Check --db / CONVERGENCE_DB "
+                "(`convergence config show` prints the one in force); `convergence run` "
+                "creates one"
+            )
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            # One lock per database, however it is named: through a symlink (to the
+            # directory or one of its parents) two processes must still meet here.
+            path = path.resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
             raise StoreError(
                 f"cannot open SurrealDB at {self.url}: cannot create directory {path.parent} "
                 f"({_reason(exc)}); check the path is writable or use --db mem://"
             ) from exc
-        key = str(path.resolve())
+        key = str(path)
+        self._engine_url = f"{self._scheme}://{path}"
         if key in _OPEN_PATHS:
             raise StoreError(
                 f"cannot open SurrealDB at {self.url}: it is already open in this process; "
@@ -334,13 +445,18 @@ class SurrealStore:
         if _fcntl is not None:
             try:
                 lock_file = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held open
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot open SurrealDB at {self.url}: cannot create its lock file "
+                    f"{lock_path} ({_reason(exc)}); the directory {path.parent} must be "
+                    "writable - pick another path or use --db mem://"
+                ) from exc
+            try:
                 _fcntl.flock(lock_file.fileno(), _fcntl.LOCK_EX | _fcntl.LOCK_NB)
             except OSError as exc:
-                holder = ""
-                if lock_file is not None:
-                    lock_file.seek(0)
-                    holder = lock_file.read().strip()
-                    lock_file.close()
+                lock_file.seek(0)
+                holder = lock_file.read().strip()[:20]
+                lock_file.close()
                 raise StoreError(
                     f"cannot open SurrealDB at {self.url}: another process "
                     f"{'(pid ' + holder + ') ' if holder else ''}has it open ({lock_path}); "
@@ -368,7 +484,7 @@ class SurrealStore:
         """Close the connection and release the surrealkv lock. Safe to call twice."""
         conn, self._conn = self._conn, None
         try:
-            if conn is not None:
+            if conn is not None and self._scheme not in _HTTP_SCHEMES:  # no session to close
                 close = getattr(conn, "close", None)
                 if close is not None:
                     try:
@@ -403,12 +519,23 @@ class SurrealStore:
             await self._reconnect(what)
         assert self._conn is not None
         try:
-            return await self._conn.query(sql, params)
+            with external_work():
+                return await self._conn.query(sql, params)
         except Exception as exc:
             # A ServerError is the database answering "no"; anything else from a
             # server connection means the transport is gone and must be rebuilt.
             if self._scheme in _REMOTE_SCHEMES and not isinstance(exc, ServerError):
                 self._broken = True
+            # An embedded file engine that hit an I/O error (disk full, file too large)
+            # refuses every later commit ("fsync failed") even once space is back, and
+            # its log ends in a torn record. Reopening it truncates the torn tail (the
+            # engine repairs on open) and writing works again once there is space.
+            if self._scheme in _FILE_SCHEMES and _io_failure(exc):
+                self._broken = True
+                raise StoreError(
+                    f"SurrealDB at {self.url} could not write its files to {what}: "
+                    f"{_io_detail(exc)}; {_DISK_HINT}; the call is safe to retry"
+                ) from exc
             raise StoreError(
                 f"SurrealDB at {self.url} failed to {what}: {_reason(exc)}; {self._query_hint()}"
             ) from exc
@@ -422,7 +549,7 @@ class SurrealStore:
 
     async def _reconnect(self, what: str) -> None:
         old, self._conn = self._conn, None
-        if old is not None:
+        if old is not None and self._scheme not in _HTTP_SCHEMES:
             close = getattr(old, "close", None)
             if close is not None:
                 try:
@@ -430,7 +557,8 @@ class SurrealStore:
                 except Exception as exc:  # the old socket is dead anyway
                     log.debug("closing broken connection to %s: %s", self.url, _reason(exc))
         try:
-            self._conn = await self._connect()
+            with external_work():
+                self._conn = await self._connect()
         except StoreError as exc:
             # Keep the store "open" with a dead connection so the next call retries.
             self._conn = old
@@ -459,16 +587,19 @@ class SurrealStore:
         safe to retry as a whole.
         """
         _check_table(table)
-        rows = [
-            {"rid": RecordID(table, rid), "doc": validate_record(table, rid, doc)}
-            for rid, doc in items
-        ]
+        if table in EDGE_TABLES:
+            rows = [_edge_row(table, rid, doc) for rid, doc in items]
+            sql = _Q_RELATE_MANY[table]
+        else:
+            rows = [
+                {"rid": RecordID(table, rid), "doc": validate_record(table, rid, doc)}
+                for rid, doc in items
+            ]
+            sql = _Q_UPSERT_MANY
         for start in range(0, len(rows), _CHUNK):
             chunk = rows[start : start + _CHUNK]
             await self._query(
-                f"upsert {len(chunk)} record(s) into table {table!r}",
-                _Q_UPSERT_MANY,
-                {"items": chunk},
+                f"upsert {len(chunk)} record(s) into table {table!r}", sql, {"items": chunk}
             )
 
     async def get(self, table: str, record_id: str) -> dict[str, Any] | None:
@@ -514,6 +645,22 @@ class SurrealStore:
             {"tb": table, "field": order_by, "limit": limit},
         )
         return [_row(r) for r in result or []]
+
+    async def select(
+        self, what: str, sql: str, params: Mapping[str, Any] | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        """Rows of one read-only query, as plain dicts (``id`` is the id string).
+
+        ``sql`` must be a constant statement (the graph and integrity queries of
+        :mod:`convergence.store.graph` / :mod:`convergence.store.integrity`); every value
+        goes in ``params``. ``what`` says what is being read, for the error message.
+        """
+        result = await self._query(what, sql, dict(params or {}))
+        if result is None:
+            return []
+        if not isinstance(result, list):
+            result = [result]
+        return [_row(r) if isinstance(r, Mapping) else {"value": _plain(r)} for r in result]
 
     async def count(self, table: str) -> int:
         """Number of records in ``table``."""

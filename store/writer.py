@@ -78,6 +78,14 @@ class BatchedWriter:
         name: label for logs and errors; defaults to the store's URL.
         close_timeout_s: how long :meth:`close` waits for a dead store by default
             (``None``: until everything is written - nothing is ever dropped).
+        on_written: called as ``on_written(table, id, doc)`` once the store has
+            confirmed a record (e.g. to tell a person an alert is stored, not just
+            queued). It runs in the flush loop: keep it quick; an exception in it is
+            logged and does not stop the writer.
+
+    A record submitted to an idle writer is written within ``flush_interval_s``
+    (sooner once ``batch_size`` records wait, or at once with ``urgent=True``);
+    nothing waits for :meth:`close` to be written.
 
     Example::
 
@@ -100,6 +108,7 @@ class BatchedWriter:
         seed: int = 0,
         name: str | None = None,
         close_timeout_s: float | None = None,
+        on_written: Callable[[str, str, dict[str, Any]], None] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"BatchedWriter: batch_size must be >= 1, got {batch_size}")
@@ -138,16 +147,26 @@ class BatchedWriter:
         self._closing = False
         self._closed = False
         self._attempt = 0  # consecutive failures, drives the backoff
+        self._urgent = False  # an urgent record waits: skip the partial-batch pause
 
         self._written = 0
         self._retries = 0
         self._failures = 0
         self._batches = 0
         self._last_error: str | None = None
+        self.on_written = on_written
 
     # -- producer side --------------------------------------------------------
-    def submit(self, table: str, record_id: str, doc: Mapping[str, Any]) -> None:
+    def submit(self, table: str, record_id: str, doc: Mapping[str, Any], *,
+               urgent: bool = False, after_pending: bool = False) -> None:
         """Queue one record for writing and return immediately.
+
+        It is written within ``flush_interval_s``; ``urgent`` starts a write now
+        (with everything queued before it, oldest first). A record resubmitted while
+        still pending keeps its place in the queue (last write wins) unless
+        ``after_pending``: then it moves behind everything submitted before it, so it is
+        never written ahead of them (the integrity chain's head uses this, so a crash never
+        leaves a head naming revisions that were not written).
 
         Raises:
             ValueError: the store rejects this record outright (bad table/id/doc).
@@ -171,12 +190,19 @@ class BatchedWriter:
                 "Check the database is up and the disk is not full; slow the producer or "
                 "retry this record later."
             )
+        was_idle = not self._pending
         # Copy: the producer may keep mutating its dict after submit.
         self._pending[key] = dict(doc)
+        if after_pending:
+            self._pending.move_to_end(key)
         self._ensure_started()
         if self._drained is not None:
             self._drained.clear()
-        if len(self._pending) >= self.batch_size and self._wake is not None:
+        # An idle loop waits for a wake-up with no deadline: without this one a partial
+        # batch would sit in memory until close() (and die with the process).
+        if self._wake is not None and (was_idle or urgent or len(self._pending) >= self.batch_size):
+            if urgent:
+                self._urgent = True
             self._wake.set()
 
     def submit_many(self, table: str, items: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
@@ -331,9 +357,10 @@ class BatchedWriter:
                     return
                 await self._wait_wake(None)
                 continue
-            if len(self._pending) < self.batch_size and not self._closing:
+            if len(self._pending) < self.batch_size and not self._closing and not self._urgent:
                 # Let a partial batch fill up for a moment; flush()/a full batch wakes us.
                 await self._wait_wake(self.flush_interval_s)
+            self._urgent = False
             if not self.breaker.allow():
                 # Breaker open: touch nothing, keep everything, wait out the cool-down.
                 # Re-check at least every flush interval: allow() is cheap, and the
@@ -388,7 +415,17 @@ class BatchedWriter:
                 # a newer document must still be written.
                 if self._pending.get(key) is doc:
                     del self._pending[key]
+                if self.on_written is not None:
+                    self._notify(self.on_written, table, record_id, doc)
         return True
+
+    def _notify(self, hook: Callable[[str, str, dict[str, Any]], None], table: str,
+                record_id: str, doc: dict[str, Any]) -> None:
+        try:
+            hook(table, record_id, doc)
+        except Exception:  # a broken hook must not stop the records behind it
+            log.exception("store writer %s: the on_written hook raised for %s:%s; writing "
+                          "goes on", self.name, table, record_id)
 
     def __repr__(self) -> str:
         return (

@@ -1,13 +1,23 @@
 """The embedded runtime: the whole product in one process, nothing else installed.
 
-Station agents (asyncio tasks, one per station) poll synthetic scenario sources and
-put raw batches on an in-process bus (a bounded :class:`asyncio.Queue`, so a slow
-pipeline slows the stations instead of growing memory). One consumer task validates
-and ingests them into the :class:`~convergence.streams.pipeline.Pipeline`, closes ticks
-as wall-clock time passes the allowed lateness, sends the adaptive responses' commands
-back to the fleet, and writes alerts, reports, responses, dead letters and the run
-summary to SurrealDB (embedded ``surrealkv://`` file by default, ``mem://`` for
-throwaway runs) through a batched, retrying writer.
+Station agents (asyncio tasks, one per station) poll their sources — a library
+scenario's synthetic stations by default, or any fleet file's stations (synthetic,
+replay, RSS/Atom, HTTP JSON) — and put raw batches on an in-process bus (a bounded
+:class:`asyncio.Queue`, so a slow pipeline slows the stations instead of growing
+memory). One consumer hands them to the *runner* — the very
+:class:`~convergence.streams.worker.WorkerCore` a cluster worker runs — whose output port
+here is the process itself: records go to SurrealDB through a batched, retrying writer
+(report revisions into the report graph), control commands to the fleet (their acks back
+into the reports), tick outcomes to whoever watches (the terminal, the dashboard).
+
+The watermark is the runner's event-time watermark: ticks close as the stations' event
+time passes the allowed lateness, and on wall time only once the bus is empty. With a
+:mod:`virtual clock <convergence.streams.virtual_clock>` (``--as-fast-as-possible``) the
+whole runtime runs in simulated time and a seed gives the same alerts every time.
+
+Alerts reach ``on_alert`` once the store has confirmed them (so an alert a person saw
+survives a crash), or after :attr:`EmbeddedRuntime.ALERT_STORE_WAIT_S` marked ``stored:
+False`` with the store's error, never silently late.
 
 Stops cleanly after ``duration_s`` or when ``stop`` is set (Ctrl-C): stations stop,
 the bus drains, every open tick is processed and everything is flushed to the store.
@@ -18,20 +28,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from convergence.control import CommandAck, ControlCommand
 from convergence.ground_stations.agent import Fleet, StationAgent
 from convergence.ground_stations.scenario import Scenario, SyntheticWorld, default_scenario, evaluate
 from convergence.ground_stations.synthetic import SyntheticSource
+from convergence.records import AckNote, Alert
 from convergence.schema import DeadLetter
-from convergence.settings import Settings
+from convergence.settings import Settings, redact_url
 from convergence.stations import StationRegistry
 from convergence.store.surreal import StoreError, SurrealStore
 from convergence.store.writer import BatchedWriter
-from convergence.streams.pipeline import Pipeline, TickOutcome, dead_letter_record, outcome_records
+from convergence.streams.pipeline import RecordRouter, TickOutcome, dead_letter_record
+from convergence.streams.topics import Emit
+from convergence.streams.worker import WorkerCore
 
 log = logging.getLogger(__name__)
 
@@ -60,102 +75,223 @@ class RunSummary:
     db: str
     bytes_per_station: int
     scenario: dict[str, Any] = field(default_factory=dict)
-    alert_list: list[dict[str, Any]] = field(default_factory=list)
+    alert_list: list[Alert] = field(default_factory=list)
     store: dict[str, Any] = field(default_factory=dict)
+    report_ids: list[str] = field(default_factory=list)
+    meter: str = "rule-based fusion"
+    clock: str = "wall"
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["alert_list"] = [
-            {k: a[k] for k in ("alert_id", "report_id", "level", "score", "time_s", "regions",
-                               "source_kinds", "n_stations")}
+            {k: v for k, v in a.to_dict().items()
+             if k in ("alert_id", "report_id", "level", "score", "time_s", "time", "region",
+                      "source_kinds", "n_stations")}
             for a in self.alert_list
         ]
         return d
 
 
-class EmbeddedRuntime:
-    """Runs a synthetic fleet through the pipeline into SurrealDB (see module doc)."""
+class _Port:
+    """The runner's output port in one process (see the module docstring)."""
 
-    #: at most this many bus batches are drained into one ingest call
+    def __init__(self, rt: EmbeddedRuntime) -> None:
+        self.rt = rt
+
+    def record(self, table: str, record_id: str, doc: dict[str, Any]) -> None:
+        rt = self.rt
+        assert rt.router is not None
+        rt.router.submit(table, record_id, doc, urgent=table == "alert")
+        if table == "alert":
+            rt.alerts.append(Alert.from_dict(doc))
+            rt.awaiting[record_id] = time.monotonic()
+        elif table == "report":
+            rt.report_ids.setdefault(str(doc["report_id"]), None)
+
+    def command(self, cmd: ControlCommand, response_id: str) -> None:
+        rt = self.rt
+        rt.commands.append(cmd)
+        if rt.fleet is None:
+            return
+        acks = rt.fleet.dispatch(cmd, rt.clock())
+        if acks:
+            rt.core.pipeline.reporter.note_acks(response_id, [
+                AckNote(a.station_id, a.applied, a.at_s, a.detail) for a in acks])
+        if rt.on_command is not None:
+            rt.on_command(cmd, acks)
+
+    def outcome(self, oc: TickOutcome) -> None:
+        rt = self.rt
+        if rt.on_tick is not None:
+            rt.on_tick(oc)
+        if (oc.changed or oc.uncorroborated) and rt.on_level is not None:
+            rt.on_level(oc)
+
+    def drain(self) -> list[Emit]:
+        return []
+
+
+class EmbeddedRuntime:
+    """Runs a fleet through the runner into SurrealDB (see the module docstring).
+
+    Parameters
+    ----------
+    scenario
+        The synthetic story the stations play (default: the default demo scenario).
+    fleet
+        Station specs from a fleet file (:mod:`~convergence.ground_stations.fleet`); their
+        synthetic stations play ``fleet_scenario`` of the fleet, the others read their
+        sources. Exclusive with ``scenario``.
+    clock
+        The station and watermark clock (a virtual loop's ``time`` for
+        ``--as-fast-as-possible``).
+    """
+
+    #: at most this many bus batches are handed to the runner in one go
     MAX_DRAIN = 2000
+    #: how long an alert may wait for the store before it is shown as not stored (yet)
+    ALERT_STORE_WAIT_S = 2.0
 
     def __init__(self, settings: Settings, *, duration_s: float | None = None,
-                 scenario: Scenario | None = None, on_alert: AlertHook | None = None,
-                 on_level: LevelHook | None = None, on_tick: LevelHook | None = None,
-                 on_command: CommandHook | None = None,
+                 scenario: Scenario | None = None, fleet: Sequence[Any] | None = None,
+                 on_alert: AlertHook | None = None, on_level: LevelHook | None = None,
+                 on_tick: LevelHook | None = None, on_command: CommandHook | None = None,
                  sample_interval_s: float = 0.5, clock: Callable[[], float] = time.time,
-                 close_timeout_s: float = 30.0) -> None:
+                 close_timeout_s: float = 30.0, t0_s: float | None = None) -> None:
+        if scenario is not None and fleet is not None:
+            raise ValueError("give a scenario or a fleet, not both")
         self.settings = settings
         #: how long closing waits for the store to take what is pending (a ws:// server
         #: that is down must not hold the shutdown forever)
         self.close_timeout_s = close_timeout_s
         self.duration_s = duration_s
+        self.specs = list(fleet) if fleet is not None else None
         horizon = (duration_s or 3600.0) + 60.0
-        self.scenario = scenario or default_scenario(settings.stations, settings.seed, horizon)
-        self.world = SyntheticWorld(self.scenario)
-        self.registry = StationRegistry(list(self.scenario.fleet))
-        self.pipeline = Pipeline(settings, self.registry)
+        if self.specs is not None:
+            from convergence.ground_stations.fleet import fleet_scenario
+
+            self.scenario: Scenario | None = fleet_scenario(self.specs, settings.seed, horizon)
+            infos = [s.info for s in self.specs]
+        else:
+            self.scenario = scenario or default_scenario(settings.stations, settings.seed, horizon)
+            infos = list(self.scenario.fleet)
+        self.world = SyntheticWorld(self.scenario) if self.scenario is not None else None
+        self.registry = StationRegistry(infos)
         self.on_alert = on_alert
         self.on_level = on_level
         #: every closed tick, and every command sent to the fleet with its acks (the dashboard)
         self.on_tick = on_tick
         self.on_command = on_command
-        #: the running fleet (``None`` before the run starts its stations)
-        self.fleet: Fleet | None = None
         self.sample_interval_s = sample_interval_s
         self.clock = clock
-        self.bus: asyncio.Queue[tuple[str, list[dict[str, Any]]]] = asyncio.Queue(maxsize=20_000)
-        self.alerts: list[dict[str, Any]] = []
-        self.commands: list[ControlCommand] = []
+        self.t0_s = t0_s
         self.run_id = f"run-{settings.seed}-{int(clock())}"
+        self.core = WorkerCore(settings, registry_factory=lambda: self.registry,
+                               run_id=self.run_id, port=_Port(self), batch_wait_s=0.0,
+                               batch_events=1)
+        self._seed_from_world()
+        self.bus: asyncio.Queue[tuple[str, list[dict[str, Any]]]] = asyncio.Queue(maxsize=20_000)
+        self.alerts: list[Alert] = []
+        self.commands: list[ControlCommand] = []
+        self.report_ids: dict[str, None] = {}  # insertion-ordered set
+        self.awaiting: dict[str, float] = {}  # alert id -> when it was queued (monotonic)
+        self.fleet: Fleet | None = None
+        self.graph: Any = None  # the report graph, once the store is open
+        self.router: RecordRouter | None = None
         self._source_rejects: list[DeadLetter] = []
+        self._scenario_t0: float | None = None
 
-    def _fleet(self, t0: float) -> Fleet:
+    @property
+    def pipeline(self) -> Any:
+        """The runner's pipeline (registry, counters, detector state, reports)."""
+        return self.core.pipeline
+
+    def _seed_from_world(self) -> None:
+        """Baselines as a pipeline that had watched these synthetic stations for weeks
+        holds them (the usual rate now, and by hour of day), as the simulator seeds them."""
+        if self.world is None or self.specs is not None:
+            return
+        proc, pipe = self.core.pipeline.processor, self.core.pipeline
+        tick_s = self.settings.tick_s
+        usual = np.asarray(self.world.usual_rates(0.0)) * tick_s
+        profile = np.asarray(self.world.daily_profile(proc.chain.periodicity.slots_per_day)) * tick_s
+        proc.seed_baselines(pipe.state, usual, profile)
+
+    # -- the fleet ---------------------------------------------------------------
+    def _build_fleet(self, t0: float) -> Fleet:
         async def sink(station_id: str, records: list[dict[str, Any]]) -> None:
             await self.bus.put((station_id, records))
 
+        if self.specs is not None:
+            from convergence.ground_stations.fleet import build_fleet
+
+            fleet = build_fleet(self.specs, sink, world=self.world, t0_s=t0,
+                                seed=self.settings.seed, clock=self.clock,
+                                on_state=self._on_state)
+            for a in fleet.agents:
+                a.on_dead = self._on_dead
+            return fleet
+        assert self.world is not None and self.scenario is not None
         return Fleet([
             StationAgent(info, SyntheticSource(self.world, i, t0, self.settings.seed), sink,
-                         interval_s=self.sample_interval_s, clock=self.clock,
+                         interval_s=self.scenario.interval_of(i) if self.scenario.intervals_s
+                         else self.sample_interval_s, clock=self.clock,
                          seed=self.settings.seed, on_state=self._on_state, on_dead=self._on_dead)
             for i, info in enumerate(self.scenario.fleet)
         ])
 
     def _on_dead(self, dls: list[DeadLetter]) -> None:
         # sources' rejects join the pipeline's own dead letters: counted and stored
-        self.pipeline.count_dead_letters(len(dls))
+        self.core.pipeline.count_dead_letters(len(dls))
         self._source_rejects.extend(dls)
 
     def _on_state(self, station_id: str, old: str, new: str, reason: str) -> None:
-        self.pipeline.note_station_state(station_id, new)
+        self.core.pipeline.note_station_state(station_id, new)
         if new in ("backing_off", "quarantined"):
             log.warning("station %s: %s -> %s (%s)", station_id, old, new, reason)
 
-    def _handle(self, outcomes: list[TickOutcome], writer: BatchedWriter, fleet: Fleet) -> None:
-        for oc in outcomes:
-            if self.on_tick is not None:
-                self.on_tick(oc)
-            if (oc.level != oc.prev_level or oc.uncorroborated) and self.on_level is not None:
-                self.on_level(oc)
-            for r in oc.responses:
-                if r.command is not None:
-                    self.commands.append(r.command)
-                    acks = fleet.dispatch(r.command, self.clock())
-                    if self.on_command is not None:
-                        self.on_command(r.command, acks)
-            for table, rid, doc in outcome_records(oc, self.run_id):
-                writer.submit(table, rid, doc)
-            for alert in oc.alerts:
-                self.alerts.append(alert)
+    def command(self, cmd: ControlCommand) -> list[CommandAck]:
+        """A person's command (the dashboard's buttons): to the fleet, and a manual
+        quarantine or resume to the pipeline at once. Returns the stations' acks."""
+        self.core.manual(cmd, self.clock())
+        acks = self.fleet.dispatch(cmd, self.clock()) if self.fleet is not None else []
+        self.commands.append(cmd)
+        if self.on_command is not None:
+            self.on_command(cmd, acks)
+        return acks
+
+    # -- the store ---------------------------------------------------------------
+    def _stored(self, table: str, rid: str, doc: dict[str, Any]) -> None:
+        if table == "alert":
+            self.awaiting.pop(rid, None)
+            if self.on_alert is not None:
+                self.on_alert({**doc, "stored": True})
+
+    def _overdue(self, writer: BatchedWriter, *, all_now: bool = False,
+                 error: str | None = None) -> None:
+        """Alerts the store has not confirmed in time: announce them as not stored."""
+        if not self.awaiting:
+            return
+        limit = time.monotonic() - self.ALERT_STORE_WAIT_S
+        late = {rid for rid, t in self.awaiting.items() if all_now or t <= limit}
+        if not late:
+            return
+        why = error or writer.stats()["last_error"] or (
+            f"the database has not confirmed it within {self.ALERT_STORE_WAIT_S:g} s")
+        for table, rid, doc in writer.unwritten():
+            if table == "alert" and rid in late:
+                del self.awaiting[rid]
                 if self.on_alert is not None:
-                    self.on_alert(alert)
+                    self.on_alert({**doc, "stored": False, "store_error": why})
 
-    def _dead(self, dls: list[DeadLetter], writer: BatchedWriter) -> None:
+    def _dead(self, dls: list[DeadLetter]) -> None:
+        assert self.router is not None
         for d in dls:
-            writer.submit(*dead_letter_record(d, self.run_id))
+            self.router.submit(*dead_letter_record(d, self.run_id))
 
-    async def _consume(self, writer: BatchedWriter, fleet: Fleet, stations_done: asyncio.Event) -> None:
-        pipe = self.pipeline
+    # -- the loop ----------------------------------------------------------------
+    async def _consume(self, writer: BatchedWriter, stations_done: asyncio.Event) -> None:
+        core = self.core
         while True:
             records: list[dict[str, Any]] = []
             try:
@@ -163,40 +299,49 @@ class EmbeddedRuntime:
                 records.extend(first)
             except TimeoutError:
                 pass
-            # drain whatever else is waiting: one ingest call per loop, not per station
-            # (capped, so a flooded bus still lets ticks close between ingests)
+            # drain whatever else is waiting: one runner call per loop, not per station
+            # (capped, so a flooded bus still lets ticks close between calls)
             drained = 0
             while drained < self.MAX_DRAIN and not self.bus.empty():
                 records.extend(self.bus.get_nowait()[1])
                 drained += 1
             now = self.clock()
             if self._source_rejects:
-                self._dead(self._source_rejects, writer)
+                self._dead(self._source_rejects)
                 self._source_rejects = []
             if records:
-                dls = pipe.ingest_raw(records, now)
-                if dls:
-                    self._dead(dls, writer)
-            self._handle(pipe.advance(now), writer, fleet)
+                core.on_records(records, now)
+            core.on_timer(now, caught_up=self.bus.empty())
+            self._overdue(writer)
             if stations_done.is_set() and self.bus.empty():
                 return
 
     async def run(self, stop: asyncio.Event | None = None) -> RunSummary:
         """Run until ``duration_s`` passes or ``stop`` is set; returns the summary.
 
+        ``on_alert`` hears of each alert once the store has confirmed it (``stored:
+        True``; within the writer's flush interval), or, when the store refuses it or
+        closing gives up on it, with ``stored: False`` and ``store_error``; an alert
+        first announced unstored is announced again once stored.
+
         If the consumer fails (the store cannot keep up -
-        :class:`~convergence.store.writer.StoreBackpressure` -, an ``on_alert`` hook
-        raises, a pipeline bug), the stations stop, what can be flushed is flushed, the
-        writer and the store are closed, and then its exception is raised. Records the
-        store has not taken within ``close_timeout_s`` are logged and counted in the
-        summary's ``store["unwritten"]``.
+        :class:`~convergence.store.writer.StoreBackpressure` -, a pipeline bug), the
+        stations stop, what can be flushed is flushed, the writer and the store are
+        closed, and then its exception is raised. Records the store has not taken within
+        ``close_timeout_s`` are logged and counted in the summary's ``store["unwritten"]``.
         """
+        from convergence.store.graph import ReportGraph
+
         stop = stop or asyncio.Event()
         store = SurrealStore.from_settings(self.settings)
         await store.open()
         try:
             writer = BatchedWriter(store, seed=self.settings.seed, name="embedded",
-                                   close_timeout_s=self.close_timeout_s)
+                                   close_timeout_s=self.close_timeout_s,
+                                   on_written=self._stored)
+            self.graph = ReportGraph(writer)
+            await self.graph.load(store)
+            self.router = RecordRouter(writer, self.graph)
             close_error: str | None = None
             try:
                 summary, failure = await self._run(stop, writer)
@@ -206,9 +351,14 @@ class EmbeddedRuntime:
                 except StoreError as exc:
                     close_error = str(exc)
                     log.error("embedded run %s: %d record(s) NOT written to %s: %s", self.run_id,
-                              writer.pending, self.settings.db_url, exc)
+                              writer.pending, redact_url(self.settings.db_url), exc)
+                    self._overdue(writer, all_now=True, error=str(exc))
+            by_table: dict[str, int] = {}
+            for table, _, _ in writer.unwritten():
+                by_table[table] = by_table.get(table, 0) + 1
             summary.store = {**writer.stats(), "unwritten": writer.pending,
-                             "close_error": close_error}
+                             "unwritten_by_table": by_table, "close_error": close_error,
+                             "report_graph": self.graph.stats()}
         finally:
             await store.close()
         if failure is not None:
@@ -218,8 +368,9 @@ class EmbeddedRuntime:
     async def _run(self, stop: asyncio.Event,
                    writer: BatchedWriter) -> tuple[RunSummary, BaseException | None]:
         """Stations and consumer until stopped, then flush; the summary and what failed."""
-        t0 = self.clock()
-        fleet = self.fleet = self._fleet(t0)
+        t0 = self.clock() if self.t0_s is None else self.t0_s
+        self._scenario_t0 = t0
+        fleet = self.fleet = self._build_fleet(t0)
         stations_stop = asyncio.Event()
         stations_done = asyncio.Event()
 
@@ -230,7 +381,7 @@ class EmbeddedRuntime:
                 stations_done.set()
 
         st_task = asyncio.create_task(stations())
-        consumer = asyncio.create_task(self._consume(writer, fleet, stations_done))
+        consumer = asyncio.create_task(self._consume(writer, stations_done))
         cancelled: asyncio.CancelledError | None = None
         stopped = asyncio.ensure_future(stop.wait())
         try:
@@ -256,7 +407,7 @@ class EmbeddedRuntime:
                       "the pipeline" if consumer_error is not None else "the fleet",
                       type(failure).__name__, failure, self.bus.qsize())
         try:
-            self._handle(self.pipeline.flush(), writer, fleet)
+            self.core.on_stop(self.clock())
         except Exception as exc:
             failure = failure or exc
             log.error("embedded run %s: flushing the open ticks failed: %s: %s",
@@ -270,16 +421,22 @@ class EmbeddedRuntime:
         return summary, failure
 
     def _summary(self, t0: float, elapsed: float, fleet: Fleet) -> RunSummary:
-        c = self.pipeline.counters
+        pipe = self.core.pipeline
+        c = pipe.counters
+        check: dict[str, Any] = {}
+        if self.scenario is not None:
+            synthetic = {info.region for info in self.scenario.fleet}
+            alerts = [a for a in self.alerts if a.region in synthetic]
+            check = evaluate(self.scenario, alerts, t0=t0, horizon_s=elapsed,
+                             window_s=pipe.chain.meter.window_ticks * self.settings.tick_s)
         return RunSummary(
             run_id=self.run_id, events=c.events, alerts=c.alerts, reports=c.reports,
             dead_letters=c.dead_letters, events_per_s=round(c.events / elapsed, 1),
             duplicates=c.duplicates, late=c.late, ticks=c.ticks, responses=c.responses,
             acks=len(fleet.acks), stations=len(self.registry), duration_s=round(elapsed, 3),
-            db=self.settings.db_url, bytes_per_station=self.pipeline.bytes_per_station(),
-            scenario=evaluate(self.scenario, self.alerts, t0=t0, horizon_s=elapsed,
-                              window_s=self.pipeline.chain.meter.window_ticks * self.settings.tick_s),
-            alert_list=list(self.alerts),
+            db=redact_url(self.settings.db_url), bytes_per_station=pipe.bytes_per_station(),
+            scenario=check, alert_list=list(self.alerts), report_ids=list(self.report_ids),
+            meter=pipe.fusion,
         )
 
 

@@ -39,6 +39,8 @@ import orjson
 from convergence.settings import Settings
 from convergence.store.surreal import StoreError, SurrealStore
 from convergence.store.writer import BatchedWriter
+from convergence.streams.faust_config import faust_app_options
+from convergence.streams.metrics import WorkerMetrics
 from convergence.streams.topics import (
     STATUS_MAX_AGE_S,
     STORED,
@@ -96,13 +98,20 @@ class StoreSink:
         self._consumer: Any = None
         self._store: SurrealStore | None = None
         self._writer: BatchedWriter | None = None
+        self._router: Any = None
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer
 
+        from convergence.store.graph import ReportGraph
+        from convergence.streams.pipeline import RecordRouter
+
         self._store = SurrealStore.from_settings(self.settings)
         await self._store.open()
         self._writer = BatchedWriter(self._store, seed=self.settings.seed, name="cluster-store")
+        graph = ReportGraph(self._writer)
+        await graph.load(self._store)
+        self._router = RecordRouter(self._writer, graph)
         self._consumer = AIOKafkaConsumer(
             *self.topics, bootstrap_servers=self.settings.kafka_bootstrap.split(","),
             group_id=self.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
@@ -157,7 +166,7 @@ class StoreSink:
             rid = doc[id_field]
             if not isinstance(rid, str) or not rid:
                 raise ValueError(f"{id_field} is {rid!r}")
-            self._writer.submit(table, rid, doc)
+            self._router.submit(table, rid, doc)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             # Not ours to repair; the message stays on the topic for whoever investigates.
             self.skipped += 1
@@ -223,15 +232,20 @@ class WorkerParts:
 
 
 def build_app(settings: Settings, *, store: bool = True, partitions: int = 1,
-              core: WorkerCore | None = None, idle_interval_s: float = 0.25) -> faust.App:
+              core: WorkerCore | None = None, idle_interval_s: float = 0.25,
+              metrics: WorkerMetrics | None = None) -> faust.App:
     """The Faust app of one worker (see :func:`build_worker` for its parts)."""
     return build_worker(settings, store=store, partitions=partitions, core=core,
-                        idle_interval_s=idle_interval_s).app
+                        idle_interval_s=idle_interval_s, metrics=metrics).app
 
 
 def build_worker(settings: Settings, *, store: bool = True, partitions: int = 1,
-                 core: WorkerCore | None = None, idle_interval_s: float = 0.25) -> WorkerParts:
-    """Wire a Faust app: topics, the ingest agent, the idle timer, tables, the store sink."""
+                 core: WorkerCore | None = None, idle_interval_s: float = 0.25,
+                 metrics: WorkerMetrics | None = None) -> WorkerParts:
+    """Wire a Faust app: topics, the ingest agent, the idle timer, tables, the store sink.
+
+    ``metrics`` (counted by the core it builds) is what the worker's Prometheus
+    endpoint serves; ignored when ``core`` is given (it has its own)."""
     import faust
     from faust.types import TP
     from mode import Service
@@ -249,6 +263,7 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int = 1,
         autodiscover=False,
         datadir=str(datadir),
         consumer_auto_offset_reset="earliest",
+        **faust_app_options(settings),  # session/heartbeat timeouts (failover), client id
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
            "value_serializer": "raw"}
@@ -258,7 +273,8 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int = 1,
     summaries = app.Table("station-summary", default=None, partitions=partitions)
     checkpoints = app.Table("detector-state", default=None, partitions=partitions)
     if core is None:
-        core = WorkerCore(settings, summaries=summaries, checkpoints=checkpoints, run_id=run_id)
+        core = WorkerCore(settings, summaries=summaries, checkpoints=checkpoints, run_id=run_id,
+                          metrics=metrics)
     the_core = core
     events_topic = settings.topic("events")
     last_offset: dict[int, int] = {}
@@ -282,7 +298,7 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int = 1,
                 log.exception("worker: message %s[%d]@%d raised %s; dead-lettered it and "
                               "continuing - please report this with the dead letter",
                               msg.topic, msg.partition, msg.offset, type(exc).__name__)
-                emits = [the_core.internal_error(event.value, event.key, exc, wall)]
+                emits = the_core.internal_error(event.value, event.key, exc, wall)
             last_offset[msg.partition] = msg.offset
             await publish(emits)
 
@@ -299,6 +315,8 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int = 1,
                 hw = app.consumer.highwater(TP(events_topic, p))
             except Exception:
                 continue
+            if hw is not None:
+                the_core.metrics.lag(p, hw - off - 1)
             if hw is not None and off + 1 < hw:
                 return False
         return True
@@ -359,7 +377,7 @@ async def _probe_store(settings: Settings) -> None:
 
 
 def run_worker(settings: Settings, *, loglevel: str = "warning", store: bool = True,
-               partitions: int = 1) -> NoReturn:
+               partitions: int = 1, metrics: WorkerMetrics | None = None) -> NoReturn:
     """Run one worker in the foreground until SIGTERM/SIGINT; exits the process.
 
     Creates the topics first and, with ``store``, checks the database can be opened,
@@ -375,7 +393,7 @@ def run_worker(settings: Settings, *, loglevel: str = "warning", store: bool = T
             loop.run_until_complete(_probe_store(settings))
         finally:
             loop.close()
-    app = build_app(settings, store=store, partitions=partitions)
+    app = build_app(settings, store=store, partitions=partitions, metrics=metrics)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     # No terminal spinner: it writes cursor escapes into log files, and to spin on every
     # record it lowers the root logger to DEBUG, which costs CPU on a busy worker.

@@ -308,6 +308,9 @@ class BrokerHandle:
     version: str = ""
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
     _ephemeral: bool = field(default=False, repr=False, compare=False)
+    _argv: list[str] | None = field(default=None, repr=False, compare=False)
+    #: it started on storage kept from an earlier broker (topics and offsets survived)
+    kept_storage: bool = field(default=False, compare=False)
 
     def alive(self) -> bool:
         if self._proc is not None:
@@ -316,6 +319,15 @@ class BrokerHandle:
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM (Kafka shuts down cleanly), wait, then SIGKILL; remove our state."""
+        self.halt(timeout)
+        (self.state_dir / STATE_FILE).unlink(missing_ok=True)
+        if self._ephemeral:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def halt(self, timeout: float = 30.0) -> None:
+        """Stop the broker process (SIGTERM, wait, then SIGKILL) but keep its storage and
+        ports: also a fault drill (a broker restart); :meth:`relaunch` starts it again
+        with its topics and offsets."""
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
             if not self.alive():
                 break
@@ -324,9 +336,27 @@ class BrokerHandle:
             deadline = time.monotonic() + wait
             while self.alive() and time.monotonic() < deadline:
                 time.sleep(0.1)
-        (self.state_dir / STATE_FILE).unlink(missing_ok=True)
-        if self._ephemeral:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def relaunch(self, timeout: float = 90.0) -> None:
+        """Start a halted broker again on the same storage and ports; returns once it
+        answers metadata requests. Only for a broker this process started."""
+        if self._argv is None:
+            raise KafkaLocalError(f"the broker on {self.bootstrap} was not started by this "
+                                  "process; start it with `convergence kafka start`")
+        if self.alive():
+            return
+        with self.log_path.open("ab") as log:
+            proc = subprocess.Popen(self._argv, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT)
+        self._proc, self.pid = proc, proc.pid
+        host, _, port = self.bootstrap.rpartition(":")
+        deadline = time.monotonic() + timeout
+        while not (port_open(host, int(port)) and metadata_ok(self.bootstrap)):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise KafkaLocalError(f"the broker on {self.bootstrap} did not come back "
+                                      f"({'exited' if proc.poll() is not None else 'timed out'}). "
+                                      f"Log {self.log_path} (tail):\n{_log_tail(self.log_path)}")
+            time.sleep(0.3)
 
     def __enter__(self) -> BrokerHandle:
         return self
@@ -345,6 +375,22 @@ def _read_state(params: KafkaParams) -> BrokerHandle | None:
         return None
 
 
+def _kept_ports(state_dir: Path) -> tuple[int, int] | None:
+    """(client port, controller port) of the broker that formatted ``state_dir``'s storage,
+    or ``None`` when there is no formatted storage to keep."""
+    if not (state_dir / "data" / "meta.properties").is_file():
+        return None
+    try:
+        props = (state_dir / "server.properties").read_text()
+    except OSError:
+        return None
+    client = re.search(rf"PLAINTEXT://{re.escape(HOST)}:(\d+)", props)
+    controller = re.search(rf"CONTROLLER://{re.escape(HOST)}:(\d+)", props)
+    if client is None or controller is None:
+        return None
+    return int(client[1]), int(controller[1])
+
+
 def start(
     src: Settings | KafkaParams,
     *,
@@ -353,12 +399,17 @@ def start(
     state_dir: Path | None = None,
     timeout: float = 90.0,
     heap: str = DEFAULT_HEAP,
+    fresh: bool = False,
 ) -> BrokerHandle:
-    """Fetch if needed, format fresh storage and launch a broker; return once it serves metadata.
+    """Fetch if needed, prepare storage and launch a broker; return once it serves metadata.
 
     ``persistent`` uses ``<cache_dir>/kafka/run`` and records the broker there for
     :func:`status`/:func:`stop` in other processes; the broker survives this process.
-    Every start begins with empty storage: this is a development broker.
+    Storage already formatted in ``state_dir`` (a broker stopped earlier, or killed) is
+    kept - topics, messages and committed offsets survive a restart - and the broker
+    comes back on the same ports (the controller's port is recorded in its storage; the
+    client port stays too unless ``port`` says otherwise). ``fresh=True`` wipes it and
+    starts empty. Without ``state_dir`` (tests) every broker is new and thrown away.
     """
     params = KafkaParams.of(src)
     java = require_tools("java")["java"]
@@ -373,17 +424,32 @@ def start(
     if state_dir is None:
         (params.cache_dir / "kafka").mkdir(parents=True, exist_ok=True)
         state_dir = Path(tempfile.mkdtemp(prefix="broker-", dir=params.cache_dir / "kafka"))
-    shutil.rmtree(state_dir / "data", ignore_errors=True)
+    kept = None if fresh else _kept_ports(state_dir)
+    if kept is None:
+        shutil.rmtree(state_dir / "data", ignore_errors=True)
     state_dir.mkdir(parents=True, exist_ok=True)
-    picked = free_ports(2)
-    port = port or picked[0]
-    cport = next(p for p in picked if p != port)
-    if not port_free(port):
-        raise KafkaLocalError(f"port {HOST}:{port} is already in use; pick another with --port")
+    if kept is not None:
+        port, cport = port or kept[0], kept[1]
+        for p, what in ((port, "client"), (cport, "controller")):
+            if not port_free(p):
+                raise KafkaLocalError(
+                    f"port {HOST}:{p} ({what} port of the broker whose storage is kept in "
+                    f"{state_dir / 'data'}) is already in use; stop what uses it"
+                    + (", pick another client port with --port" if what == "client" else "")
+                    + ", or start with --fresh to begin with empty storage on new ports")
+    else:
+        picked = free_ports(2)
+        port = port or picked[0]
+        cport = next(p for p in picked if p != port)
+        if not port_free(port):
+            raise KafkaLocalError(f"port {HOST}:{port} is already in use; pick another with --port")
     props = state_dir / "server.properties"
     props.write_text(server_properties(params, state_dir, port, cport))
     log_path = state_dir / "broker.log"
     base = _java_cmd(java, params, state_dir, heap)
+    if kept is not None:
+        return _launch(params, base, props, state_dir, port, log_path, persistent, timeout,
+                       ephemeral=False, kept=True)
 
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     # "--cluster-id=ID", not "-t ID": a base64 id starts with "-" one time in 64 and the
@@ -396,14 +462,21 @@ def start(
         raise KafkaLocalError(f"formatting Kafka storage in {state_dir} failed (exit "
                               f"{res.returncode}; Kafka 4.x needs Java 17+, `java -version`):\n"
                               + _tail(res.stdout + res.stderr))
+    return _launch(params, base, props, state_dir, port, log_path, persistent, timeout,
+                   ephemeral=ephemeral, kept=False)
 
-    with log_path.open("wb") as log:
+
+def _launch(params: KafkaParams, base: list[str], props: Path, state_dir: Path, port: int,
+            log_path: Path, persistent: bool, timeout: float, *, ephemeral: bool,
+            kept: bool) -> BrokerHandle:
+    """Start ``kafka.Kafka`` on prepared storage and wait until it serves metadata."""
+    with log_path.open("ab" if kept else "wb") as log:
         # A detached (persistent) broker gets its own session so Ctrl-C in the launching
         # terminal does not reach it; a test broker shares ours so Ctrl-C ends it too.
         proc = subprocess.Popen([*base, "kafka.Kafka", str(props)], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=persistent)
     handle = BrokerHandle(f"{HOST}:{port}", proc.pid, log_path, state_dir, params.version,
-                          proc, ephemeral)
+                          proc, ephemeral, [*base, "kafka.Kafka", str(props)], kept)
     deadline = time.monotonic() + timeout
     while not (port_open(HOST, port) and metadata_ok(handle.bootstrap)):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -411,7 +484,9 @@ def start(
                    else f"did not answer metadata within {timeout:.0f}s")
             handle._ephemeral = False  # keep the log for whoever reads this error
             handle.stop(timeout=5)
-            raise KafkaLocalError(f"Kafka broker {params.version} on {handle.bootstrap} {why}. "
+            hint = (" It restarted on storage kept from an earlier run; if that storage is "
+                    "damaged, start with --fresh (this deletes its topics)." if kept else "")
+            raise KafkaLocalError(f"Kafka broker {params.version} on {handle.bootstrap} {why}.{hint} "
                                   f"Log {log_path} (tail):\n{_log_tail(log_path)}")
         time.sleep(0.3)
     if persistent:

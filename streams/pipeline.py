@@ -1,16 +1,24 @@
-"""The pipeline every runtime drives: validate → bucket → detect → respond → report.
+"""The pipeline every live runtime drives: validate → bucket → tick processor → records.
 
-:class:`Pipeline` is the one place where the pure stages are wired together. It
-owns no transport and no clock: runtimes hand it raw records or events together
+:class:`Pipeline` wraps the pure :class:`~convergence.detectors.processor.TickProcessor`
+(detectors, node states, the per-region meter and the adaptive responses — the very
+step the simulator calls) with what a live stream needs around it: edge validation,
+ingest into open ticks (dedup, lateness), the station registry, a small ring of recent
+events per station (report evidence), and the translation of each closed tick into
+typed records: :class:`~convergence.records.RegionReading` for every region,
+:class:`~convergence.records.Alert` s and :class:`~convergence.records.Report` revisions
+(:class:`~convergence.responses.reports.Reporter`) and
+:class:`~convergence.responses.actions.Response` s with their control commands.
+
+It owns no transport and no clock: runtimes hand it raw records or events together
 with the receiver's time, and a *watermark* (the event time up to which they believe
-input is complete); it hands back dead letters and, for every tick that closed,
-a :class:`TickOutcome` with the meter reading, alerts, reports and responses.
-The embedded runtime and the Faust worker call exactly this code.
+input is complete); it hands back dead letters and, for every tick that closed, a
+:class:`TickOutcome`. The embedded runtime and the Faust worker call exactly this code.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import collections
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,12 +27,22 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from convergence.counters import Counters
-from convergence.detectors.chain import ChainState, DetectorChain, StationMeta
+from convergence.detectors.chain import DetectorChain, StationMeta
 from convergence.detectors.ingest import EventColumns, TickAccumulator
-from convergence.detectors.meter import LEVELS, QUIET, ConvergenceMeter, explain
-from convergence.detectors.periodicity import slot_of
-from convergence.responses.axon import AdaptiveResponder, Response
-from convergence.responses.prism import build_alert, synthesize_report
+from convergence.detectors.meter import FEATURE_NAMES, LEVELS, ConvergenceMeter
+from convergence.detectors.processor import TickOutput, TickProcessor
+from convergence.records import (
+    MAX_EVIDENCE_PER_STATION,
+    Alert,
+    EvidenceSample,
+    Level,
+    MeterMethod,
+    PatternNote,
+    RegionReading,
+    Report,
+)
+from convergence.responses.actions import Response, responses_from
+from convergence.responses.reports import Calibration, Reporter
 from convergence.schema import DeadLetter, Event, Limits, ValidationError, dead_letter
 from convergence.settings import Settings, model_spec
 from convergence.stations import StationRegistry
@@ -41,22 +59,21 @@ T = TypeVar("T")
 
 @dataclass
 class TickOutcome:
-    """What one closed tick produced."""
+    """What one closed tick produced: every region's reading and the records to publish."""
 
     tick: int
     time_s: float
-    score: float
-    level: str
-    prev_level: str
-    alerts: list[dict[str, Any]] = field(default_factory=list)
-    reports: list[dict[str, Any]] = field(default_factory=list)
+    readings: list[RegionReading] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    reports: list[Report] = field(default_factory=list)
     responses: list[Response] = field(default_factory=list)
-    anomalous_stations: int = 0
-    region: str = ""
-    osint: bool = False
-    n_kinds: int = 0
-    #: regions that just reached ``watch`` without corroboration (decoys a person can see)
-    uncorroborated: list[dict[str, Any]] = field(default_factory=list)
+    #: regions that just reached ``watch`` without OSINT corroboration (decoys a person can see)
+    uncorroborated: list[RegionReading] = field(default_factory=list)
+
+    @property
+    def changed(self) -> list[RegionReading]:
+        """Readings of the regions whose level changed this tick."""
+        return [r for r in self.readings if r.changed]
 
 
 #: A record for the store: (table, id, document).
@@ -65,18 +82,43 @@ Record = tuple[str, str, dict[str, Any]]
 
 def outcome_records(oc: TickOutcome, run_id: str) -> list[Record]:
     """What one tick outcome stores, in publication order, every document stamped with
-    ``run_id``: responses, then reports, then alerts (a report is out before the alert
-    that refers to it, so whoever reacts to the alert can already fetch it).
+    ``run_id``: responses, then report revisions, then alerts (a report is out before the
+    alert that refers to it, so whoever reacts to the alert can already fetch it).
 
-    Every runtime stores outcomes through this function, so the embedded store and the
-    cluster's topics hold the same documents. Control commands are not records: how
+    A ``report`` record is one *revision* of a report (its ``revision`` says which); the
+    store keeps every revision and the newest as the report itself (see
+    :class:`~convergence.store.graph.ReportGraph`, which :class:`RecordRouter` hands them
+    to). Every runtime stores outcomes through this function, so the embedded store and
+    the cluster's topics hold the same documents. Control commands are not records: how
     they reach the stations is the runtime's business.
     """
-    out: list[Record] = [("response", r.response_id, {**r.to_dict(), "run_id": run_id})
+    out: list[Record] = [("response", r.response_id, {**r.document(), "run_id": run_id})
                          for r in oc.responses]
-    out += [("report", str(rep["report_id"]), {**rep, "run_id": run_id}) for rep in oc.reports]
-    out += [("alert", str(a["alert_id"]), {**a, "run_id": run_id}) for a in oc.alerts]
+    # a revision carries the run id its reporter was given: part of its chained content,
+    # it must not differ between a writer and whoever replays its input
+    out += [("report", rep.report_id, rep.to_dict()) for rep in oc.reports]
+    out += [("alert", a.alert_id, {**a.to_dict(), "run_id": run_id}) for a in oc.alerts]
     return out
+
+
+class RecordRouter:
+    """Where each record goes in the store: report revisions into the report graph (every
+    revision kept, chained for integrity), everything else straight to the writer.
+
+    Both runtimes store through one of these (the embedded runtime directly, the cluster's
+    store sink from the topics), so the database looks the same whichever wrote it.
+    """
+
+    def __init__(self, writer: Any, graph: Any) -> None:
+        self.writer = writer
+        self.graph = graph
+
+    def submit(self, table: str, record_id: str, doc: dict[str, Any], **kw: Any) -> None:
+        """Queue one record (``kw`` goes to the writer, e.g. ``urgent``)."""
+        if table == "report":
+            self.graph.submit(Report.from_dict(doc))
+        else:
+            self.writer.submit(table, record_id, doc, **kw)
 
 
 def dead_letter_record(d: DeadLetter, run_id: str, station_id: str | None = None) -> Record:
@@ -101,38 +143,86 @@ class PipelineCounters(Counters):
     responses: int = 0
 
 
+class EvidenceRing:
+    """The last few events of every station, for the evidence a report quotes.
+
+    Bounded: at most ``per_station`` samples per station (text cut to 280 characters),
+    so memory grows with stations, never with time.
+    """
+
+    def __init__(self, per_station: int = MAX_EVIDENCE_PER_STATION) -> None:
+        self.per_station = per_station
+        self._ring: dict[str, collections.deque[EvidenceSample]] = {}
+
+    def add(self, events: Sequence[Event]) -> None:
+        last: dict[str, list[Event]] = {}
+        for e in events[-4096:]:  # a huge batch: its most recent events are what matters
+            q = last.setdefault(e.station_id, [])
+            q.append(e)
+            if len(q) > self.per_station:
+                del q[0]
+        for sid, evs in last.items():
+            ring = self._ring.get(sid)
+            if ring is None:
+                ring = self._ring[sid] = collections.deque(maxlen=self.per_station)
+            for e in evs:
+                ring.append(EvidenceSample(
+                    sid, e.event_time_s, e.category, e.value,
+                    e.text[:280] if e.text else None, getattr(e, "url", None), e.source))
+
+    def of(self, station_ids: Sequence[str]) -> list[EvidenceSample]:
+        out: list[EvidenceSample] = []
+        for sid in station_ids[:25]:
+            out.extend(self._ring.get(sid, ()))
+        return out
+
+
 class Pipeline:
     """Stateful wiring of the pure stages for one stream of events (see module doc)."""
 
     def __init__(self, settings: Settings, registry: StationRegistry,
                  chain: DetectorChain | None = None,
-                 responder: AdaptiveResponder | None = None) -> None:
+                 processor: TickProcessor | None = None,
+                 calibration: Calibration | None = None, run_id: str = "") -> None:
         self.settings = settings
         self.registry = registry
         self.limits = Limits.from_settings(settings)
         self.tick_s = settings.tick_s
-        self.fusion = "rule-based fusion"
+        self.method = MeterMethod()
         self.regime_ref: str | None = None
-        self.chain = chain or DetectorChain(meter=self._meter(settings), tick_s=settings.tick_s,
-                                            **self._regime(settings))
-        self.responder = responder or AdaptiveResponder()
+        self.regime_names: tuple[str, ...] = ()
+        if processor is None:
+            chain = chain or DetectorChain(meter=self._meter(settings), tick_s=settings.tick_s,
+                                           **self._regime(settings))
+            processor = TickProcessor(chain)
+        self.processor = processor
+        self.chain = processor.chain
         n = max(len(registry), 1)
         self.acc = TickAccumulator(n_stations=n, tick_s=self.tick_s,
                                    allowed_lateness_s=settings.allowed_lateness_s)
-        self.state: ChainState = self.chain.init_state((n,))
+        self.state = processor.init_state((n,), max(len(registry.region_names()), 1))
         if len(registry):
-            self.chain.seed_baselines(self.state, registry.rates * self.tick_s)
+            processor.seed_baselines(self.state, registry.rates * self.tick_s)
         self.counters = PipelineCounters()
-        self._episode_tick: int | None = None
-        self._episode_responses: list[dict[str, Any]] = []
-        self._episode_patterns: list[dict[str, Any]] = []
-        self.last_reading: dict[str, Any] = {}
-        self._dark: dict[str, str] = {}
-        self._region_watch: set[int] = set()
-        self._scale = np.ones(n)
-        self._scale_until = np.full(n, -np.inf)
+        if calibration is None:
+            from convergence.responses.calibration import load_calibration
+
+            calibration = load_calibration(settings)
+        self.reporter = Reporter(window_ticks=self.chain.meter.window_ticks, tick_s=self.tick_s,
+                                 meter=self.chain.meter, method=self.method,
+                                 calibration=calibration, run_id=run_id)
+        self.evidence = EvidenceRing()
+        self.last_output: TickOutput | None = None
+        self._dark: set[str] = set()
+        self._region_watch: set[str] = set()
         self._meta: StationMeta | None = None
         self._meta_version = -1
+        self._n_state = n
+
+    @property
+    def fusion(self) -> str:
+        """The fusion in force, in words (``rule-based fusion``, ``LightGBM fusion meter@3``)."""
+        return self.method.label
 
     def _load_optional(self, settings: Settings, name: str,
                        loader: Callable[[ModelRegistry, int | None], T], what: str) -> T | None:
@@ -166,10 +256,11 @@ class Pipeline:
 
         scorer = self._load_optional(settings, "meter", load, "using the rule-based fusion")
         if scorer is None:
-            return ConvergenceMeter()
-        pinned = model_spec(settings.meter_model, "meter") is not None
-        self.fusion = f"lightgbm {settings.meter_model if pinned else 'meter (latest)'}"
-        return ConvergenceMeter(scorer=scorer)
+            # features ride in every report: an analyst's label makes it a training row
+            return ConvergenceMeter(window_ticks=settings.window_ticks, emit_features=True)
+        self.method = MeterMethod("lightgbm", str(getattr(scorer, "ref", settings.meter_model)))
+        return ConvergenceMeter(window_ticks=settings.window_ticks, scorer=scorer,
+                                emit_features=True)
 
     def _regime(self, settings: Settings) -> dict[str, Any]:
         """Chain arguments for a trained price-kind regime HMM, if one is to be used."""
@@ -186,6 +277,7 @@ class Pipeline:
                         "market price stations only, so it is not used", model.ref, model.kind)
             return {}
         self.regime_ref = model.ref
+        self.regime_names = tuple(model.names)
         return {"regime": model.filter(), "regime_kind": "price",
                 "regime_vol_window": model.vol_window}
 
@@ -202,12 +294,12 @@ class Pipeline:
             return []
         reg = self.registry
         cols = EventColumns.from_events(events, lambda e: reg.ensure(e.station_id, e.source_kind))
-        if len(reg) > self._scale.shape[0]:
-            self._grow(len(reg))
+        self._fit_registry()
         res = self.acc.add(cols)
         self.counters.events += res.accepted
         self.counters.duplicates += res.duplicates
         self.counters.late += int(res.late_idx.size)
+        self.evidence.add(events)
         dls = [
             dead_letter("ingest", events[int(i)].to_dict(), ValidationError(
                 "event_time_s",
@@ -219,33 +311,47 @@ class Pipeline:
         self.counters.dead_letters += len(dls)
         return dls
 
-    def _grow(self, n: int) -> None:
-        """Widen every per-station array to ``n`` stations (new stations registered):
-        detector state, open ticks, and the sensitivity scale (1, never expiring)."""
-        self.chain.grow(self.state, n)
-        self.acc.grow(n)
-        pad = n - self._scale.shape[0]
-        if pad > 0:
-            self._scale = np.concatenate([self._scale, np.ones(pad)])
-            self._scale_until = np.concatenate([self._scale_until, np.full(pad, -np.inf)])
+    def _fit_registry(self) -> None:
+        """Widen every per-station array (and the meter's regions) to the registry."""
+        n = len(self.registry)
+        if n > self._n_state:
+            self.processor.grow(self.state, n, max(len(self.registry.region_names()), 1))
+            self.acc.grow(n)
+            self._n_state = n
 
-    def _station_meta(self, quarantined: Any, scale: Any) -> StationMeta:
-        """This tick's station facts; the registry's arrays are taken once per version."""
+    def _station_meta(self) -> StationMeta:
+        """The registry's arrays, taken once per registry version."""
         if self._meta is None or self._meta_version != self.registry.version:
             self._meta = StationMeta.from_registry(self.registry)
             self._meta_version = self.registry.version
-        return dataclasses.replace(self._meta, quarantined=quarantined, threshold_scale=scale)
-
-    #: evidence (sd) of a station whose source keeps failing: enough to make it an
-    #: anomalous node, so several going dark together in a region converge like any signal
-    DARK_Z = 6.0
+        return self._meta
 
     def note_station_state(self, station_id: str, state: str) -> None:
         """A station's agent changed state; ``backing_off`` means its source went dark."""
         if state == "backing_off":
-            self._dark[station_id] = state
+            self._dark.add(station_id)
         else:
-            self._dark.pop(station_id, None)
+            self._dark.discard(station_id)
+
+    def manual(self, station_id: str, action: str, until_s: float | None = None) -> bool:
+        """A person quarantined (until ``until_s``) or resumed a station: the meter and the
+        node machine follow at once. Returns False for a station the pipeline never saw."""
+        idx = self.registry.get(station_id)
+        if idx is None:
+            return False
+        self._fit_registry()
+        n = self._n_state
+        if action == "resume":
+            mask = np.zeros(n, bool)
+            mask[idx] = True
+            self.processor.apply_manual(self.state, resume=mask)
+        elif action == "quarantine":
+            until = np.full(n, np.nan)
+            until[idx] = np.inf if until_s is None else until_s
+            self.processor.apply_manual(self.state, quarantine_until=until)
+        else:
+            raise ValueError(f"manual action must be quarantine or resume, got {action!r}")
+        return True
 
     def count_dead_letters(self, n: int) -> None:
         """Record dead letters produced upstream (e.g. undecodable messages)."""
@@ -260,97 +366,78 @@ class Pipeline:
         """Close and process every open tick (end of input)."""
         return [self._process(t, cells) for t, cells in self.acc.flush()]
 
+    def _dark_mask(self) -> np.ndarray[Any, Any] | None:
+        if not self._dark:
+            return None
+        mask = np.zeros(self._n_state, bool)
+        for sid in self._dark:
+            idx = self.registry.get(sid)
+            if idx is not None:
+                mask[idx] = True
+        return mask
+
+    def _regimes(self, out: TickOutput) -> dict[str, str]:
+        reg = out.detectors.get("regime")
+        if reg is None or not self.regime_names:
+            return {}
+        state = np.asarray(reg["regime"])
+        ids = self.registry.ids()
+        applies = self.chain.regime_applies(self.registry.kind_idx)
+        return {ids[i]: self.regime_names[int(state[i])]
+                for i in np.flatnonzero(applies) if i < len(ids) and i < state.shape[-1]}
+
     def _process(self, tick: int, cells: dict[str, Any]) -> TickOutcome:
         # Every array is already as wide as the registry: ingest_events grew them.
-        n = len(self.registry)
         time_s = (tick + 1) * self.tick_s
-        q = self.responder.quarantined(time_s, n)
-        scale = np.where(self._scale_until > time_s, self._scale, 1.0)
-        meta = self._station_meta(q, scale)
-        cells = {**cells, "slot": slot_of(tick * self.tick_s, self.chain.periodicity.slots_per_day)}
-        if self._dark:
-            dark = np.zeros(n)
-            for sid in self._dark:
-                idx = self.registry.get(sid)
-                if idx is not None:
-                    dark[idx] = self.DARK_Z
-            cells["dark_z"] = dark
-        out = self.chain.step(self.state, cells, meta)
-        ids = self.registry.ids() if out["matches"] else ()
-        for m in out["matches"]:
-            self._episode_patterns.append({
-                "pattern": m.pattern, "start_tick": m.start_tick, "end_tick": m.end_tick,
-                "stations": [ids[i] for i in m.all_stations if i < len(ids)]})
-        reading, node = out["meter"], out["node"]
-        self.last_reading = reading
+        reg = self.registry
+        out = self.processor.step(self.state, cells, self._station_meta(), tick=tick,
+                                  time_s=time_s, dark=self._dark_mask())
+        self.last_output = out
         self.counters.ticks += 1
-        level, prev = int(reading["level"]), int(reading["prev_level"])
-        outcome = TickOutcome(tick, time_s, float(reading["score"]), LEVELS[level], LEVELS[prev],
-                              anomalous_stations=int((reading["weights"] > 0).sum()),
-                              region=self._region_name(int(reading["region"])),
-                              osint=bool(reading["osint"]), n_kinds=int(reading["n_kinds"]))
-        outcome.uncorroborated = self._uncorroborated(reading)
-        if prev == QUIET and level > QUIET:
-            self._episode_tick = tick
-            self._episode_responses = []
-            # a cascade that completed just before the meter woke up belongs to the episode
-            horizon = tick - self.chain.meter.window_ticks
-            self._episode_patterns = [p for p in self._episode_patterns if p["end_tick"] >= horizon]
-        responses = self.responder.decide(tick=tick, time_s=time_s, level=level, prev_level=prev,
-                                          node_state=node["state"], weights=reading["weights"],
-                                          registry=self.registry)
-        outcome.responses = responses
-        self._apply_sensitivity(responses)
+        names = reg.region_names()
+        meter = out.meter
+        levels = [LEVELS[int(x)] for x in meter["level"]]
+        responses = responses_from(out.responses, reg, tick=tick, time_s=time_s, levels=levels,
+                                   policy=self.processor.responses.policy)
+        if out.matches:
+            ids = reg.ids()
+            notes, where = [], []
+            for m in out.matches:
+                stations = tuple(ids[i] for i in m.all_stations if i < len(ids))
+                notes.append(PatternNote(m.pattern, m.start_tick, m.end_tick, stations))
+                first = m.all_stations[0] if m.all_stations else 0
+                where.append(names[int(reg.region_idx[first])] if stations else "unknown")
+            self.reporter.note_patterns(notes, where)
+        self.reporter.note_responses(responses)
+        feats = meter.get("features")
+        alerts, reports = self.reporter.on_tick(
+            tick, time_s, meter, out.node, reg, evidence=self.evidence.of,
+            regimes=self._regimes(out), dark=sorted(self._dark),
+            features=feats, feature_names=FEATURE_NAMES if feats is not None else ())
+        th = self.chain.meter.thresholds
+        readings = [
+            RegionReading(names[r] if r < len(names) else "unknown", tick, time_s,
+                          round(float(meter["score"][r]), 2), Level.from_rank(int(meter["level"][r])),
+                          Level.from_rank(int(meter["prev_level"][r])), bool(meter["osint"][r]),
+                          int(meter["n_kinds"][r]), int(meter["n_nodes"][r]),
+                          self.reporter.episodes[names[r]].report_id
+                          if r < len(names) and names[r] in self.reporter.episodes else None,
+                          th)
+            for r in range(len(meter["level"]))]
+        oc = TickOutcome(tick, time_s, readings, alerts, reports, responses)
+        oc.uncorroborated = self._uncorroborated(readings)
+        self.counters.alerts += len(alerts)
+        self.counters.reports += len(reports)
         self.counters.responses += len(responses)
-        self._episode_responses.extend(r.to_dict() for r in responses)
-        if bool(reading["fired"]):
-            expl = explain(self.chain.meter, reading, node, self.registry.ids(),
-                           self.registry.kind_idx, self.registry.group_idx,
-                           self.registry.region_names(), self.registry.region_idx)
-            ep = self._episode_tick if self._episode_tick is not None else tick
-            alert = build_alert(episode_tick=ep, tick=tick, time_s=time_s, explanation=expl)
-            report = synthesize_report(alert, expl, self._episode_responses,
-                                       patterns=self._episode_patterns,
-                                       window_ticks=self.chain.meter.window_ticks,
-                                       tick_s=self.tick_s, method=self.fusion)
-            outcome.alerts.append(alert)
-            outcome.reports.append(report)
-            self.counters.alerts += 1
-            self.counters.reports += 1
-        if level == QUIET:
-            self._episode_tick = None
-            horizon = tick - self.chain.meter.window_ticks
-            self._episode_patterns = [p for p in self._episode_patterns if p["end_tick"] >= horizon]
-        return outcome
+        return oc
 
-    def _uncorroborated(self, reading: dict[str, Any]) -> list[dict[str, Any]]:
+    def _uncorroborated(self, readings: Sequence[RegionReading]) -> list[RegionReading]:
         """Regions entering ``watch`` whose score the OSINT rule holds below ``warning``."""
-        watch_at = self.chain.meter.thresholds[0]
-        scores = np.asarray(reading["region_score"])
-        now = {int(r) for r in np.flatnonzero(scores >= watch_at)}
-        notes = [{"region": self._region_name(r), "score": round(float(scores[r]), 1),
-                  "n_kinds": int(reading["region_kinds"][r])}
-                 for r in sorted(now - self._region_watch) if not bool(reading["region_osint"][r])]
+        now = {r.region for r in readings if r.level >= Level.WATCH}
+        notes = [r for r in readings if r.region in now - self._region_watch
+                 and not r.osint_corroborated]
         self._region_watch = now
         return notes
 
-    def _region_name(self, idx: int) -> str:
-        names = self.registry.region_names()
-        return names[idx] if 0 <= idx < len(names) else "unknown"
-
-    def _apply_sensitivity(self, responses: Sequence[Response]) -> None:
-        # threshold commands also tune the meter's own nodes: a region under warning
-        # needs less evidence per station to count as corroboration
-        regions = self.registry.region_names()
-        for r in responses:
-            cmd = r.command
-            if cmd is None or cmd.action.value != "set_thresholds" or cmd.target.type != "region":
-                continue
-            if cmd.target.value not in regions:
-                continue
-            mask = self.registry.region_idx == regions.index(cmd.target.value)
-            self._scale[mask] = float(cmd.params.get("scale", 1.0))
-            self._scale_until[mask] = cmd.expires_at_s
-
     def bytes_per_station(self) -> int:
-        return self.chain.nbytes_per_station(self.state)
+        return self.processor.nbytes_per_station(self.state)

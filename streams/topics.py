@@ -23,6 +23,7 @@ acks            station id                  ``CommandAck.to_dict()`` (from stati
 dead-letter     dead-letter id              ``DeadLetter.to_dict()`` (with its reason)
 runs            run id                      a worker's counters, sent when it stops
 station-status  station id                  a station agent's state (compacted)
+readings        region                      ``RegionReading`` of every region, every tick
 ==============  ==========================  =============================================
 
 Examples
@@ -48,11 +49,14 @@ from convergence.settings import Settings
 
 #: Every topic of the cluster, by logical name (``settings.topic(name)`` is the real one).
 TOPICS: tuple[str, ...] = ("events", "alerts", "reports", "responses", "control", "acks",
-                           "dead-letter", "runs", "station-status")
+                           "dead-letter", "runs", "station-status", "readings")
 
 #: Topic configs by logical name. Station status is compacted: the latest status of each
 #: station survives, older ones are cleaned up anyway after a week.
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    # every region's meter every tick, for dashboards: an hour is all anyone looks back
+    "readings": {"cleanup.policy": "delete", "retention.ms": str(3_600_000),
+                 "segment.ms": str(600_000)},
     "station-status": {"cleanup.policy": "compact,delete", "retention.ms": str(7 * 86_400_000),
                        "segment.ms": str(3_600_000)},
 }

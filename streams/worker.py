@@ -42,22 +42,25 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
 
+from convergence.control import ControlCommand
 from convergence.counters import Counters
 from convergence.detectors.base import ArrayState
 from convergence.ground_stations.scenario import default_fleet
-from convergence.schema import DeadLetter, Event, dead_letter
+from convergence.schema import DeadLetter, Event, dead_letter, valid_station_id
 from convergence.settings import Settings
 from convergence.stations import StationRegistry
+from convergence.streams.metrics import WorkerMetrics, dead_letter_reason
 from convergence.streams.pipeline import Pipeline, TickOutcome, dead_letter_record, outcome_records
 from convergence.streams.topics import STATUS_MAX_AGE_S, TOPIC_OF_TABLE, Emit, to_json
-from convergence.wire import decode_batch
+from convergence.wire import decode_batch, validate_many
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +154,49 @@ def _finite(v: Any) -> Any:
     return v
 
 
+# -- the output ports ---------------------------------------------------------------
+
+
+class OutputPort(Protocol):
+    """Where the runner's outputs go: stored records, control commands, tick outcomes.
+
+    The runner calls these synchronously while it processes input, and ``drain()`` once
+    per call it answers: a port that publishes asynchronously (Kafka topics) hands back
+    what to publish; one that acts at once (the embedded store and fleet) returns nothing.
+    """
+
+    def record(self, table: str, record_id: str, doc: dict[str, Any]) -> None: ...
+
+    def command(self, cmd: ControlCommand, response_id: str) -> None: ...
+
+    def outcome(self, oc: TickOutcome) -> None: ...
+
+    def drain(self) -> list[Emit]: ...
+
+
+class TopicPort:
+    """The cluster's port: every output becomes a message for its topic (:class:`Emit`),
+    published by the Faust adapter after each call. A report revision goes out once, on the
+    reports topic; the store sink keeps every revision (see ``RecordRouter``)."""
+
+    def __init__(self) -> None:
+        self._out: list[Emit] = []
+
+    def record(self, table: str, record_id: str, doc: dict[str, Any]) -> None:
+        self._out.append(Emit(TOPIC_OF_TABLE[table], record_id.encode(), to_json(doc)))
+
+    def command(self, cmd: ControlCommand, response_id: str) -> None:
+        self._out.append(Emit("control", cmd.command_id.encode(), to_json(cmd.to_dict())))
+
+    def outcome(self, oc: TickOutcome) -> None:
+        for rd in oc.readings:  # every region's meter, for dashboards (bounded: per tick)
+            self._out.append(Emit("readings", rd.region.encode(), to_json(rd.to_dict())))
+
+    def drain(self) -> list[Emit]:
+        out, self._out = self._out, []
+        return out
+
+
 @dataclass
 class CoreCounters(Counters):
     messages: int = 0
@@ -159,6 +205,14 @@ class CoreCounters(Counters):
     checkpoints_restored: int = 0
     checkpoints_rejected: int = 0
     resets: int = 0
+
+
+def _key_station(key: bytes | None) -> str | None:
+    """The station a message's key names, when it is a valid station id (a key of any
+    other shape, e.g. 1 MB of junk, names no station and never becomes a summary key)."""
+    if not key or len(key) > 64:
+        return None
+    return valid_station_id(key.decode("utf-8", errors="replace"))
 
 
 class WorkerCore:
@@ -183,7 +237,16 @@ class WorkerCore:
     batch_events / batch_wait_s: micro-batch bounds for ingest.
     max_checkpoint_age_s: older checkpoints are ignored on restore.
     run_id: stamped on every alert, report, response and dead letter.
+    metrics: where events in, dead letters, ticks closed and alert latency are counted
+        (:class:`~convergence.streams.metrics.WorkerMetrics`; default: a fresh one).
+
+    Summaries count each event once (a re-sent event, recognised by its content id
+    among the last :attr:`COUNTED_IDS`, is not counted again) and only under valid
+    station ids.
     """
+
+    #: how many recent event ids the summaries remember to count a re-sent event once
+    COUNTED_IDS = 65_536
 
     def __init__(self, settings: Settings, *,
                  registry_factory: Callable[[], StationRegistry] | None = None,
@@ -193,8 +256,11 @@ class WorkerCore:
                  summary_interval_s: float = 2.0, checkpoint_interval_s: float = 10.0,
                  max_checkpoint_age_s: float = 3600.0, table_batch: int = 4,
                  batch_events: int = 5000, batch_wait_s: float = 0.05,
-                 run_id: str | None = None) -> None:
+                 run_id: str | None = None, metrics: WorkerMetrics | None = None,
+                 port: OutputPort | None = None) -> None:
         self.settings = settings
+        self.port: OutputPort = port if port is not None else TopicPort()
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
         self.registry_factory = registry_factory or (
             lambda: StationRegistry(default_fleet(settings.stations, settings.seed)))
         self.summaries: MutableMapping[str, Any] = {} if summaries is None else summaries
@@ -210,6 +276,7 @@ class WorkerCore:
         self.owned: frozenset[int] = frozenset()
         # Per-station summaries survive resets: they count what this worker received.
         self.stations: dict[str, dict[str, Any]] = {}
+        self._counted: OrderedDict[str, None] = OrderedDict()  # recent event ids, counted once
         self._dirty: dict[int, set[str]] = {}
         self._summary_at: dict[int, float] = {}
         self._checkpoint_at: dict[int, float] = {}
@@ -243,7 +310,7 @@ class WorkerCore:
 
     def reset(self) -> None:
         """Fresh pipeline and watermark (a partition moved; the old state is not ours)."""
-        self.pipeline = Pipeline(self.settings, self.registry_factory())
+        self.pipeline = Pipeline(self.settings, self.registry_factory(), run_id=self.run_id)
         self.watermark = EventTimeWatermark(self.idle_after_s, self.max_lead_s)
         self._restored: set[str] = set()
         self._ingested = False
@@ -277,27 +344,41 @@ class WorkerCore:
         if bad and not events and len(bad) == 1 and bad[0].field in ("message", "v", "events"):
             self.counters.undecodable += 1
         pipe.count_dead_letters(len(bad))
-        key_station = key.decode("utf-8", errors="replace") if key else None
+        self.metrics.events_in(len(events))
+        key_station = _key_station(key)
+        return self._take(events, bad, key_station, wall_s, partition)
+
+    def on_records(self, records: Sequence[Any], wall_s: float, partition: int = 0) -> list[Emit]:
+        """Validate untrusted records (one station agent's batch, in process) and go on as
+        :meth:`on_message` does; the embedded runtime's way in."""
+        self.counters.messages += 1
+        good, bad = validate_many(records, now_s=wall_s, limits=self.pipeline.limits)
+        self.pipeline.count_dead_letters(len(bad))
+        self.metrics.events_in(len(good))
+        return self._take(good, bad, None, wall_s, partition)
+
+    def _take(self, events: list[Event], bad: Sequence[DeadLetter], key_station: str | None,
+              wall_s: float, partition: int) -> list[Emit]:
         self._account(events, bad, key_station, wall_s, partition)
-        emits = [self._dead_emit(d, key_station) for d in bad]
+        for d in bad:
+            self._dead(d, key_station)
         if events:
             if not self._pending:
                 self._pending_since_s = wall_s
             self._pending.extend(events)
         if self._pending and (len(self._pending) >= self.batch_events
                               or wall_s - self._pending_since_s >= self.batch_wait_s):
-            emits += self._flush(wall_s)
+            self._flush(wall_s)
         try:
             self._write_tables(partition, wall_s)
         except Exception:
             # Summaries and checkpoints are rewritten later; the alerts, reports and
             # commands already built from this batch must still go out.
             log.exception("worker: writing station summaries/checkpoints for partition %d "
-                          "failed; publishing this message's %d output(s) anyway",
-                          partition, len(emits))
-        return emits
+                          "failed; publishing this message's outputs anyway", partition)
+        return self.port.drain()
 
-    def _flush(self, wall_s: float) -> list[Emit]:
+    def _flush(self, wall_s: float) -> None:
         """Ingest the buffered events in one call and close what the watermark passed.
 
         One call per message would cost far more: ingest's work per call (dedup against
@@ -305,6 +386,7 @@ class WorkerCore:
         """
         events, self._pending = self._pending, []
         pipe = self.pipeline
+        started = time.perf_counter()
         try:
             late = pipe.ingest_events(events, wall_s)
         except Exception as exc:
@@ -313,8 +395,10 @@ class WorkerCore:
             log.exception("worker: ingesting %d buffered event(s) raised %s; dead-lettered "
                           "them - please report this with the dead letters",
                           len(events), type(exc).__name__)
-            return self._ingest_failed(events, exc, wall_s)
+            self._ingest_failed(events, exc, wall_s)
+            return
         self._ingested = True
+        self.metrics.stage_time("ingest", time.perf_counter() - started)
         # After ingest (which registers new stations), before any tick closes: detector
         # state only changes when ticks close, so nothing learnt is overwritten.
         self._restore(events)
@@ -326,13 +410,12 @@ class WorkerCore:
             self._seen.setdefault(self._partition_of.get(sid, 0), set()).add(sid)
         for d in late:
             self._account_dead(d.station_id, wall_s)
-        emits = [self._dead_emit(d, None) for d in late]
+            self._dead(d, None)
         wm = self.watermark.observe(max(e.event_time_s for e in events), wall_s)
         if wm is not None:
-            emits += self._outcome_emits(pipe.advance(wm))
-        return emits
+            self._outcomes(self._advance(wm))
 
-    def _ingest_failed(self, events: Sequence[Event], exc: Exception, wall_s: float) -> list[Emit]:
+    def _ingest_failed(self, events: Sequence[Event], exc: Exception, wall_s: float) -> None:
         """Dead letters (one per event, with the reason) for a batch ingest rejected."""
         reason = (f"internal error {type(exc).__name__} while ingesting a batch of "
                   f"{len(events)} event(s): {exc}; this is a bug - report it with this payload")
@@ -340,55 +423,83 @@ class WorkerCore:
         self.pipeline.count_dead_letters(len(dls))
         for d in dls:
             self._account_dead(d.station_id, wall_s)
-        return [self._dead_emit(d, None) for d in dls]
+            self._dead(d, None)
 
     def on_timer(self, wall_s: float, *, caught_up: bool = True) -> list[Emit]:
         """Ingest what waits in the buffer; idle advance when input has gone quiet."""
         if self.stopped:
             return []
-        emits = self._flush(wall_s) if self._pending else []
+        if self._pending:
+            self._flush(wall_s)
         wm = self.watermark.idle(wall_s, caught_up)
-        return emits if wm is None else emits + self._outcome_emits(self.pipeline.advance(wm))
+        if wm is not None:
+            self._outcomes(self._advance(wm))
+        return self.port.drain()
 
     def on_stop(self, wall_s: float | None = None) -> list[Emit]:
         """Graceful stop: ingest the buffer and close every open tick (their events are
         already committed, so they would be lost otherwise)."""
         if self.stopped:
             return []
-        emits = self._flush(time.time() if wall_s is None else wall_s) if self._pending else []
+        if self._pending:
+            self._flush(time.time() if wall_s is None else wall_s)
         self.stopped = True
-        return emits + (self._outcome_emits(self.pipeline.flush()) if self._ingested else [])
+        if self._ingested:
+            self._outcomes(self._advance(None))
+        return self.port.drain()
+
+    def _advance(self, watermark_s: float | None) -> list[TickOutcome]:
+        """Close the ticks the watermark passed (every open one for ``None``), timed."""
+        started = time.perf_counter()
+        outcomes = self.pipeline.flush() if watermark_s is None else self.pipeline.advance(watermark_s)
+        per_tick = (time.perf_counter() - started) / max(len(outcomes), 1)
+        for _ in outcomes:
+            self.metrics.tick_closed("tick", per_tick)
+        return outcomes
 
     def internal_error(self, value: bytes | None, key: bytes | None, exc: BaseException,
-                       wall_s: float) -> Emit:
+                       wall_s: float) -> list[Emit]:
         """A dead letter for a message that made the worker itself fail."""
         d = dead_letter("worker", value or b"", f"internal error {type(exc).__name__}: {exc}; "
                         "this is a bug - report it with this payload", received_at_s=wall_s)
         self.pipeline.count_dead_letters(1)
-        return self._dead_emit(d, key.decode("utf-8", errors="replace") if key else None)
+        self._dead(d, _key_station(key))
+        return self.port.drain()
+
+    def manual(self, cmd: ControlCommand, wall_s: float) -> None:
+        """A person's quarantine or resume of stations (from the control topic or the
+        dashboard): the pipeline follows at once, as the stations do."""
+        if cmd.action.value not in ("quarantine", "resume"):
+            return
+        reg = self.pipeline.registry
+        for sid in reg.ids():
+            info = reg.info(reg.index_of(sid))
+            if cmd.applies_to(sid, info.kind.value, info.region):
+                self.pipeline.manual(sid, cmd.action.value,
+                                     cmd.expires_at_s if cmd.action.value == "quarantine" else None)
 
     # -- output --------------------------------------------------------------
-    def _dead_emit(self, d: DeadLetter, key_station: str | None) -> Emit:
+    def _dead(self, d: DeadLetter, key_station: str | None) -> None:
         # An undecodable message names no station: blame the key's station.
-        table, rid, doc = dead_letter_record(d, self.run_id, key_station)
-        return Emit(TOPIC_OF_TABLE[table], rid.encode(), to_json(doc))
+        self.metrics.dead_letter(dead_letter_reason(d))
+        self.port.record(*dead_letter_record(d, self.run_id, key_station))
 
-    def _outcome_emits(self, outcomes: Sequence[TickOutcome]) -> list[Emit]:
-        out: list[Emit] = []
+    def _outcomes(self, outcomes: Sequence[TickOutcome]) -> None:
         for oc in outcomes:
-            if oc.level != oc.prev_level:
-                log.info("meter %s -> %s, score %.1f in %s (%d anomalous stations)",
-                         oc.prev_level, oc.level, oc.score, oc.region, oc.anomalous_stations)
+            for rd in oc.changed:
+                log.info("%s meter %s -> %s, score %.1f (%d stations counting)", rd.region,
+                         rd.prev_level, rd.level, rd.score, rd.n_stations)
             commands = {r.response_id: r.command for r in oc.responses if r.command is not None}
             for table, rid, doc in outcome_records(oc, self.run_id):
                 if table == "alert":
-                    log.warning("ALERT %s %s score %.1f in %s, report %s", rid, doc["level"],
-                                doc["score"], ", ".join(doc["regions"]), doc["report_id"])
-                out.append(Emit(TOPIC_OF_TABLE[table], rid.encode(), to_json(doc)))
+                    self.metrics.alert_latency(time.time() - float(doc["time_s"]))
+                    log.info("ALERT %s %s score %.1f in %s, report %s", rid, doc["level"],
+                                doc["score"], doc["region"], doc["report_id"])
+                self.port.record(table, rid, doc)
                 cmd = commands.get(rid) if table == "response" else None
                 if cmd is not None:  # a response's command follows it to the stations
-                    out.append(Emit("control", cmd.command_id.encode(), to_json(cmd.to_dict())))
-        return out
+                    self.port.command(cmd, rid)
+            self.port.outcome(oc)
 
     # -- per-station summaries and checkpoints --------------------------------
     def _station(self, sid: str) -> dict[str, Any]:
@@ -405,7 +516,13 @@ class WorkerCore:
         dirty = self._dirty.setdefault(partition, set())
         for e in events:
             s = self._station(e.station_id)
-            s["events"] += 1
+            # a re-sent event is the same event: summaries count events, not receipts
+            if e.event_id not in self._counted:
+                s["events"] += 1
+            self._counted[e.event_id] = None
+            self._counted.move_to_end(e.event_id)
+            while len(self._counted) > self.COUNTED_IDS:
+                self._counted.popitem(last=False)
             last = s["last_event_time_s"]
             if last is None or e.event_time_s > last:
                 s["last_event_time_s"] = e.event_time_s

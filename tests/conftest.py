@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from convergence.settings import load_settings
 
@@ -19,6 +21,14 @@ sys.path.insert(0, str(Path(__file__).parent / "ground_stations" / "fixtures"))
 import feed_server
 
 from convergence.streams import kafka_client, kafka_local
+
+# Property tests (issue 11's fuzzing): derandomized, so a run is reproducible and CI
+# never meets an example a developer did not; modest counts keep the suite fast; no
+# deadline on this shared 2-core machine; no example database written into the tree.
+hypothesis_settings.register_profile(
+    "convergence", max_examples=60, deadline=None, derandomize=True, database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+hypothesis_settings.load_profile("convergence")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -26,6 +26,9 @@ app.command("regime")(regime)
 runner = CliRunner()
 FAST = ["--states", "3", "--restarts", "2"]
 
+#: a small campaign for training tests: two genuine scenarios and two decoys
+FEW = "two-regions,topic-only,lone-surge,pure-noise"
+
 
 def write_prices(path: Path, n: int = 600, seed: int = 4, iso: bool = False) -> Path:
     rng = np.random.default_rng(seed)
@@ -163,6 +166,18 @@ def test_regime_fit_trains_on_the_file_with_a_warning(prices: Path, isolated: Pa
     assert not (isolated / "models").exists()  # --fit does not touch the registry
 
 
+def test_regime_and_training_say_when_rows_were_merged(prices: Path, isolated: Path,
+                                                     trained: Path) -> None:
+    lines = prices.read_text().splitlines()
+    prices.write_text("\n".join([*lines, lines[-1]]) + "\n")  # the last row sent twice
+    code, out = invoke("regime", prices, "--out", isolated / "l.csv")
+    assert code == 0, out
+    assert "note:" in out and "merged 2 rows sharing a timestamp into 1" in out
+    assert len(read_labels(isolated / "l.csv")[1]) == 600
+    code, out = invoke("models", "train", "regime", "--input", prices, *FAST)
+    assert code == 0 and "merged 2 rows sharing a timestamp into 1" in out
+
+
 @pytest.mark.parametrize(("ref", "message"), [
     ("regime@7", "has no version 7"),
     ("regime@x", "must be a positive integer"),
@@ -178,7 +193,7 @@ def test_regime_bad_model_reference(prices: Path, isolated: Path, trained: Path,
     ("time,price\n1,2\n", "header must name the columns 'timestamp' and 'value'"),
     ("timestamp,value\n1,100\n2,abc\n", "line 3: value 'abc' is not a number"),
     ("timestamp,value\n1,100\nyesterday,101\n", "line 3: timestamp 'yesterday' is neither"),
-    ("timestamp,value\n5,100\n4,101\n", "line 3: timestamp '4' is not after"),
+    ("timestamp,value\n5,100\n4,\n", "line 3: value '' is not a number"),  # (4 before 5: sorted)
     ("timestamp,value\n1,100\n2,101,7\n", "line 3: expected 2 fields"),
     ("timestamp,value\n1,nan\n", "line 2: value 'nan' is not finite"),
     ("", "is empty"),
@@ -212,3 +227,54 @@ def test_iso_timestamps_and_bad_name(isolated: Path) -> None:
     assert invoke("models", "train", "regime", "--input", iso, *FAST)[0] == 0
     assert invoke("regime", iso, "--out", isolated / "l.csv")[0] == 0
     assert read_labels(isolated / "l.csv")[1][0][0] == "2024-03-01T00:00:00Z"
+
+
+# -- issue 11, item 16: a damaged folder, meter rows, candidates ---------------------------
+
+
+def test_list_survives_a_damaged_model_folder(prices: Path, isolated: Path, trained: Path) -> None:
+    bad = trained / "regime" / "v0002"
+    bad.mkdir()
+    (bad / "meta.json").write_text("{not json")
+    (trained / "junk").write_text("not a model folder")
+    result = runner.invoke(app, ["models", "list"])
+    assert result.exit_code == 0, result.output
+    assert "regime@1" in result.stdout
+    assert "skipped a damaged model" in result.stderr and "v0002" in result.stderr
+    as_json = runner.invoke(app, ["models", "list", "--json"])
+    assert [m["version"] for m in json.loads(as_json.stdout)] == [1]
+
+
+def test_list_shows_meter_models_with_their_quality_and_status(isolated: Path) -> None:
+    from convergence.models.meter_model import train_meter
+
+    scratch = ModelRegistry(isolated / "scratch")
+    trained = train_meter(scratch, runs=2, folds=2, seed=7, num_rounds=10, scenarios=FEW)
+    # kept as a candidate (as a model worse than the rule is): listed as one, never in use
+    reg = ModelRegistry(isolated / "models")
+    reg.save_text("meter", trained.booster.model_to_string(),
+                  {**trained.record.metadata, "status": "candidate"})
+    result = runner.invoke(app, ["models", "list", "--json"])
+    row = json.loads(result.stdout)[0]
+    assert row["status"] == "candidate" and row["in_use"] is False
+    wide = CliRunner(env={"COLUMNS": "250"}).invoke(app, ["models", "list"])
+    line = next(x for x in wide.stdout.splitlines() if "meter@1" in x)
+    held = trained.metrics["heldout_learned"]
+    for words in ("lightgbm meter", "2 runs x 4 scenarios, seed 7 (held out: 8)", "AUC 0.",
+                  f"held out: {held['detected']} detected", "candidate (worse than the rule)"):
+        assert words in line, line
+
+
+def test_a_count_model_on_a_price_file_is_an_error_not_all_calm(prices: Path,
+                                                                isolated: Path) -> None:
+    counts = isolated / "counts.csv"
+    rng = np.random.default_rng(3)
+    counts.write_text("timestamp,value\n" + "".join(
+        f"{1_700_000_000 + 60 * i},{int(c)}\n" for i, c in enumerate(rng.poisson(5, 600))))
+    code, out = invoke("models", "train", "regime", "--input", counts, *FAST, "--name", "msgs")
+    assert code == 0, out
+    code, out = invoke("regime", prices, "--out", isolated / "l.csv", "--model", "msgs@1")
+    assert code == 1, out
+    flat = " ".join(out.split())
+    assert "msgs@1 is a count model" in flat and "looks like a price series" in flat
+    assert not (isolated / "l.csv").exists()

@@ -129,3 +129,48 @@ def test_help_names_the_options() -> None:
     assert r.exit_code == 0
     for opt in ("--kind", "--station-id", "--source-kind", "--map", "--items-path", "--limit"):
         assert opt in r.output
+
+
+# -- issue 11, item 19: a local feed file, event_time_s rows, wrong-kind files, bad ids ------
+
+
+def test_a_saved_rss_or_atom_file_is_probed_like_the_feed(tmp_path: Path) -> None:
+    for name in ("saved.xml", "saved.rss", "saved-no-extension"):
+        f = tmp_path / name
+        f.write_bytes(fresh_rss(3))
+        r = run(str(f), "--station-id", "news-probe")
+        assert r.exit_code == 0, r.output
+        events = lines(r.stdout)
+        assert [e["text"] for e in events] == ["Headline 0", "Headline 1", "Headline 2"]
+        assert {e["category"] for e in events} == {"politics"} and events[0]["source"] == name
+    forced = run(str(tmp_path / "saved.xml"), "--kind", "rss", "--limit", "1")
+    assert forced.exit_code == 0 and len(lines(forced.stdout)) == 1
+
+
+def test_json_lines_keyed_event_time_s_read_as_their_time(tmp_path: Path) -> None:
+    now = time.time()
+    f = tmp_path / "exported.jsonl"
+    f.write_text("".join(json.dumps({"event_time_s": now - 60 * i, "category": "quake",
+                                     "value": 2.5 + i}) + "\n" for i in range(3)))
+    r = run(str(f), "--source-kind", "sensor")
+    assert r.exit_code == 0, r.output
+    assert [e["value"] for e in lines(r.stdout)] == [2.5, 3.5, 4.5]
+    assert "0 dead letter(s)" in r.stderr
+
+
+def test_a_file_of_the_wrong_kind_is_summarised_not_a_line_per_row(tmp_path: Path) -> None:
+    f = tmp_path / "prices.csv"
+    f.write_text("timestamp,price\n" + "".join(f"{1_700_000_000 + i},{100 + i}\n" for i in range(600)))
+    r = run(str(f), "--source-kind", "osint_news")  # news rows need a category column
+    assert r.exit_code == 1
+    err = r.stderr.splitlines()
+    assert len(err) < 30, f"{len(err)} stderr lines"
+    assert "... and 590 more dead letters not shown (by field: category 590)" in r.stderr
+    assert "0 good event(s), 600 dead letter(s)" in r.stderr
+
+
+def test_an_empty_station_id_is_one_error() -> None:
+    r = run(str(FIXTURES / "ticks.csv"), "--source-kind", "market_price", "--station-id", "")
+    assert r.exit_code == 1
+    errors = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: station id '' is not valid")

@@ -296,3 +296,25 @@ def test_command_reports_a_missing_topic(monkeypatch: pytest.MonkeyPatch) -> Non
     r = invoke("command", "resume", "--target", "all")
     assert_clean_failure(r, 1, "control topic 'clitest-control' does not exist")
     assert r.stderr.count("error:") == 1, r.stderr  # said once, not re-wrapped as a Kafka error
+
+
+# -- issue 11, item 19: init writes only what the fleet loader accepts, and no FILE.tmp ------
+
+
+def test_init_validates_the_interval_as_the_fleet_loader_does(tmp_path: Path) -> None:
+    out = tmp_path / "fleet.toml"
+    r = CliRunner().invoke(app, ["init", "--out", str(out), "--interval", "1e9"])
+    assert_clean_failure(r, 2, "--interval 1e+09", "at most 86400", "nothing was written")
+    assert not out.exists() and not list(tmp_path.iterdir())
+    ok = CliRunner().invoke(app, ["init", "--out", str(out), "--interval", "86400"])
+    assert ok.exit_code == 0, ok.output
+    listed = CliRunner().invoke(app, ["list", "--fleet", str(out), "--json"])
+    assert listed.exit_code == 0, listed.output
+
+
+def test_a_failed_init_leaves_no_temporary_file(tmp_path: Path) -> None:
+    target = tmp_path / "taken"
+    target.mkdir()  # a directory where the file should go: the final rename fails
+    r = CliRunner().invoke(app, ["init", "--out", str(target), "--force"])
+    assert_clean_failure(r, 1, f"cannot write {target}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]

@@ -4,6 +4,8 @@ import math
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from convergence.schema import (
     Event,
@@ -89,3 +91,66 @@ def test_dead_letter_keeps_payload_reason_and_stable_id() -> None:
     assert d1.to_dict()["reason"] == "is not finite"
     big = dead_letter("wire", b"\xff" * 10_000, "garbage", received_at_s=NOW)
     assert len(big.payload) <= 4096 and big.field == ""
+
+
+# -- issue 11: dead letters stay bounded whatever came in ---------------------------------
+
+
+def test_an_oversized_station_id_never_reaches_the_dead_letter_raw() -> None:
+    huge = "s" * 1_000_000
+    err = ValidationError("station_id", "must match [A-Za-z0-9_.:-]{1,64}")
+    d = dead_letter("wire", raw(station_id=huge), err, received_at_s=NOW)
+    assert d.station_id is None  # an invalid id is no station
+    assert len(d.payload) <= 4096 and d.payload.startswith('{"station_id":"sss')
+    assert d.payload_size > 1_000_000  # the original size, for whoever reads it
+    assert len(str(d.to_dict())) < 10_000
+    big_text = dead_letter("wire", "t" * 2_000_000, "too long", received_at_s=NOW)
+    assert len(big_text.payload) == 4096 and big_text.payload_size == 2_000_000
+    raw_bytes = dead_letter("wire", b"\x00" * 50_000, "garbage", received_at_s=NOW)
+    assert len(raw_bytes.payload) == 4096 and raw_bytes.payload_size == 50_000
+    long_reason = dead_letter("wire", {}, "r" * 50_000, received_at_s=NOW)
+    assert len(long_reason.reason) <= 1000 and long_reason.reason.endswith("(50000 chars)")
+
+
+def test_deeply_nested_input_makes_a_dead_letter_instead_of_raising() -> None:
+    deep: Any = []
+    for _ in range(100_000):
+        deep = [deep]
+    d = dead_letter("wire", {"station_id": "s1", "value": deep}, "too deep", received_at_s=NOW)
+    assert d.station_id == "s1" and len(d.payload) <= 4096
+    assert d.payload_size > 100_000  # about its JSON size, counted without recursion
+    with pytest.raises(ValidationError, match="value"):
+        validate_event(raw(value=deep), now_s=NOW)
+
+
+def test_a_hostile_repr_does_not_escape() -> None:
+    class Bad:
+        def __repr__(self) -> str:
+            raise RuntimeError("no")
+
+    d = dead_letter("wire", [Bad()], "odd", received_at_s=NOW)
+    assert "unprintable" in d.payload or "Bad" in d.payload
+
+
+# -- property tests (hypothesis): validation says yes or names what is wrong, nothing else ---
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                 max_size=4),
+    max_leaves=15)
+_FIELDS = ("station_id", "source_kind", "event_time_s", "category", "value", "text", "lat", "lon",
+           "source", "event_id", "schema_version", "extra")
+
+
+@given(st.dictionaries(st.sampled_from(_FIELDS), _JSON, max_size=6) | _JSON)
+def test_validation_returns_an_event_or_raises_a_named_validation_error(over: Any) -> None:
+    candidate = {**raw(), **over} if isinstance(over, dict) else over
+    try:
+        e = validate_event(candidate, now_s=NOW)
+    except ValidationError as err:
+        assert err.field and err.reason and len(str(err)) < 2000
+        d = dead_letter("wire", candidate, err, received_at_s=NOW)
+        assert len(d.payload) <= 4096 and len(d.reason) <= 1000
+        return
+    assert validate_event(e.to_dict(), now_s=NOW) == e  # what passes is stable

@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from convergence.timeparse import MS_THRESHOLD, parse_time, to_number
+from convergence.timeparse import MS_THRESHOLD, parse_time, parse_when, to_number
 
 T12 = 1_714_564_800.0  # 2024-05-01T12:00:00Z
 MAX_S = 253_402_300_800.0  # 10000-01-01T00:00:00Z, the first instant refused
@@ -117,3 +117,28 @@ def test_to_number_known_answers(raw: Any, expected: float) -> None:
 def test_to_number_refusals_say_what_was_wrong(raw: Any, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         to_number(raw)
+
+
+# -- parse_when: times a person types on the command line ---------------------------------
+
+NOW = 1_773_457_920.0  # 2026-03-14T03:12:00Z
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("now", NOW), ("-1d", NOW - 86400), ("-2h", NOW - 7200), ("-30m", NOW - 1800), ("-45s", NOW - 45),
+    ("-1w", NOW - 7 * 86400), ("-1.5h", NOW - 5400), (" -2h ", NOW - 7200),
+    ("2026-03-14T00:00:00Z", NOW - 11520), ("2026-03-14", NOW - 11520), ("1773457920", NOW),
+])
+def test_parse_when_accepts_relative_and_absolute_times(text: str, expected: float) -> None:
+    assert parse_when(text, NOW) == expected
+
+
+@pytest.mark.parametrize("text", ["-3y", "-h", "-1d2h", "--1d", "-1e3d", "yesterday", ""])
+def test_parse_when_refuses_what_it_cannot_read_and_says_what_it_takes(text: str) -> None:
+    with pytest.raises(ValueError, match=r"is not a time|neither unix seconds nor ISO-8601|not a timestamp"):
+        parse_when(text, NOW)
+
+
+def test_parse_when_refuses_a_relative_time_before_1970() -> None:
+    with pytest.raises(ValueError, match="outside 1970-01-01"):
+        parse_when("-99999999d", NOW)

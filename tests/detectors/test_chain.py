@@ -34,10 +34,10 @@ def test_a_batch_of_runs_steps_exactly_like_each_run_alone() -> None:
     rng = np.random.default_rng(11)
     cells = [_cells(rng, (n_runs,), [1, 3], t) for t in range(ticks)]
     chain = DetectorChain(tick_s=60.0)
-    state = chain.init_state((n_runs, N))
+    state = chain.init_state((n_runs, N), n_regions=3)
     chain.seed_baselines(state, np.full((n_runs, N), RATE))
     alone = [DetectorChain(tick_s=60.0) for _ in range(n_runs)]
-    states = [c.init_state((N,)) for c in alone]
+    states = [c.init_state((N,), n_regions=3) for c in alone]
     for c, st in zip(alone, states, strict=True):
         c.seed_baselines(st, np.full(N, RATE))
     batch_matches, single_matches = [], []
@@ -58,7 +58,7 @@ def test_a_batch_of_runs_steps_exactly_like_each_run_alone() -> None:
 
 def test_patterns_can_be_switched_off() -> None:
     chain = DetectorChain(patterns=None)
-    state = chain.init_state((2, N))
+    state = chain.init_state((2, N), n_regions=3)
     assert "patterns" not in state
     out = chain.step(state, _cells(np.random.default_rng(0), (2,), [], 0), META)
     assert out["matches"] == []
@@ -68,8 +68,8 @@ def test_the_pattern_matcher_follows_a_new_fleet_of_the_same_size() -> None:
     chain = DetectorChain(tick_s=60.0)
     sensors = StationMeta(kind_idx=np.full(N, KIND_INDEX["sensor"]), group_idx=np.arange(N),
                           region_idx=META.region_idx)
-    chain.step(chain.init_state((N,)), _cells(np.random.default_rng(0), (), [], 0), sensors)
-    state = chain.init_state((N,))
+    chain.step(chain.init_state((N,), n_regions=3), _cells(np.random.default_rng(0), (), [], 0), sensors)
+    state = chain.init_state((N,), n_regions=3)
     chain.seed_baselines(state, np.full(N, RATE))
     rng = np.random.default_rng(11)
     matches = [m for t in range(20)

@@ -35,7 +35,8 @@ def test_pinned_ticks_level_shift_and_variance_change() -> None:
     outs = _run(_shift_then_spread(3)[:, None])
     assert _ticks(outs, "change_level") == [52]
     assert _ticks(outs, "change_variance") == [84]
-    assert float(outs[52]["cusum_level_up"][0]) == pytest.approx(6.78, abs=0.01)
+    # 6.78 before baselines were winsorised: tick 51 no longer pulls the mean up by its full size
+    assert float(outs[52]["cusum_level_up"][0]) == pytest.approx(7.01, abs=0.01)
     assert float(outs[52]["cusum_level_down"][0]) == 0.0
     assert float(outs[84]["cusum_variance"][0]) == pytest.approx(16.52, abs=0.01)
 
@@ -136,3 +137,27 @@ def test_settings_are_stored_under_their_own_names() -> None:
                         var_floor=2.0, evidence_scale=5.0, clip=4.0)
     assert (det.alpha, det.k, det.h, det.k_var, det.h_var, det.warmup_ticks, det.var_floor,
             det.evidence_scale, det.clip) == (0.1, 0.25, 8.0, 0.75, 20.0, 3, 2.0, 5.0, 4.0)
+
+
+def test_variance_down_chart_flags_a_stream_going_flat() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(0.0, 1.0, 300)
+    x[150:] = 0.0
+    det = CusumDetector(poisson_floor=False, var_floor=1e-12, variance_down=True, warmup_ticks=20)
+    st = det.init_state((1,))
+    outs = [det.step(st, {"count": np.array([v])}) for v in x]
+    down = [t for t, o in enumerate(outs) if o["change_variance_down"][0]]
+    assert down and 150 < down[0] < 200 and not any(t < 150 for t in down)
+    assert "v_down" not in CusumDetector().state_spec()  # counts: off, state unchanged
+
+
+def test_one_huge_value_or_nan_never_makes_the_charts_nan() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(10.0, 1.0, 300)
+    x[100], x[150] = 1e200, np.nan
+    det = CusumDetector(poisson_floor=False, var_floor=1e-12)
+    st = det.init_state((1,))
+    outs = [det.step(st, {"count": np.array([v])}) for v in x]
+    assert all(np.isfinite(o["cusum_z"][0]) for o in outs)
+    assert all(np.isfinite(v).all() for v in st.values())
+    assert float(st["mu"][0]) == pytest.approx(10.0, abs=1.0)

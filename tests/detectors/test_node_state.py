@@ -39,7 +39,7 @@ def test_peak_evidence_split_by_type_and_since() -> None:
     st = m.init_state((1,))
     for b, e in [(5, 1), (6, 7), (1, 0), (0, 0)]:
         out = m.step(st, {"burst_z": np.array([float(b)]), "entropy_drop_z": np.array([float(e)])})
-    assert out["peak"][0, 0] == 6 and out["peak"][0, 1] == pytest.approx(0.8 * 7)
+    assert out["peak"][0, 0] == 6 and out["peak"][0, 1] == pytest.approx(1.0 * 7)
     assert out["since"][0] == 2
 
 

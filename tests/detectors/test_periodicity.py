@@ -155,3 +155,100 @@ def test_scalar_slot_matches_per_station_slots() -> None:
         assert np.array_equal(a[k], b[k]), k
     with pytest.raises(ValueError, match="slot must be in"):
         det.step(a, {"count": c, "slot": np.asarray(6)})
+
+
+# -- level + daily profile + weekday model ---------------------------------------------------
+from convergence.detectors.periodicity import week_slot_of  # noqa: E402
+
+QUARTER = 900.0
+
+
+def _level_model(**kw: Any) -> PeriodicityDetector:
+    args: dict[str, Any] = {"slots_per_day": 96, "min_seen": 3, "var_floor": 1e-12,
+                            "poisson_floor": False, "level_alpha": 0.002, "week": True,
+                            "week_alpha": 0.002}
+    args.update(kw)
+    return PeriodicityDetector(**args)
+
+
+def _seasonal(days: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    t = np.arange(days * 96) * QUARTER + 3 * DAY  # starts on a Sunday
+    weekend = week_slot_of(t) >= 5
+    return t, 50 + 4 * np.sin(2 * np.pi * t / DAY) - 3.0 * weekend + rng.normal(0, 0.5, t.shape[0])
+
+
+def _run_level(det: PeriodicityDetector, t: np.ndarray, x: np.ndarray,
+               rebase: np.ndarray | None = None) -> list[dict[str, Any]]:
+    st = det.init_state((1,))
+    outs = []
+    for i in range(t.shape[0]):
+        inp: dict[str, Any] = {"count": x[i:i + 1], "slot": slot_of(t[i], 96),
+                               "week_slot": week_slot_of(t[i])}
+        if rebase is not None:
+            inp["rebase"] = rebase[i:i + 1]
+        outs.append(det.step(st, inp))
+    return outs
+
+
+def test_level_model_learns_the_daily_cycle_and_the_weekend() -> None:
+    t, x = _seasonal(28)
+    outs = _run_level(_level_model(), t, x)
+    z = np.array([o["periodicity_z"][0] for o in outs])
+    resid = np.array([x[i] - o["periodicity_expected"][0] for i, o in enumerate(outs)])
+    late = slice(96 * 14, None)  # two weeks in: every weekday seen twice
+    assert np.abs(resid[late]).std() < 0.7  # the noise (0.5), not the 4 + 3 of the seasons
+    assert np.abs(z[late]).max() < 5.0 and np.abs(z[late]).std() < 1.3
+    # one absolute mean per slot mixes weekdays and weekends: its expectation is off by
+    # far more than the noise, so it needs a wide band and misses what is inside it
+    flat = _run_level(PeriodicityDetector(slots_per_day=96, min_seen=3, var_floor=1e-12,
+                                          poisson_floor=False), t, x)
+    resid_flat = np.array([x[i] - o["periodicity_expected"][0] for i, o in enumerate(flat)])
+    assert np.abs(resid_flat[late]).std() > 2 * np.abs(resid[late]).std()
+
+
+def test_rebase_absorbs_a_level_shift_while_the_profile_is_kept() -> None:
+    t, x = _seasonal(21)
+    x[96 * 14:] += 20.0
+    rebase = np.zeros(t.shape[0], bool)
+    rebase[96 * 14 + 3] = True  # as a CUSUM alarm would, a few rows after the shift
+    outs = _run_level(_level_model(), t, x, rebase)
+    z = np.array([o["periodicity_z"][0] for o in outs])
+    assert np.abs(z[96 * 14: 96 * 14 + 3]).min() > 10  # the shift is seen
+    assert np.abs(z[96 * 14 + 10:]).max() < 5.0  # then absorbed: the daily shape still fits
+    no_rebase = _run_level(_level_model(), t, x)
+    assert np.abs([o["periodicity_z"][0] for o in no_rebase[96 * 14 + 10:96 * 15]]).max() > 5.0
+
+
+def test_level_model_profile_stays_centred_and_survives_wild_values() -> None:
+    t, x = _seasonal(10)
+    x[500] = 1e200
+    x[600] = np.nan
+    det = _level_model()
+    st = det.init_state((1,))
+    for i in range(t.shape[0]):
+        out = det.step(st, {"count": x[i:i + 1], "slot": slot_of(t[i], 96), "week_slot": week_slot_of(t[i])})
+        assert np.isfinite(out["periodicity_z"]).all()
+    assert all(np.isfinite(v).all() for v in st.values())
+    assert abs(float(st["mu"][0].mean())) < 1e-3 and abs(float(st["wk"][0].mean())) < 1e-3
+    assert float(st["level"][0]) == pytest.approx(50 - 3 * 2 / 7, abs=1.0)
+
+
+def test_level_model_judges_against_the_level_before_slots_are_trusted() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(0.0, 1.0, 200)
+    x[150] = 12.0
+    det = _level_model(week=False, min_rows=40)
+    st = det.init_state((1,))
+    outs = [det.step(st, {"count": x[i:i + 1], "slot": np.int64(i % 96)}) for i in range(200)]
+    z = np.array([o["periodicity_z"][0] for o in outs])
+    assert z[:40].max() == 0.0 and z[150] > 8 and not outs[150]["periodicity_trusted"][0]
+
+
+def test_level_model_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="level_alpha > 0"):
+        PeriodicityDetector(week=True)
+    with pytest.raises(ValueError, match="week_slot"):
+        _level_model().step(_level_model().init_state((1,)), {"count": np.ones(1), "slot": np.int64(0)})
+    with pytest.raises(ValueError, match="min_rows"):
+        _level_model(min_rows=-1)

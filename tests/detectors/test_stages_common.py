@@ -36,6 +36,11 @@ def _inputs_slot(rng: np.random.Generator, shape: tuple[int, ...], t: int) -> di
             "slot": np.int64(t % 4)}
 
 
+def _inputs_week(rng: np.random.Generator, shape: tuple[int, ...], t: int) -> dict[str, Any]:
+    return {"count": rng.normal(5.0 + 3.0 * (t > 30), 1.0, shape), "slot": np.int64(t % 4),
+            "week_slot": np.int64((t // 4) % 7), "rebase": rng.random(shape) < 0.05}
+
+
 def _inputs_price(rng: np.random.Generator, shape: tuple[int, ...], t: int) -> dict[str, Any]:
     return {"value": 100.0 * np.exp(rng.normal(0, 0.01 * (1 + (t > 30)), shape))}
 
@@ -43,8 +48,12 @@ def _inputs_price(rng: np.random.Generator, shape: tuple[int, ...], t: int) -> d
 STAGES: list[tuple[Callable[[], Stage], Callable[..., dict[str, Any]]]] = [
     (EntropyDetector, _inputs_count),
     (BurstDetector, _inputs_count),
+    (lambda: BurstDetector(poisson_floor=False, learn_fast_var=True), _inputs_count),
     (CusumDetector, _inputs_count),
     (lambda: PeriodicityDetector(slots_per_day=4, min_seen=2), _inputs_slot),
+    (lambda: PeriodicityDetector(slots_per_day=4, min_seen=2, level_alpha=0.05, week=True,
+                                 poisson_floor=False, min_rows=5), _inputs_week),
+    (lambda: CusumDetector(poisson_floor=False, variance_down=True, var_floor=1e-9), _inputs_count),
     (lambda: RegimeFeatures("price", vol_window=5), _inputs_price),
     (NodeStateMachine, _inputs_node),
 ]

@@ -455,6 +455,9 @@ def test_worker_wiring(compose: dict[str, Any]) -> None:
     assert url.port == int(bind.rsplit(":", 1)[1])
     assert env["CONVERGENCE_DB_USER"] == _option(surreal_cmd, "--user")
     assert env["CONVERGENCE_DB_PASSWORD"] == _option(surreal_cmd, "--pass")
+    # metrics reachable from the compose network, on one fixed port per container
+    assert env["CONVERGENCE_METRICS_HOST"] == "0.0.0.0" and env["CONVERGENCE_METRICS_PORT"] == "9100"
+    assert "ports" not in worker
 
     deps = worker["depends_on"]
     assert set(deps) == {"kafka", "surrealdb"}

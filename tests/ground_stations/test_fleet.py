@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from convergence.ground_stations import fleet as fleet_mod
 from convergence.ground_stations.agent import StationAgent
@@ -326,3 +328,64 @@ def test_json_stations_get_their_mapping() -> None:
     broken = replace(spec, source=replace(spec.source, options={**spec.source.options, "timeout_s": -1}))
     with pytest.raises(ValueError, match=r"station #1 .*json source rejected its options"):
         build_source(broken, None, 0.0, 0)
+
+
+# -- property tests (hypothesis): any fleet text is a fleet or one error listing problems ----
+
+_SCALAR = (st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=False)
+           | st.text(st.characters(codec="utf-8", exclude_characters='"\\\n\r'), max_size=12))
+_KEYS = ["id", "name", "source_kind", "region", "group", "interval_s", "bogus"]
+_SOURCE_KEYS = ["type", "rate_per_s", "path", "speed", "url", "fmt", "timeout_s"]
+
+
+def _toml(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return {float("inf"): "inf", float("-inf"): "-inf"}.get(v, repr(v))
+    if isinstance(v, str):
+        return f'"{v}"'
+    return str(v)
+
+
+@st.composite
+def _fleet_text(draw: st.DrawFn) -> str:
+    parts = []
+    if draw(st.booleans()):
+        parts.append(f"seed = {_toml(draw(_SCALAR))}")
+    for _ in range(draw(st.integers(0, 3))):
+        fields = draw(st.dictionaries(st.sampled_from(_KEYS), _SCALAR, max_size=6))
+        if draw(st.booleans()):
+            fields.setdefault("id", draw(st.sampled_from(["a", "b", "s-1"])))
+            fields.setdefault("source_kind", draw(st.sampled_from(["sensor", "osint_news", "x"])))
+        source = draw(st.dictionaries(st.sampled_from(_SOURCE_KEYS), _SCALAR, max_size=3))
+        if draw(st.booleans()):
+            source.setdefault("type", draw(st.sampled_from(["synthetic", "replay", "rss", "x"])))
+        parts.append("[[station]]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in fields.items())
+                     + "[station.source]\n"
+                     + "".join(f"{k} = {_toml(v)}\n" for k, v in source.items()))
+    return "\n".join(parts)
+
+
+def _check_fleet_error(exc: FleetError) -> None:
+    assert exc.problems and all(p.strip() for p in exc.problems)
+    assert str(exc).startswith("fleet.toml:")
+
+
+@given(_fleet_text())
+def test_any_fleet_table_loads_or_lists_its_problems(text: str) -> None:
+    try:
+        spec = loads_fleet(text, origin="fleet.toml")
+    except FleetError as exc:
+        _check_fleet_error(exc)
+        return
+    # what loads renders and loads again to the same stations
+    assert loads_fleet(render_fleet(spec.stations, seed=spec.seed)).stations == spec.stations
+
+
+@given(st.text(max_size=300) | st.binary(max_size=300).map(lambda b: b.decode("latin-1")))
+def test_any_text_loads_or_lists_its_problems(text: str) -> None:
+    try:
+        loads_fleet(text, origin="fleet.toml")
+    except FleetError as exc:
+        _check_fleet_error(exc)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from convergence.ground_stations.base import SourceError
 from convergence.ground_stations.http_json import HttpJsonSource, get_path, map_item, parse_mapping
@@ -206,3 +209,27 @@ def test_get_path_walks_objects_and_lists() -> None:
 def test_map_item_turns_numeric_codes_into_names() -> None:
     rec = map_item({"t": 3, "v": "2"}, parse_mapping({"category": "t", "value": "v"}), now_s=NOW)
     assert (rec["category"], rec["value"]) == ("3", 2.0)
+
+
+# -- property tests (hypothesis): any answer is records or dead letters, never an exception --
+
+_LEAF = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+                  st.text(max_size=12), st.just(T12), st.just("2024-05-01T12:00:00Z"))
+_ITEM = st.dictionaries(st.sampled_from(["ts", "type", "magnitude", "title", "geo", "x"]),
+                        _LEAF | st.dictionaries(st.sampled_from(["lat", "lon"]), _LEAF), max_size=6)
+
+
+@given(st.binary(max_size=400)
+       | st.lists(_ITEM | _LEAF, max_size=8).map(lambda v: json.dumps(v).encode()))
+def test_any_json_answer_is_records_or_one_dead_letter_per_item(body: bytes) -> None:
+    src = HttpJsonSource("http://api.example/q", QUAKES, QUAKE_MAP)
+    recs = src.records_from(body, NOW)
+    dead = src.drain_rejects()
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        assert recs == [] and len(dead) == 1  # an unreadable answer is one dead letter
+        return
+    if isinstance(doc, list):
+        assert len(recs) + len(dead) + src.duplicates == len(doc)
+    assert validate_many(recs, now_s=NOW)[1] == []

@@ -125,3 +125,20 @@ def test_detect_url_kind() -> None:
     assert detect_url_kind("", b"\xef\xbb\xbf  <?xml") == "rss"
     assert detect_url_kind("text/plain", b"{}") == "json"
     assert detect_url_kind("text/plain", b"hello") is None
+
+
+def test_saved_feeds_are_detected_and_read_like_fetched_ones(tmp_path: Path) -> None:
+    assert detect_file_kind(FIXTURES / "rss_good.xml") == "rss"
+    assert detect_file_kind(FIXTURES / "atom_good.xml") == "rss"
+    bare = tmp_path / "feed"
+    bare.write_bytes((FIXTURES / "atom_good.xml").read_bytes())
+    assert detect_file_kind(bare) == "rss"
+    events, dead = probe(str(FIXTURES / "rss_bad_items.xml"), station_id="news-1", now_s=NOW)
+    assert all(e.station_id == "news-1" for e in events)
+    assert all("rss_bad_items.xml item" in d.reason for d in dead if d.field != "body")
+
+
+def test_a_bad_station_id_is_refused_before_anything_is_read() -> None:
+    for sid in ("", "has space", "x" * 65):
+        with pytest.raises(ProbeError, match=r"station id .* is not valid"):
+            probe(str(FIXTURES / "ticks.csv"), station_id=sid, source_kind="market_price")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from convergence.ground_stations.base import SourceError
 from convergence.ground_stations.replay import FileReplaySource
@@ -269,3 +272,71 @@ def test_parse_time_refuses_garbage(raw: Any) -> None:
 def test_to_number_refuses_garbage(raw: Any) -> None:
     with pytest.raises(ValueError):
         to_number(raw)
+
+
+def test_json_lines_of_exported_events_read_event_time_s_as_their_time(tmp_path: Path) -> None:
+    f = tmp_path / "events.jsonl"
+    f.write_text('{"event_time_s": 1714564800, "category": "quake", "value": 3.1}\n'
+                 '{"event_time_s": "later", "category": "quake"}\n'
+                 '{"timestamp": 1714564860, "event_time_s": "ignored", "category": "quake"}\n')
+    src = FileReplaySource(f, SENSOR, speed=None)
+    recs = drain_all(src, NOW)
+    assert [r["text"] for r in recs] == ["[orig 2024-05-01T12:00:00Z]", "[orig 2024-05-01T12:01:00Z]"]
+    (bad,) = src.drain_rejects()
+    assert bad.field == "event_time_s" and "line 2: event_time_s" in bad.reason
+
+
+# -- property tests (hypothesis): any file is records and one dead letter per bad line ------
+
+_CELL = st.one_of(st.sampled_from(["1714564800", "2024-05-01T12:00:00Z", "101.5", "x", "", "-1",
+                                   "1e400", "nan", "quake", '"a,b"', "1e11"]),
+                  st.text(max_size=8))
+_ROWS = st.lists(st.lists(_CELL, min_size=1, max_size=5), max_size=12)
+
+
+def _lines_and_dead(path: Path, fmt: str, kind: str) -> tuple[int, list[Any], list[DeadLetter]]:
+    src = FileReplaySource(path, StationInfo("s-1", kind), speed=None, fmt=fmt, batch_rows=50)
+    recs = drain_all(src, NOW, max_polls=1000)
+    return src.lines_read, recs, src.drain_rejects()
+
+
+def _one_dead_letter_per_line(lines: int, recs: list[Any], dead: list[DeadLetter]) -> None:
+    numbers = [int(d.reason.split(" line ")[1].split(":")[0]) for d in dead]
+    assert len(numbers) == len(set(numbers)), "a line got more than one dead letter"
+    assert all(1 <= n <= lines for n in numbers)
+    assert len(recs) + len(dead) <= lines
+    assert validate_many(recs, now_s=NOW)[1] == []  # what a replay releases, the edge accepts
+
+
+@given(st.sampled_from(["timestamp,category,value", "timestamp,price,symbol", "a,b"]), _ROWS,
+       st.sampled_from(["sensor", "market_price"]))
+def test_any_csv_rows_are_records_or_one_dead_letter_per_line(
+        tmp_path_factory: pytest.TempPathFactory, header: str, rows: list[list[str]],
+        kind: str) -> None:
+    f = tmp_path_factory.mktemp("csv") / "rows.csv"
+    f.write_text(header + "\n" + "".join(",".join(r) + "\n" for r in rows), encoding="utf-8")
+    _one_dead_letter_per_line(*_lines_and_dead(f, "csv", kind))
+
+
+@given(st.binary(max_size=600), st.sampled_from(["csv", "jsonl"]))
+def test_any_bytes_never_raise_and_are_one_dead_letter_per_line(
+        tmp_path_factory: pytest.TempPathFactory, data: bytes, fmt: str) -> None:
+    f = tmp_path_factory.mktemp("raw") / f"data.{fmt}"
+    f.write_bytes(data)
+    _one_dead_letter_per_line(*_lines_and_dead(f, fmt, "sensor"))
+
+
+_VALUE = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=10),
+                   st.just(1714564800), st.just("2024-05-01T12:00:00Z"),
+                   st.lists(st.integers(), max_size=2))
+
+
+@given(st.lists(st.dictionaries(st.sampled_from(["timestamp", "event_time_s", "category", "value",
+                                                 "text", "lat", "lon", "symbol", "price"]),
+                                _VALUE, max_size=6), max_size=10))
+def test_any_json_lines_are_records_or_one_dead_letter_per_line(
+        tmp_path_factory: pytest.TempPathFactory, rows: list[dict[str, Any]]) -> None:
+    f = tmp_path_factory.mktemp("jsonl") / "rows.jsonl"
+    # the stdlib writes what orjson will not: huge integers, NaN, Infinity - all must be read
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    _one_dead_letter_per_line(*_lines_and_dead(f, "jsonl", "sensor"))

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from convergence.ground_stations.agent import BACKING_OFF, Fleet, StationAgent
 from convergence.ground_stations.base import SourceError
@@ -237,3 +239,28 @@ def test_constructor_checks() -> None:
         RssSource("http://127.0.0.1/x", NEWS, default_category="")
     with pytest.raises(ValueError, match="timeout_s"):
         RssSource("http://127.0.0.1/x", NEWS, timeout_s=0)
+
+
+# -- property tests (hypothesis): any body is records or dead letters, never an exception ---
+
+_XMLISH = st.text(st.sampled_from(list("<>/?!=\"' abcdefghijklmnopqrstuvwxyz&;#\n")), max_size=200)
+_TITLE = st.text(st.characters(codec="utf-8", exclude_characters="<&"), max_size=40)
+
+
+@given(st.binary(max_size=400) | _XMLISH.map(str.encode))
+def test_any_feed_body_is_records_or_dead_letters(body: bytes) -> None:
+    src = RssSource("http://feeds.example/x", NEWS)
+    recs = src.records_from(body, NOW)
+    dead = src.drain_rejects()
+    assert validate_many(recs, now_s=NOW)[1] == []
+    assert all(d.reason and len(d.payload) <= 4096 for d in dead)
+
+
+@given(st.lists(st.tuples(st.text("abc", min_size=1, max_size=2), _TITLE), max_size=6))
+def test_every_item_of_a_feed_is_a_record_a_dead_letter_or_a_known_repeat(
+        items: list[tuple[str, str]]) -> None:
+    src = RssSource("http://feeds.example/x", NEWS)
+    recs = src.records_from(rss(items), NOW)
+    dead = [d for d in src.drain_rejects() if d.field != "body"]
+    assert len(recs) + len(dead) + src.duplicates == len(items)
+    assert validate_many(recs, now_s=NOW)[1] == []

@@ -126,3 +126,16 @@ def test_sidecar_is_readable_json(reg: ModelRegistry) -> None:
 def test_empty_or_missing_root_lists_nothing(tmp_path: Path) -> None:
     assert ModelRegistry(tmp_path / "nope").list() == []
     assert ModelRegistry(tmp_path).list() == []
+
+
+def test_a_damaged_version_is_skipped_and_named_when_asked(reg: ModelRegistry) -> None:
+    reg.save_text("meter", "m", {})
+    bad = reg.save_text("meter", "m", {})
+    reg.save_arrays("regime", {"x": np.zeros(2)}, {})
+    (bad.path / "meta.json").write_text("{not json")
+    skipped: list[str] = []
+    assert [r.ref for r in reg.list(skipped=skipped)] == ["meter@1", "regime@1"]
+    assert len(skipped) == 1 and "v0002" in skipped[0] and "delete" in skipped[0]
+    with pytest.raises(RegistryError, match=r"v0002/meta\.json is unreadable"):
+        reg.record("meter", 2)  # pinned to the damaged one: say so, not "no version 2"
+    assert reg.record("regime").ref == "regime@1"  # the others still load

@@ -35,7 +35,7 @@ def test_parse_timestamp_known_answers() -> None:
 
 @pytest.mark.parametrize(("raw", "message"), [
     ("soon", "timestamp 'soon' is neither unix seconds nor ISO-8601 (e.g. 2024-05-01T12:00:00Z)"),
-    ("-5", "timestamp '-5' is outside 1970-01-01..9999-12-31"),
+    ("-5", "timestamp '-5' is outside 1970-01-01..9999-12-31"),  # numbers stay unix seconds
     ("inf", "timestamp 'inf' is not a finite timestamp"),
 ])
 def test_parse_timestamp_errors_start_with_the_column_name(raw: str, message: str) -> None:
@@ -125,20 +125,56 @@ def test_bad_values(tmp_path: Path, value: str, problem: str) -> None:
     assert read_error(write(tmp_path, f"timestamp,value\n1,{value}\n")) == f"F line 2: {problem}"
 
 
-@pytest.mark.parametrize(("rows", "now", "before"), [
-    ("5,1\n5,2\n", "5", "5"),  # duplicate
-    ("5,1\n4,2\n", "4", "5"),  # backwards
-])
-def test_timestamps_must_strictly_increase(tmp_path: Path, rows: str, now: str, before: str) -> None:
-    msg = read_error(write(tmp_path, "timestamp,value\n" + rows))
-    assert msg == (f"F line 3: timestamp {now!r} is not after the previous row's {before!r}; "
-                   "sort the file by time and drop duplicate rows")
+def test_duplicates_are_merged_with_their_mean_and_a_note(tmp_path: Path) -> None:
+    s = read_series(write(tmp_path, "timestamp,value\n5,1\n5,2\n6,4\n"))
+    assert s.timestamps.tolist() == [5.0, 6.0] and s.values.tolist() == [1.5, 4.0]
+    assert s.row_of.tolist() == [0, 0, 1] and s.text == ("5", "6")
+    assert s.notes == ("merged 2 rows sharing a timestamp into 1 (their mean value)",)
+
+
+def test_rows_out_of_order_are_sorted_within_the_window_and_later_ones_dropped(tmp_path: Path) -> None:
+    rows = "".join(f"{t},{t}\n" for t in [10, 11, 13, 12, 14, 15, 16, 9, 17])
+    s = read_series(write(tmp_path, "timestamp,value\n" + rows), max_disorder_rows=3)
+    # 12 is one row late (sorted in); 9 comes 7 rows after 10 was read: too late, dropped
+    assert s.timestamps.tolist() == [10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0]
+    assert s.values.tolist() == s.timestamps.tolist()
+    assert s.row_of.tolist() == [0, 1, 3, 2, 4, 5, 6, -1, 7]
+    assert s.notes == ("sorted 1 row that arrived out of order (at most 1 row late)",
+                       "dropped 1 row that arrived more than 3 rows out of order")
+
+
+def test_in_order_file_has_no_notes_and_identity_rows(tmp_path: Path) -> None:
+    s = read_series(write(tmp_path, "timestamp,value\n1,1\n2,2\n"))
+    assert s.notes == () and s.row_of.tolist() == [0, 1] and s.labels is None
 
 
 def test_the_same_instant_in_seconds_and_milliseconds_is_a_duplicate(tmp_path: Path) -> None:
-    msg = read_error(write(tmp_path, "timestamp,value\n1704067200,1\n1704067200000,2\n"))
-    assert msg.startswith("F line 3: timestamp '1704067200000' is not after the previous row's "
-                          "'1704067200'")
+    s = read_series(write(tmp_path, "timestamp,value\n1704067200,1\n1704067200000,3\n"))
+    assert s.timestamps.tolist() == [1704067200.0] and s.values.tolist() == [2.0]
+
+
+def test_merging_huge_values_does_not_overflow(tmp_path: Path) -> None:
+    s = read_series(write(tmp_path, "timestamp,value\n1,1e308\n1,1e308\n"))
+    assert s.values.tolist() == [1e308]
+
+
+def test_label_column_follows_merged_and_sorted_rows(tmp_path: Path) -> None:
+    s = read_series(write(tmp_path, "timestamp,value,is_anomaly\n2,1,0\n1,1,0\n2,5,1\n"),
+                    label_column="is_anomaly")
+    assert s.labels is not None and s.labels.tolist() == [0, 1]
+    assert "line 2: label 'x'" in read_error_labels(write(tmp_path, "timestamp,value,is_anomaly\n1,1,x\n",
+                                                          "bad.csv"))
+
+
+def read_error_labels(path: Path) -> str:
+    with pytest.raises(SeriesError) as err:
+        read_series(path, label_column="is_anomaly")
+    return str(err.value)
+
+
+def test_dates_before_1970_are_historical_not_errors(tmp_path: Path) -> None:
+    s = read_series(write(tmp_path, "timestamp,value\n1871-01-01,1120\n1872-01-01,1160\n"))
+    assert s.timestamps[0] < s.timestamps[1] < 0 and s.text == ("1871-01-01", "1872-01-01")
 
 
 def test_malformed_csv(tmp_path: Path) -> None:

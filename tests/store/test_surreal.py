@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from surrealdb import RecordID
 
 from convergence.settings import load_settings
 from convergence.store import TABLES, StoreError, SurrealStore
@@ -163,7 +164,9 @@ def test_unknown_table_and_bad_arguments_raise_value_error() -> None:
             await store.list("alert", limit=-1)
 
     with_store("mem://", body)
-    assert {"alert", "report", "response", "dead_letter", "run"} == TABLES
+    assert {"alert", "report", "response", "dead_letter", "run", "campaign", "station", "revision",
+            "event",
+            "label", "chain", "involves", "cites", "triggered", "of"} == TABLES
 
 
 def test_calls_on_a_closed_store_say_what_to_do() -> None:
@@ -300,3 +303,233 @@ def test_close_is_idempotent() -> None:
         assert not store.is_open
 
     asyncio.run(main())
+
+
+# -- graph relations and read queries ----------------------------------------------------
+
+
+def test_relations_are_real_graph_edges_written_idempotently() -> None:
+    async def body(store: SurrealStore) -> tuple[Any, Any, int]:
+        await store.upsert_many("station", [("s-1", {"kind": "news"}), ("s-2", {"kind": "sensor"})])
+        await store.upsert("report", "r-1", {"level": "converged"})
+        edges = [("r-1|s-1", {"in": "report:r-1", "out": "station:s-1", "share": 0.6}),
+                 ("r-1|s-2", {"in": "report:r-1", "out": "station:s-2", "share": 0.4})]
+        await store.upsert_many("involves", edges)
+        await store.upsert_many("involves", [("r-1|s-1", {"in": "report:r-1", "out": "station:s-1",
+                                                          "share": 0.7})])
+        walked = await store.select("walk", "SELECT record::id(id) AS s FROM $r->involves->station",
+                                    {"r": RecordID("report", "r-1")})
+        back = await store.select("back", "SELECT record::id(id) AS r FROM $s<-involves<-report",
+                                  {"s": RecordID("station", "s-1")})
+        return walked, back, (await store.get("involves", "r-1|s-1") or {}).get("share")
+
+    walked, back, share = with_store("mem://", body)
+    assert sorted(w["s"] for w in walked) == ["s-1", "s-2"] and back == [{"r": "r-1"}]
+    assert share == 0.7
+
+
+def test_a_malformed_edge_is_refused_before_anything_is_written() -> None:
+    async def body(store: SurrealStore) -> None:
+        for doc, bad in (({"out": "station:s"}, "'in'"), ({"in": "report:r", "out": "nowhere"}, "'out'"),
+                         ({"in": "involves:x", "out": "station:s"}, "'in'")):
+            with pytest.raises(ValueError, match=f"needs {bad} as 'TABLE:ID'"):
+                await store.upsert("involves", "e", doc)
+        assert await store.count("involves") == 0
+
+    with_store("mem://", body)
+
+
+def test_select_returns_plain_rows() -> None:
+    async def body(store: SurrealStore) -> Any:
+        await store.upsert("alert", "a-1", {"score": 0.5, "at": dt.datetime(2024, 5, 1, tzinfo=dt.UTC)})
+        return await store.select("read", "SELECT * FROM alert WHERE score > $min", {"min": 0.1})
+
+    assert with_store("mem://", body) == [{"id": "a-1", "score": 0.5, "at": "2024-05-01T00:00:00+00:00"}]
+# -- issue 11: what the engine cannot take, faults, and read-only opens ----------------
+
+
+def test_nul_bytes_and_lone_surrogates_are_stored_and_read_back() -> None:
+    """The engine stores a NUL but then cannot serialise the record again; the store
+    writes visible escapes instead, so list() and get() keep working."""
+    doc = {"payload": "ab\x00cd", "lone": "\udc80x", "nested": {"k\x00": ["\x00"]},
+           "created_at": "2024-05-01T00:00:00Z"}
+
+    async def body(store: SurrealStore) -> tuple[Any, Any]:
+        await store.upsert("dead_letter", "d-1", doc)
+        return await store.get("dead_letter", "d-1"), await store.list("dead_letter")
+
+    got, listed = with_store("mem://", body)
+    assert got["payload"] == "ab\\x00cd" and got["lone"] == "\\udc80x"
+    assert got["nested"] == {"k\\x00": ["\\x00"]}
+    assert listed == [got]
+
+
+def _holder(url: str) -> str:
+    """A child process that opens ``url``, says 'open' and waits for its stdin to close."""
+    return textwrap.dedent(
+        f"""
+        import asyncio, sys
+        from convergence.store import SurrealStore
+        async def main():
+            async with SurrealStore({url!r}, "ns", "db"):
+                print("open", flush=True)
+                sys.stdin.read()
+        asyncio.run(main())
+        """
+    )
+
+
+@pytest.mark.parametrize("link", ["database", "parent"])
+def test_the_single_writer_lock_sees_through_symlinks(tmp_path: Path, link: str) -> None:
+    real = tmp_path / "real" / "db"
+    real.parent.mkdir()
+    if link == "database":
+        real.mkdir()
+        (tmp_path / "alias").symlink_to(real)
+        alias = tmp_path / "alias"
+    else:
+        (tmp_path / "alias-dir").symlink_to(real.parent)
+        alias = tmp_path / "alias-dir" / "db"
+    holder = subprocess.Popen([sys.executable, "-c", _holder(f"surrealkv://{real}")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        with pytest.raises(StoreError, match="another process"):
+            run(SurrealStore(f"surrealkv://{alias}", NS, DB).open())
+    finally:
+        holder.communicate("", timeout=60)
+    assert holder.returncode == 0
+    with_store(f"surrealkv://{alias}", lambda s: s.count("alert"))  # free again once closed
+
+
+def test_a_reader_never_creates_a_database(tmp_path: Path) -> None:
+    missing = tmp_path / "nonexistent" / "dir" / "db"
+    with pytest.raises(StoreError, match=r"no database at .*does not exist"):
+        run(SurrealStore(f"surrealkv://{missing}", NS, DB).open(create=False))
+    assert not (tmp_path / "nonexistent").exists()
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(StoreError, match="is a file, not a database directory"):
+        run(SurrealStore(f"surrealkv://{a_file}", NS, DB).open(create=False))
+
+    async def read_back() -> int:
+        store = SurrealStore(f"surrealkv://{tmp_path / 'db'}", NS, DB)
+        await store.open(create=False)
+        try:
+            return await store.count("alert")
+        finally:
+            await store.close()
+
+    with_store(f"surrealkv://{tmp_path / 'db'}", lambda s: s.upsert("alert", "a", {}))
+    assert asyncio.run(read_back()) == 1
+
+
+def test_an_unwritable_lock_file_is_not_blamed_on_another_process() -> None:
+    with pytest.raises(StoreError) as err:
+        run(SurrealStore("surrealkv:///proc/db", NS, DB).open())
+    text = str(err.value)
+    assert "another process" not in text
+    assert "lock file /proc/db.lock" in text and "writable" in text
+
+
+def test_an_unreachable_http_server_is_a_clear_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(StoreError) as err:
+        run(SurrealStore(f"http://127.0.0.1:{port}", NS, DB).open())
+    text = str(err.value)
+    assert "TypeError" not in text and "missing 1 required" not in text
+    assert f"http://127.0.0.1:{port}" in text and "server is running" in text
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    ("mem://anything", "takes no path"), ("surrealkv://", "needs the path"),
+    ("http://", "needs a server address")])
+def test_urls_settings_refuse_are_refused_by_the_store_too(url: str, words: str) -> None:
+    with pytest.raises(StoreError, match=words):
+        SurrealStore(url, NS, DB)
+
+
+# A child that fills its disk (or hits its file-size limit), gets space back, writes on
+# and closes; the parent then counts what a fresh open reads back.
+_FULL_DISK_CHILD = textwrap.dedent(
+    """
+    import asyncio, json, resource, signal, subprocess, sys
+    from convergence.store import StoreError, SurrealStore
+    url, how, mount = sys.argv[1], sys.argv[2], sys.argv[3]
+    async def main():
+        store = SurrealStore(url, "convergence", "test")
+        await store.open()
+        if how == "rlimit":
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails, EFBIG
+            resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, resource.RLIM_INFINITY))
+        before, error = 0, ""
+        for i in range(10_000):
+            try:
+                await store.upsert("alert", f"before-{i}", {"i": i, "pad": "p" * 3000})
+                before += 1
+            except StoreError as exc:
+                error = str(exc)
+                break
+        if how == "rlimit":
+            resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+        else:
+            subprocess.run(["mount", "-o", "remount,size=8m", mount], check=True)
+        after = 0
+        for i in range(5):
+            try:
+                await store.upsert("alert", f"after-{i}", {"i": i})
+                after += 1
+            except StoreError as exc:
+                error = error or str(exc)
+        await store.close()
+        print(json.dumps({"before": before, "after": after, "error": error}))
+    asyncio.run(main())
+    """
+)
+
+
+def _tmpfs(tmp_path: Path) -> Path:
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("a real full filesystem needs a tmpfs mount, which needs root "
+                    "(the RLIMIT_FSIZE case covers this without root)")
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); the RLIMIT_FSIZE "
+                    "case covers this")
+    return mount
+
+
+@pytest.mark.parametrize("how", ["rlimit", "tmpfs"])
+def test_a_full_disk_fails_writes_then_heals_and_nothing_written_is_hidden(
+        tmp_path: Path, how: str) -> None:
+    mount = _tmpfs(tmp_path) if how == "tmpfs" else tmp_path
+    try:
+        url = f"surrealkv://{mount / 'db'}"
+        child = subprocess.run([sys.executable, "-c", _FULL_DISK_CHILD, url, how, str(mount)],
+                               capture_output=True, text=True, timeout=120, check=False)
+        assert child.returncode == 0, child.stderr
+        got = json.loads(child.stdout.strip().splitlines()[-1])
+        assert got["before"] >= 1
+        assert "File too large" in got["error"] or "No space left" in got["error"]
+        assert "the disk is full or a file size limit was reached" in got["error"]  # the hint
+        # once there is room again the same store writes on (the engine is reopened, which
+        # truncates the torn record the failed write left), and a fresh open reads back
+        # every record that was confirmed - before the disk filled and after
+        assert got["after"] == 5
+
+        async def read(store: SurrealStore) -> list[str]:
+            return sorted(r["id"] for r in await store.list("alert", limit=10_000))
+
+        ids = with_store(url, read)
+        assert ids == sorted([f"before-{i}" for i in range(got["before"])]
+                             + [f"after-{i}" for i in range(5)])
+    finally:
+        if how == "tmpfs":
+            subprocess.run(["umount", str(mount)], check=False)

@@ -117,6 +117,54 @@ def test_partial_batch_is_written_after_flush_interval() -> None:
     assert in_store(body) == 1
 
 
+def test_a_record_submitted_to_an_idle_writer_is_written_without_flush_or_close() -> None:
+    """Issue 11, item 8: once the loop had written everything it slept with no deadline,
+    so a later partial batch waited for close() - and died with a killed process."""
+    async def body(store: SurrealStore) -> list[tuple[str, str]]:
+        written: list[tuple[str, str]] = []
+        writer = writer_for(store, batch_size=1000, flush_interval_s=0.05,
+                            on_written=lambda t, rid, doc: written.append((t, rid)))
+        for i in range(3):  # each one after the loop went idle
+            writer.submit("alert", f"a-{i}", {"i": i})
+            await wait_until(lambda: writer.pending == 0, timeout=2.0)
+            assert await store.get("alert", f"a-{i}") is not None
+        await writer.close()
+        return written
+
+    assert in_store(body) == [("alert", "a-0"), ("alert", "a-1"), ("alert", "a-2")]
+
+
+def test_an_urgent_record_does_not_wait_for_the_flush_interval() -> None:
+    async def body(store: SurrealStore) -> float:
+        loop = asyncio.get_running_loop()
+        async with writer_for(store, batch_size=1000, flush_interval_s=30.0) as writer:
+            writer.submit("report", "r-1", {"x": 1})
+            await wait_until(lambda: writer.pending == 0, timeout=2.0)  # idle again
+            writer.submit("report", "r-2", {"x": 2})  # waits up to 30 s for company...
+            t0 = loop.time()
+            writer.submit("alert", "a-1", {"report_id": "r-2"}, urgent=True)  # ...not now
+            await wait_until(lambda: writer.pending == 0, timeout=5.0)
+            return loop.time() - t0
+
+    assert in_store(body) < 2.0
+
+
+def test_a_failing_on_written_hook_is_logged_and_writing_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    def hook(table: str, rid: str, doc: dict[str, Any]) -> None:
+        raise RuntimeError("printer on fire")
+
+    async def body(store: SurrealStore) -> int:
+        writer = writer_for(store, on_written=hook)
+        for i in range(5):
+            writer.submit("alert", f"a-{i}", {"i": i})
+        await writer.close()
+        return await store.count("alert")
+
+    assert in_store(body) == 5
+    assert "on_written hook raised" in caplog.text
+
+
 def test_submit_outside_an_event_loop_is_written_by_the_next_flush() -> None:
     store = SurrealStore("mem://", "convergence", "test")
     writer = writer_for(store)
@@ -359,3 +407,34 @@ def test_rejects_nonsense_configuration() -> None:
         BatchedWriter(NullStore(), batch_size=0)
     with pytest.raises(ValueError, match="max_pending"):
         BatchedWriter(NullStore(), batch_size=10, max_pending=5)
+
+
+class Recording:
+    """Records the (table, ids) of every upsert_many call, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[str]]] = []
+
+    async def upsert_many(self, table: str, items: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        self.calls.append((table, [rid for rid, _ in items]))
+
+
+def test_a_record_resubmitted_after_pending_is_never_written_ahead_of_earlier_ones() -> None:
+    async def main() -> list[tuple[str, list[str]]]:
+        store = Recording()
+        writer = writer_for(store, batch_size=2)
+        writer.submit("revision", "r1", {})
+        writer.submit("chain", "head", {"seq": 1})
+        writer.submit("revision", "r2", {})
+        writer.submit("chain", "head", {"seq": 2}, after_pending=True)  # moves behind r2
+        writer.submit("alert", "a1", {})
+        writer.submit("alert", "a0", {})  # a plain resubmit keeps its place
+        writer.submit("alert", "a1", {"v": 2})
+        await writer.close()
+        return store.calls
+
+    calls = asyncio.run(main())
+    order = [rid for _, ids in calls for rid in ids]
+    assert order.index("r2") < order.index("head")  # the head naming r2 comes after it
+    assert order.index("a1") < order.index("a0")
+    assert calls[0] == ("revision", ["r1", "r2"])

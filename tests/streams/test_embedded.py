@@ -39,10 +39,15 @@ def _summary(**over: Any) -> RunSummary:
 
 
 def test_the_summary_lists_each_alert_by_its_headline_fields_only() -> None:
-    alert = {k: f"v-{k}" for k in ALERT_KEYS} | {"stations": ["s1", "s2"], "nodes": [{"x": 1}],
-                                                   "run_id": "run-1-2"}
+    from convergence.records import Alert, Level
+
+    alert = Alert("alt-1", "rpt-1", "mena", Level.CONVERGED, 91.0, 10, 11.0, 8, ("s1", "s2"),
+                  ("osint_news", "sensor"), True, "run-1-2")
     d = _summary(alert_list=[alert], scenario={"genuine": 1}).as_dict()
-    assert d["alert_list"] == [{k: f"v-{k}" for k in ALERT_KEYS}]
+    assert d["alert_list"] == [{"alert_id": "alt-1", "report_id": "rpt-1", "level": "converged",
+                                "score": 91.0, "time_s": 11.0, "time": alert.time_iso,
+                                "region": "mena", "source_kinds": ["osint_news", "sensor"],
+                                "n_stations": 2}]
     assert d["scenario"] == {"genuine": 1} and d["store"] == {}
     assert {k: d[k] for k in ("run_id", "events", "dead_letters", "db", "bytes_per_station")} == {
         "run_id": "run-1-2", "events": 10, "dead_letters": 2, "db": "mem://", "bytes_per_station": 100}
@@ -139,18 +144,18 @@ def test_a_consumer_that_dies_ends_the_run_and_its_error_is_raised_after_closing
     s = _settings(f"surrealkv://{tmp_path / 'db'}", stations=20)
     rt = EmbeddedRuntime(s, sample_interval_s=0.05)  # no duration, nobody sets stop
     rt.bus = asyncio.Queue(maxsize=4)  # once nobody drains it, the stations block on put
-    real = rt.pipeline.ingest_raw
+    real = rt.core.on_records
     calls: list[int] = []
 
-    def ingest(records: list[dict[str, Any]], now_s: float) -> Any:
+    def take(records: list[dict[str, Any]], now_s: float) -> Any:
         calls.append(len(records))
         if len(calls) >= 3:
-            raise RuntimeError("pipeline bug")
+            raise RuntimeError("runner bug")
         return real(records, now_s)
 
-    monkeypatch.setattr(rt.pipeline, "ingest_raw", ingest)
+    monkeypatch.setattr(rt.core, "on_records", take)
     t0 = time.monotonic()
-    with pytest.raises(RuntimeError, match="pipeline bug"):
+    with pytest.raises(RuntimeError, match="runner bug"):
         _run_or_fail(rt)
     assert time.monotonic() - t0 < 10
     run = asyncio.run(_stored_run(s, rt.run_id))  # flushed, written and closed all the same

@@ -49,10 +49,14 @@ def test_default_scenario_alerts_on_genuine_only(replay: Replay) -> None:
     assert res["false_alarms"] == 0 and res["decoy_alerts"] == 0
     assert res["time_to_detect_s"][0] < 5.0
     genuine = sc.genuine()[0]
-    assert alerts[0]["regions"] == [genuine.region]
-    assert len({a["report_id"] for a in alerts}) == 1  # escalation updates one report
+    assert alerts[0].region == genuine.region
+    assert len({a.report_id for a in alerts}) == 1  # escalation revises one report
+    reports = [r for o in outcomes for r in o.reports]
+    assert len({r.revision_id for r in reports}) == len(reports) >= len(alerts)
+    assert [r.revision for r in reports] == list(range(1, len(reports) + 1))
     c = pipe.counters
-    assert c.alerts == len(alerts) == c.reports and c.dead_letters > 0 and c.duplicates > 0
+    assert c.alerts == len(alerts) and c.reports == len(reports)
+    assert c.dead_letters > 0 and c.duplicates > 0
     assert c.ticks == len(outcomes) >= 30
 
 
@@ -66,7 +70,7 @@ def test_market_move_is_watched_not_alerted(replay: Replay) -> None:
 def test_replay_gives_identical_ids(replay: Replay) -> None:
     _, a, _ = replay
     _, b, _ = _replay()
-    ids = lambda oc: [x["alert_id"] for o in oc for x in o.alerts]  # noqa: E731
+    ids = lambda oc: [x.alert_id for o in oc for x in o.alerts]  # noqa: E731
     assert ids(a) == ids(b) and ids(a)
     rids = lambda oc: [r.response_id for o in oc for r in o.responses]  # noqa: E731
     assert rids(a) == rids(b)
@@ -96,7 +100,11 @@ def test_unknown_station_is_registered_not_rejected() -> None:
     assert len(pipe.registry) == 11 and outs and pipe.counters.events == 1
 
 
-def test_stations_going_dark_together_are_evidence() -> None:
+def test_stations_going_dark_count_as_evidence_but_never_as_a_voice() -> None:
+    """A source that went dark adds evidence to its region, but says nothing about what is
+    happening: a region where only outages line up (one station of every kind dark, a
+    shared power or provider failure) does not alert; the same outages beside real
+    activity make that activity's score higher."""
     s = load_settings(env={}, config_path=None)
     sc = default_scenario(60, seed=4, horizon_s=30)
     reg = StationRegistry(list(sc.fleet))
@@ -118,13 +126,13 @@ def test_stations_going_dark_together_are_evidence() -> None:
     pipe.ingest_raw([{"station_id": sc.fleet[1].station_id, "source_kind": sc.fleet[1].kind.value,
                       "event_time_s": T0 + 0.5, "category": "x", "value": 1.0}], now_s=T0 + 0.6)
     outs += pipe.advance(T0 + 12)
-    alerts = [a for o in outs for a in o.alerts]
-    assert alerts and alerts[0]["regions"] == [region]
-    assert set(alerts[0]["stations"]) == {d.station_id for d in dark}
-    assert alerts[0]["n_stations"] == len(dark)
+    assert not [a for o in outs for a in o.alerts]
+    counted = [r for o in outs for r in o.readings if r.region == region and r.n_stations]
+    assert counted and max(r.n_stations for r in counted) == len(dark)
+    assert max(r.n_kinds for r in counted) == 0  # no source kind spoke
     for st in dark:
         pipe.note_station_state(st.station_id, "running")
-    assert pipe._dark == {}
+    assert pipe._dark == set()
 
 
 def test_market_move_shows_as_uncorroborated_watch_notes(replay: Replay) -> None:
@@ -133,5 +141,33 @@ def test_market_move_shows_as_uncorroborated_watch_notes(replay: Replay) -> None
     notes = [(o.time_s - T0, n) for o in outcomes for n in o.uncorroborated]
     assert notes, "the market-wide decoy should be visible as watch notes"
     assert all(market.start_s <= t <= market.end_s + 8 for t, _ in notes)
-    assert len({n["region"] for _, n in notes}) >= 3  # a market-wide move: many regions
-    assert all(30.0 <= n["score"] < 55.0 for _, n in notes)
+    assert len({n.region for _, n in notes}) >= 3  # a market-wide move: many regions
+    assert all(30.0 <= n.score < 55.0 for _, n in notes)
+
+
+def test_two_regions_converging_at_once_give_two_alerts_and_two_reports() -> None:
+    from convergence.ground_stations.scenario_library import build
+
+    s = load_settings(env={}, config_path=None)
+    sc = build("two-regions", seed=1)
+    world = SyntheticWorld(sc)
+    sources = [SyntheticSource(world, i, T0, 1) for i in range(world.n)]
+    pipe = Pipeline(s, StationRegistry(list(sc.fleet)))
+    outcomes: list[TickOutcome] = []
+    for t in np.arange(0.5, 240.5, 0.5):
+        pipe.ingest_raw([r for src in sources for r in src.draw(t - 0.5, t)], now_s=T0 + t)
+        outcomes += pipe.advance(T0 + t)
+    alerts = [a for o in outcomes for a in o.alerts]
+    assert {a.region for a in alerts} == {"mena", "eu-west"}
+    assert len({a.report_id for a in alerts}) == 2
+    # every level line names the region whose level changed
+    for o in outcomes:
+        for r in o.changed:
+            assert r.region in ("mena", "eu-west") and r.level != r.prev_level
+    falls = [r for o in outcomes for r in o.changed if r.level < r.prev_level]
+    assert {r.region for r in falls} == {"mena", "eu-west"}
+    closed = [r for o in outcomes for r in o.reports if r.status == "closed"]
+    assert {r.region for r in closed} == {"mena", "eu-west"}
+    for r in closed:
+        assert r.outcome is not None and r.outcome.peak_score >= 55.0
+        assert [t.what for t in r.timeline][-1] == "ended"

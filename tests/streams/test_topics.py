@@ -29,9 +29,9 @@ def _settings(**env: str) -> Settings:
 
 
 # -- names and configs --------------------------------------------------------------------------
-def test_topics_are_the_nine_documented_ones() -> None:
+def test_topics_are_the_ten_documented_ones() -> None:
     assert TOPICS == ("events", "alerts", "reports", "responses", "control", "acks", "dead-letter",
-                      "runs", "station-status")
+                      "runs", "station-status", "readings")
 
 
 def test_topic_names_apply_the_prefix() -> None:

@@ -30,6 +30,7 @@ from convergence.counters import Counters
 from convergence.detectors.chain import DetectorChain, StationMeta
 from convergence.detectors.ingest import EventColumns, TickAccumulator
 from convergence.detectors.meter import FEATURE_NAMES, LEVELS, ConvergenceMeter
+from convergence.detectors.node_state import NODE_STATES
 from convergence.detectors.processor import TickOutput, TickProcessor
 from convergence.records import (
     MAX_EVIDENCE_PER_STATION,
@@ -37,6 +38,7 @@ from convergence.records import (
     EvidenceSample,
     Level,
     MeterMethod,
+    NodeState,
     PatternNote,
     RegionReading,
     Report,
@@ -352,6 +354,13 @@ class Pipeline:
         else:
             raise ValueError(f"manual action must be quarantine or resume, got {action!r}")
         return True
+
+    def node_states(self) -> dict[str, NodeState]:
+        """Every registered station's verdict from the node state machine, as of the last
+        closed tick (read-only: for whoever shows stations, e.g. the dashboard)."""
+        codes = self.state[self.chain.node.name]["state"].tolist()
+        return {sid: NodeState(NODE_STATES[c]) for sid, c in zip(self.registry.ids(), codes,
+                                                                  strict=False)}
 
     def count_dead_letters(self, n: int) -> None:
         """Record dead letters produced upstream (e.g. undecodable messages)."""

@@ -10,10 +10,10 @@ runtime and the cluster each feed the same hub, so the page is the same for both
 * :mod:`~convergence.dashboard.hub` - the live picture, bounded, and its fan-out to
   browsers (pure asyncio: no Kafka, no HTTP);
 * :mod:`~convergence.dashboard.server` - the aiohttp app: the page, the JSON API, the
-  event stream, the control buttons (token-protected);
+  event stream, the control buttons (token-protected), a report's drill-down (the
+  brief :func:`convergence.responses.render.render` writes, as ``reports show`` does);
 * :mod:`~convergence.dashboard.embedded` - feeds the hub from ``convergence run``;
 * :mod:`~convergence.dashboard.cluster` - feeds it from a cluster's topics and store;
-* :mod:`~convergence.dashboard.report_view` - a report as an HTML page (drill-down);
 * :mod:`~convergence.dashboard.geo` / :mod:`~convergence.dashboard.world_outline` -
   where regions and stations go on the map, and the shipped world outline.
 """

@@ -4,19 +4,24 @@
 steal partitions from a worker or another dashboard), from the last ``since_s``
 seconds of:
 
-* ``alerts`` and ``reports`` (today's dicts or :class:`~convergence.records.Report`
-  records, see :mod:`~convergence.dashboard.legacy`);
-* ``station-status`` (each station's latest state, compacted; ``sent`` is its count
-  of events);
-* ``readings`` - :class:`~convergence.records.RegionReading` JSON keyed by region,
-  when the cluster publishes it (it is consumed if present; nothing is created);
-* ``control`` and ``acks``, so the station table shows every command sent to a
-  station (by the adaptive responses, the CLI or this page) and its acknowledgement.
+* ``alerts`` - :class:`~convergence.records.Alert` JSON (plus the worker's ``run_id``),
+  keyed by alert id;
+* ``reports`` - one :class:`~convergence.records.Report` revision per message, keyed by
+  report id (every revision of an episode, each with its ``revision`` number);
+* ``readings`` - :class:`~convergence.records.RegionReading` JSON keyed by region, one
+  per region per closed tick (the workers create and fill it; a dashboard started
+  before the cluster waits for it);
+* ``station-status`` (each station's latest state from its agent, compacted: ``kind``
+  and ``sent``, its count of events, are read as ``source_kind`` and ``events``);
+* ``control`` and ``acks`` (``ControlCommand`` / ``CommandAck`` JSON), so the station
+  table shows every command sent to a station (by the adaptive responses, the CLI or
+  this page) and its acknowledgement.
 
 One reader thread per topic (kafka-python blocks) hands each decoded record to the
 event loop with ``call_soon_threadsafe``; the hub is touched only on the loop. A
 message that is not JSON, not an object, over ``MAX_MESSAGE`` bytes or not a valid
-record is skipped and counted by the hub (the page shows it).
+record (a required field missing, a number that is not one) is skipped and counted by
+the hub (the page shows it).
 
 :class:`KafkaCommandPort` sends the page's commands the way ``convergence stations
 command`` does (:func:`~convergence.ground_stations.kafka_fleet.issue_command`);
@@ -26,6 +31,7 @@ command`` does (:func:`~convergence.ground_stations.kafka_fleet.issue_command`);
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import threading
@@ -33,15 +39,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import orjson
 
 from convergence.control import CommandAck, ControlCommand
 from convergence.dashboard.hub import Hub
-from convergence.dashboard.legacy import as_alert, as_report, is_record
 from convergence.dashboard.server import DashboardServer, ReportLookup
-from convergence.records import RegionReading, Report, StationStatus
+from convergence.records import Alert, RegionReading, Report, StationStatus
 
 if TYPE_CHECKING:
     from convergence.settings import Settings
@@ -53,11 +58,47 @@ log = logging.getLogger(__name__)
 
 #: the topics the dashboard reads (logical names; ``settings.topic(name)`` is the real one)
 TOPICS: Final = ("alerts", "reports", "station-status", "readings", "control", "acks")
-#: topics whose absence is only a note (the cluster may not publish them)
+#: topics a cluster's workers create: their absence before the cluster runs is no news
 OPTIONAL: Final = frozenset({"readings"})
 MAX_MESSAGE: Final = 1_000_000
 #: commands remembered so that their acks (which carry only the id) can be shown
 MAX_PENDING_COMMANDS: Final = 1000
+
+R = TypeVar("R")
+
+
+def checked(record: R) -> R:
+    """``record`` when its plain fields hold what they say, else ``ValueError``.
+
+    A topic is untrusted: ``from_dict`` takes values as they come, and a score that is
+    text or a missing time must be skipped here, not break the page later.
+
+    >>> from convergence.records import Level
+    >>> checked(RegionReading("mena", 1, 2.0, 30.0, Level.WATCH, Level.QUIET, True, 2, 3)).region
+    'mena'
+    >>> checked(RegionReading.from_dict({"region": "mena", "tick": 1, "time_s": 2.0,
+    ...     "score": "high", "level": "watch", "prev_level": "quiet",
+    ...     "osint_corroborated": True, "n_kinds": 2, "n_stations": 3}))
+    Traceback (most recent call last):
+    ...
+    ValueError: score must be a finite number, got 'high'
+    """
+    for f in dataclasses.fields(record):  # type: ignore[arg-type]
+        value = getattr(record, f.name)
+        kind = str(f.type)
+        optional = kind.endswith(" | None")
+        kind = kind.removesuffix(" | None")
+        if value is None:
+            if optional:
+                continue
+            raise ValueError(f"{f.name} is missing")
+        if kind in ("float", "int") and (isinstance(value, bool)
+                                         or not isinstance(value, int | float)
+                                         or not math.isfinite(value)):
+            raise ValueError(f"{f.name} must be a finite number, got {str(value)[:40]!r}")
+        if kind == "str" and not isinstance(value, str):
+            raise ValueError(f"{f.name} must be text, got {type(value).__name__}")
+    return record
 
 
 class ClusterFeed:
@@ -76,7 +117,6 @@ class ClusterFeed:
         self.on_note = on_note
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._revisions: dict[str, int] = {}
         self._commands: OrderedDict[str, ControlCommand] = OrderedDict()
         #: topic -> records handed to the hub, for tests and the health line
         self.received: dict[str, int] = dict.fromkeys(TOPICS, 0)
@@ -171,14 +211,14 @@ class ClusterFeed:
         """One decoded message of topic ``name`` into the hub (on the event loop)."""
         try:
             if name == "alerts":
-                self.hub.alert(as_alert(doc))
+                self.hub.alert(checked(Alert.from_dict(doc)))
             elif name == "reports":
-                self.hub.report(self._report(doc))
+                self.hub.report(checked(Report.from_dict(doc)))
             elif name == "station-status":
-                self.hub.station(StationStatus.from_dict(
-                    {**doc, "events": doc.get("events", doc.get("sent", 0))}))
+                self.hub.station(checked(StationStatus.from_dict(
+                    {**doc, "events": doc.get("events", doc.get("sent", 0))})))
             elif name == "readings":
-                self.hub.reading(RegionReading.from_dict(doc))
+                self.hub.reading(checked(RegionReading.from_dict(doc)))
             elif name == "control":
                 cmd = ControlCommand.from_dict(dict(doc))
                 self._commands[cmd.command_id] = cmd
@@ -195,16 +235,6 @@ class ClusterFeed:
             self.received[name] += 1
         except (KeyError, TypeError, ValueError) as exc:
             self.hub.reject(where or name, f"not a valid {name} record ({exc})")
-
-    def _report(self, doc: Mapping[str, Any]) -> Report:
-        if is_record(doc):
-            return as_report(doc)
-        # today's reports topic holds one synthesis per level change: number them
-        rid = str(doc.get("report_id", ""))
-        rev = self._revisions.get(rid, 0) + 1
-        rep = as_report(doc, revision=rev)
-        self._revisions[rid] = rev
-        return rep
 
 
 class KafkaCommandPort:
@@ -233,11 +263,16 @@ class KafkaCommandPort:
 
 
 def store_reports(store: SurrealStore) -> ReportLookup:
-    """A report lookup reading ``store``'s ``report`` table by id."""
+    """A report lookup reading a report's revisions from ``store``'s report graph
+    (oldest first; a report stored before revisions were kept is its one revision)."""
+    from convergence.store.graph import get_report, get_revisions
 
     async def lookup(report_id: str) -> list[Report]:
-        doc = await store.get("report", report_id)
-        return [] if doc is None else [as_report(doc)]
+        revisions = await get_revisions(store, report_id)
+        if revisions:
+            return revisions
+        newest = await get_report(store, report_id)
+        return [] if newest is None else [newest]
 
     return lookup
 

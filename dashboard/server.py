@@ -51,8 +51,8 @@ from aiohttp import web
 
 from convergence.control import Action, ControlCommand, Target
 from convergence.dashboard.hub import NAME_RE, CommandPort, Hub
-from convergence.dashboard.report_view import render_report_html
 from convergence.records import Report
+from convergence.responses.render import render
 
 __all__ = ["DashboardError", "DashboardServer", "ReportLookup", "make_app", "new_token"]
 
@@ -191,7 +191,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
                 break
             data = update.data
             if update.kind == "snapshot":  # the page shows ages by the server's clock
-                data = {**data, "server_time_s": time.time()}
+                data = {**data, "server_time_s": request.app[_CFG]["clock"]()}
             await resp.write(b"event: " + update.kind.encode() + b"\ndata: "
                              + orjson.dumps(data) + b"\n\n")
     except (ConnectionResetError, ConnectionError):
@@ -271,7 +271,10 @@ async def _report_json(request: web.Request) -> web.StreamResponse:
 
 async def _report_page(request: web.Request) -> web.StreamResponse:
     rep, revs = await _find_report(request)
-    page = render_report_html(rep, revisions=revs)
+    hub = request.app[_HUB]
+    known = [r for r in (hub.get_report(rep.report_id, n) for n in revs) if r is not None]
+    # the very brief `convergence reports show --format html` writes
+    page = render(rep, "html", revisions=known)
     return web.Response(text=page, content_type="text/html",
                         headers={"Cache-Control": "no-store",
                                  "Content-Security-Policy": "default-src 'none'; "
@@ -339,7 +342,7 @@ async def _control(request: web.Request) -> web.StreamResponse:
             raise ValueError("reason must be text of at most 200 characters")
     except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
         return _error(400, f"bad control request: {exc}")
-    cmd = ControlCommand.create(action, Target("station", sid), issued_at_s=time.time(),
+    cmd = ControlCommand.create(action, Target("station", sid), issued_at_s=cfg["clock"](),
                                 ttl_s=float(ttl), reason=reason)
     timeout_s: float = cfg["command_timeout_s"]
     try:
@@ -360,12 +363,14 @@ async def _control(request: web.Request) -> web.StreamResponse:
 
 def make_app(hub: Hub, *, token: str, commands: CommandPort | None = None,
              reports: ReportLookup | None = None, allowed_hosts: set[str] | None = None,
-             command_timeout_s: float = 5.0, ttl_s: float = 600.0) -> web.Application:
+             command_timeout_s: float = 5.0, ttl_s: float = 600.0,
+             clock: Callable[[], float] = time.time) -> web.Application:
     """The aiohttp application over ``hub`` (see module docstring for the endpoints).
 
     ``allowed_hosts``: the ``Host`` values to answer (``None``: any). ``commands``:
     where the control buttons go (``None``: no control). ``reports``: where a report
-    not cached in the hub is looked up.
+    not cached in the hub is looked up. ``clock``: the time of whatever feeds the hub
+    (a simulated run's clock), for command times and the page's ages.
     """
     if not token:
         raise ValueError("a control token is required")
@@ -373,7 +378,7 @@ def make_app(hub: Hub, *, token: str, commands: CommandPort | None = None,
     app[_HUB] = hub
     app[_CFG] = {"token": token, "commands": commands, "reports": reports,
                  "allowed_hosts": allowed_hosts, "command_timeout_s": command_timeout_s,
-                 "ttl_s": ttl_s}
+                 "ttl_s": ttl_s, "clock": clock}
     hub.controls = commands is not None
     app.router.add_get("/", _index)
     app.router.add_static("/static/", STATIC, follow_symlinks=False)
@@ -409,7 +414,8 @@ class DashboardServer:
 
     def __init__(self, hub: Hub, *, host: str = "127.0.0.1", port: int = 8765,
                  token: str | None = None, commands: CommandPort | None = None,
-                 reports: ReportLookup | None = None, command_timeout_s: float = 5.0) -> None:
+                 reports: ReportLookup | None = None, command_timeout_s: float = 5.0,
+                 clock: Callable[[], float] = time.time) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be 0..65535, got {port}")
         self.hub = hub
@@ -419,6 +425,7 @@ class DashboardServer:
         self.commands = commands
         self.reports = reports
         self.command_timeout_s = command_timeout_s
+        self.clock = clock
         self._runner: web.AppRunner | None = None
 
     @property
@@ -439,7 +446,8 @@ class DashboardServer:
             own = f"[{self.host}]" if ":" in self.host else self.host
             allowed = {"127.0.0.1", "localhost", "[::1]", own.lower()}
         app = make_app(self.hub, token=self.token, commands=self.commands, reports=self.reports,
-                       allowed_hosts=allowed, command_timeout_s=self.command_timeout_s)
+                       allowed_hosts=allowed, command_timeout_s=self.command_timeout_s,
+                       clock=self.clock)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)

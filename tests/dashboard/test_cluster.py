@@ -1,8 +1,9 @@
 """``convergence dashboard`` against a real broker (``-m kafka``).
 
 A real station fleet (``convergence stations run``) and the dashboard (``convergence
-dashboard``) run as subprocesses on their own topic prefix; alerts, reports and meter
-readings are published the way the cluster's workers publish them. The test reads the
+dashboard``) run as subprocesses on their own topic prefix; alerts, report revisions and
+meter readings are published through the workers' own output port
+(:class:`~convergence.streams.worker.TopicPort`), as a worker publishes a closed tick. The test reads the
 dashboard's API as the page does and quarantines a station through the control topic.
 """
 
@@ -24,22 +25,13 @@ from typing import Any
 import orjson
 import pytest
 
-from convergence.records import Level, RegionReading
-from convergence.responses.prism import build_alert, synthesize_report
+from convergence.records import Level, Report
 from convergence.settings import Settings, load_settings
+from convergence.streams.pipeline import TickOutcome, outcome_records
 from convergence.streams.topics import ensure_topics
+from convergence.streams.worker import TopicPort
 
 pytestmark = pytest.mark.kafka
-
-EXPL = {"score": 82.0, "level": "converged", "evidence": 6.1, "n_kinds": 2, "n_regions": 1,
-        "osint_corroborated": True,
-        "nodes": [{"station_id": "news-eu-west-001", "source_kind": "osint_news",
-                   "region": "eu-west", "share": 0.6, "peak_evidence": {"burst": 9.0},
-                   "correlated": False, "by_type": {"burst": 0.6}},
-                  {"station_id": "sensor-eu-west-002", "source_kind": "sensor", "region": "eu-west",
-                   "share": 0.4, "peak_evidence": {"cusum": 6.0}, "correlated": False,
-                   "by_type": {"cusum": 0.4}}],
-        "by_kind": {"osint_news": 0.6, "sensor": 0.4}, "by_evidence": {"burst": 0.6, "cusum": 0.4}}
 
 
 @pytest.fixture
@@ -93,7 +85,8 @@ def until(what: str, fn: Callable[[], Any], timeout_s: float = 30.0) -> Any:
 
 
 def test_the_cluster_dashboard_reads_the_topics_and_quarantines_a_station(
-        prefixed: Settings, procs: list[subprocess.Popen[str]]) -> None:
+        prefixed: Settings, procs: list[subprocess.Popen[str]],
+        make_report: Callable[..., Report], records: dict[str, Callable[..., Any]]) -> None:
     from kafka import KafkaProducer
 
     s = prefixed
@@ -109,17 +102,26 @@ def test_the_cluster_dashboard_reads_the_topics_and_quarantines_a_station(
     assert m, line + (dash.stderr.read() if dash.poll() is not None and dash.stderr else "")
     base, token = m.group(1).rstrip("/"), m.group(2)
 
-    # what the cluster's workers publish
-    alert = build_alert(episode_tick=1000, tick=1003, time_s=time.time(), explanation=EXPL)
-    report = synthesize_report(alert, EXPL, [], window_ticks=8, tick_s=1.0)
-    reading = RegionReading("eu-west", int(time.time()), time.time(), 82.0, Level.CONVERGED,
-                            Level.WARNING, True, 2, 2, report_id=alert["report_id"])
+    # a closed tick as a worker publishes it: report revisions, the alert, every reading
+    now = time.time()
+    rid = "rpt-0e0e0e0e0e0e0e0e"
+    revisions = [make_report(rid, n, region="eu-west", time_s=now - 2 + n) for n in (1, 2)]
+    alert = records["alert"]("alt-0e0e0e0e0e0e0e0e", rid, region="eu-west", time_s=now)
+    readings = [records["reading"]("eu-west", now, 82.0, Level.CONVERGED, Level.WARNING,
+                                   report_id=rid),
+                records["reading"]("mena", now, 12.0)]
+    tick = TickOutcome(int(now), now, readings, [alert], revisions)
+    port = TopicPort()
+    for table, record_id, doc in outcome_records(tick, "run-test"):
+        port.record(table, record_id, doc)
+    port.outcome(tick)
     producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap.split(","))
     try:
-        producer.send(s.topic("reports"), key=report["report_id"].encode(), value=orjson.dumps(report))
-        producer.send(s.topic("alerts"), key=alert["alert_id"].encode(), value=orjson.dumps(alert))
-        producer.send(s.topic("readings"), key=b"eu-west", value=orjson.dumps(reading.to_dict()))
+        for emit in port.drain():
+            producer.send(s.topic(emit.topic), key=emit.key, value=emit.value)
         producer.send(s.topic("alerts"), key=b"junk", value=b"not json")
+        producer.send(s.topic("readings"), key=b"eu-west", value=orjson.dumps(
+            {**readings[0].to_dict(), "score": "high"}))
         producer.flush(timeout=15)
     finally:
         producer.close()
@@ -129,13 +131,15 @@ def test_the_cluster_dashboard_reads_the_topics_and_quarantines_a_station(
     ] if len(api(base + "/api/stations")[1]) == 12 else None, 40)
     assert all(r["rate_per_s"] is None or r["rate_per_s"] >= 0 for r in stations)
     alerts = until("the alert", lambda: api(base + "/api/alerts")[1])
-    assert alerts[0]["alert_id"] == alert["alert_id"] and alerts[0]["region"] == "eu-west"
-    status, doc = api(f"{base}/api/reports/{alert['report_id']}")
-    assert status == 200 and doc["report"]["region"] == "eu-west" and doc["revisions"] == [1]
+    assert alerts[0]["alert_id"] == alert.alert_id and alerts[0]["region"] == "eu-west"
+    status, doc = api(f"{base}/api/reports/{rid}")
+    assert status == 200 and doc["report"]["region"] == "eu-west" and doc["revisions"] == [1, 2]
+    assert Report.from_dict(doc["report"]) == revisions[1]
     region = until("the reading", lambda: api(base + "/api/regions/eu-west")[1].get("series"))
-    assert region[-1][1] == 82.0
-    health = until("the malformed message counted", lambda: (
-        h := api(base + "/api/health")[1])["rejected"] >= 1 and h)
+    assert region[-1][1] == 82.0 and len(region) == 1  # the reading whose score is text: skipped
+    assert api(base + "/api/regions/mena")[1]["score"] == 12.0
+    health = until("the malformed messages counted", lambda: (
+        h := api(base + "/api/health")[1])["rejected"] >= 2 and h)
     assert health["source"].startswith("cluster at")
 
     # a quarantine from the page goes out on the control topic and comes back acked

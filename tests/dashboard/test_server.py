@@ -22,8 +22,11 @@ from convergence.dashboard.server import DashboardServer, ReportLookup
 from convergence.ground_stations.agent import Fleet, StationAgent
 from convergence.ground_stations.base import Source
 from convergence.records import Level, Report, StationState
+from convergence.responses.render import render
 from convergence.stations import StationInfo
+from convergence.store.graph import ReportGraph
 from convergence.store.surreal import SurrealStore
+from convergence.store.writer import BatchedWriter
 
 TOKEN = "s3cret-token"
 T0 = 1_700_000_000.0
@@ -190,8 +193,6 @@ def test_reports_from_the_hub(records: Records, make_report: Callable[..., Repor
             assert status == 404 and "no report 'rpt-nope' in this dashboard;" in err["error"]
             status, err = await get(http, f"{base}/api/reports/bad%20id")
             assert status == 400 and "is not a report id" in err["error"]
-            status, page = await get(http, f"{base}/reports/{rid}")
-            assert status == 200 and "CONVERGED: 3 stations across 3 source kinds" in page
             async with http.get(f"{base}/reports/{rid}") as r:
                 assert "default-src 'none'" in r.headers["Content-Security-Policy"]
             status, page = await get(http, f"{base}/reports/rpt-nope")
@@ -200,16 +201,48 @@ def test_reports_from_the_hub(records: Records, make_report: Callable[..., Repor
     run(body)
 
 
+def test_the_drill_down_is_the_brief_reports_show_writes(
+        records: Records, make_report: Callable[..., Report]) -> None:
+    """The report page is ``render(report, "html")`` with the revisions the hub holds: the
+    very page ``convergence reports show --format html`` writes."""
+    hub = filled_hub(records, make_report)
+    rid = "rpt-0a1b2c3d4e5f6a7b"
+    first, latest = hub.get_report(rid, 1), hub.get_report(rid)
+    assert first is not None and latest is not None
+
+    async def body() -> None:
+        async with serving(hub) as (base, http):
+            status, page = await get(http, f"{base}/reports/{rid}")
+            assert status == 200 and page == render(latest, "html", revisions=[first, latest])
+            status, page = await get(http, f"{base}/reports/{rid}?revision=1")
+            assert status == 200 and page == render(first, "html", revisions=[first, latest])
+
+    run(body)
+    page = render(make_report(summary="<script>alert(1)</script>"), "html")
+    assert "Bottom line" in page and rid in page and "<script" not in page
+
+
 def test_reports_from_the_store(records: Records, make_report: Callable[..., Report]) -> None:
-    """A report the hub never saw is read from the store (a real embedded SurrealDB)."""
+    """A report the hub never saw is read from the store (a real embedded SurrealDB), with
+    every revision its report graph keeps; a report stored before revisions were kept is
+    its one revision."""
     async def body() -> None:
         store = SurrealStore("mem://", "test", "dashboard")
         await store.open()
         try:
+            async with BatchedWriter(store) as writer:
+                graph = ReportGraph(writer)
+                await graph.load(store)
+                for rev in (1, 2, 3):
+                    graph.submit(make_report("rpt-4444444444444444", rev,
+                                             status="closed" if rev == 3 else "open"))
             old = make_report("rpt-1111111111111111", 4, status="closed")
             await store.upsert("report", old.report_id, old.to_dict())
             hub = filled_hub(records, make_report)
             async with serving(hub, reports=store_reports(store)) as (base, http):
+                status, doc = await get(http, f"{base}/api/reports/rpt-4444444444444444")
+                assert status == 200 and doc["revisions"] == [1, 2, 3]
+                assert doc["report"]["revision"] == 3 and doc["report"]["status"] == "closed"
                 status, doc = await get(http, f"{base}/api/reports/{old.report_id}")
                 assert status == 200 and doc["report"]["status"] == "closed"
                 assert doc["revisions"] == [4] and hub.get_report(old.report_id) is not None

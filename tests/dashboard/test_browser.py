@@ -1,12 +1,16 @@
 """The page in a real headless Chromium against ``convergence run --dashboard``.
 
-``convergence run --dashboard 0 --duration 30 --db mem:// --seed 7`` runs as a real
-subprocess on the default scenario; Chromium (Debian's ``chromium`` driven through
-``/usr/bin/chromedriver``, never a downloaded one) loads the page before the genuine
-convergence happens, and the test watches the alert arrive over the event stream
-(the page is not reloaded), opens its report, quarantines a station from the table
-and sees the station's acknowledgement. A screenshot is written under the test's tmp
-dir and, when ``CONVERGENCE_ARTIFACTS`` names a folder, copied there.
+``convergence run --dashboard 0 --scenario sustained --duration 120 --db mem:// --seed 7``
+runs as a real subprocess, in real time: the library scenario's genuine convergence
+begins a minute in. Chromium (Debian's ``chromium`` driven through
+``/usr/bin/chromedriver``, never a downloaded one) loads the page before it happens, and
+the test watches the alert arrive over the event stream (the page is not reloaded),
+opens its report, quarantines a station from the table and sees the station's
+acknowledgement. (``--as-fast-as-possible`` would play the whole story in seconds and end
+the run, and with it the page, before a browser could look; ``test_embedded.py`` checks
+that such a run is pushed live too.) Screenshots are written under the test's tmp dir
+and, when ``CONVERGENCE_ARTIFACTS`` names a folder, copied there (``docs/dashboard.png``
+and ``docs/dashboard-report.png`` are made that way).
 
 Skipped, with the reason, only where Chromium or its driver is not installed
 (``apt-get install chromium chromium-driver``; CI's ``.ci/run`` installs them).
@@ -29,10 +33,12 @@ from typing import Any
 
 import pytest
 
-from convergence.ground_stations.scenario import default_scenario
+from convergence.ground_stations.scenario_library import build
 
 #: read at import: the session fixture hides the caller's CONVERGENCE_* variables from tests
 ARTIFACTS = os.environ.get("CONVERGENCE_ARTIFACTS")
+#: a genuine library scenario (a convergence in one region a minute in), and its seed
+SCENARIO, SEED = "sustained", 7
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -121,32 +127,38 @@ def test_a_live_alert_arrives_opens_its_report_and_a_station_is_quarantined(
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    genuine = default_scenario(247, 7, 90.0).genuine()[0].region
-    run = Run("--dashboard", "0", "--duration", "30", "--db", "mem://", "--seed", "7")
+    story = build(SCENARIO, seed=SEED)
+    genuine = story.genuine()[0]
+    regions = {info.region for info in story.fleet}
+    run = Run("--dashboard", "0", "--scenario", SCENARIO, "--duration", "120", "--db", "mem://",
+              "--seed", str(SEED))
     try:
         m = run.wait_for(r"dashboard (http://127\.0\.0\.1:\d+/)\s+control token (\S+)", 40)
         url, token = m.group(1), m.group(2)
         browser.get(f"{url}#token={token}")
-        wait = WebDriverWait(browser, 45, poll_frequency=0.2)
+        # the alert comes a minute in (the genuine episode's start), plus a slow machine's margin
+        wait = WebDriverWait(browser, genuine.start_s + 45, poll_frequency=0.2)
         wait.until(lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "live")
         assert "#token" not in browser.current_url  # the token left the address bar
         browser.execute_script("window.__notReloaded = true;")
 
         # the genuine convergence, pushed while the page stays open
+        assert not browser.find_elements(By.CSS_SELECTOR, ".alert")  # nothing yet
         row = wait.until(lambda d: next(iter(d.find_elements(
-            By.CSS_SELECTOR, f'.alert[data-live="1"][data-region="{genuine}"]')), None))
+            By.CSS_SELECTOR, f'.alert[data-live="1"][data-region="{genuine.region}"]')), None))
         assert browser.execute_script("return window.__notReloaded === true;")
         level = row.get_attribute("data-level")
         assert level in ("warning", "converged")
-        assert genuine in row.text and level in row.text.lower()
+        assert genuine.region in row.text and level in row.text.lower()
         report_id = row.get_attribute("data-report-id")
         assert re.fullmatch(r"rpt-[0-9a-f]{16}", report_id or "")
         run.wait_for(re.escape(report_id or "?"), 10)  # the same alert the run printed
 
         # the map and the meters show every region, the stations as dots
-        assert len(browser.find_elements(By.CSS_SELECTOR, "#regions rect")) == 6
-        assert len(browser.find_elements(By.CSS_SELECTOR, "#stations circle")) == 247
-        assert browser.find_element(By.CSS_SELECTOR, f'.meter[data-region="{genuine}"]')
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#regions rect")) == len(regions)
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#stations circle")) == len(story.fleet)
+        for region in regions:
+            assert browser.find_element(By.CSS_SELECTOR, f'.meter[data-region="{region}"]')
 
         # drill-down: the alert's report opens in the drawer
         row.click()
@@ -155,15 +167,15 @@ def test_a_live_alert_arrives_opens_its_report_and_a_station_is_quarantined(
         _save_screenshot(browser, tmp_path / "dashboard-report.png")
         browser.switch_to.frame(browser.find_element(By.ID, "report-frame"))
         body = wait.until(lambda d: d.find_element(By.TAG_NAME, "body").text or None)
-        text = body.lower()  # headings are upper-cased by the page's style
-        assert "bottom line." in text and "what moved" in text and genuine in text
+        text = body.lower()  # headings may be upper-cased by the page's style
+        assert "bottom line" in text and "what moved" in text and genuine.region in text
         assert report_id in body
         browser.switch_to.default_content()
         browser.find_element(By.ID, "drawer-close").click()
         _save_screenshot(browser, tmp_path / "dashboard.png")
 
         # quarantine a station from its row (two clicks) and see its acknowledgement
-        browser.find_element(By.ID, "filter").send_keys(f"sensor {genuine}")
+        browser.find_element(By.ID, "filter").send_keys(f"sensor {genuine.region}")
         target = wait.until(lambda d: next(iter(d.find_elements(
             By.CSS_SELECTOR, "#station-rows tr")), None))
         sid = target.get_attribute("data-station")

@@ -50,7 +50,7 @@ import numpy.typing as npt
 from convergence.detectors.meter import FEATURE_NAMES, ConvergenceMeter
 from convergence.ground_stations.scenario import Scenario
 from convergence.ground_stations.scenario_library import SCENARIOS, names
-from convergence.models.registry import ModelNotFound, ModelRecord, ModelRegistry
+from convergence.models.registry import ModelNotFound, ModelRecord, ModelRegistry, RegistryError
 from convergence.simulation.campaign import (
     ParamSpace,
     chunk_scenarios,
@@ -441,6 +441,11 @@ def load_scorer(registry: ModelRegistry, version: int | None = None) -> MeterSco
     if version is None:
         version = default_version(registry)
     rec, text = registry.load_text(MODEL_NAME, version, train_hint=TRAIN_HINT)
+    if rec.metadata.get("features") != list(FEATURE_NAMES):
+        raise RegistryError(f"{rec.ref} was trained on other meter features "
+                            f"({', '.join(map(str, rec.metadata.get('features') or ['?']))}); "
+                            f"this version fuses {', '.join(FEATURE_NAMES)}: retrain it with "
+                            "`convergence models train meter`")
     return MeterScorer(rec.ref, booster_scorer(lgb.Booster(model_str=text),
                                                float(rec.metadata.get("p_warning", WARNING_SCORE))))
 

@@ -85,6 +85,9 @@ def test_node_states_name_every_station_and_match_the_processor(replay: Replay) 
     assert pipe.last_output is not None
     codes = pipe.last_output.node["state"].tolist()
     assert [NODE_STATES.index(v.value) for v in states.values()] == codes
+    stations_only = Pipeline(load_settings(env={}, config_path=None), pipe.registry,
+                             stations_only=True)
+    assert stations_only.node_states() == {}  # the verdicts are the second stage's
 
 
 def test_node_states_show_the_alerting_stations_anomalous() -> None:
@@ -160,7 +163,7 @@ def test_stations_going_dark_count_as_evidence_but_never_as_a_voice() -> None:
     assert max(r.n_kinds for r in counted) == 0  # no source kind spoke
     for st in dark:
         pipe.note_station_state(st.station_id, "running")
-    assert pipe._dark == set()
+    assert pipe.region is not None and pipe.region.dark == set()
 
 
 def test_market_move_shows_as_uncorroborated_watch_notes(replay: Replay) -> None:

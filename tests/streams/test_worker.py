@@ -270,11 +270,11 @@ def test_station_status_marks_dark_stations_and_ignores_stale_or_garbage() -> No
         return orjson.dumps({"station_id": sid, "state": state, "at_s": at_s})
 
     assert core.on_station_status(status("backing_off", now - 1), now)
-    assert sid in core.pipeline._dark
+    assert sid in core.pipeline.region.dark
     assert not core.on_station_status(status("running", now - 3600), now)  # history, not news
-    assert sid in core.pipeline._dark
+    assert sid in core.pipeline.region.dark
     assert core.on_station_status(status("running", now), now)
-    assert sid not in core.pipeline._dark
+    assert sid not in core.pipeline.region.dark
     assert not core.on_station_status(b"\x00garbage", now)
 
 

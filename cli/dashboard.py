@@ -44,8 +44,8 @@ def dashboard(
 ) -> None:
     """Serve a live page for a running cluster: map, alerts, meter per region, stations.
 
-    Reads the alerts, reports, station-status, control and acks topics (and readings,
-    when the cluster publishes it) plus the store; pushes every change to the browser.
+    Reads the alerts, reports, readings, station-status, control and acks topics plus
+    the store; pushes every change to the browser.
     """
     from convergence.dashboard.cluster import serve_cluster
     from convergence.dashboard.server import DashboardError, is_loopback

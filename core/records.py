@@ -591,13 +591,16 @@ class StationStatus(_Record):
     lat: float | None = None
     lon: float | None = None
     change: str | None = None
+    #: the pipeline's verdict on the station, when whoever publishes the status knows it
+    #: (the embedded runtime does; a remote station agent does not)
+    node_state: NodeState | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StationStatus:
         d = dict(d)
         d.setdefault("source_kind", d.get("kind", ""))
         d.setdefault("group", d.get("correlation_group", ""))
-        return _build(cls, d, state=StationState)
+        return _build(cls, d, state=StationState, node_state=NodeState)
 
 
 def bounded(items: Sequence[R], limit: int) -> tuple[R, ...]:

@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from convergence.detectors.chain import DetectorChain
 from convergence.detectors.ingest import TickAccumulator
 from convergence.detectors.meter import ConvergenceMeter
+from convergence.detectors.node_state import NODE_STATES
 from convergence.detectors.processor import TickOutput, TickProcessor
-from convergence.records import MeterMethod, NodeEvidence, Report
+from convergence.records import MeterMethod, NodeEvidence, NodeState, Report
 from convergence.responses.reports import Calibration, Reporter
 from convergence.schema import DeadLetter, Event, Limits
 from convergence.settings import Settings, model_spec
@@ -284,6 +285,16 @@ class Pipeline:
         """A person quarantined (until ``until_s``) or resumed a station: the meter and the
         node machine follow at once. Returns False for a station the pipeline never saw."""
         return self.region.manual(station_id, action, until_s) if self.region else False
+
+    def node_states(self) -> dict[str, NodeState]:
+        """Every registered station's verdict from the node state machine, as of the last
+        closed tick (read-only: for whoever shows stations, e.g. the dashboard). Empty for
+        a stations-only pipeline, which holds no verdicts."""
+        if self.region is None:
+            return {}
+        codes = self.region.state[self.chain.node.name]["state"].tolist()
+        return {sid: NodeState(NODE_STATES[c]) for sid, c in zip(self.registry.ids(), codes,
+                                                                  strict=False)}
 
     def count_dead_letters(self, n: int) -> None:
         """Record dead letters produced upstream (e.g. undecodable messages)."""

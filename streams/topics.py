@@ -188,7 +188,7 @@ def station_partition(station_id: str, n_partitions: int) -> int:
     """
     from kafka.partitioner.default import murmur2
 
-    return (murmur2(station_id.encode("utf-8")) & 0x7FFFFFFF) % max(n_partitions, 1)
+    return int(murmur2(station_id.encode("utf-8")) & 0x7FFFFFFF) % max(n_partitions, 1)
 
 
 def region_partition(region: str, n_partitions: int) -> int:

@@ -15,6 +15,7 @@ from convergence.streams.topics import (
     STORED,
     TOPIC_CONFIGS,
     TOPIC_OF_TABLE,
+    TOPIC_PARTITIONS,
     TOPICS,
     ClusterError,
     Emit,
@@ -29,9 +30,10 @@ def _settings(**env: str) -> Settings:
 
 
 # -- names and configs --------------------------------------------------------------------------
-def test_topics_are_the_ten_documented_ones() -> None:
+def test_topics_are_the_thirteen_documented_ones() -> None:
     assert TOPICS == ("events", "alerts", "reports", "responses", "control", "acks", "dead-letter",
-                      "runs", "station-status", "readings")
+                      "runs", "station-status", "readings", "campaign-shards", "campaign-results",
+                      "campaign-cancel")
 
 
 def test_topic_names_apply_the_prefix() -> None:
@@ -143,6 +145,9 @@ def test_ensure_topics_creates_only_the_missing_ones_with_their_configs(kafka_bo
     try:
         meta = admin.describe_topics([s.topic("events")])
         assert len(meta[0]["partitions"]) == 2
+        # campaign shards keep their own partition count whatever the workers' is
+        meta = admin.describe_topics([s.topic("campaign-shards")])
+        assert len(meta[0]["partitions"]) == TOPIC_PARTITIONS["campaign-shards"] == 12
         status = s.topic("station-status")
         res = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, status)])
     finally:

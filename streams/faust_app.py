@@ -352,6 +352,9 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int = 1,
     app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
     app.on_before_shutdown.connect(before_shutdown)  # type: ignore[arg-type]
 
+    from convergence.streams.campaign_shards import register_campaign_agent
+    register_campaign_agent(app, settings, topics)  # `montecarlo run --cluster`'s shards
+
     sink = StoreSink(settings) if store else None
     if sink is not None:
         the_sink = sink

@@ -155,7 +155,7 @@ def run(
                 from convergence.streams.campaign_shards import ClusterProgress, cluster_chunk_runner
 
                 def note(p: ClusterProgress) -> None:
-                    bar.update(task, description=f"monte carlo ({p.text()})")
+                    bar.update(task, description=p.text())
 
                 runner = cluster_chunk_runner(s, on_progress=note)
 

@@ -542,16 +542,16 @@ class ClusterProgress:
         """A short line for a person.
 
         >>> ClusterProgress(41, done=3, running=2, workers=2, reruns=1).text()
-        'cluster: 3/41 shards done, 2 running on 2 workers, 1 re-run after a failover'
+        'cluster: 3/41 shards, 2 running on 2 workers, 1 re-run'
         >>> ClusterProgress(41, waiting_s=4.2).text()
         'cluster: waiting for a worker (4 s)'
         """
         if not self.workers:
             return f"cluster: waiting for a worker ({self.waiting_s:.0f} s)"
-        out = (f"cluster: {self.done}/{self.shards} shards done, {self.running} running on "
+        out = (f"cluster: {self.done}/{self.shards} shards, {self.running} running on "
                f"{self.workers} worker{'s' if self.workers != 1 else ''}")
         if self.reruns:
-            out += f", {self.reruns} re-run{'s' if self.reruns != 1 else ''} after a failover"
+            out += f", {self.reruns} re-run{'s' if self.reruns != 1 else ''}"
         return out
 
 

@@ -542,6 +542,8 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int | No
             await follower.stop()
 
     app.service(StatusFollowerService)
+    from convergence.streams.campaign_shards import register_campaign_agent
+    register_campaign_agent(app, settings, topics)  # `montecarlo run --cluster`'s shards
 
     sink = StoreSink(settings) if store else None
     if sink is not None:

@@ -24,6 +24,8 @@ dead-letter     dead-letter id              ``DeadLetter.to_dict()`` (with its r
 runs            run id                      a worker's counters, sent when it stops
 station-status  station id                  a station agent's state (compacted)
 readings        region                      ``RegionReading`` of every region, every tick
+campaign-*      campaign id (and shard)     Monte Carlo shards, their results and cancels
+                                            (:mod:`convergence.streams.campaign_shards`)
 ==============  ==========================  =============================================
 
 Examples
@@ -51,10 +53,11 @@ from convergence.settings import Settings
 #: Every topic of the cluster, by logical name (``settings.topic(name)`` is the real one).
 TOPICS: tuple[str, ...] = ("events", "node-evidence", "alerts", "reports", "responses",
                            "control", "acks", "dead-letter", "runs", "station-status",
-                           "readings")
+                           "readings", "campaign-shards", "campaign-results", "campaign-cancel")
 
 #: Topics split over ``settings.partitions`` partitions: the first stage reads events by
-#: station, the second node evidence by region. Every other topic has one partition.
+#: station, the second node evidence by region. :data:`TOPIC_PARTITIONS` fixes others;
+#: every other topic has one partition.
 PARTITIONED: frozenset[str] = frozenset({"events", "node-evidence"})
 
 #: Topic configs by logical name. Station status is compacted: the latest status of each
@@ -69,7 +72,16 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
                  "segment.ms": str(600_000)},
     "station-status": {"cleanup.policy": "compact,delete", "retention.ms": str(7 * 86_400_000),
                        "segment.ms": str(3_600_000)},
+    # a campaign's shards, answers and cancels matter while its client waits: a day is plenty
+    "campaign-shards": {"cleanup.policy": "delete", "retention.ms": str(86_400_000)},
+    "campaign-results": {"cleanup.policy": "delete", "retention.ms": str(86_400_000)},
+    "campaign-cancel": {"cleanup.policy": "delete", "retention.ms": str(86_400_000)},
 }
+
+#: Topics whose partition count does not follow the worker's ``--partitions``: campaign
+#: shards spread over 12 partitions, so 1, 2, 3, 4, 6 or 12 workers share them evenly;
+#: every worker reads the few campaign cancels whole, from one partition.
+TOPIC_PARTITIONS: dict[str, int] = {"campaign-shards": 12, "campaign-cancel": 1}
 
 #: A station status older than this (its ``at_s``) is history, not news: a compacted
 #: topic still holds the last status of stations that ran long ago.
@@ -130,7 +142,8 @@ def ensure_topics(settings: Settings, names: Iterable[str] = TOPICS, *,
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another process won the race
                 by_name = {v: k for k, v in topic_names(settings, names).items()}
-                admin.create_topics([NewTopic(t, split if by_name[t] in PARTITIONED else 1,
+                admin.create_topics([NewTopic(t, TOPIC_PARTITIONS.get(
+                    by_name[t], split if by_name[t] in PARTITIONED else 1),
                                               replication,
                                               topic_configs=TOPIC_CONFIGS.get(by_name[t], {}))
                                      for t in missing])

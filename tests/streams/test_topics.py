@@ -11,12 +11,12 @@ import pytest
 
 from convergence.settings import Settings, load_settings
 from convergence.streams.topics import (
+    PARTITIONED,
     STATUS_MAX_AGE_S,
     STORED,
     TOPIC_CONFIGS,
     TOPIC_OF_TABLE,
     TOPIC_PARTITIONS,
-    PARTITIONED,
     TOPICS,
     ClusterError,
     Emit,
@@ -35,7 +35,7 @@ def test_topics_are_the_fourteen_documented_ones() -> None:
     assert TOPICS == ("events", "node-evidence", "alerts", "reports", "responses", "control",
                       "acks", "dead-letter", "runs", "station-status", "readings",
                       "campaign-shards", "campaign-results", "campaign-cancel")
-    assert PARTITIONED == {"events", "node-evidence"}
+    assert {"events", "node-evidence"} == PARTITIONED
 
 
 def test_topic_names_apply_the_prefix() -> None:

@@ -465,26 +465,23 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int | No
                                (tick, seq[0], event))
             ack_evidence(msg.partition)
 
-    def caught_up() -> bool:
+    def caught_up() -> dict[int, bool]:
         # Wall time may stand in for event time only when the consumer has read everything
         # there is AND can reach the broker: a pause in fetching (startup, rebalance, a
         # broker that is down) must never close ticks ahead of the backlog.
         now_ms = time.time() * 1000.0
-        owned = the_core.owned
-        if not owned:
-            return False
-        ok = True
-        for p in owned:
+        out: dict[int, bool] = {}
+        for p in the_core.owned:
             position, hw, fetched = _fetch_view(app, TP(events_topic, p))
             if hw is not None and p in last_offset:
                 the_core.metrics.lag(p, max(hw - last_offset[p] - 1, 0))
             if hw is None or fetched is None or now_ms - fetched > REACH_S * 1000.0:
-                ok = False
+                out[p] = False
             elif p in last_offset:
-                ok = ok and last_offset[p] + 1 >= hw
+                out[p] = last_offset[p] + 1 >= hw
             else:
-                ok = ok and position is not None and position >= hw
-        return ok
+                out[p] = position is not None and position >= hw
+        return out
 
     @app.timer(interval=idle_interval_s, name="convergence-idle-ticks")  # type: ignore[untyped-decorator]
     async def idle_ticks() -> None:
@@ -523,6 +520,9 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int | No
                               **kwargs: Any) -> None:
         # Its counters go out last; the store sink (here or in another worker) stores them.
         await publish([*the_core.on_stop(), the_core.run_record()])
+        # every open tick closed and its evidence published: the events are handed on
+        while held_events:
+            heapq.heappop(held_events)[3].ack()
         log.warning("worker stopping: %s", orjson.dumps(
             {k: v for k, v in the_core.summary().items() if k != "stations"}).decode())
 

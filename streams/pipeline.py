@@ -142,7 +142,8 @@ class Pipeline:
         self.processor = processor
         self.chain = processor.chain
         self.counters = PipelineCounters()
-        self.station = StationStage(settings, registry, processor, counters=self.counters)
+        self.station = StationStage(settings, registry, processor, counters=self.counters,
+                                    count_ticks=stations_only)
         self.region: RegionStage | None = None
         #: closed ticks' evidence not yet taken by a transport (``stations_only``)
         self.evidence_out: list[NodeEvidence] = []

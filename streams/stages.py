@@ -201,12 +201,14 @@ class StationStage:
 
     def __init__(self, settings: Settings, registry: StationRegistry, processor: TickProcessor,
                  *, counters: PipelineCounters | None = None,
-                 max_gap_ticks: int = MAX_GAP_TICKS) -> None:
+                 max_gap_ticks: int = MAX_GAP_TICKS, count_ticks: bool = False) -> None:
         self.settings = settings
         self.registry = registry
         self.processor = processor
         self.tick_s = settings.tick_s
         self.counters = counters if counters is not None else PipelineCounters()
+        #: count closed ticks in ``counters.ticks`` (when no second stage here counts them)
+        self.count_ticks = count_ticks
         n = max(len(registry), 1)
         self.acc = TickAccumulator(n_stations=n, tick_s=self.tick_s,
                                    allowed_lateness_s=settings.allowed_lateness_s,
@@ -288,6 +290,8 @@ class StationStage:
         return [self._close(t, cells) for t, cells in closed]
 
     def _close(self, tick: int, cells: dict[str, Array]) -> NodeEvidence:
+        if self.count_ticks:
+            self.counters.ticks += 1
         # A station's detectors run from its first event on and pause after
         # ``max_gap_ticks`` empty ticks in a row, until it sends again: what a station
         # learns never depends on which other stations share its pipeline (one process,
@@ -425,6 +429,9 @@ class RegionStage:
         known = [sid for sid in ne.stations if self._index(sid) is not None]
         if len(known) < len(ne.stations):
             self.unknown_evidence += len(ne.stations) - len(known)
+        if not len(self.registry):  # no station in these regions (yet): nothing to judge
+            self.last_tick = ne.tick
+            return TickOutcome(ne.tick, ne.time_s)
         self.fit()
         ev, _ = unpack_evidence(ne, self.registry.get, self._n)
         self.evidence.add(ne.samples)

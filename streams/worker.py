@@ -52,7 +52,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -157,6 +157,60 @@ class EventTimeWatermark:
         self.value = t
         return t
 
+
+
+class PartitionWatermarks:
+    """Event time up to which *every* partition's input is complete: the slowest one's.
+
+    Partitions are read at their own pace (a consumer may deliver one partition's backlog
+    before another's), so the fastest partition's event time would make the others'
+    events late. Each partition has its own :class:`EventTimeWatermark`; the worker closes
+    ticks at their minimum. A partition that never had an event is no constraint only
+    when it is caught up (nothing there to read); otherwise it holds the others back.
+
+    >>> w = PartitionWatermarks(idle_after_s=1.0, max_lead_s=1.0)
+    >>> w.observe(0, 100.0, wall_s=500.0); w.observe(1, 90.0, wall_s=500.0)
+    >>> w.value([0, 1], caught_up={0: True, 1: True})
+    90.0
+    >>> w.value([0, 1, 2], caught_up={2: False}) is None   # partition 2 unread yet
+    True
+    >>> w.value([0, 1, 2], caught_up={2: True})             # partition 2 empty
+    90.0
+    """
+
+    def __init__(self, idle_after_s: float = 1.0, max_lead_s: float = 1.0) -> None:
+        EventTimeWatermark(idle_after_s, max_lead_s)  # checks the settings
+        self.idle_after_s = idle_after_s
+        self.max_lead_s = max_lead_s
+        self.by_partition: dict[int, EventTimeWatermark] = {}
+
+    def _of(self, partition: int) -> EventTimeWatermark:
+        w = self.by_partition.get(partition)
+        if w is None:
+            w = self.by_partition[partition] = EventTimeWatermark(self.idle_after_s,
+                                                                  self.max_lead_s)
+        return w
+
+    def observe(self, partition: int, max_event_time_s: float | None, wall_s: float) -> None:
+        self._of(partition).observe(max_event_time_s, wall_s)
+
+    def idle(self, partitions: Iterable[int], wall_s: float,
+             caught_up: Mapping[int, bool]) -> None:
+        for p in partitions:
+            w = self.by_partition.get(p)
+            if w is not None:
+                w.idle(wall_s, caught_up.get(p, False))
+
+    def value(self, partitions: Iterable[int], caught_up: Mapping[int, bool]) -> float | None:
+        vals = []
+        for p in partitions:
+            w = self.by_partition.get(p)
+            if w is None or w.value is None:
+                if caught_up.get(p, False):
+                    continue
+                return None
+            vals.append(w.value)
+        return min(vals) if vals else None
 
 
 # -- the worker core -------------------------------------------------------------
@@ -349,8 +403,9 @@ class WorkerCore:
         #: per first-stage partition: ticks closed and the offset processed (``progress``
         #: table), for the next owner to tell a re-read from news
         self.progress: MutableMapping[str, Any] = {} if progress is None else progress
-        self._held: dict[str, tuple[float, list[Event]]] = {}
+        self._held: dict[str, tuple[float, list[Event], int]] = {}
         self._unknown_logged: set[str] = set()
+        self._unknown_said_at = -math.inf
         if directory is not None and stations_only:
             directory.on_new(self._learn)
         self.idle_after_s = idle_after_s
@@ -377,6 +432,8 @@ class WorkerCore:
         # survive a reset: they are valid input that this worker has already consumed.
         self._pending: list[Event] = []
         self._pending_since_s = 0.0
+        #: the latest event time per partition among the buffered events
+        self._pending_max: dict[int, float] = {}
         #: the last message's latest event tick (``None``: it carried no event)
         self.last_max_tick: int | None = None
         self.reset()
@@ -429,7 +486,7 @@ class WorkerCore:
             if self._mine(info):
                 reg.add(info)
 
-    def _admit(self, events: list[Event], wall_s: float) -> list[Event]:
+    def _admit(self, events: list[Event], wall_s: float, partition: int) -> list[Event]:
         """The events of stations the directory knows (registering them with its facts);
         an unknown station's events wait for its status (see module docstring)."""
         if self.directory is None:
@@ -441,19 +498,19 @@ class WorkerCore:
             if reg.get(sid) is None:
                 info = self.directory.lookup(sid)
                 if info is None:
-                    self._hold(e, wall_s)
+                    self._hold(e, wall_s, partition)
                     continue
                 reg.add(info)
             out.append(e)
         return out
 
-    def _hold(self, e: Event, wall_s: float) -> None:
+    def _hold(self, e: Event, wall_s: float, partition: int) -> None:
         held = self._held.get(e.station_id)
         if held is None:
             if len(self._held) >= MAX_HELD_STATIONS:
                 self._unknown([e], wall_s, "too many unknown stations at once")
                 return
-            held = self._held[e.station_id] = (wall_s, [])
+            held = self._held[e.station_id] = (wall_s, [], partition)
         if len(held[1]) >= MAX_HELD_PER_STATION:
             self._unknown([e], wall_s, f"more than {MAX_HELD_PER_STATION} of its events "
                                        "waited for its status")
@@ -471,10 +528,13 @@ class WorkerCore:
         if not self._pending:
             self._pending_since_s = wall_s
         self._pending.extend(held[1])
+        if held[1]:
+            t = max(e.event_time_s for e in held[1])
+            self._pending_max[held[2]] = max(self._pending_max.get(held[2], t), t)
 
     def _expire_held(self, wall_s: float) -> None:
-        for sid in [k for k, (t0, _) in self._held.items() if wall_s - t0 >= self.unknown_grace_s]:
-            _, evs = self._held.pop(sid)
+        for sid in [k for k, h in self._held.items() if wall_s - h[0] >= self.unknown_grace_s]:
+            evs = self._held.pop(sid)[1]
             self._unknown(evs, wall_s, f"no status message from it within "
                                        f"{self.unknown_grace_s:g} s")
 
@@ -486,9 +546,15 @@ class WorkerCore:
                   "the fleet file the cluster runs")
         self.counters.unknown_station_events += len(events)
         sid = events[0].station_id if events else "?"
-        if sid not in self._unknown_logged and len(self._unknown_logged) < 1000:
+        if sid not in self._unknown_logged and len(self._unknown_logged) < 100_000:
             self._unknown_logged.add(sid)
-            log.warning("station %s: %s", sid, reason)
+            if len(self._unknown_logged) <= 5:
+                log.warning("station %s: %s", sid, reason)
+            elif time.monotonic() - self._unknown_said_at >= 30.0:
+                self._unknown_said_at = time.monotonic()
+                log.warning("%d unknown stations so far (latest %s); their events are "
+                            "dead-lettered: add them to the fleet file the cluster runs",
+                            len(self._unknown_logged), sid)
         for e in events:
             d = dead_letter("worker", e.to_dict(), reason, received_at_s=wall_s)
             self.pipeline.count_dead_letters(1)
@@ -498,7 +564,10 @@ class WorkerCore:
         """Fresh pipeline and watermark (a partition moved; the old state is not ours)."""
         self.pipeline = Pipeline(self.settings, self.registry_factory(), run_id=self.run_id,
                                  stations_only=self.stations_only)
-        self.watermark = EventTimeWatermark(self.idle_after_s, self.max_lead_s)
+        self.watermarks = PartitionWatermarks(self.idle_after_s, self.max_lead_s)
+        #: the latest word from the transport on each partition: read to its end and
+        #: reachable (only then may wall time stand in for event time)
+        self._caught: dict[int, bool] = {}
         #: per partition: highest offset processed, and ticks a previous owner closed
         self._done_offset: dict[int, int] = {}
         self._reread_through: dict[int, int] = {}
@@ -603,7 +672,7 @@ class WorkerCore:
 
     def _take(self, events: list[Event], bad: Sequence[DeadLetter], key_station: str | None,
               wall_s: float, partition: int) -> list[Emit]:
-        events = self._admit(self._drop_rereads(events, partition), wall_s)
+        events = self._admit(self._drop_rereads(events, partition), wall_s, partition)
         self._account(events, bad, key_station, wall_s, partition)
         for d in bad:
             self._dead(d, key_station)
@@ -611,6 +680,8 @@ class WorkerCore:
             if not self._pending:
                 self._pending_since_s = wall_s
             self._pending.extend(events)
+            t = max(e.event_time_s for e in events)
+            self._pending_max[partition] = max(self._pending_max.get(partition, t), t)
         if self._pending and (len(self._pending) >= self.batch_events
                               or wall_s - self._pending_since_s >= self.batch_wait_s):
             self._flush(wall_s)
@@ -656,9 +727,22 @@ class WorkerCore:
         for d in late:
             self._account_dead(d.station_id, wall_s)
             self._dead(d, None)
-        wm = self.watermark.observe(max(e.event_time_s for e in events), wall_s)
+        parts, self._pending_max = self._pending_max, {}
+        for p, t in parts.items():
+            self.watermarks.observe(p, t, wall_s)
+        wm = self.watermarks.value(self._partitions(), self._caught)
         if wm is not None:
             self._outcomes(self._advance(wm))
+
+    def _partitions(self) -> list[int]:
+        """The partitions whose input bounds the watermark: those owned, else those seen
+        (in one process: partition 0)."""
+        return sorted(self.owned) if self.owned else sorted(self.watermarks.by_partition)
+
+    @property
+    def watermark_s(self) -> float | None:
+        """Event time up to which every partition's input is believed complete."""
+        return self.watermarks.value(self._partitions(), self._caught)
 
     def _ingest_failed(self, events: Sequence[Event], exc: Exception, wall_s: float) -> None:
         """Dead letters (one per event, with the reason) for a batch ingest rejected."""
@@ -670,22 +754,28 @@ class WorkerCore:
             self._account_dead(d.station_id, wall_s)
             self._dead(d, None)
 
-    def on_timer(self, wall_s: float, *, caught_up: bool = True) -> list[Emit]:
+    def on_timer(self, wall_s: float, *, caught_up: bool | Mapping[int, bool] = True) -> list[Emit]:
         """Ingest what waits in the buffer; idle advance when input has gone quiet.
 
-        ``caught_up``: the consumer has read everything there is and can reach the broker
-        (only then may wall time stand in for event time; behind or cut off, never)."""
+        ``caught_up``: per partition (or for all), the consumer has read everything there
+        is and can reach the broker (only then may wall time stand in for event time;
+        behind or cut off, never)."""
         if self.stopped:
             return []
+        parts = self._partitions()
+        self._caught = (dict(caught_up) if isinstance(caught_up, Mapping)
+                        else dict.fromkeys(set(parts) | set(self.owned), bool(caught_up)))
         if self._held:
             self._expire_held(wall_s)
         if self._pending:
             self._flush(wall_s)
-        wm = self.watermark.idle(wall_s, caught_up)
+        self.watermarks.idle(parts, wall_s, self._caught)
+        wm = self.watermarks.value(parts, self._caught)
         if wm is not None:
             self._outcomes(self._advance(wm))
-        elif (self.stations_only and caught_up and self.owned
-              and self.pipeline.acc.next_close is None and not self._pending):
+        all_caught = bool(self.owned) and all(self._caught.get(p, False) for p in self.owned)
+        if (self.stations_only and all_caught
+                and self.pipeline.acc.next_close is None and not self._pending):
             # nothing ever came on our partitions and we are caught up: say so, so the
             # second stage is not held up waiting for us
             quiet = wall_s - self.settings.allowed_lateness_s - self.idle_after_s
@@ -919,7 +1009,7 @@ class WorkerCore:
         out: dict[str, Any] = {
             "run_id": self.run_id, "app_id": self.settings.faust_app_id,
             "pipeline": self.pipeline.counters.as_dict(), "worker": self.counters.as_dict(),
-            "watermark_s": self.watermark.value, "partitions": sorted(self.owned),
+            "watermark_s": self.watermark_s, "partitions": sorted(self.owned),
             "stopped": self.stopped, "stations_seen": len(self.stations)}
         if len(self.stations) <= MAX_STATIONS_IN_SUMMARY:
             out["stations"] = {k: dict(v) for k, v in sorted(self.stations.items())}

@@ -225,3 +225,27 @@ def test_a_reread_after_a_rebalance_is_a_duplicate_never_late(feed: Any) -> None
     heir.on_timer(now + 8.0)
     assert heir.counters.reread_events > 0 and heir.pipeline.counters.late == 0
     assert heir.pipeline.counters.events == 0  # every one of them was handed on before
+
+
+def test_a_partition_read_ahead_of_another_never_makes_the_others_events_late(feed: Any) -> None:
+    """Item 1 of the faults issue, within one worker: a consumer may deliver one
+    partition's backlog before another's; ticks close at the slowest partition's event
+    time, so the other's events are not late."""
+    s = _settings()
+    core = WorkerCore(s, directory=_directory(s), stations_only=True, n_sources=2,
+                      run_id="two-parts")
+    core.on_assignment([0, 1])
+    now = time.time()
+    msgs = _messages(feed, s, now - 25.0)
+    by_part: dict[int, list[tuple[str, bytes]]] = {0: [], 1: []}
+    for sid, value in msgs:
+        by_part[station_partition(sid, 2)].append((sid, value))
+    wall = now
+    for p in (0, 1):  # all of partition 0 first, then all of partition 1
+        for i, (sid, value) in enumerate(by_part[p]):
+            wall += 1e-4
+            core.on_message(value, sid.encode(), wall, partition=p, offset=i)
+        core.on_timer(wall, caught_up={0: p >= 0, 1: p >= 1})
+    core.on_timer(wall + 5.0, caught_up={0: True, 1: True})
+    assert core.pipeline.counters.late == 0
+    assert core.pipeline.counters.events > 10_000

@@ -376,6 +376,10 @@ def test_summary_and_run_record() -> None:
     doc = core.summary()
     assert (doc["run_id"], doc["app_id"], doc["partitions"], doc["stopped"]) == (
         "run-sum", s.faust_app_id, [1, 3], False)
+    # partition 3 sent nothing and is not known to be read to its end: it holds time back
+    assert doc["watermark_s"] is None
+    core.on_timer(now, caught_up={1: True, 3: True})  # nothing there to read: no constraint
+    doc = core.summary()
     assert doc["watermark_s"] == pytest.approx(now - 1.0)
     assert doc["pipeline"]["events"] == 2 and doc["worker"]["messages"] == 1
     assert doc["stations_seen"] == 1 and doc["stations"]["probe-1"]["events"] == 2

@@ -370,11 +370,15 @@ def test_a_broker_stopped_for_10_s_mid_convergence_loses_nothing_and_the_converg
             assert all(w["alive"] for w in st["workers"]), st["workers"]
         finally:
             down = _cluster("down", env=env, timeout=200)
+            for log in (tmp_path / "data" / "cluster").glob("*.log"):
+                lines = [x for x in log.read_text(errors="replace").splitlines()
+                         if "convergence" in x or "partitions now" in x or "arrived after" in x]
+                print(f"--- {log.name}", *lines[-15:], sep="\n")
         assert down.returncode == 0, down.stderr
         assert marks["restarting"] - marks["down"] >= 10.0
         assert marks["down"] < t0 + second.start_s < t0 + second.end_s < marks["up"] + 5.0
 
-        late = [json.loads(r.value) for r in read_topic(broker.bootstrap, s.topic("dead-letters"))]
+        late = [json.loads(r.value) for r in read_topic(broker.bootstrap, s.topic("dead-letter"))]
         late = [d for d in late if "arrived after its tick closed" in str(d.get("reason"))]
         alerts = {a.alert_id: a for a in (Alert.from_dict(json.loads(r.value)) for r in
                                           read_topic(broker.bootstrap, s.topic("alerts")))}

@@ -46,7 +46,7 @@ def _rows(kind: SourceKind, rng: np.random.Generator, horizon_s: float,
     t = 0.0
     while t < horizon_s:
         hot = surge is not None and surge[0] <= t < surge[1]
-        n = int(rng.poisson(6.0 if hot else 1.0))
+        n = int(rng.poisson(10.0 if hot else 1.0))
         for dt in np.sort(rng.uniform(0.0, 1.0, n)) if t > 0 else np.r_[0.0, np.sort(rng.uniform(0, 1, n))]:
             when = round(t + float(dt), 6)
             if kind == SourceKind.MARKET_PRICE:
@@ -81,7 +81,7 @@ def write_mixed_fleet(folder: Path, *, n_stations: int = 60, seed: int = 7,
     replay: list[StationSpec] = []
     for i, (short, kind, region, surges) in enumerate(plan):
         sid = f"rec-{short}-{region}-{i}"
-        rows = _rows(kind, rng, horizon_s, (genuine.start_s + 0.5, genuine.end_s) if surges else None)
+        rows = _rows(kind, rng, horizon_s, (genuine.start_s, genuine.end_s) if surges else None)
         path = folder / f"{sid}.jsonl"
         path.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
         replay.append(StationSpec(sid, kind, SourceSpec("replay", {"path": path.name, "speed": 1.0}),

@@ -256,9 +256,7 @@ def test_the_worker_owning_a_converging_region_killed_mid_episode_loses_and_repe
     sent = [Alert.from_dict(json.loads(r.value)) for r in read_topic(kafka_bootstrap, s.topic("alerts"))]
     alerts = list({a.alert_id: a for a in sent}.values())
     resent = len(sent) - len(alerts)
-    assert {a.region for a in alerts} == {e.region for e in genuine}, \
-        "a decoy alerted, or a convergence was lost"
-    _one_report_per_episode_and_each_level_once(alerts)
+    _reconcile(alerts, genuine)
     print(f"alerts: {len(alerts)} ({resent} re-sent with the same id) for {len(genuine)} "
           f"genuine convergences; 0 lost, 0 duplicated")
     # each report once in the store
@@ -305,16 +303,22 @@ def test_up_detach_without_a_broker_says_why_in_one_line(tmp_path: Path) -> None
     assert not (tmp_path / "cluster" / "state.json").exists()
 
 
-def _one_report_per_episode_and_each_level_once(alerts: list[Any]) -> None:
-    """Each region here has one genuine episode: one report, and each level alerted once
-    (an alert re-sent with the same id is the same alert)."""
-    by_region: dict[str, list[Any]] = {}
+def _reconcile(alerts: list[Any], genuine: list[Any]) -> None:
+    """Alerts against ground truth: each genuine episode one report (0 lost, and no
+    second report for it), each level of a report alerted once (an alert re-sent with the
+    same id is the same alert), and no report anywhere else (no decoy alerted)."""
+    reports: dict[str, set[str]] = {}
+    levels: dict[str, list[Any]] = {}
     for a in alerts:
-        by_region.setdefault(a.region, []).append(a)
-    for region, mine in by_region.items():
-        assert len({a.report_id for a in mine}) == 1, [a.to_dict() for a in mine]
-        levels = [a.level for a in mine]
-        assert len(levels) == len(set(levels)), f"{region} alerted a level twice: {levels}"
+        reports.setdefault(a.region, set()).add(a.report_id)
+        levels.setdefault(a.report_id, []).append(a.level)
+    wanted: dict[str, int] = {}
+    for e in genuine:
+        wanted[e.region] = wanted.get(e.region, 0) + 1
+    assert {r: len(ids) for r, ids in reports.items()} == wanted, \
+        f"alerted reports per region {reports} against genuine episodes {wanted}"
+    for rid, lv in levels.items():
+        assert len(lv) == len(set(lv)), f"report {rid} alerted a level twice: {lv}"
 
 
 # -- the broker stopped for 10 s under a running cluster ------------------------------------
@@ -341,8 +345,7 @@ def test_a_broker_stopped_for_10_s_mid_convergence_loses_nothing_and_the_converg
                "CONVERGENCE_SEED": "1", "CONVERGENCE_KAFKA_BOOTSTRAP": broker.bootstrap,
                "CONVERGENCE_DB": "mem://"}
         s = load_settings(env=env, config_path=None)
-        genuine = [e for e in default_scenario(247, 1, 120).genuine() if e.start_s < 60]
-        second = genuine[1]
+        scenario = default_scenario(247, 1, 3600)
         p = _cluster("up", "--detach", "--workers", "2", env=env, timeout=200)
         marks: dict[str, float] = {}
         try:
@@ -352,6 +355,8 @@ def test_a_broker_stopped_for_10_s_mid_convergence_loses_nothing_and_the_converg
             t0 = float(state["stations_t0_s"])
             _wait_for("both workers processing events", lambda: all(
                 (w["metrics"] or {}).get("events_in", 0) > 0 for w in _status(env)["workers"]), 90.0)
+            # the next genuine convergence far enough ahead (a loaded machine starts slowly)
+            second = next(e for e in scenario.genuine() if e.start_s >= time.time() - t0 + 8.0)
             # down from 3 s before the convergence until after it ends
             time.sleep(max(0.0, t0 + second.start_s - 3.0 - time.time()))
             marks["down"] = time.time()
@@ -361,10 +366,13 @@ def test_a_broker_stopped_for_10_s_mid_convergence_loses_nothing_and_the_converg
             broker.relaunch()
             marks["up"] = time.time()
             # the backlog of the outage drains, and the episode's ticks close
-            hit = _cli("alerts", "subscribe", "--from-beginning", "--region", second.region,
-                       "--max", "1", "--json", "--timeout", "120", env=env, timeout=150)
+            def its_alert() -> bool:
+                return any(a["region"] == second.region and a["time_s"] >= t0 + second.start_s
+                           for a in (json.loads(r.value) for r in
+                                     read_topic(broker.bootstrap, s.topic("alerts"))))
+
+            _wait_for(f"the convergence in {second.region} to alert", its_alert, 150.0, every_s=2.0)
             marks["alert"] = time.time()
-            assert hit.returncode == 0, (hit.stderr, _status(env))
             time.sleep(10.0)  # the episode's later levels, if any
             st = _status(env)
             assert all(w["alive"] for w in st["workers"]), st["workers"]
@@ -394,7 +402,7 @@ def test_a_broker_stopped_for_10_s_mid_convergence_loses_nothing_and_the_converg
         print(f"  {a.time_s - t0:7.1f} s {a.region:8} {a.level.value:9} {a.report_id} {a.alert_id}")
     assert late == []
     assert stations["failed"] == 0 and stations["acked"] == stations["sent"]
-    _one_report_per_episode_and_each_level_once(list(alerts.values()))
-    regions = {a.region for a in alerts.values()}
-    assert second.region in regions
-    assert regions <= {e.region for e in genuine}  # no decoy alerted
+    # every genuine convergence that ended before the run did alerted once, none other
+    ended = max(a.time_s for a in alerts.values()) - t0 if alerts else 0.0
+    _reconcile(list(alerts.values()), [e for e in scenario.genuine() if e.start_s <= second.start_s
+                                       or e.end_s <= ended])

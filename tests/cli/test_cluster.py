@@ -176,6 +176,7 @@ def test_the_worker_owning_a_converging_region_killed_mid_episode_loses_and_repe
         assert "cluster running in the background" in p.stdout
         state = read_state(state_path(s))
         assert state is not None and state["phase"] == "running" and len(state["workers"]) == 2
+        t0 = float(state["stations_t0_s"])
 
         def settled() -> dict[str, Any] | None:
             st = _status(env)
@@ -243,6 +244,7 @@ def test_the_worker_owning_a_converging_region_killed_mid_episode_loses_and_repe
         st = _status(env)
         assert all(w["alive"] for w in st["workers"])
     finally:
+        ended = time.time()
         down = _cluster("down", env=env, timeout=200)
     assert down.returncode == 0, down.stderr
     assert "cluster stopped" in down.stdout
@@ -256,9 +258,9 @@ def test_the_worker_owning_a_converging_region_killed_mid_episode_loses_and_repe
     sent = [Alert.from_dict(json.loads(r.value)) for r in read_topic(kafka_bootstrap, s.topic("alerts"))]
     alerts = list({a.alert_id: a for a in sent}.values())
     resent = len(sent) - len(alerts)
-    _reconcile(alerts, genuine)
-    print(f"alerts: {len(alerts)} ({resent} re-sent with the same id) for {len(genuine)} "
-          f"genuine convergences; 0 lost, 0 duplicated")
+    _reconcile(alerts, default_scenario(247, 1, 3600), t0, ended)
+    print(f"alerts: {len(alerts)} ({resent} re-sent with the same id) over "
+          f"{ended - t0:.0f} s of scenario, reconciled with ground truth: 0 lost, 0 duplicated")
     # each report once in the store
     listed = _cli("reports", "list", "--db", f"surrealkv://{db}", "--json", env=env, timeout=60)
     assert listed.returncode == 0, listed.stderr
@@ -303,20 +305,30 @@ def test_up_detach_without_a_broker_says_why_in_one_line(tmp_path: Path) -> None
     assert not (tmp_path / "cluster" / "state.json").exists()
 
 
-def _reconcile(alerts: list[Any], genuine: list[Any]) -> None:
-    """Alerts against ground truth: each genuine episode one report (0 lost, and no
-    second report for it), each level of a report alerted once (an alert re-sent with the
-    same id is the same alert), and no report anywhere else (no decoy alerted)."""
+def _reconcile(alerts: list[Any], scenario: Any, t0: float, ended_s: float) -> None:
+    """Alerts against ground truth: each genuine episode that started at least 20 s
+    before the run ended has exactly one report (0 lost, and no second report for it;
+    one starting later may or may not have alerted yet), each level of a report alerted
+    once (an alert re-sent with the same id is the same alert), and no report anywhere
+    else (no decoy alerted)."""
     reports: dict[str, set[str]] = {}
     levels: dict[str, list[Any]] = {}
     for a in alerts:
         reports.setdefault(a.region, set()).add(a.report_id)
         levels.setdefault(a.report_id, []).append(a.level)
-    wanted: dict[str, int] = {}
-    for e in genuine:
-        wanted[e.region] = wanted.get(e.region, 0) + 1
-    assert {r: len(ids) for r, ids in reports.items()} == wanted, \
-        f"alerted reports per region {reports} against genuine episodes {wanted}"
+    run_s = ended_s - t0
+    must: dict[str, int] = {}
+    may: dict[str, int] = {}
+    for e in scenario.genuine():
+        if e.start_s <= run_s:
+            may[e.region] = may.get(e.region, 0) + 1
+            if e.start_s <= run_s - 20.0:
+                must[e.region] = must.get(e.region, 0) + 1
+    got = {r: len(ids) for r, ids in reports.items()}
+    for region in set(got) | set(must):
+        assert must.get(region, 0) <= got.get(region, 0) <= may.get(region, 0), \
+            f"{region}: {got.get(region, 0)} alerted report(s) against {must.get(region, 0)} " \
+            f"genuine episode(s) ({may.get(region, 0)} counting the last 20 s): {reports}"
     for rid, lv in levels.items():
         assert len(lv) == len(set(lv)), f"report {rid} alerted a level twice: {lv}"
 
@@ -377,6 +389,7 @@ def test_a_broker_stopped_for_10_s_mid_convergence_loses_nothing_and_the_converg
             st = _status(env)
             assert all(w["alive"] for w in st["workers"]), st["workers"]
         finally:
+            marks["ended"] = time.time()
             down = _cluster("down", env=env, timeout=200)
             for log in (tmp_path / "data" / "cluster").glob("*.log"):
                 lines = [x for x in log.read_text(errors="replace").splitlines()
@@ -402,7 +415,4 @@ def test_a_broker_stopped_for_10_s_mid_convergence_loses_nothing_and_the_converg
         print(f"  {a.time_s - t0:7.1f} s {a.region:8} {a.level.value:9} {a.report_id} {a.alert_id}")
     assert late == []
     assert stations["failed"] == 0 and stations["acked"] == stations["sent"]
-    # every genuine convergence that ended before the run did alerted once, none other
-    ended = max(a.time_s for a in alerts.values()) - t0 if alerts else 0.0
-    _reconcile(list(alerts.values()), [e for e in scenario.genuine() if e.start_s <= second.start_s
-                                       or e.end_s <= ended])
+    _reconcile(list(alerts.values()), scenario, t0, marks["ended"])

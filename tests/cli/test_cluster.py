@@ -416,3 +416,44 @@ def test_a_broker_stopped_for_10_s_mid_convergence_loses_nothing_and_the_converg
     assert late == []
     assert stations["failed"] == 0 and stations["acked"] == stations["sent"]
     _reconcile(list(alerts.values()), scenario, t0, marks["ended"])
+
+
+# -- a newcomer's own fleet on a 2-worker cluster ---------------------------------------------
+
+
+@pytest.mark.kafka
+def test_two_workers_watch_a_fleet_of_recorded_and_synthetic_stations(
+        kafka_bootstrap: str, tmp_path: Path, mixed_fleet: Any) -> None:
+    """`cluster up --fleet FILE --workers 2`: the workers learn every station's kind,
+    region and group from the fleet file (recorded stations included, none unknown), the
+    genuine convergences alert - the recorded stations among the evidence of the one they
+    join - and the decoys do not."""
+    mixed = mixed_fleet(tmp_path / "fleet", n_stations=120, seed=7, horizon_s=70.0)
+    tag = uuid.uuid4().hex[:8]
+    db = tmp_path / "db"
+    env = {"CONVERGENCE_TOPIC_PREFIX": f"mx{tag}", "CONVERGENCE_FAUST_APP_ID": f"mx{tag}",
+           "CONVERGENCE_DATA_DIR": str(tmp_path / "data")}
+    p = _cluster("up", "--kafka", kafka_bootstrap, "--fleet", str(mixed.path), "--workers", "2",
+                 "--duration", "62", "--drain", "40", "--db", f"surrealkv://{db}", "--json",
+                 env=env, timeout=400)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "Traceback" not in p.stderr
+    lines = [json.loads(x) for x in p.stdout.strip().splitlines()]
+    summary, alerts = lines[-1], lines[:-1]
+    assert summary["worker_exit_codes"] == [0, 0]
+    assert summary["failed"] == 0 and summary["acked"] == summary["sent"]
+    genuine = [e for e in mixed.scenario.genuine() if e.start_s < 55.0]
+    assert {r for a in alerts for r in a["regions"]} == {e.region for e in genuine}
+    (rid,) = {a["report_id"] for a in alerts if mixed.genuine.region in a["regions"]}
+    shown = _cli("reports", "show", rid, "--db", f"surrealkv://{db}", "--format", "json",
+                 env=env, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads(shown.stdout)
+    involved = set(report["stations"]) | {t["station_id"] for t in report["timeline"]
+                                          if t["what"] == "joined"}
+    assert involved & set(mixed.replay_ids), (sorted(involved), mixed.replay_ids)
+    assert not involved & set(mixed.decoy_replay_ids)
+    # no station of the fleet file was unknown to the workers
+    logs = "".join(f.read_text(errors="replace")
+                   for f in (tmp_path / "data" / "cluster").glob("worker-*.log"))
+    assert "not in the fleet file" not in logs

@@ -478,7 +478,7 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int | No
             if hw is not None and p in last_offset:
                 the_core.metrics.lag(p, max(hw - last_offset[p] - 1, 0))
             reach[p] = hw is not None and fetched is not None and now_ms - fetched <= REACH_S * 1000.0
-            if not reach[p]:
+            if hw is None or not reach[p]:
                 caught[p] = False
             elif p in last_offset:
                 caught[p] = last_offset[p] + 1 >= hw

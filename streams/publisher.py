@@ -42,6 +42,7 @@ Examples
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -121,13 +122,13 @@ class GuardedPublisher:
                 self.gave_up(e.topic, len(e.key) + len(e.value), exc)
                 continue
             if isinstance(sent, asyncio.Future):
-                size = len(e.key) + len(e.value)
-                sent.add_done_callback(lambda f, t=e.topic, n=size: self._done(f, t, n))
+                sent.add_done_callback(functools.partial(self._done, e.topic,
+                                                         len(e.key) + len(e.value)))
 
-    def _done(self, fut: asyncio.Future[Any], topic: str, size: int) -> None:
+    def _done(self, topic: str, size: int, fut: asyncio.Future[Any]) -> None:
         if fut.cancelled():
             return
-        exc = fut.exception()
+        exc = fut.exception()  # read, so it is never reported as an unread error
         if exc is not None:  # the producer retried what was retriable: this is final
             self.gave_up(topic, size, exc)
 

@@ -256,16 +256,9 @@ def test_the_worker_owning_a_converging_region_killed_mid_episode_loses_and_repe
     sent = [Alert.from_dict(json.loads(r.value)) for r in read_topic(kafka_bootstrap, s.topic("alerts"))]
     alerts = list({a.alert_id: a for a in sent}.values())
     resent = len(sent) - len(alerts)
-    by_region: dict[str, list[Alert]] = {}
-    for a in alerts:
-        by_region.setdefault(a.region, []).append(a)
-    assert set(by_region) == {e.region for e in genuine}, "a decoy alerted, or a convergence was lost"
-    for e in genuine:
-        mine = by_region[e.region]
-        # one episode, one report; each level alerted once
-        assert len({a.report_id for a in mine}) == 1, [a.to_dict() for a in mine]
-        levels = [a.level for a in mine]
-        assert len(levels) == len(set(levels)), f"{e.region} alerted a level twice: {levels}"
+    assert {a.region for a in alerts} == {e.region for e in genuine}, \
+        "a decoy alerted, or a convergence was lost"
+    _one_report_per_episode_and_each_level_once(alerts)
     print(f"alerts: {len(alerts)} ({resent} re-sent with the same id) for {len(genuine)} "
           f"genuine convergences; 0 lost, 0 duplicated")
     # each report once in the store
@@ -310,3 +303,94 @@ def test_up_detach_without_a_broker_says_why_in_one_line(tmp_path: Path) -> None
     log = (tmp_path / "cluster" / "supervisor.log").read_text()
     assert "kafka.net" not in log  # kafka-python's retry lines stay out of the log too
     assert not (tmp_path / "cluster" / "state.json").exists()
+
+
+def _one_report_per_episode_and_each_level_once(alerts: list[Any]) -> None:
+    """Each region here has one genuine episode: one report, and each level alerted once
+    (an alert re-sent with the same id is the same alert)."""
+    by_region: dict[str, list[Any]] = {}
+    for a in alerts:
+        by_region.setdefault(a.region, []).append(a)
+    for region, mine in by_region.items():
+        assert len({a.report_id for a in mine}) == 1, [a.to_dict() for a in mine]
+        levels = [a.level for a in mine]
+        assert len(levels) == len(set(levels)), f"{region} alerted a level twice: {levels}"
+
+
+# -- the broker stopped for 10 s under a running cluster ------------------------------------
+
+
+@pytest.mark.kafka
+def test_a_broker_stopped_for_10_s_mid_convergence_loses_nothing_and_the_convergence_alerts(
+        tmp_path: Path) -> None:
+    """A 2-worker cluster on its own broker; the broker is stopped for 10 s while the second
+    genuine convergence happens, then started again on the same storage. Stations buffer
+    and resend; workers reconnect and go on in event time: no event is dead-lettered as
+    late (the idle watermark never advances while a partition cannot be reached), the
+    convergence of the outage window alerts, no decoy does, and the stations lose nothing."""
+    from convergence.records import Alert
+    from convergence.settings import load_settings
+    from convergence.streams import kafka_local
+    from convergence.streams.kafka_client import read_topic
+    from convergence.streams.supervisor import read_state, state_path
+
+    tag = uuid.uuid4().hex[:8]
+    with kafka_local.start(load_settings(), state_dir=tmp_path / "broker") as broker:
+        env = {"CONVERGENCE_TOPIC_PREFIX": f"br{tag}", "CONVERGENCE_FAUST_APP_ID": f"br{tag}",
+               "CONVERGENCE_DATA_DIR": str(tmp_path / "data"), "CONVERGENCE_STATIONS": "247",
+               "CONVERGENCE_SEED": "1", "CONVERGENCE_KAFKA_BOOTSTRAP": broker.bootstrap,
+               "CONVERGENCE_DB": "mem://"}
+        s = load_settings(env=env, config_path=None)
+        genuine = [e for e in default_scenario(247, 1, 120).genuine() if e.start_s < 60]
+        second = genuine[1]
+        p = _cluster("up", "--detach", "--workers", "2", env=env, timeout=200)
+        marks: dict[str, float] = {}
+        try:
+            assert p.returncode == 0, p.stderr[-3000:]
+            state = read_state(state_path(s))
+            assert state is not None and state["stations_t0_s"] is not None
+            t0 = float(state["stations_t0_s"])
+            _wait_for("both workers processing events", lambda: all(
+                (w["metrics"] or {}).get("events_in", 0) > 0 for w in _status(env)["workers"]), 90.0)
+            # down from 3 s before the convergence until after it ends
+            time.sleep(max(0.0, t0 + second.start_s - 3.0 - time.time()))
+            marks["down"] = time.time()
+            broker.halt()
+            time.sleep(10.0)
+            marks["restarting"] = time.time()
+            broker.relaunch()
+            marks["up"] = time.time()
+            # the backlog of the outage drains, and the episode's ticks close
+            hit = _cli("alerts", "subscribe", "--from-beginning", "--region", second.region,
+                       "--max", "1", "--json", "--timeout", "120", env=env, timeout=150)
+            marks["alert"] = time.time()
+            assert hit.returncode == 0, (hit.stderr, _status(env))
+            time.sleep(10.0)  # the episode's later levels, if any
+            st = _status(env)
+            assert all(w["alive"] for w in st["workers"]), st["workers"]
+        finally:
+            down = _cluster("down", env=env, timeout=200)
+        assert down.returncode == 0, down.stderr
+        assert marks["restarting"] - marks["down"] >= 10.0
+        assert marks["down"] < t0 + second.start_s < t0 + second.end_s < marks["up"] + 5.0
+
+        late = [json.loads(r.value) for r in read_topic(broker.bootstrap, s.topic("dead-letters"))]
+        late = [d for d in late if "arrived after its tick closed" in str(d.get("reason"))]
+        alerts = {a.alert_id: a for a in (Alert.from_dict(json.loads(r.value)) for r in
+                                          read_topic(broker.bootstrap, s.topic("alerts")))}
+        stations = json.loads((tmp_path / "data" / "cluster" / "stations.log").read_text()
+                              .strip().splitlines()[-1])
+    print(f"\nbroker down {marks['up'] - marks['down']:.1f} s ({marks['up'] - marks['restarting']:.1f} s "
+          f"of it starting again) over the convergence at "
+          f"{second.start_s:g}-{second.end_s:g} s: {len(late)} events late, "
+          f"{stations.get('sent')} records sent, {stations.get('failed')} failed; alerts "
+          f"{sorted((a.region, a.level.value) for a in alerts.values())}, the convergence's first "
+          f"{marks['alert'] - marks['up']:.1f} s after the broker was back")
+    for a in sorted(alerts.values(), key=lambda a: a.time_s):
+        print(f"  {a.time_s - t0:7.1f} s {a.region:8} {a.level.value:9} {a.report_id} {a.alert_id}")
+    assert late == []
+    assert stations["failed"] == 0 and stations["acked"] == stations["sent"]
+    _one_report_per_episode_and_each_level_once(list(alerts.values()))
+    regions = {a.region for a in alerts.values()}
+    assert second.region in regions
+    assert regions <= {e.region for e in genuine}  # no decoy alerted

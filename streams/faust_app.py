@@ -55,6 +55,7 @@ from convergence.store.writer import BatchedWriter
 from convergence.streams.directory import StationDirectory
 from convergence.streams.faust_config import faust_app_options
 from convergence.streams.metrics import WorkerMetrics
+from convergence.streams.publisher import GuardedPublisher, quiet_faust_send_errors
 from convergence.streams.region_core import RegionCore
 from convergence.streams.topics import (
     STATUS_MAX_AGE_S,
@@ -403,9 +404,22 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int | No
     held_evidence: dict[int, list[tuple[int, int, Any]]] = {}  # partition -> heap (tick, offset, event)
     seq = [0]
 
+    async def send(e: Emit) -> Any:
+        # what ``topic.send`` does, keeping hold of the promise: the publisher reads its
+        # outcome (a refused message is counted, and never left as an unread error)
+        topic = topics[e.topic]
+        promise = topic.as_future_message(key=e.key, value=e.value, partition=e.partition)
+        await topic.publish_message(promise)
+        return promise
+
+    # a message the broker will never take (too large for it) is counted, logged once per
+    # kind and dropped; the worker goes on (issue 11, item 3)
+    publisher = GuardedPublisher(send)
+    quiet_faust_send_errors()
+    the_core.summary_parts["publish"] = publisher.summary
+
     async def publish(emits: Sequence[Emit]) -> None:
-        for e in emits:
-            await topics[e.topic].send(key=e.key, value=e.value, partition=e.partition)
+        await publisher.publish(emits)
 
     def ack_events() -> None:
         closed = the_core.closed_before

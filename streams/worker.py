@@ -542,6 +542,9 @@ class WorkerCore:
         self._late_said_at = -math.inf
         #: the last message's latest event tick (``None``: it carried no event)
         self.last_max_tick: int | None = None
+        #: more sections for :meth:`summary` from the transport around this core (e.g.
+        #: ``publish``: messages the broker would not take), by name
+        self.summary_parts: dict[str, Callable[[], dict[str, Any]]] = {}
         self.reset()
 
     def _default_registry(self) -> StationRegistry:
@@ -1146,6 +1149,8 @@ class WorkerCore:
             "pipeline": self.pipeline.counters.as_dict(), "worker": self.counters.as_dict(),
             "watermark_s": self.watermark_s, "partitions": sorted(self.owned),
             "stopped": self.stopped, "stations_seen": len(self.stations)}
+        for name, part in self.summary_parts.items():
+            out[name] = part()
         if len(self.stations) <= MAX_STATIONS_IN_SUMMARY:
             out["stations"] = {k: dict(v) for k, v in sorted(self.stations.items())}
         return out

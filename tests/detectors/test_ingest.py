@@ -93,3 +93,39 @@ def test_new_station_grows_open_ticks() -> None:
                                      event_hash=[9]))
     (_, cells), = acc.close_until(1.0)
     assert cells["count"].tolist() == [1.0, 0.0, 0.0, 1.0]
+
+
+def test_an_old_event_first_then_current_ones_closes_a_bounded_number_of_ticks() -> None:
+    # Issue 11, item 4: a valid event from 3 days ago arrived first after a restart and
+    # ingest closed every tick since then (229,642 empty ticks in one call). Closing
+    # costs the data plus at most ``max_gap_ticks`` per gap, never the gap's length.
+    day_ticks = 86_400 * 4  # tick_s = 0.25
+    now_tick = 1_000 * day_ticks
+    old_tick = now_tick - 3 * day_ticks
+    acc = TickAccumulator(n_stations=3, tick_s=0.25, allowed_lateness_s=1.0, max_gap_ticks=64)
+    acc.add(EventColumns.from_arrays(station=[0], time_s=[old_tick * 0.25 + 0.1], value=[1],
+                                     category_bin=[0], event_hash=[1]))
+    t_now = np.arange(now_tick, now_tick + 40) * 0.25 + 0.05
+    current = acc.add(EventColumns.from_arrays(
+        station=np.arange(40) % 3, time_s=t_now, value=np.ones(40),
+        category_bin=np.zeros(40, np.int64), event_hash=np.arange(2, 42)))
+    assert current.accepted == 40 and current.late_idx.size == 0
+    closed = acc.close_until(t_now[-1] + 0.25 + 1.0)
+    ticks = [t for t, _ in closed]
+    # the old tick, 64 empty ones after it, then (the 3-day gap skipped) the 40 current ones
+    assert len(closed) == 1 + 64 + 40
+    assert ticks[0] == old_tick and ticks[-40:] == list(range(now_tick, now_tick + 40))
+    assert ticks == sorted(ticks) and len(set(ticks)) == len(ticks)
+    assert acc.skipped_ticks == 3 * day_ticks - 1 - 64
+    assert sum(int(c["count"].sum()) for _, c in closed) == 41  # every event in its tick
+
+
+def test_each_gap_costs_at_most_max_gap_ticks_empty_ticks() -> None:
+    acc = TickAccumulator(n_stations=1, tick_s=1.0, allowed_lateness_s=0.0, max_gap_ticks=8)
+    times = [0.5, 100.5, 1_000.5, 1_004.5, 50_000.5]  # gaps of 99, 899, 3 and 48,995 ticks
+    acc.add(EventColumns.from_arrays(station=[0] * 5, time_s=times, value=[1] * 5,
+                                     category_bin=[0] * 5, event_hash=[1, 2, 3, 4, 5]))
+    closed = acc.close_until(50_001.0)
+    empty = [t for t, c in closed if c["count"].sum() == 0]
+    assert len(closed) == 5 + len(empty) and len(empty) == 8 + 8 + 3 + 8
+    assert acc.skipped_ticks == (99 - 8) + (899 - 8) + (48_995 - 8)

@@ -1,11 +1,18 @@
-"""One synthetic feed shared by the worker-core tests and the Faust tier.
+"""One synthetic feed shared by the worker-core tests and the Faust tier, and the wait
+for a worker subprocess that the real-broker tests share.
 
-Test modules cannot import each other, so the feed is a session fixture: ``feed``.
+Test modules cannot import each other, so these are session fixtures: ``feed``,
+``start_worker``, ``wait_for_worker`` and ``stop_worker``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,3 +65,64 @@ class Feed:
 @pytest.fixture(scope="session")
 def feed() -> type[Feed]:
     return Feed
+
+
+def wait_for(pred: Callable[[], Any], proc: subprocess.Popen[bytes], log_path: Path,
+             timeout_s: float, what: str, poll_s: float = 0.5) -> Any:
+    """``pred()``'s first truthy answer; fails the test (with the worker log's tail) when
+    the worker exits first or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        if proc.poll() is not None:
+            pytest.fail(f"worker exited ({proc.returncode}) while waiting for {what}:\n"
+                        + log_path.read_text(errors="replace")[-4000:])
+        time.sleep(poll_s)
+    pytest.fail(f"no {what} within {timeout_s:g} s; worker log tail:\n"
+                + log_path.read_text(errors="replace")[-4000:])
+
+
+def start(env: dict[str, str], folder: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """``convergence cluster worker`` at log level info, in ``folder`` with ``env`` on top
+    of this process's environment; its output goes to ``folder/worker.log``."""
+    from convergence.cli.cluster import worker_command
+
+    log_path = folder / "worker.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen([*worker_command(), "--log-level", "info"],
+                                env={**os.environ, **env}, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=folder)
+    return proc, log_path
+
+
+def stop(proc: subprocess.Popen[bytes], timeout_s: float) -> int | None:
+    """SIGTERM the worker (if it still runs) and wait for it; its exit code, or ``None``
+    when it had to be killed after ``timeout_s``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return None
+
+
+@pytest.fixture(scope="session")
+def wait_for_worker() -> Callable[..., Any]:
+    """``wait_for_worker(pred, proc, log_path, timeout_s, what)``: see :func:`wait_for`."""
+    return wait_for
+
+
+@pytest.fixture(scope="session")
+def start_worker() -> Callable[[dict[str, str], Path], tuple[subprocess.Popen[bytes], Path]]:
+    """``start_worker(env, folder)``: ``(process, log path)``, see :func:`start`."""
+    return start
+
+
+@pytest.fixture(scope="session")
+def stop_worker() -> Callable[[subprocess.Popen[bytes], float], int | None]:
+    """``stop_worker(proc, timeout_s)``: see :func:`stop`."""
+    return stop

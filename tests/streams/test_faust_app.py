@@ -8,9 +8,6 @@ recent timestamps), and checks what comes out on the topics and in SurrealDB.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -21,7 +18,7 @@ import numpy as np
 import orjson
 import pytest
 
-from convergence.cli.cluster import worker_command, worker_env
+from convergence.cli.cluster import worker_env
 from convergence.settings import Settings, env_name, fields, load_settings
 from convergence.streams.topics import to_json
 
@@ -98,23 +95,10 @@ def _read_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
         c.close()
 
 
-def _wait_for(pred: Any, proc: subprocess.Popen[bytes], log_path: Path, timeout_s: float,
-              what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        if proc.poll() is not None:
-            pytest.fail(f"worker exited ({proc.returncode}) while waiting for {what}:\n"
-                        + log_path.read_text(errors="replace")[-4000:])
-        time.sleep(0.5)
-    pytest.fail(f"no {what} within {timeout_s:g} s; worker log tail:\n"
-                + log_path.read_text(errors="replace")[-4000:])
-
-
 @pytest.fixture(scope="module")
-def cluster_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, feed: Any) -> ClusterRun:
+def cluster_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, feed: Any,
+                start_worker: Any, wait_for_worker: Any,
+                stop_worker: Any) -> ClusterRun:
     from convergence.ground_stations.kafka_sink import KafkaEventSink
     from convergence.store.surreal import SurrealStore
     from convergence.streams.topics import ensure_topics
@@ -140,11 +124,7 @@ def cluster_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, 
     timings: dict[str, float] = {}
     t_start = time.monotonic()
     ensure_topics(s)
-    log_path = tmp / "worker.log"
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen([*worker_command(), "--log-level", "info"],
-                                env={**os.environ, **env}, stdout=out,
-                                stderr=subprocess.STDOUT, cwd=tmp)
+    proc, log_path = start_worker(env, tmp)
     try:
         now = time.time()
         t0 = now - 25.0
@@ -163,17 +143,11 @@ def cluster_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, 
             got = _read_topic(kafka_bootstrap, s.topic("alerts"))
             return got if any(region in a["regions"] for a in got) else []
 
-        found = _wait_for(alerts, proc, log_path, 120.0, "alert on the alerts topic")
+        found = wait_for_worker(alerts, proc, log_path, 120.0, "alert on the alerts topic")
         timings["alert_s"] = time.monotonic() - t_start
         dls = _read_topic(kafka_bootstrap, s.topic("dead-letter"))
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = None
+        code = stop_worker(proc, 60)
     timings["stopped_s"] = time.monotonic() - t_start
     run = ClusterRun(s, found, dls, code, log_path.read_text(errors="replace"), timings=timings,
                      t0=t0, fleet=fleet)

@@ -466,3 +466,35 @@ def test_summaries_count_a_re_sent_event_once() -> None:
         core.on_message(batch, b"probe-1", now)
     assert core.stations["probe-1"]["events"] == 2
     assert core.pipeline.counters.events == 2 and core.pipeline.counters.duplicates == 4
+
+
+def test_an_old_valid_event_first_does_not_make_one_timer_call_close_every_tick_since(
+        feed: Any) -> None:
+    # Issue 11, item 4: a valid event from 3 days ago arrived first after a restart and
+    # one timer call closed every tick since (229,642 empty ticks, 97.8 s; heartbeats
+    # expired). Work is counted in ticks closed, not wall time.
+    s = _settings()
+    now = time.time()
+    t0 = now - 25.0
+    core = WorkerCore(s, run_id="run-old", batch_wait_s=0.0)
+    msgs = list(feed.messages(s, t0))
+    sid, recs = msgs[0]
+    old = {**recs[0], "event_time_s": now - 3 * 86_400.0}
+    emits = core.on_message(encode_raw([old]), sid.encode(), now)
+    assert not _values(emits, "dead-letter")  # valid, within max_age_s: accepted
+    for i, (sid, recs) in enumerate(msgs):
+        emits += core.on_message(encode_raw(recs), sid.encode(), now + i * 1e-4)
+    before = core.pipeline.counters.ticks
+    emits += core.on_timer(now + 10.0)
+    pc = core.pipeline.counters
+    span_ticks = (now + 10.0 - t0) / s.tick_s
+    # every tick closed (the old one, 64 empty ones after it, the current ones) in this
+    # run - bounded by the data, not by the three days in between
+    assert pc.ticks <= 1 + 64 + span_ticks + 5, pc.as_dict()
+    assert pc.ticks - before <= span_ticks + 5
+    assert pc.skipped_ticks >= 3 * 86_400 / s.tick_s - 64 - span_ticks - 5
+    # the current events are neither late nor lost, and the genuine convergence alerts
+    assert pc.late == 0 and not [d for d in _values(emits, "dead-letter") if "late" in d["reason"]]
+    # (the synthetic feed re-sends a few events and sends a few bad ones on purpose)
+    assert pc.events + pc.duplicates + pc.dead_letters == 1 + sum(len(r) for _, r in msgs)
+    assert any(a["regions"] == [feed.genuine_region(s)] for a in _values(emits, "alerts"))

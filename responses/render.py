@@ -317,6 +317,20 @@ def _what_done(responses: Sequence[ResponseTaken]) -> str:
     return "Done: " + "; ".join(parts) + "." + tail
 
 
+def _first_check(check: str) -> str:
+    """A check as the bottom line's last sentence: its "Confirm:" / "Refute:" label dropped
+    (the sentence says which), capitalised, one full stop.
+
+    >>> _first_check("Confirm: watch news in mena, which have not moved yet.")
+    'Watch news in mena, which have not moved yet.'
+    """
+    text = safe_text(check, 240)
+    label, sep, rest = text.partition(": ")
+    if sep and label in ("Confirm", "Refute", "Check independently"):
+        text = rest[:1].upper() + rest[1:]
+    return text.rstrip(". ") + "."
+
+
 def derived_checks(r: Report) -> list[str]:
     """What would confirm or refute a report, worked out from the record itself (used when
     the pipeline wrote no checks): kinds that have not moved, correlated stations to check
@@ -361,7 +375,7 @@ def _bottom_line(r: Report) -> list[Block]:
     disc = (f" {_plural(len(discounted), 'station')} discounted as correlated with a stronger one."
             if discounted else "")
     checks = list(r.checks) or derived_checks(r)
-    nxt = f"First check: {safe_text(checks[0], 240)}." if checks else ""
+    nxt = f"First check: {_first_check(checks[0])}" if checks else ""
     out: list[Block] = [Para((Strong(first),)), Para((f"{status} {conf}{disc}",)),
                         Para((_what_done(r.responses) + (" " + nxt if nxt else ""),))]
     if r.summary:
@@ -422,32 +436,50 @@ def _what_moved(r: Report) -> list[Block]:
     return blocks
 
 
+def _tick_time(r: Report, tick: int) -> str:
+    """When ``tick`` closed (ISO 8601 UTC), from the report's tick length."""
+    return iso_time((tick + 1) * r.tick_s) if r.tick_s > 0 else f"tick {tick}"
+
+
 def _timeline(r: Report) -> list[Block]:
     start = _start_time(r)
+    # a level change is a rise or a fall: compare with the level before it
+    before: dict[int, Level] = {}
+    prev = Level.QUIET
+    for i, e in enumerate(r.timeline):
+        if e.what == "level" and e.level is not None:
+            before[i], prev = prev, e.level
+    ended = {e.tick for e in r.timeline if e.what == "ended"}
 
-    def line(e: TimelineEntry) -> Inline:
+    def line(i: int, e: TimelineEntry) -> Inline:
         when = f"{_when(e.time_s, e.tick)}, +{duration(e.time_s - start)}"
         sid = safe_text(e.station_id or "a station", 60)
         if e.what == "level":
-            return (when, " — ", Strong(f"reached {e.level.value if e.level else '?'}"),
+            lvl = e.level.value if e.level else "?"
+            fell = e.level is not None and e.level.rank < before.get(i, Level.QUIET).rank
+            return (when, " — ", Strong(f"fell back to {lvl}" if fell else f"reached {lvl}"),
                     f" (score {e.score:.0f})")
         if e.what == "joined":
             return (f"{when} — {sid} joined",)
         if e.what == "left":
             return (f"{when} — {sid} left",)
         if e.what == "ended":
-            return (when, " — ", Strong("ended"), f" (score {e.score:.0f})")
+            return (when, " — ", Strong("ended: back to quiet"), f" (score {e.score:.0f})")
         return (f"{when} — {safe_text(e.what, 30)}",)
 
+    # the fall to quiet and the end are one moment: say it once
+    shown = [(i, e) for i, e in enumerate(r.timeline)
+             if not (e.what == "level" and e.level == Level.QUIET and e.tick in ended)]
     blocks: list[Block] = []
-    if r.timeline:
-        blocks.append(Bullets(tuple(line(e) for e in r.timeline)))
+    if shown:
+        blocks.append(Bullets(tuple(line(i, e) for i, e in shown)))
     else:
         blocks.append(Para(("No timeline was recorded in this revision.",)))
     pts = tuple((int(t), float(s)) for t, s in r.score_series if math.isfinite(s))
     if pts:
         scores = [s for _, s in pts]
-        blocks.append(Chart(pts, f"score from tick {pts[0][0]} to {pts[-1][0]}: first {scores[0]:.0f}, "
+        blocks.append(Chart(pts, f"score from {_tick_time(r, pts[0][0])} to "
+                                 f"{_tick_time(r, pts[-1][0])}: first {scores[0]:.0f}, "
                                  f"peak {max(scores):.0f}, last {scores[-1]:.0f}"))
     return blocks
 
@@ -488,13 +520,15 @@ def _context(r: Report) -> list[Block]:
         items.append(("Market regimes: " + ", ".join(
             f"{safe_text(k, 60)} {safe_text(v, 30)}" for k, v in sorted(r.regimes.items())) + ".",))
     else:
-        items.append(("Market regimes: none reported for this region's market stations.",))
+        items.append(("Market regimes: none in this revision (no regime model was loaded, or none of "
+                      "the region's market stations was out of its normal regime).",))
     tick_s = r.tick_s if r.tick_s > 0 else 1.0
     for p in r.patterns:
         stations = ", ".join(safe_text(s, 60) for s in p.stations[:8])
-        stations += ", …" if len(p.stations) > 8 else ""
-        items.append((f"Pattern {safe_text(p.pattern, 60)} completed over ticks {p.start_tick}–{p.end_tick} "
-                      f"({duration((p.end_tick - p.start_tick) * tick_s)}): {stations}.",))
+        stations += f" and {len(p.stations) - 8} more" if len(p.stations) > 8 else ""
+        span = duration((p.end_tick - p.start_tick) * tick_s)
+        items.append((f"Pattern {safe_text(p.pattern, 60)} completed at {_tick_time(r, p.end_tick)} "
+                      f"(ticks {p.start_tick}–{p.end_tick}, over {span}): {stations}.",))
     if not r.patterns:
         items.append(("Temporal patterns: none completed during the episode.",))
     if r.dark_stations:
@@ -529,8 +563,8 @@ def _revisions(r: Report, revisions: Sequence[Report], labels: Sequence[Label]) 
     blocks: list[Block] = []
     if r.outcome is not None:
         o = r.outcome
-        blocks.append(Para((Strong("Outcome: "),
-                            f"started {_when(o.started_s)}, ended {_when(o.ended_s)} after "
+        blocks.append(Para((Strong("Outcome:"),
+                            f" started {_when(o.started_s)}, ended {_when(o.ended_s)} after "
                             f"{duration(o.duration_s)}; peak score {o.peak_score:.0f} "
                             f"({o.peak_level.value}).")))
     elif r.status == "closed":

@@ -21,6 +21,7 @@ from convergence.records import (
     Level,
     Report,
     ResponseTaken,
+    TimelineEntry,
     Verdict,
     iso_time,
 )
@@ -150,7 +151,39 @@ def test_closed_report_states_its_outcome(revisions: list[Report]) -> None:
     assert md.startswith("# CONVERGED — eu-west")  # the headline keeps the peak level
     assert f"It is over: ended {iso_time(final.outcome.ended_s)} after " \
            f"{duration(final.outcome.duration_s)}" in md
-    assert f"**Outcome: **started {iso_time(final.outcome.started_s)}" in md
+    assert f"**Outcome:** started {iso_time(final.outcome.started_s)}" in md
+
+
+def test_timeline_says_a_fall_as_a_fall_and_the_end_once(revisions: list[Report]) -> None:
+    final = revisions[-1]
+    peak = next(e for e in final.timeline if e.what == "level" and e.level == Level.CONVERGED)
+    fall = TimelineEntry(peak.tick + 3, peak.time_s + 3, "level", 55.0, Level.WARNING)
+    end = next(e for e in final.timeline if e.what == "ended")
+    back = TimelineEntry(end.tick, end.time_s, "level", end.score, Level.QUIET)
+    timeline = [e for e in final.timeline if e.what != "ended" and e.level != Level.QUIET]
+    report = dataclasses.replace(final, timeline=(*timeline, fall, back, end))
+    tl = section(render(report, "md"), "Timeline")
+    assert "**fell back to warning** (score 55)" in tl and "**reached converged**" in tl
+    assert "**ended: back to quiet**" in tl and "quiet**" not in tl.replace("back to quiet**", "")
+    # the score chart is captioned with times, not bare tick numbers
+    first, last = final.score_series[0][0], final.score_series[-1][0]
+    assert f"score from {iso_time(first + 1.0)} to {iso_time(last + 1.0)}" in tl
+    assert "from tick" not in tl
+
+
+def test_patterns_say_when_they_completed(converged: Report) -> None:
+    ctx = section(render(converged, "md"), "Context")
+    for p in converged.patterns:
+        assert f"Pattern {p.pattern} completed at {iso_time(p.end_tick + 1.0)} (ticks " in ctx
+
+
+def test_the_bottom_lines_first_check_is_one_plain_sentence(converged: Report) -> None:
+    report = dataclasses.replace(converged, checks=(
+        "Confirm: watch sensors in eu-west, which have not moved yet; a move there would "
+        "corroborate it.",))
+    bottom = section(render(report, "md"), "Bottom line")
+    assert ("First check: Watch sensors in eu-west, which have not moved yet; a move there "
+            "would corroborate it.\n") in bottom
 
 
 def test_open_report_below_its_peak_says_where_it_is_now(converged: Report) -> None:

@@ -58,7 +58,7 @@ from convergence.records import (
     iso_time,
 )
 
-__all__ = ["KIND_LABEL", "Format", "render", "safe_text", "safe_url"]
+__all__ = ["KIND_LABEL", "Format", "clip_words", "render", "safe_text", "safe_url"]
 
 
 class Format(StrEnum):
@@ -98,6 +98,22 @@ def safe_text(text: object, limit: int = MAX_TEXT) -> str:
     s = _CONTROL.sub(" ", str(text))
     s = " ".join(s.split())
     return s if len(s) <= limit else s[: max(limit - 1, 0)] + "…"
+
+
+def clip_words(text: object, limit: int) -> str:
+    """:func:`safe_text` clipped at a word boundary, so no word is cut in half.
+
+    >>> title = "ENDED - CONVERGED in na-east: 5 stations (score 100)"
+    >>> clip_words(title, 41), clip_words(title, 46)
+    ('ENDED - CONVERGED in na-east: 5 stations…', 'ENDED - CONVERGED in na-east: 5 stations…')
+    """
+    s = safe_text(text, 100_000)
+    if len(s) <= limit:
+        return s
+    cut = s[: max(limit - 1, 0)]
+    if s[len(cut)] != " " and " " in cut:  # the cut falls inside a word: drop that word
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:-") + "…"
 
 
 def safe_url(url: object) -> str | None:

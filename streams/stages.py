@@ -186,7 +186,7 @@ class EvidenceRing:
 
 def _sample(e: Event) -> EvidenceSample:
     return EvidenceSample(e.station_id, e.event_time_s, e.category, e.value,
-                          e.text[:280] if e.text else None, getattr(e, "url", None), e.source)
+                          e.text[:280] if e.text else None, e.url, e.source)
 
 
 # -- the first stage ------------------------------------------------------------------

@@ -223,6 +223,22 @@ def _pct(x: float) -> str:
     return f"{x * 100:.0f}%"
 
 
+def probability(p: float) -> str:
+    """A calibrated probability in words: a campaign's finite count never proves certainty,
+    so the ends read "over 99%" and "under 1%".
+
+    >>> probability(0.9), probability(1.0), probability(0.0)
+    ('90%', 'over 99%', 'under 1%')
+    """
+    if not math.isfinite(p):
+        return "?"
+    if p >= 0.995:
+        return "over 99%"
+    if p < 0.005:
+        return "under 1%"
+    return f"{p * 100:.0f}%"
+
+
 def _num(x: float) -> str:
     if not math.isfinite(x):
         return "?"
@@ -383,7 +399,7 @@ def _bottom_line(r: Report) -> list[Block]:
         status = (f"Still open: {r.level.value} at score {r.score:.0f} as of "
                   f"{_when(r.time_s)}.")
     if r.confidence is not None and math.isfinite(r.confidence.probability):
-        conf = (f"{_pct(r.confidence.probability)} likely a genuine convergence "
+        conf = (f"{probability(r.confidence.probability).capitalize()} likely a genuine convergence "
                 f"(calibrated on “{safe_text(r.confidence.campaign, 80)}”).")
     else:
         conf = "No calibrated confidence for this meter: judge it on the evidence below."
@@ -406,7 +422,7 @@ def _confidence(r: Report) -> list[Block]:
         return [Para(("Not calibrated: there are no campaign results for this meter at this level "
                       "and score, so no probability is given. ", method))]
     basis = f" Basis: {safe_text(c.basis, 300)}." if c.basis else ""
-    return [Para((Strong(f"{_pct(c.probability)}"),
+    return [Para((Strong(probability(c.probability).capitalize()),
                   f" probability that this is a genuine convergence at {r.peak_level.value} "
                   f"(peak score {r.peak_score:.0f}), calibrated on the campaign "
                   f"“{safe_text(c.campaign, 80)}” ({_plural(c.n_runs, 'simulated run')}).{basis}")),
@@ -525,8 +541,14 @@ def _sources(r: Report) -> list[Block]:
     for sid in sorted(by_station, key=lambda x: (order.get(x, len(order)), x)):
         kind = kinds.get(sid, "")
         blocks.append(Para((Strong(safe_text(sid, 60)), f" ({_kind(kind) if kind else 'station'})")))
-        blocks.append(Bullets(tuple(_sample_words(s, kind)
-                                    for s in sorted(by_station[sid], key=lambda s: s.time_s))))
+        # the same headline (and link) posted again is one line with how many times
+        seen: dict[tuple[str | None, str | None], list[EvidenceSample]] = {}
+        for x in sorted(by_station[sid], key=lambda s: s.time_s):
+            key = (x.text, x.link) if x.text else (None, f"{x.time_s}-{x.value}-{x.category}")
+            seen.setdefault(key, []).append(x)
+        blocks.append(Bullets(tuple(
+            (*_sample_words(xs[0], kind), f" ({len(xs)} times)" if len(xs) > 1 else "")
+            for xs in seen.values())))
     return blocks
 
 

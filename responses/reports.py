@@ -78,7 +78,7 @@ from convergence.records import (
     TimelineEntry,
     iso_time,
 )
-from convergence.responses.render import duration
+from convergence.responses.render import duration, probability
 from convergence.schema import OSINT_KINDS, SOURCE_KINDS
 from convergence.stations import StationRegistry
 
@@ -135,9 +135,10 @@ class Calibration:
         rows = self.table.get(str(level), ())
         for lo, hi, p, n in rows:
             if lo <= score < hi or (hi >= 100.0 and score >= lo):
+                band = f"of {lo:g} or more" if hi >= 100.0 else f"in [{lo:g}, {hi:g})"
                 return Confidence(round(float(p), 4), self.campaign, self.n_runs,
-                                  f"{_plural(int(n), 'alert')} at {level} with a score in "
-                                  f"[{lo:g}, {hi:g}) in that campaign; {p:.0%} of them were "
+                                  f"{_plural(int(n), 'alert')} at {level} with a score {band} "
+                                  f"in that campaign; {p:.0%} of them were "
                                   "genuine convergences")
         return None
 
@@ -477,7 +478,8 @@ class Reporter:
         parts.append("Independent OSINT sources corroborate it." if expl["osint_corroborated"]
                      else "No two independent OSINT sources corroborate it.")
         if conf is not None:
-            parts.append(f"Confidence {conf.probability:.0%} that this is a genuine convergence "
+            parts.append(f"Confidence {probability(conf.probability)} that this is a genuine "
+                         "convergence "
                          f"(campaign {conf.campaign}).")
         return " ".join(parts)
 

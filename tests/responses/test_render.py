@@ -125,6 +125,26 @@ def test_sources_show_headlines_links_and_market_values(converged: Report) -> No
     assert "**" + price.station_id + "** (market prices)" in src
 
 
+def test_a_headline_posted_again_is_one_line_with_a_count(converged: Report) -> None:
+    sid = converged.contributions[0].station_id
+    again = tuple(EvidenceSample(sid, converged.time_s - k, "disaster", 1.0, "Port blast", None, sid)
+                  for k in range(3))
+    other = EvidenceSample(sid, converged.time_s, "disaster", 1.0, "Roads closed", None, sid)
+    src = section(render(dataclasses.replace(converged, evidence=(*again, other)), "md"),
+                  "What the sources said")
+    assert src.count("“Port blast”") == 1 and f"“Port blast” — {sid} (3 times)" in src
+    assert f"“Roads closed” — {sid}\n" in src
+
+
+def test_confidence_never_reads_as_certainty(converged: Report) -> None:
+    assert converged.confidence is not None
+    sure = dataclasses.replace(converged, confidence=dataclasses.replace(converged.confidence,
+                                                                         probability=1.0))
+    md = render(sure, "md")
+    assert "Over 99% likely a genuine convergence" in md and "**Over 99%** probability" in md
+    assert "100%" not in section(md, "Confidence")
+
+
 def test_context_actions_checks_and_revisions(converged: Report, revisions: list[Report]) -> None:
     md = render(converged, "md", revisions=revisions)
     ctx = section(md, "Context")

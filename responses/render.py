@@ -502,9 +502,25 @@ def _timeline(r: Report) -> list[Block]:
     # the fall to quiet and the end are one moment: say it once
     shown = [(i, e) for i, e in enumerate(r.timeline)
              if not (e.what == "level" and e.level == Level.QUIET and e.tick in ended)]
+    # stations joining in the same tick are one line
+    items: list[Inline] = []
+    k = 0
+    while k < len(shown):
+        i, e = shown[k]
+        same = 1
+        while (e.what == "joined" and k + same < len(shown) and shown[k + same][1].what == "joined"
+               and shown[k + same][1].tick == e.tick):
+            same += 1
+        if same > 1:
+            ids = [safe_text(x.station_id or "a station", 60) for _, x in shown[k:k + same]]
+            when = f"{_when(e.time_s, e.tick)}, +{duration(e.time_s - start)}"
+            items.append((f"{when} — {same} stations joined: {_series_text(ids)}",))
+        else:
+            items.append(line(i, e))
+        k += same
     blocks: list[Block] = []
-    if shown:
-        blocks.append(Bullets(tuple(line(i, e) for i, e in shown)))
+    if items:
+        blocks.append(Bullets(tuple(items)))
     else:
         blocks.append(Para(("No timeline was recorded in this revision.",)))
     pts = tuple((int(t), float(s)) for t, s in r.score_series if math.isfinite(s))

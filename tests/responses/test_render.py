@@ -110,7 +110,14 @@ def test_timeline_and_score(converged: Report) -> None:
     for lvl in ("watch", "warning", "converged"):
         assert f"**reached {lvl}**" in tl
     joins = [e for e in converged.timeline if e.what == "joined"]
-    assert all(f"{e.station_id} joined" in tl for e in joins)
+    by_tick: dict[int, list[str]] = {}
+    for e in joins:
+        by_tick.setdefault(e.tick, []).append(e.station_id or "")
+    for tick, sids in by_tick.items():  # stations joining in one tick are one line
+        line = next(x for x in tl.splitlines() if f"(tick {tick})" in x and "joined" in x)
+        assert all(sid in line for sid in sids)
+        assert (f"{len(sids)} stations joined: " in line) if len(sids) > 1 else \
+            line.endswith(f"{sids[0]} joined")
     assert f"{iso_time(converged.timeline[0].time_s)} (tick {converged.timeline[0].tick}), +0 s" in tl
     spark = re.search(r"Score: `([▁▂▃▄▅▆▇█]+)`", tl)
     assert spark and len(spark.group(1)) == len(converged.score_series)

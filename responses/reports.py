@@ -504,7 +504,7 @@ class Reporter:
             if c.correlated and c.correlated_with:
                 by_group[c.correlated_with].append(c.station_id)
         for lead, others in list(by_group.items())[:3]:
-            out.append(f"Check independently: {lead} and {_join(others)} share one upstream "
+            out.append(f"Check independently: {_join([lead, *others])} share one upstream "
                        "source; confirm with an outlet outside it.")
         osint_groups = {c.group or c.station_id for c in contributions
                         if c.source_kind in {k.value for k in OSINT_KINDS}}

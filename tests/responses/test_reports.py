@@ -65,6 +65,8 @@ def test_the_final_revision_summarises_the_episode_at_its_peak(episode: list[Rep
     assert final.by_kind == peak.by_kind and final.evidence == peak.evidence
     assert {"osint_news", "osint_social"} <= set(final.by_kind)
     assert final.title.startswith(f"ENDED - CONVERGED in mena: {len(peak.contributions)} stations")
+    for check in (c for c in final.checks if c.startswith("Check independently:")):
+        assert check.split(" share ")[0].count(" and ") == 1, check  # "a, b and c share"
     # news and social media moved: the checks must not ask to wait for them
     for check in (c for c in final.checks if c.startswith("Confirm:")):
         assert "news" not in check and "social media" not in check, check

@@ -152,6 +152,10 @@ class Calibration:
                    {str(k): [tuple(r) for r in v] for k, v in d["table"].items()})
 
 
+#: an episode already reported gets a revision when stations join it, at most this often
+JOIN_REVISION_TICKS = 5
+
+
 @dataclass
 class EpisodeLog:
     """One region's current episode: everything its report revisions are made of.
@@ -182,6 +186,8 @@ class EpisodeLog:
     peak_explanation: dict[str, Any] | None = None
     peak_samples: list[EvidenceSample] = field(default_factory=list)
     peak_osint: bool = False
+    #: tick of the latest revision (joins revise at most every JOIN_REVISION_TICKS)
+    revised_tick: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -195,7 +201,7 @@ class EpisodeLog:
             "last_explanation": self.last_explanation,
             "peak_explanation": self.peak_explanation,
             "peak_samples": [x.to_dict() for x in self.peak_samples],
-            "peak_osint": self.peak_osint,
+            "peak_osint": self.peak_osint, "revised_tick": self.revised_tick,
         }
 
     @classmethod
@@ -209,7 +215,8 @@ class EpisodeLog:
             [PatternNote.from_dict(p) for p in d["patterns"]], list(d["alert_ids"]),
             d.get("last_explanation"), d.get("peak_explanation"),
             [EvidenceSample.from_dict(x) for x in d.get("peak_samples") or ()],
-            bool(d.get("peak_osint", False)))
+            bool(d.get("peak_osint", False)),
+            int(d["revised_tick"]) if d.get("revised_tick") is not None else None)
 
     def note(self, entry: TimelineEntry) -> None:
         self.timeline.append(entry)
@@ -333,11 +340,13 @@ class Reporter:
             ep.scores = (ep.scores + [(tick, score)])[-MAX_SCORE_POINTS:]
             ep.peak_score = max(ep.peak_score, score)
             ep.peak_level = max(ep.peak_level, level)
+            joined_now = False
             for i in np.flatnonzero((registry.region_idx == r) & (w > 0)):
                 sid = ids[int(i)]
                 if sid not in ep.joined:
                     ep.joined[sid] = tick
                     ep.note(TimelineEntry(tick, time_s, "joined", score, None, sid))
+                    joined_now = True
             changed = level != prev
             if changed:
                 ep.note(TimelineEntry(tick, time_s, "level", score, Level.from_rank(level)))
@@ -348,7 +357,11 @@ class Reporter:
                 alerts.append(alert)
             ep.last_level = level
             has_report = ep.revision > 0
-            if fired or (changed and has_report):
+            # stations joining an episode already reported revise it too, at most every
+            # JOIN_REVISION_TICKS: the analyst sees who came in without a flood of revisions
+            joins_due = (joined_now and has_report and level > 0 and ep.revised_tick is not None
+                         and tick - ep.revised_tick >= JOIN_REVISION_TICKS)
+            if fired or (changed and has_report) or joins_due:
                 feats = ({n: round(float(v), 4) for n, v in zip(feature_names, features[r],
                                                                  strict=True)}
                          if features is not None and feature_names else {})
@@ -382,6 +395,7 @@ class Reporter:
                 regimes: Mapping[str, str] | None, dark: Sequence[str],
                 features: dict[str, float], closed: bool) -> Report:
         ep.revision += 1
+        ep.revised_tick = tick
         if closed:
             ep.note(TimelineEntry(tick, time_s, "ended", score, Level.QUIET))
         expl = explain(self.meter, meter_out, node, registry.ids(), registry.kind_idx,

@@ -591,6 +591,10 @@ def run_worker(settings: Settings, *, loglevel: str = "warning", store: bool = T
     """
     import faust
 
+    from convergence.streams.logs import quiet_repeats
+
+    # a broker away makes the clients log dozens of lines a second: summarise repeats
+    quiet_repeats()
     ensure_topics(settings, partitions=partitions)
     n_src = partition_count(settings, "events")
     n_q = partition_count(settings, "node-evidence")

@@ -355,11 +355,15 @@ def _first_check(check: str) -> str:
 
     >>> _first_check("Confirm: watch news in mena, which have not moved yet.")
     'Watch news in mena, which have not moved yet.'
+    >>> _first_check("Check independently: news-1 and news-2 share one upstream source")
+    'news-1 and news-2 share one upstream source.'
     """
     text = safe_text(check, 240)
     label, sep, rest = text.partition(": ")
-    if sep and label in ("Confirm", "Refute", "Check independently"):
+    if sep and label in ("Confirm", "Refute"):
         text = rest[:1].upper() + rest[1:]
+    elif sep and label == "Check independently":  # it begins with station ids: kept as written
+        text = rest
     return text.rstrip(". ") + "."
 
 

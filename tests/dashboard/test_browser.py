@@ -202,7 +202,9 @@ def test_a_live_alert_arrives_opens_its_report_and_a_station_is_quarantined(
         state = browser.find_element(By.CSS_SELECTOR,
                                      f'#station-rows tr[data-station="{sid}"] td.state')
         wait.until(lambda d: state.get_attribute("data-state") == "quarantined")
-        assert "applied" in browser.find_element(By.ID, "toast").text
+        # the page said so in its toast (read as text: it hides itself after a few seconds)
+        toast = browser.find_element(By.ID, "toast").get_attribute("textContent") or ""
+        assert f"{sid}: quarantine applied" in toast, toast
 
         severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert not severe, severe  # no script error, no missing asset

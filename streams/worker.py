@@ -162,18 +162,18 @@ class EventTimeWatermark:
 #: after a partition was behind or cut off, each station that spoke recently holds its
 #: watermark at the station's own latest event time (see :class:`PartitionWatermarks`)
 RECOVER_S = 10.0
-#: ... unless the station was silent for this many seconds while the partition was caught up
+#: ... unless the station was silent for this many seconds while the broker could be reached
 STATION_SILENCE_S = 10.0
 #: ... or is further behind the partition's newest event than this (bounds what is held open)
 STATION_HORIZON_S = 120.0
-#: a station not heard from for this long (caught-up seconds) is forgotten
+#: a station not heard from for this long (reachable seconds) is forgotten
 STATION_FORGET_S = 600.0
 
 
 @dataclass
 class _StationClocks:
     """One partition's stations: their latest event time and when they were last heard
-    (on a clock that runs only while the partition is caught up and reachable)."""
+    (on a clock that runs only while the broker can be reached)."""
 
     latest: dict[str, float] = field(default_factory=dict)
     heard: dict[str, float] = field(default_factory=dict)
@@ -182,13 +182,14 @@ class _StationClocks:
     recovering: bool = False
     caught_since: float | None = None
 
-    def tick(self, wall_s: float, caught: bool) -> None:
+    def tick(self, wall_s: float, caught: bool, reachable: bool) -> None:
         dt = 0.0 if self.wall_s is None else min(max(wall_s - self.wall_s, 0.0), 5.0)
         self.wall_s = wall_s
+        if reachable:  # silence counts only while what a station sent could reach us
+            self.live_s += dt
         if not caught:
             self.recovering, self.caught_since = True, None
             return
-        self.live_s += dt
         if self.caught_since is None:
             self.caught_since = self.live_s
         if self.recovering and self.live_s - self.caught_since >= RECOVER_S:
@@ -231,8 +232,8 @@ class PartitionWatermarks:
     fresh events - so, from the moment a partition is behind or cut off until it has
     been caught up for :data:`RECOVER_S`, each station that spoke recently holds the
     partition's watermark at its own latest event time (silent for
-    :data:`STATION_SILENCE_S` of caught-up time, or more than :data:`STATION_HORIZON_S`
-    behind the newest event, it no longer does).
+    :data:`STATION_SILENCE_S` while the broker could be reached, or more than
+    :data:`STATION_HORIZON_S` behind the newest event, it no longer does).
 
     >>> w = PartitionWatermarks(idle_after_s=1.0, max_lead_s=1.0)
     >>> w.observe(0, 100.0, wall_s=500.0); w.observe(1, 90.0, wall_s=500.0)
@@ -278,11 +279,14 @@ class PartitionWatermarks:
         if per_station:
             self._clocks(partition).observe(per_station)
 
-    def tick(self, partitions: Iterable[int], wall_s: float,
-             caught_up: Mapping[int, bool]) -> None:
-        """The transport's word on each partition (timer): runs the stations' clocks."""
+    def tick(self, partitions: Iterable[int], wall_s: float, caught_up: Mapping[int, bool],
+             reachable: Mapping[int, bool] | None = None) -> None:
+        """The transport's word on each partition (timer): runs the stations' clocks.
+        ``reachable`` (default: ``caught_up``) says the broker answers for it, behind or
+        not."""
+        reach = caught_up if reachable is None else reachable
         for p in partitions:
-            self._clocks(p).tick(wall_s, caught_up.get(p, False))
+            self._clocks(p).tick(wall_s, caught_up.get(p, False), reach.get(p, False))
 
     def idle(self, partitions: Iterable[int], wall_s: float,
              caught_up: Mapping[int, bool]) -> None:
@@ -882,12 +886,14 @@ class WorkerCore:
             self._account_dead(d.station_id, wall_s)
             self._dead(d, None)
 
-    def on_timer(self, wall_s: float, *, caught_up: bool | Mapping[int, bool] = True) -> list[Emit]:
+    def on_timer(self, wall_s: float, *, caught_up: bool | Mapping[int, bool] = True,
+                 reachable: Mapping[int, bool] | None = None) -> list[Emit]:
         """Ingest what waits in the buffer; idle advance when input has gone quiet.
 
         ``caught_up``: per partition (or for all), the consumer has read everything there
         is and can reach the broker (only then may wall time stand in for event time;
-        behind or cut off, never)."""
+        behind or cut off, never). ``reachable``: per partition, the broker answers
+        (behind or not; default: as ``caught_up``)."""
         if self.stopped:
             return []
         parts = self._partitions()
@@ -897,7 +903,7 @@ class WorkerCore:
             self._expire_held(wall_s)
         if self._pending:
             self._flush(wall_s)
-        self.watermarks.tick(parts, wall_s, self._caught)
+        self.watermarks.tick(parts, wall_s, self._caught, reachable)
         self.watermarks.idle(parts, wall_s, self._caught)
         wm = self.watermarks.value(parts, self._caught)
         if wm is not None:

@@ -302,3 +302,30 @@ def test_after_an_outage_a_station_resending_its_backlog_is_not_late(feed: Any) 
     assert core.pipeline.counters.events > 5_000
     # and the ticks of the outage did close once the backlog was in
     assert core.closed_before is not None and core.closed_before > closed_before_outage + 20
+
+
+def test_a_station_that_fell_silent_holds_nothing_once_the_broker_answered_for_a_while(
+        feed: Any) -> None:
+    """The other side of the recovery hold: a station that spoke once and then never
+    again (here the probe station, at the start of a backlog) must not hold the
+    partition's ticks for ever - after STATION_SILENCE_S of a reachable broker it no
+    longer counts, even while the consumer is still behind."""
+    s = _settings()
+    core = WorkerCore(s, directory=_directory(s), run_id="silent")
+    core.on_assignment([0])
+    now = time.time()
+    t0 = now - 25.0
+    wall = now
+    core.on_message(encode_raw(feed.probe_batch(t0 + 0.2)), feed.probe.encode(), wall, offset=0)
+    for i, (sid, value) in enumerate(_messages(feed, s, t0), start=1):
+        wall += 1e-3
+        core.on_message(value, sid.encode(), wall, partition=0, offset=i)
+        if i % 100 == 0:
+            core.on_timer(wall, caught_up={0: False}, reachable={0: True})
+    held = core.closed_before
+    for _ in range(60):  # 15 s: behind as far as the transport can tell, but reachable
+        wall += 0.25
+        core.on_timer(wall, caught_up={0: False}, reachable={0: True})
+    assert core.closed_before is not None and (held is None or core.closed_before > held)
+    assert core.closed_before * s.tick_s > t0 + 15.0  # the ticks of the episode closed
+    assert core.pipeline.counters.late == 0 and core.pipeline.counters.alerts >= 1

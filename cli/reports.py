@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from convergence.cli.common import fail, print_json, settings
+from convergence.cli.common import fail, plural, print_json, settings
 from convergence.records import MAX_LABEL_NOTE, Label, Level, Report, Verdict, iso_time
-from convergence.responses.render import Format, render, safe_text
+from convergence.responses.render import Format, clip_words, render, safe_text
 from convergence.timeparse import parse_when
 
 if TYPE_CHECKING:  # the store (and its engine) load only when a command runs
@@ -164,7 +164,7 @@ def list_reports(
         typer.echo(f"{d['time'] or '?':<20}  {safe_text(r.report_id, 20):<20}  "
                    f"{safe_text(r.region, 8):<8}  {r.peak_level.value:<9}  {r.peak_score:>5.0f}  "
                    f"{d['stations']:>8}  {r.revision:>3}  {r.status:<6}  {d['verdict'] or '-':<11}  "
-                   f"{safe_text(r.title, 90)}")
+                   f"{clip_words(r.title, 90)}")
 
 
 # -- show ---------------------------------------------------------------------------------
@@ -188,7 +188,8 @@ def _fetch(db: str | None, report_id: str,
     if rep is None:
         if newest is not None and revision is not None:
             have = ", ".join(str(r.revision) for r in revs) or str(newest.revision)
-            fail(f"report {report_id!r} has no revision {revision} (it has revision(s) {have}); "
+            which = "revision" if len(revs) == 1 else "revisions"
+            fail(f"report {report_id!r} has no revision {revision} (it has {which} {have}); "
                  "leave out --revision for the newest")
         fail(f"no report {report_id!r} in this database; list them with `convergence reports list`")
     return rep, revs, labels
@@ -277,7 +278,7 @@ def export(
     if out is not None and out.is_dir():
         for rid, text in texts:
             _write_file(out / f"{rid}.{ext}", text)
-        typer.echo(f"exported {len(texts)} report(s) from {window} to {out}/ (one .{ext} file each)",
+        typer.echo(f"exported {plural(len(texts), 'report')} from {window} to {out}/ (one .{ext} file each)",
                    err=True)
         return
     if fmt == ExportFormat.JSON:
@@ -289,7 +290,8 @@ def export(
         sys.stdout.flush()
     else:
         _write_file(out, body)
-    typer.echo(f"exported {len(texts)} report(s) from {window}" + (f" to {out}" if out else ""), err=True)
+    typer.echo(f"exported {plural(len(texts), 'report')} from {window}" + (f" to {out}" if out else ""),
+               err=True)
 
 
 # -- verify -------------------------------------------------------------------------------
@@ -309,8 +311,9 @@ def verify(db: DbOption = None, json_out: JsonOption = False) -> None:
     rep, lab = streams["reports"], streams["labels"]
     if result.ok:
         if not json_out:
-            typer.echo(f"intact: {rep.links} report revision(s) of {result.reports_checked} report(s) "
-                       f"and {lab.links} label(s) check out.")
+            typer.echo(f"intact: {plural(rep.links, 'report revision')} of "
+                       f"{plural(result.reports_checked, 'report')} and {plural(lab.links, 'label')} "
+                       f"{'checks' if rep.links + lab.links == 1 else 'check'} out.")
             for s in (rep, lab):
                 if s.links:
                     lag = f" ({s.head_lag} written after the head was saved)" if s.head_lag else ""
@@ -321,7 +324,8 @@ def verify(db: DbOption = None, json_out: JsonOption = False) -> None:
     assert first is not None
     more = result.problems_total - 1
     fail(f"integrity broken at {first.sentence()}"
-         + (f" ({more} more problem(s); `convergence reports verify --json` lists them)" if more else ""))
+         + (f" ({plural(more, 'more problem')}; `convergence reports verify --json` lists them)"
+              if more else ""))
 
 
 # -- label --------------------------------------------------------------------------------
@@ -413,7 +417,7 @@ def stats(db: DbOption = None, json_out: JsonOption = False) -> None:
         typer.echo("no labelled reports yet - label one with `convergence reports label ID genuine`")
         return
     o = s["overall"]
-    lines = [f"{o['labelled']} labelled report(s): precision {_pct(o['precision'])} "
+    lines = [f"{plural(o['labelled'], 'labelled report')}: precision {_pct(o['precision'])} "
              f"({o['genuine']} genuine, {o['false_alarm']} false alarm, {o['unsure']} unsure)", ""]
     lines += _stats_lines("by level", "level", list(s["by_level"].items()))
     lines += [""] + _stats_lines("by region", "region", list(s["by_region"].items()))

@@ -57,6 +57,18 @@ MARKET_KINDS: frozenset[SourceKind] = frozenset({SourceKind.MARKET_PRICE, Source
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 _MAX_CATEGORY = 64
 _MAX_SOURCE = 128
+#: the longest item address an event carries
+MAX_URL = 1024
+_WEB_ADDRESS = re.compile(r"^https?://[^\s/?#]+[^\s]*$", re.IGNORECASE)
+
+
+def is_web_address(url: str) -> bool:
+    """An ``http(s)`` address with a host and no whitespace or control characters.
+
+    >>> is_web_address("https://wire.example.net/a?b=1"), is_web_address("javascript:alert(1)")
+    (True, False)
+    """
+    return len(url) <= MAX_URL and bool(_WEB_ADDRESS.match(url)) and url.isprintable()
 _MAX_ABS_VALUE = 1e15
 
 
@@ -102,6 +114,8 @@ class Event:
     lat: float | None = None
     lon: float | None = None
     source: str | None = None
+    #: the item's own address (an article, a post), when the source has one: http(s) only
+    url: str | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,7 +129,7 @@ class Event:
             "value": self.value,
             "schema_version": self.schema_version,
         }
-        for name in ("text", "lat", "lon", "source"):
+        for name in ("text", "lat", "lon", "source", "url"):
             v = getattr(self, name)
             if v is not None:
                 d[name] = v
@@ -132,12 +146,15 @@ def content_id(
     lat: float | None,
     lon: float | None,
     source: str | None,
+    url: str | None = None,
 ) -> str:
-    """Content hash of an event: 16 hex chars of BLAKE2b over its canonical fields."""
-    canon = orjson.dumps(
-        [SCHEMA_VERSION, station_id, source_kind, round(event_time_s, 6), category,
-         float(value), text, lat, lon, source]
-    )
+    """Content hash of an event: 16 hex chars of BLAKE2b over its canonical fields (an
+    event without a ``url`` hashes as it did before events could carry one)."""
+    fields: list[Any] = [SCHEMA_VERSION, station_id, source_kind, round(event_time_s, 6), category,
+                         float(value), text, lat, lon, source]
+    if url is not None:
+        fields.append(url)
+    canon = orjson.dumps(fields)
     return hashlib.blake2b(canon, digest_size=8).hexdigest()
 
 
@@ -152,6 +169,7 @@ def make_event(
     lat: float | None = None,
     lon: float | None = None,
     source: str | None = None,
+    url: str | None = None,
 ) -> Event:
     """Build a trusted event (from our own code) with its content-hash id."""
     kind = SourceKind(source_kind)
@@ -159,8 +177,8 @@ def make_event(
     # floats, as validate_event reads them back: lat=35 and lat=35.0 hash the same
     la = None if lat is None else float(lat)
     lo = None if lon is None else float(lon)
-    eid = content_id(station_id, kind.value, t, category, float(value), text, la, lo, source)
-    return Event(eid, station_id, kind, t, category, float(value), text, la, lo, source)
+    eid = content_id(station_id, kind.value, t, category, float(value), text, la, lo, source, url)
+    return Event(eid, station_id, kind, t, category, float(value), text, la, lo, source, url)
 
 
 def _num(raw: Mapping[str, Any], name: str, *, required: bool) -> float | None:
@@ -244,6 +262,10 @@ def validate_event(raw: Any, *, now_s: float, limits: Limits | None = None) -> E
         raise ValidationError("value", f"{value!r} is out of range (|value| <= 1e15)")
     text = _text(raw, "text", lim.max_text_chars, required=False)
     source = _text(raw, "source", _MAX_SOURCE, required=False)
+    url = _text(raw, "url", MAX_URL, required=False)
+    if url is not None and not is_web_address(url):
+        raise ValidationError("url", f"{_short(url)} is not an http(s) address; leave url out "
+                                     "when the item has no web page")
     lat = _num(raw, "lat", required=False)
     lon = _num(raw, "lon", required=False)
     if (lat is None) != (lon is None):
@@ -252,7 +274,7 @@ def validate_event(raw: Any, *, now_s: float, limits: Limits | None = None) -> E
         raise ValidationError("lat", f"{lat} is outside [-90, 90]")
     if lon is not None and not -180.0 <= lon <= 180.0:
         raise ValidationError("lon", f"{lon} is outside [-180, 180]")
-    eid = content_id(station, str(kind_raw), t, category, value, text, lat, lon, source)
+    eid = content_id(station, str(kind_raw), t, category, value, text, lat, lon, source, url)
     given = raw.get("event_id")
     if given is not None and given != eid:
         raise ValidationError(
@@ -260,7 +282,8 @@ def validate_event(raw: Any, *, now_s: float, limits: Limits | None = None) -> E
             f"{_short(given)} does not match the content hash {eid}; "
             "omit event_id or compute it with convergence.schema.content_id",
         )
-    return Event(eid, station, SourceKind(kind_raw), t, category, value, text, lat, lon, source)
+    return Event(eid, station, SourceKind(kind_raw), t, category, value, text, lat, lon, source,
+                 url)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,8 @@ lacks ``items_path`` or holds no list there counts as unreadable, and
 Mapping
 -------
 Keys are event fields (``event_time_s``, ``category``, ``value``, ``text``, ``lat``,
-``lon``, ``source``); values are dotted paths into one item (``geo.lat``; a number
-indexes a list: ``geometry.coordinates.1``) or constants written ``=quake`` /
+``lon``, ``source``, ``url``: the item's own web page); values are dotted paths into
+one item (``geo.lat``; a number indexes a list: ``geometry.coordinates.1``) or constants written ``=quake`` /
 ``=1.5``. Fields left out of the mapping default to: ``event_time_s`` = the poll's
 clock, ``value`` = 1.0, ``source`` = the URL's host; ``category`` must be given. A
 mapped ``event_time_s``, ``category`` or ``value`` missing from an item is a dead
@@ -59,7 +59,7 @@ from convergence.schema import Limits, ValidationError
 from convergence.stations import StationInfo
 from convergence.timeparse import parse_time, to_number
 
-EVENT_FIELDS = ("event_time_s", "category", "value", "text", "lat", "lon", "source")
+EVENT_FIELDS = ("event_time_s", "category", "value", "text", "lat", "lon", "source", "url")
 _NUMERIC = frozenset({"event_time_s", "value", "lat", "lon"})
 _REQUIRED_WHEN_MAPPED = frozenset({"event_time_s", "category", "value"})
 #: without a mapping, items already carry the event field names

@@ -42,7 +42,7 @@ from typing import Any
 import feedparser
 
 from convergence.ground_stations.polling import Fetched, PolledSource, host_of
-from convergence.schema import Limits, ValidationError
+from convergence.schema import Limits, ValidationError, is_web_address
 from convergence.stations import StationInfo
 
 _TAG_RE = re.compile(r"<[^>]*>")
@@ -91,11 +91,14 @@ class RssSource(PolledSource):
     >>> from convergence.stations import StationInfo
     >>> src = RssSource("https://news.example/rss", StationInfo("news-1", "osint_news"))
     >>> feed = (b'<rss version="2.0"><channel><title>t</title><item><title>Port closed</title>'
-    ...         b'<category>Shipping</category><description>&lt;b&gt;Storm&lt;/b&gt; ahead</description>'
+    ...         b'<link>https://news.example/port-closed</link><category>Shipping</category>'
+    ...         b'<description>&lt;b&gt;Storm&lt;/b&gt; ahead</description>'
     ...         b'<pubDate>Wed, 01 May 2024 12:00:00 GMT</pubDate></item></channel></rss>')
     >>> recs = src.records_from(feed, 1714564900.0)
     >>> [(r["category"], r["text"], r["event_time_s"], r["source"]) for r in recs]
     [('shipping', 'Port closed — Storm ahead', 1714564800.0, 'news.example')]
+    >>> recs[0]["url"]   # the item's own link, for the report
+    'https://news.example/port-closed'
     >>> src.records_from(feed, 1714564960.0)      # the same item again: already sent
     []
     """
@@ -161,9 +164,13 @@ class RssSource(PolledSource):
             raise ValidationError("text", "is empty: the item has neither title nor summary")
         stamp = _get(entry, "published_parsed") or _get(entry, "updated_parsed")
         t = float(calendar.timegm(stamp)) if stamp else now_s  # feedparser's tuples are UTC
-        return {"station_id": self.station.station_id, "source_kind": self._kind,
-                "event_time_s": t, "category": category, "value": 1.0, "text": text,
-                "source": self.source}
+        rec = {"station_id": self.station.station_id, "source_kind": self._kind,
+               "event_time_s": t, "category": category, "value": 1.0, "text": text,
+               "source": self.source}
+        link = _get(entry, "link")
+        if isinstance(link, str) and is_web_address(link.strip()):
+            rec["url"] = link.strip()  # a link that is not a web page is left out, not fatal
+        return rec
 
     def records_from(self, body: bytes, now_s: float, *, content_type: str = "",
                      truncated: bool = False, limit: int | None = None,

@@ -41,7 +41,7 @@ from convergence.control import Action, ControlCommand, Target
 from convergence.detectors.base import Array
 from convergence.detectors.responses import ResponsePolicy
 from convergence.ids import hash_id
-from convergence.records import ResponseTaken
+from convergence.records import ResponseTaken, iso_time
 from convergence.stations import StationRegistry
 
 __all__ = ["Response", "ResponsePolicy", "responses_from"]
@@ -105,13 +105,13 @@ def responses_from(decided: Mapping[str, Array], registry: StationRegistry, *, t
         name, lvl = region_name(r), levels[r]
         cmd = ControlCommand.create(Action.BURST_MODE, Target("station", sid), issued_at_s=time_s,
                                     ttl_s=p.burst_ttl_s, params={"interval_s": p.burst_interval_s},
-                                    reason=f"{name} meter at {lvl}, tick {tick}")
+                                    reason=f"{name} meter at {lvl} at {iso_time(time_s)}")
         out.append(Response(hash_id("rsp", name, tick, "burst", sid), "burst_mode",
                             f"station {sid} counts in {name}'s {lvl}: sample it fast", lvl, tick,
                             time_s, name, cmd, (sid,)))
     for r in np.flatnonzero(decided["burst_regions"]).tolist():
         name, lvl = region_name(r), levels[r]
-        reason = f"{name} meter rose to {lvl} at tick {tick}"
+        reason = f"{name} meter rose to {lvl} at {iso_time(time_s)}"
         for action, params in ((Action.BURST_MODE, {"interval_s": p.burst_interval_s}),
                                (Action.SET_THRESHOLDS, {"scale": p.sensitivity})):
             cmd = ControlCommand.create(action, Target("region", name), issued_at_s=time_s,
@@ -124,7 +124,7 @@ def responses_from(decided: Mapping[str, Array], registry: StationRegistry, *, t
         name = region_name(r)
         members = tuple(ids[int(i)] for i in np.flatnonzero(region_idx == int(r)))
         out.append(Response(hash_id("rsp", name, tick, "escalate"), "escalate",
-                            f"{name} converged at tick {tick}: page the on-call analyst",
+                            f"{name} converged at {iso_time(time_s)}: page the on-call analyst",
                             levels[int(r)], tick, time_s, name, None, members))
     for i in np.flatnonzero(decided["quarantine"]):
         sid, r = ids[int(i)], int(region_idx[int(i)])

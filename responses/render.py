@@ -58,7 +58,7 @@ from convergence.records import (
     iso_time,
 )
 
-__all__ = ["KIND_LABEL", "Format", "render", "safe_text", "safe_url"]
+__all__ = ["KIND_LABEL", "Format", "clip_words", "render", "safe_text", "safe_url"]
 
 
 class Format(StrEnum):
@@ -98,6 +98,22 @@ def safe_text(text: object, limit: int = MAX_TEXT) -> str:
     s = _CONTROL.sub(" ", str(text))
     s = " ".join(s.split())
     return s if len(s) <= limit else s[: max(limit - 1, 0)] + "…"
+
+
+def clip_words(text: object, limit: int) -> str:
+    """:func:`safe_text` clipped at a word boundary, so no word is cut in half.
+
+    >>> title = "ENDED - CONVERGED in na-east: 5 stations (score 100)"
+    >>> clip_words(title, 41), clip_words(title, 46)
+    ('ENDED - CONVERGED in na-east: 5 stations…', 'ENDED - CONVERGED in na-east: 5 stations…')
+    """
+    s = safe_text(text, 100_000)
+    if len(s) <= limit:
+        return s
+    cut = s[: max(limit - 1, 0)]
+    if s[len(cut)] != " " and " " in cut:  # the cut falls inside a word: drop that word
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:-") + "…"
 
 
 def safe_url(url: object) -> str | None:
@@ -205,6 +221,22 @@ def _pct(x: float) -> str:
     if 0 < x < 0.005:
         return "<1%"
     return f"{x * 100:.0f}%"
+
+
+def probability(p: float) -> str:
+    """A calibrated probability in words: a campaign's finite count never proves certainty,
+    so the ends read "over 99%" and "under 1%".
+
+    >>> probability(0.9), probability(1.0), probability(0.0)
+    ('90%', 'over 99%', 'under 1%')
+    """
+    if not math.isfinite(p):
+        return "?"
+    if p >= 0.995:
+        return "over 99%"
+    if p < 0.005:
+        return "under 1%"
+    return f"{p * 100:.0f}%"
 
 
 def _num(x: float) -> str:
@@ -317,6 +349,24 @@ def _what_done(responses: Sequence[ResponseTaken]) -> str:
     return "Done: " + "; ".join(parts) + "." + tail
 
 
+def _first_check(check: str) -> str:
+    """A check as the bottom line's last sentence: its "Confirm:" / "Refute:" label dropped
+    (the sentence says which), capitalised, one full stop.
+
+    >>> _first_check("Confirm: watch news in mena, which have not moved yet.")
+    'Watch news in mena, which have not moved yet.'
+    >>> _first_check("Check independently: news-1 and news-2 share one upstream source")
+    'news-1 and news-2 share one upstream source.'
+    """
+    text = safe_text(check, 240)
+    label, sep, rest = text.partition(": ")
+    if sep and label in ("Confirm", "Refute"):
+        text = rest[:1].upper() + rest[1:]
+    elif sep and label == "Check independently":  # it begins with station ids: kept as written
+        text = rest
+    return text.rstrip(". ") + "."
+
+
 def derived_checks(r: Report) -> list[str]:
     """What would confirm or refute a report, worked out from the record itself (used when
     the pipeline wrote no checks): kinds that have not moved, correlated stations to check
@@ -353,7 +403,7 @@ def _bottom_line(r: Report) -> list[Block]:
         status = (f"Still open: {r.level.value} at score {r.score:.0f} as of "
                   f"{_when(r.time_s)}.")
     if r.confidence is not None and math.isfinite(r.confidence.probability):
-        conf = (f"{_pct(r.confidence.probability)} likely a genuine convergence "
+        conf = (f"{probability(r.confidence.probability).capitalize()} likely a genuine convergence "
                 f"(calibrated on “{safe_text(r.confidence.campaign, 80)}”).")
     else:
         conf = "No calibrated confidence for this meter: judge it on the evidence below."
@@ -361,7 +411,7 @@ def _bottom_line(r: Report) -> list[Block]:
     disc = (f" {_plural(len(discounted), 'station')} discounted as correlated with a stronger one."
             if discounted else "")
     checks = list(r.checks) or derived_checks(r)
-    nxt = f"First check: {safe_text(checks[0], 240)}." if checks else ""
+    nxt = f"First check: {_first_check(checks[0])}" if checks else ""
     out: list[Block] = [Para((Strong(first),)), Para((f"{status} {conf}{disc}",)),
                         Para((_what_done(r.responses) + (" " + nxt if nxt else ""),))]
     if r.summary:
@@ -376,7 +426,7 @@ def _confidence(r: Report) -> list[Block]:
         return [Para(("Not calibrated: there are no campaign results for this meter at this level "
                       "and score, so no probability is given. ", method))]
     basis = f" Basis: {safe_text(c.basis, 300)}." if c.basis else ""
-    return [Para((Strong(f"{_pct(c.probability)}"),
+    return [Para((Strong(probability(c.probability).capitalize()),
                   f" probability that this is a genuine convergence at {r.peak_level.value} "
                   f"(peak score {r.peak_score:.0f}), calibrated on the campaign "
                   f"“{safe_text(c.campaign, 80)}” ({_plural(c.n_runs, 'simulated run')}).{basis}")),
@@ -422,32 +472,66 @@ def _what_moved(r: Report) -> list[Block]:
     return blocks
 
 
+def _tick_time(r: Report, tick: int) -> str:
+    """When ``tick`` closed (ISO 8601 UTC), from the report's tick length."""
+    return iso_time((tick + 1) * r.tick_s) if r.tick_s > 0 else f"tick {tick}"
+
+
 def _timeline(r: Report) -> list[Block]:
     start = _start_time(r)
+    # a level change is a rise or a fall: compare with the level before it
+    before: dict[int, Level] = {}
+    prev = Level.QUIET
+    for i, e in enumerate(r.timeline):
+        if e.what == "level" and e.level is not None:
+            before[i], prev = prev, e.level
+    ended = {e.tick for e in r.timeline if e.what == "ended"}
 
-    def line(e: TimelineEntry) -> Inline:
+    def line(i: int, e: TimelineEntry) -> Inline:
         when = f"{_when(e.time_s, e.tick)}, +{duration(e.time_s - start)}"
         sid = safe_text(e.station_id or "a station", 60)
         if e.what == "level":
-            return (when, " — ", Strong(f"reached {e.level.value if e.level else '?'}"),
+            lvl = e.level.value if e.level else "?"
+            fell = e.level is not None and e.level.rank < before.get(i, Level.QUIET).rank
+            return (when, " — ", Strong(f"fell back to {lvl}" if fell else f"reached {lvl}"),
                     f" (score {e.score:.0f})")
         if e.what == "joined":
             return (f"{when} — {sid} joined",)
         if e.what == "left":
             return (f"{when} — {sid} left",)
         if e.what == "ended":
-            return (when, " — ", Strong("ended"), f" (score {e.score:.0f})")
+            return (when, " — ", Strong("ended: back to quiet"), f" (score {e.score:.0f})")
         return (f"{when} — {safe_text(e.what, 30)}",)
 
+    # the fall to quiet and the end are one moment: say it once
+    shown = [(i, e) for i, e in enumerate(r.timeline)
+             if not (e.what == "level" and e.level == Level.QUIET and e.tick in ended)]
+    # stations joining in the same tick are one line
+    items: list[Inline] = []
+    k = 0
+    while k < len(shown):
+        i, e = shown[k]
+        same = 1
+        while (e.what == "joined" and k + same < len(shown) and shown[k + same][1].what == "joined"
+               and shown[k + same][1].tick == e.tick):
+            same += 1
+        if same > 1:
+            ids = [safe_text(x.station_id or "a station", 60) for _, x in shown[k:k + same]]
+            when = f"{_when(e.time_s, e.tick)}, +{duration(e.time_s - start)}"
+            items.append((f"{when} — {same} stations joined: {_series_text(ids)}",))
+        else:
+            items.append(line(i, e))
+        k += same
     blocks: list[Block] = []
-    if r.timeline:
-        blocks.append(Bullets(tuple(line(e) for e in r.timeline)))
+    if items:
+        blocks.append(Bullets(tuple(items)))
     else:
         blocks.append(Para(("No timeline was recorded in this revision.",)))
     pts = tuple((int(t), float(s)) for t, s in r.score_series if math.isfinite(s))
     if pts:
         scores = [s for _, s in pts]
-        blocks.append(Chart(pts, f"score from tick {pts[0][0]} to {pts[-1][0]}: first {scores[0]:.0f}, "
+        blocks.append(Chart(pts, f"score from {_tick_time(r, pts[0][0])} to "
+                                 f"{_tick_time(r, pts[-1][0])}: first {scores[0]:.0f}, "
                                  f"peak {max(scores):.0f}, last {scores[-1]:.0f}"))
     return blocks
 
@@ -477,8 +561,14 @@ def _sources(r: Report) -> list[Block]:
     for sid in sorted(by_station, key=lambda x: (order.get(x, len(order)), x)):
         kind = kinds.get(sid, "")
         blocks.append(Para((Strong(safe_text(sid, 60)), f" ({_kind(kind) if kind else 'station'})")))
-        blocks.append(Bullets(tuple(_sample_words(s, kind)
-                                    for s in sorted(by_station[sid], key=lambda s: s.time_s))))
+        # the same headline (and link) posted again is one line with how many times
+        seen: dict[tuple[str | None, str | None], list[EvidenceSample]] = {}
+        for x in sorted(by_station[sid], key=lambda s: s.time_s):
+            key = (x.text, x.link) if x.text else (None, f"{x.time_s}-{x.value}-{x.category}")
+            seen.setdefault(key, []).append(x)
+        blocks.append(Bullets(tuple(
+            (*_sample_words(xs[0], kind), f" ({len(xs)} times)" if len(xs) > 1 else "")
+            for xs in seen.values())))
     return blocks
 
 
@@ -488,13 +578,15 @@ def _context(r: Report) -> list[Block]:
         items.append(("Market regimes: " + ", ".join(
             f"{safe_text(k, 60)} {safe_text(v, 30)}" for k, v in sorted(r.regimes.items())) + ".",))
     else:
-        items.append(("Market regimes: none reported for this region's market stations.",))
+        items.append(("Market regimes: none in this revision (no regime model was loaded, or none of "
+                      "the region's market stations was out of its normal regime).",))
     tick_s = r.tick_s if r.tick_s > 0 else 1.0
     for p in r.patterns:
         stations = ", ".join(safe_text(s, 60) for s in p.stations[:8])
-        stations += ", …" if len(p.stations) > 8 else ""
-        items.append((f"Pattern {safe_text(p.pattern, 60)} completed over ticks {p.start_tick}–{p.end_tick} "
-                      f"({duration((p.end_tick - p.start_tick) * tick_s)}): {stations}.",))
+        stations += f" and {len(p.stations) - 8} more" if len(p.stations) > 8 else ""
+        span = duration((p.end_tick - p.start_tick) * tick_s)
+        items.append((f"Pattern {safe_text(p.pattern, 60)} completed at {_tick_time(r, p.end_tick)} "
+                      f"(ticks {p.start_tick}–{p.end_tick}, over {span}): {stations}.",))
     if not r.patterns:
         items.append(("Temporal patterns: none completed during the episode.",))
     if r.dark_stations:
@@ -529,8 +621,8 @@ def _revisions(r: Report, revisions: Sequence[Report], labels: Sequence[Label]) 
     blocks: list[Block] = []
     if r.outcome is not None:
         o = r.outcome
-        blocks.append(Para((Strong("Outcome: "),
-                            f"started {_when(o.started_s)}, ended {_when(o.ended_s)} after "
+        blocks.append(Para((Strong("Outcome:"),
+                            f" started {_when(o.started_s)}, ended {_when(o.ended_s)} after "
                             f"{duration(o.duration_s)}; peak score {o.peak_score:.0f} "
                             f"({o.peak_level.value}).")))
     elif r.status == "closed":

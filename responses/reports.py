@@ -78,6 +78,7 @@ from convergence.records import (
     TimelineEntry,
     iso_time,
 )
+from convergence.responses.render import duration, probability
 from convergence.schema import OSINT_KINDS, SOURCE_KINDS
 from convergence.stations import StationRegistry
 
@@ -134,9 +135,11 @@ class Calibration:
         rows = self.table.get(str(level), ())
         for lo, hi, p, n in rows:
             if lo <= score < hi or (hi >= 100.0 and score >= lo):
+                band = f"of {lo:g} or more" if hi >= 100.0 else f"in [{lo:g}, {hi:g})"
                 return Confidence(round(float(p), 4), self.campaign, self.n_runs,
-                                  f"{n} alert(s) at {level} with a score in [{lo:g}, {hi:g}) in "
-                                  f"that campaign; {p:.0%} of them were genuine convergences")
+                                  f"{_plural(int(n), 'alert')} at {level} with a score {band} "
+                                  f"in that campaign; {p:.0%} of them were "
+                                  "genuine convergences")
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -175,8 +178,14 @@ class EpisodeLog:
     responses: list[ResponseTaken] = field(default_factory=list)
     patterns: list[PatternNote] = field(default_factory=list)
     alert_ids: list[str] = field(default_factory=list)
-    #: the explanation behind the latest revision (the final one repeats it)
+    #: the explanation behind the latest revision
     last_explanation: dict[str, Any] | None = None
+    #: the explanation, evidence samples and OSINT corroboration of the revision written at
+    #: the episode's peak level: the final revision summarises the episode with them (by
+    #: the end, the stations still moving are the stragglers, not what made the alert)
+    peak_explanation: dict[str, Any] | None = None
+    peak_samples: list[EvidenceSample] = field(default_factory=list)
+    peak_osint: bool = False
     #: tick of the latest revision (joins revise at most every JOIN_REVISION_TICKS)
     revised_tick: int | None = None
 
@@ -189,7 +198,10 @@ class EpisodeLog:
             "timeline": [t.to_dict() for t in self.timeline], "scores": self.scores,
             "joined": self.joined, "responses": [r.to_dict() for r in self.responses],
             "patterns": [p.to_dict() for p in self.patterns], "alert_ids": self.alert_ids,
-            "last_explanation": self.last_explanation, "revised_tick": self.revised_tick,
+            "last_explanation": self.last_explanation,
+            "peak_explanation": self.peak_explanation,
+            "peak_samples": [x.to_dict() for x in self.peak_samples],
+            "peak_osint": self.peak_osint, "revised_tick": self.revised_tick,
         }
 
     @classmethod
@@ -201,7 +213,9 @@ class EpisodeLog:
             [(int(t), float(s)) for t, s in d["scores"]], dict(d["joined"]),
             [ResponseTaken.from_dict(r) for r in d["responses"]],
             [PatternNote.from_dict(p) for p in d["patterns"]], list(d["alert_ids"]),
-            d.get("last_explanation"),
+            d.get("last_explanation"), d.get("peak_explanation"),
+            [EvidenceSample.from_dict(x) for x in d.get("peak_samples") or ()],
+            bool(d.get("peak_osint", False)),
             int(d["revised_tick"]) if d.get("revised_tick") is not None else None)
 
     def note(self, entry: TimelineEntry) -> None:
@@ -242,6 +256,9 @@ class Reporter:
         self.calibration = calibration
         self.run_id = run_id
         self.episodes: dict[str, EpisodeLog] = {}
+        # responses taken in the tick a region's episode begins (noted before the episode
+        # exists; :meth:`on_tick` hands them to it and forgets the rest)
+        self._starting_responses: dict[str, list[ResponseTaken]] = {}
         # patterns that completed shortly before a region's meter woke up
         self._recent_patterns: collections.deque[PatternNote] = collections.deque(maxlen=64)
 
@@ -269,9 +286,13 @@ class Reporter:
     def note_responses(self, responses: Sequence[Any]) -> None:
         """Responses taken this tick (:class:`~convergence.responses.actions.Response`)."""
         for r in responses:
+            if r.action == "quarantine":
+                continue
             ep = self.episodes.get(r.region)
-            if ep is not None and r.action != "quarantine":
+            if ep is not None:
                 ep.responses = (ep.responses + [r.taken()])[-50:]
+            else:  # the region's meter woke up this tick: its episode begins in on_tick
+                self._starting_responses.setdefault(r.region, []).append(r.taken())
 
     def note_acks(self, response_id: str, acks: Sequence[AckNote]) -> None:
         """Stations acknowledged a response's command; later revisions list the acks."""
@@ -314,6 +335,7 @@ class Reporter:
                 ep.patterns = [PatternNote(p.pattern, p.start_tick, p.end_tick, p.stations[1:])
                                for p in self._recent_patterns
                                if p.stations and p.stations[0] == region and p.end_tick >= horizon]
+                ep.responses = self._starting_responses.pop(region, [])[-50:]
                 self.episodes[region] = ep
             ep.scores = (ep.scores + [(tick, score)])[-MAX_SCORE_POINTS:]
             ep.peak_score = max(ep.peak_score, score)
@@ -349,6 +371,7 @@ class Reporter:
                                             closed=level == 0))
             if level == 0:
                 del self.episodes[region]
+        self._starting_responses.clear()
         return alerts, reports
 
     # -- records ------------------------------------------------------------------
@@ -378,11 +401,18 @@ class Reporter:
         expl = explain(self.meter, meter_out, node, registry.ids(), registry.kind_idx,
                        registry.group_idx, registry.region_names(), registry.region_idx, r,
                        group_names=registry.group_names())
+        osint = bool(meter_out["osint"][r])
+        samples_now: list[EvidenceSample] | None = None
         if closed or not expl["nodes"]:
-            # the final revision explains the episode as it stood at its last report
-            expl = ep.last_explanation or expl
+            # the final revision explains the episode as it stood at its peak
+            expl = ep.peak_explanation or ep.last_explanation or expl
+            osint = ep.peak_osint if ep.peak_explanation is not None else osint
         else:
             ep.last_explanation = expl
+            if level >= ep.peak_level:
+                samples_now = list(evidence([n["station_id"] for n in
+                                             expl["nodes"][:MAX_CONTRIBUTIONS]])) if evidence else []
+                ep.peak_explanation, ep.peak_samples, ep.peak_osint = expl, samples_now, osint
         contributions = tuple(
             Contribution(n["station_id"], n["source_kind"], n["region"], n["share"],
                          n["peak_evidence"], n["by_type"], n.get("group", ""), n["correlated"],
@@ -397,7 +427,12 @@ class Reporter:
                  f"{(score if not closed else ep.peak_score):.0f})")
         if closed:
             title = f"ENDED - {title}"
-        samples = tuple(evidence([c.station_id for c in contributions])) if evidence else ()
+        if samples_now is not None:
+            samples = tuple(samples_now)
+        elif closed and ep.peak_explanation is not None:
+            samples = tuple(ep.peak_samples)
+        else:
+            samples = tuple(evidence([c.station_id for c in contributions])) if evidence else ()
         region_regimes = {sid: st for sid, st in (regimes or {}).items()
                           if sid in {c.station_id for c in contributions}
                           or registry.info(registry.index_of(sid)).region == ep.region}
@@ -417,8 +452,8 @@ class Reporter:
             timeline=tuple(ep.timeline), score_series=tuple(ep.scores), evidence=samples,
             regimes=dict(region_regimes), patterns=tuple(ep.patterns), dark_stations=region_dark,
             responses=tuple(ep.responses),
-            checks=tuple(self._checks(expl, contributions, registry, r, region_dark,
-                                      bool(meter_out["osint"][r]))),
+            checks=tuple(self._checks(expl, contributions, registry, r, region_dark, osint,
+                                      closed)),
             outcome=outcome, alert_ids=tuple(ep.alert_ids), features=features,
             tick_s=self.tick_s, window_s=self.window_ticks * self.tick_s, run_id=self.run_id)
         return report
@@ -439,7 +474,7 @@ class Reporter:
         since = iso_time(ep.start_s)
         if closed:
             dur = time_s - ep.start_s
-            head = (f"The episode in {ep.region} that began at {since} ended after {dur:.0f} s; "
+            head = (f"The episode in {ep.region} that began at {since} ended after {duration(dur)}; "
                     f"it peaked at {Level.from_rank(ep.peak_level).value} (score "
                     f"{ep.peak_score:.0f}).")
         else:
@@ -451,17 +486,20 @@ class Reporter:
             parts.append("Strongest: " + "; ".join(strongest(c) for c in top) + ".")
         corr = [c for c in contributions if c.correlated]
         if corr:
-            parts.append(f"{_plural(len(corr), 'station')} share an upstream feed or market with "
-                         "a stronger one and were discounted.")
+            parts.append(f"{_plural(len(corr), 'station')} "
+                         f"{'shares' if len(corr) == 1 else 'share'} an upstream feed or market "
+                         f"with a stronger one and {'was' if len(corr) == 1 else 'were'} discounted.")
         parts.append("Independent OSINT sources corroborate it." if expl["osint_corroborated"]
                      else "No two independent OSINT sources corroborate it.")
         if conf is not None:
-            parts.append(f"Confidence {conf.probability:.0%} that this is a genuine convergence "
+            parts.append(f"Confidence {probability(conf.probability)} that this is a genuine "
+                         "convergence "
                          f"(campaign {conf.campaign}).")
         return " ".join(parts)
 
     def _checks(self, expl: Mapping[str, Any], contributions: Sequence[Contribution],
-                registry: StationRegistry, r: int, dark: Sequence[str], osint: bool) -> list[str]:
+                registry: StationRegistry, r: int, dark: Sequence[str], osint: bool,
+                closed: bool = False) -> list[str]:
         """What would confirm or refute the convergence, in plain words."""
         out: list[str] = []
         moved = {c.source_kind for c in contributions}
@@ -469,22 +507,31 @@ class Reporter:
                    for k in np.unique(registry.kind_idx[registry.region_idx == r])}
         quiet = sorted(present - moved)
         if quiet:
-            out.append("Confirm: watch " + _join([KIND_LABEL.get(k, k) for k in quiet])
-                       + f" in {expl['region']}, which have not moved yet; a move there would "
-                       "corroborate it.")
+            out.append("Confirm: " + (
+                "look at " + _join([KIND_LABEL.get(k, k) for k in quiet]) + f" in {expl['region']}, "
+                "which did not move during the episode; a move there would have corroborated it."
+                if closed else
+                "watch " + _join([KIND_LABEL.get(k, k) for k in quiet]) + f" in {expl['region']}, "
+                "which have not moved yet; a move there would corroborate it."))
         by_group: dict[str, list[str]] = collections.defaultdict(list)
         for c in contributions:
             if c.correlated and c.correlated_with:
                 by_group[c.correlated_with].append(c.station_id)
         for lead, others in list(by_group.items())[:3]:
-            out.append(f"Check independently: {lead} and {_join(others)} share one upstream "
+            out.append(f"Check independently: {_join([lead, *others])} share one upstream "
                        "source; confirm with an outlet outside it.")
         osint_groups = {c.group or c.station_id for c in contributions
                         if c.source_kind in {k.value for k in OSINT_KINDS}}
-        if len(osint_groups) <= 2:
-            out.append("Refute: it rests on " + _plural(len(osint_groups), "independent OSINT source")
-                       + "; if either turns out to echo the other, or a market feed, treat it as "
-                       "unconfirmed.")
+        if not osint_groups:
+            out.append("Refute: no news or social media station took part; a move seen only in "
+                       "markets or sensors can have a local cause (a feed glitch, one trader, one "
+                       "faulty sensor).")
+        elif len(osint_groups) == 1:
+            out.append("Refute: it rests on one independent OSINT source; if it turns out to echo "
+                       "a market feed or another outlet, treat it as unconfirmed.")
+        elif len(osint_groups) == 2:
+            out.append("Refute: it rests on two independent OSINT sources; if either turns out to "
+                       "echo the other, or a market feed, treat it as unconfirmed.")
         if dark:
             out.append(f"Refute: {_join(list(dark))} went dark; their silence counts as "
                        "evidence - check whether it is a local failure before acting on it.")
@@ -492,7 +539,7 @@ class Reporter:
         if types and types <= {"dark"}:
             out.append("Refute: the evidence is only sources going dark, not activity: look for a "
                        "shared outage (power, network, provider).")
-        if not osint:
-            out.append("Refute: no independent OSINT source corroborates it; a market-only move "
-                       "is not a convergence.")
+        if not osint and osint_groups:
+            out.append("Refute: the OSINT stations that moved do not corroborate each other "
+                       "independently; until a second outlet reports it, treat it as unconfirmed.")
         return out[:8]

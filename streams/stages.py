@@ -186,7 +186,7 @@ class EvidenceRing:
 
 def _sample(e: Event) -> EvidenceSample:
     return EvidenceSample(e.station_id, e.event_time_s, e.category, e.value,
-                          e.text[:280] if e.text else None, getattr(e, "url", None), e.source)
+                          e.text[:280] if e.text else None, e.url, e.source)
 
 
 # -- the first stage ------------------------------------------------------------------
@@ -462,7 +462,10 @@ class RegionStage:
             notes, where = [], []
             for m in out.matches:
                 stations = tuple(ids[i] for i in m.all_stations if i < len(ids))
-                notes.append(PatternNote(m.pattern, m.start_tick, m.end_tick, stations))
+                # the matcher counts its own steps; a match completes at this tick, so its
+                # steps are placed back on the pipeline's ticks from the end
+                span = m.end_tick - m.start_tick
+                notes.append(PatternNote(m.pattern, tick - span, tick, stations))
                 first = m.all_stations[0] if m.all_stations else 0
                 where.append(names[int(reg.region_idx[first])] if stations else "unknown")
             self.reporter.note_patterns(notes, where)

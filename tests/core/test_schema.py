@@ -43,6 +43,19 @@ def test_resent_event_has_same_id_and_changed_event_differs() -> None:
     assert a.event_id != make_event("s", "sensor", 10.0, "c", 1.5).event_id
 
 
+def test_an_item_address_is_carried_hashed_and_checked() -> None:
+    e = validate_event(raw(text="Port closed", url="https://wire.example/a/1"), now_s=NOW)
+    assert e.url == "https://wire.example/a/1" and validate_event(e.to_dict(), now_s=NOW) == e
+    # the address is part of the content; an event without one hashes as before addresses existed
+    assert e.event_id != validate_event(raw(text="Port closed"), now_s=NOW).event_id
+    assert make_event("s", "sensor", 10.0, "c", 1.0).event_id == content_id(
+        "s", "sensor", 10.0, "c", 1.0, None, None, None, None)
+    for bad in ("javascript:alert(1)", "wire.example/a", "https://", "https://x/a b", "x" * 2000):
+        with pytest.raises(ValidationError) as info:
+            validate_event(raw(url=bad), now_s=NOW)
+        assert info.value.field == "url"
+
+
 @pytest.mark.parametrize(
     ("over", "field", "words"),
     [

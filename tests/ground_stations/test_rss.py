@@ -56,6 +56,16 @@ def test_good_rss_feed_maps_items_to_records(server: Any) -> None:
     good, bad = validate_many(recs, now_s=NOW)
     assert len(good) == 3 and bad == [] and src.drain_rejects() == []
     assert "rss" in server.seen("/good.rss")[0]["Accept"]
+    # each item's own link travels with its event (a report quotes the headline with it)
+    assert [e.url for e in good] == [f"https://wire.example/a/{i}" for i in (1, 2, 3)]
+
+
+def test_an_item_link_that_is_not_a_web_page_is_left_out(server: Any) -> None:
+    body = rss([("g1", "Port closed")]).replace(
+        b"<title>Port closed</title>", b"<title>Port closed</title><link>javascript:alert(1)</link>")
+    url = server.answer("/js.rss", fs.Answer(200, body, RSS_CT))
+    recs = poll(RssSource(url, NEWS, timeout_s=2.0))
+    assert len(recs) == 1 and "url" not in recs[0] and recs[0]["text"] == "Port closed"
 
 
 def test_good_atom_feed_uses_published_else_updated(server: Any) -> None:

@@ -21,6 +21,7 @@ from convergence.records import (
     Level,
     Report,
     ResponseTaken,
+    TimelineEntry,
     Verdict,
     iso_time,
 )
@@ -109,7 +110,14 @@ def test_timeline_and_score(converged: Report) -> None:
     for lvl in ("watch", "warning", "converged"):
         assert f"**reached {lvl}**" in tl
     joins = [e for e in converged.timeline if e.what == "joined"]
-    assert all(f"{e.station_id} joined" in tl for e in joins)
+    by_tick: dict[int, list[str]] = {}
+    for e in joins:
+        by_tick.setdefault(e.tick, []).append(e.station_id or "")
+    for tick, sids in by_tick.items():  # stations joining in one tick are one line
+        line = next(x for x in tl.splitlines() if f"(tick {tick})" in x and "joined" in x)
+        assert all(sid in line for sid in sids)
+        assert (f"{len(sids)} stations joined: " in line) if len(sids) > 1 else \
+            line.endswith(f"{sids[0]} joined")
     assert f"{iso_time(converged.timeline[0].time_s)} (tick {converged.timeline[0].tick}), +0 s" in tl
     spark = re.search(r"Score: `([▁▂▃▄▅▆▇█]+)`", tl)
     assert spark and len(spark.group(1)) == len(converged.score_series)
@@ -122,6 +130,26 @@ def test_sources_show_headlines_links_and_market_values(converged: Report) -> No
     price = next(s for s in converged.evidence if s.station_id.startswith("price-"))
     assert f"price {price.value:,.2f}".rstrip("0").rstrip(".") in src
     assert "**" + price.station_id + "** (market prices)" in src
+
+
+def test_a_headline_posted_again_is_one_line_with_a_count(converged: Report) -> None:
+    sid = converged.contributions[0].station_id
+    again = tuple(EvidenceSample(sid, converged.time_s - k, "disaster", 1.0, "Port blast", None, sid)
+                  for k in range(3))
+    other = EvidenceSample(sid, converged.time_s, "disaster", 1.0, "Roads closed", None, sid)
+    src = section(render(dataclasses.replace(converged, evidence=(*again, other)), "md"),
+                  "What the sources said")
+    assert src.count("“Port blast”") == 1 and f"“Port blast” — {sid} (3 times)" in src
+    assert f"“Roads closed” — {sid}\n" in src
+
+
+def test_confidence_never_reads_as_certainty(converged: Report) -> None:
+    assert converged.confidence is not None
+    sure = dataclasses.replace(converged, confidence=dataclasses.replace(converged.confidence,
+                                                                         probability=1.0))
+    md = render(sure, "md")
+    assert "Over 99% likely a genuine convergence" in md and "**Over 99%** probability" in md
+    assert "100%" not in section(md, "Confidence")
 
 
 def test_context_actions_checks_and_revisions(converged: Report, revisions: list[Report]) -> None:
@@ -150,7 +178,39 @@ def test_closed_report_states_its_outcome(revisions: list[Report]) -> None:
     assert md.startswith("# CONVERGED — eu-west")  # the headline keeps the peak level
     assert f"It is over: ended {iso_time(final.outcome.ended_s)} after " \
            f"{duration(final.outcome.duration_s)}" in md
-    assert f"**Outcome: **started {iso_time(final.outcome.started_s)}" in md
+    assert f"**Outcome:** started {iso_time(final.outcome.started_s)}" in md
+
+
+def test_timeline_says_a_fall_as_a_fall_and_the_end_once(revisions: list[Report]) -> None:
+    final = revisions[-1]
+    peak = next(e for e in final.timeline if e.what == "level" and e.level == Level.CONVERGED)
+    fall = TimelineEntry(peak.tick + 3, peak.time_s + 3, "level", 55.0, Level.WARNING)
+    end = next(e for e in final.timeline if e.what == "ended")
+    back = TimelineEntry(end.tick, end.time_s, "level", end.score, Level.QUIET)
+    timeline = [e for e in final.timeline if e.what != "ended" and e.level != Level.QUIET]
+    report = dataclasses.replace(final, timeline=(*timeline, fall, back, end))
+    tl = section(render(report, "md"), "Timeline")
+    assert "**fell back to warning** (score 55)" in tl and "**reached converged**" in tl
+    assert "**ended: back to quiet**" in tl and "quiet**" not in tl.replace("back to quiet**", "")
+    # the score chart is captioned with times, not bare tick numbers
+    first, last = final.score_series[0][0], final.score_series[-1][0]
+    assert f"score from {iso_time(first + 1.0)} to {iso_time(last + 1.0)}" in tl
+    assert "from tick" not in tl
+
+
+def test_patterns_say_when_they_completed(converged: Report) -> None:
+    ctx = section(render(converged, "md"), "Context")
+    for p in converged.patterns:
+        assert f"Pattern {p.pattern} completed at {iso_time(p.end_tick + 1.0)} (ticks " in ctx
+
+
+def test_the_bottom_lines_first_check_is_one_plain_sentence(converged: Report) -> None:
+    report = dataclasses.replace(converged, checks=(
+        "Confirm: watch sensors in eu-west, which have not moved yet; a move there would "
+        "corroborate it.",))
+    bottom = section(render(report, "md"), "Bottom line")
+    assert ("First check: Watch sensors in eu-west, which have not moved yet; a move there "
+            "would corroborate it.\n") in bottom
 
 
 def test_open_report_below_its_peak_says_where_it_is_now(converged: Report) -> None:

@@ -414,6 +414,7 @@ def dead_letter(
 #: (``\u00XX``), so ``_SIZE_BASE + 6 * characters`` bounds ``len(orjson.dumps(item))``.
 _SIZE_BASE = 512
 _EXACT_INT = 2.0 ** 52
+_ROUND_BY_HAND = 48  # fewer values than this: round() each, cheaper than numpy's set-up
 _BLAKE_OPEN = hashlib.blake2b(b"[", digest_size=8)  # a content hash's state after "["
 _OK_CACHE_MAX = 65_536
 _station_ok_cache: dict[Any, bool] = {}
@@ -435,9 +436,9 @@ def round6(t: Any) -> list[float]:
     >>> round6(xs) == [round(x, 6) for x in xs]
     True
     """
+    if len(t) < _ROUND_BY_HAND:
+        return [round(float(x), 6) for x in t]
     x = np.asarray(t, dtype=np.float64)
-    if x.size == 0:
-        return []
     with np.errstate(invalid="ignore", over="ignore"):
         y = x * 1e6
         ay = np.abs(y)
@@ -468,7 +469,12 @@ def content_digests(station_id: Sequence[str], source_kind: Sequence[str],
     if n == 0:
         return b""
     t6 = round6(event_time_s)
-    vals = np.asarray(value, dtype=np.float64).tolist()
+    vals = list(map(float, value))
+    # numbers as the per-event path reads them: floats (lat=35 and lat=35.0 hash the same)
+    if list(lat).count(None) != n:
+        lat = [None if x is None else float(x) for x in lat]
+    if list(lon).count(None) != n:
+        lon = [None if x is None else float(x) for x in lon]
     rows = list(zip([SCHEMA_VERSION] * n, station_id, source_kind, t6, category, vals, text,
                     lat, lon, source, strict=True))
     parts = orjson.dumps(rows)[2:-2].split(b"],[")
@@ -663,63 +669,59 @@ _OPT_NUM: frozenset[type] = frozenset({float, int, type(None)})
 _INT: frozenset[type] = frozenset({int})
 
 
-def screen_columns(
-    station_id: Sequence[Any], source_kind: Sequence[Any], event_time_s: Sequence[Any],
-    category: Sequence[Any], value: Sequence[Any], text: Sequence[Any], lat: Sequence[Any],
-    lon: Sequence[Any], source: Sequence[Any], event_id: Sequence[Any],
-    schema_version: Sequence[Any], *, now_s: float, limits: Limits | None = None,
-    exact_types: bool = True,
-) -> tuple[EventBatch, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Validate and hash events given as columns (the known fields of each, nothing else).
+def _all_pass(station_id: Sequence[Any], source_kind: Sequence[Any],
+              event_time_s: Sequence[Any], category: Sequence[Any], value: Sequence[Any],
+              text: Sequence[Any], lat: Sequence[Any], lon: Sequence[Any],
+              source: Sequence[Any], event_id: Sequence[Any], schema_version: Sequence[Any],
+              now_s: float, lim: Limits) -> bool:
+    """Whether every row certainly passes the checks before the content hash, judged on
+    whole columns (a few C-level passes, no per-row mask); ``False`` means "look row by
+    row", not "invalid". Columns hold exactly the wire's types (see :func:`screen_columns`)."""
+    n = len(station_id)
+    if list(schema_version).count(SCHEMA_VERSION) != n:
+        return False
+    if list(lat).count(None) != n or list(lon).count(None) != n:
+        return False  # coordinates: row by row
+    if not set(source_kind) <= _KIND_NAMES:
+        return False
+    try:  # finite sums: no NaN, no infinity, no integer too large for a float
+        if not (math.isfinite(sum(event_time_s)) and math.isfinite(sum(value))):
+            return False
+    except OverflowError:
+        return False
+    if min(event_time_s) < now_s - lim.max_age_s or max(event_time_s) > now_s + lim.max_future_s:
+        return False
+    if min(value) < -_MAX_ABS_VALUE or max(value) > _MAX_ABS_VALUE:
+        return False
+    sids, cats = set(station_id), set(category)
+    if not (all(map(_station_ok, sids)) and all(map(_category_ok, cats))):
+        return False
+    text_max = max(map(len, filter(None, text)), default=0)
+    source_max = max(map(len, filter(None, source)), default=0)
+    if text_max > lim.max_text_chars or source_max > _MAX_SOURCE:
+        return False
+    chars = (max(map(len, sids)) + max(map(len, cats)) + max(map(len, set(source_kind)))
+             + text_max + source_max + max(map(len, filter(None, event_id)), default=0))
+    return _SIZE_BASE + 6 * chars <= lim.max_event_bytes
 
-    Returns ``(accepted, rows, undecided)``: the rows the per-event path certainly accepts
-    as a batch (with the same ids) and their positions, and the positions of every other
-    row - whatever is wrong with them, and in which order the per-event path would say so,
-    is left to it (:func:`validate_event`).
 
-    ``exact_types=False`` (columns built from arbitrary Python objects rather than a typed
-    decoder) first leaves every value that is not exactly ``str``/``float``/``int``/``None``
-    where those are expected to the per-event path.
+_KIND_NAMES = frozenset(KIND_INDEX)
 
-    Examples
-    --------
-    >>> acc, rows, undecided = screen_columns(
-    ...     ["s1", "bad id!"], ["sensor", "sensor"], [10.0, 10.0], ["air", "air"], [1.0, 2.0],
-    ...     [None, None], [None, None], [None, None], [None, None], [None, None], [1, 1],
-    ...     now_s=10.0)
-    >>> acc.station_id, rows.tolist(), undecided.tolist()
-    (['s1'], [0], [1])
-    >>> acc.event_ids() == [make_event("s1", "sensor", 10.0, "air", 1.0).event_id]
-    True
-    """
-    lim = limits or Limits()
+
+def _row_mask(station_id: Sequence[Any], source_kind: Sequence[Any], event_time_s: Sequence[Any],
+              category: Sequence[Any], value: Sequence[Any], text: Sequence[Any],
+              lat: Sequence[Any], lon: Sequence[Any], source: Sequence[Any],
+              event_id: Sequence[Any], schema_version: Sequence[Any], now_s: float,
+              lim: Limits) -> npt.NDArray[np.bool_]:
+    """Row by row: which rows certainly pass the checks before the content hash."""
     n = len(station_id)
     ok = np.ones(n, dtype=bool)
-    if not exact_types:
-        for col, types in ((station_id, _STR), (source_kind, _STR), (event_time_s, _NUM),
-                           (category, _STR), (value, _NUM), (text, _OPT_STR), (lat, _OPT_NUM),
-                           (lon, _OPT_NUM), (source, _OPT_STR), (event_id, _OPT_STR),
-                           (schema_version, _INT)):
-            good = _only(col, types)
-            if good is not None:
-                ok &= good
-        if not ok.all():
-            # keep the columns aligned: screen the well-typed rows only
-            keep = np.flatnonzero(ok)
-            pos = keep.tolist()
-            cols = [[c[i] for i in pos] for c in (station_id, source_kind, event_time_s, category,
-                                                  value, text, lat, lon, source, event_id,
-                                                  schema_version)]
-            acc, rows, und = screen_columns(*cols, now_s=now_s, limits=lim)
-            undecided = np.sort(np.concatenate([np.flatnonzero(~ok), keep[und]]))
-            return acc, keep[rows], undecided
-    if list(schema_version).count(1) != n:
+    if list(schema_version).count(SCHEMA_VERSION) != n:
         ok &= np.fromiter((v == 1 and type(v) is int for v in schema_version), bool, n)
     bad_ids = {s for s in set(station_id) if not _station_ok(s)}
     if bad_ids:
         ok &= np.fromiter((s not in bad_ids for s in station_id), bool, n)
-    kind = np.fromiter((KIND_INDEX.get(k, -1) for k in source_kind), np.int8, n)
-    ok &= kind >= 0
+    ok &= np.fromiter((KIND_INDEX.get(k, -1) for k in source_kind), np.int8, n) >= 0
     t, t_ok = _floats(event_time_s)
     v, v_ok = _floats(value)
     for conv in (t_ok, v_ok):
@@ -734,9 +736,7 @@ def screen_columns(
     text_n = _lengths(text)
     source_n = _lengths(source)
     ok &= (text_n <= lim.max_text_chars) & (source_n <= _MAX_SOURCE)
-    if list(lat).count(None) == n and list(lon).count(None) == n:
-        la = lo = np.full(n, np.nan)
-    else:
+    if list(lat).count(None) != n or list(lon).count(None) != n:
         no_la = np.fromiter((x is None for x in lat), bool, n)
         no_lo = np.fromiter((x is None for x in lon), bool, n)
         la, la_ok = _floats(lat)
@@ -751,35 +751,99 @@ def screen_columns(
     chars = (text_n + source_n + _lengths(station_id) + _lengths(category) + _lengths(event_id)
              + np.fromiter((len(k) if isinstance(k, str) else 0 for k in source_kind), np.int64, n))
     ok &= _SIZE_BASE + 6 * chars <= lim.max_event_bytes
-    rows = np.flatnonzero(ok)
-    if rows.size == n:
-        sid, kinds, cats, texts, srcs, given = (
-            list(station_id), list(source_kind), list(category), list(text), list(source),
-            list(event_id))
-        tt, vv, la_r, lo_r, kk = t, v, la, lo, kind
+    return ok
+
+
+def _coords(col: Sequence[Any]) -> npt.NDArray[np.float64]:
+    if list(col).count(None) == len(col):
+        return np.full(len(col), np.nan)
+    return _floats(col)[0]
+
+
+def screen_columns(
+    station_id: Sequence[Any], source_kind: Sequence[Any], event_time_s: Sequence[Any],
+    category: Sequence[Any], value: Sequence[Any], text: Sequence[Any], lat: Sequence[Any],
+    lon: Sequence[Any], source: Sequence[Any], event_id: Sequence[Any],
+    schema_version: Sequence[Any], *, now_s: float, limits: Limits | None = None,
+    exact_types: bool = True,
+) -> tuple[EventBatch, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Validate and hash events given as columns (the known fields of each, nothing else).
+
+    Returns ``(accepted, rows, undecided)``: the rows the per-event path certainly accepts
+    as a batch (with the same ids) and their positions, and the positions of every other
+    row - whatever is wrong with them, and in which order the per-event path would say so,
+    is left to it (:func:`validate_event`).
+
+    The usual batch, every row fine, is judged on whole columns (minimum and maximum
+    time, the set of station ids, ...); only a batch with some doubtful row is looked at
+    row by row. ``exact_types=False`` (columns built from arbitrary Python objects rather
+    than by a typed decoder) first leaves every value that is not exactly
+    ``str``/``float``/``int``/``None`` where those are expected to the per-event path.
+
+    Examples
+    --------
+    >>> acc, rows, undecided = screen_columns(
+    ...     ["s1", "bad id!"], ["sensor", "sensor"], [10.0, 10.0], ["air", "air"], [1.0, 2.0],
+    ...     [None, None], [None, None], [None, None], [None, None], [None, None], [1, 1],
+    ...     now_s=10.0)
+    >>> acc.station_id, rows.tolist(), undecided.tolist()
+    (['s1'], [0], [1])
+    >>> acc.event_ids() == [make_event("s1", "sensor", 10.0, "air", 1.0).event_id]
+    True
+    """
+    lim = limits or Limits()
+    cols = (station_id, source_kind, event_time_s, category, value, text, lat, lon, source,
+            event_id, schema_version)
+    n = len(station_id)
+    if n == 0:
+        return EventBatch.empty(), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if not exact_types:
+        typed = np.ones(n, dtype=bool)
+        for col, types in zip(cols, _TYPES, strict=True):
+            good = _only(col, types)
+            if good is not None:
+                typed &= good
+        if not typed.all():
+            # screen the well-typed rows only, keeping the columns aligned
+            keep = np.flatnonzero(typed)
+            pos = keep.tolist()
+            acc, rows, und = screen_columns(*([c[i] for i in pos] for c in cols), now_s=now_s,
+                                            limits=lim)
+            undecided = np.sort(np.concatenate([np.flatnonzero(~typed), keep[und]]))
+            return acc, keep[rows], undecided
+    if _all_pass(*cols, now_s, lim):
+        rows = np.arange(n, dtype=np.int64)
+        sid, kinds, tt, cats, vv, texts, lats, lons, srcs, given, _ = (list(c) for c in cols)
     else:
+        rows = np.flatnonzero(_row_mask(*cols, now_s, lim))
         pos = rows.tolist()
-        sid, kinds, cats, texts, srcs, given = (
-            [c[i] for i in pos] for c in (station_id, source_kind, category, text, source,
-                                          event_id))
-        tt, vv, la_r, lo_r, kk = t[rows], v[rows], la[rows], lo[rows], kind[rows]
+        sid, kinds, tt, cats, vv, texts, lats, lons, srcs, given, _ = (
+            [c[i] for i in pos] for c in cols)
+    m = len(sid)
     try:
-        digests = content_digests(sid, kinds, tt, cats, vv, texts,
-                                  _opt_floats(la_r), _opt_floats(lo_r), srcs)
+        digests = content_digests(sid, kinds, tt, cats, vv, texts, lats, lons, srcs)
     except (TypeError, ValueError):  # a value orjson cannot encode: the per-event path says so
         return EventBatch.empty(), np.zeros(0, np.int64), np.arange(n, dtype=np.int64)
-    hashes = digests_to_hashes(digests)
-    if given.count(None) != len(given):
+    if given.count(None) != m:
         hx = digests.hex()
-        match = np.fromiter((g is None or g == hx[16 * i:16 * i + 16]
-                             for i, g in enumerate(given)), bool, len(given))
-        if not match.all():
-            keep = np.flatnonzero(match)
-            rows = rows[keep]
-            pos = keep.tolist()
-            sid, cats, texts, srcs = ([c[i] for i in pos] for c in (sid, cats, texts, srcs))
-            tt, vv, la_r, lo_r, kk, hashes = (tt[keep], vv[keep], la_r[keep], lo_r[keep],
-                                              kk[keep], hashes[keep])
+        match = [g is None or g == hx[16 * i:16 * i + 16] for i, g in enumerate(given)]
+        if not all(match):
+            keep_pos = [i for i, good in enumerate(match) if good]
+            rows = rows[keep_pos]
+            sid, kinds, tt, cats, vv, texts, lats, lons, srcs = (
+                [c[i] for i in keep_pos] for c in (sid, kinds, tt, cats, vv, texts, lats, lons,
+                                                   srcs))
+            digests = b"".join(digests[8 * i:8 * i + 8] for i in keep_pos)
+    kind_of = {k: KIND_INDEX[k] for k in set(kinds)}
+    batch = EventBatch(
+        sid, np.fromiter(map(kind_of.__getitem__, kinds), np.int8, len(kinds)),
+        np.array(tt, dtype=np.float64), cats, np.array(vv, dtype=np.float64), texts,
+        _coords(lats), _coords(lons), srcs, digests_to_hashes(digests))
+    if rows.size == n:
+        return batch, rows, np.zeros(0, np.int64)
     undecided = np.setdiff1d(np.arange(n, dtype=np.int64), rows, assume_unique=True)
-    batch = EventBatch(sid, kk, tt, cats, vv, texts, la_r, lo_r, srcs, hashes)
     return batch, rows.astype(np.int64), undecided
+
+
+_TYPES: tuple[frozenset[type], ...] = (_STR, _STR, _NUM, _STR, _NUM, _OPT_STR, _OPT_NUM,
+                                       _OPT_NUM, _OPT_STR, _OPT_STR, _INT)

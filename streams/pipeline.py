@@ -43,10 +43,10 @@ from convergence.records import (
 )
 from convergence.responses.actions import Response, responses_from
 from convergence.responses.reports import Calibration, Reporter
-from convergence.schema import DeadLetter, Event, Limits, ValidationError, dead_letter
+from convergence.schema import DeadLetter, Event, EventBatch, Limits, ValidationError, dead_letter
 from convergence.settings import Settings, model_spec
 from convergence.stations import StationRegistry
-from convergence.wire import validate_many
+from convergence.wire import validate_columns
 
 if TYPE_CHECKING:
     from convergence.models.regime import RegimeModel
@@ -170,6 +170,27 @@ class EvidenceRing:
                     sid, e.event_time_s, e.category, e.value,
                     e.text[:280] if e.text else None, getattr(e, "url", None), e.source))
 
+    def add_columns(self, batch: EventBatch, station: np.ndarray[Any, Any]) -> None:
+        """:meth:`add` for a batch in columns (``station``: each event's station position):
+        the same samples, built only for the events the ring keeps."""
+        n = len(batch)
+        lo = max(n - 4096, 0)  # a huge batch: its most recent events are what matters
+        st = station[lo:]
+        order = np.argsort(st, kind="stable")  # by station, then arrival
+        grouped = st[order]
+        last = np.r_[np.flatnonzero(grouped[1:] != grouped[:-1]), grouped.size - 1]
+        group_end = np.repeat(last, np.diff(np.r_[-1, last]))
+        kept = np.sort(order[group_end - np.arange(grouped.size) < self.per_station]) + lo
+        sids, times, values = batch.station_id, batch.event_time_s, batch.value
+        for i in kept.tolist():
+            sid = sids[i]
+            ring = self._ring.get(sid)
+            if ring is None:
+                ring = self._ring[sid] = collections.deque(maxlen=self.per_station)
+            text = batch.text[i]
+            ring.append(EvidenceSample(sid, float(times[i]), batch.category[i], float(values[i]),
+                                       text[:280] if text else None, None, batch.source[i]))
+
     def of(self, station_ids: Sequence[str]) -> list[EvidenceSample]:
         out: list[EvidenceSample] = []
         for sid in station_ids[:25]:
@@ -284,29 +305,35 @@ class Pipeline:
     # -- input --------------------------------------------------------------
     def ingest_raw(self, records: Iterable[Any], now_s: float) -> list[DeadLetter]:
         """Validate untrusted records and ingest the good ones; returns dead letters."""
-        good, bad = validate_many(records, now_s=now_s, limits=self.limits)
+        good, bad = validate_columns(records, now_s=now_s, limits=self.limits)
         self.counters.dead_letters += len(bad)
-        return bad + self.ingest_events(good, now_s)
+        return bad + self.ingest_columns(good, now_s)
 
     def ingest_events(self, events: Sequence[Event], now_s: float) -> list[DeadLetter]:
         """Ingest validated events; events later than the allowed lateness come back."""
-        if not events:
+        return self.ingest_columns(EventBatch.from_events(events), now_s)
+
+    def ingest_columns(self, batch: EventBatch, now_s: float) -> list[DeadLetter]:
+        """Ingest validated events given as columns (no object per event); events later
+        than the allowed lateness come back as dead letters."""
+        if not len(batch):
             return []
-        reg = self.registry
-        cols = EventColumns.from_events(events, lambda e: reg.ensure(e.station_id, e.source_kind))
+        station = self.registry.ensure_many(batch.station_id, batch.kind)
+        cols = EventColumns.from_batch(batch, station)
         self._fit_registry()
         res = self.acc.add(cols)
         self.counters.events += res.accepted
         self.counters.duplicates += res.duplicates
         self.counters.late += int(res.late_idx.size)
-        self.evidence.add(events)
+        self.evidence.add_columns(batch, station)
+        late = batch.take(res.late_idx).events() if res.late_idx.size else []
         dls = [
-            dead_letter("ingest", events[int(i)].to_dict(), ValidationError(
+            dead_letter("ingest", e.to_dict(), ValidationError(
                 "event_time_s",
                 f"arrived after its tick closed (allowed lateness "
                 f"{self.settings.allowed_lateness_s:g} s); check the station's clock or raise "
                 "CONVERGENCE_ALLOWED_LATENESS_S"), received_at_s=now_s)
-            for i in res.late_idx
+            for e in late
         ]
         self.counters.dead_letters += len(dls)
         return dls

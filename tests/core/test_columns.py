@@ -312,3 +312,16 @@ def test_an_event_batch_round_trips_its_events() -> None:
     assert b.events() == evs and len(EventBatch.concat([b, EventBatch.empty(), b])) == 14
     assert b.take(np.array([6, 0])).events() == [evs[6], evs[0]]
     assert EventBatch.empty().events() == [] and EventBatch.concat([]).events() == []
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d"]), st.integers(0, 4)), max_size=30))
+def test_ensure_many_registers_as_ensure_one_by_one_does(rows: list[tuple[str, int]]) -> None:
+    from convergence.schema import SOURCE_KINDS
+    from convergence.stations import StationInfo, StationRegistry
+
+    one = StationRegistry([StationInfo("b", "sensor")])
+    many = StationRegistry([StationInfo("b", "sensor")])
+    want = [one.ensure(sid, SOURCE_KINDS[k]) for sid, k in rows]
+    got = many.ensure_many([r[0] for r in rows], [r[1] for r in rows]).tolist()
+    assert got == want and one.ids() == many.ids()
+    assert [i.kind for i in one.stations] == [i.kind for i in many.stations]

@@ -325,3 +325,29 @@ def test_ensure_many_registers_as_ensure_one_by_one_does(rows: list[tuple[str, i
     got = many.ensure_many([r[0] for r in rows], [r[1] for r in rows]).tolist()
     assert got == want and one.ids() == many.ids()
     assert [i.kind for i in one.stations] == [i.kind for i in many.stations]
+
+
+MESSAGES = st.lists(st.one_of(
+    st.lists(events(), max_size=6).map(lambda items: _encoded(items)),
+    st.lists(GOOD_ONLY, min_size=1, max_size=6).map(lambda items: _encoded(items)),
+    st.sampled_from([b"", b"{nope", b'{"v": 2, "events": []}', b"[1]"]),
+    st.binary(max_size=40)), max_size=8)
+
+
+def _encoded(items: list[dict[str, Any]]) -> bytes:
+    try:
+        return encode_raw(items)
+    except orjson.JSONEncodeError:
+        return repr(items).encode()
+
+
+@given(MESSAGES)
+def test_decoding_many_messages_at_once_is_decoding_each(messages: list[bytes]) -> None:
+    from convergence.wire import decode_many
+
+    got = decode_many(messages, now_s=NOW)
+    one = [decode_columns(m, now_s=NOW) for m in messages]
+    assert got.counts == [len(b) for b, _ in one]
+    assert got.dead == [d for _, d in one]
+    assert got.events.events() == [e for b, _ in one for e in b.events()]
+    assert got.message_of_row().tolist() == [i for i, (b, _) in enumerate(one) for _ in range(len(b))]

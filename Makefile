@@ -34,7 +34,7 @@ lint: install
 typecheck: install
 	rm -rf .build/typecheck && mkdir -p .build/typecheck/convergence
 	ln -s $(CURDIR)/core/*.py $(CURDIR)/core/py.typed .build/typecheck/convergence/
-	for d in detectors models ground_stations streams store responses cli simulation evaluation; do \
+	for d in detectors models ground_stations streams store responses cli simulation evaluation dashboard; do \
 	    ln -s $(CURDIR)/$$d .build/typecheck/convergence/$$d; done
 	cd .build/typecheck && $(CURDIR)/$(BIN)/mypy -p convergence
 

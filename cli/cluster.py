@@ -98,10 +98,10 @@ def worker(
         "--store/--no-store",
         help="Run the store sink (writes alerts, reports, responses and dead letters to "
              "SurrealDB). Only one process may own a surrealkv:// file.")] = True,
-    partitions: Annotated[int, typer.Option(
-        min=1, max=1024, help="Partitions for topics this worker creates (1 = every station "
-                              "in one meter; more = scale-out without cross-partition "
-                              "convergence).")] = 1,
+    partitions: Annotated[int | None, typer.Option(
+        min=1, max=1024, help="Partitions of the events and node-evidence topics if this "
+                              "worker creates them (default: the partitions setting): the "
+                              "most workers that share each stage's work.")] = None,
     log_level: Annotated[LogLevel, typer.Option(help="Worker log level.")] = LogLevel.warning,
 ) -> None:
     """Run one Faust worker in the foreground until SIGTERM or Ctrl-C.

@@ -54,7 +54,12 @@ def check_models(s: Settings) -> None:
         if not isinstance(version, int):
             continue
         try:
-            ModelRegistry(s.models_path).record(name, version)
+            reg = ModelRegistry(s.models_path)
+            reg.record(name, version)
+            if name == "meter":  # it must also fit this version's meter features
+                from convergence.models.meter_model import load_scorer
+
+                load_scorer(reg, version)
         except RegistryError as exc:
             fail(f"{setting} = {getattr(s, setting)} ({s.source_of(setting)}) names a model that "
                  f"cannot be used: {exc}. `convergence models list` shows the models there; set "

@@ -25,10 +25,11 @@ from convergence.cli import (
     scenarios,
     stations,
 )
+from convergence.cli.dashboard import dashboard
 from convergence.cli.detect import detect
 from convergence.cli.probe import probe
 from convergence.cli.regime import regime
-from convergence.cli.run import run
+from convergence.cli.run import optional_port, run
 from convergence.cli.train_meter import train_meter_cmd
 
 app = typer.Typer(
@@ -62,6 +63,7 @@ def root(
 
 
 app.command("run")(run)
+app.command("dashboard")(dashboard)
 app.add_typer(reports.app, name="reports")
 app.add_typer(config.app, name="config")
 app.add_typer(kafka.app, name="kafka")
@@ -85,7 +87,7 @@ models.train_app.command("meter")(train_meter_cmd)
 def main() -> None:
     """Console-script entry point."""
     try:
-        app()
+        app(args=optional_port(sys.argv[1:]))
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -13,6 +15,7 @@ from convergence.cli.common import (
     alert_text,
     check_models,
     console,
+    err_console,
     fail,
     plural,
     print_alert,
@@ -25,14 +28,45 @@ from convergence.schema import SOURCE_KINDS
 from convergence.settings import redact_url
 
 if TYPE_CHECKING:  # the store (and its engine) load only when a command needs them
+    from convergence.dashboard.server import DashboardServer
     from convergence.ground_stations.scenario import Scenario
     from convergence.settings import Settings
+    from convergence.streams.embedded import RunSummary
     from convergence.streams.pipeline import TickOutcome
 
 #: where a simulated clock starts when the story does not say (a fixed instant, so the
 #: same seed gives the same ticks, alert and report ids)
 SIMULATED_START_S = 1_767_600_000.0
 NETWORK_SOURCES = ("rss", "json")
+#: the dashboard's port when ``--dashboard`` is given without one
+DASHBOARD_PORT = 8765
+
+
+def optional_port(argv: Sequence[str]) -> list[str]:
+    """``run ... --dashboard`` with no port means the default port: the command line
+    parser wants a value, so it is filled in here (called by the entry point).
+
+    >>> optional_port(["run", "--dashboard", "--duration", "5"])
+    ['run', '--dashboard', '8765', '--duration', '5']
+    >>> optional_port(["run", "--dashboard", "9000"]), optional_port(["alerts", "--dashboard"])
+    (['run', '--dashboard', '9000'], ['alerts', '--dashboard'])
+    """
+    args = list(argv)
+    if "run" not in args:
+        return args
+    for i in range(args.index("run") + 1, len(args)):
+        if args[i] == "--dashboard" and (i + 1 == len(args) or not args[i + 1].isdigit()):
+            args.insert(i + 1, str(DASHBOARD_PORT))
+            break
+    return args
+
+
+def _print_dashboard(server: DashboardServer, json_out: bool) -> None:
+    out = err_console if json_out else console
+    out.print(f"[bold]dashboard[/] {server.url}  control token {server.token}\n"
+              f"  (open {server.url}#token={server.token} to use the quarantine/resume buttons)",
+              markup=True)
+    out.file.flush()  # whoever waits for the address (a script, a test) sees it now
 
 
 class _SimulatedClock:
@@ -141,6 +175,10 @@ def run(
     speed: Annotated[float | None, typer.Option(
         help="Replay stations' speed-up, data seconds per second (default: each station's "
              "own, as its fleet file says).", min=0.001, max=1e9)] = None,
+    dashboard: Annotated[int | None, typer.Option(
+        "--dashboard", metavar="[PORT]", min=0, max=65535,
+        help=f"Serve the live dashboard on 127.0.0.1:PORT while running (PORT defaults to "
+             f"{DASHBOARD_PORT}; 0 picks a free one).")] = None,
 ) -> None:
     """Run the whole pipeline in one process; alerts print live as the meter fires.
 
@@ -195,9 +233,21 @@ def run(
                       f"seed {s.seed}, db {redact_url(s.db_url)}, meter: {rt.pipeline.fusion}, "
                       f"running {until}")
 
+    errors: tuple[type[Exception], ...] = (StoreError,)
+    main: Callable[[asyncio.Event], Awaitable[RunSummary]] = rt.run
+    if dashboard is not None:  # the web server loads only when asked for
+        from convergence.dashboard.embedded import run_with_dashboard
+        from convergence.dashboard.server import DashboardError
+
+        port = dashboard
+        errors = (StoreError, DashboardError)
+
+        def main(stop: asyncio.Event) -> Awaitable[RunSummary]:
+            return run_with_dashboard(rt, stop, port=port,
+                                      on_ready=lambda srv: _print_dashboard(srv, json_out))
     try:
-        summary = run_until_stopped(rt.run, virtual_start_s=t0 if fast else None)
-    except StoreError as exc:
+        summary = run_until_stopped(main, virtual_start_s=t0 if fast else None)
+    except errors as exc:
         fail(exc)
     d = {**summary.as_dict(), "meter": rt.pipeline.fusion, "clock": "simulated" if fast else "wall"}
     if json_out:

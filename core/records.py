@@ -34,15 +34,33 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Self, TypeVar
 
 __all__ = [
-    "AckNote", "Alert", "Confidence", "Contribution", "EvidenceSample", "Label", "Level",
-    "MeterMethod", "NodeState", "Outcome", "PatternNote", "RegionReading", "Report",
-    "ResponseTaken", "StationState", "StationStatus", "TimelineEntry", "Verdict", "iso_time",
+    "NODE_EVIDENCE_FIELDS",
+    "AckNote",
+    "Alert",
+    "Confidence",
+    "Contribution",
+    "EvidenceSample",
+    "Label",
+    "Level",
+    "MeterMethod",
+    "NodeEvidence",
+    "NodeState",
+    "Outcome",
+    "PatternNote",
+    "RegionReading",
+    "Report",
+    "ResponseTaken",
+    "StationState",
+    "StationStatus",
+    "TimelineEntry",
+    "Verdict",
+    "iso_time",
 ]
 
 R = TypeVar("R")
@@ -310,6 +328,57 @@ class EvidenceSample(_Record):
     source: str | None = None
 
 
+#: per station in a :class:`NodeEvidence`: burst, concentration, CUSUM, periodicity and
+#: regime z, then the concentration's category bin, the pattern flags (bits: burst,
+#: level change, variance change, periodicity break) and the regime state (-1: none)
+NODE_EVIDENCE_FIELDS = ("burst_z", "concentration_z", "cusum_z", "periodicity_z", "regime_z",
+                        "concentration_bin", "flags", "regime")
+
+
+@dataclass(frozen=True)
+class NodeEvidence(_Record):
+    """One closed tick's station evidence, from the first stage to the second.
+
+    Only *active* stations are listed (see :mod:`convergence.detectors.evidence`):
+    ``stations`` maps a station id to its :data:`NODE_EVIDENCE_FIELDS` values, ``samples``
+    to the newest events it saw in the tick (at most ``MAX_EVIDENCE_PER_STATION``), for
+    the report. Bounded by the number of active stations, which are few: a station at
+    baseline sends nothing.
+
+    >>> ne = NodeEvidence(7, 8.0, {"news-1": (5.0, 0.0, 0.0, 0.0, 0.0, 3, 1, -1)})
+    >>> NodeEvidence.from_dict(ne.to_dict()) == ne
+    True
+    """
+
+    tick: int
+    time_s: float
+    stations: dict[str, tuple[float | int, ...]] = field(default_factory=dict)
+    samples: dict[str, tuple[EvidenceSample, ...]] = field(default_factory=dict)
+
+    def only(self, keep: Callable[[str], bool]) -> NodeEvidence:
+        """The evidence of the stations ``keep`` accepts (e.g. one partition's regions)."""
+        return NodeEvidence(self.tick, self.time_s,
+                            {k: v for k, v in self.stations.items() if keep(k)},
+                            {k: v for k, v in self.samples.items() if keep(k)})
+
+    @classmethod
+    def merge(cls, parts: Sequence[NodeEvidence]) -> NodeEvidence:
+        """One tick's evidence from several first-stage partitions (disjoint stations)."""
+        stations: dict[str, tuple[float | int, ...]] = {}
+        samples: dict[str, tuple[EvidenceSample, ...]] = {}
+        for p in parts:
+            stations.update(p.stations)
+            samples.update(p.samples)
+        return cls(parts[0].tick, parts[0].time_s, stations, samples)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> NodeEvidence:
+        return cls(int(d["tick"]), float(d["time_s"]),
+                   {str(k): tuple(v) for k, v in (d.get("stations") or {}).items()},
+                   {str(k): tuple(EvidenceSample.from_dict(x) for x in v)
+                    for k, v in (d.get("samples") or {}).items()})
+
+
 @dataclass(frozen=True)
 class PatternNote(_Record):
     """A temporal pattern that completed during the episode."""
@@ -522,13 +591,16 @@ class StationStatus(_Record):
     lat: float | None = None
     lon: float | None = None
     change: str | None = None
+    #: the pipeline's verdict on the station, when whoever publishes the status knows it
+    #: (the embedded runtime does; a remote station agent does not)
+    node_state: NodeState | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StationStatus:
         d = dict(d)
         d.setdefault("source_kind", d.get("kind", ""))
         d.setdefault("group", d.get("correlation_group", ""))
-        return _build(cls, d, state=StationState)
+        return _build(cls, d, state=StationState, node_state=NodeState)
 
 
 def bounded(items: Sequence[R], limit: int) -> tuple[R, ...]:

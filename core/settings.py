@@ -91,6 +91,18 @@ class Settings:
     kafka_scala: str = _setting("2.13", "Scala binary version of the Kafka jars.")
     topic_prefix: str = _setting("convergence", "Prefix of every Kafka topic name.")
     faust_app_id: str = _setting("convergence", "Faust application id (consumer group).")
+    partitions: int = _setting(
+        4,
+        "Partitions of the cluster's events and node-evidence topics, fixed when the topics "
+        "are created: the most workers that share each stage's work (stations by station id "
+        "in the first, regions in the second). More workers than partitions stand by.",
+    )
+    fleet: str = _setting(
+        "",
+        "Fleet file (TOML) the cluster's workers learn each station's kind, region and "
+        "correlation group from; stations it does not list are learnt from their status "
+        "messages. `cluster up` sets it to the fleet it runs.",
+    )
     consumer_session_timeout_s: float = _setting(
         10.0,
         "How long the broker waits without a heartbeat from a worker before it declares the "
@@ -371,6 +383,7 @@ def _validate(values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
          "consumer_heartbeat_s",
          f"must be > 0 and at most a third of consumer_session_timeout_s "
          f"({values['consumer_session_timeout_s']:g} s)")
+    need(1 <= values["partitions"] <= 1024, "partitions", "must be from 1 to 1024")
     need(-1 <= values["metrics_port"] <= 65535, "metrics_port",
          "use a TCP port (1-65535), 0 to pick a free one, or -1 for no endpoint")
     db = values["db"]

@@ -53,6 +53,7 @@ from convergence.detectors.base import Array
 from convergence.detectors.burst import BurstDetector
 from convergence.detectors.cusum import CusumDetector
 from convergence.detectors.entropy import EntropyDetector
+from convergence.detectors.evidence import evidence_floor, settle
 from convergence.detectors.meter import LEVELS, ConvergenceMeter
 from convergence.detectors.node_state import ANOMALOUS, NodeStateMachine
 from convergence.detectors.patterns import (
@@ -70,6 +71,8 @@ __all__ = ["DEFAULT_PATTERNS", "LEVELS", "ChainState", "DetectorChain", "RunPara
 
 ChainState = dict[str, Any]
 _MATCHER = "patterns"
+#: state key of the station's own node verdict (first stage)
+STATION_NODE = "station_node"
 
 
 @dataclass
@@ -198,7 +201,19 @@ class DetectorChain:
         self._regime_applies = np.zeros(len(KIND_INDEX), bool)
         self._regime_applies[[KIND_INDEX[k] for k in (regime_sources or default_sources)]] = True
         self.node = node or NodeStateMachine()
+        # the station's own verdict from its own evidence (no region, pattern or response
+        # input): what the entropy stage needs to slow its learning while the station is
+        # anomalous, known where the station's events are, in the first stage
+        self.station_node = NodeStateMachine(
+            self.node.enter_at, self.node.min_ticks, self.node.strong_at, self.node.elevate_at,
+            self.node.calm_at, self.node.cooldown_ticks, self.node.entropy_weight,
+            self.node.weights, self.node.corroboration)
+        self.station_node.name = STATION_NODE
         self.meter = meter or ConvergenceMeter(enter_at=self.node.enter_at)
+        self.floor = evidence_floor(self.node)
+        if self.floor >= AGREE_Z:
+            raise ValueError(f"the node machine's evidence floor {self.floor:.2f} would hide "
+                             f"stations leaning on a topic (at {AGREE_Z}); raise calm_at")
         self.patterns = compile_patterns(patterns) if isinstance(patterns, str) else patterns
         self.tick_s = tick_s
         self._matcher: PatternMatcher | None = None
@@ -210,12 +225,25 @@ class DetectorChain:
         return out
 
     @property
-    def stages(self) -> tuple[Any, ...]:
-        """Per-station stages (state with a station axis), then the meter."""
+    def station_stages(self) -> tuple[Any, ...]:
+        """The first stage's per-station stages: each reads only its own station's cells."""
         per_station = [self.entropy, self.burst, self.cusum, self.periodicity]
         if self.regime is not None and self.regime_features is not None:
             per_station += [self.regime_features, self.regime]
-        return (*per_station, self.node, self.meter)
+        return (*per_station, self.station_node)
+
+    @property
+    def stages(self) -> tuple[Any, ...]:
+        """Per-station stages (state with a station axis), then the meter."""
+        return (*self.station_stages, self.node, self.meter)
+
+    def station_keys(self) -> tuple[str, ...]:
+        """State keys of the first stage (per station, station-local)."""
+        return tuple(s.name for s in self.station_stages)
+
+    def region_keys(self) -> tuple[str, ...]:
+        """State keys of the second stage (node machine, meter, pattern matcher)."""
+        return (self.node.name, self.meter.name) + ((_MATCHER,) if self.patterns else ())
 
     def init_state(self, shape: tuple[int, ...], n_regions: int = 1) -> ChainState:
         """Fresh state for leading shape ``(..., stations)`` and ``n_regions`` regions."""
@@ -229,10 +257,11 @@ class DetectorChain:
         """Widen every per-station state to ``n_stations`` and the meter to ``n_regions``
         (a station, perhaps of a new region, appeared)."""
         for s in self.stages[:-1]:
-            st = state[s.name]
-            if st.shape[-1] < n_stations:
+            st = state.get(s.name)  # a stage's state holds only its own keys
+            if st is not None and st.shape[-1] < n_stations:
                 st.grow(n_stations, s.init_state(st.shape[:-1] + (n_stations,)))
-        self.meter.grow(state[self.meter.name], n_regions)
+        if self.meter.name in state:
+            self.meter.grow(state[self.meter.name], n_regions)
         # the pattern matcher pads its own state when it next steps (``_check_state``)
 
     def seed_baselines(self, state: ChainState, expected_counts: Array) -> None:
@@ -244,7 +273,8 @@ class DetectorChain:
         exp = np.asarray(expected_counts, dtype=np.float64)
         known = exp > 0
         for stage in self.stages[:-1]:
-            stage.seed(state[stage.name], exp, known)
+            if stage.name in state:
+                stage.seed(state[stage.name], exp, known)
 
     def seed_profile(self, state: ChainState, expected_by_slot: Array, *, seen: float = 30.0,
                      day_to_day_cv: float = 0.25) -> None:
@@ -256,6 +286,8 @@ class DetectorChain:
         minute ticks and a hundred events a tick, a Poisson-only profile calls a 30 %
         busier day a 3-sigma departure)."""
         exp = np.asarray(expected_by_slot, dtype=np.float64)
+        if self.periodicity.name not in state:
+            return
         st = state[self.periodicity.name]
         if exp.shape[-1] != st["mu"].shape[-1]:
             raise ValueError(f"profile has {exp.shape[-1]} slots, the periodicity stage "
@@ -267,7 +299,7 @@ class DetectorChain:
         st["seen"][...] = np.where(known, np.maximum(st["seen"], seen), st["seen"])
 
     def nbytes_per_station(self, state: ChainState) -> int:
-        return sum(state[s.name].nbytes_per_station() for s in self.stages[:-1])
+        return sum(state[s.name].nbytes_per_station() for s in self.stages[:-1] if s.name in state)
 
     def _matcher_for(self, meta: StationMeta) -> PatternMatcher:
         # keyed on the contents, as the meter's layout is: same size is not same fleet
@@ -279,20 +311,22 @@ class DetectorChain:
             self._matcher_meta = key
         return self._matcher
 
-    def step(self, state: ChainState, cells: Mapping[str, Array], meta: StationMeta, *,
-             tick: int | None = None, params: RunParams | None = None) -> dict[str, Any]:
-        """Advance one tick for every station (and every leading index).
+    def step_stations(self, state: ChainState, cells: Mapping[str, Array], *,
+                      tick: int | None = None) -> tuple[dict[str, Array], dict[str, Any]]:
+        """The first stage: every station's detectors on its own closed tick cells.
 
         ``cells`` needs ``count`` and ``hist``; ``slot`` (the tick's slot of the day)
-        enables the periodicity check; ``dark_z`` is evidence for stations whose source
-        went dark (the runtime knows, from the station agents). ``tick`` names the tick
-        (episodes record where they began); ``params`` overrides settings per run.
+        enables the periodicity check; ``value_last`` feeds a price regime model.
+        Returns the station evidence (:data:`~convergence.detectors.evidence.EVIDENCE_Z`,
+        ``concentration_bin``, the pattern flags and ``regime`` when a model runs; not yet
+        settled) and each stage's outputs.
         """
         count = cells["count"]
-        prev_node = state[self.node.name]["state"]
-        anomalous = prev_node == ANOMALOUS
+        local = state[self.station_node.name]
+        anomalous = local["state"] == ANOMALOUS
         out: dict[str, Any] = {}
         ent_in: dict[str, Array] = {"count": count, "hist": cells["hist"], "anomalous": anomalous}
+        per = None
         if "slot" in cells:
             per = self.periodicity.step(state[self.periodicity.name],
                                         {"count": count, "slot": cells["slot"]})
@@ -304,35 +338,70 @@ class DetectorChain:
         out["entropy"] = ent = self.entropy.step(state[self.entropy.name], ent_in)
         out["burst"] = bur = self.burst.step(state[self.burst.name], {"count": count})
         out["cusum"] = cus = self.cusum.step(state[self.cusum.name], {"count": count})
-        topic_z = topic_agreement(ent["concentration_z"], ent["concentration_bin"],
-                                  meta.region_idx, meta.group_idx, self.entropy.n_bins)
-        out["topic_z"] = topic_z
-        # the node's topic evidence is the calibrated concentration test (and the region's
-        # agreement on a topic); the entropy-drop z of a few events a tick is too heavy-tailed
-        # to convict a station (in pure noise it passed 4 sd 50 times as often as a normal z)
-        node_in: dict[str, Array] = {"burst_z": bur["burst_z"],
-                                     "entropy_drop_z": np.maximum(ent["concentration_z"], topic_z),
-                                     "cusum_z": cus["cusum_z"]}
-        if "periodicity" in out:
-            node_in["periodicity_z"] = out["periodicity"]["periodicity_z"]
+        zero = np.zeros(np.shape(count))
+        ev: dict[str, Array] = {
+            "burst_z": bur["burst_z"], "concentration_z": ent["concentration_z"],
+            "cusum_z": cus["cusum_z"],
+            "periodicity_z": per["periodicity_z"] if per is not None else zero,
+            "regime_z": zero, "concentration_bin": ent["concentration_bin"],
+            "burst": bur["burst"], "change_level": cus["change_level"],
+            "change_variance": cus["change_variance"],
+            "periodicity_break": (per["periodicity_break"] if per is not None
+                                  else np.zeros(np.shape(count), bool)),
+        }
         if self.regime is not None and self.regime_features is not None:
             price = self.regime_features.kind == "price"
             feat_in = ({"value": cells["value_last"], "missing": count <= 0} if price
                        else {"value": count})
             feats = self.regime_features.step(state[self.regime_features.name], feat_in)["features"]
             reg = self.regime.step(state[self.regime.name], {"features": feats})
-            applies = self._regime_applies[meta.kind_idx]
             out["regime"] = reg
-            node_in["regime_z"] = np.where(applies, reg["regime_z"], 0.0)
+            ev["regime_z"] = reg["regime_z"]
+            ev["regime"] = reg["regime"]
+        # the station's own verdict, for the next tick's entropy learning
+        self.station_node.step(local, {"burst_z": ev["burst_z"],
+                                       "entropy_drop_z": ev["concentration_z"],
+                                       "cusum_z": ev["cusum_z"],
+                                       "periodicity_z": ev["periodicity_z"],
+                                       "regime_z": ev["regime_z"]})
+        return ev, out
+
+    def step_regions(self, state: ChainState, ev: Mapping[str, Array], meta: StationMeta, *,
+                     tick: int | None = None, params: RunParams | None = None,
+                     dark_z: Array | None = None) -> dict[str, Any]:
+        """The second stage: a region's settled station evidence in; topic agreement,
+        temporal patterns, node states and the meter out.
+
+        ``ev`` is what :meth:`step_stations` returned, settled
+        (:func:`~convergence.detectors.evidence.settle`); ``dark_z`` is evidence for
+        stations whose source went dark. Only the stations' own region matters to any of
+        these: regions may be stepped apart or together, with the same result.
+        """
+        node_state = state[self.node.name]["state"]
+        anomalous = node_state == ANOMALOUS
+        out: dict[str, Any] = {}
+        conc_z = ev["concentration_z"]
+        topic_z = topic_agreement(conc_z, ev["concentration_bin"], meta.region_idx,
+                                  meta.group_idx, self.entropy.n_bins)
+        out["topic_z"] = topic_z
+        # the node's topic evidence is the calibrated concentration test (and the region's
+        # agreement on a topic); the entropy-drop z of a few events a tick is too heavy-tailed
+        # to convict a station (in pure noise it passed 4 sd 50 times as often as a normal z)
+        node_in: dict[str, Array] = {"burst_z": ev["burst_z"],
+                                     "entropy_drop_z": np.maximum(conc_z, topic_z),
+                                     "cusum_z": ev["cusum_z"],
+                                     "periodicity_z": ev["periodicity_z"]}
+        if self.regime is not None:
+            applies = self._regime_applies[meta.kind_idx]
+            node_in["regime_z"] = np.where(applies, ev["regime_z"], 0.0)
         matches: list[Any] = []
         if _MATCHER in state:
             matcher = self._matcher_for(meta)
             if state[_MATCHER] is None:
-                state[_MATCHER] = matcher.init_state(tuple(np.shape(count)[:-1]))
-            signals = {"burst": bur["burst"], "change_level": cus["change_level"],
-                       "change_variance": cus["change_variance"], "anomalous": anomalous}
-            if "periodicity" in out:
-                signals["periodicity_break"] = out["periodicity"]["periodicity_break"]
+                state[_MATCHER] = matcher.init_state(tuple(np.shape(conc_z)[:-1]))
+            signals = {"burst": ev["burst"], "change_level": ev["change_level"],
+                       "change_variance": ev["change_variance"], "anomalous": anomalous,
+                       "periodicity_break": ev["periodicity_break"]}
             mo = matcher.step(state[_MATCHER], signals)
             pz = mo.pattern_z
             if params is not None and params.pattern_weight is not None:
@@ -343,8 +412,8 @@ class DetectorChain:
             node_in["pattern_z"] = pz
             matches = mo.matches
         out["matches"] = matches
-        if "dark_z" in cells:
-            node_in["dark_z"] = cells["dark_z"]
+        if dark_z is not None:
+            node_in["dark_z"] = dark_z
         if meta.quarantined is not None:
             node_in["quarantined"] = meta.quarantined
         if meta.threshold_scale is not None:
@@ -365,3 +434,19 @@ class DetectorChain:
                 meter_in["window_ticks"] = params.window_ticks
         out["meter"] = self.meter.step(state[self.meter.name], meter_in)
         return out
+
+    def step(self, state: ChainState, cells: Mapping[str, Array], meta: StationMeta, *,
+             tick: int | None = None, params: RunParams | None = None) -> dict[str, Any]:
+        """Advance one tick for every station (and every leading index): both stages, with
+        the station evidence settled in between exactly as it crosses between them.
+
+        ``cells`` needs ``count`` and ``hist``; ``slot`` (the tick's slot of the day)
+        enables the periodicity check; ``dark_z`` is evidence for stations whose source
+        went dark (the runtime knows, from the station agents). ``tick`` names the tick
+        (episodes record where they began); ``params`` overrides settings per run.
+        """
+        ev, det = self.step_stations(state, cells, tick=tick)
+        settled, _ = settle(ev, self.floor)
+        out = self.step_regions(state, settled, meta, tick=tick, params=params,
+                                dark_z=cells.get("dark_z"))
+        return {**det, **out, "evidence": settled}

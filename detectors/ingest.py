@@ -298,12 +298,15 @@ class TickAccumulator:
     allowed_lateness_s: float = 3.0
     n_bins: int = N_CATEGORY_BINS
     dedupe_retention_ticks: int = 64
+    #: at most this many empty ticks in a row are closed; a longer gap is skipped past
+    max_gap_ticks: int = 64
     _open: dict[int, dict[str, Array]] = field(default_factory=dict, repr=False)
     # per tick: chunks of (event times sorted, their content hashes) already accepted
     _seen: dict[int, list[SeenChunk]] = field(default_factory=dict, repr=False)
     _next_close: int | None = field(default=None, repr=False)
     duplicates: int = 0
     late: int = 0
+    skipped_ticks: int = 0
 
     def __post_init__(self) -> None:
         check_positive("tick_s", self.tick_s)
@@ -384,26 +387,34 @@ class TickAccumulator:
         """Ticks strictly below this index may close at ``watermark_s``."""
         return int(np.floor((watermark_s - self.allowed_lateness_s) / self.tick_s))
 
-    def close_until(self, watermark_s: float, max_ticks: int = 100_000) -> list[tuple[int, dict[str, Array]]]:
+    def close_until(self, watermark_s: float) -> list[tuple[int, dict[str, Array]]]:
         """Close every tick that ends before ``watermark_s - allowed_lateness_s``.
 
         Returns ``(tick, cells)`` for each closed tick in order, empty ticks included, so
-        downstream baselines see time pass even when a station is silent.
+        downstream baselines see time pass even when a station is silent - up to
+        ``max_gap_ticks`` of them in a row: a longer gap with no event from any station (an
+        outage, or one old event after a restart) is skipped past, so closing costs the
+        data plus at most ``max_gap_ticks`` per gap, never the gap's length.
         """
         if self._next_close is None:
             return []
-        stop = min(self.closable_tick(watermark_s), self._next_close + max_ticks)
+        stop = self.closable_tick(watermark_s)
+        if stop <= self._next_close:
+            return []
         out = []
-        for t in range(self._next_close, stop):
-            cells = self._open.pop(t, None)
-            if cells is None:
-                cells = empty_cells((self.n_stations,), self.n_bins)
-            out.append((t, finish_cells(cells)))
-        if stop > self._next_close:
-            self._next_close = stop
-            horizon = stop - self.dedupe_retention_ticks
-            for t in [t for t in self._seen if t < horizon]:
-                del self._seen[t]
+        t = self._next_close
+        for t_data in [*sorted(k for k in self._open if k < stop), stop]:
+            n_empty = t_data - t
+            for k in range(t, t + min(n_empty, self.max_gap_ticks)):
+                out.append((k, finish_cells(empty_cells((self.n_stations,), self.n_bins))))
+            self.skipped_ticks += max(n_empty - self.max_gap_ticks, 0)
+            if t_data < stop:
+                out.append((t_data, finish_cells(self._open.pop(t_data))))
+            t = t_data + 1
+        self._next_close = stop
+        horizon = stop - self.dedupe_retention_ticks
+        for k in [k for k in self._seen if k < horizon]:
+            del self._seen[k]
         return out
 
     def flush(self) -> list[tuple[int, dict[str, Array]]]:

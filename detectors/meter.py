@@ -80,7 +80,7 @@ LEVELS = ("quiet", "watch", "warning", "converged")
 #: fused features per (run, region), the input of a learned scorer (see ``scorer``)
 FEATURE_NAMES = (
     "evidence", "n_kinds", "n_osint_groups", "n_nodes", "n_groups", "max_strength",
-    "mean_strength", "active_share", "market_share", "rule_score", "n_regions_watch",
+    "mean_strength", "active_share", "market_share", "rule_score",
 )
 Scorer = Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]]
 QUIET, WATCH, WARNING, CONVERGED = 0, 1, 2, 3
@@ -259,7 +259,7 @@ class ConvergenceMeter(Stage):
 
     def _features(self, lay: _Layout, wf: Array, active: Array, gsum: Array, gmax: Array,
                   evidence_r: Array, n_kinds_r: Array, n_osint_r: Array, rule_r: Array,
-                  n_nodes: Array, watch_at: Array | float) -> Array:
+                  n_nodes: Array) -> Array:
         """Fused features per (run, region), shape ``(runs, regions, len(FEATURE_NAMES))``."""
         shp = (lay.n_runs, lay.n_reg)
         n_rr = lay.n_runs * lay.n_reg
@@ -270,12 +270,13 @@ class ConvergenceMeter(Stage):
         total = gsum.reshape(gshape).sum(-1)
         n_market = np.bincount(lay.rr, weights=(lay.market & active).astype(np.float64),
                                minlength=n_rr).reshape(shp)
-        watch = (rule_r >= watch_at).sum(-1, keepdims=True)
+        # nothing here looks across regions: a region's reading depends on its own stations
+        # only, so regions can be processed apart (the cluster's second stage splits them)
         cols = [evidence_r, n_kinds_r, n_osint_r, n_nodes, n_groups_r, mx,
                 np.divide(total, n_nodes, out=np.zeros_like(total), where=n_nodes > 0),
                 n_nodes / np.maximum(lay.per_region, 1.0),
                 np.divide(n_market, n_nodes, out=np.zeros_like(n_market), where=n_nodes > 0),
-                rule_r, np.broadcast_to(watch, rule_r.shape)]
+                rule_r]
         return np.stack([np.asarray(c, dtype=np.float64) for c in cols], axis=-1)
 
     def _layout(self, n_runs: int, n_reg: int, kind: Array, group: Array, region: Array) -> _Layout:
@@ -402,10 +403,8 @@ class ConvergenceMeter(Stage):
         need = self.scorer is not None or self.emit_features
         feats = None
         if need:
-            watch_at: Array | float = (self.thresholds[0] if th_flat is None
-                                       else th_flat[:, None, 0:1])
             feats = self._features(lay, wf, active, gsum, gmax, evidence_r, n_kinds_r,
-                                   n_osint_r, rule_r, n_nodes, watch_at)
+                                   n_osint_r, rule_r, n_nodes)
         if self.scorer is not None:
             assert feats is not None
             p = np.asarray(self.scorer(feats.reshape(-1, feats.shape[-1])), dtype=np.float64)

@@ -50,6 +50,7 @@ import numpy as np
 
 from convergence.detectors.base import Array, ArrayState
 from convergence.detectors.chain import ChainState, DetectorChain, RunParams, StationMeta
+from convergence.detectors.evidence import settle
 from convergence.detectors.meter import LEVELS
 from convergence.detectors.patterns import Match, MatcherState
 from convergence.detectors.periodicity import slot_of
@@ -115,11 +116,22 @@ class TickProcessor:
         state[_RESPONSES] = self.responses.init_state(shape)
         return state
 
+    def init_station_state(self, shape: tuple[int, ...]) -> ProcessorState:
+        """Fresh state of the first (station) stage only."""
+        keys = set(self.station_keys())
+        return {k: v for k, v in self.chain.init_state(shape, 1).items() if k in keys}
+
+    def init_region_state(self, shape: tuple[int, ...], n_regions: int = 1) -> ProcessorState:
+        """Fresh state of the second (region) stage only."""
+        keys = set(self.region_keys())
+        return {k: v for k, v in self.init_state(shape, n_regions).items() if k in keys}
+
     def grow(self, state: ProcessorState, n_stations: int, n_regions: int) -> None:
-        """Widen the state for stations (and regions) that appeared."""
+        """Widen the state for stations (and regions) that appeared (either stage's
+        state, or both together)."""
         self.chain.grow(state, n_stations, n_regions)
-        st = state[_RESPONSES]
-        if st.shape[-1] < n_stations:
+        st = state.get(_RESPONSES)
+        if st is not None and st.shape[-1] < n_stations:
             st.grow(n_stations, self.responses.init_state(st.shape[:-1] + (n_stations,)))
 
     def seed_baselines(self, state: ProcessorState, expected_counts: Array,
@@ -137,32 +149,69 @@ class TickProcessor:
                                     resume=resume)
 
     def nbytes_per_station(self, state: ProcessorState) -> int:
-        return int(self.chain.nbytes_per_station(state) + state[_RESPONSES].nbytes_per_station())
+        resp = state.get(_RESPONSES)
+        return int(self.chain.nbytes_per_station(state)
+                   + (resp.nbytes_per_station() if resp is not None else 0))
 
-    def step(self, state: ProcessorState, cells: Mapping[str, Array], meta: StationMeta, *,
-             tick: int, time_s: float | Array, dark: Array | None = None,
-             params: RunParams | None = None) -> TickOutput:
-        """Advance one tick (``time_s``: the tick's end, event time).
+    def station_keys(self) -> tuple[str, ...]:
+        """State keys of the first (station) stage."""
+        return self.chain.station_keys()
 
-        ``cells`` needs ``count`` and ``hist`` (``value_last`` with a price regime model);
-        the tick's slot of the day is added when missing. ``dark`` marks stations whose
-        source went dark; ``params`` overrides settings per run.
+    def region_keys(self) -> tuple[str, ...]:
+        """State keys of the second (region) stage, the responses included."""
+        return (*self.chain.region_keys(), _RESPONSES)
+
+    def step_stations(self, state: ProcessorState, cells: Mapping[str, Array], *,
+                      tick: int) -> tuple[dict[str, Array], dict[str, Any]]:
+        """The first stage for one closed tick: each station's detectors on its own cells.
+
+        Returns the raw station evidence (settle it with :meth:`settle` before the second
+        stage) and each stage's outputs. ``cells`` needs ``count`` and ``hist``; the
+        tick's slot of the day is added when missing.
         """
-        quarantined, scale, bursting = self.responses.effects(state[_RESPONSES], time_s)
-        meta_t = dataclasses.replace(meta, quarantined=quarantined, threshold_scale=scale)
         c = dict(cells)
         if "slot" not in c:
             c["slot"] = slot_of(tick * self.tick_s, self.chain.periodicity.slots_per_day)
-        if dark is not None:
-            c["dark_z"] = np.where(dark, DARK_Z, 0.0)
-        out = self.chain.step(state, c, meta_t, tick=tick, params=params)
+        return self.chain.step_stations(state, c, tick=tick)
+
+    def settle(self, ev: Mapping[str, Array]) -> tuple[dict[str, Array], Array]:
+        """Station evidence as it crosses to the second stage (see
+        :func:`~convergence.detectors.evidence.settle`), and the mask of active stations."""
+        return settle(ev, self.chain.floor)
+
+    def step_regions(self, state: ProcessorState, ev: Mapping[str, Array], meta: StationMeta,
+                     *, tick: int, time_s: float | Array, dark: Array | None = None,
+                     params: RunParams | None = None) -> TickOutput:
+        """The second stage for one closed tick: settled station evidence of the regions'
+        stations in; node states, the per-region meter and responses out."""
+        quarantined, scale, bursting = self.responses.effects(state[_RESPONSES], time_s)
+        meta_t = dataclasses.replace(meta, quarantined=quarantined, threshold_scale=scale)
+        dark_z = None if dark is None else np.where(dark, DARK_Z, 0.0)
+        out = self.chain.step_regions(state, ev, meta_t, tick=tick, params=params, dark_z=dark_z)
         node, meter = out["node"], out["meter"]
         decided = self.responses.step(state[_RESPONSES], {
             "node_state": node["state"], "weights": meter["weights"],
             "region_idx": meta.region_idx, "level": meter["level"],
             "prev_level": meter["prev_level"], "time_s": np.asarray(time_s, np.float64)})
-        return TickOutput(out, node, meter, decided, out["matches"], quarantined, scale,
-                          bursting)
+        return TickOutput({**out, "evidence": dict(ev)}, node, meter, decided, out["matches"],
+                          quarantined, scale, bursting)
+
+    def step(self, state: ProcessorState, cells: Mapping[str, Array], meta: StationMeta, *,
+             tick: int, time_s: float | Array, dark: Array | None = None,
+             params: RunParams | None = None) -> TickOutput:
+        """Advance one tick (``time_s``: the tick's end, event time): both stages, the
+        station evidence settled in between exactly as it crosses between them.
+
+        ``cells`` needs ``count`` and ``hist`` (``value_last`` with a price regime model);
+        the tick's slot of the day is added when missing. ``dark`` marks stations whose
+        source went dark; ``params`` overrides settings per run.
+        """
+        ev, det = self.step_stations(state, cells, tick=tick)
+        settled, _ = self.settle(ev)
+        out = self.step_regions(state, settled, meta, tick=tick, time_s=time_s, dark=dark,
+                                params=params)
+        out.detectors = {**det, **out.detectors}
+        return out
 
 
 def state_to_dict(state: ProcessorState) -> dict[str, Any]:

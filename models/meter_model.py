@@ -31,7 +31,7 @@ Examples
 ...                      num_rounds=20, folds=2)
 >>> 0.5 < result.metrics["auc"] <= 1.0, result.record.name
 (True, 'meter')
->>> scorer = load_scorer(reg)
+>>> scorer = load_scorer(reg, result.record.version)  # the default, or a candidate
 >>> float(scorer(result_features_example())[0]) >= 0.0
 True
 """
@@ -50,7 +50,7 @@ import numpy.typing as npt
 from convergence.detectors.meter import FEATURE_NAMES, ConvergenceMeter
 from convergence.ground_stations.scenario import Scenario
 from convergence.ground_stations.scenario_library import SCENARIOS, names
-from convergence.models.registry import ModelNotFound, ModelRecord, ModelRegistry
+from convergence.models.registry import ModelNotFound, ModelRecord, ModelRegistry, RegistryError
 from convergence.simulation.campaign import (
     ParamSpace,
     chunk_scenarios,
@@ -205,7 +205,7 @@ def analyst_rows(rows: Sequence[tuple[Mapping[str, float], bool]]) -> tuple[F64,
 
     >>> X, y, skipped = analyst_rows([(dict.fromkeys(FEATURE_NAMES, 1.0), True), ({"evidence": 2.0}, False)])
     >>> X.shape, y.tolist(), skipped
-    ((1, 11), [True], 1)
+    ((1, 10), [True], 1)
     """
     keep = [(f, g) for f, g in rows
             if all(n in f and np.isfinite(float(f[n])) for n in FEATURE_NAMES)]
@@ -441,6 +441,11 @@ def load_scorer(registry: ModelRegistry, version: int | None = None) -> MeterSco
     if version is None:
         version = default_version(registry)
     rec, text = registry.load_text(MODEL_NAME, version, train_hint=TRAIN_HINT)
+    if rec.metadata.get("features") != list(FEATURE_NAMES):
+        raise RegistryError(f"{rec.ref} was trained on other meter features "
+                            f"({', '.join(map(str, rec.metadata.get('features') or ['?']))}); "
+                            f"this version fuses {', '.join(FEATURE_NAMES)}: retrain it with "
+                            "`convergence models train meter`")
     return MeterScorer(rec.ref, booster_scorer(lgb.Booster(model_str=text),
                                                float(rec.metadata.get("p_warning", WARNING_SCORE))))
 

@@ -495,6 +495,10 @@ def run_campaign(scenarios: Sequence[str] | str = "all", *, runs: int, seed: int
     finally:
         if chunk_runner is None and workers > 1 and len(jobs) > 1:
             pool.shutdown(cancel_futures=True)
+    # merge in plan order whatever order chunks finished in (a cluster answers in any order),
+    # so float sums, and so the figures, equal a local run's to the last bit
+    order = {(s, f): i for i, (s, f, _) in enumerate(jobs)}
+    results.sort(key=lambda r: order[(r.scenario, r.records[0].run)])
     hours: dict[str, float] = {}
     for r in results:
         hours[r.scenario] = hours.get(r.scenario, 0.0) + r.station_hours

@@ -7,13 +7,25 @@ This module owns the Faust wiring and the store, nothing else:
   a :class:`~convergence.store.writer.BatchedWriter`, committing offsets only after the
   store confirmed the writes (at-least-once; ids are deterministic, so upserts are
   idempotent);
+* :class:`StatusFollower` - every station's status, read whole by every worker (the
+  station directory: kind, region, correlation group; dark stations);
 * :func:`build_worker` / :func:`build_app` / :func:`run_worker` - the Faust app of one
-  worker (the ingest agent, the idle timer, the station-status agent, the summary and
-  checkpoint tables, the store sink) and a foreground worker.
+  worker, which runs *both* stages for the partitions it owns: the first-stage agent on
+  ``events`` (ingest, per-station detectors, node evidence out), the second-stage agent
+  on ``node-evidence`` (per-region convergence, alerts and reports out), the idle
+  timer, the tables (station summaries, detector checkpoints, first-stage progress,
+  region state) and the store sink.
+
+Offsets are committed only once what a message carried has been handed on: an events
+message once the ticks of its events have closed and their evidence is published, a
+node-evidence message once its tick is in the region state's checkpoint. A killed
+worker's successor therefore reads again from there: nothing is lost; what is
+published twice carries the same ids.
 
 The topics and message values live in :mod:`convergence.streams.topics`, the
-worker's logic (watermark, micro-batched ingest, checkpoints, the scaling model) in
-:mod:`convergence.streams.worker`; their public names are importable from here too.
+first stage's logic (watermark, micro-batched ingest, checkpoints) in
+:mod:`convergence.streams.worker`, the second's in
+:mod:`convergence.streams.region_core`; their public names are importable from here too.
 
 Store ownership. An embedded ``surrealkv://`` file may be open in one process only,
 so exactly one worker runs the :class:`StoreSink` (``store=True``); the others are
@@ -25,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import math
 import os
@@ -39,8 +52,10 @@ import orjson
 from convergence.settings import Settings
 from convergence.store.surreal import StoreError, SurrealStore
 from convergence.store.writer import BatchedWriter
+from convergence.streams.directory import StationDirectory
 from convergence.streams.faust_config import faust_app_options
 from convergence.streams.metrics import WorkerMetrics
+from convergence.streams.region_core import RegionCore
 from convergence.streams.topics import (
     STATUS_MAX_AGE_S,
     STORED,
@@ -50,6 +65,7 @@ from convergence.streams.topics import (
     ClusterError,
     Emit,
     ensure_topics,
+    partition_count,
     to_json,
     topic_names,
 )
@@ -69,7 +85,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CHECKPOINT_VERSION", "MAX_STATIONS_IN_SUMMARY", "NOT_CHECKPOINTED", "STATUS_MAX_AGE_S",
     "STORED", "TOPICS", "TOPIC_CONFIGS", "TOPIC_OF_TABLE", "ClusterError", "CoreCounters", "Emit",
-    "EventTimeWatermark", "StoreSink", "WorkerCore", "WorkerParts", "build_app", "build_worker",
+    "EventTimeWatermark", "RegionCore", "StatusFollower", "StoreSink", "WorkerCore",
+    "WorkerParts", "build_app", "build_worker",
     "checkpoint_stages", "ensure_topics", "run_worker", "to_json", "topic_names",
 ]
 
@@ -218,20 +235,89 @@ class StoreSink:
             log.error("store sink: draining before stop failed: %s: %s", type(exc).__name__, exc)
 
 
+# -- following the stations' status ---------------------------------------------------
+
+
+class StatusFollower:
+    """Reads the whole compacted ``station-status`` topic (every partition, no consumer
+    group: every worker needs every station's facts) into the station directory, and
+    hands each status to both stages (unknown stations' held events, dark stations)."""
+
+    def __init__(self, settings: Settings, on_status: Any, *, poll_timeout_ms: int = 500) -> None:
+        self.settings = settings
+        self.on_status = on_status
+        self.poll_timeout_ms = poll_timeout_ms
+        self.read = 0
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: Any = None
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        topic = self.settings.topic("station-status")
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap.split(","), group_id=None,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            client_id=f"{self.settings.faust_app_id}-status-{os.getpid()}")
+        await self._consumer.start()
+        parts = self._consumer.partitions_for_topic(topic) or {0}
+        self._consumer.assign([TopicPartition(topic, p) for p in sorted(parts)])
+        await self._consumer.seek_to_beginning()
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                batch = await self._consumer.getmany(timeout_ms=self.poll_timeout_ms,
+                                                     max_records=2000)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # broker hiccup: read on
+                log.warning("station status: read failed (%s: %s); retrying in 1 s",
+                            type(exc).__name__, exc)
+                await asyncio.sleep(1.0)
+                continue
+            for msgs in batch.values():
+                for m in msgs:
+                    self.read += 1
+                    try:
+                        self.on_status(m.value, time.time())
+                    except Exception:
+                        log.exception("station status: applying %s[%d]@%d failed; skipped",
+                                      m.topic, m.partition, m.offset)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
+
+
 # -- the Faust app ------------------------------------------------------------------
+
+#: a consumer that has had no fetch response for a partition this long cannot reach the
+#: broker (or is paused behind a full buffer): wall time must not advance event time then
+REACH_S = 5.0
 
 
 @dataclass
 class WorkerParts:
-    """What :func:`build_app` wired together (for tests and the CLI)."""
+    """What :func:`build_worker` wired together (for tests and the CLI)."""
 
     app: faust.App
     core: WorkerCore
+    region: RegionCore
     sink: StoreSink | None
+    directory: StationDirectory
     topics: dict[str, Any] = field(default_factory=dict)
 
 
-def build_app(settings: Settings, *, store: bool = True, partitions: int = 1,
+def build_app(settings: Settings, *, store: bool = True, partitions: int | None = None,
               core: WorkerCore | None = None, idle_interval_s: float = 0.25,
               metrics: WorkerMetrics | None = None) -> faust.App:
     """The Faust app of one worker (see :func:`build_worker` for its parts)."""
@@ -239,19 +325,40 @@ def build_app(settings: Settings, *, store: bool = True, partitions: int = 1,
                         idle_interval_s=idle_interval_s, metrics=metrics).app
 
 
-def build_worker(settings: Settings, *, store: bool = True, partitions: int = 1,
-                 core: WorkerCore | None = None, idle_interval_s: float = 0.25,
-                 metrics: WorkerMetrics | None = None) -> WorkerParts:
-    """Wire a Faust app: topics, the ingest agent, the idle timer, tables, the store sink.
+def _fetch_view(app: Any, tp: Any) -> tuple[int | None, int | None, float | None]:
+    """(position, highwater, last fetch response in ms) of one partition, from the
+    worker's Kafka consumer; ``None`` for what it does not know (yet)."""
+    try:
+        consumer = app.consumer._thread._ensure_consumer()
+        state = consumer._subscription.subscription.assignment.state_value(tp)
+        if state is None:
+            return None, None, None
+        position = state.position if state.has_valid_position else None
+        return position, state.highwater, state.timestamp
+    except Exception:
+        return None, None, None
 
-    ``metrics`` (counted by the core it builds) is what the worker's Prometheus
-    endpoint serves; ignored when ``core`` is given (it has its own)."""
+
+def build_worker(settings: Settings, *, store: bool = True, partitions: int | None = None,
+                 n_units: int | None = None, core: WorkerCore | None = None,
+                 idle_interval_s: float = 0.25, metrics: WorkerMetrics | None = None,
+                 directory: StationDirectory | None = None) -> WorkerParts:
+    """Wire a Faust app: topics, both stages' agents, the idle timer, tables, the store sink.
+
+    ``partitions``: of the events topic (default ``settings.partitions``; pass the
+    broker's count, see :func:`run_worker`); ``n_units``: of the node-evidence topic
+    (default the same). ``metrics`` (counted by the cores it builds) is what the
+    worker's Prometheus endpoint serves; ``directory`` the station facts (default: the
+    fleet file of ``settings.fleet``, then status messages).
+    """
     import faust
     from faust.types import TP
     from mode import Service
 
-    if partitions < 1:
-        raise ValueError(f"partitions must be >= 1, got {partitions}")
+    n_src = settings.partitions if partitions is None else partitions
+    n_q = n_src if n_units is None else n_units
+    if n_src < 1 or n_q < 1:
+        raise ValueError(f"partitions must be >= 1, got {n_src} and {n_q}")
     datadir = settings.data_dir / "faust" / settings.faust_app_id
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -259,7 +366,7 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int = 1,
         broker=[f"kafka://{h}" for h in settings.kafka_bootstrap.split(",")],
         store="memory://",
         web_enabled=False,  # no HTTP port: several workers share a host without clashing
-        topic_partitions=partitions,
+        topic_partitions=n_src,
         autodiscover=False,
         datadir=str(datadir),
         consumer_auto_offset_reset="earliest",
@@ -270,28 +377,57 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int = 1,
     topics = {n: app.topic(settings.topic(n), **raw) for n in TOPICS}  # type: ignore[arg-type]
     host = f"{socket.gethostname()}-{os.getpid()}"
     run_id = f"cluster-{settings.faust_app_id}-{host}-{int(time.time())}"
-    summaries = app.Table("station-summary", default=None, partitions=partitions)
-    checkpoints = app.Table("detector-state", default=None, partitions=partitions)
+    directory = directory if directory is not None else StationDirectory.from_settings(settings)
+    # first stage: co-partitioned with the events topic; second: with node-evidence
+    summaries = app.Table("station-summary", default=None, partitions=n_src)
+    checkpoints = app.Table("detector-state", default=None, partitions=n_src)
+    progress = app.Table("stage1-progress", default=None, partitions=n_src)
+    region_state = app.Table("region-state", default=None, partitions=n_q)
+    if metrics is None:
+        metrics = WorkerMetrics()
     if core is None:
-        core = WorkerCore(settings, summaries=summaries, checkpoints=checkpoints, run_id=run_id,
-                          metrics=metrics)
+        core = WorkerCore(settings, directory=directory, stations_only=True, n_sources=n_src,
+                          n_units=n_q,
+                          summaries=summaries, checkpoints=checkpoints, progress=progress,
+                          run_id=run_id, metrics=metrics)
     the_core = core
+    region = RegionCore(settings, directory, n_sources=n_src, n_units=n_q, run_id=run_id,
+                        table=region_state, metrics=the_core.metrics)
     events_topic = settings.topic("events")
+    evidence_topic = settings.topic("node-evidence")
     last_offset: dict[int, int] = {}
     timer_error_at = [-math.inf]
+    # offsets are committed only once what a message carried is handed on: events once
+    # their ticks closed (first stage), evidence once its tick is in a checkpoint (second)
+    held_events: list[tuple[int, int, int, Any]] = []  # heap of (max tick, offset, partition, event)
+    held_evidence: dict[int, list[tuple[int, int, Any]]] = {}  # partition -> heap (tick, offset, event)
+    seq = [0]
 
     async def publish(emits: Sequence[Emit]) -> None:
         for e in emits:
-            await topics[e.topic].send(key=e.key, value=e.value)
+            await topics[e.topic].send(key=e.key, value=e.value, partition=e.partition)
+
+    def ack_events() -> None:
+        closed = the_core.closed_before
+        while held_events and closed is not None and held_events[0][0] < closed:
+            heapq.heappop(held_events)[3].ack()
+
+    def ack_evidence(q: int) -> None:
+        heap = held_evidence.get(q)
+        saved = region.saved_tick(q)
+        while heap and saved is not None and heap[0][0] <= saved:
+            heapq.heappop(heap)[2].ack()
 
     @app.agent(topics["events"], name="convergence-ingest")
     async def ingest(stream: Any) -> None:
-        async for event in stream.events():
+        async for event in stream.noack().events():
             msg = event.message
             wall = time.time()
+            max_tick: int | None = None
             try:
                 emits = the_core.on_message(event.value, event.key, wall,
-                                            partition=msg.partition)
+                                            partition=msg.partition, offset=msg.offset)
+                max_tick = the_core.last_max_tick
             except Exception as exc:
                 # A bug met by one message must not stop the stream (Faust would crash
                 # the agent): keep the message as a dead letter and go on.
@@ -301,25 +437,51 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int = 1,
                 emits = the_core.internal_error(event.value, event.key, exc, wall)
             last_offset[msg.partition] = msg.offset
             await publish(emits)
+            if max_tick is None:
+                event.ack()
+            else:
+                seq[0] += 1
+                heapq.heappush(held_events, (max_tick, seq[0], msg.partition, event))
+            ack_events()
 
-    @app.agent(topics["station-status"], name="convergence-station-status")
-    async def station_status(stream: Any) -> None:
-        async for value in stream:
-            the_core.on_station_status(value, time.time())
-
-    def caught_up() -> bool:
-        # Idle advance only once the consumer has read everything in Kafka: a pause in
-        # fetching (startup, rebalance, GC) must not close ticks ahead of the backlog.
-        for p, off in last_offset.items():
+    @app.agent(topics["node-evidence"], name="convergence-regions")
+    async def regions(stream: Any) -> None:
+        async for event in stream.noack().events():
+            msg = event.message
             try:
-                hw = app.consumer.highwater(TP(events_topic, p))
-            except Exception:
-                continue
-            if hw is not None:
-                the_core.metrics.lag(p, hw - off - 1)
-            if hw is not None and off + 1 < hw:
-                return False
-        return True
+                emits = region.on_message(event.value, msg.partition, time.time())
+            except Exception as exc:
+                log.exception("worker: node evidence %s[%d]@%d raised %s; skipped it - please "
+                              "report this", msg.topic, msg.partition, msg.offset,
+                              type(exc).__name__)
+                emits = []
+            await publish(emits)
+            tick = _evidence_tick(event.value)
+            if tick is None:  # progress only: its effect is in every later checkpoint
+                event.ack()
+            else:
+                seq[0] += 1
+                heapq.heappush(held_evidence.setdefault(msg.partition, []),
+                               (tick, seq[0], event))
+            ack_evidence(msg.partition)
+
+    def caught_up() -> dict[int, bool]:
+        # Wall time may stand in for event time only when the consumer has read everything
+        # there is AND can reach the broker: a pause in fetching (startup, rebalance, a
+        # broker that is down) must never close ticks ahead of the backlog.
+        now_ms = time.time() * 1000.0
+        out: dict[int, bool] = {}
+        for p in the_core.owned:
+            position, hw, fetched = _fetch_view(app, TP(events_topic, p))
+            if hw is not None and p in last_offset:
+                the_core.metrics.lag(p, max(hw - last_offset[p] - 1, 0))
+            if hw is None or fetched is None or now_ms - fetched > REACH_S * 1000.0:
+                out[p] = False
+            elif p in last_offset:
+                out[p] = last_offset[p] + 1 >= hw
+            else:
+                out[p] = position is not None and position >= hw
+        return out
 
     @app.timer(interval=idle_interval_s, name="convergence-idle-ticks")  # type: ignore[untyped-decorator]
     async def idle_ticks() -> None:
@@ -334,23 +496,54 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int = 1,
                               idle_interval_s)
             return
         await publish(emits)
+        ack_events()
 
     async def on_assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         assigned = args[0] if args else kwargs.get("assigned", ())
         mine = {tp.partition for tp in assigned if tp.topic == events_topic}
         if the_core.on_assignment(mine):
             last_offset.clear()
+        held_events[:] = [h for h in held_events if h[2] in mine]
+        heapq.heapify(held_events)
+        regions_owned = {tp.partition for tp in assigned if tp.topic == evidence_topic}
+        region.on_assignment(regions_owned)
+        for q in [q for q in held_evidence if q not in regions_owned]:
+            del held_evidence[q]
+
+    def on_status(value: bytes | None, wall: float) -> None:
+        if the_core.on_station_status(value, wall):
+            with contextlib.suppress(Exception):
+                doc = orjson.loads(value or b"")
+                region.note_station_state(str(doc["station_id"]), str(doc["state"]))
 
     async def before_shutdown(sender: Any, *args: Any, signal: Any = None,
                               **kwargs: Any) -> None:
         # Its counters go out last; the store sink (here or in another worker) stores them.
         await publish([*the_core.on_stop(), the_core.run_record()])
+        # every open tick closed and its evidence published: the events are handed on
+        while held_events:
+            heapq.heappop(held_events)[3].ack()
         log.warning("worker stopping: %s", orjson.dumps(
             {k: v for k, v in the_core.summary().items() if k != "stations"}).decode())
 
     # mode types connect() oddly (a union of callables); the receivers match what it calls.
     app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
     app.on_before_shutdown.connect(before_shutdown)  # type: ignore[arg-type]
+
+    follower = StatusFollower(settings, on_status)
+
+    class StatusFollowerService(Service):
+        """Follows station status for the app's lifetime."""
+
+        async def on_start(self) -> None:
+            await follower.start()
+
+        async def on_stop(self) -> None:
+            await follower.stop()
+
+    app.service(StatusFollowerService)
+    from convergence.streams.campaign_shards import register_campaign_agent
+    register_campaign_agent(app, settings, topics)  # `montecarlo run --cluster`'s shards
 
     sink = StoreSink(settings) if store else None
     if sink is not None:
@@ -367,7 +560,17 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int = 1,
                 await the_sink.stop()
 
         app.service(StoreSinkService)
-    return WorkerParts(app, core, sink, topics)
+    return WorkerParts(app, core, region, sink, directory, topics)
+
+
+def _evidence_tick(value: bytes | None) -> int | None:
+    """The tick a node-evidence message carries evidence for (``None``: progress only)."""
+    try:
+        doc = orjson.loads(value or b"")
+        ne = doc.get("ne") if isinstance(doc, dict) else None
+        return int(ne["tick"]) if isinstance(ne, dict) else None
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 async def _probe_store(settings: Settings) -> None:
@@ -377,23 +580,32 @@ async def _probe_store(settings: Settings) -> None:
 
 
 def run_worker(settings: Settings, *, loglevel: str = "warning", store: bool = True,
-               partitions: int = 1, metrics: WorkerMetrics | None = None) -> NoReturn:
+               partitions: int | None = None, metrics: WorkerMetrics | None = None) -> NoReturn:
     """Run one worker in the foreground until SIGTERM/SIGINT; exits the process.
 
-    Creates the topics first and, with ``store``, checks the database can be opened,
-    so a misconfiguration fails here with one clear :class:`ClusterError` or
-    :class:`~convergence.store.surreal.StoreError` instead of inside Faust.
+    Creates the topics first (``partitions``, default ``settings.partitions``, for the
+    events and node-evidence topics) and, with ``store``, checks the database can be
+    opened, so a misconfiguration fails here with one clear :class:`ClusterError` or
+    :class:`~convergence.store.surreal.StoreError` instead of inside Faust. The stages
+    use the partition counts the broker has (topics created earlier keep theirs).
     """
     import faust
 
     ensure_topics(settings, partitions=partitions)
+    n_src = partition_count(settings, "events")
+    n_q = partition_count(settings, "node-evidence")
+    want = settings.partitions if partitions is None else partitions
+    if n_src != want:
+        log.warning("the events topic has %d partitions (created earlier), not %d: using %d",
+                    n_src, want, n_src)
     if store:
         loop = asyncio.new_event_loop()
         try:
             loop.run_until_complete(_probe_store(settings))
         finally:
             loop.close()
-    app = build_app(settings, store=store, partitions=partitions, metrics=metrics)
+    app = build_worker(settings, store=store, partitions=n_src, n_units=n_q,
+                       metrics=metrics).app
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     # No terminal spinner: it writes cursor escapes into log files, and to spin on every
     # record it lowers the root logger to DEBUG, which costs CPU on a busy worker.

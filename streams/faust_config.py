@@ -82,4 +82,8 @@ def faust_app_options(settings: Settings) -> dict[str, Any]:
         "broker_rebalance_timeout": max(3.0 * session, 30.0),
         "broker_request_timeout": max(_MIN_REQUEST_TIMEOUT_S, session + 30.0),
         "broker_client_id": worker_client_id(settings.faust_app_id),
+        # The agents hold a message un-acknowledged until what it carried is handed on
+        # (its ticks closed; its region tick checkpointed). A rebalance or a stop must not
+        # wait for that: whatever is not acknowledged is simply read again by the next owner.
+        "stream_wait_empty": False,
     }

@@ -395,6 +395,12 @@ def state_path(settings: Settings) -> Path:
     return cluster_dir(settings) / "state.json"
 
 
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -580,6 +586,8 @@ class Cluster:
         self.t0_s: float | None = None
         self._deadline: float | None = None
         self._stations: Child | None = None
+        #: the fleet file the stations run and the workers learn the stations from
+        self.fleet_path: Path | None = plan.fleet
         self._summaries: list[dict[str, Any]] = []
         self._failure: str | None = None
         self._owns_state = False  # never write or delete another cluster's state file
@@ -617,6 +625,17 @@ class Cluster:
             self.broker = kafka_local.start(self.settings)
             self.settings = self.settings.replace(kafka_bootstrap=self.broker.bootstrap)
             self.record()
+        # the workers learn the stations from the fleet the stations run: the file given,
+        # or the default synthetic fleet written out (never a guess)
+        fleet = self.plan.fleet
+        if fleet is None:
+            from convergence.ground_stations.fleet import default_fleet_toml
+
+            seed = self.plan.seed if self.plan.seed is not None else self.settings.seed
+            fleet = self.dir / "fleet.toml"
+            _write_text(fleet, default_fleet_toml(self.settings.stations, seed))
+        self.fleet_path = fleet.resolve()
+        self.settings = self.settings.replace(fleet=str(self.fleet_path))
         ensure_topics(self.settings)
 
     def launch(self) -> None:
@@ -648,8 +667,8 @@ class Cluster:
             if summary is not None:
                 self._summaries.append(summary)
         argv = [*cli_argv(self.python), "stations", "run", "--json", "--t0", repr(self.t0_s)]
-        if self.plan.fleet is not None:
-            argv += ["--fleet", str(self.plan.fleet)]
+        if self.fleet_path is not None:
+            argv += ["--fleet", str(self.fleet_path)]
         if self.plan.seed is not None:
             argv += ["--seed", str(self.plan.seed)]
         if self._deadline is not None:

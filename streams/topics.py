@@ -24,6 +24,8 @@ dead-letter     dead-letter id              ``DeadLetter.to_dict()`` (with its r
 runs            run id                      a worker's counters, sent when it stops
 station-status  station id                  a station agent's state (compacted)
 readings        region                      ``RegionReading`` of every region, every tick
+campaign-*      campaign id (and shard)     Monte Carlo shards, their results and cancels
+                                            (:mod:`convergence.streams.campaign_shards`)
 ==============  ==========================  =============================================
 
 Examples
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -48,18 +51,37 @@ import orjson
 from convergence.settings import Settings
 
 #: Every topic of the cluster, by logical name (``settings.topic(name)`` is the real one).
-TOPICS: tuple[str, ...] = ("events", "alerts", "reports", "responses", "control", "acks",
-                           "dead-letter", "runs", "station-status", "readings")
+TOPICS: tuple[str, ...] = ("events", "node-evidence", "alerts", "reports", "responses",
+                           "control", "acks", "dead-letter", "runs", "station-status",
+                           "readings", "campaign-shards", "campaign-results", "campaign-cancel")
+
+#: Topics split over ``settings.partitions`` partitions: the first stage reads events by
+#: station, the second node evidence by region. :data:`TOPIC_PARTITIONS` fixes others;
+#: every other topic has one partition.
+PARTITIONED: frozenset[str] = frozenset({"events", "node-evidence"})
 
 #: Topic configs by logical name. Station status is compacted: the latest status of each
 #: station survives, older ones are cleaned up anyway after a week.
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    # the first stage's closed ticks for the second: read within seconds, replayed after a
+    # failover from the last committed offset; a day covers any outage worth resuming
+    "node-evidence": {"cleanup.policy": "delete", "retention.ms": str(86_400_000),
+                      "segment.ms": str(3_600_000)},
     # every region's meter every tick, for dashboards: an hour is all anyone looks back
     "readings": {"cleanup.policy": "delete", "retention.ms": str(3_600_000),
                  "segment.ms": str(600_000)},
     "station-status": {"cleanup.policy": "compact,delete", "retention.ms": str(7 * 86_400_000),
                        "segment.ms": str(3_600_000)},
+    # a campaign's shards, answers and cancels matter while its client waits: a day is plenty
+    "campaign-shards": {"cleanup.policy": "delete", "retention.ms": str(86_400_000)},
+    "campaign-results": {"cleanup.policy": "delete", "retention.ms": str(86_400_000)},
+    "campaign-cancel": {"cleanup.policy": "delete", "retention.ms": str(86_400_000)},
 }
+
+#: Topics whose partition count does not follow the worker's ``--partitions``: campaign
+#: shards spread over 12 partitions, so 1, 2, 3, 4, 6 or 12 workers share them evenly;
+#: every worker reads the few campaign cancels whole, from one partition.
+TOPIC_PARTITIONS: dict[str, int] = {"campaign-shards": 12, "campaign-cancel": 1}
 
 #: A station status older than this (its ``at_s``) is history, not news: a compacted
 #: topic still holds the last status of stations that ran long ago.
@@ -88,13 +110,16 @@ def topic_names(settings: Settings, names: Iterable[str] = TOPICS) -> dict[str, 
     return {n: settings.topic(n) for n in names}
 
 
-def ensure_topics(settings: Settings, names: Iterable[str] = TOPICS, *, partitions: int = 1,
-                  replication: int = 1, timeout_s: float = 30.0) -> list[str]:
+def ensure_topics(settings: Settings, names: Iterable[str] = TOPICS, *,
+                  partitions: int | None = None, replication: int = 1,
+                  timeout_s: float = 30.0) -> list[str]:
     """Create the missing topics (idempotent; safe when several processes race).
 
-    Returns the full names of the topics this call created. Raises
+    :data:`PARTITIONED` topics get ``partitions`` (default ``settings.partitions``), the
+    others one. Returns the full names of the topics this call created. Raises
     :class:`ClusterError` when the broker cannot be reached or refuses.
     """
+    split = settings.partitions if partitions is None else partitions
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -117,7 +142,9 @@ def ensure_topics(settings: Settings, names: Iterable[str] = TOPICS, *, partitio
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another process won the race
                 by_name = {v: k for k, v in topic_names(settings, names).items()}
-                admin.create_topics([NewTopic(t, partitions, replication,
+                admin.create_topics([NewTopic(t, TOPIC_PARTITIONS.get(
+                    by_name[t], split if by_name[t] in PARTITIONED else 1),
+                                              replication,
                                               topic_configs=TOPIC_CONFIGS.get(by_name[t], {}))
                                      for t in missing])
         deadline = time.monotonic() + timeout_s
@@ -137,6 +164,55 @@ def ensure_topics(settings: Settings, names: Iterable[str] = TOPICS, *, partitio
         admin.close()
 
 
+def partition_count(settings: Settings, name: str, *, timeout_s: float = 30.0) -> int:
+    """How many partitions the topic ``name`` has on the broker (it may have been created
+    earlier with another ``partitions`` setting: the broker's count is what holds)."""
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+
+    topic = settings.topic(name)
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","),
+                                 client_id="convergence-admin",
+                                 request_timeout_ms=int(max(timeout_s, 11.0) * 1000))
+    except (KafkaError, OSError) as exc:
+        raise ClusterError(f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc})") from None
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            parts = consumer.partitions_for_topic(topic)
+            if parts:
+                return len(parts)
+            if time.monotonic() > deadline:
+                raise ClusterError(f"topic {topic} has no partitions on "
+                                   f"{settings.kafka_bootstrap}; was it created?")
+            time.sleep(0.2)
+    finally:
+        consumer.close()
+
+
+def station_partition(station_id: str, n_partitions: int) -> int:
+    """The events partition of a station's messages (keyed by its id): Kafka's default
+    partitioner (murmur2, as the Java client, kafka-python and aiokafka all hash keys), so
+    a first-stage worker knows its stations before they send anything.
+
+    >>> station_partition("news-eu-001", 1), 0 <= station_partition("news-eu-001", 4) < 4
+    (0, True)
+    """
+    from kafka.partitioner.default import murmur2
+
+    return int(murmur2(station_id.encode("utf-8")) & 0x7FFFFFFF) % max(n_partitions, 1)
+
+
+def region_partition(region: str, n_partitions: int) -> int:
+    """The node-evidence partition (second-stage owner) of a region: a stable hash, the
+    same in every process and every run.
+
+    >>> region_partition("mena", 4) == region_partition("mena", 4), region_partition("x", 1)
+    (True, 0)
+    """
+    return zlib.crc32(region.encode("utf-8")) % max(n_partitions, 1)
+
 
 # -- messages ---------------------------------------------------------------------
 
@@ -148,6 +224,8 @@ class Emit:
     topic: str
     key: bytes
     value: bytes
+    #: an explicit partition (``None``: by key)
+    partition: int | None = None
 
 
 def _json_default(obj: Any) -> Any:

@@ -15,13 +15,22 @@ This module owns what a worker does with one message or one timer tick:
 
 :mod:`convergence.streams.faust_app` wires it to Kafka.
 
-Scaling model. The convergence meter fuses evidence across *all* stations, so one
-worker must see every station's events: the events topic has one partition by
-default and the other workers of the group are hot standbys that take over on
-failure (Faust rebalances the partition to them). With ``partitions > 1`` each worker
-fuses only the stations of its partitions - more throughput, but convergence across
-partitions is not seen; the ``node-evidence``/``convergence`` two-stage split of the
-architecture is the way to lift that and is not built yet.
+Two stages. A worker runs the pipeline's first stage for the ``events`` partitions it
+owns (``stations_only``): ingest, ticks and each station's own detectors; each closed
+tick's station evidence goes to the ``node-evidence`` topic, one message per
+second-stage partition (regions hash to partitions, :func:`region_partition`), each
+saying which first-stage partitions it speaks for and up to which tick they are
+complete. The second stage (:mod:`convergence.streams.region_core`) closes a region's
+tick only once every first-stage partition is past it. A first-stage partition with
+nothing to say still says so: once its input is caught up and reachable (or skipped
+past a long gap) it sends *progress* without evidence, so one quiet partition never
+holds up the others. In one process (the embedded runtime) both stages run here,
+handing the evidence over in memory.
+
+Who the stations are (kind, region, correlation group) comes from the fleet file and
+the stations' status messages (:class:`~convergence.streams.directory.StationDirectory`);
+events of a station known from neither wait ``unknown_grace_s`` for its status, then
+become dead letters that say so.
 
 Checkpoints. The learning detector stages (:func:`checkpoint_stages`: entropy, burst,
 CUSUM and periodicity baselines, the regime filter when configured; fixed-size per
@@ -42,7 +51,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -52,13 +61,21 @@ import orjson
 from convergence.control import ControlCommand
 from convergence.counters import Counters
 from convergence.detectors.base import ArrayState
-from convergence.ground_stations.scenario import default_fleet
+from convergence.records import NodeEvidence
 from convergence.schema import DeadLetter, Event, EventBatch, dead_letter, valid_station_id
 from convergence.settings import Settings
-from convergence.stations import StationRegistry
+from convergence.stations import StationInfo, StationRegistry
+from convergence.streams.directory import StationDirectory
 from convergence.streams.metrics import WorkerMetrics, dead_letter_reason
 from convergence.streams.pipeline import Pipeline, TickOutcome, dead_letter_record, outcome_records
-from convergence.streams.topics import STATUS_MAX_AGE_S, TOPIC_OF_TABLE, Emit, to_json
+from convergence.streams.topics import (
+    STATUS_MAX_AGE_S,
+    TOPIC_OF_TABLE,
+    Emit,
+    region_partition,
+    station_partition,
+    to_json,
+)
 from convergence.wire import decode_columns, validate_columns
 
 log = logging.getLogger(__name__)
@@ -141,6 +158,60 @@ class EventTimeWatermark:
 
 
 
+class PartitionWatermarks:
+    """Event time up to which *every* partition's input is complete: the slowest one's.
+
+    Partitions are read at their own pace (a consumer may deliver one partition's backlog
+    before another's), so the fastest partition's event time would make the others'
+    events late. Each partition has its own :class:`EventTimeWatermark`; the worker closes
+    ticks at their minimum. A partition that never had an event is no constraint only
+    when it is caught up (nothing there to read); otherwise it holds the others back.
+
+    >>> w = PartitionWatermarks(idle_after_s=1.0, max_lead_s=1.0)
+    >>> w.observe(0, 100.0, wall_s=500.0); w.observe(1, 90.0, wall_s=500.0)
+    >>> w.value([0, 1], caught_up={0: True, 1: True})
+    90.0
+    >>> w.value([0, 1, 2], caught_up={2: False}) is None   # partition 2 unread yet
+    True
+    >>> w.value([0, 1, 2], caught_up={2: True})             # partition 2 empty
+    90.0
+    """
+
+    def __init__(self, idle_after_s: float = 1.0, max_lead_s: float = 1.0) -> None:
+        EventTimeWatermark(idle_after_s, max_lead_s)  # checks the settings
+        self.idle_after_s = idle_after_s
+        self.max_lead_s = max_lead_s
+        self.by_partition: dict[int, EventTimeWatermark] = {}
+
+    def _of(self, partition: int) -> EventTimeWatermark:
+        w = self.by_partition.get(partition)
+        if w is None:
+            w = self.by_partition[partition] = EventTimeWatermark(self.idle_after_s,
+                                                                  self.max_lead_s)
+        return w
+
+    def observe(self, partition: int, max_event_time_s: float | None, wall_s: float) -> None:
+        self._of(partition).observe(max_event_time_s, wall_s)
+
+    def idle(self, partitions: Iterable[int], wall_s: float,
+             caught_up: Mapping[int, bool]) -> None:
+        for p in partitions:
+            w = self.by_partition.get(p)
+            if w is not None:
+                w.idle(wall_s, caught_up.get(p, False))
+
+    def value(self, partitions: Iterable[int], caught_up: Mapping[int, bool]) -> float | None:
+        vals = []
+        for p in partitions:
+            w = self.by_partition.get(p)
+            if w is None or w.value is None:
+                if caught_up.get(p, False):
+                    continue
+                return None
+            vals.append(w.value)
+        return min(vals) if vals else None
+
+
 # -- the worker core -------------------------------------------------------------
 
 
@@ -191,6 +262,10 @@ class TopicPort:
         for rd in oc.readings:  # every region's meter, for dashboards (bounded: per tick)
             self._out.append(Emit("readings", rd.region.encode(), to_json(rd.to_dict())))
 
+    def emit(self, e: Emit) -> None:
+        """Any other message (the first stage's node evidence)."""
+        self._out.append(e)
+
     def drain(self) -> list[Emit]:
         out, self._out = self._out, []
         return out
@@ -204,6 +279,57 @@ class CoreCounters(Counters):
     checkpoints_restored: int = 0
     checkpoints_rejected: int = 0
     resets: int = 0
+    #: messages read again after a rebalance (offset already processed) and events of ticks
+    #: a previous owner had closed: dropped as duplicates, never dead-lettered as late
+    rereads: int = 0
+    reread_events: int = 0
+    #: events of stations known from neither the fleet file nor a status message
+    unknown_station_events: int = 0
+    #: what crossed to the second stage: messages, bytes, and ticks that carried evidence
+    evidence_messages: int = 0
+    evidence_bytes: int = 0
+    progress_messages: int = 0
+
+
+#: events of one unknown station held (for its first status) at most, and stations held
+MAX_HELD_PER_STATION = 1000
+MAX_HELD_STATIONS = 1000
+
+
+def node_evidence_message(sources: Sequence[int], through: int,
+                          ne: NodeEvidence | None = None) -> bytes:
+    """A ``node-evidence`` message: first-stage partitions ``sources`` are complete up to
+    tick ``through``; ``ne`` is that tick's evidence for one second-stage partition
+    (``None``: progress only).
+
+    >>> node_evidence_message([0, 2], 41)
+    b'{"src":[0,2],"through":41}'
+    """
+    doc: dict[str, Any] = {"src": list(sources), "through": int(through)}
+    if ne is not None:
+        doc["ne"] = ne.to_dict()
+    return to_json(doc)
+
+
+def publish_outcomes(port: OutputPort, outcomes: Sequence[TickOutcome], run_id: str,
+                     metrics: WorkerMetrics) -> None:
+    """Hand closed ticks' records, commands and outcomes to ``port`` (in publication
+    order: responses and their commands, report revisions, then alerts)."""
+    for oc in outcomes:
+        for rd in oc.changed:
+            log.info("%s meter %s -> %s, score %.1f (%d stations counting)", rd.region,
+                     rd.prev_level, rd.level, rd.score, rd.n_stations)
+        commands = {r.response_id: r.command for r in oc.responses if r.command is not None}
+        for table, rid, doc in outcome_records(oc, run_id):
+            if table == "alert":
+                metrics.alert_latency(time.time() - float(doc["time_s"]))
+                log.info("ALERT %s %s score %.1f in %s, report %s", rid, doc["level"],
+                         doc["score"], doc["region"], doc["report_id"])
+            port.record(table, rid, doc)
+            cmd = commands.get(rid) if table == "response" else None
+            if cmd is not None:  # a response's command follows it to the stations
+                port.command(cmd, rid)
+        port.outcome(oc)
 
 
 def _key_station(key: bytes | None) -> str | None:
@@ -242,6 +368,10 @@ class WorkerCore:
     Summaries count each event once (a re-sent event, recognised by its content id
     among at least the last :attr:`COUNTED_IDS`, is not counted again) and only under
     valid station ids.
+
+    Events travel in columns (:class:`~convergence.schema.EventBatch`) from the decoder
+    to ingest: no Python object per event on the way (issue 8); the outcomes are the
+    per-event path's, byte for byte.
     """
 
     #: how many recent event ids the summaries remember to count a re-sent event once
@@ -249,8 +379,11 @@ class WorkerCore:
 
     def __init__(self, settings: Settings, *,
                  registry_factory: Callable[[], StationRegistry] | None = None,
+                 directory: StationDirectory | None = None, stations_only: bool = False,
+                 n_sources: int = 1, n_units: int = 1, unknown_grace_s: float = 10.0,
                  summaries: MutableMapping[str, Any] | None = None,
                  checkpoints: MutableMapping[str, Any] | None = None,
+                 progress: MutableMapping[str, Any] | None = None,
                  idle_after_s: float = 1.0, max_lead_s: float = 1.0,
                  summary_interval_s: float = 2.0, checkpoint_interval_s: float = 10.0,
                  max_checkpoint_age_s: float = 3600.0, table_batch: int = 4,
@@ -259,11 +392,25 @@ class WorkerCore:
                  port: OutputPort | None = None) -> None:
         self.settings = settings
         self.port: OutputPort = port if port is not None else TopicPort()
+        if stations_only and not isinstance(self.port, TopicPort):
+            raise ValueError("a first-stage worker publishes node evidence: it needs a TopicPort")
         self.metrics = metrics if metrics is not None else WorkerMetrics()
-        self.registry_factory = registry_factory or (
-            lambda: StationRegistry(default_fleet(settings.stations, settings.seed)))
+        self.directory = directory
+        self.stations_only = stations_only
+        self.n_sources = max(int(n_sources), 1)
+        self.n_units = max(int(n_units), 1)
+        self.unknown_grace_s = unknown_grace_s
+        self.registry_factory = registry_factory or self._default_registry
         self.summaries: MutableMapping[str, Any] = {} if summaries is None else summaries
         self.checkpoints: MutableMapping[str, Any] = {} if checkpoints is None else checkpoints
+        #: per first-stage partition: ticks closed and the offset processed (``progress``
+        #: table), for the next owner to tell a re-read from news
+        self.progress: MutableMapping[str, Any] = {} if progress is None else progress
+        self._held: dict[str, tuple[float, list[Event], int]] = {}
+        self._unknown_logged: set[str] = set()
+        self._unknown_said_at = -math.inf
+        if directory is not None and stations_only:
+            directory.on_new(self._learn)
         self.idle_after_s = idle_after_s
         self.max_lead_s = max_lead_s
         self.summary_interval_s = summary_interval_s
@@ -292,7 +439,22 @@ class WorkerCore:
         self._pending: list[EventBatch] = []
         self._pending_events = 0
         self._pending_since_s = 0.0
+        #: the latest event time per partition among the buffered events
+        self._pending_max: dict[int, float] = {}
+        #: the last message's latest event tick (``None``: it carried no event)
+        self.last_max_tick: int | None = None
         self.reset()
+
+    def _default_registry(self) -> StationRegistry:
+        if self.directory is not None:
+            # the first stage holds the stations of its partitions (a silent one too: its
+            # silence is evidence); in one process every known station, from the start
+            return StationRegistry([i for i in self.directory.stations() if self._mine(i)]
+                                   if self.stations_only else self.directory.stations())
+        # tests and tools: the default synthetic fleet (a cluster always passes a directory)
+        from convergence.ground_stations.scenario import default_fleet
+
+        return StationRegistry(default_fleet(self.settings.stations, self.settings.seed))
 
     def on_station_status(self, value: bytes | None, wall_s: float) -> bool:
         """A station reported its state; a source gone dark becomes meter evidence.
@@ -306,15 +468,122 @@ class WorkerCore:
         except (ValueError, KeyError, TypeError):
             log.warning("worker: unreadable station status %.200r; ignored", value)
             return False
+        if self.directory is not None and self.directory.note_status(doc):
+            self._release(sid, wall_s)
         if wall_s - at_s > STATUS_MAX_AGE_S:
             return False
         self.pipeline.note_station_state(sid, state)
         return True
 
+    # -- who the stations are -----------------------------------------------------
+    def _mine(self, info: StationInfo) -> bool:
+        """Is the station's events partition one of ours (first stage)?"""
+        return station_partition(info.station_id, self.n_sources) in self.owned
+
+    def _learn(self, info: StationInfo) -> None:
+        """The directory learnt a station: ours from now on if its partition is ours."""
+        if self._mine(info):
+            self.pipeline.registry.add(info)
+
+    def _register_owned(self) -> None:
+        if self.directory is None or not self.stations_only:
+            return
+        reg = self.pipeline.registry
+        for info in self.directory.stations():
+            if self._mine(info):
+                reg.add(info)
+
+    def _admit(self, events: EventBatch, wall_s: float, partition: int) -> EventBatch:
+        """The events of stations the directory knows (registering them with its facts);
+        an unknown station's events wait for its status (see module docstring)."""
+        if self.directory is None or not len(events):
+            return events
+        reg = self.pipeline.registry
+        waiting: set[str] = set()
+        for sid in dict.fromkeys(events.station_id):  # in order of first appearance
+            if reg.get(sid) is None:
+                info = self.directory.lookup(sid)
+                if info is None:
+                    waiting.add(sid)
+                else:
+                    reg.add(info)
+        if not waiting:
+            return events
+        held = [i for i, sid in enumerate(events.station_id) if sid in waiting]
+        for e in events.take(held).events():
+            self._hold(e, wall_s, partition)
+        return events.take(np.delete(np.arange(len(events)), held))
+
+    def _hold(self, e: Event, wall_s: float, partition: int) -> None:
+        held = self._held.get(e.station_id)
+        if held is None:
+            if len(self._held) >= MAX_HELD_STATIONS:
+                self._unknown([e], wall_s, "too many unknown stations at once")
+                return
+            held = self._held[e.station_id] = (wall_s, [], partition)
+        if len(held[1]) >= MAX_HELD_PER_STATION:
+            self._unknown([e], wall_s, f"more than {MAX_HELD_PER_STATION} of its events "
+                                       "waited for its status")
+            return
+        held[1].append(e)
+
+    def _release(self, sid: str, wall_s: float) -> None:
+        """A held station became known: its events go to the pipeline with the next batch."""
+        held = self._held.pop(sid, None)
+        if held is None:
+            return
+        info = self.directory.lookup(sid) if self.directory is not None else None
+        if info is not None:
+            self.pipeline.registry.add(info)
+        if not self._pending:
+            self._pending_since_s = wall_s
+        if held[1]:
+            self._pending.append(EventBatch.from_events(held[1]))
+            self._pending_events += len(held[1])
+            t = max(e.event_time_s for e in held[1])
+            self._pending_max[held[2]] = max(self._pending_max.get(held[2], t), t)
+
+    def _expire_held(self, wall_s: float) -> None:
+        for sid in [k for k, h in self._held.items() if wall_s - h[0] >= self.unknown_grace_s]:
+            evs = self._held.pop(sid)[1]
+            self._unknown(evs, wall_s, f"no status message from it within "
+                                       f"{self.unknown_grace_s:g} s")
+
+    def _unknown(self, events: Sequence[Event], wall_s: float, why: str) -> None:
+        where = (f"the fleet file {self.settings.fleet}" if self.settings.fleet
+                 else "a fleet file (none is configured: set CONVERGENCE_FLEET)")
+        reason = (f"unknown station: not in {where} and {why}; its kind, region and "
+                  "correlation group are unknown, so its events cannot be fused - add it to "
+                  "the fleet file the cluster runs")
+        self.counters.unknown_station_events += len(events)
+        sid = events[0].station_id if events else "?"
+        if sid not in self._unknown_logged and len(self._unknown_logged) < 100_000:
+            self._unknown_logged.add(sid)
+            if len(self._unknown_logged) <= 5:
+                log.warning("station %s: %s", sid, reason)
+            elif time.monotonic() - self._unknown_said_at >= 30.0:
+                self._unknown_said_at = time.monotonic()
+                log.warning("%d unknown stations so far (latest %s); their events are "
+                            "dead-lettered: add them to the fleet file the cluster runs",
+                            len(self._unknown_logged), sid)
+        for e in events:
+            d = dead_letter("worker", e.to_dict(), reason, received_at_s=wall_s)
+            self.pipeline.count_dead_letters(1)
+            self._dead(d, None)
+
     def reset(self) -> None:
         """Fresh pipeline and watermark (a partition moved; the old state is not ours)."""
-        self.pipeline = Pipeline(self.settings, self.registry_factory(), run_id=self.run_id)
-        self.watermark = EventTimeWatermark(self.idle_after_s, self.max_lead_s)
+        self.pipeline = Pipeline(self.settings, self.registry_factory(), run_id=self.run_id,
+                                 stations_only=self.stations_only)
+        self.watermarks = PartitionWatermarks(self.idle_after_s, self.max_lead_s)
+        #: the latest word from the transport on each partition: read to its end and
+        #: reachable (only then may wall time stand in for event time)
+        self._caught: dict[int, bool] = {}
+        #: per partition: highest offset processed, and ticks a previous owner closed
+        self._done_offset: dict[int, int] = {}
+        self._reread_through: dict[int, int] = {}
+        self._progress_checked: set[int] = set()
+        self._announced: int | None = None
         self._restored: set[str] = set()
         self._ingested = False
         # Checkpoints describe this pipeline's state; never write the old one's after a reset.
@@ -327,20 +596,40 @@ class WorkerCore:
         new = frozenset(partitions)
         changed = new != self.owned
         self.owned = new
+        self._register_owned()
         if changed and self._ingested:
             log.warning("events partitions now %s: starting a fresh pipeline (detector "
                         "baselines come back from checkpoints)", sorted(new) or "none")
             self.counters.resets += 1
+            closed = self.pipeline.acc.next_close
+            kept = {p: self._reread_through.get(p) for p in new & frozenset(self._done_offset)}
             self.reset()
+            # partitions kept are read again from their committed offset: events of the
+            # ticks this worker already closed and handed on are re-reads, not news
+            for p, before in kept.items():
+                if closed is not None:
+                    self._reread_through[p] = max(closed - 1, before if before is not None else -1)
+                self._progress_checked.add(p)
             return True
         return False
 
     # -- input ---------------------------------------------------------------
     def on_message(self, value: bytes | None, key: bytes | None, wall_s: float,
-                   partition: int = 0) -> list[Emit]:
+                   partition: int = 0, offset: int | None = None) -> list[Emit]:
         """Decode one message; ingest (micro-batched) and close the ticks the watermark
-        passed. Returns the messages to publish."""
+        passed. Returns the messages to publish.
+
+        ``offset``: the message's offset in its partition; one at or below the highest
+        already processed is a re-read (after a rebalance) and dropped as a duplicate.
+        """
         self.counters.messages += 1
+        if offset is not None:
+            done = self._done_offset.get(partition)
+            if done is not None and offset <= done:
+                self.counters.rereads += 1
+                return self.port.drain()
+            self._done_offset[partition] = offset
+            self._check_progress(partition)
         pipe = self.pipeline
         events, bad = decode_columns(value if value is not None else b"", now_s=wall_s,
                                      limits=pipe.limits)
@@ -349,7 +638,15 @@ class WorkerCore:
         pipe.count_dead_letters(len(bad))
         self.metrics.events_in(len(events))
         key_station = _key_station(key)
+        self.last_max_tick = (math.floor(float(events.event_time_s.max()) / self.settings.tick_s)
+                              if len(events) else None)
         return self._take(events, bad, key_station, wall_s, partition)
+
+    @property
+    def closed_before(self) -> int | None:
+        """Ticks below this are closed and handed on (``None``: nothing ingested yet): a
+        message whose events all fall before it may be committed."""
+        return self.pipeline.acc.next_close
 
     def on_records(self, records: Sequence[Any], wall_s: float, partition: int = 0) -> list[Emit]:
         """Validate untrusted records (one station agent's batch, in process) and go on as
@@ -360,8 +657,33 @@ class WorkerCore:
         self.metrics.events_in(len(good))
         return self._take(good, bad, None, wall_s, partition)
 
+    def _check_progress(self, partition: int) -> None:
+        """The first message from a partition: how far its previous owner got. Events of
+        ticks it closed were processed and handed on; reading them again is a re-read."""
+        if partition in self._progress_checked:
+            return
+        self._progress_checked.add(partition)
+        try:
+            doc = self.progress.get(str(partition))
+        except Exception:  # a table read failing must not stop the stream
+            doc = None
+        if isinstance(doc, dict) and isinstance(doc.get("closed_through"), int) \
+                and doc.get("tick_s") == self.settings.tick_s:
+            self._reread_through[partition] = int(doc["closed_through"])
+
+    def _drop_rereads(self, events: EventBatch, partition: int) -> EventBatch:
+        through = self._reread_through.get(partition)
+        if through is None or not len(events):
+            return events
+        keep = np.flatnonzero(np.floor(events.event_time_s / self.settings.tick_s) > through)
+        if keep.size < len(events):
+            self.counters.reread_events += len(events) - int(keep.size)
+            return events.take(keep)
+        return events
+
     def _take(self, events: EventBatch, bad: Sequence[DeadLetter], key_station: str | None,
               wall_s: float, partition: int) -> list[Emit]:
+        events = self._admit(self._drop_rereads(events, partition), wall_s, partition)
         self._account(events, bad, key_station, wall_s, partition)
         for d in bad:
             self._dead(d, key_station)
@@ -370,6 +692,8 @@ class WorkerCore:
                 self._pending_since_s = wall_s
             self._pending.append(events)
             self._pending_events += len(events)
+            t = float(events.event_time_s.max())
+            self._pending_max[partition] = max(self._pending_max.get(partition, t), t)
         if self._pending and (self._pending_events >= self.batch_events
                               or wall_s - self._pending_since_s >= self.batch_wait_s):
             self._flush(wall_s)
@@ -417,9 +741,22 @@ class WorkerCore:
         for d in late:
             self._account_dead(d.station_id, wall_s)
             self._dead(d, None)
-        wm = self.watermark.observe(float(events.event_time_s.max()), wall_s)
+        parts, self._pending_max = self._pending_max, {}
+        for p, t in parts.items():
+            self.watermarks.observe(p, t, wall_s)
+        wm = self.watermarks.value(self._partitions(), self._caught)
         if wm is not None:
             self._outcomes(self._advance(wm))
+
+    def _partitions(self) -> list[int]:
+        """The partitions whose input bounds the watermark: those owned, else those seen
+        (in one process: partition 0)."""
+        return sorted(self.owned) if self.owned else sorted(self.watermarks.by_partition)
+
+    @property
+    def watermark_s(self) -> float | None:
+        """Event time up to which every partition's input is believed complete."""
+        return self.watermarks.value(self._partitions(), self._caught)
 
     def _ingest_failed(self, events: Sequence[Event], exc: Exception, wall_s: float) -> None:
         """Dead letters (one per event, with the reason) for a batch ingest rejected."""
@@ -431,15 +768,32 @@ class WorkerCore:
             self._account_dead(d.station_id, wall_s)
             self._dead(d, None)
 
-    def on_timer(self, wall_s: float, *, caught_up: bool = True) -> list[Emit]:
-        """Ingest what waits in the buffer; idle advance when input has gone quiet."""
+    def on_timer(self, wall_s: float, *, caught_up: bool | Mapping[int, bool] = True) -> list[Emit]:
+        """Ingest what waits in the buffer; idle advance when input has gone quiet.
+
+        ``caught_up``: per partition (or for all), the consumer has read everything there
+        is and can reach the broker (only then may wall time stand in for event time;
+        behind or cut off, never)."""
         if self.stopped:
             return []
+        parts = self._partitions()
+        self._caught = (dict(caught_up) if isinstance(caught_up, Mapping)
+                        else dict.fromkeys(set(parts) | set(self.owned), bool(caught_up)))
+        if self._held:
+            self._expire_held(wall_s)
         if self._pending:
             self._flush(wall_s)
-        wm = self.watermark.idle(wall_s, caught_up)
+        self.watermarks.idle(parts, wall_s, self._caught)
+        wm = self.watermarks.value(parts, self._caught)
         if wm is not None:
             self._outcomes(self._advance(wm))
+        all_caught = bool(self.owned) and all(self._caught.get(p, False) for p in self.owned)
+        if (self.stations_only and all_caught
+                and self.pipeline.acc.next_close is None and not self._pending):
+            # nothing ever came on our partitions and we are caught up: say so, so the
+            # second stage is not held up waiting for us
+            quiet = wall_s - self.settings.allowed_lateness_s - self.idle_after_s
+            self._announce(math.floor(quiet / self.settings.tick_s) - 1)
         return self.port.drain()
 
     def on_stop(self, wall_s: float | None = None) -> list[Emit]:
@@ -458,10 +812,54 @@ class WorkerCore:
         """Close the ticks the watermark passed (every open one for ``None``), timed."""
         started = time.perf_counter()
         outcomes = self.pipeline.flush() if watermark_s is None else self.pipeline.advance(watermark_s)
-        per_tick = (time.perf_counter() - started) / max(len(outcomes), 1)
-        for _ in outcomes:
+        n = len(outcomes) + len(self.pipeline.evidence_out)
+        per_tick = (time.perf_counter() - started) / max(n, 1)
+        for _ in range(n):
             self.metrics.tick_closed("tick", per_tick)
+        if self.stations_only:
+            self._send_evidence()
         return outcomes
+
+    def _unit_of(self, sid: str) -> int:
+        reg = self.pipeline.registry
+        idx = reg.get(sid)
+        region = reg.info(idx).region if idx is not None else "unknown"
+        return region_partition(region, self.n_units)
+
+    def _send_evidence(self) -> None:
+        """Closed ticks to the second stage: per tick one message per second-stage
+        partition (its regions' active stations), then progress if ticks closed (or a gap
+        was skipped) with nothing to send."""
+        evs, self.pipeline.evidence_out = self.pipeline.evidence_out, []
+        src = sorted(self.owned) or [0]
+        assert isinstance(self.port, TopicPort)
+        for ne in evs:
+            units: dict[int, list[str]] = {}
+            for sid in ne.stations:
+                units.setdefault(self._unit_of(sid), []).append(sid)
+            for q in range(self.n_units):
+                mine = set(units.get(q, ()))
+                part = ne if self.n_units == 1 else ne.only(mine.__contains__)
+                value = node_evidence_message(src, ne.tick, part)
+                self.port.emit(Emit("node-evidence", str(q).encode(), value, partition=q))
+                self.counters.evidence_messages += 1
+                self.counters.evidence_bytes += len(value)
+            self._announced = ne.tick
+        nc = self.pipeline.acc.next_close
+        if nc is not None and (self._announced is None or nc - 1 > self._announced):
+            self._announce(nc - 1)
+
+    def _announce(self, through: int) -> None:
+        """Progress only: our partitions are complete up to tick ``through``."""
+        if self._announced is not None and through <= self._announced:
+            return
+        assert isinstance(self.port, TopicPort)
+        src = sorted(self.owned) or [0]
+        for q in range(self.n_units):
+            value = node_evidence_message(src, through)
+            self.port.emit(Emit("node-evidence", str(q).encode(), value, partition=q))
+            self.counters.progress_messages += 1
+        self._announced = through
 
     def internal_error(self, value: bytes | None, key: bytes | None, exc: BaseException,
                        wall_s: float) -> list[Emit]:
@@ -491,21 +889,7 @@ class WorkerCore:
         self.port.record(*dead_letter_record(d, self.run_id, key_station))
 
     def _outcomes(self, outcomes: Sequence[TickOutcome]) -> None:
-        for oc in outcomes:
-            for rd in oc.changed:
-                log.info("%s meter %s -> %s, score %.1f (%d stations counting)", rd.region,
-                         rd.prev_level, rd.level, rd.score, rd.n_stations)
-            commands = {r.response_id: r.command for r in oc.responses if r.command is not None}
-            for table, rid, doc in outcome_records(oc, self.run_id):
-                if table == "alert":
-                    self.metrics.alert_latency(time.time() - float(doc["time_s"]))
-                    log.info("ALERT %s %s score %.1f in %s, report %s", rid, doc["level"],
-                                doc["score"], doc["region"], doc["report_id"])
-                self.port.record(table, rid, doc)
-                cmd = commands.get(rid) if table == "response" else None
-                if cmd is not None:  # a response's command follows it to the stations
-                    self.port.command(cmd, rid)
-            self.port.outcome(oc)
+        publish_outcomes(self.port, outcomes, self.run_id, self.metrics)
 
     # -- per-station summaries and checkpoints --------------------------------
     def _station(self, sid: str) -> dict[str, Any]:
@@ -566,6 +950,13 @@ class WorkerCore:
                 self._dirty.pop(partition, set()))
         if wall_s - self._checkpoint_at.get(partition, -math.inf) >= self.checkpoint_interval_s:
             self._checkpoint_at[partition] = wall_s
+            closed = self.pipeline.acc.next_close
+            if closed is not None and partition in self._done_offset:
+                # how far this partition got: its next owner drops re-read events of these
+                # ticks as duplicates (they were handed on), never as late
+                self.progress[str(partition)] = {"closed_through": int(closed) - 1,
+                                                 "offset": self._done_offset[partition],
+                                                 "tick_s": self.settings.tick_s}
             self._checkpoint_due.setdefault(partition, set()).update(
                 self._seen.pop(partition, set()))
         due = self._summary_due.get(partition)
@@ -658,7 +1049,7 @@ class WorkerCore:
         out: dict[str, Any] = {
             "run_id": self.run_id, "app_id": self.settings.faust_app_id,
             "pipeline": self.pipeline.counters.as_dict(), "worker": self.counters.as_dict(),
-            "watermark_s": self.watermark.value, "partitions": sorted(self.owned),
+            "watermark_s": self.watermark_s, "partitions": sorted(self.owned),
             "stopped": self.stopped, "stations_seen": len(self.stations)}
         if len(self.stations) <= MAX_STATIONS_IN_SUMMARY:
             out["stations"] = {k: dict(v) for k, v in sorted(self.stations.items())}

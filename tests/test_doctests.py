@@ -18,7 +18,7 @@ def _modules() -> list[str]:
     for info in pkgutil.walk_packages(convergence.__path__, "convergence."):
         names.append(info.name)
     for sub in ("detectors", "models", "ground_stations", "streams", "store", "responses", "cli",
-                "simulation", "evaluation"):
+                "simulation", "evaluation", "dashboard"):
         pkg = importlib.import_module(f"convergence.{sub}")
         names.append(pkg.__name__)
         names += [i.name for i in pkgutil.walk_packages(pkg.__path__, f"convergence.{sub}.")]

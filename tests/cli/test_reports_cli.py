@@ -185,7 +185,7 @@ def test_show_html_writes_a_standalone_file(stored: tuple[str, list[list[Report]
 
 @pytest.mark.parametrize(("rid", "code", "message"), [
     ("rpt-nope", 1, "no report 'rpt-nope' in this database; list them with `convergence reports list`"),
-    ("", 2, "'' is not a report id"),
+    ("", 2, "the report id is empty"),
     ("rpt\x1b[31m", 2, "is not a report id"),
 ])
 def test_show_unknown_or_bad_ids(stored: tuple[str, list[list[Report]]], rid: str, code: int,

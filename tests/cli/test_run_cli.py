@@ -329,7 +329,8 @@ def test_the_banner_and_the_json_name_the_meter_in_force(
     assert weak.ref == "meter@1"  # a candidate: auto keeps the rule, and says so
     args = ["run", "--duration", "1", "--stations", "10", "--db", "mem://"]
     assert "meter: rule-based fusion" in runner.invoke(app, args).stdout
-    reg.save_text("meter", trained.booster.model_to_string(), {"status": "default"})
+    reg.save_text("meter", trained.booster.model_to_string(),
+                  {**trained.record.metadata, "status": "default"})
     assert "meter: LightGBM fusion meter@2" in runner.invoke(app, args).stdout
     as_json = runner.invoke(app, [*args, "--json"])
     assert json.loads(as_json.stdout.strip().splitlines()[-1])["meter"] == "LightGBM fusion meter@2"

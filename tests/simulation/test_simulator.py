@@ -94,13 +94,14 @@ def test_an_outage_makes_its_stations_dark_after_the_breaker_opens() -> None:
                   duration_s=256.0)
     proc = TickProcessor(DetectorChain())
     dark_z: list[np.ndarray] = []
-    orig = proc.chain.step
+    orig = proc.chain.step_regions
 
-    def step(state, cells, meta, **kw):  # type: ignore[no-untyped-def]
-        dark_z.append(np.asarray(cells.get("dark_z", np.zeros(len(fleet))))[0].copy())
-        return orig(state, cells, meta, **kw)
+    def step_regions(state, ev, meta, **kw):  # type: ignore[no-untyped-def]
+        dz = kw.get("dark_z")
+        dark_z.append(np.zeros(len(fleet)) if dz is None else np.asarray(dz)[0].copy())
+        return orig(state, ev, meta, **kw)
 
-    proc.chain.step = step  # type: ignore[method-assign]
+    proc.chain.step_regions = step_regions  # type: ignore[method-assign]
     res = simulate([sc], seed=2, processor=proc)
     assert not dark_z[99][list(sensors)].any() and dark_z[103][list(sensors)].all()
     assert not dark_z[170][list(sensors)].any()

@@ -126,6 +126,14 @@ def cluster_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, 
         "CONVERGENCE_DB": f"surrealkv://{tmp / 'db'}",
         "CONVERGENCE_DATA_DIR": str(tmp / "data"),
     }
+    # the workers learn the stations from the fleet file (the probe station included)
+    from convergence.ground_stations.fleet import default_fleet_toml
+
+    fleet = tmp / "fleet.toml"
+    fleet.write_text(default_fleet_toml(_settings().stations, _settings().seed)
+                     + f'\n[[station]]\nid = "{feed.probe}"\nsource_kind = "sensor"\n'
+                       'region = "lab"\n[station.source]\ntype = "synthetic"\n')
+    env["CONVERGENCE_FLEET"] = str(fleet)
     s = _settings(**env)
     timings: dict[str, float] = {}
     t_start = time.monotonic()

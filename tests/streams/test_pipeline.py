@@ -7,8 +7,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from convergence.detectors.node_state import NODE_STATES
 from convergence.ground_stations.scenario import SyntheticWorld, default_scenario, evaluate
 from convergence.ground_stations.synthetic import SyntheticSource
+from convergence.records import NodeState
 from convergence.settings import load_settings
 from convergence.stations import StationRegistry
 from convergence.streams.pipeline import Pipeline, TickOutcome
@@ -76,6 +78,35 @@ def test_replay_gives_identical_ids(replay: Replay) -> None:
     assert rids(a) == rids(b)
 
 
+def test_node_states_name_every_station_and_match_the_processor(replay: Replay) -> None:
+    pipe, _, _ = replay
+    states = pipe.node_states()
+    assert list(states) == list(pipe.registry.ids())
+    assert pipe.last_output is not None
+    codes = pipe.last_output.node["state"].tolist()
+    assert [NODE_STATES.index(v.value) for v in states.values()] == codes
+    stations_only = Pipeline(load_settings(env={}, config_path=None), pipe.registry,
+                             stations_only=True)
+    assert stations_only.node_states() == {}  # the verdicts are the second stage's
+
+
+def test_node_states_show_the_alerting_stations_anomalous() -> None:
+    s = load_settings(env={}, config_path=None)
+    sc = default_scenario(247, seed=7, horizon_s=30.0)
+    world = SyntheticWorld(sc)
+    sources = [SyntheticSource(world, i, T0, 7) for i in range(world.n)]
+    pipe = Pipeline(s, StationRegistry(list(sc.fleet)))
+    assert set(pipe.node_states().values()) == {NodeState.NORMAL}  # nothing seen yet
+    for t in np.arange(0.5, 30.5, 0.5):
+        pipe.ingest_raw([r for src in sources for r in src.draw(t - 0.5, t)], now_s=T0 + t)
+        alerts = [a for o in pipe.advance(T0 + t) for a in o.alerts]
+        if alerts:
+            break
+    assert alerts, "the default scenario's convergence did not alert"
+    states = pipe.node_states()
+    assert all(states[sid] == NodeState.ANOMALOUS for sid in alerts[0].stations)
+
+
 def test_late_events_become_dead_letters_with_reason() -> None:
     s = load_settings(env={}, config_path=None)
     sc = default_scenario(10, seed=1, horizon_s=10)
@@ -132,7 +163,7 @@ def test_stations_going_dark_count_as_evidence_but_never_as_a_voice() -> None:
     assert max(r.n_kinds for r in counted) == 0  # no source kind spoke
     for st in dark:
         pipe.note_station_state(st.station_id, "running")
-    assert pipe._dark == set()
+    assert pipe.region is not None and pipe.region.dark == set()
 
 
 def test_market_move_shows_as_uncorroborated_watch_notes(replay: Replay) -> None:

@@ -11,10 +11,12 @@ import pytest
 
 from convergence.settings import Settings, load_settings
 from convergence.streams.topics import (
+    PARTITIONED,
     STATUS_MAX_AGE_S,
     STORED,
     TOPIC_CONFIGS,
     TOPIC_OF_TABLE,
+    TOPIC_PARTITIONS,
     TOPICS,
     ClusterError,
     Emit,
@@ -29,9 +31,11 @@ def _settings(**env: str) -> Settings:
 
 
 # -- names and configs --------------------------------------------------------------------------
-def test_topics_are_the_ten_documented_ones() -> None:
-    assert TOPICS == ("events", "alerts", "reports", "responses", "control", "acks", "dead-letter",
-                      "runs", "station-status", "readings")
+def test_topics_are_the_fourteen_documented_ones() -> None:
+    assert TOPICS == ("events", "node-evidence", "alerts", "reports", "responses", "control",
+                      "acks", "dead-letter", "runs", "station-status", "readings",
+                      "campaign-shards", "campaign-results", "campaign-cancel")
+    assert {"events", "node-evidence"} == PARTITIONED
 
 
 def test_topic_names_apply_the_prefix() -> None:
@@ -143,6 +147,14 @@ def test_ensure_topics_creates_only_the_missing_ones_with_their_configs(kafka_bo
     try:
         meta = admin.describe_topics([s.topic("events")])
         assert len(meta[0]["partitions"]) == 2
+        # the second stage's topic is split as the first's (the partitions setting); the
+        # rest have one partition
+        meta = admin.describe_topics([s.topic("node-evidence"), s.topic("alerts")])
+        by_name = {m["topic"]: len(m["partitions"]) for m in meta}
+        assert by_name == {s.topic("node-evidence"): s.partitions, s.topic("alerts"): 1}
+        # campaign shards keep their own partition count whatever the workers' is
+        meta = admin.describe_topics([s.topic("campaign-shards")])
+        assert len(meta[0]["partitions"]) == TOPIC_PARTITIONS["campaign-shards"] == 12
         status = s.topic("station-status")
         res = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, status)])
     finally:

@@ -270,11 +270,11 @@ def test_station_status_marks_dark_stations_and_ignores_stale_or_garbage() -> No
         return orjson.dumps({"station_id": sid, "state": state, "at_s": at_s})
 
     assert core.on_station_status(status("backing_off", now - 1), now)
-    assert sid in core.pipeline._dark
+    assert sid in core.pipeline.region.dark
     assert not core.on_station_status(status("running", now - 3600), now)  # history, not news
-    assert sid in core.pipeline._dark
+    assert sid in core.pipeline.region.dark
     assert core.on_station_status(status("running", now), now)
-    assert sid not in core.pipeline._dark
+    assert sid not in core.pipeline.region.dark
     assert not core.on_station_status(b"\x00garbage", now)
 
 
@@ -376,6 +376,10 @@ def test_summary_and_run_record() -> None:
     doc = core.summary()
     assert (doc["run_id"], doc["app_id"], doc["partitions"], doc["stopped"]) == (
         "run-sum", s.faust_app_id, [1, 3], False)
+    # partition 3 sent nothing and is not known to be read to its end: it holds time back
+    assert doc["watermark_s"] is None
+    core.on_timer(now, caught_up={1: True, 3: True})  # nothing there to read: no constraint
+    doc = core.summary()
     assert doc["watermark_s"] == pytest.approx(now - 1.0)
     assert doc["pipeline"]["events"] == 2 and doc["worker"]["messages"] == 1
     assert doc["stations_seen"] == 1 and doc["stations"]["probe-1"]["events"] == 2

@@ -95,7 +95,8 @@ def cluster(
     batch: Annotated[str, typer.Option(
         help="Mean events per Kafka message; a comma-separated list compares them (e.g. 10,100).")] = "10",
     partitions: Annotated[int | None, typer.Option(
-        min=1, max=64, help="Partitions of the events topic (default: one per worker).")] = None,
+        min=1, max=64, help="Partitions of the events and node-evidence topics (default: the "
+                            "partitions setting, as `cluster up` creates them).")] = None,
     rate_scale: Annotated[float, typer.Option(
         min=0.01, help="Stations send this many times their declared rates.")] = 10.0,
     live: Annotated[float, typer.Option(
@@ -174,3 +175,17 @@ def cluster(
             f"cluster/raw = {ratio} (per CPU second {run['ratio_per_cpu_s']}); alert latency p50 "
             f"{lat.get('p50')} s, p99 {lat.get('p99')} s over {lat.get('n', 0)} alert(s)",
             markup=False)
+        st = run.get("stages")
+        if st:
+            skipped = "n/a" if st["skipped_share"] is None else f"{st['skipped_share']:.1%}"
+            console.print(
+                f"  between the stages: {skipped} of {st['station_ticks']:,} station-ticks "
+                f"skipped at ingress (at baseline); {st['bytes_per_tick']} bytes of node evidence "
+                f"per closed tick over {st['ticks_closed']:,} ticks", markup=False)
+    for what, table in (("workers", r["compare"]["workers_speedup"]),
+                        ("batch", r["compare"]["batch_speedup"])):
+        for key, row in table.items():
+            base = "1 worker" if what == "workers" else "the smallest batch"
+            at = f"{key} events per message" if what == "workers" else f"{key} worker(s)"
+            console.print(f"{what}: at {at}, rate over {base}: "
+                          + ", ".join(f"{k} -> {v:g}x" for k, v in row.items()), markup=False)

@@ -15,9 +15,13 @@ worker count and batch size it is given:
    beginning to its end, decoding nothing: the raw consume rate.
 3. **workers** - N ``convergence cluster worker`` processes, started the way
    ``convergence cluster up`` starts them (the supervisor's :func:`worker_argv` and
-   :func:`worker_env`; worker 0 owns the store, an in-memory SurrealDB), with the full
-   detector chain. They are a black box: the harness only feeds the events topic and
-   watches the consumer group's committed offsets, until every event is committed.
+   :func:`worker_env`, a fleet file the workers learn the stations from; worker 0 owns
+   the store, an in-memory SurrealDB), with the full detector chain in two stages:
+   each worker runs the first stage (ingest, station detectors) for the events
+   partitions it owns and the second (meter, responses, reports) for the
+   ``node-evidence`` partitions it owns. They are a black box: the harness only feeds
+   the events topic and watches the consumer group's committed offsets, until every
+   event is committed.
    ``events_per_s`` is the sustained rate between the first and the last advance of
    the committed offsets (startup excluded; offsets are committed every few seconds,
    so short runs are coarse); ``ratio_to_baseline`` compares it with phase 2.
@@ -29,15 +33,18 @@ worker count and batch size it is given:
    end) to the alert being read. A tick closes once events ``allowed_lateness_s``
    later have arrived, so latency includes the poll interval and the lateness: the
    price of bigger batches.
-5. **stop** - the workers are stopped in waves (those without the store first), the
-   run's topics are deleted, its temporary data directory removed.
+5. **stop** - the workers are stopped in waves (those without the store first); each
+   sends its counters to the ``runs`` topic as it stops, from which the run reports
+   the share of station-ticks skipped at ingress (stations at baseline send nothing
+   to the second stage) and the ``node-evidence`` bytes per closed tick. Then the
+   run's topics and consumer group are deleted, its temporary data directory removed.
 
 The workers' settings are this process's, with the run's own topic prefix, consumer
-group and data directory, the rule-based meter (no trained model), and an allowed
+group and data directory, the fleet file (the default fleet of ``stations``, each
+station declaring the rate it really sends at: ``rate_scale`` times the default),
+the rule-based meter (no trained model), and an allowed
 lateness of one poll interval plus 1.5 s (a message holds events up to one interval
-old). Baselines are seeded from the declared rates, so with ``rate_scale`` > 1 the
-first ticks of the backlog see every station busier than declared until they adapt
-(the alerts of the backlog are counted apart).
+old). Baselines are seeded from the declared rates.
 
 Examples
 --------
@@ -82,7 +89,8 @@ from convergence.schema import OSINT_KINDS, SourceKind
 from convergence.settings import Settings
 from convergence.wire import WIRE_VERSION
 
-__all__ = ["BacklogPlan", "Message", "backlog_messages", "bench_cluster", "percentile"]
+__all__ = ["BacklogPlan", "Message", "backlog_messages", "bench_cluster", "compare", "fleet_toml",
+           "percentile"]
 
 #: how many events one message carries on average, when not told
 DEFAULT_BATCH = 10
@@ -447,10 +455,13 @@ def _run_once(base: Settings, bootstrap: str, plan: BacklogPlan, *, workers: int
 
     tag = uuid.uuid4().hex[:10]
     tmp = Path(tempfile.mkdtemp(prefix=f"convergence-bench-{tag}-"))
+    fleet = tmp / "fleet.toml"
+    fleet.write_text(fleet_toml(plan))
     s = base.replace(kafka_bootstrap=bootstrap, topic_prefix=f"bench-{tag}",
                      faust_app_id=f"bench-{tag}", data_dir=tmp, db="mem://", metrics_port=-1,
                      meter_model="rules", allowed_lateness_s=round(plan.poll_s + LATENESS_SLACK_S, 3),
-                     stations=plan.stations, seed=plan.seed)
+                     stations=plan.stations, seed=plan.seed, fleet=str(fleet),
+                     partitions=partitions)
     topic = s.topic("events")
     sup = Supervisor(say=say, policy=RestartPolicy(max_quick_failures=1))
     admin = None
@@ -468,7 +479,7 @@ def _run_once(base: Settings, bootstrap: str, plan: BacklogPlan, *, workers: int
                                  bootstrap_timeout_ms=kafka_client.BOOTSTRAP_TIMEOUT_MS)
         py = python or sys.executable
         log_dir = tmp / "logs"
-        extra = ["--partitions", str(partitions)] if partitions > 1 else []
+        extra = ["--partitions", str(partitions)]
         say(f"starting {workers} worker(s) ...")
         started = time.monotonic()
         for i in range(workers):
@@ -551,11 +562,63 @@ def _run_once(base: Settings, bootstrap: str, plan: BacklogPlan, *, workers: int
         sup.stop([c for c in sup.children if not c.store], timeout_s=60.0)
         sup.stop([c for c in sup.children if c.store], timeout_s=60.0)
         result["worker_exit_codes"] = [c.proc.returncode if c.proc else None for c in sup.children]
+        if result.get("consumed_all"):
+            with contextlib.suppress(Exception):  # the figures stay; only this one is missing
+                result["stages"] = _stage_figures(bootstrap, s, len(sup.children))
         if admin is not None:
             with contextlib.suppress(Exception):
                 admin.close()
         _delete_topics(bootstrap, s)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _stage_figures(bootstrap: str, s: Settings, workers: int) -> dict[str, Any]:
+    """What crossed between the stages, from the workers' own counters (the ``runs``
+    topic, one record per worker as it stopped) and the ``node-evidence`` topic."""
+    from convergence.streams import kafka_client
+
+    runs = [orjson.loads(r.value) for r in kafka_client.read_topic(bootstrap, s.topic("runs"))]
+    runs = [r for r in runs if isinstance(r, dict) and isinstance(r.get("pipeline"), dict)]
+    pipe = [r["pipeline"] for r in runs]
+    core = [r.get("worker") or {} for r in runs]
+    station_ticks = sum(int(p.get("station_ticks", 0)) for p in pipe)
+    at_baseline = sum(int(p.get("station_ticks_at_baseline", 0)) for p in pipe)
+    ne_bytes = ne_msgs = ne_stations = 0
+    ticks: set[int] = set()
+    for r in kafka_client.read_topic(bootstrap, s.topic("node-evidence"), timeout_s=30.0):
+        ne_bytes += len(r.value)
+        ne_msgs += 1
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            doc = orjson.loads(r.value)
+            if isinstance(doc.get("ne"), dict):
+                ticks.add(int(doc["ne"]["tick"]))
+                ne_stations += len(doc["ne"].get("stations") or {})
+    return {
+        "worker_records": len(runs), "workers": workers,
+        # every closed tick of every first-stage partition, one per registered station
+        "station_ticks": station_ticks, "station_ticks_at_baseline": at_baseline,
+        "skipped_share": round(at_baseline / station_ticks, 4) if station_ticks else None,
+        "ticks_closed": len(ticks),
+        "node_evidence_messages": ne_msgs, "node_evidence_bytes": ne_bytes,
+        "station_records": ne_stations,
+        "bytes_per_tick": round(ne_bytes / len(ticks)) if ticks else None,
+        "bytes_per_station_record": round(ne_bytes / ne_stations) if ne_stations else None,
+        "evidence_bytes_counted": sum(int(c.get("evidence_bytes", 0)) for c in core),
+        "progress_messages": sum(int(c.get("progress_messages", 0)) for c in core),
+    }
+
+
+def fleet_toml(plan: BacklogPlan) -> str:
+    """The fleet file the workers learn the stations from (as ``cluster up`` writes one):
+    the plan's fleet, each station declaring the rate it sends at."""
+    from convergence.ground_stations.fleet import SourceSpec, default_specs, render_fleet
+
+    specs = [replace(sp, source=SourceSpec("synthetic", {
+        "rate_per_s": float(sp.source.options["rate_per_s"]) * plan.rate_scale}))
+        for sp in default_specs(plan.stations, plan.seed)]
+    return render_fleet(specs, seed=plan.seed,
+                        comment=f"convergence bench cluster: the default fleet at {plan.rate_scale:g}x "
+                                "its rates")
 
 
 def _count_alerts(bootstrap: str, topic: str) -> int:
@@ -624,6 +687,27 @@ def _live(bootstrap: str, s: Settings, plan: BacklogPlan, say: Say,
             "per_alert": per_alert}
 
 
+def compare(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The sweep side by side: per batch size, each worker count's sustained rate over
+    one worker's; per worker count, each batch size's over the smallest's.
+
+    >>> compare([{"workers": 1, "batch": 10, "cluster": {"events_per_s": 100}},
+    ...          {"workers": 2, "batch": 10, "cluster": {"events_per_s": 150}}])
+    {'workers_speedup': {'10': {'2': 1.5}}, 'batch_speedup': {}}
+    """
+    rate = {(r["workers"], r["batch"]): r["cluster"].get("events_per_s") for r in runs}
+    by_workers: dict[str, dict[str, float]] = {}
+    by_batch: dict[str, dict[str, float]] = {}
+    for (w, b), v in sorted(rate.items()):
+        one = rate.get((min(x for x, y in rate if y == b), b))
+        if v and one and w != min(x for x, y in rate if y == b):
+            by_workers.setdefault(str(b), {})[str(w)] = round(v / one, 3)
+        small = rate.get((w, min(y for x, y in rate if x == w)))
+        if v and small and b != min(y for x, y in rate if x == w):
+            by_batch.setdefault(str(w), {})[str(b)] = round(v / small, 3)
+    return {"workers_speedup": by_workers, "batch_speedup": by_batch}
+
+
 def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
@@ -667,8 +751,8 @@ def bench_cluster(settings: Settings, bootstrap: str, *, workers: Sequence[int] 
     """Throughput and alert latency of real workers for each (workers, batch) pair
     (module docstring); one run after the other on the broker at ``bootstrap``.
 
-    ``partitions``: of the events topic (default: as many as workers, so a second
-    worker has a partition to take; with one partition it is a hot standby).
+    ``partitions``: of the events topic (and the ``node-evidence`` topic), default
+    ``settings.partitions`` as ``cluster up`` creates them; a worker owns a share.
     """
     if not workers or any(not 1 <= w <= 16 for w in workers):
         raise ValueError(f"workers must be between 1 and 16, got {list(workers)}")
@@ -691,14 +775,15 @@ def bench_cluster(settings: Settings, bootstrap: str, *, workers: Sequence[int] 
             plan = replace(plan, t0_s=float(math.floor(time.time())) - plan.backlog_s - 60.0)
             say(f"run: {w} worker(s), {b} events per message")
             runs.append(_run_once(settings, bootstrap, plan, workers=w,
-                                  partitions=partitions or w, drain_timeout_s=drain_timeout_s,
+                                  partitions=partitions or settings.partitions,
+                                  drain_timeout_s=drain_timeout_s,
                                   say=say, python=python))
     import kafka
 
     return {
         "benchmark": "cluster", "stations": settings.stations, "seed": seed,
         "rate_scale": rate_scale, "events_requested": events, "live_s": live_s,
-        "live_episodes": live_episodes, "runs": runs,
+        "live_episodes": live_episodes, "runs": runs, "compare": compare(runs),
         "seconds": round(time.time() - t_start, 1), "kafka_bootstrap": bootstrap,
         "kafka_python": kafka.__version__, "python": platform.python_version(),
         "machine": platform.machine(), "cpus": os.cpu_count(),

@@ -10,7 +10,14 @@ import typer
 from typer.testing import CliRunner
 
 from convergence.cli.bench import cluster
-from convergence.simulation.bench_cluster import BacklogPlan, backlog_messages, percentile
+from convergence.ground_stations.fleet import loads_fleet
+from convergence.simulation.bench_cluster import (
+    BacklogPlan,
+    backlog_messages,
+    compare,
+    fleet_toml,
+    percentile,
+)
 from convergence.wire import decode_each
 
 bench = typer.Typer()
@@ -70,6 +77,23 @@ def test_a_bad_plan_names_the_bad_value(kwargs: dict[str, float], match: str) ->
         BacklogPlan(**kwargs)  # type: ignore[arg-type]
 
 
+def test_the_workers_fleet_declares_the_rates_the_stations_send_at() -> None:
+    plan = BacklogPlan(stations=30, seed=5, rate_scale=4.0)
+    declared = {s.station_id: s.info for s in loads_fleet(fleet_toml(plan)).stations}
+    assert [i.station_id for i in plan.fleet] == list(declared)
+    for info in plan.fleet:
+        d = declared[info.station_id]
+        assert (d.region, d.group, d.kind) == (info.region, info.group, info.kind)
+        assert d.rate_per_s == pytest.approx(4.0 * info.rate_per_s)
+
+
+def test_the_sweep_is_compared_with_one_worker_and_the_smallest_batch() -> None:
+    runs = [{"workers": w, "batch": b, "cluster": {"events_per_s": w * b * 10}}
+            for w in (1, 2) for b in (10, 100)]
+    assert compare(runs) == {"workers_speedup": {"10": {"2": 2.0}, "100": {"2": 2.0}},
+                             "batch_speedup": {"1": {"100": 10.0}, "2": {"100": 10.0}}}
+
+
 def test_percentiles() -> None:
     assert percentile([3.0], 99) == 3.0 and percentile([1.0, 3.0], 50) == 2.0
     assert percentile([], 50) is None
@@ -100,7 +124,8 @@ def test_a_small_run_consumes_every_event_and_reports_every_figure(kafka_bootstr
     assert doc["benchmark"] == "cluster" and doc["events_requested"] == 20_000
     (run,) = doc["runs"]
     assert set(run) >= RUN_KEYS and set(run["cluster"]) >= CLUSTER_KEYS
-    assert run["workers"] == 1 and run["partitions"] == 1 and run["batch"] == 10
+    # as `cluster up` creates the topics: several partitions, all owned by the one worker
+    assert run["workers"] == 1 and run["partitions"] >= 2 and run["batch"] == 10
     # every event was produced, read raw, and committed by the workers' consumer group
     assert run["consumed_all"] is True
     assert run["events"] >= 15_000 and run["baseline"]["events"] == run["events"]
@@ -111,6 +136,14 @@ def test_a_small_run_consumes_every_event_and_reports_every_figure(kafka_bootstr
     assert {"backlog", "live", "latency_s", "per_alert", "live_events"} <= set(alerts)
     assert set(alerts["latency_s"]) == {"p50", "p99", "max", "n"}
     assert alerts["live_events"] > 0
+    # what crossed between the stages, from the worker's own counters and the topic
+    st = run["stages"]
+    assert st["worker_records"] == 1 and st["station_ticks"] > 0
+    assert 0.0 < st["skipped_share"] < 1.0  # some stations were active, others at baseline
+    assert st["ticks_closed"] > 0 and st["bytes_per_tick"] > 0
+    # the topic holds the evidence the worker counted, and its progress-only messages
+    assert st["node_evidence_bytes"] >= st["evidence_bytes_counted"] > 0
+    assert doc["compare"] == {"workers_speedup": {}, "batch_speedup": {}}
     # every process it started has ended, and its topics are gone
     assert run["worker_exit_codes"] and all(c is not None for c in run["worker_exit_codes"])
     from kafka import KafkaAdminClient

@@ -175,6 +175,14 @@ def cluster(
             f"cluster/raw = {ratio} (per CPU second {run['ratio_per_cpu_s']}); alert latency p50 "
             f"{lat.get('p50')} s, p99 {lat.get('p99')} s over {lat.get('n', 0)} alert(s)",
             markup=False)
+        core = run.get("core") or {}
+        if core.get("events_per_cpu_s"):
+            share = run.get("framework_share_of_cpu")
+            console.print(
+                f"  the workers' own code in process: {core['events_per_cpu_s']:,} events per CPU "
+                f"second; the workers: {c['events_per_cpu_s'] or 'n/a'} per CPU second"
+                + (f" ({share:.0%} of their CPU is Faust, aiokafka and tables)"
+                   if share is not None else ""), markup=False)
         st = run.get("stages")
         if st:
             skipped = "n/a" if st["skipped_share"] is None else f"{st['skipped_share']:.1%}"

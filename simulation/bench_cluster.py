@@ -383,6 +383,67 @@ def _raw_consume(bootstrap: str, topic: str, offsets: _Offsets) -> dict[str, Any
             "cpu_s": round(cpu, 3), "events_per_cpu_s": round(events / cpu) if cpu > 0 else None}
 
 
+#: the in-process measurement of the workers' own code takes at most this many events
+CORE_EVENTS = 300_000
+
+
+def core_rate(s: Settings, plan: BacklogPlan, partitions: int) -> dict[str, Any]:
+    """The workers' own code without Faust or a broker: the backlog's messages (at most
+    :data:`CORE_EVENTS` events) through one first-stage core owning every partition and
+    one second-stage core owning every region, in this process, timed in CPU seconds.
+    Beside the workers' events per CPU second it says where their time goes: what this
+    does not spend, Faust, aiokafka and the tables do.
+
+    >>> import tempfile
+    >>> from convergence.settings import load_settings
+    >>> plan = BacklogPlan(stations=20, seed=3, events=2000, t0_s=time.time() - 3600.0)
+    >>> d = tempfile.mkdtemp()
+    >>> _ = (Path(d) / "fleet.toml").write_text(fleet_toml(plan))
+    >>> s = load_settings(env={}, config_path=None).replace(
+    ...     stations=20, seed=3, fleet=str(Path(d) / "fleet.toml"), meter_model="rules")
+    >>> r = core_rate(s, plan, 2)
+    >>> r["events"] > 1000, r["events_per_cpu_s"] > 0
+    (True, True)
+    """
+    from convergence.streams.directory import StationDirectory
+    from convergence.streams.region_core import RegionCore
+    from convergence.streams.topics import station_partition
+    from convergence.streams.worker import WorkerCore
+
+    plan = replace(plan, events=min(plan.events, CORE_EVENTS))
+    msgs = [(m.key, m.value, station_partition(m.key.decode(), partitions))
+            for m in backlog_messages(plan)]
+    directory = StationDirectory.from_settings(s)
+    first = WorkerCore(s, directory=directory, stations_only=True, n_sources=partitions,
+                       n_units=partitions, run_id="bench-core")
+    first.on_assignment(range(partitions))
+    second = RegionCore(s, directory, n_sources=partitions, n_units=partitions,
+                        run_id="bench-core")
+    second.on_assignment(range(partitions))
+    now = time.time()
+    offsets = [0] * partitions
+    alerts = 0
+
+    def carry(emits: Sequence[Any]) -> None:
+        nonlocal alerts
+        for e in emits:
+            if e.topic == "node-evidence":
+                alerts += sum(x.topic == "alerts" for x in second.on_message(e.value, e.partition, now))
+
+    c0, t0 = time.process_time(), time.perf_counter()
+    for key, value, p in msgs:
+        carry(first.on_message(value, key, now, partition=p, offset=offsets[p]))
+        offsets[p] += 1
+    carry(first.on_stop(now))
+    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    events = int(first.pipeline.counters.events)
+    return {"what": "the workers' code in this process: decode, ingest, station detectors, "
+                    "node evidence, meter, responses, reports (no Faust, no broker)",
+            "events": events, "messages": len(msgs), "cpu_s": round(cpu, 3),
+            "events_per_cpu_s": round(events / cpu) if cpu > 0 else None,
+            "events_per_s": round(events / wall) if wall > 0 else None, "alerts": alerts}
+
+
 def _committed(admin: Any, group: str, topic: str) -> dict[int, int]:
     try:
         got = admin.list_group_offsets(group).get(group, {})
@@ -474,6 +535,8 @@ def _run_once(base: Settings, bootstrap: str, plan: BacklogPlan, *, workers: int
         table, end = offsets.table(), offsets.end
         say(f"raw consume of {fill['messages']:,} messages ...")
         base_r = _raw_consume(bootstrap, topic, offsets)
+        say("the workers' own code in process, for comparison ...")
+        core_r = core_rate(s, plan, partitions)
         admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","),
                                  client_id="convergence-bench-lag",
                                  bootstrap_timeout_ms=kafka_client.BOOTSTRAP_TIMEOUT_MS)
@@ -548,6 +611,12 @@ def _run_once(base: Settings, bootstrap: str, plan: BacklogPlan, *, workers: int
             "fill": {k: fill[k] for k in ("seconds", "events_per_s")},
             "baseline": base_r,
             "cluster": worker_r,
+            "core": core_r,
+            # the workers' CPU per event beyond their own code's: Faust, aiokafka, tables
+            "framework_share_of_cpu": (round(1.0 - worker_r["events_per_cpu_s"]
+                                             / core_r["events_per_cpu_s"], 3)
+                                       if worker_r["events_per_cpu_s"] and core_r["events_per_cpu_s"]
+                                       else None),
             "ratio_to_baseline": round(rate / base_r["events_per_s"], 4) if rate else None,
             # per CPU second: less sensitive to what else runs on the machine
             "ratio_per_cpu_s": (round(worker_r["events_per_cpu_s"] / base_r["events_per_cpu_s"], 4)

@@ -34,7 +34,7 @@ T0 = 1_800_000_000.0
 RUN_KEYS = {"workers", "partitions", "batch", "poll_s", "allowed_lateness_s", "events", "messages",
             "avg_events_per_message", "avg_message_bytes", "fill", "baseline", "cluster",
             "ratio_to_baseline", "ratio_per_cpu_s", "consumed_all", "alerts", "topic_prefix",
-            "worker_exit_codes"}
+            "worker_exit_codes", "core", "framework_share_of_cpu", "stages"}
 CLUSTER_KEYS = {"startup_s", "drain_s", "sustained_s", "sustained_events", "events_per_s",
                 "events_per_s_with_startup", "messages_per_s", "cpu_s", "events_per_cpu_s",
                 "progress"}
@@ -136,6 +136,8 @@ def test_a_small_run_consumes_every_event_and_reports_every_figure(kafka_bootstr
     assert {"backlog", "live", "latency_s", "per_alert", "live_events"} <= set(alerts)
     assert set(alerts["latency_s"]) == {"p50", "p99", "max", "n"}
     assert alerts["live_events"] > 0
+    # the same code in process, without Faust: the share of the workers' CPU it is not
+    assert run["core"]["events"] > 0 and run["core"]["events_per_cpu_s"] > 0
     # what crossed between the stages, from the worker's own counters and the topic
     st = run["stages"]
     assert st["worker_records"] == 1 and st["station_ticks"] > 0

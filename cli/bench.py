@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -159,10 +159,24 @@ def cluster(
     finally:
         if broker is not None:
             broker.stop()
+    failed = [run for run in r["runs"] if "error" in run]
     if json_out:
         print_json(r)
-        return
+    else:
+        _print_cluster(r)
+    if failed:
+        first = failed[0]["error"].splitlines()[0]
+        fail(f"{len(failed)} of {len(r['runs'])} benchmark run(s) failed (the others' figures are "
+             f"above); the first, {failed[0]['workers']} worker(s) at {failed[0]['batch']} events "
+             f"per message: {first}")
+
+
+def _print_cluster(r: dict[str, Any]) -> None:
     for run in r["runs"]:
+        if "error" in run:
+            console.print(f"{run['workers']} worker(s), {run['batch']} events per message: FAILED: "
+                          f"{run['error']}", markup=False)
+            continue
         c, b, lat = run["cluster"], run["baseline"], run["alerts"].get("latency_s") or {}
         rate = (f"{c['events_per_s']:,} events/s sustained" if c["events_per_s"]
                 else f"{c['events_per_s_with_startup']:,} events/s with startup (too short to time "

@@ -466,12 +466,12 @@ def _delta(end: float | None, start: float | None) -> float | None:
     return None if end is None or start is None else round(end - start, 2)
 
 
-def _tail(path: Path, lines: int = 12) -> str:
+def _tail(path: Path, lines: int = 30) -> str:
     try:
         text = path.read_text(errors="replace").rstrip().splitlines()[-lines:]
     except OSError:
         return f"    (no log at {path})"
-    return "\n".join(f"    | {ln[:300]}" for ln in text)
+    return "\n".join(f"    | {ln[:300]}" for ln in text) + f"\n    (whole log: {path})"
 
 
 # -- one run --------------------------------------------------------------------------------
@@ -638,7 +638,12 @@ def _run_once(base: Settings, bootstrap: str, plan: BacklogPlan, *, workers: int
             with contextlib.suppress(Exception):
                 admin.close()
         _delete_topics(bootstrap, s)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if result.get("consumed_all"):
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:  # a failed run keeps its workers' logs for whoever looks into it
+            for child in tmp.iterdir():
+                if child.name != "logs":
+                    shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
 
 
 def _stage_figures(bootstrap: str, s: Settings, workers: int) -> dict[str, Any]:
@@ -764,7 +769,8 @@ def compare(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     ...          {"workers": 2, "batch": 10, "cluster": {"events_per_s": 150}}])
     {'workers_speedup': {'10': {'2': 1.5}}, 'batch_speedup': {}}
     """
-    rate = {(r["workers"], r["batch"]): r["cluster"].get("events_per_s") for r in runs}
+    rate = {(r["workers"], r["batch"]): r["cluster"].get("events_per_s") for r in runs
+            if "cluster" in r}
     by_workers: dict[str, dict[str, float]] = {}
     by_batch: dict[str, dict[str, float]] = {}
     for (w, b), v in sorted(rate.items()):
@@ -843,10 +849,14 @@ def bench_cluster(settings: Settings, bootstrap: str, *, workers: Sequence[int] 
                                rate_scale=rate_scale, live_s=live_s, live_episodes=live_episodes)
             plan = replace(plan, t0_s=float(math.floor(time.time())) - plan.backlog_s - 60.0)
             say(f"run: {w} worker(s), {b} events per message")
-            runs.append(_run_once(settings, bootstrap, plan, workers=w,
-                                  partitions=partitions or settings.partitions,
-                                  drain_timeout_s=drain_timeout_s,
-                                  say=say, python=python))
+            try:
+                runs.append(_run_once(settings, bootstrap, plan, workers=w,
+                                      partitions=partitions or settings.partitions,
+                                      drain_timeout_s=drain_timeout_s,
+                                      say=say, python=python))
+            except RuntimeError as exc:  # the other runs still count; this one says why not
+                say(f"run failed: {exc}")
+                runs.append({"workers": w, "batch": b, "error": str(exc)[:4000]})
     import kafka
 
     return {

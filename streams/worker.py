@@ -1055,7 +1055,18 @@ class WorkerCore:
             out["stations"] = {k: dict(v) for k, v in sorted(self.stations.items())}
         return out
 
-    def run_record(self) -> Emit:
-        """This worker's summary as a message for the ``runs`` topic (stored as ``run``)."""
-        return Emit("runs", self.run_id.encode(), to_json(self.summary()))
+    def run_record(self, regions: Mapping[str, Any] | None = None) -> Emit:
+        """This worker's summary as a message for the ``runs`` topic (stored as ``run``).
+
+        ``regions`` is the summary of the second stage this worker runs beside the first
+        (:meth:`~convergence.streams.region_core.RegionCore.summary`): what it decided
+        (alerts, reports, responses) goes into ``pipeline`` next to what the first stage
+        counted, and the whole summary under ``regions``."""
+        doc = self.summary()
+        if regions is not None:
+            decided = regions.get("pipeline", {})
+            doc["pipeline"] = {**doc["pipeline"], **{k: decided.get(k, 0) for k in
+                                                     ("alerts", "reports", "responses")}}
+            doc["regions"] = dict(regions)
+        return Emit("runs", self.run_id.encode(), to_json(doc))
 

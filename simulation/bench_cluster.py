@@ -641,9 +641,11 @@ def _run_once(base: Settings, bootstrap: str, plan: BacklogPlan, *, workers: int
         if result.get("consumed_all"):
             shutil.rmtree(tmp, ignore_errors=True)
         else:  # a failed run keeps its workers' logs for whoever looks into it
-            for child in tmp.iterdir():
-                if child.name != "logs":
-                    shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
+            for left in tmp.iterdir():
+                if left.is_dir() and left.name != "logs":
+                    shutil.rmtree(left, ignore_errors=True)
+                elif not left.is_dir():
+                    left.unlink(missing_ok=True)
 
 
 def _stage_figures(bootstrap: str, s: Settings, workers: int) -> dict[str, Any]:

@@ -69,8 +69,12 @@ async def run_stations(s: Settings, fleet: Fleet, *, stop: asyncio.Event,
     own so the event figures mean what they say. Raises ``ClusterError`` when the topics
     cannot be created.
     """
+    import kafka  # noqa: F401  (its loggers exist once imported)
+
+    from convergence.streams.logs import quiet_repeats
     from convergence.streams.topics import ensure_topics
 
+    quiet_repeats()  # a broker away: the client's repeated complaints, summarised
     loop = asyncio.get_running_loop()
     # Constructing the producer, admin calls and fetching metadata block: keep them off the loop.
     await loop.run_in_executor(None, lambda: ensure_topics(

@@ -465,28 +465,32 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int | No
                                (tick, seq[0], event))
             ack_evidence(msg.partition)
 
-    def caught_up() -> dict[int, bool]:
+    def partition_states() -> tuple[dict[int, bool], dict[int, bool]]:
         # Wall time may stand in for event time only when the consumer has read everything
         # there is AND can reach the broker: a pause in fetching (startup, rebalance, a
-        # broker that is down) must never close ticks ahead of the backlog.
+        # broker that is down) must never close ticks ahead of the backlog. Returns
+        # (caught up, reachable) per owned partition.
         now_ms = time.time() * 1000.0
-        out: dict[int, bool] = {}
+        caught: dict[int, bool] = {}
+        reach: dict[int, bool] = {}
         for p in the_core.owned:
             position, hw, fetched = _fetch_view(app, TP(events_topic, p))
             if hw is not None and p in last_offset:
                 the_core.metrics.lag(p, max(hw - last_offset[p] - 1, 0))
-            if hw is None or fetched is None or now_ms - fetched > REACH_S * 1000.0:
-                out[p] = False
+            reach[p] = hw is not None and fetched is not None and now_ms - fetched <= REACH_S * 1000.0
+            if not reach[p]:
+                caught[p] = False
             elif p in last_offset:
-                out[p] = last_offset[p] + 1 >= hw
+                caught[p] = last_offset[p] + 1 >= hw
             else:
-                out[p] = position is not None and position >= hw
-        return out
+                caught[p] = position is not None and position >= hw
+        return caught, reach
 
     @app.timer(interval=idle_interval_s, name="convergence-idle-ticks")  # type: ignore[untyped-decorator]
     async def idle_ticks() -> None:
         try:
-            emits = the_core.on_timer(time.time(), caught_up=caught_up())
+            caught, reach = partition_states()
+            emits = the_core.on_timer(time.time(), caught_up=caught, reachable=reach)
         except Exception:
             # Logged at most every 30 s: this runs 4 times a second.
             now = time.monotonic()
@@ -591,6 +595,10 @@ def run_worker(settings: Settings, *, loglevel: str = "warning", store: bool = T
     """
     import faust
 
+    from convergence.streams.logs import quiet_repeats
+
+    # a broker away makes the clients log dozens of lines a second: summarise repeats
+    quiet_repeats()
     ensure_topics(settings, partitions=partitions)
     n_src = partition_count(settings, "events")
     n_q = partition_count(settings, "node-evidence")

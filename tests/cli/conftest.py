@@ -9,11 +9,13 @@ their own, so they count as independent evidence.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import orjson
+import pytest
 
 from convergence.ground_stations.fleet import (
     SourceSpec,
@@ -32,7 +34,7 @@ CATEGORIES = ("politics", "economy", "weather", "sport", "health", "transport", 
 class MixedFleet:
     path: Path
     scenario: Scenario  # the synthetic stations' world
-    genuine: Episode  # the first genuine convergence, which the replay stations join
+    genuine: Episode  # the genuine convergence the replay stations join
     replay_ids: tuple[str, ...]
     decoy_replay_ids: tuple[str, ...]  # replay stations elsewhere, that never surge
 
@@ -44,7 +46,7 @@ def _rows(kind: SourceKind, rng: np.random.Generator, horizon_s: float,
     t = 0.0
     while t < horizon_s:
         hot = surge is not None and surge[0] <= t < surge[1]
-        n = int(rng.poisson(6.0 if hot else 1.0))
+        n = int(rng.poisson(10.0 if hot else 1.0))
         for dt in np.sort(rng.uniform(0.0, 1.0, n)) if t > 0 else np.r_[0.0, np.sort(rng.uniform(0, 1, n))]:
             when = round(t + float(dt), 6)
             if kind == SourceKind.MARKET_PRICE:
@@ -61,13 +63,14 @@ def _rows(kind: SourceKind, rng: np.random.Generator, horizon_s: float,
 def write_mixed_fleet(folder: Path, *, n_stations: int = 60, seed: int = 7,
                       horizon_s: float = 60.0) -> MixedFleet:
     """The default synthetic fleet of ``n_stations`` plus five replay stations: three in the
-    region of the first genuine convergence (news, social, a market price, each its own
+    region of the first genuine convergence after 30 s (news, social, a market price, each its own
     group) that surge with it, and two elsewhere that stay calm."""
     folder.mkdir(parents=True, exist_ok=True)
     synthetic = default_specs(n_stations, seed)
     scenario = fleet_scenario(synthetic, seed, horizon_s)
     assert scenario is not None
-    genuine = next(e for e in scenario.genuine() if e.start_s < horizon_s / 2)
+    # a convergence late enough that the recorded stations have a baseline before it
+    genuine = next(e for e in scenario.genuine() if 30.0 <= e.start_s < horizon_s - 10.0)
     calm_region = next(s.region for s in synthetic if s.region != genuine.region)
     rng = np.random.default_rng([seed, 2024])
     plan = [("news", SourceKind.OSINT_NEWS, genuine.region, True),
@@ -78,7 +81,7 @@ def write_mixed_fleet(folder: Path, *, n_stations: int = 60, seed: int = 7,
     replay: list[StationSpec] = []
     for i, (short, kind, region, surges) in enumerate(plan):
         sid = f"rec-{short}-{region}-{i}"
-        rows = _rows(kind, rng, horizon_s, (genuine.start_s + 0.5, genuine.end_s) if surges else None)
+        rows = _rows(kind, rng, horizon_s, (genuine.start_s, genuine.end_s) if surges else None)
         path = folder / f"{sid}.jsonl"
         path.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
         replay.append(StationSpec(sid, kind, SourceSpec("replay", {"path": path.name, "speed": 1.0}),
@@ -88,3 +91,9 @@ def write_mixed_fleet(folder: Path, *, n_stations: int = 60, seed: int = 7,
                                  comment="a mixed fleet: synthetic stations and recorded files"))
     return MixedFleet(path, scenario, genuine, tuple(s.station_id for s in replay[:3]),
                       tuple(s.station_id for s in replay[3:]))
+
+
+@pytest.fixture()
+def mixed_fleet() -> Callable[..., MixedFleet]:
+    """:func:`write_mixed_fleet`, for tests (conftest modules are not imported by name)."""
+    return write_mixed_fleet

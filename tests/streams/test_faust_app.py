@@ -76,6 +76,8 @@ class ClusterRun:
     stored_dead_letters: list[dict[str, Any]] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    t0: float = 0.0
+    fleet: Path | None = None
 
 
 def _read_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
@@ -173,7 +175,8 @@ def cluster_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, 
             proc.kill()
             code = None
     timings["stopped_s"] = time.monotonic() - t_start
-    run = ClusterRun(s, found, dls, code, log_path.read_text(errors="replace"), timings=timings)
+    run = ClusterRun(s, found, dls, code, log_path.read_text(errors="replace"), timings=timings,
+                     t0=t0, fleet=fleet)
 
     async def read_store() -> None:
         async with SurrealStore.from_settings(s) as store:
@@ -191,6 +194,38 @@ def test_worker_alerts_on_the_genuine_region(cluster_run: ClusterRun, feed: Any)
     region = feed.genuine_region(cluster_run.settings)
     assert cluster_run.alerts and all(a["regions"] == [region] for a in cluster_run.alerts)
     assert cluster_run.timings["alert_s"] < 90, cluster_run.timings
+
+
+@pytest.mark.kafka
+def test_the_same_wire_messages_in_process_give_the_same_alert_and_report_ids(
+        cluster_run: ClusterRun, feed: Any) -> None:
+    """Parity: the recorded wire messages the worker read from the broker, fed to the
+    one-process runner (as the embedded runtime runs it), give the alerts the two-stage
+    worker published on Kafka - same alert ids, same report ids, same levels."""
+    from convergence.ground_stations.fleet import load_fleet
+    from convergence.streams.directory import StationDirectory
+    from convergence.streams.worker import WorkerCore
+    from convergence.wire import encode_raw
+
+    assert cluster_run.fleet is not None
+    s = cluster_run.settings
+    directory = StationDirectory([sp.info for sp in load_fleet(cluster_run.fleet).stations])
+    core = WorkerCore(s, directory=directory, run_id="parity")
+    t0, now = cluster_run.t0, time.time()
+    emits = core.on_message(b"{not json", feed.probe.encode(), now)
+    emits += core.on_message(encode_raw(feed.probe_batch(t0 + 0.2)), feed.probe.encode(), now)
+    for i, (sid, recs) in enumerate(feed.messages(s, t0)):
+        emits += core.on_message(encode_raw(recs), sid.encode(), now + i * 1e-4)
+    emits += core.on_timer(now + 10.0)
+    emits += core.on_stop()
+    in_process = {a["alert_id"]: a for a in (orjson.loads(e.value) for e in emits
+                                             if e.topic == "alerts")}
+    assert cluster_run.alerts
+    for a in cluster_run.alerts:  # the worker stopped at its first alert: a prefix of them
+        twin = in_process.get(a["alert_id"])
+        assert twin is not None, (a, sorted(in_process))
+        assert (twin["report_id"], twin["level"], twin["regions"]) == \
+            (a["report_id"], a["level"], a["regions"])
 
 
 @pytest.mark.kafka

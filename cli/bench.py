@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from convergence.cli.common import console, fail, print_json
+from convergence.cli.common import console, fail, print_json, settings
 
 app = typer.Typer(
     rich_markup_mode="markdown",
@@ -73,3 +73,141 @@ def montecarlo(
         f"410,000 tests would take {r['target']['projected_seconds']:.0f} s (target 82 s); "
         f"time of one chunk: {r['time_share_of_one_chunk']}"
     )
+
+
+def _ints(value: str, name: str, lo: int, hi: int) -> list[int]:
+    try:
+        out = [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a number or a comma-separated list of numbers "
+                                 f"(e.g. 1,2)", param_hint=f"--{name}") from None
+    if not out or any(not lo <= x <= hi for x in out):
+        raise typer.BadParameter(f"{value!r}: each value must be from {lo} to {hi}",
+                                 param_hint=f"--{name}")
+    return out
+
+
+@app.command()
+def cluster(
+    workers: Annotated[str, typer.Option(
+        help="Worker processes; a comma-separated list runs one after the other (e.g. 1,2).")] = "1",
+    events: Annotated[int, typer.Option(min=1000, help="Events in the backlog.")] = 2_000_000,
+    batch: Annotated[str, typer.Option(
+        help="Mean events per Kafka message; a comma-separated list compares them (e.g. 10,100).")] = "10",
+    partitions: Annotated[int | None, typer.Option(
+        min=1, max=64, help="Partitions of the events and node-evidence topics (default: the "
+                            "partitions setting, as `cluster up` creates them).")] = None,
+    rate_scale: Annotated[float, typer.Option(
+        min=0.01, help="Stations send this many times their declared rates.")] = 10.0,
+    live: Annotated[float, typer.Option(
+        min=0.0, help="Seconds of real-time sending after the backlog, for alert latency (0: none).")] = 20.0,
+    live_episodes: Annotated[int, typer.Option(
+        min=0, max=20, help="Genuine convergences in the live phase.")] = 2,
+    kafka: Annotated[str | None, typer.Option(
+        help="Use the broker at HOST:PORT (default: start a throwaway local one; needs Java and "
+             "Maven).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the fleet (default: setting seed).")] = None,
+    timeout: Annotated[float, typer.Option(
+        min=10.0, help="Give up when the workers have not consumed the backlog after this many "
+                       "seconds.")] = 1800.0,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """Events/s from the broker through N real workers with the full detector chain, beside
+    the raw kafka-python consume of the same topic, and alert latency.
+
+    Fills a fresh events topic with a seeded backlog from a synthetic fleet like the demo's,
+    reads it raw, starts the workers as `cluster up` does and times them until the
+    consumer group has committed every event, then sends live with genuine convergences
+    and times each alert from the last event that contributed to it. Cleans up every
+    process and topic it made. See `convergence.simulation.bench_cluster`.
+    """
+    from kafka.errors import KafkaError
+
+    from convergence.simulation.bench_cluster import bench_cluster
+    from convergence.streams import kafka_local
+
+    worker_counts = _ints(workers, "workers", 1, 16)
+    batches = _ints(batch, "batch", 1, 5000)
+    s = settings()
+
+    def say(text: str) -> None:
+        if not json_out:
+            console.print(text, markup=False)
+
+    broker: kafka_local.BrokerHandle | None = None
+    try:
+        if kafka is None:
+            say("starting a local Kafka broker for the benchmark ...")
+            broker = kafka_local.start(s)
+            bootstrap = broker.bootstrap
+        else:
+            bootstrap = kafka
+            if not kafka_local.metadata_ok(bootstrap):
+                fail(f"no Kafka broker answers at {bootstrap}; start one (`convergence kafka start`) "
+                     "or leave out --kafka to start a throwaway one", 1)
+        r = bench_cluster(s, bootstrap, workers=worker_counts, batches=batches, events=events,
+                          partitions=partitions, rate_scale=rate_scale, live_s=live,
+                          live_episodes=live_episodes, seed=seed, drain_timeout_s=timeout, say=say)
+    except typer.Exit:
+        raise
+    except ValueError as exc:
+        fail(exc, 2)
+    except kafka_local.KafkaLocalError as exc:
+        fail(exc)
+    except (KafkaError, RuntimeError, OSError) as exc:
+        fail(f"benchmark failed: {type(exc).__name__}: {exc}")
+    finally:
+        if broker is not None:
+            broker.stop()
+    failed = [run for run in r["runs"] if "error" in run]
+    if json_out:
+        print_json(r)
+    else:
+        _print_cluster(r)
+    if failed:
+        first = failed[0]["error"].splitlines()[0]
+        fail(f"{len(failed)} of {len(r['runs'])} benchmark run(s) failed (the others' figures are "
+             f"above); the first, {failed[0]['workers']} worker(s) at {failed[0]['batch']} events "
+             f"per message: {first}")
+
+
+def _print_cluster(r: dict[str, Any]) -> None:
+    for run in r["runs"]:
+        if "error" in run:
+            console.print(f"{run['workers']} worker(s), {run['batch']} events per message: FAILED: "
+                          f"{run['error']}", markup=False)
+            continue
+        c, b, lat = run["cluster"], run["baseline"], run["alerts"].get("latency_s") or {}
+        rate = (f"{c['events_per_s']:,} events/s sustained" if c["events_per_s"]
+                else f"{c['events_per_s_with_startup']:,} events/s with startup (too short to time "
+                     "the sustained rate)")
+        ratio = "n/a" if run["ratio_to_baseline"] is None else f"{run['ratio_to_baseline']:.3f}"
+        console.print(
+            f"{run['workers']} worker(s), {run['partitions']} partition(s), "
+            f"{run['avg_events_per_message']:g} events per message ({run['events']:,} events): {rate} "
+            f"(startup {c['startup_s']:g} s); raw kafka-python consume {b['events_per_s']:,} events/s; "
+            f"cluster/raw = {ratio} (per CPU second {run['ratio_per_cpu_s']}); alert latency p50 "
+            f"{lat.get('p50')} s, p99 {lat.get('p99')} s over {lat.get('n', 0)} alert(s)",
+            markup=False)
+        core = run.get("core") or {}
+        if core.get("events_per_cpu_s"):
+            share = run.get("framework_share_of_cpu")
+            console.print(
+                f"  the workers' own code in process: {core['events_per_cpu_s']:,} events per CPU "
+                f"second; the workers: {c['events_per_cpu_s'] or 'n/a'} per CPU second"
+                + (f" ({share:.0%} of their CPU is Faust, aiokafka and tables)"
+                   if share is not None else ""), markup=False)
+        st = run.get("stages")
+        if st:
+            skipped = "n/a" if st["skipped_share"] is None else f"{st['skipped_share']:.1%}"
+            console.print(
+                f"  between the stages: {skipped} of {st['station_ticks']:,} station-ticks "
+                f"skipped at ingress (at baseline); {st['bytes_per_tick']} bytes of node evidence "
+                f"per closed tick over {st['ticks_closed']:,} ticks", markup=False)
+    for what, table in (("workers", r["compare"]["workers_speedup"]),
+                        ("batch", r["compare"]["batch_speedup"])):
+        for key, row in table.items():
+            base = "1 worker" if what == "workers" else "the smallest batch"
+            at = f"{key} events per message" if what == "workers" else f"{key} worker(s)"
+            console.print(f"{what}: at {at}, rate over {base}: "
+                          + ", ".join(f"{k} -> {v:g}x" for k, v in row.items()), markup=False)

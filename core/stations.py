@@ -27,14 +27,14 @@ ValueError: 'telepathy' is not a valid SourceKind
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from convergence.schema import KIND_INDEX, SourceKind
+from convergence.schema import KIND_INDEX, SOURCE_KINDS, SourceKind
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,27 @@ class StationRegistry:
         if idx is None:
             idx = self.add(StationInfo(station_id, source_kind))
         return idx
+
+    def ensure_many(self, station_ids: Sequence[str],
+                    kinds: Sequence[int] | npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.int64]:
+        """:meth:`ensure` for a column of events: each one's station index, registering
+        undeclared stations in order of first appearance with the kind (an index into
+        :data:`~convergence.schema.SOURCE_KINDS`) of their first event.
+
+        >>> reg = StationRegistry([StationInfo("a", "sensor")])
+        >>> reg.ensure_many(["b", "a", "b", "c"], [0, 4, 0, 3]).tolist(), reg.ids()
+        ([1, 0, 1, 2], ('a', 'b', 'c'))
+        >>> reg.info(2).kind.value
+        'market_volume'
+        """
+        index = self._index
+        n = len(station_ids)
+        if not set(station_ids) <= index.keys():
+            first = dict(zip(reversed(station_ids), range(n - 1, -1, -1), strict=True))
+            for sid in dict.fromkeys(station_ids):  # first appearance order
+                if sid not in index:
+                    self.add(StationInfo(sid, SOURCE_KINDS[int(kinds[first[sid]])]))
+        return np.fromiter(map(index.__getitem__, station_ids), np.int64, n)
 
     def index_of(self, station_id: str) -> int:
         return self._index[station_id]

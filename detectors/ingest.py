@@ -43,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from convergence.detectors.base import Array, check_positive
+from convergence.schema import EventBatch
 
 N_CATEGORY_BINS = 16
 CELL_FIELDS = (
@@ -114,6 +115,32 @@ class EventColumns:
         h = np.fromiter((int(e.event_id, 16) for e in events), np.uint64, n)
         s = np.fromiter((source_hash(e.source) for e in events), np.uint64, n)
         return cls(st, t, v, c, h, s)
+
+    @classmethod
+    def from_batch(cls, batch: EventBatch, station: Sequence[int] | Array,
+                   n_bins: int = N_CATEGORY_BINS) -> EventColumns:
+        """Columns of a validated :class:`~convergence.schema.EventBatch` (no event objects).
+
+        ``station`` is each event's station position (e.g. from
+        :meth:`~convergence.stations.StationRegistry.ensure_many`). A batch holds few
+        distinct categories and sources, so each is binned or hashed once.
+
+        >>> from convergence.schema import EventBatch, make_event
+        >>> evs = [make_event("s1", "sensor", 1.5, "air", 2.0, source="a"),
+        ...        make_event("s2", "sensor", 1.7, "air", 3.0)]
+        >>> a = EventColumns.from_batch(EventBatch.from_events(evs), [0, 1])
+        >>> b = EventColumns.from_events(evs, lambda e: int(e.station_id[1]) - 1)
+        >>> all(np.array_equal(getattr(a, f), getattr(b, f)) for f in
+        ...     ("station", "time_s", "value", "category_bin", "event_hash", "source_hash"))
+        True
+        """
+        n = len(batch)
+        bins = {c: category_bin(c, n_bins) for c in set(batch.category)}
+        sources = {s: source_hash(s) for s in set(batch.source)}
+        return cls(np.asarray(station, dtype=np.int64), batch.event_time_s, batch.value,
+                   np.fromiter(map(bins.__getitem__, batch.category), np.int64, n),
+                   batch.event_hash,
+                   np.fromiter(map(sources.__getitem__, batch.source), np.uint64, n))
 
     def take(self, idx: npt.NDArray[Any]) -> EventColumns:
         return EventColumns(self.station[idx], self.time_s[idx], self.value[idx],

@@ -65,7 +65,7 @@ from convergence.records import (
 )
 from convergence.responses.actions import Response, responses_from
 from convergence.responses.reports import Reporter
-from convergence.schema import DeadLetter, Event, ValidationError, dead_letter
+from convergence.schema import DeadLetter, Event, EventBatch, ValidationError, dead_letter
 from convergence.settings import Settings
 from convergence.stations import StationInfo, StationRegistry
 
@@ -248,34 +248,98 @@ class StationStage:
             return []
         reg = self.registry
         cols = EventColumns.from_events(events, lambda e: reg.ensure(e.station_id, e.source_kind))
+        late = self._add(cols)
+        drop = set(late.tolist())
+        self._keep_samples([e for i, e in enumerate(events) if i not in drop])
+        return self._late([events[int(i)] for i in late], now_s)
+
+    def ingest_columns(self, batch: EventBatch, now_s: float) -> list[DeadLetter]:
+        """:meth:`ingest_events` for events in columns (a worker's decoded messages): the
+        same state, samples and dead letters, without an object per event.
+
+        >>> from convergence.settings import load_settings
+        >>> from convergence.detectors.processor import TickProcessor
+        >>> from convergence.schema import make_event
+        >>> s = load_settings(env={}, config_path=None)
+        >>> evs = [make_event("news-1", "osint_news", 100.2 + i / 10, "politics", 1.0)
+        ...        for i in range(5)]
+        >>> a = StationStage(s, StationRegistry([]), TickProcessor())
+        >>> b = StationStage(s, StationRegistry([]), TickProcessor())
+        >>> a.ingest_columns(EventBatch.from_events(evs), 101.0), b.ingest_events(evs, 101.0)
+        ([], [])
+        >>> a.close_until(102.0) == b.close_until(102.0), a.counters.events
+        (True, 5)
+        """
+        if not len(batch):
+            return []
+        station = self.registry.ensure_many(batch.station_id, batch.kind)
+        late = self._add(EventColumns.from_batch(batch, station))
+        keep = np.delete(np.arange(len(batch)), late) if late.size else np.arange(len(batch))
+        self._keep_sample_columns(batch, station, keep)
+        return self._late(batch.take(late).events() if late.size else [], now_s)
+
+    def _add(self, cols: EventColumns) -> Array:
+        """Bucket the events into open ticks; the positions of those that came too late."""
         self.fit()
         res = self.acc.add(cols)
         self.counters.events += res.accepted
         self.counters.duplicates += res.duplicates
         self.counters.late += int(res.late_idx.size)
-        late = set(res.late_idx.tolist())
-        self._keep_samples([e for i, e in enumerate(events) if i not in late])
+        return np.asarray(res.late_idx, dtype=np.int64)
+
+    def _late(self, events: Sequence[Event], now_s: float) -> list[DeadLetter]:
         dls = [
-            dead_letter("ingest", events[int(i)].to_dict(), ValidationError(
+            dead_letter("ingest", e.to_dict(), ValidationError(
                 "event_time_s",
                 f"arrived after its tick closed (allowed lateness "
                 f"{self.settings.allowed_lateness_s:g} s); check the station's clock or raise "
                 "CONVERGENCE_ALLOWED_LATENESS_S"), received_at_s=now_s)
-            for i in res.late_idx
+            for e in events
         ]
         self.counters.dead_letters += len(dls)
         return dls
 
     def _keep_samples(self, events: Sequence[Event]) -> None:
-        k = MAX_EVIDENCE_PER_STATION
         for e in events[-4096:]:  # a huge batch: its most recent events are what matters
             tick = math.floor(e.event_time_s / self.tick_s)
-            d = self._samples.setdefault(tick, {}).setdefault(e.station_id, {})
-            d[e.event_id] = _sample(e)
-            if len(d) > 4 * k:
-                keep = sorted(d.items(), key=lambda kv: (kv[1].time_s, kv[0]))[-k:]
-                d.clear()
-                d.update(keep)
+            self._keep_sample(tick, e.station_id, e.event_id, _sample(e))
+
+    def _keep_sample(self, tick: int, sid: str, event_id: str, sample: EvidenceSample) -> None:
+        k = MAX_EVIDENCE_PER_STATION
+        d = self._samples.setdefault(tick, {}).setdefault(sid, {})
+        d[event_id] = sample
+        if len(d) > 4 * k:
+            keep = sorted(d.items(), key=lambda kv: (kv[1].time_s, kv[0]))[-k:]
+            d.clear()
+            d.update(keep)
+
+    def _keep_sample_columns(self, batch: EventBatch, station: Array, rows: Array) -> None:
+        """:meth:`_keep_samples` for the events at ``rows`` of a batch. A tick keeps each
+        station's last ``MAX_EVIDENCE_PER_STATION`` distinct events by (time, id), so only
+        those of the batch can matter: samples are built for them alone."""
+        rows = rows[-4096:]  # a huge batch: its most recent events are what matters
+        if not rows.size:
+            return
+        times = batch.event_time_s[rows]
+        ticks = np.floor(times / self.tick_s).astype(np.int64)
+        st, h = station[rows], batch.event_hash[rows]
+        order = np.lexsort((h, times, st, ticks))  # by tick, station, time, id
+        ticks, st, times, h, rows = ticks[order], st[order], times[order], h[order], rows[order]
+        # distinct events only (a re-sent one has the same id, hence time and station)
+        new = np.r_[True, (ticks[1:] != ticks[:-1]) | (st[1:] != st[:-1]) | (h[1:] != h[:-1])]
+        ticks, st, rows = ticks[new], st[new], rows[new]
+        # each (tick, station) group's last k: its rank from the group's end
+        end = np.r_[(ticks[1:] != ticks[:-1]) | (st[1:] != st[:-1]), True]
+        last = np.flatnonzero(end)
+        group_end = np.repeat(last, np.diff(np.r_[-1, last]))
+        chosen = group_end - np.arange(rows.size) < MAX_EVIDENCE_PER_STATION
+        ids = batch.take(rows[chosen])
+        for tick, sid, eid, t, cat, v, text, src in zip(
+                ticks[chosen].tolist(), ids.station_id, ids.event_ids(),
+                ids.event_time_s.tolist(), ids.category, ids.value.tolist(), ids.text, ids.source,
+                strict=True):
+            self._keep_sample(tick, sid, eid, EvidenceSample(
+                sid, t, cat, v, text[:280] if text else None, None, src))
 
     def close_until(self, watermark_s: float) -> list[NodeEvidence]:
         """Close and process every tick the watermark has passed."""

@@ -51,7 +51,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -63,7 +62,7 @@ from convergence.control import ControlCommand
 from convergence.counters import Counters
 from convergence.detectors.base import ArrayState
 from convergence.records import NodeEvidence
-from convergence.schema import DeadLetter, Event, dead_letter, valid_station_id
+from convergence.schema import DeadLetter, Event, EventBatch, dead_letter, valid_station_id
 from convergence.settings import Settings
 from convergence.stations import StationInfo, StationRegistry
 from convergence.streams.directory import StationDirectory
@@ -77,7 +76,7 @@ from convergence.streams.topics import (
     station_partition,
     to_json,
 )
-from convergence.wire import decode_batch, validate_many
+from convergence.wire import decode_columns, validate_columns
 
 log = logging.getLogger(__name__)
 
@@ -438,6 +437,22 @@ def publish_outcomes(port: OutputPort, outcomes: Sequence[TickOutcome], run_id: 
         port.outcome(oc)
 
 
+def _by_station(events: EventBatch, count: np.ndarray[Any, Any] | None = None,
+                ) -> dict[str, tuple[int, float]]:
+    """Per station of a (non-empty) batch: how many of its rows ``count`` marks (all,
+    when not given) and its latest event time; stations in order of first appearance."""
+    sids, times = events.station_id, events.event_time_s
+    n = len(sids)
+    if sids.count(sids[0]) == n:  # the usual message: one station's batch
+        return {sids[0]: (n if count is None else int(count.sum()), float(times.max()))}
+    code = {sid: i for i, sid in enumerate(dict.fromkeys(sids))}
+    c = np.fromiter(map(code.__getitem__, sids), np.int64, n)
+    counts = np.bincount(c, weights=count, minlength=len(code))
+    latest = np.full(len(code), -np.inf)
+    np.maximum.at(latest, c, times)
+    return {sid: (int(counts[i]), float(latest[i])) for sid, i in code.items()}
+
+
 def _key_station(key: bytes | None) -> str | None:
     """The station a message's key names, when it is a valid station id (a key of any
     other shape, e.g. 1 MB of junk, names no station and never becomes a summary key)."""
@@ -472,8 +487,12 @@ class WorkerCore:
         (:class:`~convergence.streams.metrics.WorkerMetrics`; default: a fresh one).
 
     Summaries count each event once (a re-sent event, recognised by its content id
-    among the last :attr:`COUNTED_IDS`, is not counted again) and only under valid
-    station ids.
+    among at least the last :attr:`COUNTED_IDS`, is not counted again) and only under
+    valid station ids.
+
+    Events travel in columns (:class:`~convergence.schema.EventBatch`) from the decoder
+    to ingest: no Python object per event on the way (issue 8); the outcomes are the
+    per-event path's, byte for byte.
     """
 
     #: how many recent event ids the summaries remember to count a re-sent event once
@@ -524,7 +543,10 @@ class WorkerCore:
         self.owned: frozenset[int] = frozenset()
         # Per-station summaries survive resets: they count what this worker received.
         self.stations: dict[str, dict[str, Any]] = {}
-        self._counted: OrderedDict[str, None] = OrderedDict()  # recent event ids, counted once
+        # content hashes of recent events, counted once: two generations of sets, so at
+        # least the last COUNTED_IDS are remembered (and a whole batch is checked at once)
+        self._counted: set[int] = set()
+        self._counted_old: set[int] = set()
         self._dirty: dict[int, set[str]] = {}
         self._summary_at: dict[int, float] = {}
         self._checkpoint_at: dict[int, float] = {}
@@ -535,7 +557,8 @@ class WorkerCore:
         self.batch_wait_s = batch_wait_s
         # Decoded events wait here (at most batch_wait_s) to be ingested in one call. They
         # survive a reset: they are valid input that this worker has already consumed.
-        self._pending: list[Event] = []
+        self._pending: list[EventBatch] = []
+        self._pending_events = 0
         self._pending_since_s = 0.0
         #: the latest event time per partition among the buffered events
         self._pending_max: dict[int, float] = {}
@@ -595,23 +618,26 @@ class WorkerCore:
             if self._mine(info):
                 reg.add(info)
 
-    def _admit(self, events: list[Event], wall_s: float, partition: int) -> list[Event]:
+    def _admit(self, events: EventBatch, wall_s: float, partition: int) -> EventBatch:
         """The events of stations the directory knows (registering them with its facts);
         an unknown station's events wait for its status (see module docstring)."""
-        if self.directory is None:
+        if self.directory is None or not len(events):
             return events
         reg = self.pipeline.registry
-        out: list[Event] = []
-        for e in events:
-            sid = e.station_id
+        waiting: set[str] = set()
+        for sid in dict.fromkeys(events.station_id):  # in order of first appearance
             if reg.get(sid) is None:
                 info = self.directory.lookup(sid)
                 if info is None:
-                    self._hold(e, wall_s, partition)
-                    continue
-                reg.add(info)
-            out.append(e)
-        return out
+                    waiting.add(sid)
+                else:
+                    reg.add(info)
+        if not waiting:
+            return events
+        held = [i for i, sid in enumerate(events.station_id) if sid in waiting]
+        for e in events.take(held).events():
+            self._hold(e, wall_s, partition)
+        return events.take(np.delete(np.arange(len(events)), held))
 
     def _hold(self, e: Event, wall_s: float, partition: int) -> None:
         held = self._held.get(e.station_id)
@@ -636,8 +662,9 @@ class WorkerCore:
             self.pipeline.registry.add(info)
         if not self._pending:
             self._pending_since_s = wall_s
-        self._pending.extend(held[1])
         if held[1]:
+            self._pending.append(EventBatch.from_events(held[1]))
+            self._pending_events += len(held[1])
             t = max(e.event_time_s for e in held[1])
             self._pending_max[held[2]] = max(self._pending_max.get(held[2], t), t)
 
@@ -731,15 +758,15 @@ class WorkerCore:
             self._done_offset[partition] = offset
             self._check_progress(partition)
         pipe = self.pipeline
-        events, bad = decode_batch(value if value is not None else b"", now_s=wall_s,
-                                   limits=pipe.limits)
-        if bad and not events and len(bad) == 1 and bad[0].field in ("message", "v", "events"):
+        events, bad = decode_columns(value if value is not None else b"", now_s=wall_s,
+                                     limits=pipe.limits)
+        if bad and not len(events) and len(bad) == 1 and bad[0].field in ("message", "v", "events"):
             self.counters.undecodable += 1
         pipe.count_dead_letters(len(bad))
         self.metrics.events_in(len(events))
         key_station = _key_station(key)
-        self.last_max_tick = (math.floor(max(e.event_time_s for e in events) / self.settings.tick_s)
-                              if events else None)
+        self.last_max_tick = (math.floor(float(events.event_time_s.max()) / self.settings.tick_s)
+                              if len(events) else None)
         return self._take(events, bad, key_station, wall_s, partition)
 
     @property
@@ -752,7 +779,7 @@ class WorkerCore:
         """Validate untrusted records (one station agent's batch, in process) and go on as
         :meth:`on_message` does; the embedded runtime's way in."""
         self.counters.messages += 1
-        good, bad = validate_many(records, now_s=wall_s, limits=self.pipeline.limits)
+        good, bad = validate_columns(records, now_s=wall_s, limits=self.pipeline.limits)
         self.pipeline.count_dead_letters(len(bad))
         self.metrics.events_in(len(good))
         return self._take(good, bad, None, wall_s, partition)
@@ -771,29 +798,30 @@ class WorkerCore:
                 and doc.get("tick_s") == self.settings.tick_s:
             self._reread_through[partition] = int(doc["closed_through"])
 
-    def _drop_rereads(self, events: list[Event], partition: int) -> list[Event]:
+    def _drop_rereads(self, events: EventBatch, partition: int) -> EventBatch:
         through = self._reread_through.get(partition)
-        if through is None or not events:
+        if through is None or not len(events):
             return events
-        tick_s = self.settings.tick_s
-        keep = [e for e in events if math.floor(e.event_time_s / tick_s) > through]
-        if len(keep) < len(events):
-            self.counters.reread_events += len(events) - len(keep)
-        return keep
+        keep = np.flatnonzero(np.floor(events.event_time_s / self.settings.tick_s) > through)
+        if keep.size < len(events):
+            self.counters.reread_events += len(events) - int(keep.size)
+            return events.take(keep)
+        return events
 
-    def _take(self, events: list[Event], bad: Sequence[DeadLetter], key_station: str | None,
+    def _take(self, events: EventBatch, bad: Sequence[DeadLetter], key_station: str | None,
               wall_s: float, partition: int) -> list[Emit]:
         events = self._admit(self._drop_rereads(events, partition), wall_s, partition)
         self._account(events, bad, key_station, wall_s, partition)
         for d in bad:
             self._dead(d, key_station)
-        if events:
+        if len(events):
             if not self._pending:
                 self._pending_since_s = wall_s
-            self._pending.extend(events)
-            t = max(e.event_time_s for e in events)
+            self._pending.append(events)
+            self._pending_events += len(events)
+            t = float(events.event_time_s.max())
             self._pending_max[partition] = max(self._pending_max.get(partition, t), t)
-        if self._pending and (len(self._pending) >= self.batch_events
+        if self._pending and (self._pending_events >= self.batch_events
                               or wall_s - self._pending_since_s >= self.batch_wait_s):
             self._flush(wall_s)
         try:
@@ -811,29 +839,31 @@ class WorkerCore:
         One call per message would cost far more: ingest's work per call (dedup against
         every earlier chunk of an open tick) grows with the number of calls per tick.
         """
-        events, self._pending = self._pending, []
+        events = EventBatch.concat(self._pending)
+        self._pending, self._pending_events = [], 0
         pipe = self.pipeline
         started = time.perf_counter()
         try:
-            late = pipe.ingest_events(events, wall_s)
+            late = pipe.ingest_columns(events, wall_s)
         except Exception as exc:
             # The buffer holds events of many messages whose offsets may already be
             # committed: keep every one as a dead letter rather than lose them.
             log.exception("worker: ingesting %d buffered event(s) raised %s; dead-lettered "
                           "them - please report this with the dead letters",
                           len(events), type(exc).__name__)
-            self._ingest_failed(events, exc, wall_s)
+            self._ingest_failed(events.events(), exc, wall_s)
             return
         self._ingested = True
         self.metrics.stage_time("ingest", time.perf_counter() - started)
         # After ingest (which registers new stations), before any tick closes: detector
         # state only changes when ticks close, so nothing learnt is overwritten.
-        self._restore(events)
+        stations = set(events.station_id)
+        self._restore(events, stations)
         # Only now is a station's detector state this pipeline's own (ingested, and its
         # checkpoint restored): marking it seen earlier - when its message arrived but
         # its events still waited in the buffer - would checkpoint the fresh pipeline's
         # empty state over the previous owner's good one.
-        for sid in {e.station_id for e in events}:
+        for sid in stations:
             self._seen.setdefault(self._partition_of.get(sid, 0), set()).add(sid)
         for d in late:
             self._account_dead(d.station_id, wall_s)
@@ -842,10 +872,8 @@ class WorkerCore:
             self._say_late(late, wall_s)
         parts, self._pending_max = self._pending_max, {}
         latest: dict[int, dict[str, float]] = {}
-        for e in events:
-            per = latest.setdefault(self._partition_of.get(e.station_id, 0), {})
-            if e.event_time_s > per.get(e.station_id, -math.inf):
-                per[e.station_id] = e.event_time_s
+        for sid, (_, t) in _by_station(events).items():
+            latest.setdefault(self._partition_of.get(sid, 0), {})[sid] = t
         for p, t in parts.items():
             self.watermarks.observe(p, t, wall_s, latest.get(p))
         wm = self.watermarks.value(self._partitions(), self._caught)
@@ -1025,24 +1053,22 @@ class WorkerCore:
             self.stations[sid] = s
         return s
 
-    def _account(self, events: Sequence[Event], dls: Sequence[DeadLetter],
+    def _account(self, events: EventBatch, dls: Sequence[DeadLetter],
                  key_station: str | None, wall_s: float, partition: int) -> None:
         dirty = self._dirty.setdefault(partition, set())
-        for e in events:
-            s = self._station(e.station_id)
+        n = len(events)
+        if n:
             # a re-sent event is the same event: summaries count events, not receipts
-            if e.event_id not in self._counted:
-                s["events"] += 1
-            self._counted[e.event_id] = None
-            self._counted.move_to_end(e.event_id)
-            while len(self._counted) > self.COUNTED_IDS:
-                self._counted.popitem(last=False)
-            last = s["last_event_time_s"]
-            if last is None or e.event_time_s > last:
-                s["last_event_time_s"] = e.event_time_s
-            s["last_seen_s"] = wall_s
-            dirty.add(e.station_id)
-            self._partition_of[e.station_id] = partition
+            per_station = _by_station(events, self._fresh(events.event_hash))
+            for station, (new, t_max) in per_station.items():
+                s = self._station(station)
+                s["events"] += new
+                last = s["last_event_time_s"]
+                if last is None or t_max > last:
+                    s["last_event_time_s"] = t_max
+                s["last_seen_s"] = wall_s
+                dirty.add(station)
+                self._partition_of[station] = partition
         for d in dls:
             sid = d.station_id or key_station
             if sid:
@@ -1098,14 +1124,32 @@ class WorkerCore:
                 }
                 self.counters.checkpoints_written += 1
 
-    def _restore(self, events: Sequence[Event]) -> None:
+    def _fresh(self, hashes: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Which of these events were not counted yet (remembering them from now on)."""
+        hs = hashes.tolist()
+        cur, old = self._counted, self._counted_old
+        batch = set(hs)
+        if len(batch) == len(hs) and batch.isdisjoint(cur) and batch.isdisjoint(old):
+            fresh = np.ones(len(hs), dtype=bool)
+            cur |= batch
+        else:
+            fresh = np.zeros(len(hs), dtype=bool)
+            for i, h in enumerate(hs):
+                fresh[i] = h not in cur and h not in old
+                cur.add(h)
+        if len(cur) >= self.COUNTED_IDS:
+            self._counted_old, self._counted = cur, set()
+        return fresh
+
+    def _restore(self, events: EventBatch, stations: set[str]) -> None:
         """Load checkpointed baselines for stations this pipeline has not seen yet."""
-        for sid in {e.station_id for e in events} - self._restored:
+        for sid in stations - self._restored:
             self._restored.add(sid)
             cp = self.checkpoints.get(sid)
             if not cp:
                 continue
-            e_time = max(e.event_time_s for e in events if e.station_id == sid)
+            e_time = max(t for s, t in zip(events.station_id, events.event_time_s.tolist(),
+                                           strict=True) if s == sid)
             try:
                 self._apply_checkpoint(sid, cp, e_time)
             except (KeyError, TypeError, ValueError) as exc:

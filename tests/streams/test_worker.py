@@ -406,12 +406,12 @@ def test_a_batch_that_breaks_ingest_becomes_dead_letters_not_lost(monkeypatch: p
     core.on_message(encode_raw([_event("probe-1", now - 5.0), _event("probe-1", now - 4.9)]),
                     b"probe-1", now)
     core.on_message(encode_raw([_event("probe-2", now - 4.8, 2.0)]), b"probe-2", now)
-    assert len(core._pending) == 3  # buffered across two messages
+    assert core._pending_events == 3  # buffered across two messages
 
     def broken(events: Any, now_s: float) -> Any:
         raise RuntimeError("ingest bug")
 
-    monkeypatch.setattr(core.pipeline, "ingest_events", broken)
+    monkeypatch.setattr(core.pipeline, "ingest_columns", broken)
     emits = core.on_timer(now + 0.1)
     docs = [orjson.loads(e.value) for e in emits]
     assert [e.topic for e in emits] == ["dead-letter"] * 3

@@ -1,0 +1,157 @@
+"""``convergence bench cluster``: the synthetic backlog, argument checks without a broker, and a
+small real run against the broker (``-m kafka``): the JSON's shape and that every event was
+consumed - never a speed (speed is the benchmark's business, not a test's)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from convergence.cli.bench import cluster
+from convergence.ground_stations.fleet import loads_fleet
+from convergence.simulation.bench_cluster import (
+    BacklogPlan,
+    backlog_messages,
+    compare,
+    fleet_toml,
+    percentile,
+)
+from convergence.wire import decode_each
+
+bench = typer.Typer()
+
+
+@bench.callback()
+def _group() -> None:
+    """Mounted as the real ``bench`` sub-app mounts it."""
+
+
+bench.command("cluster")(cluster)
+
+T0 = 1_800_000_000.0
+RUN_KEYS = {"workers", "partitions", "batch", "poll_s", "allowed_lateness_s", "events", "messages",
+            "avg_events_per_message", "avg_message_bytes", "fill", "baseline", "cluster",
+            "ratio_to_baseline", "ratio_per_cpu_s", "consumed_all", "alerts", "topic_prefix",
+            "worker_exit_codes", "core", "framework_share_of_cpu", "stages"}
+CLUSTER_KEYS = {"startup_s", "drain_s", "sustained_s", "sustained_events", "events_per_s",
+                "events_per_s_with_startup", "messages_per_s", "cpu_s", "events_per_cpu_s",
+                "progress"}
+
+
+def test_the_backlog_is_the_demo_fleet_in_valid_station_messages_in_time_order() -> None:
+    plan = BacklogPlan(stations=30, seed=5, batch=10, events=3000, t0_s=T0, live_s=5.0,
+                       live_episodes=1)
+    msgs = list(backlog_messages(plan))
+    assert sum(m.n_events for m in msgs) == pytest.approx(3000, rel=0.25)
+    assert [m.send_at_s for m in msgs] == sorted(m.send_at_s for m in msgs)
+    for m in msgs[:50]:
+        good, bad = decode_each(m.value, now_s=T0 + 10_000)
+        assert bad == [] and len(good) == m.n_events
+        assert {e.station_id for e in good} == {m.key.decode()}
+        assert m.first_s <= min(e.event_time_s for e in good) <= m.last_s <= m.send_at_s
+        assert m.send_at_s - m.first_s <= plan.poll_s + 1e-6  # a message is one poll interval
+    again = list(backlog_messages(plan))
+    assert [m.value for m in again] == [m.value for m in msgs]  # seeded
+    live = list(backlog_messages(plan, live=True))
+    assert live and live[0].first_s >= T0 + plan.backlog_s - 1e-6
+    assert live[-1].last_s <= T0 + plan.backlog_s + plan.live_s + plan.poll_s
+    genuine = [e for e in plan.scenario().episodes if e.genuine and e.start_s >= plan.backlog_s]
+    assert len(genuine) == 1
+
+
+def test_bigger_batches_are_the_same_stream_in_fewer_messages() -> None:
+    small = BacklogPlan(stations=30, seed=5, batch=5, events=4000, t0_s=T0)
+    big = BacklogPlan(stations=30, seed=5, batch=50, events=4000, t0_s=T0)
+    assert big.poll_s == pytest.approx(10 * small.poll_s)
+    n_small = len(list(backlog_messages(small)))
+    n_big = len(list(backlog_messages(big)))
+    assert n_big < n_small / 4
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"batch": 0}, "batch"), ({"events": 0}, "events"), ({"rate_scale": 0.0}, "rate_scale")])
+def test_a_bad_plan_names_the_bad_value(kwargs: dict[str, float], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        BacklogPlan(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_workers_fleet_declares_the_rates_the_stations_send_at() -> None:
+    plan = BacklogPlan(stations=30, seed=5, rate_scale=4.0)
+    declared = {s.station_id: s.info for s in loads_fleet(fleet_toml(plan)).stations}
+    assert [i.station_id for i in plan.fleet] == list(declared)
+    for info in plan.fleet:
+        d = declared[info.station_id]
+        assert (d.region, d.group, d.kind) == (info.region, info.group, info.kind)
+        assert d.rate_per_s == pytest.approx(4.0 * info.rate_per_s)
+
+
+def test_the_sweep_is_compared_with_one_worker_and_the_smallest_batch() -> None:
+    runs = [{"workers": w, "batch": b, "cluster": {"events_per_s": w * b * 10}}
+            for w in (1, 2) for b in (10, 100)]
+    assert compare(runs) == {"workers_speedup": {"10": {"2": 2.0}, "100": {"2": 2.0}},
+                             "batch_speedup": {"1": {"100": 10.0}, "2": {"100": 10.0}}}
+
+
+def test_percentiles() -> None:
+    assert percentile([3.0], 99) == 3.0 and percentile([1.0, 3.0], 50) == 2.0
+    assert percentile([], 50) is None
+
+
+@pytest.mark.parametrize("args", [["--workers", "0"], ["--workers", "1,x"], ["--batch", "0"],
+                                  ["--batch", ""]])
+def test_bad_lists_are_refused_with_the_option_named(args: list[str]) -> None:
+    r = CliRunner().invoke(bench, ["cluster", "--kafka", "127.0.0.1:1", *args])
+    assert r.exit_code == 2 and ("--workers" in r.output or "--batch" in r.output)
+
+
+def test_no_broker_is_a_clear_error() -> None:
+    r = CliRunner().invoke(bench, ["cluster", "--kafka", "127.0.0.1:1", "--json"])
+    assert r.exit_code == 1 and "no Kafka broker answers at 127.0.0.1:1" in r.stderr
+    assert "Traceback" not in r.output
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_a_small_run_consumes_every_event_and_reports_every_figure(kafka_bootstrap: str,
+                                                                 read_topic: object) -> None:
+    r = CliRunner().invoke(bench, ["cluster", "--kafka", kafka_bootstrap, "--events", "20000",
+                                   "--workers", "1", "--batch", "10", "--live", "3",
+                                   "--live-episodes", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = orjson.loads(r.stdout)
+    assert doc["benchmark"] == "cluster" and doc["events_requested"] == 20_000
+    (run,) = doc["runs"]
+    assert set(run) >= RUN_KEYS and set(run["cluster"]) >= CLUSTER_KEYS
+    # as `cluster up` creates the topics: several partitions, all owned by the one worker
+    assert run["workers"] == 1 and run["partitions"] >= 2 and run["batch"] == 10
+    # every event was produced, read raw, and committed by the workers' consumer group
+    assert run["consumed_all"] is True
+    assert run["events"] >= 15_000 and run["baseline"]["events"] == run["events"]
+    assert run["baseline"]["messages"] == run["messages"] > 0
+    assert run["cluster"]["progress"][-1][1] == run["events"]
+    assert run["baseline"]["events_per_s"] > 0 and run["cluster"]["events_per_s_with_startup"] > 0
+    alerts = run["alerts"]
+    assert {"backlog", "live", "latency_s", "per_alert", "live_events"} <= set(alerts)
+    assert set(alerts["latency_s"]) == {"p50", "p99", "max", "n"}
+    assert alerts["live_events"] > 0
+    # the same code in process, without Faust: the share of the workers' CPU it is not
+    assert run["core"]["events"] > 0 and run["core"]["events_per_cpu_s"] > 0
+    # what crossed between the stages, from the worker's own counters and the topic
+    st = run["stages"]
+    assert st["worker_records"] == 1 and st["station_ticks"] > 0
+    assert 0.0 < st["skipped_share"] < 1.0  # some stations were active, others at baseline
+    assert st["ticks_closed"] > 0 and st["bytes_per_tick"] > 0
+    # the topic holds the evidence the worker counted, and its progress-only messages
+    assert st["node_evidence_bytes"] >= st["evidence_bytes_counted"] > 0
+    assert doc["compare"] == {"workers_speedup": {}, "batch_speedup": {}}
+    # every process it started has ended, and its topics are gone
+    assert run["worker_exit_codes"] and all(c is not None for c in run["worker_exit_codes"])
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        assert not [t for t in admin.list_topics() if t.startswith(run["topic_prefix"])]
+    finally:
+        admin.close()

@@ -94,15 +94,20 @@ def test_fewer_alerts_than_asked_within_the_timeout_exits_3(kafka_bootstrap: str
 
 def test_no_broker_is_one_clear_error_within_the_timeout() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGENCE_KAFKA")}
+    # the interpreter's own start-up on this machine now (shared and noisy): the baseline
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-m", "convergence.cli.main", "alerts", "subscribe", "--help"],
+                   capture_output=True, text=True, timeout=60, env=env)
+    startup = time.monotonic() - started
     started = time.monotonic()
     p = subprocess.run([sys.executable, "-m", "convergence.cli.main", "alerts", "subscribe",
                         "--kafka", "127.0.0.1:1", "--timeout", "2"],
                        capture_output=True, text=True, timeout=60, env=env)
-    took = time.monotonic() - started
+    took = time.monotonic() - started - startup
     assert p.returncode == 1
     assert p.stderr.startswith("error: cannot reach Kafka at 127.0.0.1:1"), p.stderr
     assert len(p.stderr.strip().splitlines()) == 1  # no kafka-python log lines, no traceback
-    assert took < 2.0 + 4.0, f"took {took:.1f} s with --timeout 2"  # + interpreter start-up
+    assert took < 2.0 + 2.0, f"took {took:.1f} s beyond start-up with --timeout 2"
 
 
 def test_a_bad_level_is_refused_with_the_choices() -> None:

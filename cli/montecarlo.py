@@ -73,12 +73,13 @@ def print_campaign(summary: dict[str, Any]) -> None:
                   _pct(r["false_alarm_rate"], 2) + _ci(r["false_alarm"]),
                   f"{ttd['median']} / {ttd['p90']}" if ttd["median"] is not None else "-")
     console.print(t)
+    det_lo, det_hi = summary.get("detection_ci95") or (None, None)
+    fa_lo, fa_hi = summary.get("false_alarm_ci95") or (None, None)
     console.print(
         f"[bold]detection[/] {_pct(summary['detection_rate'])} "
-        f"(95% CI {_pct(summary['detection_ci95'][0])}-{_pct(summary['detection_ci95'][1])}) "
+        f"(95% CI {_pct(det_lo)}-{_pct(det_hi)}) "
         f"over genuine convergences; [bold]false alarms[/] in {_pct(summary['false_alarm_rate'], 2)} "
-        f"of decoy runs (95% CI {_pct(summary['false_alarm_ci95'][0], 2)}-"
-        f"{_pct(summary['false_alarm_ci95'][1], 2)}); [bold]median time to detect[/] "
+        f"of decoy runs (95% CI {_pct(fa_lo, 2)}-{_pct(fa_hi, 2)}); [bold]median time to detect[/] "
         f"{summary['median_time_to_detect_ticks']} ticks (p90 {summary['p90_time_to_detect_ticks']})")
     hours = summary.get("station_hours_between_false_alarms")
     if hours:
@@ -322,7 +323,9 @@ def lasvegas_run(
                           f"median {d['median_time_to_detect_ticks']}, "
                           f"max {d['max_time_to_detect_ticks']} ticks")
             for f in r.failures[:5]:
-                console.print(f"     wrong: run {f.run} ({f.perturbation}); reproduce: {f.reproduce}")
+                console.print(f"     wrong: run {f.run} of seed {f.seed} (detected {f.detected}/"
+                              f"{f.genuine}, {f.false_alarms} false alarm(s); perturbed: "
+                              f"{f.perturbation}); reproduce: {f.reproduce}")
         console.print(f"{passed}/{len(results)} scenarios right in every run")
     if passed < len(results):
         raise typer.Exit(1)

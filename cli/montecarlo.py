@@ -62,25 +62,35 @@ def print_campaign(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     t = Table(title=f"campaign {summary['campaign_id']}: {summary['tests']} runs in "
-                    f"{summary['seconds']:.0f} s ({summary['tests_per_s']:.0f} runs/s)")
+                    f"{summary['seconds']:.0f} s ({summary.get('tests_per_s') or 0:.0f} runs/s)")
     for col in ("scenario", "kind", "runs", "detected (95% CI)", "false-alarm runs (95% CI)",
                 "time to detect, ticks (median / p90)"):
         t.add_column(col)
+    # a summary read back from SurrealDB has lost its null fields (a decoy's detection)
     for name, r in summary["per_scenario"].items():
-        ttd = r["time_to_detect_ticks"]
+        ttd = r.get("time_to_detect_ticks") or {}
         t.add_row(name, r["kind"], str(r["runs"]),
-                  (_pct(r["detection_rate"]) + _ci(r["detection"])) if r["detection"] else "-",
-                  _pct(r["false_alarm_rate"], 2) + _ci(r["false_alarm"]),
-                  f"{ttd['median']} / {ttd['p90']}" if ttd["median"] is not None else "-")
+                  (_pct(r.get("detection_rate")) + _ci(r["detection"])) if r.get("detection") else "-",
+                  _pct(r.get("false_alarm_rate"), 2) + _ci(r.get("false_alarm")),
+                  f"{ttd['median']} / {ttd['p90']}" if ttd.get("median") is not None else "-")
     console.print(t)
-    det_lo, det_hi = summary.get("detection_ci95") or (None, None)
-    fa_lo, fa_hi = summary.get("false_alarm_ci95") or (None, None)
-    console.print(
-        f"[bold]detection[/] {_pct(summary['detection_rate'])} "
-        f"(95% CI {_pct(det_lo)}-{_pct(det_hi)}) "
-        f"over genuine convergences; [bold]false alarms[/] in {_pct(summary['false_alarm_rate'], 2)} "
-        f"of decoy runs (95% CI {_pct(fa_lo, 2)}-{_pct(fa_hi, 2)}); [bold]median time to detect[/] "
-        f"{summary['median_time_to_detect_ticks']} ticks (p90 {summary['p90_time_to_detect_ticks']})")
+    parts = []
+    if summary.get("detection_rate") is not None:
+        lo, hi = summary["detection_ci95"]
+        parts.append(f"[bold]detection[/] {_pct(summary['detection_rate'])} (95% CI "
+                     f"{_pct(lo)}-{_pct(hi)}) over genuine convergences")
+    else:
+        parts.append("no genuine convergence in these scenarios (nothing to detect)")
+    if summary.get("false_alarm_rate") is not None:
+        lo, hi = summary["false_alarm_ci95"]
+        parts.append(f"[bold]false alarms[/] in {_pct(summary['false_alarm_rate'], 2)} of decoy "
+                     f"runs (95% CI {_pct(lo, 2)}-{_pct(hi, 2)})")
+    else:
+        parts.append("no decoy in these scenarios (false alarms not measured)")
+    if summary.get("median_time_to_detect_ticks") is not None:
+        parts.append(f"[bold]median time to detect[/] {summary['median_time_to_detect_ticks']} "
+                     f"ticks (p90 {summary.get('p90_time_to_detect_ticks')})")
+    console.print("; ".join(parts))
     hours = summary.get("station_hours_between_false_alarms")
     if hours:
         console.print(f"one false alarm per {hours:,.0f} station-hours of decoys")

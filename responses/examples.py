@@ -282,7 +282,7 @@ def example_revisions(seed: int = 0, *, region: str = "mena",
             max_strength=1.0, mean_strength=round(0.6 + 0.05 * len(contribs), 3),
             active_share=round(len(contribs) / 41.0, 3), market_share=round(
                 sum(c.share for c in contribs if c.source_kind.startswith("market")), 3),
-            rule_score=score, n_regions_watch=1.0)
+            rule_score=score)
         t_rev = start + upto
         revisions.append(Report(
             report_id=report_id, revision=number, region=region, episode_tick=episode_tick,

@@ -149,6 +149,10 @@ class Calibration:
                    {str(k): [tuple(r) for r in v] for k, v in d["table"].items()})
 
 
+#: an episode already reported gets a revision when stations join it, at most this often
+JOIN_REVISION_TICKS = 5
+
+
 @dataclass
 class EpisodeLog:
     """One region's current episode: everything its report revisions are made of.
@@ -173,6 +177,8 @@ class EpisodeLog:
     alert_ids: list[str] = field(default_factory=list)
     #: the explanation behind the latest revision (the final one repeats it)
     last_explanation: dict[str, Any] | None = None
+    #: tick of the latest revision (joins revise at most every JOIN_REVISION_TICKS)
+    revised_tick: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -183,7 +189,7 @@ class EpisodeLog:
             "timeline": [t.to_dict() for t in self.timeline], "scores": self.scores,
             "joined": self.joined, "responses": [r.to_dict() for r in self.responses],
             "patterns": [p.to_dict() for p in self.patterns], "alert_ids": self.alert_ids,
-            "last_explanation": self.last_explanation,
+            "last_explanation": self.last_explanation, "revised_tick": self.revised_tick,
         }
 
     @classmethod
@@ -195,7 +201,8 @@ class EpisodeLog:
             [(int(t), float(s)) for t, s in d["scores"]], dict(d["joined"]),
             [ResponseTaken.from_dict(r) for r in d["responses"]],
             [PatternNote.from_dict(p) for p in d["patterns"]], list(d["alert_ids"]),
-            d.get("last_explanation"))
+            d.get("last_explanation"),
+            int(d["revised_tick"]) if d.get("revised_tick") is not None else None)
 
     def note(self, entry: TimelineEntry) -> None:
         self.timeline.append(entry)
@@ -311,11 +318,13 @@ class Reporter:
             ep.scores = (ep.scores + [(tick, score)])[-MAX_SCORE_POINTS:]
             ep.peak_score = max(ep.peak_score, score)
             ep.peak_level = max(ep.peak_level, level)
+            joined_now = False
             for i in np.flatnonzero((registry.region_idx == r) & (w > 0)):
                 sid = ids[int(i)]
                 if sid not in ep.joined:
                     ep.joined[sid] = tick
                     ep.note(TimelineEntry(tick, time_s, "joined", score, None, sid))
+                    joined_now = True
             changed = level != prev
             if changed:
                 ep.note(TimelineEntry(tick, time_s, "level", score, Level.from_rank(level)))
@@ -326,7 +335,11 @@ class Reporter:
                 alerts.append(alert)
             ep.last_level = level
             has_report = ep.revision > 0
-            if fired or (changed and has_report):
+            # stations joining an episode already reported revise it too, at most every
+            # JOIN_REVISION_TICKS: the analyst sees who came in without a flood of revisions
+            joins_due = (joined_now and has_report and level > 0 and ep.revised_tick is not None
+                         and tick - ep.revised_tick >= JOIN_REVISION_TICKS)
+            if fired or (changed and has_report) or joins_due:
                 feats = ({n: round(float(v), 4) for n, v in zip(feature_names, features[r],
                                                                  strict=True)}
                          if features is not None and feature_names else {})
@@ -359,6 +372,7 @@ class Reporter:
                 regimes: Mapping[str, str] | None, dark: Sequence[str],
                 features: dict[str, float], closed: bool) -> Report:
         ep.revision += 1
+        ep.revised_tick = tick
         if closed:
             ep.note(TimelineEntry(tick, time_s, "ended", score, Level.QUIET))
         expl = explain(self.meter, meter_out, node, registry.ids(), registry.kind_idx,

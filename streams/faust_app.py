@@ -519,7 +519,7 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int | No
     async def before_shutdown(sender: Any, *args: Any, signal: Any = None,
                               **kwargs: Any) -> None:
         # Its counters go out last; the store sink (here or in another worker) stores them.
-        await publish([*the_core.on_stop(), the_core.run_record()])
+        await publish([*the_core.on_stop(), the_core.run_record(region.summary())])
         # every open tick closed and its evidence published: the events are handed on
         while held_events:
             heapq.heappop(held_events)[3].ack()

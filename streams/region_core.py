@@ -289,7 +289,7 @@ class RegionCore:
 
     def summary(self) -> dict[str, Any]:
         return {"partitions": sorted(self.owned), "pipeline": self.counters.as_dict(),
-                "units": {q: {"last_tick": u.stage.last_tick, "saved_tick": u.saved_tick,
+                "units": {str(q): {"last_tick": u.stage.last_tick, "saved_tick": u.saved_tick,
                               "pending_ticks": len(u.pending),
                               "waiting_for": sorted(set(range(self.n_sources)) - set(u.progress)),
                               "stations": len(u.stage.registry),

@@ -770,6 +770,8 @@ class Cluster:
             "broker": broker,
             "workers": [w.as_dict() for w in self.workers],
             "stations": st.as_dict() if st is not None else None,
+            # scenario time 0 on the stations' clock (synthetic episodes count from it)
+            "stations_t0_s": self.t0_s,
             "events": list(self.supervisor.events),
         }
 

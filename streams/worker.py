@@ -53,7 +53,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -159,6 +159,63 @@ class EventTimeWatermark:
 
 
 
+#: after a partition was behind or cut off, each station that spoke recently holds its
+#: watermark at the station's own latest event time (see :class:`PartitionWatermarks`)
+RECOVER_S = 10.0
+#: ... unless the station was silent for this many seconds while the partition was caught up
+STATION_SILENCE_S = 10.0
+#: ... or is further behind the partition's newest event than this (bounds what is held open)
+STATION_HORIZON_S = 120.0
+#: a station not heard from for this long (caught-up seconds) is forgotten
+STATION_FORGET_S = 600.0
+
+
+@dataclass
+class _StationClocks:
+    """One partition's stations: their latest event time and when they were last heard
+    (on a clock that runs only while the partition is caught up and reachable)."""
+
+    latest: dict[str, float] = field(default_factory=dict)
+    heard: dict[str, float] = field(default_factory=dict)
+    live_s: float = 0.0
+    wall_s: float | None = None
+    recovering: bool = False
+    caught_since: float | None = None
+
+    def tick(self, wall_s: float, caught: bool) -> None:
+        dt = 0.0 if self.wall_s is None else min(max(wall_s - self.wall_s, 0.0), 5.0)
+        self.wall_s = wall_s
+        if not caught:
+            self.recovering, self.caught_since = True, None
+            return
+        self.live_s += dt
+        if self.caught_since is None:
+            self.caught_since = self.live_s
+        if self.recovering and self.live_s - self.caught_since >= RECOVER_S:
+            self.recovering = False
+        if len(self.heard) > 64 and self.live_s % 60.0 < dt:  # about once a minute
+            old = [k for k, h in self.heard.items() if self.live_s - h > STATION_FORGET_S]
+            for k in old:
+                del self.heard[k], self.latest[k]
+
+    def observe(self, per_station: Mapping[str, float]) -> None:
+        for sid, t in per_station.items():
+            if t > self.latest.get(sid, -math.inf):
+                self.latest[sid] = t
+            self.heard[sid] = self.live_s
+
+    def hold(self) -> float | None:
+        """While recovering: the latest event time of the station furthest behind among
+        those that spoke recently (``None``: no hold)."""
+        if not self.recovering or not self.latest:
+            return None
+        newest = max(self.latest.values())
+        held = [t for sid, t in self.latest.items()
+                if self.live_s - self.heard[sid] <= STATION_SILENCE_S
+                and t >= newest - STATION_HORIZON_S]
+        return min(held) if held else None
+
+
 class PartitionWatermarks:
     """Event time up to which *every* partition's input is complete: the slowest one's.
 
@@ -168,6 +225,15 @@ class PartitionWatermarks:
     ticks at their minimum. A partition that never had an event is no constraint only
     when it is caught up (nothing there to read); otherwise it holds the others back.
 
+    Within a partition, stations' messages interleave in the order they reached the
+    broker. Normally that is event-time order within the allowed lateness; after an
+    outage it is not - stations resend what they buffered while others already send
+    fresh events - so, from the moment a partition is behind or cut off until it has
+    been caught up for :data:`RECOVER_S`, each station that spoke recently holds the
+    partition's watermark at its own latest event time (silent for
+    :data:`STATION_SILENCE_S` of caught-up time, or more than :data:`STATION_HORIZON_S`
+    behind the newest event, it no longer does).
+
     >>> w = PartitionWatermarks(idle_after_s=1.0, max_lead_s=1.0)
     >>> w.observe(0, 100.0, wall_s=500.0); w.observe(1, 90.0, wall_s=500.0)
     >>> w.value([0, 1], caught_up={0: True, 1: True})
@@ -176,6 +242,14 @@ class PartitionWatermarks:
     True
     >>> w.value([0, 1, 2], caught_up={2: True})             # partition 2 empty
     90.0
+
+    After an outage, a station still resending its backlog holds its partition back:
+
+    >>> w = PartitionWatermarks()
+    >>> w.tick([0], 500.0, {0: False})                     # partition 0 cut off
+    >>> w.observe(0, 130.0, 501.0, {"fresh": 130.0, "resending": 112.0})
+    >>> w.value([0], caught_up={0: True})
+    112.0
     """
 
     def __init__(self, idle_after_s: float = 1.0, max_lead_s: float = 1.0) -> None:
@@ -183,6 +257,7 @@ class PartitionWatermarks:
         self.idle_after_s = idle_after_s
         self.max_lead_s = max_lead_s
         self.by_partition: dict[int, EventTimeWatermark] = {}
+        self.stations: dict[int, _StationClocks] = {}
 
     def _of(self, partition: int) -> EventTimeWatermark:
         w = self.by_partition.get(partition)
@@ -191,8 +266,23 @@ class PartitionWatermarks:
                                                                   self.max_lead_s)
         return w
 
-    def observe(self, partition: int, max_event_time_s: float | None, wall_s: float) -> None:
+    def _clocks(self, partition: int) -> _StationClocks:
+        c = self.stations.get(partition)
+        if c is None:
+            c = self.stations[partition] = _StationClocks()
+        return c
+
+    def observe(self, partition: int, max_event_time_s: float | None, wall_s: float,
+                per_station: Mapping[str, float] | None = None) -> None:
         self._of(partition).observe(max_event_time_s, wall_s)
+        if per_station:
+            self._clocks(partition).observe(per_station)
+
+    def tick(self, partitions: Iterable[int], wall_s: float,
+             caught_up: Mapping[int, bool]) -> None:
+        """The transport's word on each partition (timer): runs the stations' clocks."""
+        for p in partitions:
+            self._clocks(p).tick(wall_s, caught_up.get(p, False))
 
     def idle(self, partitions: Iterable[int], wall_s: float,
              caught_up: Mapping[int, bool]) -> None:
@@ -209,8 +299,19 @@ class PartitionWatermarks:
                 if caught_up.get(p, False):
                     continue
                 return None
-            vals.append(w.value)
+            c = self.stations.get(p)
+            hold = c.hold() if c is not None else None
+            vals.append(w.value if hold is None else min(w.value, hold))
         return min(vals) if vals else None
+
+    def keep_stations(self, old: PartitionWatermarks, partitions: Iterable[int]) -> None:
+        """Carry the stations' clocks of ``partitions`` over from ``old`` (a fresh
+        pipeline after a rebalance reads them again from their committed offsets)."""
+        for p in partitions:
+            c = old.stations.get(p)
+            if c is not None:
+                c.recovering, c.caught_since = True, None
+                self.stations[p] = c
 
 
 # -- the worker core -------------------------------------------------------------
@@ -434,6 +535,7 @@ class WorkerCore:
         self._pending_since_s = 0.0
         #: the latest event time per partition among the buffered events
         self._pending_max: dict[int, float] = {}
+        self._late_said_at = -math.inf
         #: the last message's latest event tick (``None``: it carried no event)
         self.last_max_tick: int | None = None
         self.reset()
@@ -592,7 +694,9 @@ class WorkerCore:
             self.counters.resets += 1
             closed = self.pipeline.acc.next_close
             kept = {p: self._reread_through.get(p) for p in new & frozenset(self._done_offset)}
+            old_marks = self.watermarks
             self.reset()
+            self.watermarks.keep_stations(old_marks, new & frozenset(old_marks.stations))
             # partitions kept are read again from their committed offset: events of the
             # ticks this worker already closed and handed on are re-reads, not news
             for p, before in kept.items():
@@ -727,12 +831,36 @@ class WorkerCore:
         for d in late:
             self._account_dead(d.station_id, wall_s)
             self._dead(d, None)
+        if late:
+            self._say_late(late, wall_s)
         parts, self._pending_max = self._pending_max, {}
+        latest: dict[int, dict[str, float]] = {}
+        for e in events:
+            per = latest.setdefault(self._partition_of.get(e.station_id, 0), {})
+            if e.event_time_s > per.get(e.station_id, -math.inf):
+                per[e.station_id] = e.event_time_s
         for p, t in parts.items():
-            self.watermarks.observe(p, t, wall_s)
+            self.watermarks.observe(p, t, wall_s, latest.get(p))
         wm = self.watermarks.value(self._partitions(), self._caught)
         if wm is not None:
             self._outcomes(self._advance(wm))
+
+    def _say_late(self, late: Sequence[DeadLetter], wall_s: float) -> None:
+        """Events later than their tick are dead-lettered one by one; the log says so at
+        most every 30 s, with what an on-call person needs to tell why."""
+        if wall_s - self._late_said_at < 30.0:
+            return
+        self._late_said_at = wall_s
+        stations = sorted({d.station_id for d in late if d.station_id})
+        closed = self.pipeline.acc.next_close
+        log.warning("%d event(s) arrived after their tick closed and were dead-lettered "
+                    "(stations %s%s; ticks closed before %s, watermark %s, partitions %s "
+                    "caught up %s); %d so far - a station's clock, or input delayed "
+                    "beyond CONVERGENCE_ALLOWED_LATENESS_S", len(late),
+                    ", ".join(stations[:3]), ", ..." if len(stations) > 3 else "", closed,
+                    self.watermark_s, sorted(self.owned),
+                    {p: v for p, v in sorted(self._caught.items())},
+                    self.pipeline.counters.late)
 
     def _partitions(self) -> list[int]:
         """The partitions whose input bounds the watermark: those owned, else those seen
@@ -769,6 +897,7 @@ class WorkerCore:
             self._expire_held(wall_s)
         if self._pending:
             self._flush(wall_s)
+        self.watermarks.tick(parts, wall_s, self._caught)
         self.watermarks.idle(parts, wall_s, self._caught)
         wm = self.watermarks.value(parts, self._caught)
         if wm is not None:
@@ -1015,7 +1144,18 @@ class WorkerCore:
             out["stations"] = {k: dict(v) for k, v in sorted(self.stations.items())}
         return out
 
-    def run_record(self) -> Emit:
-        """This worker's summary as a message for the ``runs`` topic (stored as ``run``)."""
-        return Emit("runs", self.run_id.encode(), to_json(self.summary()))
+    def run_record(self, regions: Mapping[str, Any] | None = None) -> Emit:
+        """This worker's summary as a message for the ``runs`` topic (stored as ``run``).
+
+        ``regions`` is the summary of the second stage this worker runs beside the first
+        (:meth:`~convergence.streams.region_core.RegionCore.summary`): what it decided
+        (alerts, reports, responses) goes into ``pipeline`` next to what the first stage
+        counted, and the whole summary under ``regions``."""
+        doc = self.summary()
+        if regions is not None:
+            decided = regions.get("pipeline", {})
+            doc["pipeline"] = {**doc["pipeline"], **{k: decided.get(k, 0) for k in
+                                                     ("alerts", "reports", "responses")}}
+            doc["regions"] = dict(regions)
+        return Emit("runs", self.run_id.encode(), to_json(doc))
 

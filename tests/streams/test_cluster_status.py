@@ -59,7 +59,7 @@ def test_topics_group_lag_and_the_latest_alerts(kafka_bootstrap: str, tmp_path: 
     ensure_topics(s, ["events", "alerts"])
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
     for _ in range(7):
-        producer.send(s.topic("events"), b'{"v":1,"events":[]}')
+        producer.send(s.topic("events"), b'{"v":1,"events":[]}', partition=0)
     for i, region in enumerate(["mena", "apac", "eu-west"]):
         producer.send(s.topic("alerts"), orjson.dumps(_alert(i, region, Level.WARNING).to_dict()))
     producer.send(s.topic("alerts"), b"not an alert")
@@ -72,9 +72,12 @@ def test_topics_group_lag_and_the_latest_alerts(kafka_bootstrap: str, tmp_path: 
 
     st = gather(s, None, timeout_s=10.0, recent_alerts=2)
     assert st["broker"]["reachable"] and st["broker"]["error"] is None and st["problems"] == []
-    assert st["topics"]["events"] == {"name": s.topic("events"), "partitions": 1, "messages_end": 7}
+    assert st["topics"]["events"] == {"name": s.topic("events"), "partitions": s.partitions,
+                                       "messages_end": 7}
     lag = st["groups"][s.faust_app_id]["lag"]
-    assert lag == [{"topic": "events", "partition": 0, "end": 7, "committed": 5, "lag": 2}]
+    assert lag == [{"topic": "events", "partition": 0, "end": 7, "committed": 5, "lag": 2}] + [
+        {"topic": "events", "partition": p, "end": 0, "committed": None, "lag": 0}
+        for p in range(1, s.partitions)]
     assert st["groups"][f"{s.faust_app_id}-store"]["lag"] == []
     assert [a["region"] for a in st["alerts"]] == ["apac", "eu-west"]  # the latest two alerts
     assert st["workers"] == []

@@ -249,3 +249,56 @@ def test_a_partition_read_ahead_of_another_never_makes_the_others_events_late(fe
     core.on_timer(wall + 5.0, caught_up={0: True, 1: True})
     assert core.pipeline.counters.late == 0
     assert core.pipeline.counters.events > 10_000
+
+
+def test_after_an_outage_a_station_resending_its_backlog_is_not_late(feed: Any) -> None:
+    """Item 1 of the faults issue, the part a partition's own order hides: after a broker
+    outage, stations resend what they buffered while others already send fresh events,
+    so within one partition event times jump back by the outage's length. Each station
+    that spoke before holds the partition's watermark at its own latest event time until
+    its backlog is in, so none of it is late; once caught up again, ticks close."""
+    s = _settings()
+    core = WorkerCore(s, directory=_directory(s), stations_only=True, n_sources=1,
+                      run_id="outage")
+    core.on_assignment([0])
+    now = time.time()
+    msgs = _messages(feed, s, now - 40.0)
+    # a message's time: its latest valid event (the feed mixes in records a day ahead)
+    times = {id(v): max((e["event_time_s"] for e in orjson.loads(v)["events"]
+                         if isinstance(e.get("event_time_s"), float)
+                         and e["event_time_s"] < now + 60.0), default=now) for _, v in msgs}
+    before = [(sid, v) for sid, v in msgs if times[id(v)] < now - 30.0]
+    during = [(sid, v) for sid, v in msgs if times[id(v)] >= now - 30.0]
+    stations = sorted({sid for sid, _ in during})
+    slow = set(stations[::2])  # half the stations resend their outage backlog late
+    wall, offset = now - 30.0, 0
+    out: list[Emit] = []
+
+    def send(batch: list[tuple[str, bytes]], caught: bool) -> None:
+        nonlocal wall, offset
+        for sid, value in batch:
+            wall += 1e-3
+            out.extend(core.on_message(value, sid.encode(), wall, partition=0, offset=offset))
+            offset += 1
+            if offset % 50 == 0:
+                out.extend(core.on_timer(wall, caught_up={0: caught}))
+
+    send(before, caught=True)
+    core.on_timer(wall, caught_up={0: True})
+    closed_before_outage = core.closed_before
+    assert closed_before_outage is not None
+    # the broker is away: the consumer cannot reach it (no wall-time advance)
+    for _ in range(40):
+        wall += 0.25
+        core.on_timer(wall, caught_up={0: False})
+    # back: the quick stations' fresh events first, then the slow ones' backlog
+    send([m for m in during if m[0] not in slow], caught=False)
+    send([m for m in during if m[0] in slow], caught=False)
+    for _ in range(60):
+        wall += 0.25
+        core.on_timer(wall, caught_up={0: True})
+    assert not [e for e in out if e.topic == "dead-letter" and b"after its tick" in e.value]
+    assert core.pipeline.counters.late == 0
+    assert core.pipeline.counters.events > 5_000
+    # and the ticks of the outage did close once the backlog was in
+    assert core.closed_before is not None and core.closed_before > closed_before_outage + 20

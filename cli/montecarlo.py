@@ -57,6 +57,15 @@ def _ci(block: dict[str, Any] | None) -> str:
     return f" [{100 * lo:.1f}-{100 * hi:.1f}]"
 
 
+def _headline(summary: dict[str, Any], key: str, text: str, missing: str, digits: int) -> str:
+    """One overall rate of a campaign summary with its interval, or what was not measured."""
+    rate = summary.get(f"{key}_rate")
+    if rate is None:
+        return missing
+    lo, hi = summary[f"{key}_ci95"]
+    return text.format(rate=_pct(rate, digits), ci=f"{_pct(lo, digits)}-{_pct(hi, digits)}")
+
+
 def print_campaign(summary: dict[str, Any]) -> None:
     """The per-scenario table and the headline figures, for a person."""
     from rich.table import Table
@@ -74,19 +83,11 @@ def print_campaign(summary: dict[str, Any]) -> None:
                   _pct(r.get("false_alarm_rate"), 2) + _ci(r.get("false_alarm")),
                   f"{ttd['median']} / {ttd['p90']}" if ttd.get("median") is not None else "-")
     console.print(t)
-    parts = []
-    if summary.get("detection_rate") is not None:
-        lo, hi = summary["detection_ci95"]
-        parts.append(f"[bold]detection[/] {_pct(summary['detection_rate'])} (95% CI "
-                     f"{_pct(lo)}-{_pct(hi)}) over genuine convergences")
-    else:
-        parts.append("no genuine convergence in these scenarios (nothing to detect)")
-    if summary.get("false_alarm_rate") is not None:
-        lo, hi = summary["false_alarm_ci95"]
-        parts.append(f"[bold]false alarms[/] in {_pct(summary['false_alarm_rate'], 2)} of decoy "
-                     f"runs (95% CI {_pct(lo, 2)}-{_pct(hi, 2)})")
-    else:
-        parts.append("no decoy in these scenarios (false alarms not measured)")
+    parts = [
+        _headline(summary, "detection", "[bold]detection[/] {rate} (95% CI {ci}) over genuine "
+                  "convergences", "no genuine convergence in these scenarios (nothing to detect)", 1),
+        _headline(summary, "false_alarm", "[bold]false alarms[/] in {rate} of decoy runs (95% CI "
+                  "{ci})", "no decoy in these scenarios (false alarms not measured)", 2)]
     if summary.get("median_time_to_detect_ticks") is not None:
         parts.append(f"[bold]median time to detect[/] {summary['median_time_to_detect_ticks']} "
                      f"ticks (p90 {summary.get('p90_time_to_detect_ticks')})")

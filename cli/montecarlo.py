@@ -57,29 +57,41 @@ def _ci(block: dict[str, Any] | None) -> str:
     return f" [{100 * lo:.1f}-{100 * hi:.1f}]"
 
 
+def _headline(summary: dict[str, Any], key: str, text: str, missing: str, digits: int) -> str:
+    """One overall rate of a campaign summary with its interval, or what was not measured."""
+    rate = summary.get(f"{key}_rate")
+    if rate is None:
+        return missing
+    lo, hi = summary[f"{key}_ci95"]
+    return text.format(rate=_pct(rate, digits), ci=f"{_pct(lo, digits)}-{_pct(hi, digits)}")
+
+
 def print_campaign(summary: dict[str, Any]) -> None:
     """The per-scenario table and the headline figures, for a person."""
     from rich.table import Table
 
     t = Table(title=f"campaign {summary['campaign_id']}: {summary['tests']} runs in "
-                    f"{summary['seconds']:.0f} s ({summary['tests_per_s']:.0f} runs/s)")
+                    f"{summary['seconds']:.0f} s ({summary.get('tests_per_s') or 0:.0f} runs/s)")
     for col in ("scenario", "kind", "runs", "detected (95% CI)", "false-alarm runs (95% CI)",
                 "time to detect, ticks (median / p90)"):
         t.add_column(col)
+    # a summary read back from SurrealDB has lost its null fields (a decoy's detection)
     for name, r in summary["per_scenario"].items():
-        ttd = r["time_to_detect_ticks"]
+        ttd = r.get("time_to_detect_ticks") or {}
         t.add_row(name, r["kind"], str(r["runs"]),
-                  (_pct(r["detection_rate"]) + _ci(r["detection"])) if r["detection"] else "-",
-                  _pct(r["false_alarm_rate"], 2) + _ci(r["false_alarm"]),
-                  f"{ttd['median']} / {ttd['p90']}" if ttd["median"] is not None else "-")
+                  (_pct(r.get("detection_rate")) + _ci(r["detection"])) if r.get("detection") else "-",
+                  _pct(r.get("false_alarm_rate"), 2) + _ci(r.get("false_alarm")),
+                  f"{ttd['median']} / {ttd['p90']}" if ttd.get("median") is not None else "-")
     console.print(t)
-    console.print(
-        f"[bold]detection[/] {_pct(summary['detection_rate'])} "
-        f"(95% CI {_pct(summary['detection_ci95'][0])}-{_pct(summary['detection_ci95'][1])}) "
-        f"over genuine convergences; [bold]false alarms[/] in {_pct(summary['false_alarm_rate'], 2)} "
-        f"of decoy runs (95% CI {_pct(summary['false_alarm_ci95'][0], 2)}-"
-        f"{_pct(summary['false_alarm_ci95'][1], 2)}); [bold]median time to detect[/] "
-        f"{summary['median_time_to_detect_ticks']} ticks (p90 {summary['p90_time_to_detect_ticks']})")
+    parts = [
+        _headline(summary, "detection", "[bold]detection[/] {rate} (95% CI {ci}) over genuine "
+                  "convergences", "no genuine convergence in these scenarios (nothing to detect)", 1),
+        _headline(summary, "false_alarm", "[bold]false alarms[/] in {rate} of decoy runs (95% CI "
+                  "{ci})", "no decoy in these scenarios (false alarms not measured)", 2)]
+    if summary.get("median_time_to_detect_ticks") is not None:
+        parts.append(f"[bold]median time to detect[/] {summary['median_time_to_detect_ticks']} "
+                     f"ticks (p90 {summary.get('p90_time_to_detect_ticks')})")
+    console.print("; ".join(parts))
     hours = summary.get("station_hours_between_false_alarms")
     if hours:
         console.print(f"one false alarm per {hours:,.0f} station-hours of decoys")
@@ -322,7 +334,9 @@ def lasvegas_run(
                           f"median {d['median_time_to_detect_ticks']}, "
                           f"max {d['max_time_to_detect_ticks']} ticks")
             for f in r.failures[:5]:
-                console.print(f"     wrong: run {f.run} ({f.perturbation}); reproduce: {f.reproduce}")
+                console.print(f"     wrong: run {f.run} of seed {f.seed} (detected {f.detected}/"
+                              f"{f.genuine}, {f.false_alarms} false alarm(s); perturbed: "
+                              f"{f.perturbation}); reproduce: {f.reproduce}")
         console.print(f"{passed}/{len(results)} scenarios right in every run")
     if passed < len(results):
         raise typer.Exit(1)

@@ -685,15 +685,22 @@ def judge(truths: Sequence[Truth], decoys: Sequence[Episode],
     fires between the convergence's onset and ``window_s + grace_s`` after its end (an
     alert a little before the formal onset, within ``grace_s``, counts too: a cascade's
     first stages may already be enough). Every other alert is a false alarm; one during
-    a decoy is also a *decoy alert*. A convergence counts only if the run lasted at least
-    ``grace_s`` past its onset (a run cut short cannot be blamed for missing it).
+    a decoy is also a *decoy alert*. A convergence counts if the run lasted at least
+    ``grace_s`` past its onset, or if it was detected before the run ended (a run cut
+    short cannot be blamed for missing it, but is credited for catching it); one whose
+    onset the run never reached (too few of its stations had joined) is not counted, and
+    alerts in its region from ``grace_s`` before that onset are not false either.
     """
-    counted = [t for t in truths if t.onset_s + grace_s <= horizon_s]
+    def hits_of(tr: Truth) -> list[int]:
+        return [i for i, (at, region) in enumerate(alerts)
+                if region == tr.region and tr.onset_s - grace_s <= at <= tr.end_s + window_s + grace_s]
+
+    counted = [t for t in truths if t.onset_s + grace_s <= horizon_s
+               or (t.onset_s <= horizon_s and hits_of(t))]
     matched: set[int] = set()
     ttd: list[float] = []
     for tr in counted:
-        hits = [i for i, (at, region) in enumerate(alerts)
-                if region == tr.region and tr.onset_s - grace_s <= at <= tr.end_s + window_s + grace_s]
+        hits = hits_of(tr)
         if hits:
             ttd.append(round(max(0.0, min(alerts[i][0] for i in hits) - tr.onset_s), 3))
         matched.update(hits)

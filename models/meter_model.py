@@ -313,6 +313,10 @@ def train_meter(registry: ModelRegistry, *, runs: int = 40, seed: int = 7,
         pos += n
     rule_fa = campaign_stats(train, [r.fired for r in train.results])["false_alarm_rate"] or 0.0
     p_warning = choose_operating_point(train, oof_regions, rule_fa)
+    # what the operating point promises: its false alarms on the training runs, out of fold
+    oof_fa = campaign_stats(train, [replay_learned_meter(p, r.osint, p_warning)
+                                    for p, r in zip(oof_regions, train.results, strict=True)
+                                    if r.osint is not None])["false_alarm_rate"]
     say("comparing rule-based and learned meter on the held-out seed", 0.9)
     Xt, yt, _ = test.rows()
     pt = np.asarray(booster.predict(Xt), np.float64)
@@ -334,7 +338,9 @@ def train_meter(registry: ModelRegistry, *, runs: int = 40, seed: int = 7,
             "mean_p_false_alarm": round(float(p_lab[~y_lab].mean()), 4) if (~y_lab).any() else None,
         }
     metrics["operating_point"] = {"p_warning": round(p_warning, 4),
-                                  "rule_false_alarm_rate_on_training_runs": rule_fa}
+                                  "rule_false_alarm_rate_on_training_runs": rule_fa,
+                                  "out_of_fold_false_alarm_rate": oof_fa,
+                                  "false_alarm_budget": round(false_alarm_cap(train, rule_fa), 4)}
     importance = dict(zip(FEATURE_NAMES, booster.feature_importance("gain").round(1).tolist(),
                           strict=True))
     promoted, verdict = judge_against_rule(metrics)
@@ -383,13 +389,19 @@ def to_score(p: F64, p_warning: float) -> F64:
     return out
 
 
+def false_alarm_cap(camp: Campaign, budget: float, max_rate: float = MAX_FALSE_ALARM_RATE) -> float:
+    """The share of decoy runs the learned meter may false-alarm on: ``budget`` (the rule's
+    own rate), but at least one run of the campaign and at most ``max_rate``."""
+    decoy_runs = sum(1 for scs in camp.scenarios for sc in scs if not SCENARIOS[sc.name].genuine)
+    return min(max(budget, 1.0 / max(decoy_runs, 1)), max_rate)
+
+
 def choose_operating_point(camp: Campaign, p_regions: Sequence[F64], budget: float,
                            max_rate: float = MAX_FALSE_ALARM_RATE) -> float:
     """Smallest P whose replayed learned meter false-alarms on decoy runs within
     ``max(budget, one run)`` and at most ``max_rate`` (``p_regions``: out-of-fold P per
     result, ``(runs, ticks, regions)``)."""
-    decoy_runs = sum(1 for scs in camp.scenarios for sc in scs if not SCENARIOS[sc.name].genuine)
-    cap = min(max(budget, 1.0 / max(decoy_runs, 1)), max_rate)
+    cap = false_alarm_cap(camp, budget, max_rate)
     for x in np.linspace(0.05, 0.99, 48):
         fired = [replay_learned_meter(p, r.osint, float(x))
                  for p, r in zip(p_regions, camp.results, strict=True) if r.osint is not None]

@@ -105,6 +105,8 @@ class RunVerdict:
 
     scenario: str
     run: int
+    #: the Las Vegas seed the run was drawn from (with ``run``, all it takes to repeat it)
+    seed: int
     right: bool
     detected: int
     genuine: int
@@ -159,7 +161,7 @@ def run_scenario(name: str, *, runs: int, seed: int) -> LasVegasResult:
                       window_ticks=proc.chain.meter.window_ticks)
         right = j.detected == j.genuine and j.false_alarms == 0
         out.right += right
-        out.verdicts.append(RunVerdict(name, k, right, j.detected, j.genuine, j.false_alarms,
+        out.verdicts.append(RunVerdict(name, k, seed, right, j.detected, j.genuine, j.false_alarms,
                                        j.ttd_ticks, p.describe(), _command(name, seed, runs, k)))
     out.seconds = time.perf_counter() - t0
     return out
@@ -176,7 +178,9 @@ def run_lasvegas(scenarios: Sequence[str] | str = "all", *, runs_per_scenario: i
     """Las Vegas runs of every selected scenario (``workers`` processes, default the cores)."""
     if runs_per_scenario < 1:
         raise ValueError(f"runs per scenario must be >= 1, got {runs_per_scenario}")
-    chosen = names(scenarios) if isinstance(scenarios, str) else list(scenarios)
+    chosen = names(scenarios if isinstance(scenarios, str) else ",".join(scenarios))
+    if not chosen:
+        raise ValueError("no scenario selected; `convergence scenarios list` shows them all")
     workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
     jobs = [(n, runs_per_scenario, seed) for n in chosen]
     results: list[LasVegasResult] = []

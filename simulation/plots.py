@@ -22,6 +22,11 @@ class PlotError(RuntimeError):
     """Plots cannot be written; the message says why and what to do."""
 
 
+def _pct(x: float | None, digits: int) -> str:
+    """A rate as a percentage; ``-`` when there was nothing to measure (e.g. no decoys)."""
+    return "-" if x is None else f"{100 * x:.{digits}f}%"
+
+
 def write_plots(summary: dict[str, Any], ttd_ticks: list[float], out: Path) -> list[Path]:
     """Write the campaign's three PNGs into ``out``; returns their paths."""
     try:
@@ -29,7 +34,7 @@ def write_plots(summary: dict[str, Any], ttd_ticks: list[float], out: Path) -> l
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ImportError as exc:  # pragma: no cover - the test extra installs it
+    except ImportError as exc:
         raise PlotError(f"plots need matplotlib ({exc}); install it with "
                         "`pip install 'convergence[plot]'` or leave out --out") from None
     out.mkdir(parents=True, exist_ok=True)
@@ -64,8 +69,8 @@ def write_plots(summary: dict[str, Any], ttd_ticks: list[float], out: Path) -> l
     ax.axvline(0.99, color="#2b8a3e", ls=":", lw=0.8)
     ax.axvline(0.01, color="#c92a2a", ls=":", lw=0.8)
     ax.set_title(f"Campaign {summary['campaign_id']}: {summary['tests']} runs, "
-                 f"detection {summary['detection_rate']:.1%}, false alarms "
-                 f"{summary['false_alarm_rate']:.2%}")
+                 f"detection {_pct(summary['detection_rate'], 1)}, false alarms "
+                 f"{_pct(summary['false_alarm_rate'], 2)}")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     paths.append(out / "detection_and_false_alarms.png")

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -120,7 +121,6 @@ def test_a_store_that_cannot_keep_up_ends_the_run_with_one_clear_error(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import functools
     import time
-    from typing import Any
 
     from convergence.store.surreal import StoreError, SurrealStore
     from convergence.store.writer import BatchedWriter
@@ -355,3 +355,46 @@ def test_as_fast_as_possible_gives_the_same_events_alerts_and_report_ids_every_t
     first, second = once(), once()
     assert first == second
     assert first["alerts"] and first["report_ids"] and first["events"] > 10_000
+
+
+def _check(*args: str) -> tuple[dict[str, Any], list[tuple[str, float]]]:
+    p = _run(*args, "--db", "mem://", "--json", "--seed", "7")
+    assert p.returncode == 0, p.stderr
+    s = json.loads(p.stdout.strip().splitlines()[-1])
+    return s["scenario"], [(a["region"], a["time_s"]) for a in s["alert_list"]]
+
+
+@pytest.mark.parametrize(
+    ("duration", "genuine", "regions"),
+    [
+        # the demo's convergence (mena, 6-13 s) has not begun: nothing to detect, no alert
+        ("5", 0, []),
+        # cut 4 s after its onset, before the judge's grace has passed: its alert in mena
+        # detects it (it used to be neither counted nor detected)
+        ("10", 1, ["mena"]),
+    ],
+)
+def test_short_fast_runs_attribute_alerts_by_region_and_time(
+        duration: str, genuine: int, regions: list[str]) -> None:
+    sc, alerts = _check("--duration", duration, "--as-fast-as-possible")
+    assert sorted({r for r, _ in alerts}) == regions
+    assert (sc["genuine"], sc["detected"], sc["false_alarms"], sc["decoy_alerts"]) == (
+        genuine, genuine, 0, 0), sc
+
+
+def test_two_regions_cut_short_count_each_region_it_caught() -> None:
+    # mena converges from 120 s, eu-west from 128 s; the run stops at 131 s, before the
+    # judge's 5 s grace after eu-west's onset: both alerts are genuine, one per region
+    sc, alerts = _check("--scenario", "two-regions", "--duration", "131", "--as-fast-as-possible")
+    assert sorted(r for r, _ in alerts) == ["eu-west", "mena"]
+    assert (sc["genuine"], sc["detected"], sc["false_alarms"]) == (2, 2, 0), sc
+    # stopped before eu-west began: only mena's convergence is there to be judged
+    sc, alerts = _check("--scenario", "two-regions", "--duration", "126", "--as-fast-as-possible")
+    assert [r for r, _ in alerts] == ["mena"]
+    assert (sc["genuine"], sc["detected"], sc["false_alarms"]) == (1, 1, 0), sc
+
+
+def test_wall_clock_run_of_10s_calls_no_genuine_alert_a_false_alarm() -> None:
+    sc, alerts = _check("--duration", "10")
+    assert {r for r, _ in alerts} <= {"mena"}
+    assert sc["false_alarms"] == 0 and sc["detected"] == sc["genuine"] == len(sc["time_to_detect_s"])

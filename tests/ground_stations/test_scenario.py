@@ -86,3 +86,35 @@ def test_evaluate_matches_alerts_to_ground_truth() -> None:
     assert (res["genuine"], res["detected"], res["false_alarms"], res["decoy_alerts"]) == (1, 1, 1, 1)
     assert res["time_to_detect_s"] == [2.0]
     assert evaluate(sc, [], t0=100.0, horizon_s=25.0, window_s=8.0)["missed"] == 1
+
+
+def test_judge_of_short_and_interrupted_runs() -> None:
+    """A convergence the run reached but stopped too soon to judge counts when it was
+    caught; one it never reached does not, nor does an episode too small to be one."""
+    sc = default_scenario(60, seed=2, horizon_s=60)
+    (tr,) = [t for t in sc.truths() if t.onset_s < 20]
+    other = next(r for r in REGIONS if r != tr.region)
+    caught = {"time_s": 100 + tr.onset_s + 1, "regions": [tr.region]}
+    cut = tr.onset_s + 2  # before the 5 s grace after onset has passed
+    res = evaluate(sc, [caught], t0=100.0, horizon_s=cut, window_s=8.0)
+    assert (res["genuine"], res["detected"], res["false_alarms"]) == (1, 1, 0)
+    assert evaluate(sc, [], t0=100.0, horizon_s=cut, window_s=8.0)["genuine"] == 0
+    wrong = {"time_s": 100 + tr.onset_s + 1, "regions": [other]}
+    res = evaluate(sc, [wrong], t0=100.0, horizon_s=cut, window_s=8.0)
+    assert (res["genuine"], res["false_alarms"]) == (0, 1)
+    before = evaluate(sc, [], t0=100.0, horizon_s=tr.onset_s - 1, window_s=8.0)
+    assert before["genuine"] == 0 and before["missed"] == 0
+
+
+def test_an_episode_too_small_to_converge_is_not_genuine() -> None:
+    fleet = default_fleet(60, seed=3)
+    region = fleet[0].region
+    # one correlation group (one kind): however loud, not a convergence
+    group = fleet[0].correlation_group
+    same = tuple(i for i, s in enumerate(fleet) if s.correlation_group == group)
+    sc = Scenario(fleet, [Episode("convergence", 5.0, 10.0, same, 8.0, None, region)], 3,
+                  duration_s=40.0)
+    assert sc.genuine() and not sc.truths()
+    res = evaluate(sc, [{"time_s": 7.0, "regions": [region]}], t0=0.0, horizon_s=40.0,
+                   window_s=8.0)
+    assert (res["genuine"], res["detected"], res["false_alarms"]) == (0, 0, 1)

@@ -38,6 +38,17 @@ class MixedFleet:
     replay_ids: tuple[str, ...]
     decoy_replay_ids: tuple[str, ...]  # replay stations elsewhere, that never surge
 
+    def check_report(self, report: dict[str, object]) -> None:
+        """The recorded stations are watched where the fleet file puts them: some of those
+        that surge are in the report of the convergence they joined (its stations, or a
+        station that joined later), the calm ones elsewhere are not."""
+        timeline = report["timeline"]
+        assert isinstance(timeline, list)
+        involved = {str(s) for s in report["stations"]} | {  # type: ignore[attr-defined]
+            t["station_id"] for t in timeline if t["what"] == "joined"}
+        assert involved & set(self.replay_ids), (sorted(involved), self.replay_ids)
+        assert not involved & set(self.decoy_replay_ids)
+
 
 def _rows(kind: SourceKind, rng: np.random.Generator, horizon_s: float,
           surge: tuple[float, float] | None) -> list[dict[str, object]]:

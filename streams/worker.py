@@ -439,10 +439,12 @@ def publish_outcomes(port: OutputPort, outcomes: Sequence[TickOutcome], run_id: 
 
 def _by_station(events: EventBatch, count: np.ndarray[Any, Any] | None = None,
                 ) -> dict[str, tuple[int, float]]:
-    """Per station of a (non-empty) batch: how many of its rows ``count`` marks (all,
-    when not given) and its latest event time; stations in order of first appearance."""
+    """Per station of a batch: how many of its rows ``count`` marks (all, when not given)
+    and its latest event time; stations in order of first appearance."""
     sids, times = events.station_id, events.event_time_s
     n = len(sids)
+    if n == 0:
+        return {}
     if sids.count(sids[0]) == n:  # the usual message: one station's batch
         return {sids[0]: (n if count is None else int(count.sum()), float(times.max()))}
     code = {sid: i for i, sid in enumerate(dict.fromkeys(sids))}
@@ -555,8 +557,9 @@ class WorkerCore:
         self.table_batch = table_batch
         self.batch_events = batch_events
         self.batch_wait_s = batch_wait_s
-        # Decoded events wait here (at most batch_wait_s) to be ingested in one call. They
-        # survive a reset: they are valid input that this worker has already consumed.
+        # Decoded events wait here (at most batch_wait_s) to be ingested in one call. A
+        # reset drops them: their messages are not acknowledged yet, so the transport reads
+        # them again, in order, after the committed offset (see on_assignment).
         self._pending: list[EventBatch] = []
         self._pending_events = 0
         self._pending_since_s = 0.0
@@ -730,6 +733,16 @@ class WorkerCore:
             kept = {p: self._reread_through.get(p) for p in new & frozenset(self._done_offset)}
             old_marks = self.watermarks
             self.reset()
+            # Buffered events are not carried into the fresh pipeline: those of kept
+            # partitions come back with the re-read from the committed offset, in their
+            # place (ingested first, the newest of them would run the fresh watermark ahead
+            # of the older events re-read after them and make those late); those of
+            # partitions gone are another worker's now.
+            dropped = self._pending_events
+            self._pending, self._pending_events, self._pending_max = [], 0, {}
+            if dropped:
+                log.info("dropped %d buffered event(s) at the reset; they are read again",
+                         dropped)
             self.watermarks.keep_stations(old_marks, new & frozenset(old_marks.stations))
             # partitions kept are read again from their committed offset: events of the
             # ticks this worker already closed and handed on are re-reads, not news

@@ -329,3 +329,50 @@ def test_a_station_that_fell_silent_holds_nothing_once_the_broker_answered_for_a
     assert core.closed_before is not None and (held is None or core.closed_before > held)
     assert core.closed_before * s.tick_s > t0 + 15.0  # the ticks of the episode closed
     assert core.pipeline.counters.late == 0 and core.pipeline.counters.alerts >= 1
+
+
+def test_a_reset_drops_the_buffered_events_which_are_read_again_in_their_place(feed: Any) -> None:
+    """Item 6 of the faults issue, on a failover: the survivor takes the dead worker's
+    partitions and starts a fresh pipeline; the transport reads its kept partitions again
+    from the committed offset. Events still buffered at the reset come back with that
+    re-read, in their place; ingested first, the newest of them ran the fresh watermark
+    ahead and made the older re-read events late (1,300 in a cluster test)."""
+    s = _settings()
+    core = WorkerCore(s, directory=_directory(s), stations_only=True, n_sources=4,
+                      run_id="takeover", batch_events=10**9, batch_wait_s=3600.0)
+    core.on_assignment([0, 1])
+    now = time.time()
+    msgs = [(sid, v) for sid, v in _messages(feed, s, now - 25.0) if station_partition(sid, 4) in (0, 1)]
+    wall, offsets = now, {0: 0, 1: 0}
+    sent: list[tuple[str, bytes, int, int]] = []
+    for sid, value in msgs:
+        p = station_partition(sid, 4)
+        sent.append((sid, value, p, offsets[p]))
+        offsets[p] += 1
+    half = len(sent) * 2 // 3
+    for i, (sid, value, p, off) in enumerate(sent[:half]):
+        wall += 1e-3
+        core.on_message(value, sid.encode(), wall, partition=p, offset=off)
+        if i % 200 == 0:
+            core.on_timer(wall, caught_up={0: True, 1: True})
+            if core._pending:
+                core._flush(wall)  # a batch ingested now and then; the rest stays buffered
+    assert core._pending_events > 0
+    closed = core.closed_before
+    assert closed is not None
+    # the failover: more partitions, a fresh pipeline; the kept ones are read again from
+    # an offset before the buffered events (nothing after it was acknowledged)
+    core.on_assignment([0, 1, 2, 3])
+    committed = {p: min(off for _, _, q, off in sent[half // 2:half] if q == p) for p in (0, 1)}
+    for i, (sid, value, p, off) in enumerate(sent):
+        if off >= committed[p]:
+            wall += 1e-3
+            core.on_message(value, sid.encode(), wall, partition=p, offset=off)
+        if i % 50 == 0:  # the transport's timer: the taken-over partitions are empty
+            core.on_timer(wall, caught_up={0: False, 1: False, 2: True, 3: True},
+                          reachable={0: True, 1: True, 2: True, 3: True})
+    for _ in range(60):
+        wall += 0.25
+        core.on_timer(wall, caught_up={0: True, 1: True, 2: True, 3: True})
+    assert core.pipeline.counters.late == 0
+    assert core.counters.reread_events > 0

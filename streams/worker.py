@@ -199,10 +199,12 @@ class _StationClocks:
                 del self.heard[k], self.latest[k]
 
     def observe(self, per_station: Mapping[str, float]) -> None:
+        # "heard" is progress: a station whose messages no longer move its event time on
+        # (old data, a clock stuck behind) must not hold the partition for ever
         for sid, t in per_station.items():
             if t > self.latest.get(sid, -math.inf):
                 self.latest[sid] = t
-            self.heard[sid] = self.live_s
+                self.heard[sid] = self.live_s
 
     def hold(self) -> float | None:
         """While recovering: the latest event time of the station furthest behind among

@@ -573,9 +573,15 @@ class EventBatch:
     lon: npt.NDArray[np.float64]
     source: list[str | None]
     event_hash: npt.NDArray[np.uint64]
+    #: each event's web address; ``None``: no event of the batch has one
+    url: list[str | None] | None = None
 
     def __len__(self) -> int:
         return len(self.station_id)
+
+    def urls(self) -> list[str | None]:
+        """Each event's web address (``None`` where it has none)."""
+        return self.url if self.url is not None else [None] * len(self.station_id)
 
     @classmethod
     def empty(cls) -> EventBatch:
@@ -598,6 +604,7 @@ class EventBatch:
             np.fromiter((np.nan if e.lon is None else e.lon for e in events), np.float64, n),
             [e.source for e in events],
             np.fromiter((int(e.event_id, 16) for e in events), np.uint64, n),
+            [e.url for e in events] if any(e.url is not None for e in events) else None,
         )
 
     @classmethod
@@ -617,9 +624,12 @@ class EventBatch:
         def arrays(name: str) -> Any:
             return np.concatenate([getattr(b, name) for b in batches])
 
+        urls = None
+        if any(b.url is not None for b in batches):
+            urls = [u for b in batches for u in b.urls()]
         return cls(lists("station_id"), arrays("kind"), arrays("event_time_s"),
                    lists("category"), arrays("value"), lists("text"), arrays("lat"),
-                   arrays("lon"), lists("source"), arrays("event_hash"))
+                   arrays("lon"), lists("source"), arrays("event_hash"), urls)
 
     def take(self, idx: Sequence[int] | npt.NDArray[np.integer[Any]]) -> EventBatch:
         """The events at positions ``idx``, in that order."""
@@ -628,7 +638,8 @@ class EventBatch:
         return EventBatch([self.station_id[i] for i in pos], self.kind[ix],
                           self.event_time_s[ix], [self.category[i] for i in pos],
                           self.value[ix], [self.text[i] for i in pos], self.lat[ix],
-                          self.lon[ix], [self.source[i] for i in pos], self.event_hash[ix])
+                          self.lon[ix], [self.source[i] for i in pos], self.event_hash[ix],
+                          None if self.url is None else [self.url[i] for i in pos])
 
     def event_ids(self) -> list[str]:
         """Each event's ``event_id`` (16 hex characters)."""
@@ -640,7 +651,7 @@ class EventBatch:
         return [Event(*row) for row in zip(
             self.event_ids(), self.station_id, kinds, self.event_time_s.tolist(), self.category,
             self.value.tolist(), self.text, _opt_floats(self.lat), _opt_floats(self.lon),
-            self.source, strict=True)]
+            self.source, self.urls(), strict=True)]
 
 
 def _station_ok(v: Any) -> bool:

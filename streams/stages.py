@@ -334,12 +334,12 @@ class StationStage:
         group_end = np.repeat(last, np.diff(np.r_[-1, last]))
         chosen = group_end - np.arange(rows.size) < MAX_EVIDENCE_PER_STATION
         ids = batch.take(rows[chosen])
-        for tick, sid, eid, t, cat, v, text, src in zip(
+        for tick, sid, eid, t, cat, v, text, src, url in zip(
                 ticks[chosen].tolist(), ids.station_id, ids.event_ids(),
                 ids.event_time_s.tolist(), ids.category, ids.value.tolist(), ids.text, ids.source,
-                strict=True):
+                ids.urls(), strict=True):
             self._keep_sample(tick, sid, eid, EvidenceSample(
-                sid, t, cat, v, text[:280] if text else None, None, src))
+                sid, t, cat, v, text[:280] if text else None, url, src))
 
     def close_until(self, watermark_s: float) -> list[NodeEvidence]:
         """Close and process every tick the watermark has passed."""

@@ -161,10 +161,14 @@ class EventTimeWatermark:
 #: after a partition was behind or cut off, each station that spoke recently holds its
 #: watermark at the station's own latest event time (see :class:`PartitionWatermarks`)
 RECOVER_S = 10.0
-#: ... unless the station was silent for this many seconds while the broker could be reached
+#: ... unless the station was silent for this many seconds while the partition was caught up
+#: (a backlog being read may still hold what it buffered)
 STATION_SILENCE_S = 10.0
 #: ... or is further behind the partition's newest event than this (bounds what is held open)
 STATION_HORIZON_S = 120.0
+#: ... or for this many seconds while the broker could be reached, caught up or not (so a
+#: station that fell silent at the start of a long backlog does not hold it for ever)
+STATION_BACKLOG_SILENCE_S = 60.0
 #: a station not heard from for this long (reachable seconds) is forgotten
 STATION_FORGET_S = 600.0
 
@@ -176,7 +180,9 @@ class _StationClocks:
 
     latest: dict[str, float] = field(default_factory=dict)
     heard: dict[str, float] = field(default_factory=dict)
+    heard_caught: dict[str, float] = field(default_factory=dict)
     live_s: float = 0.0
+    caught_s: float = 0.0
     wall_s: float | None = None
     recovering: bool = False
     caught_since: float | None = None
@@ -189,6 +195,7 @@ class _StationClocks:
         if not caught:
             self.recovering, self.caught_since = True, None
             return
+        self.caught_s += dt
         if self.caught_since is None:
             self.caught_since = self.live_s
         if self.recovering and self.live_s - self.caught_since >= RECOVER_S:
@@ -197,6 +204,7 @@ class _StationClocks:
             old = [k for k, h in self.heard.items() if self.live_s - h > STATION_FORGET_S]
             for k in old:
                 del self.heard[k], self.latest[k]
+                self.heard_caught.pop(k, None)
 
     def observe(self, per_station: Mapping[str, float]) -> None:
         # "heard" is progress: a station whose messages no longer move its event time on
@@ -205,6 +213,7 @@ class _StationClocks:
             if t > self.latest.get(sid, -math.inf):
                 self.latest[sid] = t
                 self.heard[sid] = self.live_s
+                self.heard_caught[sid] = self.caught_s
 
     def hold(self) -> float | None:
         """While recovering: the latest event time of the station furthest behind among
@@ -213,7 +222,8 @@ class _StationClocks:
             return None
         newest = max(self.latest.values())
         held = [t for sid, t in self.latest.items()
-                if self.live_s - self.heard[sid] <= STATION_SILENCE_S
+                if self.caught_s - self.heard_caught.get(sid, self.caught_s) <= STATION_SILENCE_S
+                and self.live_s - self.heard[sid] <= STATION_BACKLOG_SILENCE_S
                 and t >= newest - STATION_HORIZON_S]
         return min(held) if held else None
 

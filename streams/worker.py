@@ -160,10 +160,10 @@ class EventTimeWatermark:
 
 #: after a partition was behind or cut off, each station that spoke recently holds its
 #: watermark at the station's own latest event time (see :class:`PartitionWatermarks`)
-RECOVER_S = 10.0
+RECOVER_S = 30.0
 #: ... unless the station was silent for this many seconds while the partition was caught up
 #: (a backlog being read may still hold what it buffered)
-STATION_SILENCE_S = 10.0
+STATION_SILENCE_S = 30.0
 #: ... or is further behind the partition's newest event than this (bounds what is held open)
 STATION_HORIZON_S = 120.0
 #: ... or for this many seconds while the broker could be reached, caught up or not (so a

@@ -341,11 +341,6 @@ def _reconcile(alerts: list[Any], scenario: Any, t0: float, ended_s: float) -> N
 
 
 @pytest.mark.kafka
-@pytest.mark.xfail(reason="open (issue 11 item 1 on the two-stage cluster): passed at 17:03 on "
-                          "2026-12-05, then failed 3 of 3 on the final code - after the broker "
-                          "returns each worker dead-letters ~6,500 events as late and the "
-                          "convergence does not alert within 150 s; the cause is not found yet",
-                   strict=False)
 def test_a_broker_stopped_for_10_s_mid_convergence_loses_nothing_and_the_convergence_alerts(
         tmp_path: Path) -> None:
     """A 2-worker cluster on its own broker; the broker is stopped for 10 s while the second

@@ -441,7 +441,6 @@ def register_campaign_agent(app: faust.App, settings: Settings, topics: Mapping[
     thread: the numpy work releases the event loop often enough for heartbeats, commits
     and the other agents. Returns the agent.
     """
-    from mode import Service
 
     from convergence.streams.faust_config import worker_client_id
 
@@ -450,16 +449,9 @@ def register_campaign_agent(app: faust.App, settings: Settings, topics: Mapping[
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="campaign-shard")
     cancels = CancelledCampaigns(settings)
 
-    class CampaignCancelService(Service):
-        """Reads the cancel topic for as long as the app runs."""
+    from convergence.streams.faust_app import run_with_app
 
-        async def on_start(self) -> None:
-            await cancels.start()
-
-        async def on_stop(self) -> None:
-            await cancels.stop()
-
-    app.service(CampaignCancelService)
+    run_with_app(app, cancels, "reads the cancel topic for as long as the app runs")
 
     async def send(key: bytes, value: bytes) -> None:
         # wait for delivery: the shard's offset is committed only after its answer is out

@@ -45,7 +45,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import orjson
 
@@ -354,7 +354,6 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int | No
     """
     import faust
     from faust.types import TP
-    from mode import Service
 
     n_src = settings.partitions if partitions is None else partitions
     n_q = n_src if n_units is None else n_units
@@ -549,36 +548,37 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int | No
     app.on_before_shutdown.connect(before_shutdown)  # type: ignore[arg-type]
 
     follower = StatusFollower(settings, on_status)
-
-    class StatusFollowerService(Service):
-        """Follows station status for the app's lifetime."""
-
-        async def on_start(self) -> None:
-            await follower.start()
-
-        async def on_stop(self) -> None:
-            await follower.stop()
-
-    app.service(StatusFollowerService)
+    run_with_app(app, follower, "follows station status for the app's lifetime")
     from convergence.streams.campaign_shards import register_campaign_agent
     register_campaign_agent(app, settings, topics)  # `montecarlo run --cluster`'s shards
 
     sink = StoreSink(settings) if store else None
     if sink is not None:
-        the_sink = sink
-
-        class StoreSinkService(Service):
-            """Runs the store sink as a child of the app: it stops after the app's own
-            on_stop has flushed the producer, so it can drain everything emitted."""
-
-            async def on_start(self) -> None:
-                await the_sink.start()
-
-            async def on_stop(self) -> None:
-                await the_sink.stop()
-
-        app.service(StoreSinkService)
+        # a child of the app: it stops after the app's own on_stop has flushed the
+        # producer, so it can drain everything emitted
+        run_with_app(app, sink, "runs the store sink")
     return WorkerParts(app, core, region, sink, directory, topics)
+
+
+class _StartStop(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def run_with_app(app: faust.App, thing: _StartStop, what: str) -> None:
+    """Start ``thing`` with the app and stop it with the app (a child service)."""
+    from mode import Service
+
+    class Lifetime(Service):
+        async def on_start(self) -> None:
+            await thing.start()
+
+        async def on_stop(self) -> None:
+            await thing.stop()
+
+    Lifetime.__doc__ = what
+    app.service(Lifetime)
 
 
 def _evidence_tick(value: bytes | None) -> int | None:

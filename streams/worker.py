@@ -183,6 +183,7 @@ class _StationClocks:
     heard_caught: dict[str, float] = field(default_factory=dict)
     live_s: float = 0.0
     caught_s: float = 0.0
+    pruned_s: float = 0.0
     wall_s: float | None = None
     recovering: bool = False
     caught_since: float | None = None
@@ -200,7 +201,8 @@ class _StationClocks:
             self.caught_since = self.live_s
         if self.recovering and self.live_s - self.caught_since >= RECOVER_S:
             self.recovering = False
-        if len(self.heard) > 64 and self.live_s % 60.0 < dt:  # about once a minute
+        if self.live_s - self.pruned_s >= 60.0:  # once a minute of a reachable broker
+            self.pruned_s = self.live_s
             old = [k for k, h in self.heard.items() if self.live_s - h > STATION_FORGET_S]
             for k in old:
                 del self.heard[k], self.latest[k]
@@ -577,6 +579,8 @@ class WorkerCore:
         self._pending_since_s = 0.0
         #: the latest event time per partition among the buffered events
         self._pending_max: dict[int, float] = {}
+        #: ... and each station's latest among them, per partition (for the recovery hold)
+        self._pending_latest: dict[int, dict[str, float]] = {}
         self._late_said_at = -math.inf
         #: the last message's latest event tick (``None``: it carried no event)
         self.last_max_tick: int | None = None
@@ -682,6 +686,7 @@ class WorkerCore:
             self._pending_events += len(held[1])
             t = max(e.event_time_s for e in held[1])
             self._pending_max[held[2]] = max(self._pending_max.get(held[2], t), t)
+            self._note_latest(held[2], sid, t)
 
     def _expire_held(self, wall_s: float) -> None:
         for sid in [k for k, h in self._held.items() if wall_s - h[0] >= self.unknown_grace_s]:
@@ -752,6 +757,7 @@ class WorkerCore:
             # partitions gone are another worker's now.
             dropped = self._pending_events
             self._pending, self._pending_events, self._pending_max = [], 0, {}
+            self._pending_latest = {}
             if dropped:
                 log.info("dropped %d buffered event(s) at the reset; they are read again",
                          dropped)
@@ -896,9 +902,7 @@ class WorkerCore:
         if late:
             self._say_late(late, wall_s)
         parts, self._pending_max = self._pending_max, {}
-        latest: dict[int, dict[str, float]] = {}
-        for sid, (_, t) in _by_station(events).items():
-            latest.setdefault(self._partition_of.get(sid, 0), {})[sid] = t
+        latest, self._pending_latest = self._pending_latest, {}
         for p, t in parts.items():
             self.watermarks.observe(p, t, wall_s, latest.get(p))
         wm = self.watermarks.value(self._partitions(), self._caught)
@@ -1078,6 +1082,13 @@ class WorkerCore:
             self.stations[sid] = s
         return s
 
+    def _note_latest(self, partition: int, station: str, t: float) -> None:
+        """A buffered event's station and time, for the recovery hold at the next flush
+        (reusing the per-station tally the summaries make anyway)."""
+        per = self._pending_latest.setdefault(partition, {})
+        if t > per.get(station, -math.inf):
+            per[station] = t
+
     def _account(self, events: EventBatch, dls: Sequence[DeadLetter],
                  key_station: str | None, wall_s: float, partition: int) -> None:
         dirty = self._dirty.setdefault(partition, set())
@@ -1094,6 +1105,7 @@ class WorkerCore:
                 s["last_seen_s"] = wall_s
                 dirty.add(station)
                 self._partition_of[station] = partition
+                self._note_latest(partition, station, t_max)
         for d in dls:
             sid = d.station_id or key_station
             if sid:

@@ -322,6 +322,18 @@ class _Offsets:
         return {p: max(o for o, _ in rows) + 1 for p, rows in self.by_partition.items()}
 
 
+def _thin(samples: list[tuple[float, int]], most: int) -> list[tuple[float, int]]:
+    """At most about ``most`` evenly spaced samples, always ending with the last one.
+
+    >>> _thin([(float(i), i) for i in range(10)], 4)[-1]
+    (9.0, 9)
+    """
+    kept = samples[:: max(len(samples) // most, 1)]
+    if samples and kept[-1] != samples[-1]:
+        kept.append(samples[-1])
+    return kept
+
+
 def _events_before(table: dict[int, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]],
                    committed: dict[int, int]) -> int:
     total = 0
@@ -594,7 +606,7 @@ def _run_once(base: Settings, bootstrap: str, plan: BacklogPlan, *, workers: int
             "cpu_s": cpu_used,
             "events_per_cpu_s": (round(sustained_events / sum(v for v in cpu_used.values() if v))
                                  if any(cpu_used.values()) else None),
-            "progress": [(round(t - started, 2), e) for t, e in samples[:: max(len(samples) // 40, 1)]],
+            "progress": [(round(t - started, 2), e) for t, e in _thin(samples, 40)],
         }
         backlog_alerts = _count_alerts(bootstrap, s.topic("alerts"))
         live = _live(bootstrap, s, plan, say, done_wall) if plan.live_s > 0 else None

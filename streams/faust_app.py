@@ -43,7 +43,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
@@ -87,8 +87,8 @@ __all__ = [
     "CHECKPOINT_VERSION", "MAX_STATIONS_IN_SUMMARY", "NOT_CHECKPOINTED", "STATUS_MAX_AGE_S",
     "STORED", "TOPICS", "TOPIC_CONFIGS", "TOPIC_OF_TABLE", "ClusterError", "CoreCounters", "Emit",
     "EventTimeWatermark", "RegionCore", "StatusFollower", "StoreSink", "WorkerCore",
-    "WorkerParts", "build_app", "build_worker",
-    "checkpoint_stages", "ensure_topics", "run_worker", "to_json", "topic_names",
+    "WorkerParts", "build_app", "build_worker", "checkpoint_stages", "ensure_topics",
+    "rewind_uncommitted", "run_worker", "to_json", "topic_names",
 ]
 
 log = logging.getLogger(__name__)
@@ -306,6 +306,45 @@ class StatusFollower:
 REACH_S = 5.0
 
 
+def rewind_uncommitted(consumer: Any, skip: Callable[[Any], bool] | None = None) -> None:
+    """Make ``consumer.seek_to_committed`` also rewind, to the beginning, every partition
+    that has no committed offset (or offset 0); ``skip(tp)`` exempts partitions (Faust's
+    changelogs, which recovery positions itself).
+
+    Why. A Faust consumer takes whatever aiokafka has prefetched in one batch, and the
+    fetch position moves past all of it at once. When a rebalance starts (or recovery
+    stops the flow) part way through the batch, Faust drops the rest and relies on
+    seeking back to the committed offsets afterwards. But aiokafka's
+    ``seek_to_committed`` leaves a partition with no committed offset (or offset 0)
+    where it is: the dropped records are never delivered, their partition never
+    commits, and its ticks never close. A worker on a pre-filled backlog commits only
+    once its events' ticks close, so the first rebalance (a second worker joining)
+    met exactly that: the stall of issue 8.
+
+    Works on Faust's consumer (``earliest_offsets`` and ``seek``) and on aiokafka's own
+    (``seek_to_beginning``); ``seek_to_committed()`` returns partition -> committed
+    offset (``None``: none).
+    """
+    original = consumer.seek_to_committed
+
+    async def seek_to_committed() -> Any:
+        committed = await original()
+        fresh = [tp for tp, off in committed.items()
+                 if (off is None or off <= 0) and not (skip is not None and skip(tp))]
+        if fresh:
+            log.debug("no committed offset for %s: reading them from the beginning",
+                      sorted(f"{tp.topic}[{tp.partition}]" for tp in fresh))
+            to_beginning = getattr(consumer, "seek_to_beginning", None)
+            if to_beginning is not None:  # aiokafka's consumer
+                await to_beginning(*fresh)
+            else:  # Faust's: it seeks to offsets (and forgets what it had read there)
+                for tp, offset in (await consumer.earliest_offsets(*fresh)).items():
+                    await consumer.seek(tp, offset)
+        return committed
+
+    consumer.seek_to_committed = seek_to_committed
+
+
 @dataclass
 class WorkerParts:
     """What :func:`build_worker` wired together (for tests and the CLI)."""
@@ -340,6 +379,16 @@ def _fetch_view(app: Any, tp: Any) -> tuple[int | None, int | None, float | None
         return None, None, None
 
 
+def _committed_offset(app: Any, tp: Any) -> int | None:
+    """The worker's consumer group's committed offset of one partition, as the worker's
+    consumer last learnt or made it (``None``: none known)."""
+    try:
+        value = app.consumer._committed_offset.get(tp)
+        return int(value) if value is not None else None
+    except Exception:
+        return None
+
+
 def build_worker(settings: Settings, *, store: bool = True, partitions: int | None = None,
                  n_units: int | None = None, core: WorkerCore | None = None,
                  idle_interval_s: float = 0.25, metrics: WorkerMetrics | None = None,
@@ -372,6 +421,9 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int | No
         consumer_auto_offset_reset="earliest",
         **faust_app_options(settings),  # session/heartbeat timeouts (failover), client id
     )
+    # after every rebalance Faust seeks back to the committed offsets; records it fetched
+    # and dropped must come back also where nothing was committed yet
+    rewind_uncommitted(app.consumer, skip=lambda tp: tp.topic in app.tables.changelog_topics)
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
            "value_serializer": "raw"}
     topics = {n: app.topic(settings.topic(n), **raw) for n in TOPICS}  # type: ignore[arg-type]
@@ -487,7 +539,7 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int | No
         caught: dict[int, bool] = {}
         reach: dict[int, bool] = {}
         for p in the_core.owned:
-            position, hw, fetched = _fetch_view(app, TP(events_topic, p))
+            _position, hw, fetched = _fetch_view(app, TP(events_topic, p))
             if hw is not None and p in last_offset:
                 the_core.metrics.lag(p, max(hw - last_offset[p] - 1, 0))
             reach[p] = hw is not None and fetched is not None and now_ms - fetched <= REACH_S * 1000.0
@@ -496,7 +548,12 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int | No
             elif p in last_offset:
                 caught[p] = last_offset[p] + 1 >= hw
             else:
-                caught[p] = position is not None and position >= hw
+                # Nothing handed to us since the assignment. The fetch position says
+                # nothing then (Faust takes a whole prefetched batch at once, so it may be
+                # at the end while the records still wait in Faust's buffer): only an
+                # empty partition, or one committed to its end, is caught up.
+                done = _committed_offset(app, TP(events_topic, p))
+                caught[p] = hw == 0 or (done is not None and done >= hw)
         return caught, reach
 
     @app.timer(interval=idle_interval_s, name="convergence-idle-ticks")  # type: ignore[untyped-decorator]

@@ -59,6 +59,61 @@ def test_worker_env_spells_out_every_setting() -> None:
     assert env["CONVERGENCE_STATIONS"] == "30" and env["CONVERGENCE_DB"] == s.db_url
 
 
+# -- the consumer after a rebalance (real broker) -----------------------------------
+
+
+@pytest.mark.kafka
+def test_records_fetched_and_dropped_come_back_where_nothing_was_committed(
+        kafka_bootstrap: str) -> None:
+    """A rebalance in the middle of a fetched batch: Faust drops the rest of the batch
+    and seeks back to the committed offsets. Where nothing was committed yet (a backlog
+    whose first ticks have not closed), aiokafka leaves the position past the dropped
+    records; the worker's consumer must read them again from the beginning."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from kafka import KafkaAdminClient, KafkaProducer
+    from kafka.admin import NewTopic
+
+    from convergence.streams.faust_app import rewind_uncommitted
+
+    tag = uuid.uuid4().hex[:8]
+    stream, changelog = f"rewind-{tag}", f"rewind-{tag}-changelog"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        admin.create_topics([NewTopic(stream, 1, 1), NewTopic(changelog, 1, 1)])
+    finally:
+        admin.close()
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    for i in range(20):
+        producer.send(stream, str(i).encode())
+        producer.send(changelog, str(i).encode())
+    producer.flush()
+    producer.close()
+
+    async def positions_after_seek(rewind: bool) -> tuple[int, int]:
+        c = AIOKafkaConsumer(stream, changelog, bootstrap_servers=kafka_bootstrap,
+                             group_id=f"g-{tag}-{rewind}", enable_auto_commit=False,
+                             auto_offset_reset="earliest")
+        await c.start()
+        try:
+            tps = [TopicPartition(stream, 0), TopicPartition(changelog, 0)]
+            got = 0
+            deadline = time.monotonic() + 30.0
+            while got < 40 and time.monotonic() < deadline:  # fetched: handed over
+                got += sum(len(v) for v in (await c.getmany(timeout_ms=1000)).values())
+            assert got == 40 and [await c.position(tp) for tp in tps] == [20, 20]
+            if rewind:  # as the worker does, changelogs left to Faust's recovery
+                rewind_uncommitted(c, skip=lambda tp: tp.topic == changelog)
+            await c.seek_to_committed()  # what Faust does after every rebalance
+            return await c.position(tps[0]), await c.position(tps[1])
+        finally:
+            await c.stop()
+
+    # aiokafka alone: nothing committed, so the dropped records are skipped for good
+    assert asyncio.run(positions_after_seek(rewind=False)) == (20, 20)
+    # the worker's consumer reads the stream from its beginning again
+    assert asyncio.run(positions_after_seek(rewind=True)) == (0, 20)
+
+
 # -- a real worker on a real broker --------------------------------------------------
 
 

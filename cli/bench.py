@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from convergence.cli.cluster import LogLevel
 from convergence.cli.common import console, fail, print_json, settings
 
 app = typer.Typer(
@@ -110,6 +111,11 @@ def cluster(
     timeout: Annotated[float, typer.Option(
         min=10.0, help="Give up when the workers have not consumed the backlog after this many "
                        "seconds.")] = 1800.0,
+    join_late: Annotated[bool, typer.Option(
+        help="Start one worker, and the others once it is draining the backlog (its first "
+             "ticks closed): scaling out a busy cluster.")] = False,
+    worker_log_level: Annotated[LogLevel, typer.Option(
+        help="The workers' log level (their logs are kept when a run fails).")] = LogLevel.warning,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """Events/s from the broker through N real workers with the full detector chain, beside
@@ -147,7 +153,8 @@ def cluster(
                      "or leave out --kafka to start a throwaway one", 1)
         r = bench_cluster(s, bootstrap, workers=worker_counts, batches=batches, events=events,
                           partitions=partitions, rate_scale=rate_scale, live_s=live,
-                          live_episodes=live_episodes, seed=seed, drain_timeout_s=timeout, say=say)
+                          live_episodes=live_episodes, seed=seed, drain_timeout_s=timeout, say=say,
+                          worker_log_level=worker_log_level.value, join_late=join_late)
     except typer.Exit:
         raise
     except ValueError as exc:

@@ -34,9 +34,10 @@ T0 = 1_800_000_000.0
 RUN_KEYS = {"workers", "partitions", "batch", "poll_s", "allowed_lateness_s", "events", "messages",
             "avg_events_per_message", "avg_message_bytes", "fill", "baseline", "cluster",
             "ratio_to_baseline", "ratio_per_cpu_s", "consumed_all", "alerts", "topic_prefix",
-            "worker_exit_codes", "core", "framework_share_of_cpu", "stages"}
+            "worker_exit_codes", "core", "framework_share_of_cpu", "stages", "join_late"}
 CLUSTER_KEYS = {"startup_s", "drain_s", "sustained_s", "sustained_events", "events_per_s",
                 "events_per_s_with_startup", "messages_per_s", "cpu_s", "events_per_cpu_s",
+                "sustained_share", "tail_s",
                 "progress"}
 
 
@@ -155,3 +156,22 @@ def test_a_small_run_consumes_every_event_and_reports_every_figure(kafka_bootstr
         assert not [t for t in admin.list_topics() if t.startswith(run["topic_prefix"])]
     finally:
         admin.close()
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_a_worker_joining_a_busy_one_on_a_backlog_drains_it_with_it(kafka_bootstrap: str) -> None:
+    """Scaling out: the second worker joins while the first drains a pre-filled backlog,
+    so the rebalance lands in the first one's fetched batches, before some partitions
+    ever committed (the stall of issue 8: those partitions never committed again)."""
+    r = CliRunner().invoke(bench, ["cluster", "--kafka", kafka_bootstrap, "--events", "60000",
+                                   "--workers", "2", "--batch", "10", "--live", "0",
+                                   "--join-late", "--timeout", "150", "--json"])
+    assert r.exit_code == 0, r.output
+    (run,) = orjson.loads(r.stdout)["runs"]
+    assert run["workers"] == 2 and run["join_late"] is True and run["consumed_all"] is True
+    assert run["cluster"]["progress"][-1][1] == run["events"]  # every event committed
+    # both workers took part: each stopped with its counters, each read events
+    st = run["stages"]
+    assert st["worker_records"] == 2 and min(st["messages_per_worker"]) > 0
+    assert len(run["worker_exit_codes"]) == 2 and None not in run["worker_exit_codes"]

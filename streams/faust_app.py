@@ -316,10 +316,10 @@ def rewind_uncommitted(consumer: Any, skip: Callable[[Any], bool] | None = None)
     stops the flow) part way through the batch, Faust drops the rest and relies on
     seeking back to the committed offsets afterwards. But aiokafka's
     ``seek_to_committed`` leaves a partition with no committed offset (or offset 0)
-    where it is: the dropped records are never delivered, their partition never
-    commits, and its ticks never close. A worker on a pre-filled backlog commits only
-    once its events' ticks close, so the first rebalance (a second worker joining)
-    met exactly that: the stall of issue 8.
+    where it is (aiokafka issue 1003, open): the dropped records are never delivered,
+    their partition never commits, and its ticks never close. A worker on a pre-filled
+    backlog commits only once its events' ticks close, so a rebalance in its first
+    seconds (a second worker joining) met exactly that: the stall of issue 8.
 
     Works on Faust's consumer (``earliest_offsets`` and ``seek``) and on aiokafka's own
     (``seek_to_beginning``); ``seek_to_committed()`` returns partition -> committed

@@ -364,6 +364,24 @@ def sustained_rate(samples: Sequence[tuple[float, int]], total: int,
     return None
 
 
+def quiet_since(samples: Sequence[tuple[float, int]]) -> float:
+    """When the longest stretch without an advance of the committed events began (the
+    backlog's tail waiting for the recovery hold; its start is about when the workers
+    read their last input), on the samples' clock; the last sample's time if none.
+
+    >>> quiet_since([(0.0, 0), (1.0, 50), (2.0, 90), (3.0, 90), (9.0, 90), (10.0, 100)])
+    2.0
+    """
+    best, best_len, start = samples[-1][0] if samples else 0.0, -1.0, None
+    for i, (t, e) in enumerate(samples):
+        if i == 0 or e != samples[i - 1][1]:
+            start = t
+        assert start is not None
+        if e > 0 and t - start > best_len:
+            best, best_len = start, t - start
+    return best
+
+
 def _events_before(table: dict[int, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]],
                    committed: dict[int, int]) -> int:
     total = 0
@@ -662,7 +680,9 @@ def _run_once(base: Settings, bootstrap: str, plan: BacklogPlan, *, workers: int
                 done_at = now
                 break
             time.sleep(0.25)
-        done_wall = time.time()
+        # the workers read their last input about when the committed offsets last stood
+        # still for long (the tail's recovery hold): their watermark runs on from there
+        quiet_wall = time.time() - (time.monotonic() - quiet_since(samples))
         if done_at is None:
             logs = "\n".join(f"  {c.name} ({c.log_path}):\n{_tail(c.log_path)}" for c in sup.children)
             raise RuntimeError(f"the workers did not consume the backlog within {drain_timeout_s:g} s "
@@ -695,7 +715,7 @@ def _run_once(base: Settings, bootstrap: str, plan: BacklogPlan, *, workers: int
             "progress": [(round(t - started, 2), e) for t, e in _thin(samples, 40)],
         }
         backlog_alerts = _count_alerts(bootstrap, s.topic("alerts"))
-        live = _live(bootstrap, s, plan, say, done_wall) if plan.live_s > 0 else None
+        live = _live(bootstrap, s, plan, say, quiet_wall) if plan.live_s > 0 else None
         for child in sup.poll():
             raise RuntimeError(f"{child.name} exited during the live phase; its log:\n"
                                f"{_tail(child.log_path)}")
@@ -807,19 +827,19 @@ def _count_alerts(bootstrap: str, topic: str) -> int:
 
 
 def _live(bootstrap: str, s: Settings, plan: BacklogPlan, say: Say,
-          done_wall: float) -> dict[str, Any]:
+          quiet_wall: float) -> dict[str, Any]:
     """The fleet in real time after the backlog; alert latency (see module docstring).
 
-    While the harness noticed the backlog was consumed (committed offsets trail the
-    workers by up to Faust's commit interval) the workers' watermark went on with wall
-    time; the live phase's event time starts that much, plus a margin, after the
-    backlog's end, so none of it is late: to the detectors, a few quiet seconds.
+    Since the workers read the backlog's last events (about ``quiet_wall``: committed
+    offsets trail them by up to Faust's commit interval) their watermark went on with
+    wall time; the live phase's event time starts that much, plus a margin, after the
+    backlog's end, so none of it is late: to the detectors, some quiet seconds.
     """
     reader = _AlertReader(bootstrap, s.topic("alerts"))
     producer = _producer(bootstrap)
     topic = s.topic("events")
     sent: list[tuple[float, Message]] = []
-    shift = time.time() - done_wall + COMMIT_SLACK_S
+    shift = time.time() - quiet_wall + COMMIT_SLACK_S
     plan = replace(plan, t0_s=plan.t0_s + shift)
     live_t0 = plan.t0_s + plan.backlog_s
     regions = {e.region for e in plan.scenario().episodes if e.genuine and e.start_s >= plan.backlog_s}

@@ -312,9 +312,10 @@ def rewind_uncommitted(consumer: Any, skip: Callable[[Any], bool] | None = None)
     changelogs, which recovery positions itself).
 
     Why. A Faust consumer takes whatever aiokafka has prefetched in one batch, and the
-    fetch position moves past all of it at once. When a rebalance starts (or recovery
-    stops the flow) part way through the batch, Faust drops the rest and relies on
-    seeking back to the committed offsets afterwards. But aiokafka's
+    fetch position moves past all of it at once. What it has fetched but not delivered
+    when a rebalance starts (the rest of the batch, its stream buffers, records of
+    partitions table recovery paused) it drops, relying on seeking back to the
+    committed offsets afterwards. But aiokafka's
     ``seek_to_committed`` leaves a partition with no committed offset (or offset 0)
     where it is (aiokafka issue 1003, open): the dropped records are never delivered,
     their partition never commits, and its ticks never close. A worker on a pre-filled

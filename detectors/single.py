@@ -87,6 +87,9 @@ SPIKE_CAP = 1e6
 SCALE_WEIGHT = 1.0
 #: weight of the trend chart (the slope of the deseasonalised value)
 TREND_WEIGHT = 0.5
+#: rows a raised scale chart is held before its baseline restarts on the new spread: a
+#: change of spread that lasts longer (two days of quarter-hour rows) is the new normal
+SCALE_HOLD_ROWS = 192
 #: a one-row change across a longer gap (in daily slots) is not a sample of the spread
 MAX_GAP_SLOTS = 1.5
 
@@ -150,7 +153,7 @@ def calibration_table(rows: int = 8000, series: int = 250, seed: int = 0,
 #: the 6 sd level (two rows) is left out, beyond 5.5 sd the Gaussian tail's slope carries on
 CALIBRATION: tuple[Array, Array] = (
     np.arange(0.0, 5.51, 0.5),
-    np.array([0.0, -0.05, -0.23, -0.49, -0.82, -1.22, -1.7, -2.26, -2.9, -3.64, -4.49, -5.22]),
+    np.array([0.0, -0.06, -0.25, -0.52, -0.86, -1.27, -1.76, -2.32, -2.96, -3.71, -4.54, -5.33]),
 )
 
 
@@ -211,9 +214,12 @@ class SingleSeriesDetector:
         # the spread of one-row changes: a chart on log |change| of the deseasonalised
         # value (scale-free, heavy tails tamed); a slow baseline that learns ten times
         # slower once 2 sd up, so a noisier stretch stays raised while it lasts
+        # (and as slowly when 2 sd down: a quiet or flat stretch does not lower the bar
+        # the ordinary spread is judged against when it returns); one wild row moves the
+        # fast average by at most 3 sd
         self.scale = BurstDetector(alpha=0.003, fast_alpha=0.05, threshold=2.0, min_ticks=1,
                                    warmup_ticks=warmup_ticks, poisson_floor=False, min_var=0.05,
-                                   rel_var=0.0)
+                                   rel_var=0.0, clip=3.0, hold_below=True)
         # the slope of the deseasonalised value: raised while a trend lasts, absorbed after
         self.trend = TrendDetector(fast_alpha=0.2, slow_alpha=0.02, spread_alpha=0.005, threshold=4.0)
         self.regime = regime
@@ -244,7 +250,8 @@ class SingleSeriesDetector:
         """Fresh state for ``shape`` series."""
         st = {"season": self.season.init_state(shape), "res_up": self.res_up.init_state(shape),
               "res_down": self.res_down.init_state(shape), "cusum": self.cusum.init_state(shape),
-              "rebase": ArrayState.zeros(shape, {"flag": ((), False, np.bool_)}),
+              "rebase": ArrayState.zeros(shape, {"flag": ((), False, np.bool_),
+                                                 "scale": ((), False, np.bool_)}),
               "scale": self.scale.init_state(shape), "trend": self.trend.init_state(shape),
               # the previous finite deseasonalised value and its time, for one-row changes
               "prev": ArrayState.zeros(shape, {"value": ((), np.nan), "time_s": ((), -np.inf)})}
@@ -271,14 +278,15 @@ class SingleSeriesDetector:
         # the residual charts skip rows the season cannot judge, and rows whose noise sits
         # at its floor (a constant series: nothing there can go flat)
         floor = self.season.var_floor + (self.season.rel_var * state["season"]["level"]) ** 2
-        live = sea["periodicity_trusted"] & (sea["periodicity_var"] > 4.0 * floor)
+        noisy = sea["periodicity_var"] > 4.0 * floor
+        live = sea["periodicity_trusted"] & noisy
         zin = np.where(live, np.clip(z, -Z_CAP, Z_CAP), np.nan)
         res_up = self.res_up.step(state["res_up"], {"count": zin})["burst_z"]
         res_down = self.res_down.step(state["res_down"], {"count": -zin})["burst_z"]
         cus = self.cusum.step(state["cusum"], {"count": zin})
         # a flagged level change is absorbed from the next row on
         rebase[...] = cus["change_level"]
-        scale_z, trend_z = self._scale_and_trend(state, v, t, sea, live)
+        scale_z, trend_z = self._scale_and_trend(state, v, t, sea, live, sea["periodicity_judged"] & noisy)
         parts = {
             # judged against the level alone (season not learned yet): a weaker witness
             "spike": np.abs(z) * np.where(sea["periodicity_trusted"], 1.0, EARLY_WEIGHT),
@@ -296,24 +304,34 @@ class SingleSeriesDetector:
         return {"anomaly_score": evidence_to_score(evidence), "evidence": evidence, **parts}
 
     def _scale_and_trend(self, state: dict[str, ArrayState], v: Array, t: Array,
-                         sea: dict[str, Array], live: Array) -> tuple[Array, Array]:
-        """The scale chart's and the trend chart's ``z`` for this row (0 while not live).
+                         sea: dict[str, Array], live: Array, judged: Array) -> tuple[Array, Array]:
+        """The scale chart's and the trend chart's ``z`` for this row.
 
         Both read the deseasonalised value ``y = value - daily and weekly terms``, which,
-        unlike the residual, does not jump when a level alarm rebases the season.
+        unlike the residual, does not jump when a level alarm rebases the season. The
+        trend chart waits for a learned season (``live``); the spread of one-row
+        changes hardly depends on it, so the scale chart learns from the first rows
+        judged against the level alone (``judged``): its baseline is the series'
+        ordinary spread, not a quiet stretch that happens to come when the season is
+        learned.
         """
         y = v - sea["periodicity_seasonal"]
         prev = state["prev"]
         slots = self.slots_per_day or 1
         max_gap_s = MAX_GAP_SLOTS * SECONDS_PER_DAY / slots if slots > 1 else np.inf
         near = (t - prev["time_s"]) <= max_gap_s
-        dy = np.where(live & near & np.isfinite(y) & np.isfinite(prev["value"]), y - prev["value"], np.nan)
+        dy = np.where(judged & near & np.isfinite(y) & np.isfinite(prev["value"]), y - prev["value"], np.nan)
         fin = np.isfinite(y)
         prev["value"][...] = np.where(fin, y, prev["value"])
         prev["time_s"][...] = np.where(fin, t, prev["time_s"])
         sd = np.sqrt(sea["periodicity_var"])
         # a floor far below the noise, so repeated values (dy = 0) stay finite
-        scale_z = self.scale.step(state["scale"], {"count": np.log(np.abs(dy) + 1e-3 * sd)})["burst_z"]
+        rebase = state["rebase"]["scale"]
+        scale = self.scale.step(state["scale"], {"count": np.log(np.abs(dy) + 1e-3 * sd),
+                                                 "rebase": rebase.copy()})
+        scale_z = scale["burst_z"]
+        # raised for SCALE_HOLD_ROWS rows in a row: restart on the new spread next row
+        rebase[...] = scale["burst_run"] >= SCALE_HOLD_ROWS
         # one wild row moves the slope by at most Z_CAP sd of its residual
         r = sea["periodicity_residual"]
         y_capped = np.where(live, y - r + np.clip(r, -Z_CAP * sd, Z_CAP * sd), np.nan)

@@ -28,7 +28,7 @@ def test_score_is_one_minus_the_measured_null_chance() -> None:
     s = evidence_to_score(levels)
     assert s[0] == 0.0
     assert np.allclose(s, 1.0 - 10.0 ** log_tail)
-    assert evidence_to_score(np.array([4.0]))[0] == pytest.approx(1 - 10 ** -3.26)
+    assert evidence_to_score(np.array([4.0]))[0] == pytest.approx(1 - 10 ** -2.96)
 
 
 def test_score_keeps_ranking_strong_evidence_below_one() -> None:

@@ -83,12 +83,6 @@ class BurstDetector(Stage):
         the larger of it and the spread white noise would give. For inputs whose ticks
         are correlated (a model's residuals), where runs of same-signed ticks are
         ordinary; off for counts.
-    hold_below
-        Also learn ten times slower while ``burst_z <= -threshold`` (the activity stands
-        well *below* its baseline). For a chart that only rises matter on (a scale
-        chart): a quiet stretch then does not lower the bar that ordinary activity is
-        judged against when it returns. Off for counts, whose baseline should follow a
-        station that went quiet.
     """
 
     name = "burst"
@@ -96,7 +90,7 @@ class BurstDetector(Stage):
     def __init__(self, alpha: float = 0.05, fast_alpha: float = 0.5, threshold: float = 4.0,
                  min_ticks: int = 2, warmup_ticks: int = 5, poisson_floor: bool = True,
                  min_var: float = 1e-12, rel_var: float = 1e-6, huber: float = 4.0,
-                 clip: float = 1000.0, learn_fast_var: bool = False, hold_below: bool = False) -> None:
+                 clip: float = 1000.0, learn_fast_var: bool = False) -> None:
         check_fraction("alpha", alpha)
         check_fraction("fast_alpha", fast_alpha)
         check_positive("threshold", threshold)
@@ -117,7 +111,6 @@ class BurstDetector(Stage):
         self.huber = huber
         self.clip = clip
         self.learn_fast_var = learn_fast_var
-        self.hold_below = hold_below
         # variance of an EWMA of i.i.d. noise relative to the noise variance
         self._fast_var_ratio = fast_alpha / (2.0 - fast_alpha)
 
@@ -172,8 +165,7 @@ class BurstDetector(Stage):
         run[...] = np.where(over, run + 1.0, 0.0)
         burst = run >= self.min_ticks
         a = np.maximum(self.alpha, 1.0 / np.maximum(n, 1.0))
-        held = (over | (z <= -self.threshold)) if self.hold_below else over
-        a = np.where(held, a * 0.1, a)
+        a = np.where(over, a * 0.1, a)
         a = np.where(finite, a, 0.0)
         # Huber-type update once warm: a wild tick moves the baseline by a bounded step
         # (a tick in a burst already learns ten times slower; it is only kept finite)

@@ -84,7 +84,7 @@ SHIFT_WEIGHT = 0.5
 #: bound on the single-row evidence itself
 SPIKE_CAP = 1e6
 #: weight of the scale chart (the spread of one-row changes) beside a single odd row
-SCALE_WEIGHT = 1.0
+SCALE_WEIGHT = 0.75
 #: weight of the trend chart (the slope of the deseasonalised value)
 TREND_WEIGHT = 0.5
 #: rows a raised scale chart is held before its baseline restarts on the new spread: a
@@ -153,7 +153,7 @@ def calibration_table(rows: int = 8000, series: int = 250, seed: int = 0,
 #: the 6 sd level (two rows) is left out, beyond 5.5 sd the Gaussian tail's slope carries on
 CALIBRATION: tuple[Array, Array] = (
     np.arange(0.0, 5.51, 0.5),
-    np.array([0.0, -0.06, -0.25, -0.52, -0.86, -1.27, -1.76, -2.32, -2.96, -3.71, -4.54, -5.33]),
+    np.array([0.0, -0.06, -0.25, -0.56, -0.94, -1.39, -1.92, -2.53, -3.19, -3.95, -4.68, -5.4]),
 )
 
 
@@ -214,12 +214,11 @@ class SingleSeriesDetector:
         # the spread of one-row changes: a chart on log |change| of the deseasonalised
         # value (scale-free, heavy tails tamed); a slow baseline that learns ten times
         # slower once 2 sd up, so a noisier stretch stays raised while it lasts
-        # (and as slowly when 2 sd down: a quiet or flat stretch does not lower the bar
-        # the ordinary spread is judged against when it returns); one wild row moves the
+        # (and restarts on a spread that lasted SCALE_HOLD_ROWS); one wild row moves the
         # fast average by at most 3 sd
         self.scale = BurstDetector(alpha=0.003, fast_alpha=0.05, threshold=2.0, min_ticks=1,
                                    warmup_ticks=warmup_ticks, poisson_floor=False, min_var=0.05,
-                                   rel_var=0.0, clip=3.0, hold_below=True)
+                                   rel_var=0.0, clip=3.0)
         # the slope of the deseasonalised value: raised while a trend lasts, absorbed after
         self.trend = TrendDetector(fast_alpha=0.2, slow_alpha=0.02, spread_alpha=0.005, threshold=4.0)
         self.regime = regime

@@ -16,6 +16,20 @@ counts:
   shift is flagged and then absorbed instead of flagged for as long as a slow baseline
   takes to catch up (the residual charts keep their own baselines: a ramp that goes on
   after the rebase still shows as a run of odd rows);
+* **scale**: a burst chart on ``log |one-row change|`` of the deseasonalised value
+  (the value minus its daily and weekly terms): the spread of the noise, which a
+  level model's residual hides when the level itself wanders (a random walk). The log
+  makes it scale-free and tames heavy tails; its slow baseline learns ten times slower
+  while the chart is 2 sd up, so a noisier stretch stays flagged while it lasts, and
+  restarts on the new spread after ``SCALE_HOLD_ROWS`` raised rows. It learns from the
+  first rows judged against the level alone (a spread hardly depends on the season),
+  so a quiet stretch while the season is learned is not taken for the normal spread.
+  Changes across a gap of more than ``MAX_GAP_SLOTS`` daily slots are skipped;
+* **trend**: :class:`~convergence.detectors.trend.TrendDetector` (a fast-versus-slow
+  EWMA crossover with a learned spread) on the deseasonalised value, one wild row
+  capped at ``Z_CAP`` residual sd: raised while a ramp lasts, absorbed within about
+  50 rows after it ends, where the CUSUM's rebase alone saw a ramp as a saw-tooth of
+  level alarms;
 * nothing is judged until the season is learned (``min_seen`` visits of a slot:
   ``min_seen`` rows for daily data, ``min_seen`` days for finer data);
 * the **HMM regime** filter, when a trained regime model is given.

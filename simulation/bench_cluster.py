@@ -22,9 +22,11 @@ worker count and batch size it is given:
    ``node-evidence`` partitions it owns. They are a black box: the harness only feeds
    the events topic and watches the consumer group's committed offsets, until every
    event is committed.
-   ``events_per_s`` is the sustained rate from the first advance of the committed
-   offsets until :data:`SUSTAINED_SHARE` of the backlog is committed (startup
-   excluded; offsets are committed every few seconds, so short runs are coarse);
+   ``events_per_s`` is the sustained rate from the first evidence the workers hand on
+   (their first ticks closed: they are draining) until :data:`SUSTAINED_SHARE` of the
+   backlog is committed (startup excluded; offsets are committed every few seconds, so
+   short runs are coarse; the first commit comes late, once ticks closed, so it cannot
+   mark the start);
    ``tail_s`` is the rest, until the last event is committed: the backlog's last ticks
    wait for the watermark's recovery hold (a partition that was behind waits 30 s of
    caught-up time for stations still resending), the same for any number of workers.
@@ -346,16 +348,20 @@ SUSTAINED_SHARE = 0.9
 
 
 def sustained_rate(samples: Sequence[tuple[float, int]], total: int,
-                   share: float = SUSTAINED_SHARE) -> tuple[float, int] | None:
-    """``(seconds, events)`` from the first advance of the committed events to the first
-    sample with ``share`` of ``total`` committed (``None``: not reached, or too short).
+                   share: float = SUSTAINED_SHARE, *,
+                   start: tuple[float, int] | None = None) -> tuple[float, int] | None:
+    """``(seconds, events)`` from ``start`` (default: the first advance of the committed
+    events) to the first sample with ``share`` of ``total`` committed (``None``: not
+    reached, or too short).
 
     >>> sustained_rate([(0.0, 0), (1.0, 10), (3.0, 90), (40.0, 100)], 100)
     (2.0, 80)
+    >>> sustained_rate([(0.0, 0), (1.0, 10), (3.0, 90), (40.0, 100)], 100, start=(0.5, 0))
+    (2.5, 90)
     >>> sustained_rate([(0.0, 0), (1.0, 95)], 100) is None   # one sample: no interval
     True
     """
-    started = next(((t, e) for t, e in samples if e > 0), None)
+    started = start if start is not None else next(((t, e) for t, e in samples if e > 0), None)
     if started is None:
         return None
     for t, e in samples:
@@ -566,10 +572,11 @@ class _AlertReader:
 
 class _EvidenceWatch:
     """Whether the ``node-evidence`` topic holds anything yet (a first-stage worker closed
-    its first ticks), for ``join_late``; asks the broker at most twice a second."""
+    its first ticks: it is draining); asks the broker at most twice a second, and says
+    True once."""
 
-    def __init__(self, bootstrap: str, topic: str, wanted: bool) -> None:
-        self.bootstrap, self.topic, self.wanted = bootstrap, topic, wanted
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap, self.topic, self.wanted = bootstrap, topic, True
         self._consumer: Any = None
         self._asked = 0.0
 
@@ -652,7 +659,9 @@ def _run_once(base: Settings, bootstrap: str, plan: BacklogPlan, *, workers: int
         started = time.monotonic()
         for i in range(1 if join_late else workers):
             add_worker(i)
-        watch = _EvidenceWatch(bootstrap, s.topic("node-evidence"), len(sup.children) < workers)
+        # the workers are draining once their first ticks closed (their evidence is on the
+        # node-evidence topic); they commit a message only later, once its ticks closed
+        watch = _EvidenceWatch(bootstrap, s.topic("node-evidence"))
         cpu0: dict[str, float | None] = {c.name: None for c in sup.children}
         samples: list[tuple[float, int]] = []
         first: tuple[float, int] | None = None
@@ -665,16 +674,16 @@ def _run_once(base: Settings, bootstrap: str, plan: BacklogPlan, *, workers: int
             committed = _committed(admin, s.faust_app_id, topic)
             now = time.monotonic()
             done = _events_before(table, committed)
-            if len(sup.children) < workers and watch.handed_on():
-                # the first worker is draining the backlog (its first ticks closed): the
-                # others join a busy group, the rebalance lands in its fetched batches
-                say(f"the first worker hands on evidence: starting {workers - 1} more ...")
-                for i in range(1, workers):
-                    add_worker(i)
-                    cpu0[f"worker {i}"] = 0.0 if first is not None else None
-            if done > 0 and first is None:
+            if first is None and (done > 0 or watch.handed_on()):
                 first = (now, done)
                 cpu0 = {c.name: _cpu_s(c.proc.pid) if c.proc else None for c in sup.children}
+                if len(sup.children) < workers:
+                    # join_late: the first worker is draining the backlog; the others join
+                    # a busy group, the rebalance lands in its fetched batches
+                    say(f"the first worker hands on evidence: starting {workers - 1} more ...")
+                    for i in range(1, workers):
+                        add_worker(i)
+                        cpu0[f"worker {i}"] = 0.0
             samples.append((now, done))
             if all(committed.get(p, 0) >= e for p, e in end.items()):
                 done_at = now
@@ -691,10 +700,11 @@ def _run_once(base: Settings, bootstrap: str, plan: BacklogPlan, *, workers: int
         cpu = {c.name: _cpu_s(c.proc.pid) if c.proc else None for c in sup.children}
         assert first is not None
         cpu_used = {name: _delta(cpu[name], cpu0.get(name)) for name in cpu}
-        # the rate: from the first commit until SUSTAINED_SHARE of the backlog is committed
-        # (startup and the recovery hold of the backlog's last ticks left out; both are
-        # reported beside it); the CPU: from the first commit to the last
-        timed = sustained_rate(samples, fill["events"])
+        # the rate: from the first evidence handed on (or the first commit, if seen first)
+        # until SUSTAINED_SHARE of the backlog is committed (startup and the recovery hold
+        # of the backlog's last ticks left out; both are reported beside it); the CPU:
+        # from then to the last commit
+        timed = sustained_rate(samples, fill["events"], start=first)
         sustained_s, sustained_events = timed if timed is not None else (0.0, 0)
         rate = sustained_events / sustained_s if sustained_s > 0 else None
         worker_r: dict[str, Any] = {

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from convergence.cli.common import console, fail, print_json, settings
+from convergence.cli.common import benchmark_broker, console, fail, print_json, settings
 
 app = typer.Typer(
     rich_markup_mode="markdown",
@@ -121,10 +121,7 @@ def cluster(
     and times each alert from the last event that contributed to it. Cleans up every
     process and topic it made. See `convergence.simulation.bench_cluster`.
     """
-    from kafka.errors import KafkaError
-
     from convergence.simulation.bench_cluster import bench_cluster
-    from convergence.streams import kafka_local
 
     worker_counts = _ints(workers, "workers", 1, 16)
     batches = _ints(batch, "batch", 1, 5000)
@@ -134,31 +131,11 @@ def cluster(
         if not json_out:
             console.print(text, markup=False)
 
-    broker: kafka_local.BrokerHandle | None = None
-    try:
-        if kafka is None:
-            say("starting a local Kafka broker for the benchmark ...")
-            broker = kafka_local.start(s)
-            bootstrap = broker.bootstrap
-        else:
-            bootstrap = kafka
-            if not kafka_local.metadata_ok(bootstrap):
-                fail(f"no Kafka broker answers at {bootstrap}; start one (`convergence kafka start`) "
-                     "or leave out --kafka to start a throwaway one", 1)
+    with benchmark_broker(s, kafka, say, missing_hint="start one (`convergence kafka start`) "
+                          "or leave out --kafka to start a throwaway one") as bootstrap:
         r = bench_cluster(s, bootstrap, workers=worker_counts, batches=batches, events=events,
                           partitions=partitions, rate_scale=rate_scale, live_s=live,
                           live_episodes=live_episodes, seed=seed, drain_timeout_s=timeout, say=say)
-    except typer.Exit:
-        raise
-    except ValueError as exc:
-        fail(exc, 2)
-    except kafka_local.KafkaLocalError as exc:
-        fail(exc)
-    except (KafkaError, RuntimeError, OSError) as exc:
-        fail(f"benchmark failed: {type(exc).__name__}: {exc}")
-    finally:
-        if broker is not None:
-            broker.stop()
     failed = [run for run in r["runs"] if "error" in run]
     if json_out:
         print_json(r)

@@ -8,11 +8,11 @@ is :func:`convergence.simulation.bench_stations.bench_stations`.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from convergence.cli.common import console, fail, print_json, settings
+from convergence.cli.common import benchmark_broker, console, fail, print_json, settings
 
 
 class Codec(StrEnum):
@@ -45,10 +45,7 @@ def stations(
     sends the same number of the fleet's own encoded messages with the same producer
     settings. Both must be fully acked; the ratio is fleet/baseline.
     """
-    from kafka.errors import KafkaError
-
     from convergence.simulation.bench_stations import bench_stations
-    from convergence.streams import kafka_local
 
     if local_kafka and kafka:
         fail("give --kafka BOOTSTRAP or --local-kafka, not both", 2)
@@ -61,33 +58,17 @@ def stations(
             fail(f"--compression {compression.value}: kafka-python cannot find the {compression.value} "
                  f"library in this environment; install it (pip install {compression.value}) or "
                  "choose another codec", 2)
-    broker: Any = None
-    try:
-        if local_kafka:
-            if not json_out:
-                console.print("starting a local Kafka broker for the benchmark ...")
-            broker = kafka_local.start(s)
-            bootstrap = broker.bootstrap
-        else:
-            bootstrap = s.kafka_bootstrap
-            if not kafka_local.metadata_ok(bootstrap):
-                fail(f"no Kafka broker answers at {bootstrap}; pass --kafka HOST:PORT, or "
-                     "--local-kafka to start a throwaway one", 1)
+    def say(text: str) -> None:
+        if not json_out:
+            console.print(text, markup=False)
+
+    with benchmark_broker(s, None if local_kafka else s.kafka_bootstrap, say,
+                          missing_hint="pass --kafka HOST:PORT, or --local-kafka to start a "
+                          "throwaway one") as bootstrap:
         r = bench_stations(bootstrap, stations=stations, seconds=seconds,
                            events_per_poll=events_per_poll, seed=seed, linger_ms=linger_ms,
                            batch_size=batch_size,
                            compression=compression.value if compression else None)
-    except typer.Exit:  # fail() above: already said
-        raise
-    except ValueError as exc:
-        fail(exc, 2)
-    except kafka_local.KafkaLocalError as exc:
-        fail(exc)
-    except (KafkaError, RuntimeError, OSError) as exc:
-        fail(f"benchmark failed: {type(exc).__name__}: {exc}")
-    finally:
-        if broker is not None:
-            broker.stop()
     if json_out:
         print_json(r)
         return

@@ -34,6 +34,39 @@ def fail(message: str | BaseException, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+@contextlib.contextmanager
+def benchmark_broker(s: Settings, bootstrap: str | None, say: Callable[[str], None], *,
+                     missing_hint: str) -> Iterator[str]:
+    """The broker a benchmark runs against: ``bootstrap`` (it must answer; else one
+    ``error:`` line ending with ``missing_hint``) or, for ``None``, a throwaway local one,
+    stopped afterwards. What goes wrong inside becomes one ``error:`` line: a bad value
+    exits 2, anything else 1 - never a traceback."""
+    from kafka.errors import KafkaError
+
+    from convergence.streams import kafka_local
+
+    broker: kafka_local.BrokerHandle | None = None
+    try:
+        if bootstrap is None:
+            say("starting a local Kafka broker for the benchmark ...")
+            broker = kafka_local.start(s)
+            bootstrap = broker.bootstrap
+        elif not kafka_local.metadata_ok(bootstrap):
+            fail(f"no Kafka broker answers at {bootstrap}; {missing_hint}", 1)
+        yield bootstrap
+    except typer.Exit:  # fail(): already said
+        raise
+    except ValueError as exc:
+        fail(exc, 2)
+    except kafka_local.KafkaLocalError as exc:
+        fail(exc)
+    except (KafkaError, RuntimeError, OSError) as exc:
+        fail(f"benchmark failed: {type(exc).__name__}: {exc}")
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
 def settings(**overrides: Any) -> Settings:
     """The effective settings, with command-line overrides (``None`` = not given)."""
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -117,12 +118,51 @@ def _what_runs(s: Settings, scenario: str | None, fleet: Path | None, speed: flo
                  f"read the network ({', '.join(network[:3])}{', ...' if len(network) > 3 else ''}), "
                  "which cannot be sped up; run without it, or leave those stations out", 2)
     if speed is not None:
-        import dataclasses
+        specs = [_with_options(sp, speed=speed) if sp.source.type == "replay" else sp
+                 for sp in specs]
+    if fast:
+        specs, t0 = _backtest_start(specs, s.seed)
+        return None, specs, t0
+    return None, specs, None
 
-        specs = [dataclasses.replace(sp, source=dataclasses.replace(
-            sp.source, options={**sp.source.options, "speed": speed}))
-            if sp.source.type == "replay" else sp for sp in specs]
-    return None, specs, SIMULATED_START_S if fast else None
+
+def _with_options(spec: Any, **options: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(spec, source=dataclasses.replace(
+        spec.source, options={**spec.source.options, **options}))
+
+
+def _backtest_start(specs: list[Any], seed: int) -> tuple[list[Any], float]:
+    """Where a simulated clock starts for a fleet: at its recordings' first row, each
+    replay station aligned on it, so a backtest runs in recorded time (alerts and reports
+    carry the times of the recording) and the recordings keep their offsets to one
+    another. A fleet without recordings starts at :data:`SIMULATED_START_S`."""
+    from convergence.ground_stations.base import SourceError
+    from convergence.ground_stations.fleet import build_source
+    from convergence.ground_stations.replay import FileReplaySource
+
+    firsts: dict[str, tuple[float, float | None]] = {}  # station: first row, speed
+    for sp in specs:
+        if sp.source.type != "replay" or "start_s" in sp.source.options:
+            continue
+        try:
+            src = build_source(sp, None, SIMULATED_START_S, seed)
+            t = src.first_time() if isinstance(src, FileReplaySource) else None
+        except (ValueError, SourceError) as exc:
+            fail(exc, 2)
+        if t is not None:
+            firsts[sp.station_id] = (t, src.speed if isinstance(src, FileReplaySource) else None)
+    if not firsts:
+        return specs, SIMULATED_START_S
+    t0 = float(math.floor(min(t for t, _ in firsts.values())))
+    out = []
+    for sp in specs:
+        if sp.station_id in firsts:
+            t, speed = firsts[sp.station_id]
+            sp = _with_options(sp, start_s=t0 + (t - t0) / (speed or 1.0))
+        out.append(sp)
+    return out, t0
 
 
 def _print_level(oc: TickOutcome) -> None:
@@ -260,6 +300,13 @@ def run(
             f"({d['events_per_s']:.0f}/s), {plural(d['alerts'], 'alert')}, "
             f"{plural(d['reports'], 'report revision')}, {plural(d['dead_letters'], 'dead letter')}, "
             f"{plural(d['duplicates'], 'duplicate')}.")
+        causes = d.get("dead_letter_causes") or []
+        if causes:
+            console.print("dead letters by cause (every one is in the database's dead_letter table):")
+            for c in causes[:5]:
+                what = f"{c['stage']} {c['field']}".strip()
+                console.print(f"  {c['count']:>9,}  {what}, e.g. {c['example']}", markup=False,
+                              highlight=False)
         if sc:
             console.print(
                 f"scenario check: {sc['detected']}/{sc['genuine']} genuine convergences detected, "

@@ -291,7 +291,21 @@ class AddResult:
 
 @dataclass
 class TickAccumulator:
-    """Streaming bucketer: open ticks, dedup, lateness, contiguous closing."""
+    """Streaming bucketer: open ticks, dedup, lateness, contiguous closing.
+
+    An event is late when its tick has closed. Until the first tick closes, an event
+    older than the oldest open tick opens its own (a station that starts late sends what
+    it recorded since the start; nothing downstream has seen those ticks yet):
+
+    >>> from convergence.detectors.ingest import EventColumns
+    >>> acc = TickAccumulator(n_stations=2, tick_s=1.0, allowed_lateness_s=0.0, n_bins=1)
+    >>> one = lambda t: EventColumns.from_arrays(station=[0], time_s=[t], value=[1.0],
+    ...                                          category_bin=[0], event_hash=[int(t)])
+    >>> acc.add(one(10.5)).accepted, acc.add(one(7.5)).accepted, acc.next_close
+    (1, 1, 7)
+    >>> [t for t, _ in acc.close_until(11.0)], acc.add(one(8.5)).late_idx.tolist()
+    ([7, 8, 9, 10], [0])
+    """
 
     n_stations: int
     tick_s: float = 1.0
@@ -304,6 +318,9 @@ class TickAccumulator:
     # per tick: chunks of (event times sorted, their content hashes) already accepted
     _seen: dict[int, list[SeenChunk]] = field(default_factory=dict, repr=False)
     _next_close: int | None = field(default=None, repr=False)
+    # until a tick has closed, an older event moves the first open tick back instead of
+    # being late (nothing downstream has seen those ticks yet)
+    _closed_any: bool = field(default=False, repr=False)
     duplicates: int = 0
     late: int = 0
     skipped_ticks: int = 0
@@ -336,8 +353,9 @@ class TickAccumulator:
         if int(cols.station.max()) >= self.n_stations:
             self.grow(int(cols.station.max()) + 1)
         tick = np.floor(cols.time_s / self.tick_s).astype(np.int64)
-        if self._next_close is None:
-            self._next_close = int(tick.min())
+        if self._next_close is None or not self._closed_any:
+            first = int(tick.min())
+            self._next_close = first if self._next_close is None else min(self._next_close, first)
         # a re-sent event can only collide with hashes of its own tick (the hash covers
         # the event time), so only the batch's tick range is searched
         lo_t, hi_t = int(tick.min()), int(tick.max())
@@ -412,6 +430,7 @@ class TickAccumulator:
                 out.append((t_data, finish_cells(self._open.pop(t_data))))
             t = t_data + 1
         self._next_close = stop
+        self._closed_any = True
         horizon = stop - self.dedupe_retention_ticks
         for k in [k for k in self._seen if k < horizon]:
             del self._seen[k]

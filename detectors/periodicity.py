@@ -347,7 +347,7 @@ class PeriodicityDetector(Stage):
         return {"periodicity_z": z, "periodicity_break": brk, "periodicity_run": run.copy(),
                 "periodicity_expected": expected, "periodicity_var": noise,
                 "periodicity_judged": judged, "periodicity_trusted": trusted & finite,
-                "periodicity_residual": np.where(finite, r, 0.0)}
+                "periodicity_residual": np.where(finite, r, 0.0), "periodicity_seasonal": seasonal}
 
     def _step_profile(self, state: ArrayState, raw: Array, slot: Array) -> Outputs:
         run = state["run"]

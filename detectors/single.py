@@ -16,6 +16,20 @@ counts:
   shift is flagged and then absorbed instead of flagged for as long as a slow baseline
   takes to catch up (the residual charts keep their own baselines: a ramp that goes on
   after the rebase still shows as a run of odd rows);
+* **scale**: a burst chart on ``log |one-row change|`` of the deseasonalised value
+  (the value minus its daily and weekly terms): the spread of the noise, which a
+  level model's residual hides when the level itself wanders (a random walk). The log
+  makes it scale-free and tames heavy tails; its slow baseline learns ten times slower
+  while the chart is 2 sd up, so a noisier stretch stays flagged while it lasts, and
+  restarts on the new spread after ``SCALE_HOLD_ROWS`` raised rows. It learns from the
+  first rows judged against the level alone (a spread hardly depends on the season),
+  so a quiet stretch while the season is learned is not taken for the normal spread.
+  Changes across a gap of more than ``MAX_GAP_SLOTS`` daily slots are skipped;
+* **trend**: :class:`~convergence.detectors.trend.TrendDetector` (a fast-versus-slow
+  EWMA crossover with a learned spread) on the deseasonalised value, one wild row
+  capped at ``Z_CAP`` residual sd: raised while a ramp lasts, absorbed within about
+  50 rows after it ends, where the CUSUM's rebase alone saw a ramp as a saw-tooth of
+  level alarms;
 * nothing is judged until the season is learned (``min_seen`` visits of a slot:
   ``min_seen`` rows for daily data, ``min_seen`` days for finer data);
 * the **HMM regime** filter, when a trained regime model is given.
@@ -67,6 +81,7 @@ from convergence.detectors.cusum import CusumDetector
 from convergence.detectors.periodicity import SECONDS_PER_DAY, PeriodicityDetector, slot_of, week_slot_of
 from convergence.detectors.regime import RegimeFilter
 from convergence.detectors.regime_features import RegimeFeatures
+from convergence.detectors.trend import TrendDetector
 
 #: slot counts a day is divided into (every divisor of 1440 minutes up to 288)
 DAY_DIVISORS = np.array([d for d in range(1, 289) if 1440 % d == 0], np.float64)
@@ -82,6 +97,15 @@ EARLY_WEIGHT = 0.5
 SHIFT_WEIGHT = 0.5
 #: bound on the single-row evidence itself
 SPIKE_CAP = 1e6
+#: weight of the scale chart (the spread of one-row changes) beside a single odd row
+SCALE_WEIGHT = 0.75
+#: weight of the trend chart (the slope of the deseasonalised value)
+TREND_WEIGHT = 0.5
+#: rows a raised scale chart is held before its baseline restarts on the new spread: a
+#: change of spread that lasts longer (two days of quarter-hour rows) is the new normal
+SCALE_HOLD_ROWS = 192
+#: a one-row change across a longer gap (in daily slots) is not a sample of the spread
+MAX_GAP_SLOTS = 1.5
 
 
 def _null_tail(evidence: Array) -> Array:
@@ -143,7 +167,7 @@ def calibration_table(rows: int = 8000, series: int = 250, seed: int = 0,
 #: the 6 sd level (two rows) is left out, beyond 5.5 sd the Gaussian tail's slope carries on
 CALIBRATION: tuple[Array, Array] = (
     np.arange(0.0, 5.51, 0.5),
-    np.array([0.0, -0.11, -0.37, -0.69, -1.07, -1.52, -2.03, -2.63, -3.26, -4.01, -4.71, -5.48]),
+    np.array([0.0, -0.06, -0.25, -0.56, -0.94, -1.39, -1.92, -2.53, -3.19, -3.95, -4.68, -5.4]),
 )
 
 
@@ -201,6 +225,16 @@ class SingleSeriesDetector:
         self.cusum = CusumDetector(alpha=0.01, warmup_ticks=warmup_ticks, k=0.5, h=8.0, var_floor=1.0,
                                    poisson_floor=False, variance_down=True, k_var=0.5, h_var=24.0,
                                    evidence_scale=4.0)
+        # the spread of one-row changes: a chart on log |change| of the deseasonalised
+        # value (scale-free, heavy tails tamed); a slow baseline that learns ten times
+        # slower once 2 sd up, so a noisier stretch stays raised while it lasts
+        # (and restarts on a spread that lasted SCALE_HOLD_ROWS); one wild row moves the
+        # fast average by at most 3 sd
+        self.scale = BurstDetector(alpha=0.003, fast_alpha=0.05, threshold=2.0, min_ticks=1,
+                                   warmup_ticks=warmup_ticks, poisson_floor=False, min_var=0.05,
+                                   rel_var=0.0, clip=3.0)
+        # the slope of the deseasonalised value: raised while a trend lasts, absorbed after
+        self.trend = TrendDetector(fast_alpha=0.2, slow_alpha=0.02, spread_alpha=0.005, threshold=4.0)
         self.regime = regime
         self.regime_features = RegimeFeatures(regime_kind, regime_vol_window) if regime else None
 
@@ -229,7 +263,11 @@ class SingleSeriesDetector:
         """Fresh state for ``shape`` series."""
         st = {"season": self.season.init_state(shape), "res_up": self.res_up.init_state(shape),
               "res_down": self.res_down.init_state(shape), "cusum": self.cusum.init_state(shape),
-              "rebase": ArrayState.zeros(shape, {"flag": ((), False, np.bool_)})}
+              "rebase": ArrayState.zeros(shape, {"flag": ((), False, np.bool_),
+                                                 "scale": ((), False, np.bool_)}),
+              "scale": self.scale.init_state(shape), "trend": self.trend.init_state(shape),
+              # the previous finite deseasonalised value and its time, for one-row changes
+              "prev": ArrayState.zeros(shape, {"value": ((), np.nan), "time_s": ((), -np.inf)})}
         if self.regime is not None and self.regime_features is not None:
             st["regime_features"] = self.regime_features.init_state(shape)
             st["regime"] = self.regime.init_state(shape)
@@ -253,19 +291,23 @@ class SingleSeriesDetector:
         # the residual charts skip rows the season cannot judge, and rows whose noise sits
         # at its floor (a constant series: nothing there can go flat)
         floor = self.season.var_floor + (self.season.rel_var * state["season"]["level"]) ** 2
-        live = sea["periodicity_trusted"] & (sea["periodicity_var"] > 4.0 * floor)
+        noisy = sea["periodicity_var"] > 4.0 * floor
+        live = sea["periodicity_trusted"] & noisy
         zin = np.where(live, np.clip(z, -Z_CAP, Z_CAP), np.nan)
         res_up = self.res_up.step(state["res_up"], {"count": zin})["burst_z"]
         res_down = self.res_down.step(state["res_down"], {"count": -zin})["burst_z"]
         cus = self.cusum.step(state["cusum"], {"count": zin})
         # a flagged level change is absorbed from the next row on
         rebase[...] = cus["change_level"]
+        scale_z, trend_z = self._scale_and_trend(state, v, t, sea, live, sea["periodicity_judged"] & noisy)
         parts = {
             # judged against the level alone (season not learned yet): a weaker witness
             "spike": np.abs(z) * np.where(sea["periodicity_trusted"], 1.0, EARLY_WEIGHT),
             "shift_up": SHIFT_WEIGHT * res_up,
             "shift_down": SHIFT_WEIGHT * res_down,
             "change": 0.5 * cus["cusum_z"],
+            "scale": SCALE_WEIGHT * scale_z,
+            "trend": TREND_WEIGHT * np.abs(trend_z),
         }
         if self.regime is not None and self.regime_features is not None:
             feats = self.regime_features.step(state["regime_features"], {"value": v})["features"]
@@ -273,6 +315,41 @@ class SingleSeriesDetector:
         clean = [np.nan_to_num(np.maximum(p, 0.0), nan=0.0, posinf=SPIKE_CAP) for p in parts.values()]
         evidence, _ = fuse_top2(clean, self.corroboration)
         return {"anomaly_score": evidence_to_score(evidence), "evidence": evidence, **parts}
+
+    def _scale_and_trend(self, state: dict[str, ArrayState], v: Array, t: Array,
+                         sea: dict[str, Array], live: Array, judged: Array) -> tuple[Array, Array]:
+        """The scale chart's and the trend chart's ``z`` for this row.
+
+        Both read the deseasonalised value ``y = value - daily and weekly terms``, which,
+        unlike the residual, does not jump when a level alarm rebases the season. The
+        trend chart waits for a learned season (``live``); the spread of one-row
+        changes hardly depends on it, so the scale chart learns from the first rows
+        judged against the level alone (``judged``): its baseline is the series'
+        ordinary spread, not a quiet stretch that happens to come when the season is
+        learned.
+        """
+        y = v - sea["periodicity_seasonal"]
+        prev = state["prev"]
+        slots = self.slots_per_day or 1
+        max_gap_s = MAX_GAP_SLOTS * SECONDS_PER_DAY / slots if slots > 1 else np.inf
+        near = (t - prev["time_s"]) <= max_gap_s
+        dy = np.where(judged & near & np.isfinite(y) & np.isfinite(prev["value"]), y - prev["value"], np.nan)
+        fin = np.isfinite(y)
+        prev["value"][...] = np.where(fin, y, prev["value"])
+        prev["time_s"][...] = np.where(fin, t, prev["time_s"])
+        sd = np.sqrt(sea["periodicity_var"])
+        # a floor far below the noise, so repeated values (dy = 0) stay finite
+        rebase = state["rebase"]["scale"]
+        scale = self.scale.step(state["scale"], {"count": np.log(np.abs(dy) + 1e-3 * sd),
+                                                 "rebase": rebase.copy()})
+        scale_z = scale["burst_z"]
+        # raised for SCALE_HOLD_ROWS rows in a row: restart on the new spread next row
+        rebase[...] = scale["burst_run"] >= SCALE_HOLD_ROWS
+        # one wild row moves the slope by at most Z_CAP sd of its residual
+        r = sea["periodicity_residual"]
+        y_capped = np.where(live, y - r + np.clip(r, -Z_CAP * sd, Z_CAP * sd), np.nan)
+        trend_z = self.trend.step(state["trend"], {"value": y_capped})["trend_z"]
+        return scale_z, trend_z
 
     def score_many(self, series: list[tuple[Array, Array]]) -> list[Array]:
         """Scores for many ``(values, timestamps)`` series at once, vectorised across them.

@@ -39,8 +39,8 @@ time ``W0`` (``start_s``, or the clock at the first poll) and a row stamped ``T`
 ``event_time_s = W0 + (T - T0) / S`` and is released by the first poll at or after that
 time (rows earlier than the first row get ``W0``). With ``speed=None`` rows are released
 as fast as possible, at most ``batch_rows`` per poll, stamped with the poll's clock.
-The schema has no field for the original time, so it is kept at the end of ``text``
-as ``[orig 2024-05-01T12:00:00Z]``; that also keeps two equal rows from different
+The schema has no field for the original time, so when re-stamping changed it, it is kept
+at the end of ``text`` as ``[orig 2024-05-01T12:00:00Z]``; that also keeps two equal rows from different
 times from collapsing into one event id. ``restamp=False`` keeps the original times
 instead (the edge then judges their age).
 
@@ -65,6 +65,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -226,6 +227,24 @@ class FileReplaySource(RejectingSource):
         self.emitted = 0
 
 
+    def first_time(self) -> float | None:
+        """The time of the file's first good row (``None``: it has none), read without
+        touching this source: where a backtest's simulated clock starts.
+
+        Raises :class:`~convergence.ground_stations.base.SourceError` if the file cannot be
+        read."""
+        peek = FileReplaySource(self.path, self.station, speed=self.speed, fmt=self.fmt,
+                                restamp=self.restamp, rename=self.rename, limits=self.limits,
+                                max_rejects=1)
+        try:
+            while (got := peek._read_line(time.time())) is not None:
+                row = peek._parse(got[0], got[1], time.time())
+                if row is not None:
+                    return row.t
+            return None
+        finally:
+            peek.close_file()
+
     @property
     def done(self) -> bool:
         """Every line has been read and every good row released."""
@@ -321,9 +340,12 @@ class FileReplaySource(RejectingSource):
             t = parse_time(f[time_col])
         except ValueError as exc:
             raise _BadRow(time_col, f"{time_col} {exc}") from None
-        if t > now_s + self.limits.max_future_s:
-            raise _BadRow("timestamp", f"timestamp {iso_utc(t)} is {t - now_s:.0f} s after the station "
-                                       f"clock ({iso_utc(now_s)}); a replay file holds history. Fix "
+        # history is older than now - the real now: a simulated clock may run in the past
+        # of a recording (a re-stamped row is judged again at its new time when released)
+        now = max(now_s, time.time())
+        if t > now + self.limits.max_future_s:
+            raise _BadRow("timestamp", f"timestamp {iso_utc(t)} is {t - now:.0f} s after the station "
+                                       f"clock ({iso_utc(now)}); a replay file holds history. Fix "
                                        "the row or the station's clock")
         rec: dict[str, Any] = {"station_id": self.station.station_id, "source_kind": kind.value}
         if kind in (SourceKind.MARKET_PRICE, SourceKind.MARKET_VOLUME):
@@ -378,17 +400,18 @@ class FileReplaySource(RejectingSource):
             return None
         return _Row(line_no, t, rec, text)
 
-    def _finish(self, row: _Row, event_time_s: float, now_s: float) -> dict[str, Any] | None:
+    def _finish(self, row: _Row, event_time_s: float, now_s: float, *,
+                note: bool) -> dict[str, Any] | None:
         rec = dict(row.rec)
         rec["event_time_s"] = round(event_time_s, 6)
-        if self.restamp:
-            note = f"[orig {iso_utc(row.t)}]"
+        if note:  # re-stamped onto another time: the original goes with the text
+            orig = f"[orig {iso_utc(row.t)}]"
             text = rec.get("text")
             if isinstance(text, str) and text:
                 # the note must fit: only a text already near the limit loses its tail
-                rec["text"] = f"{text[: self.limits.max_text_chars - len(note) - 1]} {note}"
+                rec["text"] = f"{text[: self.limits.max_text_chars - len(orig) - 1]} {orig}"
             elif text is None or text == "":
-                rec["text"] = note
+                rec["text"] = orig
         try:
             check_record(rec, now_s=now_s, limits=self.limits)
         except ValidationError as err:
@@ -433,7 +456,8 @@ class FileReplaySource(RejectingSource):
                 if due > now_s:
                     break
             self._pending = None
-            rec = self._finish(row, due if self.restamp else row.t, now_s)
+            rec = self._finish(row, due if self.restamp else row.t, now_s,
+                               note=self.restamp and abs(due - row.t) > 1e-3)
             if rec is not None:
                 out.append(rec)
         self.emitted += len(out)

@@ -80,6 +80,9 @@ class RunSummary:
     report_ids: list[str] = field(default_factory=list)
     meter: str = "rule-based fusion"
     clock: str = "wall"
+    #: dead letters by cause (stage and field), each with how many and its first reason
+    #: (at most :data:`MAX_DEAD_CAUSES` causes; the store holds every dead letter)
+    dead_letter_causes: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -92,6 +95,45 @@ class RunSummary:
         return d
 
 
+#: dead-letter causes a run summary lists at most (the rest are counted under "other")
+MAX_DEAD_CAUSES = 10
+
+
+class DeadLetterCauses:
+    """Dead letters tallied by cause (stage and field), each with its first reason: what
+    a person reads at the end of a run to see why input was refused (bounded).
+
+    >>> c = DeadLetterCauses()
+    >>> for line in (3, 4):
+    ...     c.add("source.csv", "price", f"file t.csv line {line}: price 'x' is not a number")
+    >>> c.add("ingest", "event_time_s", "too old")
+    >>> [(d["stage"], d["field"], d["count"]) for d in c.causes()]
+    [('source.csv', 'price', 2), ('ingest', 'event_time_s', 1)]
+    >>> c.causes()[0]["example"]
+    "file t.csv line 3: price 'x' is not a number"
+    """
+
+    def __init__(self, most: int = MAX_DEAD_CAUSES) -> None:
+        self.most = most
+        self._by: dict[tuple[str, str], list[Any]] = {}
+
+    def add(self, stage: str, field_name: str, reason: str) -> None:
+        key = (stage, field_name)
+        got = self._by.get(key)
+        if got is None:
+            if len(self._by) >= self.most:
+                key = ("other", "")
+                got = self._by.get(key)
+            if got is None:
+                got = self._by[key] = [0, reason[:500]]
+        got[0] += 1
+
+    def causes(self) -> list[dict[str, Any]]:
+        """Most frequent first."""
+        return [{"stage": k[0], "field": k[1], "count": v[0], "example": v[1]}
+                for k, v in sorted(self._by.items(), key=lambda kv: -kv[1][0])]
+
+
 class _Port:
     """The runner's output port in one process (see the module docstring)."""
 
@@ -102,7 +144,10 @@ class _Port:
         rt = self.rt
         assert rt.router is not None
         rt.router.submit(table, record_id, doc, urgent=table == "alert")
-        if table == "alert":
+        if table == "dead_letter":
+            rt.dead_causes.add(str(doc.get("stage", "")), str(doc.get("field", "")),
+                               str(doc.get("reason", "")))
+        elif table == "alert":
             rt.alerts.append(Alert.from_dict(doc))
             rt.awaiting[record_id] = time.monotonic()
         elif table == "report":
@@ -199,6 +244,7 @@ class EmbeddedRuntime:
         self.graph: Any = None  # the report graph, once the store is open
         self.router: RecordRouter | None = None
         self._source_rejects: list[DeadLetter] = []
+        self.dead_causes = DeadLetterCauses()
         self._scenario_t0: float | None = None
 
     @property
@@ -287,6 +333,7 @@ class EmbeddedRuntime:
     def _dead(self, dls: list[DeadLetter]) -> None:
         assert self.router is not None
         for d in dls:
+            self.dead_causes.add(d.stage, d.field, d.reason)
             self.router.submit(*dead_letter_record(d, self.run_id))
 
     # -- the loop ----------------------------------------------------------------
@@ -436,7 +483,7 @@ class EmbeddedRuntime:
             acks=len(fleet.acks), stations=len(self.registry), duration_s=round(elapsed, 3),
             db=redact_url(self.settings.db_url), bytes_per_station=pipe.bytes_per_station(),
             scenario=check, alert_list=list(self.alerts), report_ids=list(self.report_ids),
-            meter=pipe.fusion,
+            meter=pipe.fusion, dead_letter_causes=self.dead_causes.causes(),
         )
 
 

@@ -27,6 +27,8 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import time
 from collections import OrderedDict
@@ -76,8 +78,12 @@ class RepeatFilter(logging.Filter):
 
 def quiet_repeats(prefixes: Iterable[str] = KAFKA_LOGGERS, every_s: float = 30.0) -> RepeatFilter:
     """Attach one :class:`RepeatFilter` to every logger under ``prefixes`` that exists now
-    (a filter on a logger sees only that logger's own records, so each gets it; call this
-    after the client libraries are imported). Returns the filter."""
+    (a filter on a logger sees only that logger's own records, so each gets it). The client
+    libraries are imported first, so that the loggers of all their modules exist (the
+    worker calls this before Faust imports aiokafka's consumer). Returns the filter."""
+    for p in prefixes:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(p)
     f = RepeatFilter(every_s)
     names = [n for n in list(logging.root.manager.loggerDict)
              if any(n == p or n.startswith(p + ".") for p in prefixes)]

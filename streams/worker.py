@@ -171,6 +171,11 @@ STATION_HORIZON_S = 120.0
 STATION_BACKLOG_SILENCE_S = 60.0
 #: a station not heard from for this long (reachable seconds) is forgotten
 STATION_FORGET_S = 600.0
+#: when a worker starts, each partition waits for the fleet's stations on it that have not
+#: spoken yet, for at most this many seconds while the broker can be reached (a station
+#: process that starts late sends what it recorded since the run's start: those events
+#: must not be late because a quicker station already ran the watermark ahead)
+STARTUP_WAIT_S = 30.0
 
 
 @dataclass
@@ -187,6 +192,12 @@ class _StationClocks:
     wall_s: float | None = None
     recovering: bool = False
     caught_since: float | None = None
+    #: the fleet's stations on this partition (waited for at start-up)
+    expected: frozenset[str] = frozenset()
+
+    def unheard(self) -> bool:
+        """Has a station of the fleet on this partition not spoken yet?"""
+        return any(sid not in self.latest for sid in self.expected)
 
     def tick(self, wall_s: float, caught: bool, reachable: bool) -> None:
         dt = 0.0 if self.wall_s is None else min(max(wall_s - self.wall_s, 0.0), 5.0)
@@ -257,6 +268,19 @@ class PartitionWatermarks:
     >>> w.value([0, 1, 2], caught_up={2: True})             # partition 2 empty
     90.0
 
+    When a worker starts, a partition waits (at most :data:`STARTUP_WAIT_S` of a reachable
+    broker) for the stations the fleet puts on it that have not spoken yet, and holds as
+    after an outage for those that have (a station process that starts late sends what it
+    recorded since the run's start all at once):
+
+    >>> w = PartitionWatermarks(expect=lambda p: ["quick", "late"])
+    >>> w.tick([0], 500.0, {0: True}); w.observe(0, 130.0, 500.0, {"quick": 130.0})
+    >>> w.value([0], caught_up={0: True}) is None            # "late" has not spoken
+    True
+    >>> w.observe(0, 112.0, 501.0, {"late": 112.0})          # its first events are old
+    >>> w.value([0], caught_up={0: True})                    # held for the rest of them
+    112.0
+
     After an outage, a station still resending its backlog holds its partition back:
 
     >>> w = PartitionWatermarks()
@@ -266,12 +290,21 @@ class PartitionWatermarks:
     112.0
     """
 
-    def __init__(self, idle_after_s: float = 1.0, max_lead_s: float = 1.0) -> None:
+    def __init__(self, idle_after_s: float = 1.0, max_lead_s: float = 1.0, *,
+                 expect: Callable[[int], Iterable[str]] | None = None,
+                 startup_wait_s: float = STARTUP_WAIT_S) -> None:
         EventTimeWatermark(idle_after_s, max_lead_s)  # checks the settings
         self.idle_after_s = idle_after_s
         self.max_lead_s = max_lead_s
         self.by_partition: dict[int, EventTimeWatermark] = {}
         self.stations: dict[int, _StationClocks] = {}
+        #: the stations a partition should hear from (the fleet's), for the start-up wait
+        self.expect = expect
+        self.startup_wait_s = startup_wait_s
+        #: seconds the broker could be reached since the worker started (carried over
+        #: resets: the start-up wait is once per worker, not once per rebalance)
+        self.reachable_s = 0.0
+        self._wall_s: float | None = None
 
     def _of(self, partition: int) -> EventTimeWatermark:
         w = self.by_partition.get(partition)
@@ -284,7 +317,18 @@ class PartitionWatermarks:
         c = self.stations.get(partition)
         if c is None:
             c = self.stations[partition] = _StationClocks()
+            if self.expect is not None and self.starting():
+                # nothing is known of the stations' progress yet: hold as after an outage
+                c.expected, c.recovering = frozenset(self.expect(partition)), True
         return c
+
+    def starting(self) -> bool:
+        """Still in the worker's start-up wait (see :data:`STARTUP_WAIT_S`)?"""
+        return self.expect is not None and self.reachable_s < self.startup_wait_s
+
+    def waiting(self, partitions: Iterable[int]) -> bool:
+        """Does one of ``partitions`` wait for a station that has not spoken yet?"""
+        return self.starting() and any(self._clocks(p).unheard() for p in partitions)
 
     def observe(self, partition: int, max_event_time_s: float | None, wall_s: float,
                 per_station: Mapping[str, float] | None = None) -> None:
@@ -298,7 +342,11 @@ class PartitionWatermarks:
         ``reachable`` (default: ``caught_up``) says the broker answers for it, behind or
         not."""
         reach = caught_up if reachable is None else reachable
-        for p in partitions:
+        parts = list(partitions)
+        if self._wall_s is not None and any(reach.get(p, False) for p in parts):
+            self.reachable_s += min(max(wall_s - self._wall_s, 0.0), 5.0)
+        self._wall_s = wall_s
+        for p in parts:
             self._clocks(p).tick(wall_s, caught_up.get(p, False), reach.get(p, False))
 
     def idle(self, partitions: Iterable[int], wall_s: float,
@@ -317,6 +365,8 @@ class PartitionWatermarks:
                     continue
                 return None
             c = self.stations.get(p)
+            if c is not None and self.starting() and c.unheard():
+                return None
             hold = c.hold() if c is not None else None
             vals.append(w.value if hold is None else min(w.value, hold))
         return min(vals) if vals else None
@@ -324,6 +374,7 @@ class PartitionWatermarks:
     def keep_stations(self, old: PartitionWatermarks, partitions: Iterable[int]) -> None:
         """Carry the stations' clocks of ``partitions`` over from ``old`` (a fresh
         pipeline after a rebalance reads them again from their committed offsets)."""
+        self.reachable_s, self._wall_s = old.reachable_s, old._wall_s
         for p in partitions:
             c = old.stations.get(p)
             if c is not None:
@@ -494,6 +545,8 @@ class WorkerCore:
         and ``cluster up`` play. Stations outside it are registered on sight with
         region ``unknown`` (they count, but cannot corroborate a region).
     idle_after_s / max_lead_s: see :class:`EventTimeWatermark`.
+    startup_wait_s: at start, how long (seconds of a reachable broker) a partition waits
+        for the fleet's stations on it that have not spoken yet (:data:`STARTUP_WAIT_S`).
     summary_interval_s / checkpoint_interval_s: how often a station's summary and
         detector checkpoint are written; ``table_batch`` caps writes per message.
     batch_events / batch_wait_s: micro-batch bounds for ingest.
@@ -526,7 +579,7 @@ class WorkerCore:
                  max_checkpoint_age_s: float = 3600.0, table_batch: int = 4,
                  batch_events: int = 5000, batch_wait_s: float = 0.05,
                  run_id: str | None = None, metrics: WorkerMetrics | None = None,
-                 port: OutputPort | None = None) -> None:
+                 port: OutputPort | None = None, startup_wait_s: float = STARTUP_WAIT_S) -> None:
         self.settings = settings
         self.port: OutputPort = port if port is not None else TopicPort()
         if stations_only and not isinstance(self.port, TopicPort):
@@ -550,6 +603,7 @@ class WorkerCore:
             directory.on_new(self._learn)
         self.idle_after_s = idle_after_s
         self.max_lead_s = max_lead_s
+        self.startup_wait_s = startup_wait_s
         self.summary_interval_s = summary_interval_s
         self.checkpoint_interval_s = checkpoint_interval_s
         self.max_checkpoint_age_s = max_checkpoint_age_s
@@ -628,6 +682,12 @@ class WorkerCore:
         """The directory learnt a station: ours from now on if its partition is ours."""
         if self._mine(info):
             self.pipeline.registry.add(info)
+
+    def _fleet_on(self, partition: int) -> list[str]:
+        """The stations the directory puts on events partition ``partition``."""
+        assert self.directory is not None
+        return [i.station_id for i in self.directory.stations()
+                if station_partition(i.station_id, self.n_sources) == partition]
 
     def _register_owned(self) -> None:
         if self.directory is None or not self.stations_only:
@@ -720,7 +780,10 @@ class WorkerCore:
         """Fresh pipeline and watermark (a partition moved; the old state is not ours)."""
         self.pipeline = Pipeline(self.settings, self.registry_factory(), run_id=self.run_id,
                                  stations_only=self.stations_only)
-        self.watermarks = PartitionWatermarks(self.idle_after_s, self.max_lead_s)
+        self.watermarks = PartitionWatermarks(
+            self.idle_after_s, self.max_lead_s,
+            expect=self._fleet_on if self.directory is not None and self.stations_only else None,
+            startup_wait_s=self.startup_wait_s)
         #: the latest word from the transport on each partition: read to its end and
         #: reachable (only then may wall time stand in for event time)
         self._caught: dict[int, bool] = {}
@@ -969,7 +1032,7 @@ class WorkerCore:
         if wm is not None:
             self._outcomes(self._advance(wm))
         all_caught = bool(self.owned) and all(self._caught.get(p, False) for p in self.owned)
-        if (self.stations_only and all_caught
+        if (self.stations_only and all_caught and not self.watermarks.waiting(self.owned)
                 and self.pipeline.acc.next_close is None and not self._pending):
             # nothing ever came on our partitions and we are caught up: say so, so the
             # second stage is not held up waiting for us

@@ -8,6 +8,7 @@ import pytest
 from convergence.detectors.regime import RegimeFilter
 from convergence.detectors.single import (
     CALIBRATION,
+    SCALE_HOLD_ROWS,
     SingleSeriesDetector,
     calibration_table,
     evidence_to_score,
@@ -28,7 +29,7 @@ def test_score_is_one_minus_the_measured_null_chance() -> None:
     s = evidence_to_score(levels)
     assert s[0] == 0.0
     assert np.allclose(s, 1.0 - 10.0 ** log_tail)
-    assert evidence_to_score(np.array([4.0]))[0] == pytest.approx(1 - 10 ** -3.26)
+    assert evidence_to_score(np.array([4.0]))[0] == pytest.approx(1 - 10 ** -3.19)
 
 
 def test_score_keeps_ranking_strong_evidence_below_one() -> None:
@@ -107,6 +108,40 @@ def test_a_level_shift_is_flagged_then_absorbed() -> None:
     s = _score(x)
     assert s[800:806].max() > 0.9999
     assert (s[900:] >= 0.999).mean() < 0.01  # not flagged for as long as a slow baseline lags
+
+
+def test_a_noisier_stretch_is_flagged_while_it_lasts() -> None:
+    # a random walk's level wanders far more than its one-row changes: only the scale
+    # chart (the spread of one-row changes) sees its noise grow fivefold
+    rng = np.random.default_rng(11)
+    walk = np.cumsum(rng.normal(0.0, 0.3, 2000))
+    noise = rng.normal(0.0, 1.0, 2000)
+    noise[1200:1350] *= 5.0
+    s = _score(walk + noise)
+    assert np.median(s[1220:1350]) > 0.999  # raised all along, not just at its start
+    assert (s[600:1190] >= 0.999).mean() < 0.01 and (s[1500:] >= 0.999).mean() < 0.01
+
+
+def test_a_spread_that_stays_is_absorbed() -> None:
+    rng = np.random.default_rng(12)
+    x = rng.normal(0.0, 1.0, 2500)
+    x[1000:] *= 4.0  # permanent
+    s = _score(x)
+    assert np.median(s[1030:1000 + SCALE_HOLD_ROWS]) > 0.9999
+    # held for SCALE_HOLD_ROWS rows, then the new spread is the normal one (about 1 row
+    # in 100 still reaches 0.999 while the season's slow variance catches up)
+    assert (s[1000 + SCALE_HOLD_ROWS + 30:] >= 0.999).mean() < 0.02
+
+
+def test_a_trend_is_flagged_while_it_lasts_then_absorbed() -> None:
+    rng = np.random.default_rng(13)
+    t = np.arange(2400) * QUARTER
+    x = 3.0 * np.sin(2 * np.pi * t / DAY) + rng.normal(0.0, 1.0, t.shape[0])
+    ramp = np.clip(np.arange(2400) - 1200.0, 0.0, 200.0) * 0.1  # 20 sd over 200 rows, then stays
+    s = SingleSeriesDetector().score_series(x + ramp, t)
+    assert np.median(s[1250:1400]) > 0.999  # the ramp's rows, not only its start
+    assert (s[600:1190] >= 0.999).mean() < 0.01
+    assert (s[1550:] >= 0.999).mean() < 0.01  # the new level is absorbed after the ramp
 
 
 def test_a_flat_stretch_is_a_change() -> None:

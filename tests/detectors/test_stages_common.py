@@ -15,6 +15,7 @@ from convergence.detectors.entropy import EntropyDetector
 from convergence.detectors.node_state import NodeStateMachine
 from convergence.detectors.periodicity import PeriodicityDetector
 from convergence.detectors.regime_features import RegimeFeatures
+from convergence.detectors.trend import TrendDetector
 
 RNG_SEED = 11
 
@@ -45,6 +46,11 @@ def _inputs_price(rng: np.random.Generator, shape: tuple[int, ...], t: int) -> d
     return {"value": 100.0 * np.exp(rng.normal(0, 0.01 * (1 + (t > 30)), shape))}
 
 
+def _inputs_value(rng: np.random.Generator, shape: tuple[int, ...], t: int) -> dict[str, Any]:
+    v = rng.normal(0.0, 1.0, shape) + 0.5 * max(t - 30, 0)
+    return {"value": np.where(rng.random(shape) < 0.05, np.nan, v)}
+
+
 STAGES: list[tuple[Callable[[], Stage], Callable[..., dict[str, Any]]]] = [
     (EntropyDetector, _inputs_count),
     (BurstDetector, _inputs_count),
@@ -56,6 +62,7 @@ STAGES: list[tuple[Callable[[], Stage], Callable[..., dict[str, Any]]]] = [
     (lambda: CusumDetector(poisson_floor=False, variance_down=True, var_floor=1e-9), _inputs_count),
     (lambda: RegimeFeatures("price", vol_window=5), _inputs_price),
     (NodeStateMachine, _inputs_node),
+    (lambda: TrendDetector(warmup_ticks=10), _inputs_value),
 ]
 
 

@@ -340,3 +340,37 @@ def test_any_json_lines_are_records_or_one_dead_letter_per_line(
     # the stdlib writes what orjson will not: huge integers, NaN, Infinity - all must be read
     f.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     _one_dead_letter_per_line(*_lines_and_dead(f, "jsonl", "sensor"))
+
+
+# -- backtests: a simulated clock in the past of a recording ------------------------------
+def test_first_time_reads_the_first_good_row_without_consuming_the_source(tmp_path: Path) -> None:
+    f = tmp_path / "ticks.csv"
+    f.write_text("timestamp,symbol,price\nnot-a-time,ACME,1\n2024-05-01T12:00:00Z,ACME,101.5\n"
+                 "2024-05-01T12:00:01Z,ACME,101.6\n")
+    src = FileReplaySource(f, PRICE, speed=1.0)
+    assert src.first_time() == parse_time("2024-05-01T12:00:00Z")
+    assert src.drain_rejects() == []  # the peek's dead letter is not this source's
+    recs = poll(src, NOW)  # the source itself starts at the beginning
+    assert [r["value"] for r in recs] == [101.5]
+    assert [d.field for d in src.drain_rejects()] == ["timestamp"]
+    empty = tmp_path / "empty.csv"
+    empty.write_text("timestamp,symbol,price\n")
+    assert FileReplaySource(empty, PRICE).first_time() is None
+
+
+def test_a_recording_newer_than_a_simulated_clock_is_history_not_the_future(tmp_path: Path) -> None:
+    """A simulated clock may run before a recording's dates (they are still in the real
+    past): its rows are re-stamped, not refused as "after the station clock"."""
+    f = tmp_path / "ticks.csv"
+    f.write_text("timestamp,symbol,price\n2024-05-01T12:00:00Z,ACME,101.5\n")
+    sim_now = 1_600_000_000.0  # 2020, before the recording
+    recs = poll(FileReplaySource(f, PRICE, speed=1.0, start_s=sim_now), sim_now)
+    assert [(r["event_time_s"], r["text"]) for r in recs] == [(sim_now, "[orig 2024-05-01T12:00:00Z]")]
+
+
+def test_a_row_replayed_at_its_own_time_carries_no_orig_note(tmp_path: Path) -> None:
+    f = tmp_path / "ticks.csv"
+    f.write_text("timestamp,symbol,price\n2024-05-01T12:00:00Z,ACME,101.5\n")
+    t = parse_time("2024-05-01T12:00:00Z")
+    (rec,) = poll(FileReplaySource(f, PRICE, speed=1.0, start_s=t), t)
+    assert rec["event_time_s"] == t and "text" not in rec

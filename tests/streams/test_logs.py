@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import pytest
 
@@ -58,3 +60,17 @@ def test_quiet_repeats_reaches_every_client_logger() -> None:
             logging.getLogger(name).removeFilter(f)
         logging.getLogger("kafka").removeFilter(f)
         logging.getLogger("aiokafka").removeFilter(f)
+
+
+def test_quiet_repeats_reaches_the_loggers_of_modules_not_imported_yet() -> None:
+    """A worker calls it before Faust imports aiokafka's consumer: the coordinator's
+    "Marking the coordinator dead" came seven times a second, unfiltered."""
+    code = ("import logging, sys\n"
+            "from convergence.streams.logs import quiet_repeats\n"
+            "assert 'aiokafka.consumer.group_coordinator' not in sys.modules\n"
+            "f = quiet_repeats()\n"
+            "for n in ('aiokafka.consumer.group_coordinator', 'aiokafka.conn',\n"
+            "          'kafka.coordinator.consumer'):\n"
+            "    assert f in logging.getLogger(n).filters, n\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr

@@ -202,7 +202,8 @@ def test_a_reread_after_a_rebalance_is_a_duplicate_never_late(feed: Any) -> None
     """Item 6 of the faults issue: messages read again after a rebalance (offsets at or
     below what was processed) are dropped as re-reads, not dead-lettered as late."""
     s = _settings()
-    core = WorkerCore(s, directory=_directory(s), stations_only=True, run_id="reread")
+    core = WorkerCore(s, directory=_directory(s), stations_only=True, run_id="reread",
+                      startup_wait_s=0.0)
     core.on_assignment([0])
     now = time.time()
     msgs = _messages(feed, s, now - 25.0)[:400]
@@ -216,7 +217,7 @@ def test_a_reread_after_a_rebalance_is_a_duplicate_never_late(feed: Any) -> None
     assert core.counters.rereads == 300 and core.pipeline.counters.late == late_before
     # a new owner (fresh core) learns how far the partition got from the progress table
     heir = WorkerCore(s, directory=_directory(s), stations_only=True, run_id="reread",
-                      progress=core.progress)
+                      progress=core.progress, startup_wait_s=0.0)
     core.progress["0"] = {"closed_through": core.closed_before - 1, "offset": 399,
                           "tick_s": s.tick_s}
     heir.on_assignment([0])
@@ -259,7 +260,7 @@ def test_after_an_outage_a_station_resending_its_backlog_is_not_late(feed: Any) 
     its backlog is in, so none of it is late; once caught up again, ticks close."""
     s = _settings()
     core = WorkerCore(s, directory=_directory(s), stations_only=True, n_sources=1,
-                      run_id="outage")
+                      run_id="outage", startup_wait_s=0.0)  # the start-up wait is not tested here
     core.on_assignment([0])
     now = time.time()
     msgs = _messages(feed, s, now - 40.0)
@@ -376,3 +377,65 @@ def test_a_reset_drops_the_buffered_events_which_are_read_again_in_their_place(f
         core.on_timer(wall, caught_up={0: True, 1: True, 2: True, 3: True})
     assert core.pipeline.counters.late == 0
     assert core.counters.reread_events > 0
+
+
+def test_a_station_that_starts_late_is_waited_for_and_its_first_events_are_not_late(
+        feed: Any) -> None:
+    """The start-up race of a cluster: a station process that starts late sends what it
+    recorded since the run's start at once, after quicker stations already sent fresh
+    events. Each partition waits for the fleet's stations on it that have not spoken yet,
+    so those first events are not late; a station that never speaks holds it at most
+    ``startup_wait_s`` of a reachable broker."""
+    s = _settings()
+    now = time.time()
+    msgs = _messages(feed, s, now - 20.0)
+    stations = sorted({sid for sid, _ in msgs})
+    late_ones = set(stations[::7])
+    quick = [m for m in msgs if m[0] not in late_ones]
+    slow = [m for m in msgs if m[0] in late_ones]
+    assert quick and slow
+
+    def run(wait_s: float) -> WorkerCore:
+        core = WorkerCore(s, directory=_directory(s), stations_only=True, run_id="late-start",
+                          startup_wait_s=wait_s)
+        core.on_assignment([0])
+        wall = now
+        for i, (sid, value) in enumerate(quick):  # the quick stations' 20 s, as they come
+            wall += 1e-4
+            core.on_message(value, sid.encode(), wall, partition=0, offset=i)
+        for _ in range(20):  # 5 s caught up and quiet: the ticks would close
+            wall += 0.25
+            core.on_timer(wall, caught_up={0: True})
+        for i, (sid, value) in enumerate(slow):  # the late stations' first messages
+            wall += 1e-4
+            core.on_message(value, sid.encode(), wall, partition=0, offset=len(quick) + i)
+        core.on_timer(wall + 0.1, caught_up={0: True})
+        return core
+
+    without = run(0.0)
+    assert without.pipeline.counters.late > 100  # the race, without the wait
+    waited = run(30.0)
+    assert waited.pipeline.counters.late == 0
+    assert waited.pipeline.counters.events == without.pipeline.counters.events + \
+        without.pipeline.counters.late
+
+    # a fleet station that never speaks: the wait ends after 30 s of a reachable broker,
+    # and not while the broker cannot be reached
+    core = WorkerCore(s, directory=_directory(s), stations_only=True, run_id="silent-one",
+                      startup_wait_s=30.0)
+    core.on_assignment([0])
+    for i, (sid, value) in enumerate(quick):
+        core.on_message(value, sid.encode(), now + i * 1e-4, partition=0, offset=i)
+    wall = now + 1.0
+    for _ in range(4 * 60):  # a minute cut off: nothing closes, the wait does not run out
+        wall += 0.25
+        core.on_timer(wall, caught_up={0: False}, reachable={0: False})
+    assert core.pipeline.counters.ticks == 0
+    for _ in range(4 * 29):
+        wall += 0.25
+        core.on_timer(wall, caught_up={0: True})
+    assert core.pipeline.counters.ticks == 0  # still waiting for the silent stations
+    for _ in range(4 * 2):
+        wall += 0.25
+        core.on_timer(wall, caught_up={0: True})
+    assert core.pipeline.counters.ticks > 0

@@ -124,16 +124,29 @@ def topic_agreement(conc_z: Array, conc_bin: Array, region_idx: Array, group_idx
 
     One station reporting mostly on one topic is weak evidence (a slow feed has few
     events); several independent stations of a region leaning towards the same category
-    at once is strong. Per (run, region, category), the concentration z of the stations
-    leaning that way (at least ``AGREE_Z``, one per correlation group) are pooled
-    (Stouffer: their sum over the square root of their number); with ``AGREE_MIN`` or more
-    groups agreeing, each of those stations gets the pooled z less ``AGREE_BIAS``. Shape
-    as ``conc_z``; vectorised over leading axes.
+    at once is strong. Per (run, region, category), the stations leaning that way (at
+    least ``AGREE_Z``, one voice per correlation group: its strongest station) are
+    pooled (Stouffer: a sum of z over the square root of their number); with
+    ``AGREE_MIN`` or more groups agreeing, each leaning station gets the pooled z less
+    ``AGREE_BIAS``. Shape as ``conc_z``; vectorised over leading axes.
+
+    The pool a station gets is taken *at its own strength*: every voice counts at most
+    as much as the station's own z (``sum(min(z_j, z_s)) / sqrt(k)``), i.e. the evidence
+    that ``k`` groups lean on this category at least as hard as this station does. Where
+    the stations lean alike (a story every feed picks up) that is the plain pooled z; a
+    station that only just leans, beside a few that lean hard, cannot borrow their
+    strength. (Four social stations deep in a story, and a news station whose usual mix
+    happens to put three events in a row on that category: the news station is not
+    news covering the story, and crediting it with the social stations' z would make a
+    second source kind out of chance; the plain pool gave it 34.49.)
 
     >>> import numpy as np
     >>> z = np.array([2.5, 2.5, 2.5, 2.5, 3.0]); b = np.array([3, 3, 3, 3, 7])
     >>> topic_agreement(z, b, np.zeros(5, int), np.arange(5), 16).round(2).tolist()
     [3.0, 3.0, 3.0, 3.0, 0.0]
+    >>> z = np.array([20.0, 20.0, 20.0, 20.0, 1.6]); b = np.full(5, 3)
+    >>> topic_agreement(z, b, np.zeros(5, int), np.arange(5), 16).round(2).tolist()
+    [34.49, 34.49, 34.49, 34.49, 1.58]
     """
     z = np.asarray(conc_z, np.float64)
     n_s = z.shape[-1]
@@ -152,11 +165,15 @@ def topic_agreement(conc_z: Array, conc_bin: Array, region_idx: Array, group_idx
     zl = np.where(lean, flat, 0.0)
     gbest = np.zeros(size * n_grp)
     np.maximum.at(gbest, gkey[lean], zl[lean])
-    has = gbest > 0
-    k = np.bincount(np.flatnonzero(has) // n_grp, minlength=size)
-    zsum = np.bincount(np.arange(size * n_grp)[has] // n_grp, weights=gbest[has], minlength=size)
-    pooled = np.where(k >= AGREE_MIN, zsum / np.sqrt(np.maximum(k, 1)) - AGREE_BIAS, 0.0)
-    out = np.where(lean, np.maximum(pooled[key], 0.0), 0.0)
+    k = np.bincount(np.flatnonzero(gbest > 0) // n_grp, minlength=size)
+    out = np.zeros_like(flat)
+    # only stations whose category has enough groups agreeing get anything
+    who = lean & (k[key] >= AGREE_MIN)
+    if who.any():
+        zs = flat[who]
+        voices = gbest.reshape(size, n_grp)[key[who]]  # (stations, groups); 0: not leaning
+        pooled = np.minimum(voices, zs[:, None]).sum(-1) / np.sqrt(k[key[who]])
+        out[who] = np.maximum(pooled - AGREE_BIAS, 0.0)
     return out.reshape(z.shape)
 
 

@@ -192,7 +192,8 @@ class TickProcessor:
         decided = self.responses.step(state[_RESPONSES], {
             "node_state": node["state"], "weights": meter["weights"],
             "region_idx": meta.region_idx, "level": meter["level"],
-            "prev_level": meter["prev_level"], "time_s": np.asarray(time_s, np.float64)})
+            "prev_level": meter["prev_level"], "time_s": np.asarray(time_s, np.float64),
+            **({} if dark is None else {"dark": dark})})
         return TickOutput({**out, "evidence": dict(ev)}, node, meter, decided, out["matches"],
                           quarantined, scale, bursting)
 

@@ -13,7 +13,11 @@ state in arrays, so a simulated run responds exactly as a live one does:
   shouting); the node machine and the meter ignore it until the quarantine expires.
   Several stations anomalous together are never "lone": quarantining the first stage of
   a slow cascade (social media rising minutes before the news) hid 13 % of those
-  convergences in the campaigns.
+  convergences in the campaigns. A station whose source is *dark* (its agent's breaker
+  open) is not shouting at all: it is anomalous only because it fell silent, so it is
+  never a lone noisy feed. (Quarantining it kept a healthy station muted for ten
+  minutes after a 30 s outage; in Las Vegas that silenced the only social station of a
+  `shared-wire` convergence 80 s later and the convergence was missed.)
 
 A person's ``quarantine`` or ``resume`` (from the command line or the dashboard) reaches
 the same state through :meth:`ResponseStage.apply_manual`, so a manual resume lifts a
@@ -126,8 +130,8 @@ class ResponseStage(Stage):
 
         Inputs: ``node_state`` and ``weights`` ``(..., stations)``, ``region_idx``
         ``(stations,)``, ``level`` and ``prev_level`` ``(..., regions)``, ``time_s`` (the
-        tick's end, scalar or ``(...)``), optional ``manual_quarantine_until`` (expiry per
-        station, NaN = none) and ``manual_resume`` (bool per station).
+        tick's end, scalar or ``(...)``), optional ``dark`` (bool per station: its source
+        is dark, so it is never a lone noisy feed).
 
         Outputs: ``burst_stations`` (stations put in burst mode as their region rose to
         watch), ``burst_regions`` / ``escalate`` ``(..., regions)`` (rose to warning /
@@ -155,6 +159,9 @@ class ResponseStage(Stage):
         # sees nothing worth a watch (several anomalous together - a viral storm, the first
         # stage of a cascade - are not noisy feeds, whatever the meter makes of them)
         anomalous = node == ANOMALOUS
+        dark = inputs.get("dark")
+        if dark is not None:
+            anomalous = anomalous & ~np.asarray(dark, bool)
         n_reg = level.shape[-1]
         flat = anomalous.reshape(-1, anomalous.shape[-1])
         keys = (np.arange(flat.shape[0])[:, None] * n_reg + region[None, :]).ravel()

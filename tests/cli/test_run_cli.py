@@ -384,13 +384,14 @@ def test_short_fast_runs_attribute_alerts_by_region_and_time(
 
 def test_two_regions_cut_short_count_each_region_it_caught() -> None:
     # mena converges from 120 s, eu-west from 128 s; the run stops at 131 s, before the
-    # judge's 5 s grace after eu-west's onset: both alerts are genuine, one per region
+    # judge's 5 s grace after eu-west's onset: every alert is genuine, in both regions (mena
+    # rises through warning to converged, an alert at each rise)
     sc, alerts = _check("--scenario", "two-regions", "--duration", "131", "--as-fast-as-possible")
-    assert sorted(r for r, _ in alerts) == ["eu-west", "mena"]
+    assert sorted({r for r, _ in alerts}) == ["eu-west", "mena"]
     assert (sc["genuine"], sc["detected"], sc["false_alarms"]) == (2, 2, 0), sc
     # stopped before eu-west began: only mena's convergence is there to be judged
     sc, alerts = _check("--scenario", "two-regions", "--duration", "126", "--as-fast-as-possible")
-    assert [r for r, _ in alerts] == ["mena"]
+    assert {r for r, _ in alerts} == {"mena"}
     assert (sc["genuine"], sc["detected"], sc["false_alarms"]) == (1, 1, 0), sc
 
 

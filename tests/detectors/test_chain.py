@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convergence.detectors.chain import DetectorChain, StationMeta
+from convergence.detectors.chain import AGREE_BIAS, AGREE_MIN, DetectorChain, StationMeta, topic_agreement
 from convergence.schema import KIND_INDEX
 
 # three regions, each with two stations of every kind
@@ -75,3 +75,29 @@ def test_the_pattern_matcher_follows_a_new_fleet_of_the_same_size() -> None:
     matches = [m for t in range(20)
                for m in chain.step(state, _cells(rng, (), [0], t), META)["matches"]]
     assert matches and all(m.key == (0,) for m in matches)
+
+
+def test_a_station_that_barely_leans_cannot_borrow_the_regions_agreement() -> None:
+    # four social stations deep in a story on bin 3, one news station whose usual mix
+    # happened to put a few events there: the news station gets the pool *at its own
+    # strength*, not the social stations' (the plain pool gave it 34.5 sd and made a
+    # second source kind of chance: Las Vegas slow-cascade, seed 7, run 2 of 50)
+    z = np.array([20.0, 20.0, 20.0, 20.0, 1.6, 0.0])
+    out = topic_agreement(z, np.full(6, 3), np.zeros(6, int), np.arange(6), 16)
+    assert out[4] < DetectorChain().node.enter_at and out[5] == 0.0
+    assert np.allclose(out[:4], (80.0 + 1.6) / np.sqrt(5) - AGREE_BIAS)
+    # stations leaning alike get the plain Stouffer pool; fewer than AGREE_MIN groups, none
+    alike = topic_agreement(np.full(5, 2.5), np.full(5, 7), np.zeros(5, int), np.arange(5), 16)
+    assert np.allclose(alike, 2.5 * np.sqrt(5) - AGREE_BIAS)
+    few = topic_agreement(np.array([9.0, 9.0, 0.0]), np.full(3, 7), np.zeros(3, int),
+                          np.arange(3), 16)
+    assert AGREE_MIN == 3 and not few.any()
+
+
+def test_topic_agreement_keeps_runs_and_regions_apart() -> None:
+    z = np.array([[20.0, 20.0, 20.0, 3.0, 20.0, 20.0], [3.0, 3.0, 3.0, 3.0, 0.0, 0.0]])
+    region = np.array([0, 0, 0, 0, 1, 1])
+    out = topic_agreement(z, np.full((2, 6), 5), region, np.arange(6), 16)
+    one = [topic_agreement(z[i], np.full(6, 5), region, np.arange(6), 16) for i in range(2)]
+    assert np.allclose(out, np.stack(one))
+    assert np.allclose(out[0, 3], 4 * 3.0 / 2.0 - AGREE_BIAS) and not out[0, 4:].any()

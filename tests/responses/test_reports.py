@@ -29,10 +29,11 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def episode(tmp_path_factory: pytest.TempPathFactory) -> list[Report]:
-    """Every revision of the one report of scenario ``simultaneous`` (seed 7)."""
+    """Every revision of the one report of scenario ``simultaneous`` (seed 4: its meter jumps
+    from quiet to converged in one tick)."""
     db = f"surrealkv://{tmp_path_factory.mktemp('pipeline-reports') / 'db'}"
     r = runner.invoke(app, ["run", "--scenario", "simultaneous", "--as-fast-as-possible",
-                            "--seed", "7", "--db", db, "--quiet"])
+                            "--seed", "4", "--db", db, "--quiet"])
     assert r.exit_code == 0, r.output
     assert "1/1 genuine convergences detected" in r.stdout
 

@@ -29,7 +29,7 @@ seconds), ``lone_run`` (ticks anomalous alone), ``scale`` / ``scale_until`` (thr
 scale and its expiry), ``burst_until`` (burst mode expiry). :meth:`effects` reads what is
 in force at a time; :meth:`step` decides this tick's responses and returns them as masks.
 Turning masks into :class:`~convergence.control.ControlCommand` s is the live runtimes'
-business (:mod:`convergence.responses.axon`); the simulator applies them to its sampling.
+business (:mod:`convergence.responses.actions`); the simulator applies them to its sampling.
 
 Examples
 --------

@@ -366,9 +366,29 @@ def build_app(settings: Settings, *, store: bool = True, partitions: int | None 
                         idle_interval_s=idle_interval_s, metrics=metrics).app
 
 
+_internals_said: set[str] = set()
+
+
+def _internals_failed(what: str, exc: Exception) -> None:
+    """Say once per kind that the consumer's internals could not be read: the worker then
+    treats its partitions as behind (never idle-advanced), which is safe but slow - an
+    aiokafka or Faust upgrade that renamed them must not go unnoticed."""
+    if what in _internals_said:
+        return
+    _internals_said.add(what)
+    log.warning("worker: cannot read the Kafka consumer's %s (%s: %s); partitions count as "
+                "behind, so ticks close only as events arrive - was aiokafka or faust-streaming "
+                "upgraded? (`pip show aiokafka faust-streaming`) Report it with the versions",
+                what, type(exc).__name__, exc)
+
+
 def _fetch_view(app: Any, tp: Any) -> tuple[int | None, int | None, float | None]:
     """(position, highwater, last fetch response in ms) of one partition, from the
-    worker's Kafka consumer; ``None`` for what it does not know (yet)."""
+    worker's Kafka consumer; ``None`` for what it does not know (yet).
+
+    >>> _fetch_view(object(), ("events", 0))   # no consumer there: nothing known, said once
+    (None, None, None)
+    """
     try:
         consumer = app.consumer._thread._ensure_consumer()
         state = consumer._subscription.subscription.assignment.state_value(tp)
@@ -376,7 +396,8 @@ def _fetch_view(app: Any, tp: Any) -> tuple[int | None, int | None, float | None
             return None, None, None
         position = state.position if state.has_valid_position else None
         return position, state.highwater, state.timestamp
-    except Exception:
+    except Exception as exc:
+        _internals_failed("fetch state", exc)
         return None, None, None
 
 
@@ -386,7 +407,8 @@ def _committed_offset(app: Any, tp: Any) -> int | None:
     try:
         value = app.consumer._committed_offset.get(tp)
         return int(value) if value is not None else None
-    except Exception:
+    except Exception as exc:
+        _internals_failed("committed offsets", exc)
         return None
 
 

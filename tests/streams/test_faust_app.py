@@ -8,6 +8,7 @@ recent timestamps), and checks what comes out on the topics and in SurrealDB.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -261,6 +262,21 @@ def test_the_same_wire_messages_in_process_give_the_same_alert_and_report_ids(
 def test_worker_stops_cleanly_on_sigterm(cluster_run: ClusterRun) -> None:
     assert cluster_run.exit_code == 0, cluster_run.log[-3000:]
     assert "Traceback" not in cluster_run.log, cluster_run.log[-3000:]
+    # the installed aiokafka and Faust still expose what tells caught up and reachable
+    assert "cannot read the Kafka consumer's" not in cluster_run.log, cluster_run.log[-3000:]
+
+
+def test_consumer_internals_that_cannot_be_read_are_said_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from convergence.streams import faust_app
+
+    faust_app._internals_said.clear()
+    with caplog.at_level(logging.WARNING, logger=faust_app.log.name):
+        for _ in range(3):
+            assert faust_app._fetch_view(object(), ("events", 0)) == (None, None, None)
+            assert faust_app._committed_offset(object(), ("events", 0)) is None
+    said = [r.getMessage() for r in caplog.records if "cannot read the Kafka consumer" in r.getMessage()]
+    assert len(said) == 2 and "fetch state" in said[0] and "committed offsets" in said[1]
 
 
 @pytest.mark.kafka

@@ -341,12 +341,14 @@ class FileReplaySource(RejectingSource):
         except ValueError as exc:
             raise _BadRow(time_col, f"{time_col} {exc}") from None
         # history is older than now - the real now: a simulated clock may run in the past
-        # of a recording (a re-stamped row is judged again at its new time when released)
-        now = max(now_s, time.time())
-        if t > now + self.limits.max_future_s:
-            raise _BadRow("timestamp", f"timestamp {iso_utc(t)} is {t - now:.0f} s after the station "
-                                       f"clock ({iso_utc(now)}); a replay file holds history. Fix "
-                                       "the row or the station's clock")
+        # of a recording (a re-stamped row is judged again at its new time when released);
+        # the real clock is read only for a row ahead of the station's
+        if t > now_s + self.limits.max_future_s:
+            now = max(now_s, time.time())
+            if t > now + self.limits.max_future_s:
+                raise _BadRow("timestamp", f"timestamp {iso_utc(t)} is {t - now:.0f} s after the "
+                                           f"station clock ({iso_utc(now)}); a replay file holds "
+                                           "history. Fix the row or the station's clock")
         rec: dict[str, Any] = {"station_id": self.station.station_id, "source_kind": kind.value}
         if kind in (SourceKind.MARKET_PRICE, SourceKind.MARKET_VOLUME):
             wanted = "price" if kind == SourceKind.MARKET_PRICE else "volume"

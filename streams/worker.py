@@ -1032,8 +1032,8 @@ class WorkerCore:
         if wm is not None:
             self._outcomes(self._advance(wm))
         all_caught = bool(self.owned) and all(self._caught.get(p, False) for p in self.owned)
-        if (self.stations_only and all_caught and not self.watermarks.waiting(self.owned)
-                and self.pipeline.acc.next_close is None and not self._pending):
+        if (self.stations_only and all_caught and self.pipeline.acc.next_close is None
+                and not self._pending and not self.watermarks.waiting(self.owned)):
             # nothing ever came on our partitions and we are caught up: say so, so the
             # second stage is not held up waiting for us
             quiet = wall_s - self.settings.allowed_lateness_s - self.idle_after_s

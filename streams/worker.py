@@ -51,9 +51,11 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import orjson
@@ -76,7 +78,7 @@ from convergence.streams.topics import (
     station_partition,
     to_json,
 )
-from convergence.wire import decode_columns, validate_columns
+from convergence.wire import decode_many, validate_columns
 
 log = logging.getLogger(__name__)
 
@@ -461,6 +463,19 @@ class CoreCounters(Counters):
     progress_messages: int = 0
 
 
+class InMessage(NamedTuple):
+    """One events message as the transport received it (:meth:`WorkerCore.on_messages`)."""
+
+    value: bytes | None
+    key: bytes | None
+    partition: int = 0
+    #: its offset in the partition (``None``: not known, never a re-read)
+    offset: int | None = None
+
+
+#: station summaries and checkpoints written per partition per batch of messages, at most
+MAX_TABLE_WRITES = 64
+
 #: events of one unknown station held (for its first status) at most, and stations held
 MAX_HELD_PER_STATION = 1000
 MAX_HELD_STATIONS = 1000
@@ -502,11 +517,11 @@ def publish_outcomes(port: OutputPort, outcomes: Sequence[TickOutcome], run_id: 
         port.outcome(oc)
 
 
-def _by_station(events: EventBatch, count: np.ndarray[Any, Any] | None = None,
-                ) -> dict[str, tuple[int, float]]:
-    """Per station of a batch: how many of its rows ``count`` marks (all, when not given)
-    and its latest event time; stations in order of first appearance."""
-    sids, times = events.station_id, events.event_time_s
+def _by_station(sids: Sequence[str], times: np.ndarray[Any, Any],
+                count: np.ndarray[Any, Any] | None = None) -> dict[str, tuple[int, float]]:
+    """Per station of events (``sids``, ``times``): how many of its rows ``count`` marks
+    (all, when not given) and its latest event time; stations in order of first
+    appearance."""
     n = len(sids)
     if n == 0:
         return {}
@@ -518,6 +533,17 @@ def _by_station(events: EventBatch, count: np.ndarray[Any, Any] | None = None,
     latest = np.full(len(code), -np.inf)
     np.maximum.at(latest, c, times)
     return {sid: (int(counts[i]), float(latest[i])) for sid, i in code.items()}
+
+
+def _latest_by_partition(times: np.ndarray[Any, Any], msg_of_row: np.ndarray[Any, Any],
+                         parts: Sequence[int]) -> dict[int, float]:
+    """The latest event time per partition (``msg_of_row``: each event's message, of
+    partition ``parts[j]``)."""
+    part = parts[int(msg_of_row[0])]
+    if parts.count(part) == len(parts):
+        return {part: float(times.max())}
+    row_part = np.asarray(parts, dtype=np.int64)[msg_of_row]
+    return {p: float(times[row_part == p].max()) for p in np.unique(row_part).tolist()}
 
 
 def _key_station(key: bytes | None) -> str | None:
@@ -638,6 +664,8 @@ class WorkerCore:
         self._late_said_at = -math.inf
         #: the last message's latest event tick (``None``: it carried no event)
         self.last_max_tick: int | None = None
+        #: each message's of the last :meth:`on_messages` call
+        self.last_max_ticks: list[int | None] = []
         #: more sections for :meth:`summary` from the transport around this core (e.g.
         #: ``publish``: messages the broker would not take), by name
         self.summary_parts: dict[str, Callable[[], dict[str, Any]]] = {}
@@ -697,11 +725,13 @@ class WorkerCore:
             if self._mine(info):
                 reg.add(info)
 
-    def _admit(self, events: EventBatch, wall_s: float, partition: int) -> EventBatch:
-        """The events of stations the directory knows (registering them with its facts);
-        an unknown station's events wait for its status (see module docstring)."""
+    def _admit(self, events: EventBatch, msg_of_row: np.ndarray[Any, Any],
+               parts: Sequence[int], wall_s: float) -> tuple[EventBatch, np.ndarray[Any, Any]]:
+        """The events of stations the directory knows (registering them with its facts, in
+        order of first appearance); an unknown station's events wait for its status (see
+        module docstring). ``msg_of_row``: each event's message, of partition ``parts[j]``."""
         if self.directory is None or not len(events):
-            return events
+            return events, msg_of_row
         reg = self.pipeline.registry
         waiting: set[str] = set()
         for sid in dict.fromkeys(events.station_id):  # in order of first appearance
@@ -712,11 +742,12 @@ class WorkerCore:
                 else:
                     reg.add(info)
         if not waiting:
-            return events
+            return events, msg_of_row
         held = [i for i, sid in enumerate(events.station_id) if sid in waiting]
-        for e in events.take(held).events():
-            self._hold(e, wall_s, partition)
-        return events.take(np.delete(np.arange(len(events)), held))
+        for e, j in zip(events.take(held).events(), msg_of_row[held].tolist(), strict=True):
+            self._hold(e, wall_s, parts[j])
+        keep = np.delete(np.arange(len(events)), held)
+        return events.take(keep), msg_of_row[keep]
 
     def _hold(self, e: Event, wall_s: float, partition: int) -> None:
         held = self._held.get(e.station_id)
@@ -842,26 +873,76 @@ class WorkerCore:
 
         ``offset``: the message's offset in its partition; one at or below the highest
         already processed is a re-read (after a rebalance) and dropped as a duplicate.
+        :meth:`on_messages` of this one message.
         """
-        self.counters.messages += 1
-        if offset is not None:
-            done = self._done_offset.get(partition)
-            if done is not None and offset <= done:
-                self.counters.rereads += 1
-                return self.port.drain()
-            self._done_offset[partition] = offset
-            self._check_progress(partition)
+        emits = self.on_messages([InMessage(value, key, partition, offset)], wall_s)
+        self.last_max_tick = self.last_max_ticks[0]
+        return emits
+
+    def on_messages(self, messages: Sequence[InMessage], wall_s: float, *,
+                    tables_in: Callable[[int], AbstractContextManager[object]] | None = None,
+                    ) -> list[Emit]:
+        """Many messages received together (a transport's batch), in their order.
+
+        The same messages to publish, in the same order, the same dead letters, ingest
+        batches, watermark and ticks closed as :meth:`on_message` on each in turn at
+        ``wall_s`` - but decoded, checked and hashed in one pass
+        (:func:`~convergence.wire.decode_many`) and accounted per batch, so what a
+        message costs apart from its events is paid once per batch. Afterwards
+        :attr:`last_max_ticks` holds each message's latest event tick (``None``: no
+        event; a re-read keeps the tick before it, as :meth:`on_message` leaves it):
+        a message may be acknowledged once the ticks below :attr:`closed_before` include
+        it. Station summaries and checkpoints are written once per partition of the
+        batch, at most ``table_batch`` per message (see :meth:`_write_tables`), each
+        inside ``tables_in(partition)`` (Faust: with a message of that partition as the
+        current event, so its changelog entry lands in that partition).
+        """
+        ticks: list[int | None] = [None] * len(messages)
+        taken: list[int] = []  # positions of the messages that are not re-reads
+        for i, m in enumerate(messages):
+            self.counters.messages += 1
+            if m.offset is not None:
+                done = self._done_offset.get(m.partition)
+                if done is not None and m.offset <= done:
+                    self.counters.rereads += 1
+                    continue
+                self._done_offset[m.partition] = m.offset
+                self._check_progress(m.partition)
+            taken.append(i)
         pipe = self.pipeline
-        events, bad = decode_columns(value if value is not None else b"", now_s=wall_s,
-                                     limits=pipe.limits)
-        if bad and not len(events) and len(bad) == 1 and bad[0].field in ("message", "v", "events"):
-            self.counters.undecodable += 1
-        pipe.count_dead_letters(len(bad))
+        decoded = decode_many([b"" if messages[i].value is None else messages[i].value
+                               for i in taken], now_s=wall_s, limits=pipe.limits)
+        events, counts = decoded.events, decoded.counts
+        n_bad = 0
+        for j, bad in enumerate(decoded.dead):
+            if bad:
+                n_bad += len(bad)
+                if not counts[j] and len(bad) == 1 and bad[0].field in ("message", "v", "events"):
+                    self.counters.undecodable += 1
+        pipe.count_dead_letters(n_bad)
         self.metrics.events_in(len(events))
-        key_station = _key_station(key)
-        self.last_max_tick = (math.floor(float(events.event_time_s.max()) / self.settings.tick_s)
-                              if len(events) else None)
-        return self._take(events, bad, key_station, wall_s, partition)
+        # each message's latest event tick; a re-read leaves the one before it
+        starts = np.cumsum([0, *counts])[:-1]
+        full = [j for j, c in enumerate(counts) if c]
+        latest = iter(np.floor(np.maximum.reduceat(events.event_time_s, starts[full])
+                               / self.settings.tick_s).astype(np.int64).tolist() if full else [])
+        at = dict(zip(taken, range(len(taken)), strict=True))
+        tick: int | None = self.last_max_tick
+        for i in range(len(messages)):
+            j = at.get(i)
+            if j is not None:
+                tick = next(latest) if counts[j] else None
+            ticks[i] = tick
+        self.last_max_ticks = ticks
+        self.last_max_tick = tick
+        parts = [messages[i].partition for i in taken]
+        keys = [_key_station(messages[i].key) for i in taken]
+        msg_of_row = np.repeat(np.arange(len(taken), dtype=np.int64), counts)
+        events, msg_of_row = self._drop_rereads(events, msg_of_row, parts)
+        events, msg_of_row = self._admit(events, msg_of_row, parts, wall_s)
+        self._take(events, msg_of_row, parts, keys, decoded.dead, wall_s)
+        self._write_all_tables(parts, wall_s, tables_in)
+        return self.port.drain()
 
     @property
     def closed_before(self) -> int | None:
@@ -876,7 +957,12 @@ class WorkerCore:
         good, bad = validate_columns(records, now_s=wall_s, limits=self.pipeline.limits)
         self.pipeline.count_dead_letters(len(bad))
         self.metrics.events_in(len(good))
-        return self._take(good, bad, None, wall_s, partition)
+        rows = np.zeros(len(good), dtype=np.int64)
+        good, rows = self._drop_rereads(good, rows, [partition])
+        good, rows = self._admit(good, rows, [partition], wall_s)
+        self._take(good, rows, [partition], [None], [bad], wall_s)
+        self._write_all_tables([partition], wall_s, None)
+        return self.port.drain()
 
     def _check_progress(self, partition: int) -> None:
         """The first message from a partition: how far its previous owner got. Events of
@@ -892,40 +978,65 @@ class WorkerCore:
                 and doc.get("tick_s") == self.settings.tick_s:
             self._reread_through[partition] = int(doc["closed_through"])
 
-    def _drop_rereads(self, events: EventBatch, partition: int) -> EventBatch:
-        through = self._reread_through.get(partition)
-        if through is None or not len(events):
-            return events
-        keep = np.flatnonzero(np.floor(events.event_time_s / self.settings.tick_s) > through)
+    def _drop_rereads(self, events: EventBatch, msg_of_row: np.ndarray[Any, Any],
+                      parts: Sequence[int]) -> tuple[EventBatch, np.ndarray[Any, Any]]:
+        """Without the events of ticks a previous owner of their partition closed."""
+        through = self._reread_through
+        if not through or not len(events) or through.keys().isdisjoint(parts):
+            return events, msg_of_row
+        bound = np.array([through.get(p, -math.inf) for p in parts], dtype=np.float64)
+        keep = np.flatnonzero(np.floor(events.event_time_s / self.settings.tick_s)
+                              > bound[msg_of_row])
         if keep.size < len(events):
             self.counters.reread_events += len(events) - int(keep.size)
-            return events.take(keep)
-        return events
+            return events.take(keep), msg_of_row[keep]
+        return events, msg_of_row
 
-    def _take(self, events: EventBatch, bad: Sequence[DeadLetter], key_station: str | None,
-              wall_s: float, partition: int) -> list[Emit]:
-        events = self._admit(self._drop_rereads(events, partition), wall_s, partition)
-        self._account(events, bad, key_station, wall_s, partition)
-        for d in bad:
-            self._dead(d, key_station)
-        if len(events):
-            if not self._pending:
-                self._pending_since_s = wall_s
-            self._pending.append(events)
-            self._pending_events += len(events)
-            t = float(events.event_time_s.max())
-            self._pending_max[partition] = max(self._pending_max.get(partition, t), t)
-        if self._pending and (self._pending_events >= self.batch_events
-                              or wall_s - self._pending_since_s >= self.batch_wait_s):
-            self._flush(wall_s)
-        try:
-            self._write_tables(partition, wall_s)
-        except Exception:
-            # Summaries and checkpoints are rewritten later; the alerts, reports and
-            # commands already built from this batch must still go out.
-            log.exception("worker: writing station summaries/checkpoints for partition %d "
-                          "failed; publishing this message's outputs anyway", partition)
-        return self.port.drain()
+    def _take(self, events: EventBatch, msg_of_row: np.ndarray[Any, Any], parts: Sequence[int],
+              keys: Sequence[str | None], dead: Sequence[Sequence[DeadLetter]],
+              wall_s: float) -> None:
+        """Account, dead-letter and buffer the messages' events; ingest the buffer where
+        one message at a time would have (see :meth:`_flush`)."""
+        n = len(parts)
+        counts = np.bincount(msg_of_row, minlength=n).tolist() if len(events) else [0] * n
+        pending, buffered, since = bool(self._pending), self._pending_events, self._pending_since_s
+        first = row = 0
+        for j, c in enumerate(counts):
+            if c:
+                if not pending:
+                    pending, since = True, wall_s
+                buffered += c
+            last = j == n - 1
+            flush = pending and (buffered >= self.batch_events or wall_s - since >= self.batch_wait_s)
+            if not (flush or last):
+                continue
+            seg = events if first == 0 and last else events.take(
+                np.arange(row, row + sum(counts[first:j + 1])))
+            self._segment(seg, msg_of_row[row:row + len(seg)], parts, keys, dead, first, j + 1,
+                          wall_s)
+            row += len(seg)
+            first = j + 1
+            if flush:
+                self._flush(wall_s)
+                pending, buffered = False, 0
+
+    def _segment(self, events: EventBatch, msg_of_row: np.ndarray[Any, Any],
+                 parts: Sequence[int], keys: Sequence[str | None],
+                 dead: Sequence[Sequence[DeadLetter]], lo: int, hi: int, wall_s: float) -> None:
+        """Messages ``lo:hi`` (events ``events``) up to the next ingest: accounted, their
+        dead letters out, their events buffered."""
+        self._account(events, msg_of_row, parts, keys, dead, lo, hi, wall_s)
+        for j in range(lo, hi):
+            for d in dead[j]:
+                self._dead(d, keys[j])
+        if not len(events):
+            return
+        if not self._pending:
+            self._pending_since_s = wall_s
+        self._pending.append(events)
+        self._pending_events += len(events)
+        for p, t in _latest_by_partition(events.event_time_s, msg_of_row, parts).items():
+            self._pending_max[p] = max(self._pending_max.get(p, t), t)
 
     def _flush(self, wall_s: float) -> None:
         """Ingest the buffered events in one call and close what the watermark passed.
@@ -1152,27 +1263,48 @@ class WorkerCore:
         if t > per.get(station, -math.inf):
             per[station] = t
 
-    def _account(self, events: EventBatch, dls: Sequence[DeadLetter],
-                 key_station: str | None, wall_s: float, partition: int) -> None:
-        dirty = self._dirty.setdefault(partition, set())
-        n = len(events)
-        if n:
-            # a re-sent event is the same event: summaries count events, not receipts
-            per_station = _by_station(events, self._fresh(events.event_hash))
-            for station, (new, t_max) in per_station.items():
-                s = self._station(station)
-                s["events"] += new
-                last = s["last_event_time_s"]
-                if last is None or t_max > last:
-                    s["last_event_time_s"] = t_max
-                s["last_seen_s"] = wall_s
-                dirty.add(station)
-                self._partition_of[station] = partition
-                self._note_latest(partition, station, t_max)
-        for d in dls:
-            sid = d.station_id or key_station
+    def _account(self, events: EventBatch, msg_of_row: np.ndarray[Any, Any],
+                 parts: Sequence[int], keys: Sequence[str | None],
+                 dead: Sequence[Sequence[DeadLetter]], lo: int, hi: int, wall_s: float) -> None:
+        """Station summaries of messages ``lo:hi``: events (``msg_of_row``: each one's
+        message) and dead letters (``dead[j]``; one without a station is the key's,
+        ``keys[j]``). What message after message would give, at once: a station's rows
+        are summed per station (a station on two partitions: message by message)."""
+        fresh = self._fresh(events.event_hash, msg_of_row)
+        dls = [(j, d.station_id or keys[j]) for j in range(lo, hi) for d in dead[j]]
+        row_part = np.asarray(parts, dtype=np.int64)[msg_of_row].tolist()
+        owner = dict(zip(events.station_id, row_part, strict=True))
+        if (len(owner) == len(set(zip(events.station_id, row_part, strict=True)))
+                and all(owner.setdefault(sid, parts[j]) == parts[j] for j, sid in dls if sid)):
+            self._account_rows(events.station_id, events.event_time_s, fresh, owner, dls,
+                               parts, wall_s)
+            return
+        for j in range(lo, hi):
+            rows = np.flatnonzero(msg_of_row == j)
+            sids = [events.station_id[i] for i in rows.tolist()]
+            self._account_rows(sids, events.event_time_s[rows], fresh[rows],
+                               dict.fromkeys(sids, parts[j]), [x for x in dls if x[0] == j],
+                               parts, wall_s)
+
+    def _account_rows(self, sids: Sequence[str], times: np.ndarray[Any, Any],
+                      fresh: np.ndarray[Any, Any], owner: Mapping[str, int],
+                      dls: Sequence[tuple[int, str | None]], parts: Sequence[int],
+                      wall_s: float) -> None:
+        # a re-sent event is the same event: summaries count events, not receipts
+        for station, (new, t_max) in _by_station(sids, times, fresh).items():
+            partition = owner[station]
+            s = self._station(station)
+            s["events"] += new
+            last = s["last_event_time_s"]
+            if last is None or t_max > last:
+                s["last_event_time_s"] = t_max
+            s["last_seen_s"] = wall_s
+            self._dirty.setdefault(partition, set()).add(station)
+            self._partition_of[station] = partition
+            self._note_latest(partition, station, t_max)
+        for j, sid in dls:
             if sid:
-                self._partition_of.setdefault(sid, partition)
+                self._partition_of.setdefault(sid, parts[j])
                 self._account_dead(sid, wall_s)
 
     def _account_dead(self, sid: str | None, wall_s: float) -> None:
@@ -1183,9 +1315,25 @@ class WorkerCore:
         s["last_seen_s"] = wall_s
         self._dirty.setdefault(self._partition_of.get(sid, 0), set()).add(sid)
 
-    def _write_tables(self, partition: int, wall_s: float) -> None:
-        # Writes are spread over messages (at most ``table_batch`` per message): a burst of
-        # hundreds of changelog records at once stalls the stream on Faust's producer buffer.
+    def _write_all_tables(self, parts: Sequence[int], wall_s: float,
+                          tables_in: Callable[[int], AbstractContextManager[object]] | None,
+                          ) -> None:
+        """:meth:`_write_tables` for each partition of a batch's messages ``parts``."""
+        for partition, n in Counter(parts).items():
+            try:
+                with tables_in(partition) if tables_in is not None else nullcontext():
+                    self._write_tables(partition, wall_s,
+                                       min(self.table_batch * n, MAX_TABLE_WRITES))
+            except Exception:
+                # Summaries and checkpoints are rewritten later; the alerts, reports and
+                # commands already built from this batch must still go out.
+                log.exception("worker: writing station summaries/checkpoints for partition "
+                              "%d failed; publishing this batch's outputs anyway", partition)
+
+    def _write_tables(self, partition: int, wall_s: float, budget: int) -> None:
+        # Writes are spread over messages (at most ``table_batch`` per message, ``budget``
+        # here): a burst of hundreds of changelog records at once stalls the stream on
+        # Faust's producer buffer.
         if wall_s - self._summary_at.get(partition, -math.inf) >= self.summary_interval_s:
             self._summary_at[partition] = wall_s
             self._summary_due.setdefault(partition, set()).update(
@@ -1202,7 +1350,7 @@ class WorkerCore:
             self._checkpoint_due.setdefault(partition, set()).update(
                 self._seen.pop(partition, set()))
         due = self._summary_due.get(partition)
-        for _ in range(min(self.table_batch, len(due or ()))):
+        for _ in range(min(budget, len(due or ()))):
             assert due is not None
             sid = due.pop()
             self.summaries[sid] = dict(self.stations[sid])
@@ -1212,7 +1360,7 @@ class WorkerCore:
         if due and tick is not None:
             reg, state = self.pipeline.registry, self.pipeline.state
             stages = checkpoint_stages(self.pipeline)
-            for _ in range(min(self.table_batch, len(due))):
+            for _ in range(min(budget, len(due))):
                 sid = due.pop()
                 if sid not in self._restored:  # never ingested here: not ours to write
                     continue
@@ -1224,8 +1372,17 @@ class WorkerCore:
                 }
                 self.counters.checkpoints_written += 1
 
-    def _fresh(self, hashes: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        """Which of these events were not counted yet (remembering them from now on)."""
+    def _fresh(self, hashes: np.ndarray[Any, Any],
+               msg_of_row: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Which of these events were not counted yet (remembering them from now on);
+        ``msg_of_row``: each one's message (the memory turns over between messages)."""
+        if len(self._counted) + len(hashes) < self.COUNTED_IDS:
+            return self._fresh_one(hashes)
+        cuts = np.flatnonzero(np.diff(msg_of_row)) + 1
+        return np.concatenate([np.zeros(0, dtype=bool),
+                               *map(self._fresh_one, np.split(hashes, cuts))])
+
+    def _fresh_one(self, hashes: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         hs = hashes.tolist()
         cur, old = self._counted, self._counted_old
         batch = set(hs)

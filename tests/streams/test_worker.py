@@ -498,3 +498,96 @@ def test_an_old_valid_event_first_does_not_make_one_timer_call_close_every_tick_
     # (the synthetic feed re-sends a few events and sends a few bad ones on purpose)
     assert pc.events + pc.duplicates + pc.dead_letters == 1 + sum(len(r) for _, r in msgs)
     assert any(a["regions"] == [feed.genuine_region(s)] for a in _values(emits, "alerts"))
+
+
+# -- many messages at once ------------------------------------------------------------
+
+
+def _wire_messages(feed: Any, s: Settings, t0: float, n_src: int,
+                   ) -> list[tuple[bytes | None, bytes | None, int, int | None]]:
+    """The feed as (value, key, partition, offset), with what a stream also carries: a
+    message that is not JSON, a batch with a bad event, a station nobody knows, a message
+    re-sent (new offset, same events) and one read again (same offset)."""
+    from convergence.streams.topics import station_partition
+
+    out: list[tuple[bytes | None, bytes | None, int, int | None]] = []
+    offsets = [0] * n_src
+
+    def add(value: bytes | None, key: str, offset: int | None = None) -> None:
+        p = station_partition(key, n_src)
+        out.append((value, key.encode(), p, offsets[p] if offset is None else offset))
+        if offset is None:
+            offsets[p] += 1
+
+    for i, (sid, recs) in enumerate(feed.messages(s, t0)):
+        add(encode_raw(recs), sid)
+        if i == 40:
+            add(b"{not json", sid)
+            add(encode_raw(feed.probe_batch(recs[0]["event_time_s"])), feed.probe)
+        if i == 900:
+            ghost = {**recs[0], "station_id": "ghost-9"}
+            add(encode_raw([ghost]), "ghost-9")
+        if i in (1200, 1201):
+            add(encode_raw(recs), sid)  # re-sent by its station: the same events again
+        if i == 1500:
+            value, key, p, off = out[-30]
+            out.append((value, key, p, off))  # read again after a rebalance: same offset
+    return out
+
+
+def _run(s: Settings, messages: list[tuple[bytes | None, bytes | None, int, int | None]],
+         sizes: list[int], now: float, *, n_src: int, at_once: bool) -> dict[str, Any]:
+    """Messages in chunks of ``sizes`` (one wall-clock time per chunk): each chunk at once
+    (``on_messages``), or message after message (``on_message``)."""
+    from convergence.ground_stations.scenario import default_fleet
+    from convergence.streams.directory import StationDirectory
+    from convergence.streams.worker import InMessage
+
+    core = WorkerCore(s, directory=StationDirectory(default_fleet(s.stations, s.seed)),
+                      stations_only=n_src > 1, n_sources=n_src, n_units=2, run_id="batch",
+                      batch_events=400, batch_wait_s=0.05)
+    if n_src > 1:
+        core.on_assignment(range(n_src))
+    emits, ticks = [], []
+    at, wall, k = 0, now, 0
+    while at < len(messages):
+        n = sizes[k % len(sizes)]
+        chunk, at, k = messages[at:at + n], at + n, k + 1
+        wall += 0.02
+        if not at_once:
+            for m in chunk:
+                emits += core.on_message(m[0], m[1], wall, partition=m[2], offset=m[3])
+                ticks.append(core.last_max_tick)
+        else:
+            emits += core.on_messages([InMessage(*m) for m in chunk], wall)
+            ticks += core.last_max_ticks
+        if k % 50 == 0:
+            emits += core.on_timer(wall)
+    emits += core.on_timer(wall + 20.0)
+    emits += core.on_stop(wall + 20.0)
+    # the tables are written per chunk rather than per message: when, not what
+    counters = {k: v for k, v in core.counters.as_dict().items() if k != "checkpoints_written"}
+    return {"emits": [(e.topic, e.key, e.value, e.partition) for e in emits], "ticks": ticks,
+            "counters": counters, "pipeline": core.pipeline.counters.as_dict(),
+            "stations": core.stations, "watermark": core.watermark_s}
+
+
+@pytest.mark.parametrize("n_src", [1, 3])
+def test_many_messages_at_once_give_what_one_at_a_time_gives(feed: Any, n_src: int) -> None:
+    s = _settings()
+    now = time.time()
+    messages = _wire_messages(feed, s, now - 25.0, n_src)
+    one = _run(s, messages, [1], now, n_src=n_src, at_once=False)
+    emitted = {t for t, *_ in one["emits"]}
+    assert {"dead-letter"} <= emitted and ("alerts" in emitted if n_src == 1
+                                           else "node-evidence" in emitted)
+    assert one["counters"]["rereads"] == 1 and one["counters"]["undecodable"] == 1
+    assert one["counters"]["unknown_station_events"] == 4  # the probe's 3, the ghost's 1
+    # batches of every size, flushing inside and across them (400 events or 50 ms)
+    rng = np.random.default_rng(7)
+    for sizes in ([len(messages)], [1, 7, 64, 300], rng.integers(1, 400, 50).tolist()):
+        ref = _run(s, messages, sizes, now, n_src=n_src, at_once=False)
+        many = _run(s, messages, sizes, now, n_src=n_src, at_once=True)
+        for k in ref:
+            assert many[k] == ref[k], (sizes[:4], k)
+    assert many["pipeline"]["events"] == one["pipeline"]["events"] > 10_000

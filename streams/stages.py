@@ -223,6 +223,10 @@ class StationStage:
         self._last_event = np.full(n, -np.inf)
         #: per open tick, per station: its events by id (bounded), for the report
         self._samples: dict[int, dict[str, dict[str, EvidenceSample]]] = {}
+        #: per open tick, from batches in columns: (batch, rows, station index) of each
+        #: station's candidates; samples are made when the tick closes, for the stations
+        #: that are active then (most are at baseline: their samples are never needed)
+        self._sample_rows: dict[int, list[tuple[EventBatch, Array, Array]]] = {}
         #: the last closed tick's stage outputs (detector internals, for tests and tools)
         self.last: dict[str, Any] | None = None
 
@@ -333,13 +337,48 @@ class StationStage:
         last = np.flatnonzero(end)
         group_end = np.repeat(last, np.diff(np.r_[-1, last]))
         chosen = group_end - np.arange(rows.size) < MAX_EVIDENCE_PER_STATION
-        ids = batch.take(rows[chosen])
-        for tick, sid, eid, t, cat, v, text, src, url in zip(
-                ticks[chosen].tolist(), ids.station_id, ids.event_ids(),
-                ids.event_time_s.tolist(), ids.category, ids.value.tolist(), ids.text, ids.source,
-                ids.urls(), strict=True):
-            self._keep_sample(tick, sid, eid, EvidenceSample(
-                sid, t, cat, v, text[:280] if text else None, url, src))
+        ticks, st, rows = ticks[chosen], st[chosen], rows[chosen]
+        cuts = np.flatnonzero(ticks[1:] != ticks[:-1]) + 1
+        for t, s_t, r_t in zip(np.split(ticks, cuts), np.split(st, cuts), np.split(rows, cuts),
+                               strict=True):
+            self._sample_rows.setdefault(int(t[0]), []).append((batch, r_t, s_t))
+
+    def _take_sample_rows(self, tick: int, active: Mapping[str, Any],
+                          ) -> dict[str, dict[str, EvidenceSample]]:
+        """The column candidates of ``tick`` for the ``active`` stations: the last
+        ``MAX_EVIDENCE_PER_STATION`` distinct events of each by (time, id), as samples."""
+        chunks = self._sample_rows.pop(tick, [])
+        for t in [t for t in self._sample_rows if t < tick]:  # late ticks' leftovers
+            del self._sample_rows[t]
+        if not chunks or not active:
+            return {}
+        want = np.asarray([i for i in map(self.registry.get, active) if i is not None],
+                          dtype=np.int64)
+        picked = [(k, np.flatnonzero(np.isin(st, want))) for k, (_, _, st) in enumerate(chunks)]
+        picked = [(k, sel) for k, sel in picked if sel.size]
+        if not picked:
+            return {}
+        which = np.concatenate([np.full(sel.size, k, dtype=np.int64) for k, sel in picked])
+        rows = np.concatenate([chunks[k][1][sel] for k, sel in picked])
+        st = np.concatenate([chunks[k][2][sel] for k, sel in picked])
+        times = np.concatenate([chunks[k][0].event_time_s[chunks[k][1][sel]] for k, sel in picked])
+        h = np.concatenate([chunks[k][0].event_hash[chunks[k][1][sel]] for k, sel in picked])
+        order = np.lexsort((h, times, st))  # by station, time, id
+        which, rows, st, h = which[order], rows[order], st[order], h[order]
+        new = np.r_[True, (st[1:] != st[:-1]) | (h[1:] != h[:-1])]  # a re-sent event once
+        which, rows, st = which[new], rows[new], st[new]
+        last = np.flatnonzero(np.r_[st[1:] != st[:-1], True])
+        group_end = np.repeat(last, np.diff(np.r_[-1, last]))
+        chosen = np.flatnonzero(group_end - np.arange(st.size) < MAX_EVIDENCE_PER_STATION)
+        out: dict[str, dict[str, EvidenceSample]] = {}
+        for k, r in zip(which[chosen].tolist(), rows[chosen].tolist(), strict=True):
+            b = chunks[k][0]
+            sid, text = b.station_id[r], b.text[r]
+            out.setdefault(sid, {})[f"{int(b.event_hash[r]):016x}"] = EvidenceSample(
+                sid, float(b.event_time_s[r]), b.category[r], float(b.value[r]),
+                text[:280] if text else None, b.url[r] if b.url is not None else None,
+                b.source[r])
+        return out
 
     def close_until(self, watermark_s: float) -> list[NodeEvidence]:
         """Close and process every tick the watermark has passed."""
@@ -384,14 +423,23 @@ class StationStage:
         self.counters.station_ticks += int(active.size)
         self.counters.station_ticks_at_baseline += int(active.size - idx.size)
         stations = {ids[i]: pack_evidence(settled, i) for i in idx.tolist() if i < len(ids)}
+        return NodeEvidence(tick, (tick + 1) * self.tick_s, stations,
+                            self._tick_samples(tick, stations))
+
+    def _tick_samples(self, tick: int, stations: Mapping[str, Any],
+                      ) -> dict[str, tuple[EvidenceSample, ...]]:
+        """A closing tick's samples of ``stations``: each one's last
+        ``MAX_EVIDENCE_PER_STATION`` distinct events by (time, id); the tick's (and any
+        older tick's) candidates are dropped."""
         by_station = self._samples.pop(tick, {})
         for t in [t for t in self._samples if t < tick]:  # late ticks' leftovers
             del self._samples[t]
+        for sid, xs in self._take_sample_rows(tick, stations).items():
+            by_station[sid] = {**by_station.get(sid, {}), **xs}
         k = MAX_EVIDENCE_PER_STATION
-        samples = {sid: tuple(x for _, x in sorted(by_station[sid].items(),
-                                                   key=lambda kv: (kv[1].time_s, kv[0]))[-k:])
-                   for sid in stations if sid in by_station}
-        return NodeEvidence(tick, (tick + 1) * self.tick_s, stations, samples)
+        return {sid: tuple(x for _, x in sorted(by_station[sid].items(),
+                                                key=lambda kv: (kv[1].time_s, kv[0]))[-k:])
+                for sid in stations if sid in by_station}
 
 
 # -- the second stage -----------------------------------------------------------------

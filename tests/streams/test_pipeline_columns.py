@@ -25,7 +25,7 @@ from convergence.streams.pipeline import Pipeline
 from convergence.streams.stages import StationStage
 from convergence.streams.topics import Emit
 from convergence.streams.worker import WorkerCore
-from convergence.wire import decode_batch, encode_raw
+from convergence.wire import Decoded, decode_batch, decode_each, encode_raw
 
 STATIONS = ["news-1", "social-2", "sensor-3"]
 EVENTS = st.lists(st.builds(
@@ -75,11 +75,11 @@ def test_a_huge_batch_keeps_the_same_most_recent_samples_from_columns() -> None:
     a, b = (StationStage(_settings(), StationRegistry([]), TickProcessor()) for _ in range(2))
     a.ingest_events(events, 1000.0)
     b.ingest_columns(EventBatch.from_events(events), 1000.0)
-    kept = {t: {sid: sorted(d.values(), key=lambda x: x.time_s)[-5:] for sid, d in by.items()}
-            for t, by in a._samples.items()}
-    assert kept == {t: {sid: sorted(d.values(), key=lambda x: x.time_s)[-5:]
-                        for sid, d in by.items()} for t, by in b._samples.items()}
-    assert list(kept) == [1004, 1005, 1006, 1007, 1008]  # the last 4096 events' ticks
+    # what a closing tick quotes (from objects: kept as they come; from columns: picked then)
+    everyone = dict.fromkeys(STATIONS)
+    kept = {t: a._tick_samples(t, everyone) for t in range(1000, 1010)}
+    assert kept == {t: b._tick_samples(t, everyone) for t in range(1000, 1010)}
+    assert [t for t, x in kept.items() if x] == [1004, 1005, 1006, 1007, 1008]  # last 4096's
     assert [x.value for x in kept[1008]["news-1"]] == [8985.0, 8988.0, 8991.0, 8994.0, 8997.0]
 
 
@@ -144,14 +144,15 @@ def test_a_worker_replay_is_byte_for_byte_the_per_event_one(monkeypatch: pytest.
     assert n_events >= 45_000
     by_columns = _run(s, messages, now)
 
-    def per_event_decode(data: bytes | str, **kw: Any) -> tuple[EventBatch, list[Any]]:
-        events, bad = decode_batch(data, **kw)
-        return EventBatch.from_events(events), bad
+    def per_event_decode(messages: list[bytes], **kw: Any) -> Decoded:
+        one = [decode_each(m, **kw) for m in messages]
+        return Decoded(EventBatch.from_events([e for good, _ in one for e in good]),
+                       [len(good) for good, _ in one], [bad for _, bad in one])
 
     def per_event_ingest(self: Pipeline, batch: EventBatch, now_s: float) -> Any:
         return self.ingest_events(batch.events(), now_s)
 
-    monkeypatch.setattr(worker_module, "decode_columns", per_event_decode)
+    monkeypatch.setattr(worker_module, "decode_many", per_event_decode)
     monkeypatch.setattr(Pipeline, "ingest_columns", per_event_ingest)
     by_objects = _run(s, messages, now)
     assert any(e.topic == "alerts" for e in by_columns)

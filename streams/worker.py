@@ -446,6 +446,8 @@ class TopicPort:
 @dataclass
 class CoreCounters(Counters):
     messages: int = 0
+    #: calls that handed messages over together (``messages / batches``: the batch size)
+    batches: int = 0
     undecodable: int = 0
     checkpoints_written: int = 0
     checkpoints_restored: int = 0
@@ -897,6 +899,7 @@ class WorkerCore:
         inside ``tables_in(partition)`` (Faust: with a message of that partition as the
         current event, so its changelog entry lands in that partition).
         """
+        self.counters.batches += 1
         ticks: list[int | None] = [None] * len(messages)
         taken: list[int] = []  # positions of the messages that are not re-reads
         for i, m in enumerate(messages):
@@ -910,8 +913,8 @@ class WorkerCore:
                 self._check_progress(m.partition)
             taken.append(i)
         pipe = self.pipeline
-        decoded = decode_many([b"" if messages[i].value is None else messages[i].value
-                               for i in taken], now_s=wall_s, limits=pipe.limits)
+        decoded = decode_many([messages[i].value or b"" for i in taken], now_s=wall_s,
+                              limits=pipe.limits)
         events, counts = decoded.events, decoded.counts
         n_bad = 0
         for j, bad in enumerate(decoded.dead):
@@ -929,9 +932,9 @@ class WorkerCore:
         at = dict(zip(taken, range(len(taken)), strict=True))
         tick: int | None = self.last_max_tick
         for i in range(len(messages)):
-            j = at.get(i)
-            if j is not None:
-                tick = next(latest) if counts[j] else None
+            pos = at.get(i)
+            if pos is not None:
+                tick = next(latest) if counts[pos] else None
             ticks[i] = tick
         self.last_max_ticks = ticks
         self.last_max_tick = tick
@@ -954,6 +957,7 @@ class WorkerCore:
         """Validate untrusted records (one station agent's batch, in process) and go on as
         :meth:`on_message` does; the embedded runtime's way in."""
         self.counters.messages += 1
+        self.counters.batches += 1
         good, bad = validate_columns(records, now_s=wall_s, limits=self.pipeline.limits)
         self.pipeline.count_dead_letters(len(bad))
         self.metrics.events_in(len(good))

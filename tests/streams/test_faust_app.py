@@ -279,6 +279,35 @@ def test_consumer_internals_that_cannot_be_read_are_said_once(
     assert len(said) == 2 and "fetch state" in said[0] and "committed offsets" in said[1]
 
 
+def test_a_batchs_table_writes_land_in_each_messages_own_partition() -> None:
+    """The ingest agent writes a batch's station summaries after the batch, per partition,
+    with a message of that partition as Faust's current event (Faust's tables put a write in
+    the changelog partition of the current event's message)."""
+    from dataclasses import dataclass
+
+    import faust.streams
+
+    @dataclass
+    class Message:
+        partition: int
+
+    @dataclass
+    class Event:  # what the agent holds: Faust's events (weak references are taken)
+        message: Message
+
+    from convergence.streams import faust_app
+
+    faust_app._internals_said.clear()
+    first, second = Event(Message(0)), Event(Message(3))
+    with faust_app.as_current_event(first):
+        assert faust.streams.current_event() is first
+        with faust_app.as_current_event(second):
+            assert faust.streams.current_event().message.partition == 3
+        assert faust.streams.current_event() is first
+    assert faust.streams.current_event() is None
+    assert not faust_app._internals_said
+
+
 @pytest.mark.kafka
 def test_report_is_in_surrealdb_under_the_alerts_report_id(cluster_run: ClusterRun) -> None:
     rep = cluster_run.report

@@ -508,12 +508,28 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int | No
         while heap and saved is not None and heap[0][0] <= saved:
             heapq.heappop(heap)[2].ack()
 
-    # Events messages wait here while more are already queued for the agent, and go to
-    # the core together (see ``INBOX_*``): what a message costs apart from its events is
-    # then paid once per batch. Live, the queue is mostly empty: a message goes on alone,
-    # at once. A rebalance empties it (nothing in it was processed or acknowledged, so
-    # Faust delivers those messages again from the committed offsets).
+    # Events messages wait here and go to the core together (see ``INBOX_*``): what a
+    # message costs apart from its events is then paid once per batch. The first waits
+    # at most the core's ``batch_wait_s`` (a message that arrives alone, live, goes on
+    # then). A rebalance empties it (nothing in it was processed or acknowledged, so Faust
+    # delivers those messages again from the committed offsets).
     inbox: list[Any] = []
+    inbox_bytes = [0]
+    handing = asyncio.Lock()  # one batch at a time: their outputs go out in order
+
+    async def flush_inbox() -> None:
+        async with handing:
+            if inbox:
+                batch = inbox[:]
+                inbox.clear()
+                await hand_over(batch)
+
+    flushing: set[asyncio.Future[None]] = set()
+
+    def flush_soon() -> None:
+        task = asyncio.ensure_future(flush_inbox())
+        flushing.add(task)
+        task.add_done_callback(flushing.discard)
 
     async def hand_over(batch: list[Any]) -> None:
         wall = time.time()
@@ -549,19 +565,15 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int | No
 
     @app.agent(topics["events"], name="convergence-ingest")
     async def ingest(stream: Any) -> None:
-        events = stream.noack()
-        queued = _queue_of(events)
-        size, since = 0, 0.0
-        async for event in events.events():
+        loop = asyncio.get_running_loop()
+        async for event in stream.noack().events():
             if not inbox:
-                size, since = 0, time.monotonic()
+                inbox_bytes[0] = 0
+                loop.call_later(the_core.batch_wait_s, flush_soon)
             inbox.append(event)
-            size += len(event.value or b"")
-            if (size >= INBOX_BYTES or len(inbox) >= INBOX_MESSAGES or not queued()
-                    or time.monotonic() - since >= the_core.batch_wait_s):
-                batch = inbox[:]
-                inbox.clear()
-                await hand_over(batch)
+            inbox_bytes[0] += len(event.value or b"")
+            if inbox_bytes[0] >= INBOX_BYTES or len(inbox) >= INBOX_MESSAGES:
+                await flush_inbox()
 
     @app.agent(topics["node-evidence"], name="convergence-regions")
     async def regions(stream: Any) -> None:
@@ -647,6 +659,7 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int | No
 
     async def before_shutdown(sender: Any, *args: Any, signal: Any = None,
                               **kwargs: Any) -> None:
+        await flush_inbox()
         # Its counters go out last; the store sink (here or in another worker) stores them.
         await publish([*the_core.on_stop(), the_core.run_record(region.summary())])
         # every open tick closed and its evidence published: the events are handed on
@@ -693,28 +706,12 @@ def run_with_app(app: faust.App, thing: _StartStop, what: str) -> None:
     app.service(Lifetime)
 
 
-#: the ingest agent hands the core the messages already queued for it, up to this many
+#: the ingest agent hands the core the messages it received together, up to this many
 #: bytes or messages at once (the core's per-event cost is lowest around a thousand events
-#: per call: fewer pay the per-call work more often, more outgrow the CPU caches) and
-#: never holds the first of them longer than the core's ``batch_wait_s``
+#: per call: fewer pay the per-call work more often, more outgrow the CPU caches), and
+#: holds the first of them at most the core's ``batch_wait_s``
 INBOX_BYTES = 128 * 1024
 INBOX_MESSAGES = 1000
-
-
-def _queue_of(stream: Any) -> Callable[[], bool]:
-    """Whether more messages are already queued for ``stream`` (its channel's queue; when
-    that cannot be read, said once: "no", so each message goes on alone, as before).
-
-    >>> _queue_of(object())()   # no channel there
-    False
-    """
-    try:
-        empty = stream.channel.queue.empty
-        empty()
-    except Exception as exc:
-        _internals_failed("stream queue", exc)
-        return lambda: False
-    return lambda: not empty()
 
 
 def as_current_event(event: Any) -> contextlib.AbstractContextManager[object]:

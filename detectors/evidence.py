@@ -1,7 +1,7 @@
 """Station evidence: what the first stage hands the second, per station and closed tick.
 
 The tick processor runs in two stages (see :mod:`convergence.detectors.processor`):
-the *station* stage (entropy, burst, CUSUM, periodicity, regime: each station's own
+the *station* stage (entropy, burst, CUSUM, periodicity, trend, scale, regime: each station's own
 cells) and the *region* stage (topic agreement, temporal patterns, node states, the
 meter, responses: a region's stations together). Between them crosses one small record
 per station and tick, the fields below. In a cluster it crosses a Kafka topic; in one
@@ -21,6 +21,7 @@ Examples
 >>> import numpy as np
 >>> ev = {"burst_z": np.array([0.4, 5.0]), "concentration_z": np.array([1.0, 0.0]),
 ...       "cusum_z": np.zeros(2), "periodicity_z": np.zeros(2), "regime_z": np.zeros(2),
+...       "trend_z": np.zeros(2), "scale_z": np.zeros(2),
 ...       "concentration_bin": np.array([3, 3]), "burst": np.array([False, True]),
 ...       "change_level": np.zeros(2, bool), "change_variance": np.zeros(2, bool),
 ...       "periodicity_break": np.zeros(2, bool)}
@@ -41,8 +42,11 @@ from convergence.detectors.node_state import NodeStateMachine
 
 __all__ = ["EVIDENCE_FLAGS", "EVIDENCE_Z", "evidence_floor", "keep_evidence", "settle"]
 
-#: the evidence a station sends, in standard deviations above its own baseline
-EVIDENCE_Z = ("burst_z", "concentration_z", "cusum_z", "periodicity_z", "regime_z")
+#: the evidence a station sends, in standard deviations above its own baseline (the
+#: trend and scale charts' came later: a record is the first five, the category bin, the
+#: flags and the regime, then these two, so a record from before them still reads)
+EVIDENCE_Z = ("burst_z", "concentration_z", "cusum_z", "periodicity_z", "regime_z",
+              "trend_z", "scale_z")
 #: the events the temporal-pattern matcher listens to
 EVIDENCE_FLAGS = ("burst", "change_level", "change_variance", "periodicity_break")
 

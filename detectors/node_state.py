@@ -41,12 +41,38 @@ from convergence.detectors.base import (
 )
 
 NORMAL, ELEVATED, ANOMALOUS, COOLING = 0, 1, 2, 3
+#: default weights of the trend and scale charts' evidence: corroborators (see
+#: ``NodeStateMachine``'s ``weights``)
+TREND_WEIGHT, SCALE_WEIGHT = 0.3, 0.3
 NODE_STATES = ("normal", "elevated", "anomalous", "cooling")
-EVIDENCE_TYPES = ("burst", "entropy", "regime", "change", "periodicity", "pattern", "dark")
+#: evidence types; new ones are appended (a checkpoint's per-type peak of an older build
+#: is padded with zeros for them: :func:`pad_peak`)
+EVIDENCE_TYPES = ("burst", "entropy", "regime", "change", "periodicity", "pattern", "dark",
+                  "trend", "scale")
 #: input name and default weight of each evidence type, in ``EVIDENCE_TYPES`` order
 EVIDENCE_INPUTS = (("burst_z", 1.0), ("entropy_drop_z", 1.0), ("regime_z", 1.0),
-                   ("cusum_z", 0.3), ("periodicity_z", 0.8), ("pattern_z", 0.5), ("dark_z", 1.0))
+                   ("cusum_z", 0.3), ("periodicity_z", 0.8), ("pattern_z", 0.5), ("dark_z", 1.0),
+                   ("trend_z", TREND_WEIGHT), ("scale_z", SCALE_WEIGHT))
 NEVER = 1e9
+
+
+def pad_peak(peak: Array) -> Array:
+    """A per-type peak (last axis: evidence types) from an older build, with zeros for
+    the types added since (they are appended to ``EVIDENCE_TYPES``).
+
+    >>> import numpy as np
+    >>> pad_peak(np.ones((2, 7))).shape, pad_peak(np.ones((2, len(EVIDENCE_TYPES)))).shape
+    ((2, 9), (2, 9))
+    """
+    p = np.asarray(peak)
+    short = len(EVIDENCE_TYPES) - p.shape[-1]
+    if short < 0:
+        raise ValueError(f"peak has {p.shape[-1]} evidence types, this build knows "
+                         f"{len(EVIDENCE_TYPES)}")
+    if short == 0:
+        return p
+    out: Array = np.concatenate([p, np.zeros(p.shape[:-1] + (short,), p.dtype)], axis=-1)
+    return out
 
 
 class NodeStateMachine(Stage):

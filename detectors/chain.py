@@ -271,9 +271,12 @@ class DetectorChain:
         # kind index -> does the regime model apply (a lookup, not an isin every tick)
         self._regime_applies = np.zeros(len(KIND_INDEX), bool)
         self._regime_applies[[KIND_INDEX[k] for k in (regime_sources or default_sources)]] = True
-        # the charts ``convergence detect`` runs, with its settings: on log activity ...
-        self.trend = trend or TrendDetector(fast_alpha=0.2, slow_alpha=0.02, spread_alpha=0.005,
-                                            threshold=4.0)
+        # the charts ``convergence detect`` runs: on log activity, whose spread is seeded
+        # from the declared rate and then learns slowly and winsorised at 2 spreads (at
+        # detect's 0.005 and 4, a ramp quadrupling a station's activity over an hour
+        # widened the spread fivefold while it lasted and hid itself: z 3 where 7 was due) ...
+        self.trend = trend or TrendDetector(fast_alpha=0.2, slow_alpha=0.02, spread_alpha=0.002,
+                                            threshold=4.0, huber=2.0)
         self.scale = scale or ScaleDetector(floor=ACTIVITY_CHANGE_FLOOR)
         # ... and on a price station's log price
         self.price_trend = price_trend or TrendDetector(fast_alpha=0.2, slow_alpha=0.02,

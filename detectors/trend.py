@@ -128,7 +128,10 @@ class TrendDetector(Stage):
             state[key][...] = np.where(known, level, state[key])
         spread = np.maximum(np.asarray(noise_var, np.float64), 1e-12) * self.gap_var_ratio()
         state["spread"][...] = np.where(known, spread, state["spread"])
-        state["n"][...] = np.where(known, np.maximum(state["n"], self.warmup_ticks), state["n"])
+        # as if it had learnt for as long as the spread remembers: the spread then moves
+        # at ``spread_alpha`` from the first tick, not at a start-up average's 1 / n
+        learnt = max(self.warmup_ticks, 1.0 / self.spread_alpha)
+        state["n"][...] = np.where(known, np.maximum(state["n"], learnt), state["n"])
 
     def step(self, state: ArrayState, inputs: Mapping[str, Array]) -> Outputs:
         with np.errstate(all="ignore"):

@@ -140,20 +140,25 @@ def log_count_var(rate: Array, max_support: int = 4096) -> Array:
     [0.0, 0.083, 0.2012, 0.0]
     """
     lam = np.asarray(rate, np.float64)
-    flat = np.maximum(lam.ravel(), 0.0)
-    out = flat / (1.0 + flat) ** 2
-    small = flat <= max_support / 2.0
-    if small.any():
-        lm = flat[small]
+    # a fleet has few distinct rates (a campaign repeats them over its runs): once each,
+    # in blocks, so the pmf table stays small
+    uniq, back = np.unique(np.maximum(lam.ravel(), 0.0), return_inverse=True)
+    out = uniq / (1.0 + uniq) ** 2
+    small = np.flatnonzero(uniq <= max_support / 2.0)
+    for block in np.array_split(small, max(1, -(-small.size // 256))):
+        if not block.size:
+            continue
+        lm = uniq[block]
         top = int(np.ceil(lm.max() + 12.0 * np.sqrt(lm.max()) + 20.0))
         k = np.arange(top + 1, dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
-            logp = k[None, :] * np.log(lm[:, None]) - lm[:, None] - np.cumsum(np.log(np.maximum(k, 1.0)))[None, :]
+            logp = (k[None, :] * np.log(lm[:, None]) - lm[:, None]
+                    - np.cumsum(np.log(np.maximum(k, 1.0)))[None, :])
         p = np.where(lm[:, None] > 0, np.exp(np.nan_to_num(logp, nan=-np.inf)), (k == 0)[None, :])
         y = np.log1p(k)[None, :]
         m = (p * y).sum(-1)
-        out[small] = np.maximum((p * y * y).sum(-1) - m * m, 0.0)
-    res: Array = out.reshape(lam.shape)
+        out[block] = np.maximum((p * y * y).sum(-1) - m * m, 0.0)
+    res: Array = out[back].reshape(lam.shape)
     return res
 
 

@@ -170,7 +170,7 @@ def test_a_price_whose_volatility_jumps_gets_scale_evidence_live_and_gaps_teach_
     counts = rng.poisson(RATE, (ticks, n)).astype(float) + 1.0
     counts[200:230, 1] = 0.0  # the second one is silent for half an hour: no price then
     kinds = np.array([PRICE, PRICE, PRICE, KIND_INDEX["osint_news"]])
-    chain, state, evs, _nodes = _run_live(counts, values, kinds)
+    _chain, state, evs, _nodes = _run_live(counts, values, kinds)
     scale = np.array([e["scale_z"] for e in evs])
     assert np.median(scale[310:400, 0]) >= 4.0   # raised while the wider swings last
     assert scale[50:300, 0].max() < 4.0 and scale[50:, 1:3].max() < 4.0

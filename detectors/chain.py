@@ -63,7 +63,7 @@ from convergence.detectors.base import Array
 from convergence.detectors.burst import BurstDetector
 from convergence.detectors.cusum import CusumDetector
 from convergence.detectors.entropy import EntropyDetector
-from convergence.detectors.evidence import evidence_floor, settle
+from convergence.detectors.evidence import evidence_floor, evidence_scale, settle
 from convergence.detectors.meter import LEVELS, ConvergenceMeter
 from convergence.detectors.node_state import ANOMALOUS, NodeStateMachine
 from convergence.detectors.patterns import (
@@ -302,6 +302,7 @@ class DetectorChain:
         self.station_node.name = STATION_NODE
         self.meter = meter or ConvergenceMeter(enter_at=self.node.enter_at)
         self.floor = evidence_floor(self.node)
+        self.floor_scale = evidence_scale(self.node)
         if self.floor >= AGREE_Z:
             raise ValueError(f"the node machine's evidence floor {self.floor:.2f} would hide "
                              f"stations leaning on a topic (at {AGREE_Z}); raise calm_at")
@@ -571,7 +572,7 @@ class DetectorChain:
         (episodes record where they began); ``params`` overrides settings per run.
         """
         ev, det = self.step_stations(state, cells, tick=tick)
-        settled, _ = settle(ev, self.floor)
+        settled, _ = settle(ev, self.floor, self.floor_scale)
         out = self.step_regions(state, settled, meta, tick=tick, params=params,
                                 dark_z=cells.get("dark_z"))
         return {**det, **out, "evidence": settled}

@@ -11,6 +11,7 @@ from convergence.detectors.chain import (
     log_count_var,
     topic_agreement,
 )
+from convergence.detectors.evidence import settle
 from convergence.detectors.node_state import EVIDENCE_TYPES
 from convergence.schema import KIND_INDEX
 
@@ -196,3 +197,17 @@ def test_log_count_var_matches_the_poisson_distribution() -> None:
     got = log_count_var(rates)
     want = np.array([np.log1p(rng.poisson(r, 400_000)).var() for r in rates])
     np.testing.assert_allclose(got, want, rtol=0.02)
+
+
+def test_trend_or_scale_alone_makes_a_station_active_only_once_it_could_matter() -> None:
+    chain = DetectorChain()
+    ev, _ = chain.step_stations(chain.init_state((3,)), {"count": np.zeros(3), "hist": np.zeros((3, 16))})
+    ev = {k: np.zeros(3) if k.endswith("_z") else v for k, v in ev.items()}
+    ev["trend_z"] = np.array([3.0, 5.0, 0.0])  # weight 0.3: 0.9 and 1.5 against the floor 1.33
+    ev["burst_z"] = np.array([0.0, 0.0, 1.5])
+    _, active = settle(ev, chain.floor, chain.floor_scale)
+    assert active.tolist() == [False, True, True]
+    # below the scaled floor the fused evidence stays under calm_at, as for the others
+    fused, _ = chain.node.fuse({"burst_z": np.zeros(1), "trend_z": np.array([chain.floor / 0.3 - 1e-6]),
+                                "scale_z": np.array([chain.floor / 0.3 - 1e-6])})
+    assert float(fused[0]) < chain.node.calm_at

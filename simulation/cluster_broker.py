@@ -209,7 +209,9 @@ def delete_run_topics(bootstrap: str, s: Settings, timeout_s: float = 15.0) -> N
             if names:
                 admin.delete_topics(names)
             with contextlib.suppress(Exception):
-                admin.delete_consumer_groups([s.faust_app_id])
+                # kafka-python 3 calls it delete_groups (2.x: delete_consumer_groups)
+                delete_groups = getattr(admin, "delete_groups", None) or admin.delete_consumer_groups
+                delete_groups([s.faust_app_id])
             deadline = time.monotonic() + timeout_s
             while ours(admin.list_topics()) and time.monotonic() < deadline:
                 time.sleep(0.2)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import orjson
 import pytest
@@ -25,6 +26,11 @@ from convergence.simulation.cluster_broker import (
 from convergence.simulation.cluster_figures import events_before
 
 T0 = 1_800_000_000.0
+
+
+def _groups(admin: Any) -> set[str]:
+    """The consumer groups the broker knows."""
+    return {g["group_id"] for g in admin.list_groups()}
 
 
 @pytest.mark.kafka
@@ -66,7 +72,7 @@ def test_a_backlog_is_produced_read_raw_counted_by_commits_and_cleaned_up(kafka_
         finally:
             group.close()
         committed = committed_offsets(admin, s.faust_app_id, topic)
-        assert committed == {0: 3}
+        assert committed == {0: 3} and s.faust_app_id in _groups(admin)
         first_three = sorted(r for r in offsets.by_partition[0])[:3]
         assert events_before(offsets.table(), committed) == sum(n for _, n in first_three)
 
@@ -108,5 +114,6 @@ def test_a_backlog_is_produced_read_raw_counted_by_commits_and_cleaned_up(kafka_
         delete_run_topics(kafka_bootstrap, s)
     try:
         assert not [t for t in admin.list_topics() if t.startswith(s.topic_prefix)]
+        assert s.faust_app_id not in _groups(admin)
     finally:
         admin.close()

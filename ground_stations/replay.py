@@ -435,20 +435,9 @@ class FileReplaySource(RejectingSource):
             if self._pending is None:
                 if self._eof:
                     break
-                got = self._read_line(now_s)
-                if got is None:
-                    self._eof = True
-                    self.close_file()
-                    break
-                self.lines_read += 1
-                if not (self.fmt == "csv" and self._header is None and got[1].strip()):
-                    examined += 1  # the header is not a row: batch_rows counts rows, good or bad
-                row = self._parse(got[0], got[1], now_s)
-                if row is None:
+                examined += self._read_row(now_s)
+                if self._pending is None:
                     continue
-                if self._t0 is None:
-                    self._t0 = row.t
-                self._pending = row
             row = self._pending
             assert row is not None and self._t0 is not None
             if self.speed is None:
@@ -464,6 +453,39 @@ class FileReplaySource(RejectingSource):
                 out.append(rec)
         self.emitted += len(out)
         return out
+
+    def _read_row(self, now_s: float) -> int:
+        """Read the next line into ``_pending`` (when it is a good row); the number of rows
+        it counts as examined (0 for the CSV header and the end of the file)."""
+        got = self._read_line(now_s)
+        if got is None:
+            self._eof = True
+            self.close_file()
+            return 0
+        self.lines_read += 1
+        # the header is not a row: batch_rows counts rows, good or bad
+        counted = 0 if (self.fmt == "csv" and self._header is None and got[1].strip()) else 1
+        row = self._parse(got[0], got[1], now_s)
+        if row is not None:
+            if self._t0 is None:
+                self._t0 = row.t
+            self._pending = row
+        return counted
+
+    def next_due_s(self, now_s: float) -> float | None:
+        """When the next good row is due on the station clock (reading up to it, at most
+        ``batch_rows`` lines: past bad lines too, whose dead letters wait for the next
+        drain); ``math.inf`` at the end of the file; ``None`` before the first poll or
+        when rows are released as fast as possible (``speed=None``)."""
+        if self.speed is None or self._w0 is None:
+            return None
+        examined = 0
+        while self._pending is None and not self._eof and examined < self.batch_rows:
+            examined += self._read_row(now_s) or 1
+        if self._pending is None:
+            return math.inf if self._eof else now_s  # only bad lines so far: poll again now
+        assert self._t0 is not None
+        return self._w0 + max(0.0, self._pending.t - self._t0) / self.speed
 
     def close_file(self) -> None:
         if self._fh is not None:

@@ -29,7 +29,11 @@ import selectors
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-__all__ = ["VirtualClockLoop", "run_virtual", "simulated_unix_time"]
+__all__ = ["VirtualClockLoop", "run_virtual", "settled", "simulated_unix_time"]
+
+#: timers this close to the clock count as "now" for :func:`settled` (tasks that meant to
+#: wake at the same simulated instant compute it with a little rounding each)
+SAME_INSTANT_S = 1e-3
 
 
 def simulated_unix_time() -> float:
@@ -38,6 +42,32 @@ def simulated_unix_time() -> float:
     if not isinstance(loop, VirtualClockLoop):
         raise RuntimeError("not on a simulated clock")
     return loop.unix_time()
+
+
+async def settled() -> None:
+    """On a simulated clock: return once every task has run as far as it can at this
+    simulated instant (the clock is about to move on, or nothing is scheduled), so what
+    all the stations due now hand over is taken in one go. Elsewhere: one pass of the loop.
+
+    >>> async def demo() -> list[str]:
+    ...     seen: list[str] = []
+    ...     async def station(name: str) -> None:
+    ...         await asyncio.sleep(60.0 + 1e-7)   # "60 s", give or take a rounding error
+    ...         seen.append(name)
+    ...     tasks = [asyncio.create_task(station(n)) for n in ("a", "b")]
+    ...     await asyncio.sleep(60.0)      # wakes a hair before the stations...
+    ...     await settled()                # ...and waits for both of them
+    ...     return seen
+    >>> run_virtual(demo, start_s=0.0)
+    ['a', 'b']
+    """
+    loop = asyncio.get_running_loop()
+    if not isinstance(loop, VirtualClockLoop):
+        await asyncio.sleep(0)
+        return
+    fut = loop.create_future()
+    loop.settle_waiters.append(fut)
+    await fut
 
 T = TypeVar("T")
 
@@ -51,13 +81,24 @@ class _JumpingSelector(selectors.DefaultSelector):
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if timeout is None:  # nothing scheduled: wait for real I/O (a thread's answer)
+            if self.loop is not None and self.loop.settle_waiters:
+                ready = super().select(0)
+                if not ready:
+                    self.loop.wake_settled()
+                return ready
             return super().select(None)
         if self.loop is not None and self.loop.external > 0:
             # real work in flight elsewhere (the database): wait for it, in real time
             return super().select(min(timeout, 0.05) if timeout > 0 else 0.0005)
         ready = super().select(0)
-        if not ready and timeout > 0 and self.loop is not None:
-            self.loop.advance(timeout)
+        loop = self.loop
+        if ready or loop is None:
+            return ready
+        if loop.settle_waiters and (timeout is None or timeout > SAME_INSTANT_S):
+            loop.wake_settled()  # nothing more happens at this instant: say so first
+            return ready
+        if timeout > 0:
+            loop.advance_to_next(timeout)
         return ready
 
 
@@ -74,6 +115,8 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         self._now = 0.0
         #: awaits of real work outside the loop in flight (:func:`convergence.clock.external_work`)
         self.external = 0
+        #: tasks waiting in :func:`settled`
+        self.settle_waiters: list[asyncio.Future[None]] = []
 
     def external_begin(self) -> None:
         self.external += 1
@@ -90,6 +133,24 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
 
     def advance(self, seconds: float) -> None:
         self._now += seconds
+
+    def advance_to_next(self, seconds: float) -> None:
+        """Move the clock ``seconds`` on, landing exactly on the next timer when that is
+        where it goes (adding the difference could fall a rounding error short of it)."""
+        target = self._now + seconds
+        sched = getattr(self, "_scheduled", None)
+        if sched:
+            when = sched[0].when()
+            if abs(when - target) <= SAME_INSTANT_S and when > self._now:
+                target = when
+        self._now = target
+
+    def wake_settled(self) -> None:
+        """Resolve every :func:`settled` waiter: nothing more is due at this instant."""
+        waiters, self.settle_waiters = self.settle_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
 
 
 def run_virtual(main: Callable[[], Awaitable[T]], *, start_s: float,

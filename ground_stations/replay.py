@@ -87,6 +87,7 @@ from convergence.schema import (
 )
 from convergence.stations import StationInfo
 from convergence.timeparse import parse_time, to_number
+from convergence.wire import certainly_valid
 
 log = logging.getLogger(__name__)
 
@@ -402,8 +403,8 @@ class FileReplaySource(RejectingSource):
             return None
         return _Row(line_no, t, rec, text)
 
-    def _finish(self, row: _Row, event_time_s: float, now_s: float, *,
-                note: bool) -> dict[str, Any] | None:
+    def _stamp(self, row: _Row, event_time_s: float, *, note: bool) -> dict[str, Any]:
+        """The row's record at its (re-stamped) time, the original time kept in the text."""
         rec = dict(row.rec)
         rec["event_time_s"] = round(event_time_s, 6)
         if note:  # re-stamped onto another time: the original goes with the text
@@ -414,13 +415,29 @@ class FileReplaySource(RejectingSource):
                 rec["text"] = f"{text[: self.limits.max_text_chars - len(orig) - 1]} {orig}"
             elif text is None or text == "":
                 rec["text"] = orig
-        try:
-            check_record(rec, now_s=now_s, limits=self.limits)
-        except ValidationError as err:
-            self._rejects.add(row.payload, err.field,
-                              f"{self._where(row.line_no)}: {err.field} {err.reason}", now_s=now_s)
-            return None
         return rec
+
+    def _checked(self, rows: list[_Row], recs: list[dict[str, Any]],
+                 now_s: float) -> list[dict[str, Any]]:
+        """The records the edge will accept; each other one a dead letter naming its line.
+        Judged in columns (the batch at once); a record the columns doubt is checked on
+        its own, which says why."""
+        sure = certainly_valid(recs, now_s=now_s, limits=self.limits).tolist()
+        cap = self.limits.max_event_bytes
+        out = []
+        for row, rec, ok in zip(rows, recs, sure, strict=True):
+            try:
+                if not ok:
+                    check_record(rec, now_s=now_s, limits=self.limits)
+                elif len(orjson.dumps(rec)) > cap:
+                    check_record(rec, now_s=now_s, limits=self.limits)  # says why
+            except ValidationError as err:
+                self._rejects.add(row.payload, err.field,
+                                  f"{self._where(row.line_no)}: {err.field} {err.reason}",
+                                  now_s=now_s)
+                continue
+            out.append(rec)
+        return out
 
     async def poll(self, now_s: float) -> list[dict[str, Any]]:
         # Reading is synchronous on purpose: a poll reads at most batch_rows lines of a
@@ -429,7 +446,8 @@ class FileReplaySource(RejectingSource):
             self._open()  # before the start time is fixed: a file that appears late starts late
         if self._w0 is None:
             self._w0 = now_s if self.start_s is None else self.start_s
-        out: list[dict[str, Any]] = []
+        rows: list[_Row] = []
+        recs: list[dict[str, Any]] = []
         examined = 0
         while examined < self.batch_rows:
             if self._pending is None:
@@ -447,10 +465,10 @@ class FileReplaySource(RejectingSource):
                 if due > now_s:
                     break
             self._pending = None
-            rec = self._finish(row, due if self.restamp else row.t, now_s,
-                               note=self.restamp and abs(due - row.t) > 1e-3)
-            if rec is not None:
-                out.append(rec)
+            rows.append(row)
+            recs.append(self._stamp(row, due if self.restamp else row.t,
+                                    note=self.restamp and abs(due - row.t) > 1e-3))
+        out = self._checked(rows, recs, now_s) if recs else []
         self.emitted += len(out)
         return out
 

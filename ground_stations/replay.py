@@ -65,6 +65,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -92,6 +93,8 @@ from convergence.wire import certainly_valid
 log = logging.getLogger(__name__)
 
 _HEAD_KEPT = 256  # bytes of an over-long line kept in its dead letter
+_NAMED_KEY_SETS = 64  # JSON Lines key sets whose column names a source remembers
+_CSV_SPECIAL = re.compile(r'["\r\n\x00]')
 #: file extension -> format read by :class:`FileReplaySource`
 FILE_FORMATS: Mapping[str, str] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -224,6 +227,7 @@ class FileReplaySource(RejectingSource):
         self._w0: float | None = None
         self._eof = False
         self._rejects = RejectBuffer(f"source.{self.fmt}", self.station.station_id, self.max_rejects)
+        self._names: dict[tuple[str, ...], list[str]] = {}
         self.lines_read = 0
         self.emitted = 0
 
@@ -308,11 +312,19 @@ class FileReplaySource(RejectingSource):
                                       "JSON object") from None
             if not isinstance(obj, dict):
                 raise _BadRow("line", f"is a JSON {type(obj).__name__}, not an object")
-            # null reads like an empty CSV cell: the column is absent
-            return {self.rename.get(k.strip().lower(), k.strip().lower()): v for k, v in obj.items()
-                    if v is not None}
+            # null reads like an empty CSV cell: the column is absent. Lines of a file
+            # share their keys: each set of keys is named once (a few sets at most)
+            keys = tuple(obj)
+            names = self._names.get(keys)
+            if names is None:
+                names = [self.rename.get(k.strip().lower(), k.strip().lower()) for k in keys]
+                if len(self._names) < _NAMED_KEY_SETS:
+                    self._names[keys] = names
+            return {n: v for n, v in zip(names, obj.values(), strict=True) if v is not None}
         try:
-            cells = next(csv.reader([text], strict=True))
+            # a line without quotes (or line breaks, NULs) is its cells split on commas
+            cells = (text.split(",") if not _CSV_SPECIAL.search(text)
+                     else next(csv.reader([text], strict=True)))
         except csv.Error as exc:
             raise _BadRow("line", f"is malformed CSV ({exc}); quote fields that contain commas, "
                                   "and keep each row on one line") from None

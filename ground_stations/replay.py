@@ -439,10 +439,13 @@ class FileReplaySource(RejectingSource):
         out = []
         for row, rec, ok in zip(rows, recs, sure, strict=True):
             try:
+                if ok:
+                    try:
+                        ok = len(orjson.dumps(rec)) <= cap
+                    except TypeError:  # cannot be encoded: the check says why
+                        ok = False
                 if not ok:
                     check_record(rec, now_s=now_s, limits=self.limits)
-                elif len(orjson.dumps(rec)) > cap:
-                    check_record(rec, now_s=now_s, limits=self.limits)  # says why
             except ValidationError as err:
                 self._rejects.add(row.payload, err.field,
                                   f"{self._where(row.line_no)}: {err.field} {err.reason}",

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convergence.detectors.node_state import ANOMALOUS, NODE_STATES, NodeStateMachine
+from convergence.detectors.node_state import ANOMALOUS, EVIDENCE_TYPES, NODE_STATES, NodeStateMachine
 
 
 def _states(ev: list[float], **kw: float) -> list[str]:
@@ -48,21 +48,44 @@ def test_rejects_inconsistent_thresholds() -> None:
         NodeStateMachine(enter_at=2.0, calm_at=3.0)
 
 
-def test_fused_top_two_and_peak_top_match_sort_and_max() -> None:
-    from convergence.detectors.node_state import EVIDENCE_INPUTS
+def test_fused_top_two_families_and_peak_top_match_sort_and_max() -> None:
+    from convergence.detectors.node_state import EVIDENCE_FAMILIES, EVIDENCE_INPUTS
 
     rng = np.random.default_rng(3)
     m = NodeStateMachine()
     st = m.init_state((4, 30))
     names = [n for n, _ in EVIDENCE_INPUTS]
+    families = sorted(set(EVIDENCE_FAMILIES))
     for t in range(40):
         inputs = {n: rng.normal(0.0, 4.0, (4, 30)) for n in names[: 3 + t % 5]}
         inputs["quarantined"] = rng.random((4, 30)) < 0.1
         ev, parts = m.fuse(inputs)
-        top2 = np.sort(parts, -1)[..., -2:]
+        per_family = np.stack([parts[..., [j for j, f in enumerate(EVIDENCE_FAMILIES) if f == fam]].max(-1)
+                               for fam in families], -1)
+        top2 = np.sort(per_family, -1)[..., -2:]
         assert np.array_equal(ev, top2[..., 1] + m.corroboration * top2[..., 0])
         out = m.step(st, inputs)
         assert np.array_equal(out["peak_top"], out["peak"].max(-1))
+
+
+def test_a_count_spike_does_not_corroborate_itself() -> None:
+    """The burst chart and the daily-profile check read the same count: one family.
+
+    The Las Vegas false alarm of ``market-move-one-echo`` (seed 7, run 14): a social
+    station drew 7 events where 1.3 were expected, a burst of 3.18 sd and 2.63 sd over
+    its daily profile (x 0.8), with 1.05 of CUSUM change. Fused as two types it read
+    3.18 + 0.5 x 2.10 = 4.2 > 4 and the node went anomalous; as one family it reads
+    3.18 + 0.5 x 1.05.
+    """
+    m = NodeStateMachine()
+    inputs = {"burst_z": np.array([3.18]), "entropy_drop_z": np.zeros(1),
+              "periodicity_z": np.array([2.63]), "cusum_z": np.array([3.5])}
+    ev, parts = m.fuse(inputs)
+    assert ev[0] == pytest.approx(3.18 + 0.5 * 1.05) and ev[0] < m.enter_at
+    assert parts[0, EVIDENCE_TYPES.index("periodicity")] == pytest.approx(0.8 * 2.63)  # still reported
+    # a second family does corroborate: the same burst with a category shift counts more
+    ev2, _ = m.fuse({**inputs, "entropy_drop_z": np.array([2.63])})
+    assert ev2[0] == pytest.approx(3.18 + 0.5 * 2.63)
 
 
 def test_old_checkpoint_without_peak_top_rebuilds_it() -> None:

@@ -69,6 +69,7 @@ async def settled() -> None:
     loop.settle_waiters.append(fut)
     await fut
 
+
 T = TypeVar("T")
 
 
@@ -94,11 +95,11 @@ class _JumpingSelector(selectors.DefaultSelector):
         loop = self.loop
         if ready or loop is None:
             return ready
-        if loop.settle_waiters and (timeout is None or timeout > SAME_INSTANT_S):
+        if loop.settle_waiters and timeout > SAME_INSTANT_S:
             loop.wake_settled()  # nothing more happens at this instant: say so first
             return ready
         if timeout > 0:
-            loop.advance_to_next(timeout)
+            loop.advance(timeout)
         return ready
 
 
@@ -133,17 +134,6 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
 
     def advance(self, seconds: float) -> None:
         self._now += seconds
-
-    def advance_to_next(self, seconds: float) -> None:
-        """Move the clock ``seconds`` on, landing exactly on the next timer when that is
-        where it goes (adding the difference could fall a rounding error short of it)."""
-        target = self._now + seconds
-        sched = getattr(self, "_scheduled", None)
-        if sched:
-            when = sched[0].when()
-            if abs(when - target) <= SAME_INSTANT_S and when > self._now:
-                target = when
-        self._now = target
 
     def wake_settled(self) -> None:
         """Resolve every :func:`settled` waiter: nothing more is due at this instant."""

@@ -72,21 +72,6 @@ def _print_dashboard(server: DashboardServer, json_out: bool) -> None:
     out.file.flush()  # whoever waits for the address (a script, a test) sees it now
 
 
-class _SimulatedClock:
-    """The simulated loop's time once it runs; its start before that."""
-
-    def __init__(self, start_s: float) -> None:
-        self.start_s = start_s
-
-    def __call__(self) -> float:
-        from convergence.streams.virtual_clock import simulated_unix_time
-
-        try:
-            return simulated_unix_time()
-        except RuntimeError:
-            return self.start_s
-
-
 def _what_runs(s: Settings, scenario: str | None, fleet: Path | None, speed: float | None,
                fast: bool) -> tuple[Scenario | None, list[Any] | None, float | None]:
     """The story (a library scenario, or the demo) or the fleet file's stations, and where a
@@ -231,6 +216,7 @@ def run(
     from convergence.models.registry import RegistryError
     from convergence.store.surreal import StoreError
     from convergence.streams.embedded import EmbeddedRuntime
+    from convergence.streams.virtual_clock import SimulatedClock
 
     s = settings(stations=stations, seed=seed, db=db)
     if s.stations < len(SOURCE_KINDS):  # e.g. CONVERGENCE_STATIONS=3: the flag says min=5 itself
@@ -266,7 +252,7 @@ def run(
         rt = EmbeddedRuntime(s, duration_s=duration, on_alert=on_alert, step_s=step,
                              on_level=None if quiet or json_out else _print_level,
                              scenario=story, fleet=specs,
-                             clock=_SimulatedClock(t0) if fast and t0 is not None else time.time,
+                             clock=SimulatedClock(t0) if fast and t0 is not None else time.time,
                              t0_s=t0)
     except RegistryError as exc:  # a pinned model that is there but cannot be read
         fail(f"cannot load a trained model: {exc}", 2)

@@ -802,6 +802,16 @@ def _coords(col: Sequence[Any], none: npt.NDArray[np.float64]) -> npt.NDArray[np
     return _floats(col)[0]
 
 
+def _typed(cols: Sequence[Sequence[Any]]) -> npt.NDArray[np.bool_] | None:
+    """Rows whose every value is of exactly a wire type (``None``: all of them are)."""
+    typed: npt.NDArray[np.bool_] | None = None
+    for col, types in zip(cols, _TYPES, strict=True):
+        good = _only(col, types)
+        if good is not None:
+            typed = good if typed is None else typed & good
+    return None if typed is None or typed.all() else typed
+
+
 def valid_rows(
     station_id: Sequence[Any], source_kind: Sequence[Any], event_time_s: Sequence[Any],
     category: Sequence[Any], value: Sequence[Any], text: Sequence[Any], lat: Sequence[Any],
@@ -823,12 +833,8 @@ def valid_rows(
     cols = (station_id, source_kind, event_time_s, category, value, text, lat, lon, source,
             event_id, schema_version)
     n = len(station_id)
-    typed = np.ones(n, dtype=bool)
-    for col, types in zip(cols, _TYPES, strict=True):
-        good = _only(col, types)
-        if good is not None:
-            typed &= good
-    if not typed.all():
+    typed = _typed(cols)
+    if typed is not None:
         keep = np.flatnonzero(typed)
         pos = keep.tolist()
         out = np.zeros(n, dtype=bool)
@@ -881,12 +887,8 @@ def screen_columns(
     if n == 0:
         return EventBatch.empty(), np.zeros(0, np.int64), np.zeros(0, np.int64)
     if not exact_types:
-        typed = np.ones(n, dtype=bool)
-        for col, types in zip(cols, _TYPES, strict=True):
-            good = _only(col, types)
-            if good is not None:
-                typed &= good
-        if not typed.all():
+        typed = _typed(cols)
+        if typed is not None:
             # screen the well-typed rows only, keeping the columns aligned
             keep = np.flatnonzero(typed)
             pos = keep.tolist()

@@ -14,10 +14,12 @@ Examples
 >>> import tempfile
 >>> folder = Path(tempfile.mkdtemp())
 >>> rec = write_recording(folder, hours=0.5, t0_s=1_700_000_000.0, seed=1)
->>> rec.rows, [p.name for p in rec.files]
-(9000, ['rec-news-0.jsonl', 'rec-social-1.jsonl', 'rec-px-2.csv', 'rec-vol-3.csv', 'rec-news-4.jsonl'])
+>>> rec.rows  # 1,800 s of 5 stations, and 8 rows a second in the minute of the surge
+11100
+>>> [p.name for p in rec.files]
+['rec-news-0.jsonl', 'rec-social-1.jsonl', 'rec-px-2.csv', 'rec-vol-3.csv', 'rec-news-4.jsonl']
 >>> rec.files[2].read_text().splitlines()[:2]
-['timestamp,symbol,price', '1700000000.0,ACME,100.0']
+['timestamp,symbol,price', '1700000000.0,ACME,100.0000']
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from convergence.ground_stations.fleet import SourceSpec, StationSpec, render_fleet
 from convergence.schema import SourceKind
@@ -55,12 +58,13 @@ class Recording:
     duration_s: float
 
 
-def _chunk(kind: SourceKind, fmt: str, t: np.ndarray, hot: np.ndarray, rng: np.random.Generator,
-           price: float) -> tuple[bytes, float]:
+def _chunk(kind: SourceKind, t: npt.NDArray[np.float64], hot: npt.NDArray[np.bool_],
+           rng: np.random.Generator, price: float, first: bool) -> tuple[bytes, float]:
     """One chunk of rows as file bytes (and the price it ends on)."""
     if kind == SourceKind.MARKET_PRICE:
         steps = rng.normal(0.0, np.where(hot, 0.006, 0.001))
-        steps[0] = 0.0 if price == 100.0 else steps[0]
+        if first:
+            steps[0] = 0.0  # the recording opens at the price it was given
         prices = price * np.exp(np.cumsum(steps))
         lines = [f"{a!r},ACME,{b:.4f}" for a, b in zip(t.tolist(), prices.tolist(), strict=True)]
         return ("\n".join(lines) + "\n").encode(), float(prices[-1])
@@ -74,7 +78,6 @@ def _chunk(kind: SourceKind, fmt: str, t: np.ndarray, hot: np.ndarray, rng: np.r
                                                                  strict=True)]
     lines = [f'{{"timestamp": {a!r}, "category": "{c}", "text": "recorded {c} item"}}'
              for a, c in zip(t.tolist(), names, strict=True)]
-    assert fmt == "jsonl"
     return ("\n".join(lines) + "\n").encode(), price
 
 
@@ -122,7 +125,8 @@ def write_recording(folder: Path, *, hours: float, t0_s: float, seed: int = 0, s
                 if not len(t):
                     continue
                 hot = (t >= surge_at) & (t < surge_at + surge_s)
-                data, price = _chunk(kind, fmt, np.round(t0_s + t, 6), hot, rng, price)
+                data, price = _chunk(kind, np.round(t0_s + t, 6), hot, rng, price,
+                                     first=line_no <= 1)
                 lines = data.split(b"\n")[:-1]
                 for n in bad:
                     k = n - line_no - 1

@@ -29,7 +29,7 @@ import selectors
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-__all__ = ["VirtualClockLoop", "run_virtual", "settled", "simulated_unix_time"]
+__all__ = ["SimulatedClock", "VirtualClockLoop", "run_virtual", "settled", "simulated_unix_time"]
 
 #: timers this close to the clock count as "now" for :func:`settled` (tasks that meant to
 #: wake at the same simulated instant compute it with a little rounding each)
@@ -42,6 +42,28 @@ def simulated_unix_time() -> float:
     if not isinstance(loop, VirtualClockLoop):
         raise RuntimeError("not on a simulated clock")
     return loop.unix_time()
+
+
+class SimulatedClock:
+    """A clock to hand a runtime built before its simulated loop runs: the loop's
+    simulated unix time once it runs, ``start_s`` before (e.g. for a run id).
+
+    >>> clock = SimulatedClock(1_000.0)
+    >>> async def later() -> float:
+    ...     await asyncio.sleep(60.0)
+    ...     return clock()
+    >>> clock(), run_virtual(later, start_s=1_000.0)
+    (1000.0, 1060.0)
+    """
+
+    def __init__(self, start_s: float) -> None:
+        self.start_s = start_s
+
+    def __call__(self) -> float:
+        try:
+            return simulated_unix_time()
+        except RuntimeError:
+            return self.start_s
 
 
 async def settled() -> None:

@@ -7,6 +7,9 @@ it jumps its clock there. A minute of station polling takes as long as the work 
 and because nothing depends on how fast the machine is, the same seed gives the same
 events, alerts and report ids every time.
 
+:func:`settled` waits until every task due at the current simulated instant has run (a
+backtest's runner uses it to take what all the stations handed over at once).
+
 Work handed to threads (the database engine) is waited for for real, but never holds
 the clock back: the stream's results do not depend on when a write completes. Sources
 that wait on the network are not deterministic and cannot run on this clock (the CLI

@@ -215,7 +215,7 @@ def run(
     """
     from convergence.models.registry import RegistryError
     from convergence.store.surreal import StoreError
-    from convergence.streams.embedded import EmbeddedRuntime
+    from convergence.streams.embedded import EmbeddedRuntime, steps_possible
     from convergence.streams.virtual_clock import SimulatedClock
 
     s = settings(stations=stations, seed=seed, db=db)
@@ -246,8 +246,7 @@ def run(
 
     # a backtest of recordings only: rows handed over in steps (the same alerts, far
     # fewer wake-ups); a station polled on its interval would run the watermark ahead
-    step = (BACKTEST_STEP_S if fast and specs and all(sp.source.type == "replay" for sp in specs)
-            else None)
+    step = BACKTEST_STEP_S if fast and specs and steps_possible(specs) else None
     try:
         rt = EmbeddedRuntime(s, duration_s=duration, on_alert=on_alert, step_s=step,
                              on_level=None if quiet or json_out else _print_level,

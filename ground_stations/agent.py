@@ -261,16 +261,16 @@ class StationAgent:
         """Step delivery: seconds until the next poll. None while the source has a row
         due already (a poll hands over at most its batch); else the step at or after both
         the next interval and the source's next row, so a gap in a recording costs one
-        wake-up, not one per interval."""
+        wake-up, not one per interval. A source that cannot tell is polled on the interval."""
         step = self.step_s
         assert step is not None
         now = self.clock()
         due = self.source.next_due_s(now)
-        if due is not None and due <= now:
+        if due is None:  # the source cannot tell: poll it on the interval
+            return self.effective_interval(now) - (now - polled_at)
+        if due <= now:
             return 0.0
-        at = polled_at + self.effective_interval(now)
-        if due is not None:
-            at = max(at, min(due, now + MAX_STEP_S))
+        at = max(polled_at + self.effective_interval(now), min(due, now + MAX_STEP_S))
         return math.ceil(at / step) * step - now
 
     async def _last_step(self, sink: Sink) -> None:

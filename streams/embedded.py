@@ -138,6 +138,22 @@ class DeadLetterCauses:
                 for k, v in sorted(self._by.items(), key=lambda kv: -kv[1][0])]
 
 
+def steps_possible(fleet: Sequence[Any]) -> bool:
+    """Can this fleet be delivered in steps (:class:`EmbeddedRuntime`'s ``step_s``)? Only
+    if every station replays a recording in recorded time (not at speed ``"max"``).
+
+    >>> from convergence.ground_stations.fleet import SourceSpec, StationSpec
+    >>> def spec(kind: str, **options: Any) -> StationSpec:
+    ...     return StationSpec("s1", "sensor", SourceSpec(kind, options), "eu")
+    >>> steps_possible([spec("replay", speed=1.0)]), steps_possible([spec("replay", speed="max")])
+    (True, False)
+    >>> steps_possible([spec("replay", speed=1.0), spec("synthetic")]), steps_possible([])
+    (False, False)
+    """
+    return bool(fleet) and all(sp.source.type == "replay" and sp.source.options.get("speed") != "max"
+                               for sp in fleet)
+
+
 class _Port:
     """The runner's output port in one process (see the module docstring)."""
 
@@ -218,11 +234,10 @@ class EmbeddedRuntime:
                  step_s: float | None = None) -> None:
         if scenario is not None and fleet is not None:
             raise ValueError("give a scenario or a fleet, not both")
-        if step_s is not None and (fleet is None or any(
-                sp.source.type != "replay" for sp in fleet)):
-            raise ValueError("step_s (step delivery) needs a fleet of replay stations only: "
-                             "a station polled on its interval would run the watermark "
-                             "ahead of rows a step holds back")
+        if step_s is not None and (fleet is None or not steps_possible(fleet)):
+            raise ValueError("step_s (step delivery) needs a fleet of replay stations only, "
+                             "none at speed 'max': a station polled on its interval would "
+                             "run the watermark ahead of rows a step holds back")
         self.step_s = step_s
         self.settings = settings
         #: how long closing waits for the store to take what is pending (a ws:// server

@@ -327,3 +327,34 @@ def test_step_delivery_polls_on_the_steps_catches_up_and_sleeps_through_gaps() -
     # stopped at 90,000 s: what was due by then was handed over; the row due later was not
     assert src.polled[-1] == 90_000.0 and src.due == [90_000.5]
     assert sum(len(v) for _, v in got) == len(due) - 1
+
+
+def test_step_delivery_polls_a_source_that_cannot_tell_on_its_interval() -> None:
+    from convergence.streams.virtual_clock import run_virtual, simulated_unix_time
+
+    class Live(Source):
+        def __init__(self) -> None:
+            self.polled: list[float] = []
+
+        async def poll(self, now_s: float) -> list[dict[str, Any]]:
+            self.polled.append(now_s)
+            return []
+
+    src = Live()
+
+    async def main() -> None:
+        agent = StationAgent(StationInfo("s1", "sensor"), src, None, interval_s=0.5,
+                             clock=simulated_unix_time, step_s=60.0)
+        agent.sink = _discard
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        await asyncio.sleep(2.2)
+        stop.set()
+        await task
+
+    run_virtual(main, start_s=0.0)
+    assert src.polled == [0.0, 0.5, 1.0, 1.5, 2.0, 2.2]  # and the last poll at the stop
+
+
+async def _discard(station_id: str, records: list[dict[str, Any]]) -> None:
+    return None

@@ -297,11 +297,27 @@ class _Rows(Source):
         return self.due[0] if self.due else float("inf")
 
 
+def _step_run(src: Source, sink: Any, seconds: float) -> None:
+    """An agent delivering in 60-s steps (0.5 s interval) for ``seconds`` of simulated time."""
+    from convergence.streams.virtual_clock import run_virtual, simulated_unix_time
+
+    async def main() -> None:
+        agent = StationAgent(StationInfo("s1", "sensor"), src, sink, interval_s=0.5,
+                             clock=simulated_unix_time, step_s=60.0)
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        await asyncio.sleep(seconds)
+        stop.set()
+        await task
+
+    run_virtual(main, start_s=0.0)
+
+
 def test_step_delivery_polls_on_the_steps_catches_up_and_sleeps_through_gaps() -> None:
     """A station delivering in 60-s steps polls at the multiples of 60 s, polls again at
     once while rows are due (its batch is capped), skips a gap in one sleep, and hands over
     what is due when it stops."""
-    from convergence.streams.virtual_clock import run_virtual, simulated_unix_time
+    from convergence.streams.virtual_clock import simulated_unix_time
 
     due = [float(t) for t in range(0, 120)] + [86_400.0 + t for t in range(30)] + [90_000.5]
     src, got = _Rows(due, batch=50), []
@@ -309,16 +325,7 @@ def test_step_delivery_polls_on_the_steps_catches_up_and_sleeps_through_gaps() -
     async def sink(station_id: str, records: list[dict[str, Any]]) -> None:
         got.append((simulated_unix_time(), [r["value"] for r in records]))
 
-    async def main() -> None:
-        agent = StationAgent(StationInfo("s1", "sensor"), src, sink, interval_s=0.5,
-                             clock=simulated_unix_time, step_s=60.0)
-        stop = asyncio.Event()
-        task = asyncio.create_task(agent.run(stop))
-        await asyncio.sleep(90_000.0)
-        stop.set()
-        await task
-
-    run_virtual(main, start_s=0.0)
+    _step_run(src, sink, 90_000.0)
     # 60 rows due at 60 s and 59 at 120 s, 50 per poll: two polls each; then the gap
     # (the gap ends on a step: the rows after it are due at 86,400..86,429 s)
     assert src.polled[:7] == [0.0, 60.0, 60.0, 120.0, 120.0, 86_400.0, 86_460.0]
@@ -330,8 +337,6 @@ def test_step_delivery_polls_on_the_steps_catches_up_and_sleeps_through_gaps() -
 
 
 def test_step_delivery_polls_a_source_that_cannot_tell_on_its_interval() -> None:
-    from convergence.streams.virtual_clock import run_virtual, simulated_unix_time
-
     class Live(Source):
         def __init__(self) -> None:
             self.polled: list[float] = []
@@ -340,21 +345,9 @@ def test_step_delivery_polls_a_source_that_cannot_tell_on_its_interval() -> None
             self.polled.append(now_s)
             return []
 
+    async def discard(station_id: str, records: list[dict[str, Any]]) -> None:
+        return None
+
     src = Live()
-
-    async def main() -> None:
-        agent = StationAgent(StationInfo("s1", "sensor"), src, None, interval_s=0.5,
-                             clock=simulated_unix_time, step_s=60.0)
-        agent.sink = _discard
-        stop = asyncio.Event()
-        task = asyncio.create_task(agent.run(stop))
-        await asyncio.sleep(2.2)
-        stop.set()
-        await task
-
-    run_virtual(main, start_s=0.0)
+    _step_run(src, discard, 2.2)
     assert src.polled == [0.0, 0.5, 1.0, 1.5, 2.0, 2.2]  # and the last poll at the stop
-
-
-async def _discard(station_id: str, records: list[dict[str, Any]]) -> None:
-    return None

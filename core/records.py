@@ -330,9 +330,11 @@ class EvidenceSample(_Record):
 
 #: per station in a :class:`NodeEvidence`: burst, concentration, CUSUM, periodicity and
 #: regime z, then the concentration's category bin, the pattern flags (bits: burst,
-#: level change, variance change, periodicity break) and the regime state (-1: none)
+#: level change, variance change, periodicity break), the regime state (-1: none), and
+#: the trend and scale z (added later, at the end: a row of the first eight, from an
+#: older first stage, reads as no trend and no scale evidence)
 NODE_EVIDENCE_FIELDS = ("burst_z", "concentration_z", "cusum_z", "periodicity_z", "regime_z",
-                        "concentration_bin", "flags", "regime")
+                        "concentration_bin", "flags", "regime", "trend_z", "scale_z")
 
 
 @dataclass(frozen=True)
@@ -345,7 +347,7 @@ class NodeEvidence(_Record):
     the report. Bounded by the number of active stations, which are few: a station at
     baseline sends nothing.
 
-    >>> ne = NodeEvidence(7, 8.0, {"news-1": (5.0, 0.0, 0.0, 0.0, 0.0, 3, 1, -1)})
+    >>> ne = NodeEvidence(7, 8.0, {"news-1": (5.0, 0.0, 0.0, 0.0, 0.0, 3, 1, -1, 4.5, 0.0)})
     >>> NodeEvidence.from_dict(ne.to_dict()) == ne
     True
     """

@@ -802,6 +802,53 @@ def _coords(col: Sequence[Any], none: npt.NDArray[np.float64]) -> npt.NDArray[np
     return _floats(col)[0]
 
 
+def _typed(cols: Sequence[Sequence[Any]]) -> npt.NDArray[np.bool_] | None:
+    """Rows whose every value is of exactly a wire type (``None``: all of them are)."""
+    typed: npt.NDArray[np.bool_] | None = None
+    for col, types in zip(cols, _TYPES, strict=True):
+        good = _only(col, types)
+        if good is not None:
+            typed = good if typed is None else typed & good
+    return None if typed is None or typed.all() else typed
+
+
+def valid_rows(
+    station_id: Sequence[Any], source_kind: Sequence[Any], event_time_s: Sequence[Any],
+    category: Sequence[Any], value: Sequence[Any], text: Sequence[Any], lat: Sequence[Any],
+    lon: Sequence[Any], source: Sequence[Any], event_id: Sequence[Any],
+    schema_version: Sequence[Any], *, now_s: float, limits: Limits | None = None,
+) -> npt.NDArray[np.bool_]:
+    """Which rows (columns of any Python values) :func:`validate_event` certainly accepts,
+    judged as :func:`screen_columns` judges them but without hashing: for a source that
+    checks what it hands over (the edge hashes it). ``False`` leaves a row to the
+    per-event check: a row given an ``event_id`` always (it must match the content), and
+    one orjson cannot encode passes here (the caller encodes every row anyway).
+
+    >>> valid_rows(["s1", "bad id!", "s1"], ["sensor"] * 3, [10.0, 10.0, "10"], ["air"] * 3,
+    ...            [1.0] * 3, [None] * 3, [None] * 3, [None] * 3, [None] * 3, [None] * 3, [1] * 3,
+    ...            now_s=10.0).tolist()
+    [True, False, False]
+    """
+    lim = limits or Limits()
+    cols = (station_id, source_kind, event_time_s, category, value, text, lat, lon, source,
+            event_id, schema_version)
+    n = len(station_id)
+    typed = _typed(cols)
+    if typed is not None:
+        keep = np.flatnonzero(typed)
+        pos = keep.tolist()
+        out = np.zeros(n, dtype=bool)
+        if pos:
+            out[keep[valid_rows(*([c[i] for i in pos] for c in cols), now_s=now_s,
+                                limits=lim)]] = True
+        return out
+    if n == 0 or list(event_id).count(None) != n:
+        return np.zeros(n, dtype=bool)
+    if _all_pass(*cols, now_s, lim):
+        return np.ones(n, dtype=bool)
+    return _row_mask(*cols, now_s, lim)
+
+
 def screen_columns(
     station_id: Sequence[Any], source_kind: Sequence[Any], event_time_s: Sequence[Any],
     category: Sequence[Any], value: Sequence[Any], text: Sequence[Any], lat: Sequence[Any],
@@ -840,12 +887,8 @@ def screen_columns(
     if n == 0:
         return EventBatch.empty(), np.zeros(0, np.int64), np.zeros(0, np.int64)
     if not exact_types:
-        typed = np.ones(n, dtype=bool)
-        for col, types in zip(cols, _TYPES, strict=True):
-            good = _only(col, types)
-            if good is not None:
-                typed &= good
-        if not typed.all():
+        typed = _typed(cols)
+        if typed is not None:
             # screen the well-typed rows only, keeping the columns aligned
             keep = np.flatnonzero(typed)
             pos = keep.tolist()

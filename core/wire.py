@@ -42,12 +42,13 @@ Examples
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from convergence.schema import (
@@ -59,6 +60,7 @@ from convergence.schema import (
     ValidationError,
     dead_letter,
     screen_columns,
+    valid_rows,
     validate_event,
 )
 
@@ -361,6 +363,34 @@ def _validate_columns(items: list[Any], now_s: float, lim: Limits, stage: str,
     if not slow_rows:
         return fast, []
     return _merge(fast, at[rows], [items[i] for i in slow_rows], slow_rows, now_s, lim, stage)
+
+
+def certainly_valid(items: Sequence[Mapping[str, Any]], *, now_s: float,
+                    limits: Limits | None = None) -> npt.NDArray[np.bool_]:
+    """Which of these records :func:`~convergence.schema.validate_event` certainly accepts,
+    judged in columns (a source checking a whole batch before it hands it over): ``False``
+    marks a record to check on its own, to learn why it fails (or that it passes after all).
+
+    >>> from convergence.schema import make_event
+    >>> good = make_event("s1", "sensor", 100.0, "seismic", 2.5).to_dict()
+    >>> del good["event_id"]  # (a record given its id is checked on its own: it must match)
+    >>> certainly_valid([good, {**good, "value": "many"}, {**good, "colour": 1}], now_s=100.0).tolist()
+    [True, False, False]
+    """
+    n = len(items)
+    out = np.zeros(n, dtype=bool)
+    if not n:
+        return out
+    ok = [type(x) is dict and x.keys() <= _KNOWN for x in items]
+    at = np.flatnonzero(np.asarray(ok, dtype=bool))
+    recs = [items[i] for i in at.tolist()]
+    cols = [[d.get(f) for d in recs] for f in _WireEvent.__struct_fields__[:-1]]
+    cols.append([d.get("schema_version", SCHEMA_VERSION) for d in recs])
+    try:
+        out[at] = valid_rows(*cols, now_s=now_s, limits=limits)
+    except Exception as exc:  # the per-record check decides every one
+        _fell_back(exc)
+    return out
 
 
 @dataclass

@@ -7,8 +7,18 @@ configuration::
     burst ───┤
     cusum ───┼─▶ node state (hysteresis) ─▶ convergence meter
     periodicity ┤
+    trend, scale (activity; price too on price stations) ┤
     regime (optional, with a trained HMM) ┤
     patterns (optional) ──────────────────┘
+
+The trend and scale charts (:class:`~convergence.detectors.trend.TrendDetector`,
+:class:`~convergence.detectors.scale.ScaleDetector`, the very stages ``convergence
+detect`` runs) read each station's log activity ``log1p(count)`` and, on stations of a
+kind in ``value_kinds`` (market prices), its log price ``value_last`` (a tick without
+events has no price: no evidence, no learning). A station's ``trend_z`` is the larger
+of its activity climbing (falling activity is not evidence, as for the burst chart) and
+its price trending either way; its ``scale_z`` the larger of its activity's and its
+price's change in spread.
 
 Its state is a dict of each stage's :class:`~convergence.detectors.base.ArrayState`
 (plus the pattern matcher's own small state); the meter's state has a region axis
@@ -53,7 +63,7 @@ from convergence.detectors.base import Array
 from convergence.detectors.burst import BurstDetector
 from convergence.detectors.cusum import CusumDetector
 from convergence.detectors.entropy import EntropyDetector
-from convergence.detectors.evidence import evidence_floor, settle
+from convergence.detectors.evidence import evidence_floor, evidence_scale, settle
 from convergence.detectors.meter import LEVELS, ConvergenceMeter
 from convergence.detectors.node_state import ANOMALOUS, NodeStateMachine
 from convergence.detectors.patterns import (
@@ -65,6 +75,8 @@ from convergence.detectors.patterns import (
 from convergence.detectors.periodicity import PeriodicityDetector
 from convergence.detectors.regime import DEFAULT_VOL_WINDOW, RegimeFilter
 from convergence.detectors.regime_features import RegimeFeatures
+from convergence.detectors.scale import ScaleDetector
+from convergence.detectors.trend import TrendDetector
 from convergence.schema import KIND_INDEX
 
 __all__ = ["DEFAULT_PATTERNS", "LEVELS", "ChainState", "DetectorChain", "RunParams", "StationMeta"]
@@ -108,6 +120,46 @@ class RunParams:
     thresholds: Array | None = None
     window_ticks: Array | None = None
     pattern_weight: Array | None = None
+
+
+#: kinds whose ``value_last`` is a price the trend and scale charts read
+VALUE_KINDS = ("market_price",)
+#: floor of a one-tick change of log activity and of log price (see ScaleDetector):
+#: far below one event more or less at a busy station, and a 0.01 % price move
+ACTIVITY_CHANGE_FLOOR, PRICE_CHANGE_FLOOR = 0.01, 1e-4
+
+
+def log_count_var(rate: Array, max_support: int = 4096) -> Array:
+    """Variance of ``log1p(N)`` for ``N ~ Poisson(rate)`` (exact sum over the pmf;
+    the delta method's ``rate / (1 + rate)^2`` beyond ``max_support`` events a tick).
+
+    What the activity trend chart's noise is for a station with a declared rate.
+
+    >>> import numpy as np
+    >>> log_count_var(np.array([0.0, 0.2, 4.0, 1e5])).round(4).tolist()
+    [0.0, 0.083, 0.2012, 0.0]
+    """
+    lam = np.asarray(rate, np.float64)
+    # a fleet has few distinct rates (a campaign repeats them over its runs): once each,
+    # in blocks, so the pmf table stays small
+    uniq, back = np.unique(np.maximum(lam.ravel(), 0.0), return_inverse=True)
+    out = uniq / (1.0 + uniq) ** 2
+    small = np.flatnonzero(uniq <= max_support / 2.0)
+    for block in np.array_split(small, max(1, -(-small.size // 256))):
+        if not block.size:
+            continue
+        lm = uniq[block]
+        top = int(np.ceil(lm.max() + 12.0 * np.sqrt(lm.max()) + 20.0))
+        k = np.arange(top + 1, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logp = (k[None, :] * np.log(lm[:, None]) - lm[:, None]
+                    - np.cumsum(np.log(np.maximum(k, 1.0)))[None, :])
+        p = np.where(lm[:, None] > 0, np.exp(np.nan_to_num(logp, nan=-np.inf)), (k == 0)[None, :])
+        y = np.log1p(k)[None, :]
+        m = (p * y).sum(-1)
+        out[block] = np.maximum((p * y * y).sum(-1) - m * m, 0.0)
+    res: Array = out[back].reshape(lam.shape)
+    return res
 
 
 #: a station leans towards a category (concentration z at least this) to count in a
@@ -196,6 +248,9 @@ class DetectorChain:
         models, every kind for count models); other stations get no regime evidence.
     tick_s
         Tick length, for the pattern matcher's ``within_s`` windows.
+    trend, scale
+        The activity trend and scale charts; ``price_trend`` and ``price_scale`` the
+        price ones, on stations of a kind in ``value_kinds``.
     """
 
     def __init__(self, entropy: EntropyDetector | None = None, burst: BurstDetector | None = None,
@@ -206,7 +261,11 @@ class DetectorChain:
                  patterns: list[Pattern] | str | None = DEFAULT_PATTERNS,
                  tick_s: float = 1.0, regime_kind: str = "price",
                  regime_vol_window: int = DEFAULT_VOL_WINDOW,
-                 regime_sources: tuple[str, ...] | None = None) -> None:
+                 regime_sources: tuple[str, ...] | None = None,
+                 trend: TrendDetector | None = None, scale: ScaleDetector | None = None,
+                 price_trend: TrendDetector | None = None,
+                 price_scale: ScaleDetector | None = None,
+                 value_kinds: tuple[str, ...] = VALUE_KINDS) -> None:
         self.entropy = entropy or EntropyDetector()
         self.burst = burst or BurstDetector()
         self.cusum = cusum or CusumDetector()
@@ -217,6 +276,21 @@ class DetectorChain:
         # kind index -> does the regime model apply (a lookup, not an isin every tick)
         self._regime_applies = np.zeros(len(KIND_INDEX), bool)
         self._regime_applies[[KIND_INDEX[k] for k in (regime_sources or default_sources)]] = True
+        # the charts ``convergence detect`` runs: on log activity, whose spread is seeded
+        # from the declared rate and then learns slowly and winsorised at 2 spreads (at
+        # detect's 0.005 and 4, a ramp quadrupling a station's activity over an hour
+        # widened the spread fivefold while it lasted and hid itself: z 3 where 7 was due) ...
+        self.trend = trend or TrendDetector(fast_alpha=0.2, slow_alpha=0.02, spread_alpha=0.002,
+                                            threshold=4.0, huber=2.0)
+        self.scale = scale or ScaleDetector(floor=ACTIVITY_CHANGE_FLOOR)
+        # ... and on a price station's log price
+        self.price_trend = price_trend or TrendDetector(fast_alpha=0.2, slow_alpha=0.02,
+                                                        spread_alpha=0.005, threshold=4.0)
+        self.price_scale = price_scale or ScaleDetector(floor=PRICE_CHANGE_FLOOR)
+        self.trend.name, self.scale.name = "trend", "scale"
+        self.price_trend.name, self.price_scale.name = "price_trend", "price_scale"
+        self._value_applies = np.zeros(len(KIND_INDEX), bool)
+        self._value_applies[[KIND_INDEX[k] for k in value_kinds]] = True
         self.node = node or NodeStateMachine()
         # the station's own verdict from its own evidence (no region, pattern or response
         # input): what the entropy stage needs to slow its learning while the station is
@@ -228,6 +302,7 @@ class DetectorChain:
         self.station_node.name = STATION_NODE
         self.meter = meter or ConvergenceMeter(enter_at=self.node.enter_at)
         self.floor = evidence_floor(self.node)
+        self.floor_scale = evidence_scale(self.node)
         if self.floor >= AGREE_Z:
             raise ValueError(f"the node machine's evidence floor {self.floor:.2f} would hide "
                              f"stations leaning on a topic (at {AGREE_Z}); raise calm_at")
@@ -244,7 +319,8 @@ class DetectorChain:
     @property
     def station_stages(self) -> tuple[Any, ...]:
         """The first stage's per-station stages: each reads only its own station's cells."""
-        per_station = [self.entropy, self.burst, self.cusum, self.periodicity]
+        per_station = [self.entropy, self.burst, self.cusum, self.periodicity, self.trend,
+                       self.scale, self.price_trend, self.price_scale]
         if self.regime is not None and self.regime_features is not None:
             per_station += [self.regime_features, self.regime]
         return (*per_station, self.station_node)
@@ -292,6 +368,10 @@ class DetectorChain:
         for stage in self.stages[:-1]:
             if stage.name in state:
                 stage.seed(state[stage.name], exp, known)
+        if self.trend.name in state:
+            # the activity trend chart reads log1p(count): its level and noise at that rate
+            self.trend.seed_level(state[self.trend.name], np.log1p(np.maximum(exp, 0.0)),
+                                  log_count_var(exp), known)
 
     def seed_profile(self, state: ChainState, expected_by_slot: Array, *, seen: float = 30.0,
                      day_to_day_cv: float = 0.25) -> None:
@@ -333,7 +413,8 @@ class DetectorChain:
         """The first stage: every station's detectors on its own closed tick cells.
 
         ``cells`` needs ``count`` and ``hist``; ``slot`` (the tick's slot of the day)
-        enables the periodicity check; ``value_last`` feeds a price regime model.
+        enables the periodicity check; ``value_last`` feeds a price regime model and,
+        with ``kind_idx`` (each station's kind index), the price trend and scale charts.
         Returns the station evidence (:data:`~convergence.detectors.evidence.EVIDENCE_Z`,
         ``concentration_bin``, the pattern flags and ``regime`` when a model runs; not yet
         settled) and each stage's outputs.
@@ -355,6 +436,7 @@ class DetectorChain:
         out["entropy"] = ent = self.entropy.step(state[self.entropy.name], ent_in)
         out["burst"] = bur = self.burst.step(state[self.burst.name], {"count": count})
         out["cusum"] = cus = self.cusum.step(state[self.cusum.name], {"count": count})
+        trend_z, scale_z = self._trend_and_scale(state, cells, out)
         zero = np.zeros(np.shape(count))
         ev: dict[str, Array] = {
             "burst_z": bur["burst_z"], "concentration_z": ent["concentration_z"],
@@ -365,6 +447,7 @@ class DetectorChain:
             "change_variance": cus["change_variance"],
             "periodicity_break": (per["periodicity_break"] if per is not None
                                   else np.zeros(np.shape(count), bool)),
+            "trend_z": trend_z, "scale_z": scale_z,
         }
         if self.regime is not None and self.regime_features is not None:
             price = self.regime_features.kind == "price"
@@ -380,8 +463,33 @@ class DetectorChain:
                                        "entropy_drop_z": ev["concentration_z"],
                                        "cusum_z": ev["cusum_z"],
                                        "periodicity_z": ev["periodicity_z"],
-                                       "regime_z": ev["regime_z"]})
+                                       "regime_z": ev["regime_z"],
+                                       "trend_z": ev["trend_z"], "scale_z": ev["scale_z"]})
         return ev, out
+
+    def _trend_and_scale(self, state: ChainState, cells: Mapping[str, Array],
+                         out: dict[str, Any]) -> tuple[Array, Array]:
+        """Each station's trend and scale evidence (see the module docstring)."""
+        count = np.asarray(cells["count"], np.float64)
+        act = np.log1p(np.maximum(count, 0.0))
+        out["trend"] = tr = self.trend.step(state[self.trend.name], {"value": act})
+        out["scale"] = sc = self.scale.step(state[self.scale.name], {"value": act})
+        trend_z, scale_z = np.maximum(tr["trend_z"], 0.0), np.maximum(sc["scale_z"], 0.0)
+        value, kind = cells.get("value_last"), cells.get("kind_idx")
+        if value is not None and kind is not None:
+            v = np.asarray(value, np.float64)
+            with np.errstate(all="ignore"):
+                k = np.asarray(kind, np.int64)
+                applies = self._value_applies[np.clip(k, 0, None)] & (k >= 0)  # -1: no kind
+                priced = applies & (count > 0) & (v > 0)
+                lv = np.where(priced, np.log(np.where(priced, v, 1.0)), np.nan)
+            out["price_trend"] = ptr = self.price_trend.step(state[self.price_trend.name],
+                                                             {"value": lv})
+            out["price_scale"] = psc = self.price_scale.step(state[self.price_scale.name],
+                                                             {"value": lv})
+            trend_z = np.maximum(trend_z, np.abs(ptr["trend_z"]))
+            scale_z = np.maximum(scale_z, psc["scale_z"])
+        return trend_z, scale_z
 
     def step_regions(self, state: ChainState, ev: Mapping[str, Array], meta: StationMeta, *,
                      tick: int | None = None, params: RunParams | None = None,
@@ -407,7 +515,8 @@ class DetectorChain:
         node_in: dict[str, Array] = {"burst_z": ev["burst_z"],
                                      "entropy_drop_z": np.maximum(conc_z, topic_z),
                                      "cusum_z": ev["cusum_z"],
-                                     "periodicity_z": ev["periodicity_z"]}
+                                     "periodicity_z": ev["periodicity_z"],
+                                     "trend_z": ev["trend_z"], "scale_z": ev["scale_z"]}
         if self.regime is not None:
             applies = self._regime_applies[meta.kind_idx]
             node_in["regime_z"] = np.where(applies, ev["regime_z"], 0.0)
@@ -463,7 +572,7 @@ class DetectorChain:
         (episodes record where they began); ``params`` overrides settings per run.
         """
         ev, det = self.step_stations(state, cells, tick=tick)
-        settled, _ = settle(ev, self.floor)
+        settled, _ = settle(ev, self.floor, self.floor_scale)
         out = self.step_regions(state, settled, meta, tick=tick, params=params,
                                 dark_z=cells.get("dark_z"))
         return {**det, **out, "evidence": settled}

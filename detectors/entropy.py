@@ -60,6 +60,9 @@ from convergence.detectors.ingest import N_CATEGORY_BINS
 _LN2 = float(np.log(2.0))
 #: EWMA weight of the slow category histogram (about 19 ticks of events)
 _SLOW_ALPHA = 0.1
+#: a station leaning on a category at least this much (concentration z) learns its usual
+#: mix ten times slower
+MIX_HOLD_Z = 1.0
 
 
 def _concentration_z(hist: Array, mass: Array, p: Array, alpha: float) -> tuple[Array, Array]:
@@ -255,12 +258,17 @@ class EntropyDetector(Stage):
         frac = np.divide(slow, slow_mass[..., None], out=np.zeros_like(slow),
                          where=slow_mass[..., None] > 0)
         # the usual mix (from the slow window) learns at the running mean at first, then at
-        # alpha, ten times slower while the station departs from it, so a story that holds
-        # the station's attention is not absorbed within a few ticks
+        # alpha, ten times slower while the station departs from it (leans at 1 sd or
+        # more), so a story that holds the station's attention is not absorbed within a
+        # few ticks. A slow feed (under one event a tick) needs 10-20 ticks of a story to
+        # lean 3 sd; learning at full speed until 2 sd, its mix absorbed the story first
+        # (Las Vegas `topic-only`, seed 7 run 35: a sensor reporting only the story's
+        # category for 20 ticks never leaned at all, and the region missed its second
+        # source kind)
         am = np.maximum(self.alpha, 1.0 / np.maximum(m_n, 1.0))
         if anomalous is not None:
             am = np.where(anomalous, am * 0.1, am)
-        ap = np.where(conc_z >= 2.0, 0.1 * am, am)
+        ap = np.where(conc_z >= MIX_HOLD_Z, 0.1 * am, am)
         p_cat += np.where(enough_slow[..., None], ap[..., None], 0.0) * (frac - p_cat)
         return {"entropy": ent, "entropy_drop_z": np.maximum(drop_z, conc_z),
                 "concentration_z": conc_z, "concentration_bin": conc_bin,

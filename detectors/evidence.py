@@ -1,7 +1,7 @@
 """Station evidence: what the first stage hands the second, per station and closed tick.
 
 The tick processor runs in two stages (see :mod:`convergence.detectors.processor`):
-the *station* stage (entropy, burst, CUSUM, periodicity, regime: each station's own
+the *station* stage (entropy, burst, CUSUM, periodicity, trend, scale, regime: each station's own
 cells) and the *region* stage (topic agreement, temporal patterns, node states, the
 meter, responses: a region's stations together). Between them crosses one small record
 per station and tick, the fields below. In a cluster it crosses a Kafka topic; in one
@@ -21,6 +21,7 @@ Examples
 >>> import numpy as np
 >>> ev = {"burst_z": np.array([0.4, 5.0]), "concentration_z": np.array([1.0, 0.0]),
 ...       "cusum_z": np.zeros(2), "periodicity_z": np.zeros(2), "regime_z": np.zeros(2),
+...       "trend_z": np.zeros(2), "scale_z": np.zeros(2),
 ...       "concentration_bin": np.array([3, 3]), "burst": np.array([False, True]),
 ...       "change_level": np.zeros(2, bool), "change_variance": np.zeros(2, bool),
 ...       "periodicity_break": np.zeros(2, bool)}
@@ -39,10 +40,14 @@ import numpy.typing as npt
 from convergence.detectors.base import Array
 from convergence.detectors.node_state import NodeStateMachine
 
-__all__ = ["EVIDENCE_FLAGS", "EVIDENCE_Z", "evidence_floor", "keep_evidence", "settle"]
+__all__ = ["EVIDENCE_FLAGS", "EVIDENCE_Z", "evidence_floor", "evidence_scale", "keep_evidence",
+           "settle"]
 
-#: the evidence a station sends, in standard deviations above its own baseline
-EVIDENCE_Z = ("burst_z", "concentration_z", "cusum_z", "periodicity_z", "regime_z")
+#: the evidence a station sends, in standard deviations above its own baseline (the
+#: trend and scale charts' came later: a record is the first five, the category bin, the
+#: flags and the regime, then these two, so a record from before them still reads)
+EVIDENCE_Z = ("burst_z", "concentration_z", "cusum_z", "periodicity_z", "regime_z",
+              "trend_z", "scale_z")
 #: the events the temporal-pattern matcher listens to
 EVIDENCE_FLAGS = ("burst", "change_level", "change_variance", "periodicity_break")
 
@@ -61,13 +66,30 @@ def evidence_floor(node: NodeStateMachine) -> float:
     return float(node.calm_at / ((1.0 + node.corroboration) * w))
 
 
-def settle(ev: Mapping[str, Array], floor: float) -> tuple[dict[str, Array], npt.NDArray[np.bool_]]:
+def evidence_scale(node: NodeStateMachine) -> dict[str, float]:
+    """How much the trend and scale z count against :func:`evidence_floor`: their node
+    weight over the largest. Below ``floor / scale`` they cannot lift the fused evidence
+    to ``calm_at`` either (at weight 0.3 they would otherwise make about a third more
+    station-ticks active, and send them, in the seed-11 world).
+
+    >>> evidence_scale(NodeStateMachine(weights={"trend": 0.3, "scale": 0.5}))
+    {'trend_z': 0.3, 'scale_z': 0.5}
+    """
+    w = max(max(node.weights.values()), 1e-9)
+    return {"trend_z": node.weights["trend"] / w, "scale_z": node.weights["scale"] / w}
+
+
+def settle(ev: Mapping[str, Array], floor: float, scale: Mapping[str, float] | None = None
+           ) -> tuple[dict[str, Array], npt.NDArray[np.bool_]]:
     """Station evidence as it crosses to the region stage: float32 values, zero at baseline.
 
     Returns the settled evidence (the same keys) and the mask of active stations (those
-    the cluster sends). Vectorised over leading axes.
+    the cluster sends). ``scale`` weighs a z against the floor (default 1): an input the
+    node machine weighs at a fraction of the largest weight (:func:`evidence_scale`)
+    makes a station active only once it could matter. Vectorised over leading axes.
     """
-    z = np.stack([np.asarray(ev[k], np.float64) for k in EVIDENCE_Z])
+    sc = scale or {}
+    z = np.stack([np.asarray(ev[k], np.float64) * sc.get(k, 1.0) for k in EVIDENCE_Z])
     flags = np.zeros(z.shape[1:], bool)
     for k in EVIDENCE_FLAGS:
         flags |= np.asarray(ev[k], bool)

@@ -33,7 +33,7 @@ Examples
 >>> from convergence.detectors.node_state import ANOMALOUS, NORMAL
 >>> meter = ConvergenceMeter(window_ticks=4)
 >>> kinds = np.array([0, 1, 4, 3, 2, 2]); groups = np.arange(6); regions = np.zeros(6, int)
->>> peak = np.zeros((6, 7)); peak[:, 0] = 12.0
+>>> peak = np.zeros((6, 9)); peak[:, 0] = 12.0
 >>> def node(mask):
 ...     return {"since": np.where(mask, 0.0, 1e9), "peak": peak}
 >>> meta = {"kind_idx": kinds, "group_idx": groups, "region_idx": regions}

@@ -177,7 +177,7 @@ class TickProcessor:
     def settle(self, ev: Mapping[str, Array]) -> tuple[dict[str, Array], Array]:
         """Station evidence as it crosses to the second stage (see
         :func:`~convergence.detectors.evidence.settle`), and the mask of active stations."""
-        return settle(ev, self.chain.floor)
+        return settle(ev, self.chain.floor, self.chain.floor_scale)
 
     def step_regions(self, state: ProcessorState, ev: Mapping[str, Array], meta: StationMeta,
                      *, tick: int, time_s: float | Array, dark: Array | None = None,

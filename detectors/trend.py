@@ -107,6 +107,32 @@ class TrendDetector(Stage):
     def state_spec(self) -> Spec:
         return {"n": ((), 0.0), "fast": ((), 0.0), "slow": ((), 0.0), "spread": ((), 0.0)}
 
+    def gap_var_ratio(self) -> float:
+        """Variance of the fast-slow gap over the noise variance, for white noise.
+
+        >>> round(TrendDetector().gap_var_ratio(), 4)
+        0.0842
+        """
+        f, s = self.fast_alpha, self.slow_alpha
+        return f / (2.0 - f) + s / (2.0 - s) - 2.0 * f * s / (1.0 - (1.0 - f) * (1.0 - s))
+
+    def seed_level(self, state: ArrayState, level: Array, noise_var: Array, known: Array) -> None:
+        """Start stations where ``known`` warm: both averages at ``level``, the spread
+        at what white noise of variance ``noise_var`` gives (it learns on from there).
+
+        A fleet that declares its stations' background rates is judged from the first
+        tick, as the burst and CUSUM baselines are (``DetectorChain.seed_baselines``).
+        """
+        known = np.asarray(known, bool)
+        for key in ("fast", "slow"):
+            state[key][...] = np.where(known, level, state[key])
+        spread = np.maximum(np.asarray(noise_var, np.float64), 1e-12) * self.gap_var_ratio()
+        state["spread"][...] = np.where(known, spread, state["spread"])
+        # as if it had learnt for as long as the spread remembers: the spread then moves
+        # at ``spread_alpha`` from the first tick, not at a start-up average's 1 / n
+        learnt = max(self.warmup_ticks, 1.0 / self.spread_alpha)
+        state["n"][...] = np.where(known, np.maximum(state["n"], learnt), state["n"])
+
     def step(self, state: ArrayState, inputs: Mapping[str, Array]) -> Outputs:
         with np.errstate(all="ignore"):
             return self._step(state, np.asarray(inputs["value"], dtype=np.float64))

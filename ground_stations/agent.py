@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -59,6 +60,8 @@ StateHook = Callable[[str, str, str, str], None]  # station_id, old, new, reason
 DeadHook = Callable[[list[DeadLetter]], None]
 
 RUNNING, BACKING_OFF, QUARANTINED, STOPPED = "running", "backing_off", "quarantined", "stopped"
+#: the longest delivery step (and the longest sleep of a station whose source is done)
+MAX_STEP_S = 86_400.0
 DEFAULT_BURST_INTERVAL_S = 0.25
 #: how long one poll may take before the agent gives up on it (``poll_timeout_s``)
 DEFAULT_POLL_TIMEOUT_S = 10.0
@@ -82,6 +85,10 @@ class StationAgent:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 60.0
     poll_timeout_s: float = DEFAULT_POLL_TIMEOUT_S
+    #: deliver in steps (a backtest on a simulated clock): poll at the multiples of
+    #: ``step_s`` of the station clock, handing over every row due by then, and sleep
+    #: through the steps where the source says nothing is due (see :meth:`run`)
+    step_s: float | None = None
     seed: int = 0
     thresholds: dict[str, float] = field(default_factory=dict)
     state: str = RUNNING
@@ -98,6 +105,9 @@ class StationAgent:
         if self.interval_s <= 0:
             raise ValueError(f"station {self.info.station_id}: interval_s must be > 0, "
                              f"got {self.interval_s}")
+        if self.step_s is not None and not (0 < self.step_s <= MAX_STEP_S):
+            raise ValueError(f"station {self.info.station_id}: step_s must be > 0 and at most "
+                             f"{MAX_STEP_S:g}, got {self.step_s}")
         self._rng = random.Random(f"{self.seed}:{self.info.station_id}")
         # the cool-down grows with the failures, jittered per station (seeded: reproducible)
         self.breaker = CircuitBreaker(self.failure_threshold, self.backoff_base_s,
@@ -233,12 +243,50 @@ class StationAgent:
                 if records:
                     await sink(self.info.station_id, records)
                     self.sent += len(records)
-                await self._sleep(self.effective_interval(self.clock()) - (self.clock() - now))
+                if self.step_s is None:
+                    await self._sleep(self.effective_interval(self.clock()) - (self.clock() - now))
+                    continue
+                wait = self._until_next_step(now)
+                if wait > 0:
+                    await self._sleep(wait)
+            if self.step_s is not None and self.state == RUNNING and self.breaker.allow():
+                await self._last_step(sink)
         finally:
             if watcher is not None:
                 watcher.cancel()
             self._set_state(STOPPED, "stop requested")
             await self.source.close()
+
+    def _until_next_step(self, polled_at: float) -> float:
+        """Step delivery: seconds until the next poll. None while the source has a row
+        due already (a poll hands over at most its batch); else the step at or after both
+        the next interval and the source's next row, so a gap in a recording costs one
+        wake-up, not one per interval. A source that cannot tell is polled on the interval."""
+        step = self.step_s
+        assert step is not None
+        now = self.clock()
+        due = self.source.next_due_s(now)
+        if due is None:  # the source cannot tell: poll it on the interval
+            return self.effective_interval(now) - (now - polled_at)
+        if due <= now:
+            return 0.0
+        at = max(polled_at + self.effective_interval(now), min(due, now + MAX_STEP_S))
+        return math.ceil(at / step) * step - now
+
+    async def _last_step(self, sink: Sink) -> None:
+        """Step delivery stopping: hand over what is due by now, as a poll on the interval
+        would have (the last step may lie up to ``step_s`` back)."""
+        try:
+            async with asyncio.timeout(self.poll_timeout_s):
+                records = await self.source.poll(self.clock())
+        except (SourceError, OSError, TimeoutError, ValueError) as exc:
+            log.warning("station %s: the last poll before stopping failed (%s: %s)",
+                        self.info.station_id, type(exc).__name__, exc)
+            records = []
+        self._drain()
+        if records:
+            await sink(self.info.station_id, records)
+            self.sent += len(records)
 
     def _poll_timed_out(self) -> str:
         """Why a poll cut off by ``poll_timeout_s`` failed, and what to raise."""

@@ -41,6 +41,12 @@ class Source(ABC):
         """Dead letters produced since the last call (a source without any returns [])."""
         return []
 
+    def next_due_s(self, now_s: float) -> float | None:
+        """When (station clock) this source next has something to hand over, if it can
+        tell: a replay file's next row (``math.inf``: never again). ``None``: it cannot
+        tell, poll it on the interval (every live source)."""
+        return None
+
     async def close(self) -> None:  # noqa: B027 - optional hook, most sources hold nothing
         """Release whatever the source holds (sockets, files)."""
 

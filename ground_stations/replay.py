@@ -65,6 +65,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -87,10 +88,13 @@ from convergence.schema import (
 )
 from convergence.stations import StationInfo
 from convergence.timeparse import parse_time, to_number
+from convergence.wire import certainly_valid
 
 log = logging.getLogger(__name__)
 
 _HEAD_KEPT = 256  # bytes of an over-long line kept in its dead letter
+_NAMED_KEY_SETS = 64  # JSON Lines key sets whose column names a source remembers
+_CSV_SPECIAL = re.compile(r'["\r\n\x00]')
 #: file extension -> format read by :class:`FileReplaySource`
 FILE_FORMATS: Mapping[str, str] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -223,6 +227,7 @@ class FileReplaySource(RejectingSource):
         self._w0: float | None = None
         self._eof = False
         self._rejects = RejectBuffer(f"source.{self.fmt}", self.station.station_id, self.max_rejects)
+        self._names: dict[tuple[str, ...], list[str]] = {}
         self.lines_read = 0
         self.emitted = 0
 
@@ -307,11 +312,19 @@ class FileReplaySource(RejectingSource):
                                       "JSON object") from None
             if not isinstance(obj, dict):
                 raise _BadRow("line", f"is a JSON {type(obj).__name__}, not an object")
-            # null reads like an empty CSV cell: the column is absent
-            return {self.rename.get(k.strip().lower(), k.strip().lower()): v for k, v in obj.items()
-                    if v is not None}
+            # null reads like an empty CSV cell: the column is absent. Lines of a file
+            # share their keys: each set of keys is named once (a few sets at most)
+            keys = tuple(obj)
+            names = self._names.get(keys)
+            if names is None:
+                names = [self.rename.get(k.strip().lower(), k.strip().lower()) for k in keys]
+                if len(self._names) < _NAMED_KEY_SETS:
+                    self._names[keys] = names
+            return {n: v for n, v in zip(names, obj.values(), strict=True) if v is not None}
         try:
-            cells = next(csv.reader([text], strict=True))
+            # a line without quotes (or line breaks, NULs) is its cells split on commas
+            cells = (text.split(",") if not _CSV_SPECIAL.search(text)
+                     else next(csv.reader([text], strict=True)))
         except csv.Error as exc:
             raise _BadRow("line", f"is malformed CSV ({exc}); quote fields that contain commas, "
                                   "and keep each row on one line") from None
@@ -402,8 +415,8 @@ class FileReplaySource(RejectingSource):
             return None
         return _Row(line_no, t, rec, text)
 
-    def _finish(self, row: _Row, event_time_s: float, now_s: float, *,
-                note: bool) -> dict[str, Any] | None:
+    def _stamp(self, row: _Row, event_time_s: float, *, note: bool) -> dict[str, Any]:
+        """The row's record at its (re-stamped) time, the original time kept in the text."""
         rec = dict(row.rec)
         rec["event_time_s"] = round(event_time_s, 6)
         if note:  # re-stamped onto another time: the original goes with the text
@@ -414,13 +427,32 @@ class FileReplaySource(RejectingSource):
                 rec["text"] = f"{text[: self.limits.max_text_chars - len(orig) - 1]} {orig}"
             elif text is None or text == "":
                 rec["text"] = orig
-        try:
-            check_record(rec, now_s=now_s, limits=self.limits)
-        except ValidationError as err:
-            self._rejects.add(row.payload, err.field,
-                              f"{self._where(row.line_no)}: {err.field} {err.reason}", now_s=now_s)
-            return None
         return rec
+
+    def _checked(self, rows: list[_Row], recs: list[dict[str, Any]],
+                 now_s: float) -> list[dict[str, Any]]:
+        """The records the edge will accept; each other one a dead letter naming its line.
+        Judged in columns (the batch at once); a record the columns doubt is checked on
+        its own, which says why."""
+        sure = certainly_valid(recs, now_s=now_s, limits=self.limits).tolist()
+        cap = self.limits.max_event_bytes
+        out = []
+        for row, rec, ok in zip(rows, recs, sure, strict=True):
+            try:
+                if ok:
+                    try:
+                        ok = len(orjson.dumps(rec)) <= cap
+                    except TypeError:  # cannot be encoded: the check says why
+                        ok = False
+                if not ok:
+                    check_record(rec, now_s=now_s, limits=self.limits)
+            except ValidationError as err:
+                self._rejects.add(row.payload, err.field,
+                                  f"{self._where(row.line_no)}: {err.field} {err.reason}",
+                                  now_s=now_s)
+                continue
+            out.append(rec)
+        return out
 
     async def poll(self, now_s: float) -> list[dict[str, Any]]:
         # Reading is synchronous on purpose: a poll reads at most batch_rows lines of a
@@ -429,26 +461,16 @@ class FileReplaySource(RejectingSource):
             self._open()  # before the start time is fixed: a file that appears late starts late
         if self._w0 is None:
             self._w0 = now_s if self.start_s is None else self.start_s
-        out: list[dict[str, Any]] = []
+        rows: list[_Row] = []
+        recs: list[dict[str, Any]] = []
         examined = 0
         while examined < self.batch_rows:
             if self._pending is None:
                 if self._eof:
                     break
-                got = self._read_line(now_s)
-                if got is None:
-                    self._eof = True
-                    self.close_file()
-                    break
-                self.lines_read += 1
-                if not (self.fmt == "csv" and self._header is None and got[1].strip()):
-                    examined += 1  # the header is not a row: batch_rows counts rows, good or bad
-                row = self._parse(got[0], got[1], now_s)
-                if row is None:
+                examined += self._read_row(now_s)
+                if self._pending is None:
                     continue
-                if self._t0 is None:
-                    self._t0 = row.t
-                self._pending = row
             row = self._pending
             assert row is not None and self._t0 is not None
             if self.speed is None:
@@ -458,12 +480,45 @@ class FileReplaySource(RejectingSource):
                 if due > now_s:
                     break
             self._pending = None
-            rec = self._finish(row, due if self.restamp else row.t, now_s,
-                               note=self.restamp and abs(due - row.t) > 1e-3)
-            if rec is not None:
-                out.append(rec)
+            rows.append(row)
+            recs.append(self._stamp(row, due if self.restamp else row.t,
+                                    note=self.restamp and abs(due - row.t) > 1e-3))
+        out = self._checked(rows, recs, now_s) if recs else []
         self.emitted += len(out)
         return out
+
+    def _read_row(self, now_s: float) -> int:
+        """Read the next line into ``_pending`` (when it is a good row); the number of rows
+        it counts as examined (0 for the CSV header and the end of the file)."""
+        got = self._read_line(now_s)
+        if got is None:
+            self._eof = True
+            self.close_file()
+            return 0
+        self.lines_read += 1
+        # the header is not a row: batch_rows counts rows, good or bad
+        counted = 0 if (self.fmt == "csv" and self._header is None and got[1].strip()) else 1
+        row = self._parse(got[0], got[1], now_s)
+        if row is not None:
+            if self._t0 is None:
+                self._t0 = row.t
+            self._pending = row
+        return counted
+
+    def next_due_s(self, now_s: float) -> float | None:
+        """When the next good row is due on the station clock (reading up to it, at most
+        ``batch_rows`` lines: past bad lines too, whose dead letters wait for the next
+        drain); ``math.inf`` at the end of the file; ``None`` before the first poll or
+        when rows are released as fast as possible (``speed=None``)."""
+        if self.speed is None or self._w0 is None:
+            return None
+        examined = 0
+        while self._pending is None and not self._eof and examined < self.batch_rows:
+            examined += self._read_row(now_s) or 1
+        if self._pending is None:
+            return math.inf if self._eof else now_s  # only bad lines so far: poll again now
+        assert self._t0 is not None
+        return self._w0 + max(0.0, self._pending.t - self._t0) / self.speed
 
     def close_file(self) -> None:
         if self._fh is not None:

@@ -31,7 +31,7 @@ Examples
 ...                        StationInfo("social-eu-2", "osint_social", "eu"),
 ...                        StationInfo("sensor-eu-3", "sensor", "eu")])
 >>> rep = Reporter(window_ticks=8, tick_s=1.0)
->>> peak = np.zeros((3, 7)); peak[:, 0] = 9.0
+>>> peak = np.zeros((3, 9)); peak[:, 0] = 9.0  # per station and evidence type
 >>> def meter(level, prev, score):
 ...     return {"score": np.array([score]), "level": np.array([level]),
 ...             "prev_level": np.array([prev]), "evidence": np.array([3.0]),
@@ -94,6 +94,8 @@ EVIDENCE_LABEL = {
     "regime": "a market regime shift", "change": "a lasting change in level or variance",
     "periodicity": "activity far above its usual level for this time of day",
     "pattern": "a completed temporal pattern", "dark": "the source going dark",
+    "trend": "activity (or, for a market price, the price) climbing steadily",
+    "scale": "swinging harder from one tick to the next than it usually does (volatility)",
 }
 
 

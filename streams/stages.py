@@ -47,6 +47,7 @@ from convergence.detectors.chain import StationMeta
 from convergence.detectors.evidence import EVIDENCE_FLAGS, EVIDENCE_Z, keep_evidence
 from convergence.detectors.ingest import EventColumns, TickAccumulator
 from convergence.detectors.meter import FEATURE_NAMES, LEVELS
+from convergence.detectors.node_state import pad_peak
 from convergence.detectors.processor import (
     TickOutput,
     TickProcessor,
@@ -118,14 +119,18 @@ class TickOutcome:
 
 
 _FLAG_BITS = {k: 1 << i for i, k in enumerate(EVIDENCE_FLAGS)}
+#: z values before the category bin, flags and regime in a row; the rest come after them
+#: (added later: an older first stage's row of eight still reads, without them)
+_FIRST_Z = 5
 
 
 def pack_evidence(settled: Mapping[str, Array], i: int) -> tuple[float | int, ...]:
     """Station ``i``'s settled evidence as a :class:`NodeEvidence` row."""
     flags = sum(bit for k, bit in _FLAG_BITS.items() if bool(settled[k][i]))
     regime = int(settled["regime"][i]) if "regime" in settled else -1
-    return (*(float(settled[k][i]) for k in EVIDENCE_Z),
-            int(settled["concentration_bin"][i]), flags, regime)
+    return (*(float(settled[k][i]) for k in EVIDENCE_Z[:_FIRST_Z]),
+            int(settled["concentration_bin"][i]), flags, regime,
+            *(float(settled[k][i]) for k in EVIDENCE_Z[_FIRST_Z:]))
 
 
 def unpack_evidence(ne: NodeEvidence, index_of: Callable[[str], int | None],
@@ -143,12 +148,14 @@ def unpack_evidence(ne: NodeEvidence, index_of: Callable[[str], int | None],
         if i is None or i >= n:
             unknown.append(sid)
             continue
-        for j, k in enumerate(EVIDENCE_Z):
+        for j, k in enumerate(EVIDENCE_Z[:_FIRST_Z]):
             ev[k][i] = float(row[j])
-        ev["concentration_bin"][i] = int(row[5])
+        ev["concentration_bin"][i] = int(row[_FIRST_Z])
         for k, bit in _FLAG_BITS.items():
-            ev[k][i] = bool(int(row[6]) & bit)
-        ev["regime"][i] = int(row[7])
+            ev[k][i] = bool(int(row[_FIRST_Z + 1]) & bit)
+        ev["regime"][i] = int(row[_FIRST_Z + 2])
+        for j, k in enumerate(EVIDENCE_Z[_FIRST_Z:], start=_FIRST_Z + 3):
+            ev[k][i] = float(row[j]) if len(row) > j else 0.0
     return ev, unknown
 
 
@@ -411,6 +418,10 @@ class StationStage:
             for st in self.state.values():
                 for k in st:
                     saved.append((st, k, st[k][paused].copy()))
+        kinds = self.registry.kind_idx
+        if kinds.size < n:  # an empty registry's placeholder station: no kind, no price
+            kinds = np.concatenate([kinds, np.full(n - kinds.size, -1, np.int64)])
+        cells = {**cells, "kind_idx": kinds[:n]}
         ev, det = self.processor.step_stations(self.state, cells, tick=tick)
         for st, k, values in saved:
             st[k][paused] = values
@@ -629,6 +640,9 @@ class RegionStage:
         state = state_from_dict(d["state"])
         if set(state) != set(self.state):
             raise ValueError(f"region state holds {sorted(state)}, this build {sorted(self.state)}")
+        node = state[self.chain.node.name]
+        # a checkpoint from before the trend and scale evidence: no peak of either yet
+        node["peak"] = pad_peak(node["peak"])
         if len(self.registry) and [i.station_id for i in self.registry.stations[:len(infos)]] \
                 != [i.station_id for i in infos][:len(self.registry)]:
             raise ValueError("the stage's registry is not new")

@@ -7,6 +7,9 @@ it jumps its clock there. A minute of station polling takes as long as the work 
 and because nothing depends on how fast the machine is, the same seed gives the same
 events, alerts and report ids every time.
 
+:func:`settled` waits until every task due at the current simulated instant has run (a
+backtest's runner uses it to take what all the stations handed over at once).
+
 Work handed to threads (the database engine) is waited for for real, but never holds
 the clock back: the stream's results do not depend on when a write completes. Sources
 that wait on the network are not deterministic and cannot run on this clock (the CLI
@@ -29,7 +32,11 @@ import selectors
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-__all__ = ["VirtualClockLoop", "run_virtual", "simulated_unix_time"]
+__all__ = ["SimulatedClock", "VirtualClockLoop", "run_virtual", "settled", "simulated_unix_time"]
+
+#: timers this close to the clock count as "now" for :func:`settled` (tasks that meant to
+#: wake at the same simulated instant compute it with a little rounding each)
+SAME_INSTANT_S = 1e-3
 
 
 def simulated_unix_time() -> float:
@@ -38,6 +45,55 @@ def simulated_unix_time() -> float:
     if not isinstance(loop, VirtualClockLoop):
         raise RuntimeError("not on a simulated clock")
     return loop.unix_time()
+
+
+class SimulatedClock:
+    """A clock to hand a runtime built before its simulated loop runs: the loop's
+    simulated unix time once it runs, ``start_s`` before (e.g. for a run id).
+
+    >>> clock = SimulatedClock(1_000.0)
+    >>> async def later() -> float:
+    ...     await asyncio.sleep(60.0)
+    ...     return clock()
+    >>> clock(), run_virtual(later, start_s=1_000.0)
+    (1000.0, 1060.0)
+    """
+
+    def __init__(self, start_s: float) -> None:
+        self.start_s = start_s
+
+    def __call__(self) -> float:
+        try:
+            return simulated_unix_time()
+        except RuntimeError:
+            return self.start_s
+
+
+async def settled() -> None:
+    """On a simulated clock: return once every task has run as far as it can at this
+    simulated instant (the clock is about to move on, or nothing is scheduled), so what
+    all the stations due now hand over is taken in one go. Elsewhere: one pass of the loop.
+
+    >>> async def demo() -> list[str]:
+    ...     seen: list[str] = []
+    ...     async def station(name: str) -> None:
+    ...         await asyncio.sleep(60.0 + 1e-7)   # "60 s", give or take a rounding error
+    ...         seen.append(name)
+    ...     tasks = [asyncio.create_task(station(n)) for n in ("a", "b")]
+    ...     await asyncio.sleep(60.0)      # wakes a hair before the stations...
+    ...     await settled()                # ...and waits for both of them
+    ...     return seen
+    >>> run_virtual(demo, start_s=0.0)
+    ['a', 'b']
+    """
+    loop = asyncio.get_running_loop()
+    if not isinstance(loop, VirtualClockLoop):
+        await asyncio.sleep(0)
+        return
+    fut = loop.create_future()
+    loop.settle_waiters.append(fut)
+    await fut
+
 
 T = TypeVar("T")
 
@@ -51,13 +107,24 @@ class _JumpingSelector(selectors.DefaultSelector):
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if timeout is None:  # nothing scheduled: wait for real I/O (a thread's answer)
+            if self.loop is not None and self.loop.settle_waiters:
+                ready = super().select(0)
+                if not ready:
+                    self.loop.wake_settled()
+                return ready
             return super().select(None)
         if self.loop is not None and self.loop.external > 0:
             # real work in flight elsewhere (the database): wait for it, in real time
             return super().select(min(timeout, 0.05) if timeout > 0 else 0.0005)
         ready = super().select(0)
-        if not ready and timeout > 0 and self.loop is not None:
-            self.loop.advance(timeout)
+        loop = self.loop
+        if ready or loop is None:
+            return ready
+        if loop.settle_waiters and timeout > SAME_INSTANT_S:
+            loop.wake_settled()  # nothing more happens at this instant: say so first
+            return ready
+        if timeout > 0:
+            loop.advance(timeout)
         return ready
 
 
@@ -74,6 +141,8 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         self._now = 0.0
         #: awaits of real work outside the loop in flight (:func:`convergence.clock.external_work`)
         self.external = 0
+        #: tasks waiting in :func:`settled`
+        self.settle_waiters: list[asyncio.Future[None]] = []
 
     def external_begin(self) -> None:
         self.external += 1
@@ -90,6 +159,13 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
 
     def advance(self, seconds: float) -> None:
         self._now += seconds
+
+    def wake_settled(self) -> None:
+        """Resolve every :func:`settled` waiter: nothing more is due at this instant."""
+        waiters, self.settle_waiters = self.settle_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
 
 
 def run_virtual(main: Callable[[], Awaitable[T]], *, start_s: float,

@@ -63,6 +63,7 @@ import orjson
 from convergence.control import ControlCommand
 from convergence.counters import Counters
 from convergence.detectors.base import ArrayState
+from convergence.detectors.node_state import pad_peak
 from convergence.records import NodeEvidence
 from convergence.schema import DeadLetter, Event, EventBatch, dead_letter, valid_station_id
 from convergence.settings import Settings
@@ -89,6 +90,9 @@ MAX_STATIONS_IN_SUMMARY = 2000
 #: Per-station stages never checkpointed: the node state machine describes the current
 #: episode, which is stale after a hand-over (see module docstring).
 NOT_CHECKPOINTED: frozenset[str] = frozenset({"node"})
+#: stages added after ``CHECKPOINT_VERSION`` 2 began: a checkpoint without them is
+#: restored, and they start fresh (the fleet's declared rates seed the activity trend)
+ADDED_STAGES: frozenset[str] = frozenset({"trend", "scale", "price_trend", "price_scale"})
 CHECKPOINT_VERSION = 2
 
 
@@ -476,6 +480,7 @@ class InMessage(NamedTuple):
 
 
 #: station summaries and checkpoints written per partition per batch of messages, at most
+#: (or ``table_batch``, if larger; one message at a time writes ``table_batch``)
 MAX_TABLE_WRITES = 64
 
 #: events of one unknown station held (for its first status) at most, and stations held
@@ -1326,8 +1331,8 @@ class WorkerCore:
         for partition, n in Counter(parts).items():
             try:
                 with tables_in(partition) if tables_in is not None else nullcontext():
-                    self._write_tables(partition, wall_s,
-                                       min(self.table_batch * n, MAX_TABLE_WRITES))
+                    self._write_tables(partition, wall_s, min(
+                        self.table_batch * n, max(self.table_batch, MAX_TABLE_WRITES)))
             except Exception:
                 # Summaries and checkpoints are rewritten later; the alerts, reports and
                 # commands already built from this batch must still go out.
@@ -1430,11 +1435,17 @@ class WorkerCore:
         idx = pipe.registry.index_of(sid)  # ingest registered it
         staged: list[tuple[str, dict[str, Any]]] = []
         stages = checkpoint_stages(pipe)
-        if set(cp["state"]) != set(stages):
+        held = set(cp["state"])
+        if not held <= set(stages) or set(stages) - held - ADDED_STAGES:
             raise ValueError(f"it holds stages {sorted(cp['state'])}, this build has {stages}")
         for st in stages:
-            values = cp["state"][st]
+            if st not in held:
+                continue  # a stage added since the checkpoint was written: starts fresh
+            values = dict(cp["state"][st])
             arrays = pipe.state[st]
+            if "peak" in values and "peak" in arrays:
+                # the station's own node verdict, from before the trend and scale evidence
+                values["peak"] = pad_peak(np.asarray(values["peak"], np.float64)).tolist()
             if set(values) != set(arrays):
                 raise ValueError(f"stage {st} has fields {sorted(values)}, expected "
                                  f"{sorted(arrays)}")

@@ -175,9 +175,10 @@ def test_no_worker_is_one_error_line(workers: Workers, monkeypatch: pytest.Monke
     from typer.testing import CliRunner
 
     from convergence.cli.main import app
-    from convergence.streams import campaign_shards
+    from convergence.streams import campaign_client
 
-    monkeypatch.setattr(campaign_shards, "START_TIMEOUT_S", 3.0)
+    # the client reads its start timeout where it is defined, at each campaign
+    monkeypatch.setattr(campaign_client, "START_TIMEOUT_S", 3.0)
     prefix = f"nobody{uuid.uuid4().hex[:6]}"
     monkeypatch.setenv("CONVERGENCE_TOPIC_PREFIX", prefix)
     r = CliRunner().invoke(app, ["montecarlo", "run", "--runs", "2", "--scenarios", "lone-surge",

@@ -27,20 +27,7 @@ from convergence.ground_stations.scenario_library import build
 from convergence.records import Level, NodeState
 from convergence.settings import load_settings
 from convergence.streams.embedded import EmbeddedRuntime, RunSummary
-from convergence.streams.virtual_clock import run_virtual, simulated_unix_time
-
-
-class SimulatedClock:
-    """The simulated loop's time once it runs, the story's start before (as the CLI's)."""
-
-    def __init__(self, start_s: float) -> None:
-        self.start_s = start_s
-
-    def __call__(self) -> float:
-        try:
-            return simulated_unix_time()
-        except RuntimeError:
-            return self.start_s
+from convergence.streams.virtual_clock import SimulatedClock, run_virtual
 
 
 def _runtime(duration_s: float, scenario: str | None = None) -> tuple[EmbeddedRuntime,

@@ -3,7 +3,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convergence.detectors.node_state import ANOMALOUS, EVIDENCE_TYPES, NODE_STATES, NodeStateMachine
+from convergence.detectors.node_state import (
+    ANOMALOUS,
+    EVIDENCE_TYPES,
+    NODE_STATES,
+    NodeStateMachine,
+    pad_peak,
+)
 
 
 def _states(ev: list[float], **kw: float) -> list[str]:
@@ -116,3 +122,23 @@ def test_a_pattern_match_corroborates_but_does_not_convict() -> None:
     assert state_after(0.0, 6.0) != ANOMALOUS  # the match alone: the bursts are over
     assert state_after(2.6, 0.0) != ANOMALOUS  # a modest burst alone
     assert state_after(2.6, 6.0) == ANOMALOUS  # the same burst, lifted by the match
+
+
+def test_trend_and_scale_evidence_are_kept_in_the_episode_peak() -> None:
+    m = NodeStateMachine(weights={"trend": 0.5, "scale": 0.5})
+    st = m.init_state((1,))
+    one = np.ones(1)
+    for _ in range(3):
+        out = m.step(st, {"burst_z": 6.0 * one, "entropy_drop_z": 0 * one, "trend_z": 8.0 * one,
+                          "scale_z": 2.0 * one})
+    assert NODE_STATES[int(out["state"][0])] == "anomalous"
+    peak = dict(zip(EVIDENCE_TYPES, out["peak"][0].tolist(), strict=True))
+    assert (peak["burst"], peak["trend"], peak["scale"]) == (6.0, 4.0, 1.0)
+
+
+def test_an_older_peak_is_padded_for_the_evidence_types_added_since() -> None:
+    old = np.arange(14.0).reshape(2, 7)
+    new = pad_peak(old)
+    assert new.shape == (2, len(EVIDENCE_TYPES)) and (new[:, :7] == old).all() and (new[:, 7:] == 0).all()
+    with pytest.raises(ValueError, match="evidence types"):
+        pad_peak(np.zeros((1, len(EVIDENCE_TYPES) + 1)))

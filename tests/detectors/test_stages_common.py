@@ -15,6 +15,7 @@ from convergence.detectors.entropy import EntropyDetector
 from convergence.detectors.node_state import NodeStateMachine
 from convergence.detectors.periodicity import PeriodicityDetector
 from convergence.detectors.regime_features import RegimeFeatures
+from convergence.detectors.scale import ScaleDetector
 from convergence.detectors.trend import TrendDetector
 
 RNG_SEED = 11
@@ -63,6 +64,7 @@ STAGES: list[tuple[Callable[[], Stage], Callable[..., dict[str, Any]]]] = [
     (lambda: RegimeFeatures("price", vol_window=5), _inputs_price),
     (NodeStateMachine, _inputs_node),
     (lambda: TrendDetector(warmup_ticks=10), _inputs_value),
+    (lambda: ScaleDetector(warmup_ticks=5, hold_ticks=10), _inputs_value),
 ]
 
 

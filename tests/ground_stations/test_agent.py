@@ -277,3 +277,77 @@ def test_a_timeout_error_of_the_source_itself_keeps_its_own_message() -> None:
     asyncio.run(_run_for([agent], 0.1))
     (why,) = [c[2] for c in changes if c[1] == BACKING_OFF]
     assert why == "TimeoutError: read of the socket timed out"
+
+
+class _Rows(Source):
+    """Rows due at given station times (as a replay source), recording each poll's time."""
+
+    def __init__(self, due: list[float], batch: int = 1000) -> None:
+        self.due = due
+        self.batch = batch
+        self.polled: list[float] = []
+
+    async def poll(self, now_s: float) -> list[dict[str, Any]]:
+        self.polled.append(now_s)
+        out = [t for t in self.due if t <= now_s][: self.batch]
+        self.due = self.due[len(out):]
+        return [{"station_id": "s1", "value": t} for t in out]
+
+    def next_due_s(self, now_s: float) -> float | None:
+        return self.due[0] if self.due else float("inf")
+
+
+def _step_run(src: Source, sink: Any, seconds: float) -> None:
+    """An agent delivering in 60-s steps (0.5 s interval) for ``seconds`` of simulated time."""
+    from convergence.streams.virtual_clock import run_virtual, simulated_unix_time
+
+    async def main() -> None:
+        agent = StationAgent(StationInfo("s1", "sensor"), src, sink, interval_s=0.5,
+                             clock=simulated_unix_time, step_s=60.0)
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        await asyncio.sleep(seconds)
+        stop.set()
+        await task
+
+    run_virtual(main, start_s=0.0)
+
+
+def test_step_delivery_polls_on_the_steps_catches_up_and_sleeps_through_gaps() -> None:
+    """A station delivering in 60-s steps polls at the multiples of 60 s, polls again at
+    once while rows are due (its batch is capped), skips a gap in one sleep, and hands over
+    what is due when it stops."""
+    from convergence.streams.virtual_clock import simulated_unix_time
+
+    due = [float(t) for t in range(0, 120)] + [86_400.0 + t for t in range(30)] + [90_000.5]
+    src, got = _Rows(due, batch=50), []
+
+    async def sink(station_id: str, records: list[dict[str, Any]]) -> None:
+        got.append((simulated_unix_time(), [r["value"] for r in records]))
+
+    _step_run(src, sink, 90_000.0)
+    # 60 rows due at 60 s and 59 at 120 s, 50 per poll: two polls each; then the gap
+    # (the gap ends on a step: the rows after it are due at 86,400..86,429 s)
+    assert src.polled[:7] == [0.0, 60.0, 60.0, 120.0, 120.0, 86_400.0, 86_460.0]
+    assert [len(v) for _, v in got[:5]] == [1, 50, 10, 50, 9]
+    assert got[5:7] == [(86_400.0, [86_400.0]), (86_460.0, [86_400.0 + t for t in range(1, 30)])]
+    # stopped at 90,000 s: what was due by then was handed over; the row due later was not
+    assert src.polled[-1] == 90_000.0 and src.due == [90_000.5]
+    assert sum(len(v) for _, v in got) == len(due) - 1
+
+
+def test_step_delivery_polls_a_source_that_cannot_tell_on_its_interval() -> None:
+    class Live(Source):
+        def __init__(self) -> None:
+            self.polled: list[float] = []
+
+        async def poll(self, now_s: float) -> list[dict[str, Any]]:
+            self.polled.append(now_s)
+            return []
+
+    async def discard(station_id: str, records: list[dict[str, Any]]) -> None:
+        return None
+
+    src = Live()
+    _step_run(src, discard, 2.2)
+    assert src.polled == [0.0, 0.5, 1.0, 1.5, 2.0, 2.2]  # and the last poll at the stop

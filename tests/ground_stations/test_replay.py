@@ -374,3 +374,22 @@ def test_a_row_replayed_at_its_own_time_carries_no_orig_note(tmp_path: Path) -> 
     t = parse_time("2024-05-01T12:00:00Z")
     (rec,) = poll(FileReplaySource(f, PRICE, speed=1.0, start_s=t), t)
     assert rec["event_time_s"] == t and "text" not in rec
+
+
+# -- when the next row is due (step delivery in a backtest) ------------------------------
+def test_next_due_says_when_the_next_row_is_due_and_inf_at_the_end(tmp_path: Path) -> None:
+    path = tmp_path / "gap.csv"
+    path.write_text("timestamp,category\n1000,a\n1001,b\n1001,oops,x\n90000,c\n")
+    src = FileReplaySource(path, SENSOR, speed=1.0, start_s=NOW)
+    assert src.next_due_s(NOW) is None  # not started: the first poll fixes the start
+    assert [r["category"] for r in poll(src, NOW)] == ["a"]
+    assert src.next_due_s(NOW) == NOW + 1.0
+    assert [r["category"] for r in poll(src, NOW + 1.0)] == ["b"]
+    # past the bad line to the row after the gap: due a day later; the bad line is dead
+    assert src.next_due_s(NOW + 1.0) == NOW + 89_000.0
+    assert [d.reason.split(":")[0] for d in src.drain_rejects()] == [f"file {path} line 4"]
+    assert [r["category"] for r in poll(src, NOW + 89_000.0)] == ["c"]
+    assert src.next_due_s(NOW + 89_000.0) == float("inf") and src.done
+    fast = FileReplaySource(path, SENSOR, speed=None)
+    poll(fast, NOW)
+    assert fast.next_due_s(NOW) is None  # as fast as possible: nothing to wait for

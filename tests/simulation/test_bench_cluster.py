@@ -1,5 +1,5 @@
-"""``convergence bench cluster``: the synthetic backlog, argument checks without a broker, and a
-small real run against the broker (``-m kafka``): the JSON's shape and that every event was
+"""``convergence bench cluster``: argument checks without a broker, and a small real run
+against the broker (``-m kafka``): the JSON's shape and that every event was
 consumed - never a speed (speed is the benchmark's business, not a test's)."""
 
 from __future__ import annotations
@@ -10,15 +10,6 @@ import typer
 from typer.testing import CliRunner
 
 from convergence.cli.bench import cluster
-from convergence.ground_stations.fleet import loads_fleet
-from convergence.simulation.bench_cluster import (
-    BacklogPlan,
-    backlog_messages,
-    compare,
-    fleet_toml,
-    percentile,
-)
-from convergence.wire import decode_each
 
 bench = typer.Typer()
 
@@ -30,7 +21,6 @@ def _group() -> None:
 
 bench.command("cluster")(cluster)
 
-T0 = 1_800_000_000.0
 RUN_KEYS = {"workers", "partitions", "batch", "poll_s", "allowed_lateness_s", "events", "messages",
             "avg_events_per_message", "avg_message_bytes", "fill", "baseline", "cluster",
             "ratio_to_baseline", "ratio_per_cpu_s", "consumed_all", "alerts", "topic_prefix",
@@ -41,63 +31,14 @@ CLUSTER_KEYS = {"startup_s", "drain_s", "sustained_s", "sustained_events", "even
                 "progress"}
 
 
-def test_the_backlog_is_the_demo_fleet_in_valid_station_messages_in_time_order() -> None:
-    plan = BacklogPlan(stations=30, seed=5, batch=10, events=3000, t0_s=T0, live_s=5.0,
-                       live_episodes=1)
-    msgs = list(backlog_messages(plan))
-    assert sum(m.n_events for m in msgs) == pytest.approx(3000, rel=0.25)
-    assert [m.send_at_s for m in msgs] == sorted(m.send_at_s for m in msgs)
-    for m in msgs[:50]:
-        good, bad = decode_each(m.value, now_s=T0 + 10_000)
-        assert bad == [] and len(good) == m.n_events
-        assert {e.station_id for e in good} == {m.key.decode()}
-        assert m.first_s <= min(e.event_time_s for e in good) <= m.last_s <= m.send_at_s
-        assert m.send_at_s - m.first_s <= plan.poll_s + 1e-6  # a message is one poll interval
-    again = list(backlog_messages(plan))
-    assert [m.value for m in again] == [m.value for m in msgs]  # seeded
-    live = list(backlog_messages(plan, live=True))
-    assert live and live[0].first_s >= T0 + plan.backlog_s - 1e-6
-    assert live[-1].last_s <= T0 + plan.backlog_s + plan.live_s + plan.poll_s
-    genuine = [e for e in plan.scenario().episodes if e.genuine and e.start_s >= plan.backlog_s]
-    assert len(genuine) == 1
+def test_the_parts_names_are_still_importable_from_the_bench() -> None:
+    # callers import the backlog's and the figures' names from the bench module
+    from convergence.simulation import bench_cluster, cluster_backlog, cluster_figures
 
-
-def test_bigger_batches_are_the_same_stream_in_fewer_messages() -> None:
-    small = BacklogPlan(stations=30, seed=5, batch=5, events=4000, t0_s=T0)
-    big = BacklogPlan(stations=30, seed=5, batch=50, events=4000, t0_s=T0)
-    assert big.poll_s == pytest.approx(10 * small.poll_s)
-    n_small = len(list(backlog_messages(small)))
-    n_big = len(list(backlog_messages(big)))
-    assert n_big < n_small / 4
-
-
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"batch": 0}, "batch"), ({"events": 0}, "events"), ({"rate_scale": 0.0}, "rate_scale")])
-def test_a_bad_plan_names_the_bad_value(kwargs: dict[str, float], match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        BacklogPlan(**kwargs)  # type: ignore[arg-type]
-
-
-def test_the_workers_fleet_declares_the_rates_the_stations_send_at() -> None:
-    plan = BacklogPlan(stations=30, seed=5, rate_scale=4.0)
-    declared = {s.station_id: s.info for s in loads_fleet(fleet_toml(plan)).stations}
-    assert [i.station_id for i in plan.fleet] == list(declared)
-    for info in plan.fleet:
-        d = declared[info.station_id]
-        assert (d.region, d.group, d.kind) == (info.region, info.group, info.kind)
-        assert d.rate_per_s == pytest.approx(4.0 * info.rate_per_s)
-
-
-def test_the_sweep_is_compared_with_one_worker_and_the_smallest_batch() -> None:
-    runs = [{"workers": w, "batch": b, "cluster": {"events_per_s": w * b * 10}}
-            for w in (1, 2) for b in (10, 100)]
-    assert compare(runs) == {"workers_speedup": {"10": {"2": 2.0}, "100": {"2": 2.0}},
-                             "batch_speedup": {"1": {"100": 10.0}, "2": {"100": 10.0}}}
-
-
-def test_percentiles() -> None:
-    assert percentile([3.0], 99) == 3.0 and percentile([1.0, 3.0], 50) == 2.0
-    assert percentile([], 50) is None
+    for name in ("BacklogPlan", "Message", "backlog_messages", "fleet_toml", "DEFAULT_BATCH"):
+        assert getattr(bench_cluster, name) is getattr(cluster_backlog, name)
+    for name in ("compare", "percentile", "sustained_rate", "quiet_since", "SUSTAINED_SHARE"):
+        assert getattr(bench_cluster, name) is getattr(cluster_figures, name)
 
 
 @pytest.mark.parametrize("args", [["--workers", "0"], ["--workers", "1,x"], ["--batch", "0"],

@@ -2,7 +2,8 @@
 for a worker subprocess that the real-broker tests share.
 
 Test modules cannot import each other, so these are session fixtures: ``feed``,
-``start_worker``, ``wait_for_worker`` and ``stop_worker``.
+``start_worker``, ``wait_for_worker`` and ``stop_worker``; and ``make_shard``, the campaign
+shard the ``test_campaign_*`` modules vary.
 """
 
 from __future__ import annotations
@@ -126,3 +127,20 @@ def start_worker() -> Callable[[dict[str, str], Path], tuple[subprocess.Popen[by
 def stop_worker() -> Callable[[subprocess.Popen[bytes], float], int | None]:
     """``stop_worker(proc, timeout_s)``: see :func:`stop`."""
     return stop
+
+
+@pytest.fixture(scope="session")
+def make_shard() -> Callable[..., Any]:
+    """``make_shard(**changes)``: a small valid campaign shard (two ``lone-surge`` runs of
+    campaign ``c1``, this code's fingerprint, expiring in a minute), with ``changes``."""
+    from convergence.simulation.campaign import DEFAULT_DETECTOR, ParamSpace
+    from convergence.streams.campaign_orders import Shard, code_fingerprint
+
+    def make(**kw: Any) -> Shard:
+        base: dict[str, Any] = {"campaign": "c1", "shard": 0, "scenario": "lone-surge", "first": 0,
+                                "count": 2, "seed": 3, "space": ParamSpace(), "sweep": False,
+                                "mode": "cells", "detector": DEFAULT_DETECTOR,
+                                "code": code_fingerprint(), "expires_at_s": time.time() + 60}
+        return Shard(**(base | kw))
+
+    return make

@@ -15,6 +15,7 @@ import pytest
 
 from convergence.settings import Settings, load_settings
 from convergence.streams.worker import (
+    ADDED_STAGES,
     CHECKPOINT_VERSION,
     EventTimeWatermark,
     WorkerCore,
@@ -498,6 +499,31 @@ def test_an_old_valid_event_first_does_not_make_one_timer_call_close_every_tick_
     # (the synthetic feed re-sends a few events and sends a few bad ones on purpose)
     assert pc.events + pc.duplicates + pc.dead_letters == 1 + sum(len(r) for _, r in msgs)
     assert any(a["regions"] == [feed.genuine_region(s)] for a in _values(emits, "alerts"))
+
+
+def test_a_checkpoint_from_before_the_trend_and_scale_charts_restores(feed: Any) -> None:
+    """An older build's checkpoint has no trend or scale stages and its station verdict's
+    peak has seven evidence types: the rest is restored, the new charts start fresh."""
+    s = _settings()
+    now = time.time()
+    checkpoints: dict[str, Any] = {}
+    first = WorkerCore(s, checkpoints=checkpoints, checkpoint_interval_s=0.0, table_batch=1000,
+                       batch_events=500)
+    msgs = list(feed.messages(s, now - 25.0))
+    for sid, recs in msgs[:3001]:
+        first.on_message(encode_raw(recs), sid.encode(), now)
+    sid, recs = msgs[3001]
+    assert sid in checkpoints
+    old = orjson.loads(orjson.dumps(checkpoints[sid]))
+    for st in ADDED_STAGES:
+        del old["state"][st]
+    old["state"]["station_node"]["peak"] = old["state"]["station_node"]["peak"][:7]
+    second = WorkerCore(s, checkpoints={sid: old}, batch_events=1)
+    second.on_message(encode_raw(recs), sid.encode(), now)
+    assert second.counters.checkpoints_restored == 1 and second.counters.checkpoints_rejected == 0
+    idx = second.pipeline.registry.index_of(sid)
+    assert len(second.pipeline.state["station_node"].station(idx)["peak"]) == 9
+    assert second.pipeline.state["trend"]["n"][idx] >= 1  # fresh, and stepping since
 
 
 # -- many messages at once ------------------------------------------------------------

@@ -465,11 +465,16 @@ class Reporter:
                  conf: Confidence | None, closed: bool, time_s: float) -> str:
         kinds = [KIND_LABEL.get(k, k) for k in expl["by_kind"]]
         independent = [c for c in contributions if not c.correlated]
-        top = sorted(contributions, key=lambda c: -c.share)[:3]
+        def peak(c: Contribution) -> tuple[str, float]:
+            return max(c.peak_evidence.items(), key=lambda kv: kv[1]) if c.peak_evidence \
+                else ("burst", 0.0)
+
+        # the three that count most towards the score, named strongest first by the
+        # evidence each is quoted with (13.5, 11.4, 10.8 sd, never 13.5, 10.8, 11.4)
+        top = sorted(sorted(contributions, key=lambda c: -c.share)[:3], key=lambda c: -peak(c)[1])
 
         def strongest(c: Contribution) -> str:
-            ev, sd = max(c.peak_evidence.items(), key=lambda kv: kv[1]) if c.peak_evidence \
-                else ("burst", 0.0)
+            ev, sd = peak(c)
             return f"{c.station_id} ({KIND_LABEL.get(c.source_kind, c.source_kind)}: " \
                    f"{EVIDENCE_LABEL.get(ev, ev)}, {sd:.1f} sd)"
 

@@ -72,6 +72,11 @@ def test_the_final_revision_summarises_the_episode_at_its_peak(episode: list[Rep
     for check in (c for c in final.checks if c.startswith("Confirm:")):
         assert "news" not in check and "social media" not in check, check
     assert "Independent OSINT sources corroborate it." in final.summary
+    # "Strongest:" names its stations strongest first, by the figure it quotes for each
+    rest = final.summary.split("Strongest: ", 1)[1]
+    strongest = rest[:rest.index(" sd).") + len(" sd).")]
+    sds = [float(x) for x in re.findall(r", (\d+\.\d) sd\)", strongest)]
+    assert len(sds) >= 2 and sds == sorted(sds, reverse=True), strongest
 
 
 @pytest.mark.slow
@@ -104,3 +109,24 @@ def test_the_brief_reads_for_a_person(episode: list[Report]) -> None:
         assert re.search(r"— “[^”]+ reports from mena”", sources)  # what the OSINT stations said
         assert re.search(r"— volume [\d,.]+ \(", sources)  # and the market values
 
+
+
+def test_the_strongest_stations_are_named_strongest_first() -> None:
+    """The three stations that count most towards the score, ordered by the evidence each
+    is quoted with: the demo's report once read "13.5 sd; 10.8 sd; 11.4 sd" because they
+    were ordered by share of the score."""
+    from convergence.records import Contribution
+    from convergence.responses.reports import EpisodeLog, Reporter
+
+    def station(sid: str, share: float, sd: float) -> Contribution:
+        return Contribution(sid, "osint_social", "mena", share, {"burst": sd}, {"burst": sd})
+
+    rep = Reporter(window_ticks=8, tick_s=1.0)
+    ep = EpisodeLog("mena", 100, 100.0, "rpt-x", peak_score=99.0, peak_level=3)
+    contributions = [station("a", 0.40, 13.5), station("b", 0.35, 10.8), station("c", 0.20, 11.4),
+                     station("d", 0.05, 20.0)]
+    text = rep._summary(ep, {"by_kind": {"osint_social": 3}, "osint_corroborated": True},
+                        contributions, Level.CONVERGED,
+                        99.0, None, True, 130.0)
+    assert "Strongest: a (social media: a burst of activity, 13.5 sd); c (social media: a burst " \
+           "of activity, 11.4 sd); b (social media: a burst of activity, 10.8 sd)." in text, text

@@ -15,9 +15,12 @@ rather than flagged for ever). One wild value moves the fast average ``clip`` sd
 most. A non-finite value (a tick with no price) is skipped: no evidence, no learning,
 and the next change is taken from the last finite value.
 
-``detectors/single.py`` (``convergence detect``) runs the same chart, with the same
-settings, on a deseasonalised value; the live chain (:mod:`convergence.detectors.chain`)
-runs it on each station's log activity and, for price stations, its log price.
+``detectors/single.py`` (``convergence detect``) runs this chart's settings on a
+deseasonalised value, but still inline on its own burst chart, with a floor relative to
+each series' spread (``1e-3`` sd) instead of this stage's fixed ``floor``; folding it onto
+this stage needs a per-station floor here and an unchanged evaluation table. The live
+chain (:mod:`convergence.detectors.chain`) runs this stage on each station's log activity
+and, for price stations, its log price.
 
 Inputs: ``value`` ``(..., stations)``. Outputs: ``scale_z`` (sd above the usual spread),
 ``scale`` (raised).

@@ -327,6 +327,23 @@ class EvidenceSample(_Record):
     link: str | None = None
     source: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The generic document, built directly (every node-evidence record and region
+        checkpoint holds hundreds of these; the dataclass walk was a worker's hot spot)."""
+        return {"station_id": self.station_id, "time_s": self.time_s, "category": self.category,
+                "value": self.value, "text": self.text, "link": self.link, "source": self.source}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> EvidenceSample:
+        """The inverse of :meth:`to_dict` (unknown keys ignored, as for every record).
+
+        >>> x = EvidenceSample("st-1", 12.5, "news", 1.0, text="Port closed")
+        >>> EvidenceSample.from_dict(x.to_dict()) == x
+        True
+        """
+        return cls(d["station_id"], d["time_s"], d["category"], d["value"], d.get("text"),
+                   d.get("link"), d.get("source"))
+
 
 #: per station in a :class:`NodeEvidence`: burst, concentration, CUSUM, periodicity and
 #: regime z, then the concentration's category bin, the pattern flags (bits: burst,
@@ -380,10 +397,7 @@ class NodeEvidence(_Record):
         return {
             "tick": self.tick, "time_s": self.time_s,
             "stations": {str(k): list(v) for k, v in self.stations.items()},
-            "samples": {str(k): [{"station_id": x.station_id, "time_s": x.time_s,
-                                  "category": x.category, "value": x.value, "text": x.text,
-                                  "link": x.link, "source": x.source} for x in v]
-                        for k, v in self.samples.items()},
+            "samples": {str(k): [x.to_dict() for x in v] for k, v in self.samples.items()},
         }
 
     @classmethod

@@ -265,14 +265,22 @@ def _duplicates(t: npt.NDArray[np.float64], h: npt.NDArray[np.uint64],
             rep[first] = False
             out[cand[rep]] = True
     for st, sh in seen:
-        left = np.searchsorted(st, t, "left")
-        right = np.searchsorted(st, t, "right")
-        cand = np.flatnonzero((right > left) & ~out)
+        if st.size == 0:
+            continue
+        # only the batch's events within the chunk's time span can match it (a chunk is
+        # one tick's, the batch may span many): two scalar searches bound them
+        a = int(np.searchsorted(t, st[0], "left"))
+        b = int(np.searchsorted(t, st[-1], "right"))
+        if a >= b:
+            continue
+        left = np.searchsorted(st, t[a:b], "left")
+        right = np.searchsorted(st, t[a:b], "right")
+        cand = np.flatnonzero((right > left) & ~out[a:b])
         if cand.size:
             # the hash covers the time, so a hash found anywhere in the span of seen
             # events at these times is the same event: one vectorised test per chunk
             span = sh[left[cand].min():right[cand].max()]
-            out[cand] |= np.isin(h[cand], span)
+            out[a + cand] |= np.isin(h[a + cand], span)
     if order is not None:
         back = np.empty(n, bool)
         back[order] = out

@@ -71,6 +71,27 @@ def test_duplicates_counted_once_even_across_batches() -> None:
     assert cells["count"][0] == 2
 
 
+def test_duplicates_across_many_ticks_and_batches_match_a_set_of_seen_events() -> None:
+    # a batch spans many ticks and each tick holds several chunks of seen events (the
+    # search is bounded to each chunk's time span): every event seen before, in an
+    # earlier batch or earlier in its own, is a duplicate, and no other
+    rng = np.random.default_rng(5)
+    acc = TickAccumulator(n_stations=3, tick_s=1.0, allowed_lateness_s=1e9)
+    seen: set[tuple[float, int]] = set()
+    for _ in range(60):
+        n = int(rng.integers(1, 40))
+        time_s = np.round(rng.uniform(0, 12, n), 1)
+        event_hash = (time_s * 10).astype(np.uint64) * 4 + rng.integers(0, 4, n).astype(np.uint64)
+        cols = EventColumns.from_arrays(station=rng.integers(0, 3, n), time_s=time_s,
+                                        value=np.ones(n), category_bin=np.zeros(n, np.int64),
+                                        event_hash=event_hash)
+        expected = 0
+        for t, h in zip(time_s.tolist(), event_hash.tolist(), strict=True):
+            expected += (t, h) in seen
+            seen.add((t, h))
+        assert acc.add(cols).duplicates == expected
+
+
 def test_lateness_window_and_contiguous_empty_ticks() -> None:
     acc = TickAccumulator(n_stations=2, tick_s=1.0, allowed_lateness_s=2.0)
     acc.add(EventColumns.from_arrays(station=[0], time_s=[0.5], value=[1], category_bin=[0],

@@ -14,7 +14,10 @@ This module owns the Faust wiring and the store, nothing else:
   ``events`` (ingest, per-station detectors, node evidence out), the second-stage agent
   on ``node-evidence`` (per-region convergence, alerts and reports out), the idle
   timer, the tables (station summaries, detector checkpoints, first-stage progress,
-  region state) and the store sink.
+  region state) and the store sink. The first stage receives the events topic's
+  messages a fetch at a time (:mod:`convergence.streams.faust_batches`), not one by
+  one through Faust's stream: Faust's per-message machinery cost more than the worker's
+  own decoding of the events in them.
 
 Offsets are committed only once what a message carried has been handed on: an events
 message once the ticks of its events have closed and their evidence is published, a
@@ -54,6 +57,7 @@ from convergence.settings import Settings
 from convergence.store.surreal import StoreError, SurrealStore
 from convergence.store.writer import BatchedWriter
 from convergence.streams.directory import StationDirectory
+from convergence.streams.faust_batches import deliver_in_batches
 from convergence.streams.faust_config import faust_app_options
 from convergence.streams.metrics import WorkerMetrics
 from convergence.streams.publisher import GuardedPublisher, quiet_faust_send_errors
@@ -563,10 +567,9 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int | No
                 heapq.heappush(held_events, (max_tick, seq[0], e.message.partition, e))
         ack_events()
 
-    @app.agent(topics["events"], name="convergence-ingest")
-    async def ingest(stream: Any) -> None:
+    async def take(events: Sequence[Any]) -> None:
         loop = asyncio.get_running_loop()
-        async for event in stream.noack().events():
+        for event in events:
             if not inbox:
                 inbox_bytes[0] = 0
                 loop.call_later(the_core.batch_wait_s, flush_soon)
@@ -574,6 +577,16 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int | No
             inbox_bytes[0] += len(event.value or b"")
             if inbox_bytes[0] >= INBOX_BYTES or len(inbox) >= INBOX_MESSAGES:
                 await flush_inbox()
+
+    @app.agent(topics["events"], name="convergence-ingest")
+    async def ingest(stream: Any) -> None:
+        # subscribes the events topic (assignment, co-partitioned tables); its messages
+        # come to ``take`` a fetch at a time (below), through this stream only where
+        # Faust's consumer is not as expected
+        async for event in stream.noack().events():
+            await take((event,))
+
+    deliver_in_batches(app, {events_topic: take})
 
     @app.agent(topics["node-evidence"], name="convergence-regions")
     async def regions(stream: Any) -> None:

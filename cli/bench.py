@@ -171,7 +171,8 @@ def _print_cluster(r: dict[str, Any]) -> None:
             f"{run['avg_events_per_message']:g} events per message ({run['events']:,} events): {rate} "
             f"(startup {c['startup_s']:g} s); raw kafka-python consume {b['events_per_s']:,} events/s; "
             f"cluster/raw = {ratio} (per CPU second {run['ratio_per_cpu_s']}); alert latency p50 "
-            f"{lat.get('p50')} s, p99 {lat.get('p99')} s over {lat.get('n', 0)} alert(s)",
+            f"{lat.get('p50')} s, p99 {lat.get('p99')} s over {lat.get('n', 0)} alert(s); "
+            f"{run['alerts'].get('live_false', 0)} false alarm(s) in the live phase",
             markup=False)
         core = run.get("core") or {}
         if core.get("events_per_cpu_s"):

@@ -6,7 +6,9 @@ messages in real time (each station its interval's events when the interval ends
 with the plan's genuine convergences, while :class:`AlertReader` reads the alerts topic.
 An alert's latency is the time from the send of the last message that contributed to
 it (a station of its region, with events before the alert's tick end) to the alert
-being read. A tick closes once events ``allowed_lateness_s`` later have arrived, so
+being read; only alerts of a convergence's region whose tick ends after the convergence
+began count, every other alert of the live phase is a false alarm (``live_false``, the
+first 20 listed with why). A tick closes once events ``allowed_lateness_s`` later have arrived, so
 latency includes the poll interval and the lateness: the price of bigger batches.
 """
 
@@ -79,7 +81,11 @@ def live_phase(bootstrap: str, s: Settings, plan: BacklogPlan, say: Say,
     shift = time.time() - quiet_wall + COMMIT_SLACK_S
     plan = replace(plan, t0_s=plan.t0_s + shift)
     live_t0 = plan.t0_s + plan.backlog_s
-    regions = {e.region for e in plan.scenario().episodes if e.genuine and e.start_s >= plan.backlog_s}
+    # each live convergence's region and when it begins (the backlog's episodes ended
+    # well before the live phase)
+    began = {e.region: plan.t0_s + e.start_s for e in plan.scenario().episodes
+             if e.genuine and e.start_s >= plan.backlog_s}
+    regions = set(began)
     say(f"live phase: {plan.live_s:g} s in real time, {plan.live_episodes} genuine convergence(s) ...")
     try:
         wall0 = time.time()
@@ -97,14 +103,18 @@ def live_phase(bootstrap: str, s: Settings, plan: BacklogPlan, say: Say,
         reader.close()
     latencies: list[float] = []
     per_alert = []
-    others = 0
+    others: list[dict[str, Any]] = []
     for got_at, doc in reader.alerts:
         t_alert = float(doc.get("time_s", 0.0))
         if t_alert <= live_t0:
             continue
         region = doc.get("region")
-        if region not in regions:
-            others += 1
+        if region not in began or t_alert <= began[region]:
+            # a false alarm: a region with no convergence, or before its convergence began
+            others.append({"region": region, "level": doc.get("level"),
+                           "tick_end_s": round(t_alert - live_t0, 2),
+                           "why": "no convergence in this region" if region not in began
+                           else f"{round(began[region] - t_alert, 2)} s before its convergence began"})
             continue
         contrib = [at for at, m in sent if m.region == region and m.first_s < t_alert]
         if not contrib:
@@ -113,7 +123,8 @@ def live_phase(bootstrap: str, s: Settings, plan: BacklogPlan, say: Say,
         latencies.append(lat)
         per_alert.append({"region": region, "level": doc.get("level"),
                           "tick_end_s": round(t_alert - live_t0, 2), "latency_s": round(lat, 3)})
-    return {"live": len(per_alert), "live_elsewhere": others, "live_s": plan.live_s,
+    return {"live": len(per_alert), "live_false": len(others),
+            "false_alarms": others[:20], "live_s": plan.live_s,
             "live_regions": sorted(regions), "live_gap_s": round(shift, 2),
             "live_events": sum(m.n_events for _, m in sent),
             "latency_s": {"p50": round3(percentile(latencies, 50)),

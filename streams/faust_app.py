@@ -570,6 +570,12 @@ def build_worker(settings: Settings, *, store: bool = True, partitions: int | No
     async def take(events: Sequence[Any]) -> None:
         loop = asyncio.get_running_loop()
         for event in events:
+            if (event.message.generation_id != app.consumer_generation_id
+                    or not app.flow_control.is_active()):
+                # a rebalance came while this fetch was being handed over (a flush below
+                # waits): the rest is not ours to process; nothing of it is acknowledged,
+                # so Faust reads it again from the committed offsets
+                return
             if not inbox:
                 inbox_bytes[0] = 0
                 loop.call_later(the_core.batch_wait_s, flush_soon)

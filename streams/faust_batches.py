@@ -121,7 +121,7 @@ async def _drain(consumer: Any, fetcher: Any, handlers: Mapping[str, BatchHandle
                         await consumer.wait_first(callback(message), consumer.suspend_flow.wait())
                     read_offset[tp] = offset
                 for topic, messages in batches.items():
-                    await handlers[topic](await admit(consumer.app, messages))
+                    await _hand(handlers[topic], topic, await admit(consumer.app, messages))
             unset_flag(fetching_flag)
     except consumer.consumer_stopped_errors:
         if consumer.transport.app.should_stop:
@@ -140,6 +140,37 @@ async def _drain(consumer: Any, fetcher: Any, handlers: Mapping[str, BatchHandle
         unset_flag(fetching_flag)
 
 
+async def _hand(handler: BatchHandler, topic: str, events: list[Any]) -> None:
+    """``handler(events)``; what it raises stops the worker, said for the person on call.
+
+    The handler runs in the fetch loop: an error there cannot be skipped (its messages
+    are not acknowledged, so the partition's offsets would stop committing at them until
+    the next rebalance). It goes up to Faust's fetcher, which stops the app: the worker
+    exits, its supervisor starts it again, and it reads from the last committed offsets
+    (nothing lost; what was published again carries the same ids). A cancellation of
+    the handler alone (not of this loop) is such an error too: it must not end the fetch
+    loop silently, with the worker up and consuming nothing.
+    """
+    try:
+        await handler(events)
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the loop itself is being stopped
+        _said_failed(topic, len(events), exc)
+        raise RuntimeError(f"handing over {topic} was cancelled") from exc
+    except Exception as exc:
+        _said_failed(topic, len(events), exc)
+        raise
+
+
+def _said_failed(topic: str, n: int, exc: BaseException) -> None:
+    log.critical("worker: handing over %d message(s) of %s failed (%s: %s); stopping this "
+                 "worker - its supervisor restarts it and it reads them again from the last "
+                 "committed offsets (nothing is lost). If it recurs, report it with the "
+                 "worker's log", n, topic, type(exc).__name__, exc)
+
+
 async def admit(app: Any, messages: Sequence[Any]) -> list[Any]:
     """The events an agent's stream would yield for ``messages`` (what the conductor and
     the stream do per message, once per batch): after waiting for flow to be active
@@ -148,6 +179,8 @@ async def admit(app: Any, messages: Sequence[Any]) -> list[Any]:
     sensors (its ``ack()`` releases it)."""
     from faust.events import Event
 
+    # (Faust's loop also gives up waiting when its flow is suspended; this one need not:
+    # flow resumes before recovery needs anything fetched, and admits nothing stale)
     await app.flow_control.acquire()
     await app.producer.buffer.wait_until_ebb()
     if not app.flow_control.is_active():

@@ -75,7 +75,9 @@ def test_a_small_run_consumes_every_event_and_reports_every_figure(kafka_bootstr
     assert run["cluster"]["progress"][-1][1] == run["events"]
     assert run["baseline"]["events_per_s"] > 0 and run["cluster"]["events_per_s_with_startup"] > 0
     alerts = run["alerts"]
-    assert {"backlog", "live", "latency_s", "per_alert", "live_events"} <= set(alerts)
+    assert {"backlog", "live", "latency_s", "per_alert", "live_events", "live_false",
+            "false_alarms"} <= set(alerts)
+    assert alerts["live_false"] >= len(alerts["false_alarms"])
     assert set(alerts["latency_s"]) == {"p50", "p99", "max", "n"}
     assert alerts["live_events"] > 0
     # the same code in process, without Faust: the share of the workers' CPU it is not

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from convergence.streams.faust_batches import deliver_in_batches
+from convergence.streams.faust_batches import _hand, deliver_in_batches
 
 
 def _fill(bootstrap: str, topics: dict[str, tuple[int, int]]) -> None:
@@ -109,3 +109,40 @@ def test_a_consumer_that_is_not_as_expected_is_said_and_left_alone(
         assert deliver_in_batches(App(), {"events": lambda events: asyncio.sleep(0)}) is False
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 1 and "one at a time" in said[0] and "faust-streaming" in said[0]
+
+
+def test_a_handler_that_fails_stops_the_worker_and_says_so(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # its messages cannot be skipped (not acknowledged: commits would stop at them): the
+    # error goes up to Faust's fetcher, which stops the app; a restart reads them again
+    async def broken(events: list[Any]) -> None:
+        raise ValueError("bad state")
+
+    async def cancelled_alone(events: list[Any]) -> None:
+        raise asyncio.CancelledError
+
+    with caplog.at_level(logging.CRITICAL, logger="convergence.worker"):
+        with pytest.raises(ValueError):
+            asyncio.run(_hand(broken, "events", [1, 2, 3]))
+        # a handler cancelled on its own must not end the fetch loop silently
+        with pytest.raises(RuntimeError, match="cancelled"):
+            asyncio.run(_hand(cancelled_alone, "events", [1]))
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2 and "3 message(s) of events failed (ValueError: bad state)" in said[0]
+    assert all("nothing is lost" in x for x in said)
+
+
+def test_a_fetch_loop_being_stopped_is_not_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    async def slow(events: list[Any]) -> None:
+        await asyncio.sleep(10)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(_hand(slow, "events", [1]))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with caplog.at_level(logging.CRITICAL, logger="convergence.worker"):
+        asyncio.run(main())
+    assert not caplog.records

@@ -75,6 +75,10 @@ __all__ = ["MAX_GAP_TICKS", "EvidenceRing", "PipelineCounters", "RegionStage", "
 
 #: at most this many ticks with no event from any station are closed in a row
 MAX_GAP_TICKS = 64
+#: a station silent for ``k`` ticks while its baseline expects ``mu`` events a tick pauses
+#: once ``k * mu`` reaches this: its silence is then less likely than 1 in 10,000 under its
+#: own Poisson rate (``exp(-k * mu)``), an outage of its feed rather than a quiet spell
+IMPLAUSIBLE_SILENCE = 9.2
 #: version of :meth:`RegionStage.to_dict` (a checkpoint of another is not restored)
 REGION_STATE_VERSION = 1
 
@@ -403,15 +407,24 @@ class StationStage:
         if self.count_ticks:
             self.counters.ticks += 1
         # A station's detectors run from its first event on and pause after
-        # ``max_gap_ticks`` empty ticks in a row, until it sends again: what a station
-        # learns never depends on which other stations share its pipeline (one process,
-        # or one of many first-stage partitions), so every topology sees the same evidence.
+        # ``max_gap_ticks`` empty ticks in a row, or sooner once its silence is
+        # implausible for its own rate (``IMPLAUSIBLE_SILENCE``), until it sends again:
+        # a feed that stopped teaches nothing (a busy station's baselines and its daily
+        # profile would otherwise learn a rate of zero, and its return would read as a
+        # burst - everywhere at once when a whole fleet comes back), and its silence is
+        # no evidence (a source gone dark is told by its status, ``dark_z``). What a
+        # station learns never depends on which other stations share its pipeline (one
+        # process, or one of many first-stage partitions), so every topology sees the
+        # same evidence.
         n = self._n
         if self._last_event.size < n:
             self._last_event = np.concatenate(
                 [self._last_event, np.full(n - self._last_event.size, -np.inf)])
         self._last_event[np.asarray(cells["count"])[:n] > 0] = tick
-        live = (tick - self._last_event) <= self.acc.max_gap_ticks
+        silent = tick - self._last_event
+        expected = np.asarray(self.state[self.processor.chain.burst.name]["mu"])[:n]
+        with np.errstate(invalid="ignore"):  # never sent (inf) times no rate yet (0): paused
+            live = (silent <= self.acc.max_gap_ticks) & (silent * expected < IMPLAUSIBLE_SILENCE)
         paused = np.flatnonzero(~live)
         saved: list[tuple[Any, str, Array]] = []
         if paused.size:

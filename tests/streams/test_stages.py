@@ -110,3 +110,42 @@ def test_a_region_checkpoint_from_before_the_trend_and_scale_evidence_loads() ->
     assert float(peak[0, EVIDENCE_TYPES.index("trend")]) == 0.0
     heir.step(NodeEvidence(6, 7.0, {"news-1": (9.5, 0.0, 0.0, 0.0, 0.0, 3, 1, -1, 4.0, 0.0)}))
     assert heir.last_tick == 6
+
+
+# -- a feed that stops and comes back --------------------------------------------------
+
+
+def test_a_whole_fleet_coming_back_after_a_silence_is_no_evidence() -> None:
+    """Every station's feed stops for 40 s (the last events one hour's end, so the
+    silence opens a new slot of the daily profile) and comes back at its usual rate.
+    The silent ticks teach nothing (a busy station's silence is implausible for its own
+    rate: an outage, not a quiet spell), so the return is no burst: before, every
+    station's profile learned zero for the new hour and the return read as a departure
+    of 20 sd or more, everywhere at once (the cluster benchmark saw every region alert)."""
+    s = load_settings(env={}, config_path=None)
+    kinds = ["osint_news", "osint_social", "sensor", "market_volume"]
+    reg = StationRegistry([StationInfo(f"st-{i}", k, "eu", f"g{i}", rate_per_s=20.0)
+                           for i, k in enumerate(kinds)])
+    stage = StationStage(s, reg, TickProcessor())
+    rng = np.random.default_rng(3)
+    hour = 1_800_000_000.0  # an hour's start: the silence begins a new daily-profile slot
+
+    def events(a: float, b: float) -> list:
+        return [make_event(f"st-{i}", k, float(t), "routine", 1.0)
+                for i, k in enumerate(kinds)
+                for t in np.sort(rng.uniform(a, b, rng.poisson(20.0 * (b - a))))]
+
+    lateness = s.allowed_lateness_s + 1.0
+    for a in range(-300, 0, 10):  # five minutes at the usual rate
+        stage.ingest_events(events(hour + a, hour + a + 10), hour + a + 10)
+        stage.close_until(hour + a + 10 - lateness)
+    stage.close_until(hour + lateness)  # the last ticks with events (and a few silent ones)
+    mu_before = np.asarray(stage.state["burst"]["mu"]).copy()
+    stage.close_until(hour + 40.0 + lateness)  # forty silent seconds: wall time closes them
+    assert np.allclose(stage.state["burst"]["mu"], mu_before)  # nothing learned from them
+    stage.ingest_events(events(hour + 40, hour + 50), hour + 50)
+    back = stage.close_until(hour + 50 + lateness)
+    assert [ne.tick for ne in back][-1] >= hour + 49  # the return's ticks closed
+    z = [abs(float(x)) for ne in back for row in ne.stations.values()
+         for x, name in zip(row, NODE_EVIDENCE_FIELDS, strict=False) if name.endswith("_z")]
+    assert max(z, default=0.0) < 4.0  # no station reads its return as an anomaly

@@ -15,6 +15,7 @@ latency includes the poll interval and the lateness: the price of bigger batches
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -81,10 +82,13 @@ def live_phase(bootstrap: str, s: Settings, plan: BacklogPlan, say: Say,
     shift = time.time() - quiet_wall + COMMIT_SLACK_S
     plan = replace(plan, t0_s=plan.t0_s + shift)
     live_t0 = plan.t0_s + plan.backlog_s
-    # each live convergence's region and when it begins (the backlog's episodes ended
-    # well before the live phase)
-    began = {e.region: plan.t0_s + e.start_s for e in plan.scenario().episodes
-             if e.genuine and e.start_s >= plan.backlog_s}
+    # each live convergence's region and when its events begin (the backlog's episodes
+    # ended well before the live phase): a station draws a poll interval's events at the
+    # rate of the interval's middle, so they begin with the first interval whose middle
+    # is past the convergence's start (up to half an interval before it)
+    poll = plan.poll_s
+    began = {e.region: plan.t0_s + math.ceil(e.start_s / poll - 0.5) * poll
+             for e in plan.scenario().episodes if e.genuine and e.start_s >= plan.backlog_s}
     regions = set(began)
     say(f"live phase: {plan.live_s:g} s in real time, {plan.live_episodes} genuine convergence(s) ...")
     try:

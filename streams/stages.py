@@ -76,8 +76,8 @@ __all__ = ["MAX_GAP_TICKS", "EvidenceRing", "PipelineCounters", "RegionStage", "
 #: at most this many ticks with no event from any station are closed in a row
 MAX_GAP_TICKS = 64
 #: a station silent for ``k`` ticks while its baseline expects ``mu`` events a tick pauses
-#: once ``k * mu`` reaches this: its silence is then less likely than 1 in 10,000 under its
-#: own Poisson rate (``exp(-k * mu)``), an outage of its feed rather than a quiet spell
+#: once ``k * mu`` reaches this: its silence is then about as unlikely as 1 in 10,000
+#: under its own Poisson rate (``exp(-k * mu)``), an outage of its feed, not a quiet spell
 IMPLAUSIBLE_SILENCE = 9.2
 #: version of :meth:`RegionStage.to_dict` (a checkpoint of another is not restored)
 REGION_STATE_VERSION = 1
@@ -423,8 +423,9 @@ class StationStage:
         self._last_event[np.asarray(cells["count"])[:n] > 0] = tick
         silent = tick - self._last_event
         expected = np.asarray(self.state[self.processor.chain.burst.name]["mu"])[:n]
-        with np.errstate(invalid="ignore"):  # never sent (inf) times no rate yet (0): paused
-            live = (silent <= self.acc.max_gap_ticks) & (silent * expected < IMPLAUSIBLE_SILENCE)
+        with np.errstate(invalid="ignore"):  # never sent (inf) times no rate yet (0) is NaN
+            live = ((silent <= self.acc.max_gap_ticks)
+                    & ~(silent * expected >= IMPLAUSIBLE_SILENCE))
         paused = np.flatnonzero(~live)
         saved: list[tuple[Any, str, Array]] = []
         if paused.size:

@@ -145,7 +145,9 @@ def test_a_whole_fleet_coming_back_after_a_silence_is_no_evidence() -> None:
     assert np.allclose(stage.state["burst"]["mu"], mu_before)  # nothing learned from them
     stage.ingest_events(events(hour + 40, hour + 50), hour + 50)
     back = stage.close_until(hour + 50 + lateness)
-    assert [ne.tick for ne in back][-1] >= hour + 49  # the return's ticks closed
+    assert back and back[-1].time_s >= hour + 50  # the return's ticks closed
     z = [abs(float(x)) for ne in back for row in ne.stations.values()
          for x, name in zip(row, NODE_EVIDENCE_FIELDS, strict=False) if name.endswith("_z")]
-    assert max(z, default=0.0) < 4.0  # no station reads its return as an anomaly
+    # no station reads its return as an anomaly (without the pause: 20-30 sd; with it, the
+    # largest of 60 seeds' ticks is about 4.3, ordinary noise of a 4-station fleet)
+    assert max(z, default=0.0) < 8.0
